@@ -1,0 +1,236 @@
+"""Typed schema of params.yaml: one pydantic model per section, validated before any work.
+
+Loading stops at the first problem with one line naming the key path, e.g.
+``params.yaml: coarse_sft.train.learning_rate: must be > 0 (got -1.0)``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+TASK_FAMILIES = ("add", "sub", "mul", "expr", "reverse", "word")
+
+
+class ParamsError(ValueError):
+    """A params.yaml problem, reported as one line naming the key path."""
+
+
+class StrictModel(BaseModel):
+    """Base for every params section: unknown keys are errors, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --------------------------------------------------------------------------------------------- tracking
+class TrackingParams(StrictModel):
+    """Where and how stages log to MLflow."""
+
+    experiment: str = Field("cascadelab", min_length=1)
+
+
+# --------------------------------------------------------------------------------------------- prepare
+class FamilyParams(StrictModel):
+    """One task family of the generated corpus."""
+
+    difficulties: list[int] = Field(default_factory=lambda: [1], min_length=1)
+
+    @model_validator(mode="after")
+    def _check_levels(self) -> FamilyParams:
+        for level in self.difficulties:
+            if not 1 <= level <= 3:
+                raise ValueError(f"difficulties: each level must be 1, 2 or 3 (got {level})")
+        return self
+
+
+class SplitSizes(StrictModel):
+    """Items per (family, difficulty) cell in each split; small families are capped by their size."""
+
+    train: int = Field(4000, gt=0)
+    val: int = Field(100, gt=0)
+    test: int = Field(200, gt=0)
+
+
+class UserDatasetParams(StrictModel):
+    """A user's own question/answer data (local JSONL or a hub dataset), added as task `user`."""
+
+    path: str | None = None
+    hf_name: str | None = None
+    hf_config: str | None = None
+    question_field: str = "question"
+    answer_field: str = "answer"
+    answer_pattern: str = r"####\s*(-?[\d,\.]+)"
+    val_fraction: float = Field(0.1, gt=0, lt=1)
+    test_fraction: float = Field(0.1, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> UserDatasetParams:
+        if (self.path is None) == (self.hf_name is None):
+            raise ValueError("set exactly one of path or hf_name")
+        return self
+
+
+class TokenizerParams(StrictModel):
+    """Tokenizer trained on the train split with the `tokenizers` library."""
+
+    kind: Literal["char", "bpe"] = "char"
+    vocab_size: int = Field(512, ge=64)
+
+
+class PrepareParams(StrictModel):
+    """Corpus generation and tokenizer training."""
+
+    families: dict[str, FamilyParams] = Field(
+        default_factory=lambda: {name: FamilyParams() for name in TASK_FAMILIES}, min_length=1
+    )
+    sizes: SplitSizes = Field(default_factory=SplitSizes)
+    answer_format: Literal["reversed", "plain"] = "reversed"
+    user_dataset: UserDatasetParams | None = None
+    tokenizer: TokenizerParams = Field(default_factory=TokenizerParams)
+
+    @model_validator(mode="after")
+    def _known_families(self) -> PrepareParams:
+        for name in self.families:
+            if name not in TASK_FAMILIES:
+                raise ValueError(f"families.{name}: unknown task family (known: {', '.join(TASK_FAMILIES)})")
+        return self
+
+
+# --------------------------------------------------------------------------------------------- coarse_sft
+class CausalLMParams(StrictModel):
+    """Architecture of a decoder-only LM built from config (Llama or Qwen2 family)."""
+
+    family: Literal["llama", "qwen2"] = "llama"
+    hidden_size: int = Field(128, gt=0)
+    num_layers: int = Field(4, gt=0)
+    num_heads: int = Field(4, gt=0)
+    intermediate_size: int = Field(512, gt=0)
+    initializer_range: float = Field(0.06, gt=0)
+    max_position_embeddings: int = Field(256, gt=0)
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> CausalLMParams:
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size: must be divisible by num_heads ({self.hidden_size} % {self.num_heads})")
+        return self
+
+
+class LoraParams(StrictModel):
+    """Optional LoRA adapters through PEFT (for large base models)."""
+
+    enabled: bool = False
+    r: int = Field(16, gt=0)
+    alpha: int = Field(32, gt=0)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+
+class CurriculumParams(StrictModel):
+    """Warm-up on easy families, then the full mix (STACK-NOTES: escape the add/sub plateau first)."""
+
+    warmup_tasks: list[str] = Field(default_factory=lambda: ["add", "sub"])
+    switch_loss: float = Field(0.1, gt=0)
+    max_warmup_fraction: float = Field(0.6, ge=0, le=1)
+    group_batches_by_task: bool = True
+
+
+class SFTTrainParams(StrictModel):
+    """Optimisation settings of a supervised fine-tuning run (steps, not seconds, so reruns are identical)."""
+
+    max_steps: int = Field(8000, gt=0)
+    batch_size: int = Field(16, gt=0)
+    learning_rate: float = Field(1e-3, gt=0)
+    warmup_steps: int = Field(100, ge=0)
+    decay_fraction: float = Field(0.2, ge=0, le=1)
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    logging_steps: int = Field(50, gt=0)
+    bf16: bool = False
+    activation_checkpointing: bool = False
+    num_threads: int = Field(2, gt=0)
+
+
+class EvalParams(StrictModel):
+    """Evaluation on the test split."""
+
+    batch_size: int = Field(256, gt=0)
+    max_new_tokens: int = Field(12, gt=0)
+    sample_predictions: int = Field(64, ge=0)
+
+
+class CoarseSFTParams(StrictModel):
+    """The coarse model of the cascade: built from config (or a base model) and fine-tuned with TRL."""
+
+    base_model: str | None = None
+    model: CausalLMParams = Field(default_factory=CausalLMParams)
+    train: SFTTrainParams = Field(default_factory=SFTTrainParams)
+    curriculum: CurriculumParams = Field(default_factory=CurriculumParams)
+    mix: dict[str, float] = Field(
+        default_factory=lambda: {"add": 0.3, "sub": 0.3, "mul": 0.16, "expr": 0.08, "reverse": 0.08, "word": 0.08}
+    )
+    lora: LoraParams = Field(default_factory=LoraParams)
+    eval: EvalParams = Field(default_factory=EvalParams)
+
+    @model_validator(mode="after")
+    def _check_mix(self) -> CoarseSFTParams:
+        for name, weight in self.mix.items():
+            if weight < 0:
+                raise ValueError(f"mix.{name}: must be >= 0 (got {weight})")
+        if sum(self.mix.values()) <= 0:
+            raise ValueError("mix: at least one weight must be > 0")
+        if self.lora.enabled and self.base_model is None:
+            raise ValueError("lora.enabled: LoRA needs coarse_sft.base_model (a pretrained model to adapt)")
+        return self
+
+
+# --------------------------------------------------------------------------------------------- root
+class Params(StrictModel):
+    """The whole params.yaml: the global seed plus one section per stage."""
+
+    seed: int = Field(1234, ge=0)
+    tracking: TrackingParams = Field(default_factory=TrackingParams)
+    prepare: PrepareParams = Field(default_factory=PrepareParams)
+    coarse_sft: CoarseSFTParams = Field(default_factory=CoarseSFTParams)
+
+
+def _format_error(error: ValidationError) -> str:
+    first = error.errors()[0]
+    path = ".".join(str(part) for part in first["loc"])
+    message = first["msg"]
+    kind = first["type"]
+    if kind == "extra_forbidden":
+        message = "unknown key"
+    elif kind == "value_error":
+        message = message.removeprefix("Value error, ")
+        inner_path, sep, rest = message.partition(": ")
+        if sep and " " not in inner_path:
+            path = f"{path}.{inner_path}" if path else inner_path
+            message = rest
+    else:
+        message = f"{message.replace('Input should be', 'must be')} (got {first.get('input')!r})"
+    return f"{path}: {message}" if path else message
+
+
+def parse_params(raw: dict[str, Any], source: str = "params.yaml") -> Params:
+    """Validate a params mapping; raise ParamsError with one line naming the first bad key path."""
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as error:
+        raise ParamsError(f"{source}: {_format_error(error)}") from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate params.yaml."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path}: file not found")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ParamsError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: top level must be a mapping of sections")
+    return parse_params(raw, source=str(path))

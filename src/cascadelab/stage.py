@@ -1,0 +1,58 @@
+"""Shared wiring for stage scripts: validated params, one-line errors, tracking, metrics files."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from cascadelab.config import Params, ParamsError, load_params
+from cascadelab.io import write_json
+from cascadelab.tracking import StageRun, stage_run
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print one error line and exit."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def load_or_fail(path: str = "params.yaml") -> Params:
+    """Load params.yaml or exit with its one-line error."""
+    try:
+        return load_params(path)
+    except ParamsError as error:
+        fail(str(error))
+        raise  # unreachable; keeps type checkers happy
+
+
+@contextmanager
+def stage_context(stage: str, params: Params, section: Any, script: str | None = None) -> Iterator[StageRun]:
+    """Open the stage's MLflow run (logging seed + section + its own source) and time it."""
+    logged = {"seed": params.seed, stage: section.model_dump(mode="json")}
+    started = time.perf_counter()
+    with stage_run(stage, logged, experiment=params.tracking.experiment) as run:
+        if script is not None:
+            run.log_artifact(script, artifact_path="source")
+        yield run
+        run.log_metrics({"stage_seconds": time.perf_counter() - started})
+
+
+def write_stage_metrics(stage: str, metrics: dict[str, Any], run: StageRun, root: Path = Path(".")) -> Path:
+    """Write metrics/<stage>.json (what DVC shows) and log the same numbers and file to MLflow."""
+    path = root / "metrics" / f"{stage}.json"
+    write_json(path, metrics)
+    run.log_metrics(metrics)
+    run.log_artifact(path)
+    return path
+
+
+def run_stage(main: Callable[[], None]) -> None:
+    """Run a stage's main, turning expected input errors into one line instead of a traceback."""
+    try:
+        main()
+    except (ValueError, FileNotFoundError) as error:
+        fail(str(error).splitlines()[0] if str(error) else type(error).__name__)

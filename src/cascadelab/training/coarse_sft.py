@@ -1,0 +1,104 @@
+"""The `coarse_sft` stage's logic: build (or load) the coarse model, fine-tune it, evaluate on test."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed
+
+from cascadelab.config import CoarseSFTParams
+from cascadelab.data.corpus import CorpusVerifier, load_meta, load_split
+from cascadelab.data.tokenizer import load_tokenizer
+from cascadelab.eval.generation import generate_batched
+from cascadelab.eval.metrics import exact_match_report, response_perplexity
+from cascadelab.io import atomic_directory
+from cascadelab.models.coarse import build_causal_lm, count_parameters, load_base_model
+from cascadelab.training.sft import SFTResult, train_sft
+
+
+@dataclass
+class CoarseOutcome:
+    """Metrics, training curve and a sample of test predictions of one coarse SFT run."""
+
+    metrics: dict[str, Any]
+    history: list[dict[str, float]]
+    predictions: list[dict[str, Any]]
+
+
+def coarse_model_and_tokenizer(
+    params: CoarseSFTParams, tokenizer_dir: Path, seed: int
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The untrained coarse model: from `base_model` if set (with its tokenizer), else built from config."""
+    set_seed(seed)
+    if params.base_model:
+        return load_base_model(params.base_model)
+    tokenizer = load_tokenizer(tokenizer_dir)
+    return build_causal_lm(params.model, tokenizer), tokenizer
+
+
+def evaluate_lm(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    records: list[dict[str, Any]],
+    verifier: CorpusVerifier,
+    batch_size: int,
+    max_new_tokens: int,
+    target_field: str = "response",
+) -> tuple[dict[str, float], list[str]]:
+    """Greedy exact match (overall, per task and cell), target perplexity and generation speed."""
+    started = time.perf_counter()
+    outputs = [o[0] for o in generate_batched(model, tokenizer, [r["prompt"] for r in records],
+                                              max_new_tokens, batch_size, desc="eval")]
+    seconds = time.perf_counter() - started
+    metrics = exact_match_report(records, outputs, verifier.verify)
+    metrics["test_ppl"] = response_perplexity(model, tokenizer, records, target_field=target_field)
+    metrics["eval_sequences_per_s"] = len(records) / seconds if seconds else 0.0
+    return metrics, outputs
+
+
+def run_coarse_sft(
+    params: CoarseSFTParams, seed: int, corpus_dir: Path, tokenizer_dir: Path, model_dir: Path
+) -> CoarseOutcome:
+    """Train the coarse model, save it with `save_pretrained`, evaluate it on the test split."""
+    torch.set_num_threads(params.train.num_threads)
+    meta = load_meta(corpus_dir)
+    train_records = load_split(corpus_dir, "train")
+    test_records = load_split(corpus_dir, "test")
+    model, tokenizer = coarse_model_and_tokenizer(params, tokenizer_dir, seed)
+    with tempfile.TemporaryDirectory(prefix="coarse_sft_") as scratch:
+        model, result = train_sft(
+            model, tokenizer, train_records, params.train, params.curriculum, params.mix, seed,
+            Path(scratch), lora=params.lora,
+        )
+    if params.lora.enabled:
+        model = model.merge_and_unload()
+    with atomic_directory(model_dir) as tmp:
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        tokenizer.save_pretrained(str(tmp))
+    verifier = CorpusVerifier(meta)
+    metrics, outputs = evaluate_lm(
+        model, tokenizer, test_records, verifier, params.eval.batch_size, params.eval.max_new_tokens
+    )
+    metrics.update(_training_metrics(model, result))
+    predictions = [
+        {"id": r["id"], "task": r["task"], "prompt": r["prompt"], "output": o, "answer": r["answer"],
+         "correct": verifier.verify(r["task"], o, r["answer"])}
+        for r, o in list(zip(test_records, outputs, strict=True))[: params.eval.sample_predictions]
+    ]
+    return CoarseOutcome(metrics=metrics, history=result.history, predictions=predictions)
+
+
+def _training_metrics(model: PreTrainedModel, result: SFTResult) -> dict[str, Any]:
+    return {
+        "params": count_parameters(model),
+        "train_seconds": result.train_seconds,
+        "train_tokens": result.train_tokens,
+        "train_tokens_per_s": result.tokens_per_second,
+        "final_train_loss": result.final_loss,
+        "curriculum_switch_step": -1 if result.curriculum_switch_step is None else result.curriculum_switch_step,
+    }

@@ -1,0 +1,48 @@
+from pathlib import Path
+
+import pytest
+
+from cascadelab.config import ParamsError, load_params, parse_params
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_repository_params_are_valid():
+    params = load_params(ROOT / "params.yaml")
+    assert params.coarse_sft.model.family == "llama"
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"coarse_sft": {"trian": {}}}, "params.yaml: coarse_sft.trian: unknown key"),
+        ({"coarse_sft": {"train": {"batch_size": "big"}}},
+         "params.yaml: coarse_sft.train.batch_size: must be a valid integer, unable to parse string as an "
+         "integer (got 'big')"),
+        ({"coarse_sft": {"train": {"learning_rate": -1}}},
+         "params.yaml: coarse_sft.train.learning_rate: must be greater than 0 (got -1)"),
+        ({"prepare": {"families": {"div": {}}}},
+         "params.yaml: prepare.families.div: unknown task family (known: add, sub, mul, expr, reverse, word)"),
+        ({"coarse_sft": {"model": {"hidden_size": 130}}},
+         "params.yaml: coarse_sft.model.hidden_size: must be divisible by num_heads (130 % 4)"),
+        ({"coarse_sft": {"mix": {"add": -0.1}}}, "params.yaml: coarse_sft.mix.add: must be >= 0 (got -0.1)"),
+        ({"bogus": 1}, "params.yaml: bogus: unknown key"),
+    ],
+)
+def test_bad_params_give_one_line_naming_the_key(raw, message):
+    with pytest.raises(ParamsError) as error:
+        parse_params(raw)
+    assert str(error.value) == message
+    assert "\n" not in str(error.value)
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ParamsError, match="file not found"):
+        load_params(tmp_path / "nope.yaml")
+    bad = tmp_path / "params.yaml"
+    bad.write_text("seed: [1\n")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(bad)
+    bad.write_text("- 1\n")
+    with pytest.raises(ParamsError, match="top level must be a mapping"):
+        load_params(bad)

@@ -1,0 +1,94 @@
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from cascadelab import tracking
+
+
+@pytest.fixture
+def repo(tmp_path, monkeypatch):
+    (tmp_path / ".dvc").mkdir()
+    work = tmp_path / "sub" / "dir"
+    work.mkdir(parents=True)
+    monkeypatch.chdir(work)
+    for var in ("DVC_ROOT", "MLFLOW_TRACKING_URI", "DVC_EXP_NAME", "DVC_EXP_BASELINE_REV", tracking.PIPELINE_ID_ENV):
+        monkeypatch.delenv(var, raising=False)
+    yield tmp_path
+    mlflow.set_tracking_uri(None)
+
+
+def test_uri_is_anchored_at_the_repo_root_without_dvc_root(repo):
+    assert tracking.repo_root() == repo
+    assert tracking.tracking_uri() == f"sqlite:///{repo}/mlflow.db"
+    assert tracking.artifact_location() == (repo / "mlruns").as_uri()
+
+
+def test_dvc_root_wins_over_the_working_directory(repo, tmp_path_factory, monkeypatch):
+    original = tmp_path_factory.mktemp("original")
+    monkeypatch.setenv("DVC_ROOT", str(original))
+    assert tracking.repo_root() == original
+    assert tracking.tracking_uri() == f"sqlite:///{original}/mlflow.db"
+
+
+def test_explicit_tracking_uri_overrides(repo, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert tracking.tracking_uri() == "http://127.0.0.1:5000"
+
+
+def test_params_hash_is_stable_and_order_free():
+    assert tracking.params_hash({"a": 1, "b": {"c": 2}}) == tracking.params_hash({"b": {"c": 2}, "a": 1})
+    assert tracking.params_hash({"a": 1}) != tracking.params_hash({"a": 2})
+
+
+def test_stage_run_tags_params_and_shared_parent(repo, monkeypatch):
+    monkeypatch.setenv("DVC_EXP_NAME", "my-exp")
+    monkeypatch.setenv("DVC_EXP_BASELINE_REV", "abc123")
+    section = {"seed": 1, "prepare": {"sizes": {"train": 10}}}
+    with tracking.stage_run("prepare", section, experiment="t") as first:
+        first.log_metrics({"x": 1.0, "nested": {"y": 2}, "label": "skipped"}, step=3)
+    with tracking.stage_run("coarse_sft", {"seed": 1}, experiment="t") as second:
+        pass
+    client = MlflowClient(tracking.tracking_uri())
+    run = client.get_run(first.run_id)
+    tags = run.data.tags
+    assert tags[tracking.TAG_STAGE] == "prepare"
+    assert tags[tracking.TAG_EXP_NAME] == "my-exp"
+    assert tags[tracking.TAG_BASELINE] == "abc123"
+    assert tags[tracking.TAG_PARAMS_HASH] == tracking.params_hash(section)
+    assert tags[tracking.TAG_GIT_COMMIT] == "abc123"  # not a git repo: falls back to the baseline
+    assert run.data.params["prepare.sizes.train"] == "10"
+    assert run.data.metrics == {"x": 1.0, "nested.y": 2.0}
+    parent = tags[tracking.TAG_PARENT]
+    assert client.get_run(second.run_id).data.tags[tracking.TAG_PARENT] == parent
+    assert client.get_run(parent).data.tags[tracking.TAG_ROLE] == "pipeline"
+    experiment = client.get_experiment_by_name("t")
+    assert experiment.artifact_location == (repo / "mlruns").as_uri()
+    assert (repo / "mlflow.db").is_file()
+
+
+def test_different_pipeline_ids_get_different_parents(repo, monkeypatch):
+    parents = []
+    for pipeline in ("one", "two"):
+        monkeypatch.setenv(tracking.PIPELINE_ID_ENV, pipeline)
+        with tracking.stage_run("prepare", {}, experiment="t") as run:
+            pass
+        parents.append(MlflowClient(tracking.tracking_uri()).get_run(run.run_id).data.tags[tracking.TAG_PARENT])
+    assert parents[0] != parents[1]
+
+
+def test_standalone_run_has_no_parent(repo):
+    with tracking.stage_run("prepare", {}, experiment="t") as run:
+        pass
+    assert tracking.TAG_PARENT not in MlflowClient(tracking.tracking_uri()).get_run(run.run_id).data.tags
+
+
+def test_flatten():
+    assert tracking.flatten({"a": {"b": 1, "c": {"d": 2}}, "e": 3}) == {"a.b": 1, "a.c.d": 2, "e": 3}
+
+
+def test_store_is_created_under_the_root_not_the_cwd(repo):
+    with tracking.stage_run("prepare", {}, experiment="t"):
+        pass
+    assert not (Path.cwd() / "mlflow.db").exists()
