@@ -22,8 +22,10 @@ def main() -> None:
         write_stage_metrics("coarse_sft", outcome.metrics, run)
         run.log_artifact(PLOTS_DIR)
     m = outcome.metrics
-    print(f"coarse_sft: test EM {m['em']:.1f} % (add {m.get('em_add', 0):.1f}, sub {m.get('em_sub', 0):.1f}), "
-          f"ppl {m['test_ppl']:.3f}, {m['params']} params, {m['train_tokens_per_s']:.0f} train tokens/s")
+    print(
+        f"coarse_sft: test EM {m['em']:.1f} % (add {m.get('em_add', 0):.1f}, sub {m.get('em_sub', 0):.1f}), "
+        f"ppl {m['test_ppl']:.3f}, {m['params']} params, {m['train_tokens_per_s']:.0f} train tokens/s"
+    )
 
 
 if __name__ == "__main__":

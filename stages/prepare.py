@@ -16,8 +16,10 @@ def main() -> None:
         metrics = prepare(params.prepare, params.seed, CORPUS_DIR, TOKENIZER_DIR)
         write_stage_metrics("prepare", metrics, run)
         run.log_artifact(CORPUS_DIR / "meta.json")
-    print(f"prepare: {metrics['train_size']} train / {metrics['val_size']} val / {metrics['test_size']} test, "
-          f"vocab {metrics['vocab_size']}")
+    print(
+        f"prepare: {metrics['train_size']} train / {metrics['val_size']} val / {metrics['test_size']} test, "
+        f"vocab {metrics['vocab_size']}"
+    )
 
 
 if __name__ == "__main__":

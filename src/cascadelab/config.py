@@ -86,10 +86,10 @@ class PrepareParams(StrictModel):
     families: dict[str, FamilyParams] = Field(
         default_factory=lambda: {name: FamilyParams() for name in TASK_FAMILIES}, min_length=1
     )
-    sizes: SplitSizes = Field(default_factory=SplitSizes)
+    sizes: SplitSizes = Field(default_factory=lambda: SplitSizes())
     answer_format: Literal["reversed", "plain"] = "reversed"
     user_dataset: UserDatasetParams | None = None
-    tokenizer: TokenizerParams = Field(default_factory=TokenizerParams)
+    tokenizer: TokenizerParams = Field(default_factory=lambda: TokenizerParams())
 
     @model_validator(mode="after")
     def _known_families(self) -> PrepareParams:
@@ -165,14 +165,14 @@ class CoarseSFTParams(StrictModel):
     """The coarse model of the cascade: built from config (or a base model) and fine-tuned with TRL."""
 
     base_model: str | None = None
-    model: CausalLMParams = Field(default_factory=CausalLMParams)
-    train: SFTTrainParams = Field(default_factory=SFTTrainParams)
-    curriculum: CurriculumParams = Field(default_factory=CurriculumParams)
+    model: CausalLMParams = Field(default_factory=lambda: CausalLMParams())
+    train: SFTTrainParams = Field(default_factory=lambda: SFTTrainParams())
+    curriculum: CurriculumParams = Field(default_factory=lambda: CurriculumParams())
     mix: dict[str, float] = Field(
         default_factory=lambda: {"add": 0.3, "sub": 0.3, "mul": 0.16, "expr": 0.08, "reverse": 0.08, "word": 0.08}
     )
-    lora: LoraParams = Field(default_factory=LoraParams)
-    eval: EvalParams = Field(default_factory=EvalParams)
+    lora: LoraParams = Field(default_factory=lambda: LoraParams())
+    eval: EvalParams = Field(default_factory=lambda: EvalParams())
 
     @model_validator(mode="after")
     def _check_mix(self) -> CoarseSFTParams:
@@ -191,7 +191,7 @@ class Params(StrictModel):
     """The whole params.yaml: the global seed plus one section per stage."""
 
     seed: int = Field(1234, ge=0)
-    tracking: TrackingParams = Field(default_factory=TrackingParams)
+    tracking: TrackingParams = Field(default_factory=lambda: TrackingParams())
     prepare: PrepareParams = Field(default_factory=PrepareParams)
     coarse_sft: CoarseSFTParams = Field(default_factory=CoarseSFTParams)
 

@@ -32,6 +32,9 @@ def load_or_fail(path: str = "params.yaml") -> Params:
 @contextmanager
 def stage_context(stage: str, params: Params, section: Any, script: str | None = None) -> Iterator[StageRun]:
     """Open the stage's MLflow run (logging seed + section + its own source) and time it."""
+    import datasets
+
+    datasets.disable_progress_bars()  # per-row map bars drown the stage log; the trainer keeps its own bar
     logged = {"seed": params.seed, stage: section.model_dump(mode="json")}
     started = time.perf_counter()
     with stage_run(stage, logged, experiment=params.tracking.experiment) as run:

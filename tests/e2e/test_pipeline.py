@@ -58,7 +58,10 @@ def project(tmp_path_factory):
     env = dict(os.environ)
     env.update(
         PATH=f"{Path(sys.executable).parent}:{env['PATH']}",
-        GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t",
+        GIT_AUTHOR_NAME="t",
+        GIT_AUTHOR_EMAIL="t@t",
+        GIT_COMMITTER_NAME="t",
+        GIT_COMMITTER_EMAIL="t@t",
         CASCADELAB_NO_PROGRESS="1",
     )
     for var in ("MLFLOW_TRACKING_URI", "DVC_ROOT", "CASCADELAB_PIPELINE_ID", "PYTHONPATH"):
@@ -127,7 +130,7 @@ def test_exp_run_set_param_reruns_coarse_sft_only(project):
     assert "Running stage 'prepare'" not in out
     runs = stage_runs(repo, "coarse_sft")
     assert any(r.data.tags.get("dvc.exp_name") == "more-steps" for r in runs)
-    assert "more-steps" in dvc(project, "exp", "show", "--no-pager")
+    assert "more-steps" in dvc(project, "exp", "show", "--csv")
 
 
 def test_temp_experiment_lands_in_root_store_and_runs_its_snapshot(project):
@@ -137,7 +140,8 @@ def test_temp_experiment_lands_in_root_store_and_runs_its_snapshot(project):
     env = dict(env, PYTHONPATH=str(repo / "src"))
     out = run(
         [sys.executable, "-m", "dvc", "exp", "run", "--temp", "-S", "coarse_sft.train.max_steps=22", "-n", "tmp-exp"],
-        repo, env,
+        repo,
+        env,
     )
     assert "Running stage 'coarse_sft'" in out
     runs = [r for r in stage_runs(repo, "coarse_sft") if r.data.tags.get("dvc.exp_name") == "tmp-exp"]

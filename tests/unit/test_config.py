@@ -16,15 +16,23 @@ def test_repository_params_are_valid():
     ("raw", "message"),
     [
         ({"coarse_sft": {"trian": {}}}, "params.yaml: coarse_sft.trian: unknown key"),
-        ({"coarse_sft": {"train": {"batch_size": "big"}}},
-         "params.yaml: coarse_sft.train.batch_size: must be a valid integer, unable to parse string as an "
-         "integer (got 'big')"),
-        ({"coarse_sft": {"train": {"learning_rate": -1}}},
-         "params.yaml: coarse_sft.train.learning_rate: must be greater than 0 (got -1)"),
-        ({"prepare": {"families": {"div": {}}}},
-         "params.yaml: prepare.families.div: unknown task family (known: add, sub, mul, expr, reverse, word)"),
-        ({"coarse_sft": {"model": {"hidden_size": 130}}},
-         "params.yaml: coarse_sft.model.hidden_size: must be divisible by num_heads (130 % 4)"),
+        (
+            {"coarse_sft": {"train": {"batch_size": "big"}}},
+            "params.yaml: coarse_sft.train.batch_size: must be a valid integer, unable to parse string as an "
+            "integer (got 'big')",
+        ),
+        (
+            {"coarse_sft": {"train": {"learning_rate": -1}}},
+            "params.yaml: coarse_sft.train.learning_rate: must be greater than 0 (got -1)",
+        ),
+        (
+            {"prepare": {"families": {"div": {}}}},
+            "params.yaml: prepare.families.div: unknown task family (known: add, sub, mul, expr, reverse, word)",
+        ),
+        (
+            {"coarse_sft": {"model": {"hidden_size": 130}}},
+            "params.yaml: coarse_sft.model.hidden_size: must be divisible by num_heads (130 % 4)",
+        ),
         ({"coarse_sft": {"mix": {"add": -0.1}}}, "params.yaml: coarse_sft.mix.add: must be >= 0 (got -0.1)"),
         ({"bogus": 1}, "params.yaml: bogus: unknown key"),
     ],

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from datasets import Dataset, load_dataset
 
 from cascadelab.config import PrepareParams
-from cascadelab.data.tasks import get_family
+from cascadelab.data.tasks import Item, get_family
 from cascadelab.data.user_dataset import RegexVerifier, user_records
 from cascadelab.io import atomic_write_text, write_json
 
@@ -62,7 +62,7 @@ def build_splits(params: PrepareParams, seed: int) -> dict[str, list[Record]]:
             available = family.space_size(difficulty)
             n_train, n_val, n_test = _cell_sizes(available, sizes.train, sizes.val, sizes.test)
             wanted = n_train + n_val + n_test
-            items = []
+            items: list[Item] = []
             attempts = 0
             while len(items) < wanted and attempts < 50 * wanted:
                 attempts += 1
@@ -78,9 +78,15 @@ def build_splits(params: PrepareParams, seed: int) -> dict[str, list[Record]]:
             for split, part in parts.items():
                 for index, item in enumerate(part):
                     splits[split].append(
-                        {"id": f"{name}{difficulty}-{split}-{index:06d}", "task": name, "difficulty": difficulty,
-                         "prompt": item.prompt, "response": item.response, "answer": item.answer,
-                         "steps": item.steps}
+                        {
+                            "id": f"{name}{difficulty}-{split}-{index:06d}",
+                            "task": name,
+                            "difficulty": difficulty,
+                            "prompt": item.prompt,
+                            "response": item.response,
+                            "answer": item.answer,
+                            "steps": item.steps,
+                        }
                     )
     if params.user_dataset is not None:
         for split, records in user_records(params.user_dataset, seed).items():

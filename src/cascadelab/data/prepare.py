@@ -26,8 +26,9 @@ def prepare(params: PrepareParams, seed: int, corpus_dir: Path, tokenizer_dir: P
         write_corpus(splits, meta, tmp)
     with atomic_directory(tokenizer_dir) as tmp:
         tokenizer.save_pretrained(str(tmp))
-    lengths = [len(tokenizer(r["prompt"] + r["response"], add_special_tokens=False)["input_ids"]) + 1
-               for r in splits["train"]]
+    lengths = [
+        len(tokenizer(r["prompt"] + r["response"], add_special_tokens=False)["input_ids"]) + 1 for r in splits["train"]
+    ]
     metrics: dict[str, Any] = {f"{split}_size": len(splits[split]) for split in SPLITS}
     metrics.update(
         vocab_size=len(tokenizer),

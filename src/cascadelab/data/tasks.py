@@ -11,6 +11,7 @@ import random
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import ClassVar
 
 from cascadelab.data.answers import AnswerFormat, final_segment, format_number, parse_number
 
@@ -101,7 +102,7 @@ class MulFamily(TaskFamily):
     """Multiplication: level 1 is 1-digit x 2-digit, 2 is 2x2, 3 is 3x2; steps are partial products."""
 
     name = "mul"
-    _digits = {1: (1, 2), 2: (2, 2), 3: (3, 2)}
+    _digits: ClassVar[dict[int, tuple[int, int]]] = {1: (1, 2), 2: (2, 2), 3: (3, 2)}
 
     def sample(self, rng: random.Random, difficulty: int) -> Item:
         """Draw `a*b=` with the level's operand digit counts."""
@@ -137,7 +138,7 @@ class ExprFamily(TaskFamily):
     """Expressions of 1-digit numbers with + - *; level L has L+1 operators; steps apply * first."""
 
     name = "expr"
-    _widths = {1: 3, 2: 4, 3: 5}
+    _widths: ClassVar[dict[int, int]] = {1: 3, 2: 4, 3: 5}
 
     def sample(self, rng: random.Random, difficulty: int) -> Item:
         """Draw an expression with difficulty+1 operators."""
@@ -180,7 +181,7 @@ class ReverseFamily(TaskFamily):
     """Reverse a lowercase string; level 1: 3-4 letters, 2: 5-6, 3: 7-8; one-step."""
 
     name = "reverse"
-    _lengths = {1: (3, 4), 2: (5, 6), 3: (7, 8)}
+    _lengths: ClassVar[dict[int, tuple[int, int]]] = {1: (3, 4), 2: (5, 6), 3: (7, 8)}
     _letters = "abcdefghijklmnopqrstuvwxyz"
     _word = re.compile(r"^[a-z]+$")
 
@@ -238,8 +239,7 @@ class WordFamily(TaskFamily):
 
 
 FAMILIES: dict[str, type[TaskFamily]] = {
-    family.name: family
-    for family in (AddFamily, SubFamily, MulFamily, ExprFamily, ReverseFamily, WordFamily)
+    family.name: family for family in (AddFamily, SubFamily, MulFamily, ExprFamily, ReverseFamily, WordFamily)
 }
 
 

@@ -80,7 +80,10 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
     """Load a saved pipeline tokenizer (or any local/hub tokenizer) through transformers."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(path))
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    if not isinstance(tokenizer, PreTrainedTokenizerFast):
+        raise ValueError(f"{path}: not a fast tokenizer ({type(tokenizer).__name__})")
+    return tokenizer
 
 
 def round_trip_failures(tokenizer: PreTrainedTokenizerFast, texts: Iterable[str], limit: int = 5) -> list[str]:

@@ -84,16 +84,20 @@ def user_records(params: UserDatasetParams, seed: int) -> dict[str, list[dict[st
         question, solution = str(row[params.question_field]), str(row[params.answer_field])
         answer = verifier.extract(solution)
         if answer is None:
-            raise ValueError(
-                f"prepare.user_dataset.answer_pattern: no match in row {number}'s {params.answer_field!r}"
-            )
+            raise ValueError(f"prepare.user_dataset.answer_pattern: no match in row {number}'s {params.answer_field!r}")
         key = " ".join(question.lower().split())
         if key in seen:
             continue
         seen.add(key)
         records.append(
-            {"task": "user", "difficulty": 1, "prompt": question, "response": solution,
-             "answer": answer, "steps": solution}
+            {
+                "task": "user",
+                "difficulty": 1,
+                "prompt": question,
+                "response": solution,
+                "answer": answer,
+                "steps": solution,
+            }
         )
     random.Random(f"{seed}:user").shuffle(records)
     n_test = max(1, round(len(records) * params.test_fraction))

@@ -36,7 +36,7 @@ def generate_batched(
         if do_sample:
             torch.manual_seed(generator_seed)
             generator_seed += 1
-        generated = model.generate(
+        generated = model.generate(  # type: ignore[operator]  # transformers types generate loosely
             **encoded,
             max_new_tokens=max_new_tokens,
             do_sample=do_sample,

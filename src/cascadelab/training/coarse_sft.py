@@ -52,8 +52,12 @@ def evaluate_lm(
 ) -> tuple[dict[str, float], list[str]]:
     """Greedy exact match (overall, per task and cell), target perplexity and generation speed."""
     started = time.perf_counter()
-    outputs = [o[0] for o in generate_batched(model, tokenizer, [r["prompt"] for r in records],
-                                              max_new_tokens, batch_size, desc="eval")]
+    outputs = [
+        o[0]
+        for o in generate_batched(
+            model, tokenizer, [r["prompt"] for r in records], max_new_tokens, batch_size, desc="eval"
+        )
+    ]
     seconds = time.perf_counter() - started
     metrics = exact_match_report(records, outputs, verifier.verify)
     metrics["test_ppl"] = response_perplexity(model, tokenizer, records, target_field=target_field)
@@ -72,11 +76,18 @@ def run_coarse_sft(
     model, tokenizer = coarse_model_and_tokenizer(params, tokenizer_dir, seed)
     with tempfile.TemporaryDirectory(prefix="coarse_sft_") as scratch:
         model, result = train_sft(
-            model, tokenizer, train_records, params.train, params.curriculum, params.mix, seed,
-            Path(scratch), lora=params.lora,
+            model,
+            tokenizer,
+            train_records,
+            params.train,
+            params.curriculum,
+            params.mix,
+            seed,
+            Path(scratch),
+            lora=params.lora,
         )
     if params.lora.enabled:
-        model = model.merge_and_unload()
+        model = model.merge_and_unload()  # type: ignore[operator]  # a PeftModel here
     with atomic_directory(model_dir) as tmp:
         model.save_pretrained(str(tmp), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))
@@ -86,8 +97,14 @@ def run_coarse_sft(
     )
     metrics.update(_training_metrics(model, result))
     predictions = [
-        {"id": r["id"], "task": r["task"], "prompt": r["prompt"], "output": o, "answer": r["answer"],
-         "correct": verifier.verify(r["task"], o, r["answer"])}
+        {
+            "id": r["id"],
+            "task": r["task"],
+            "prompt": r["prompt"],
+            "output": o,
+            "answer": r["answer"],
+            "correct": verifier.verify(r["task"], o, r["answer"]),
+        }
         for r, o in list(zip(test_records, outputs, strict=True))[: params.eval.sample_predictions]
     ]
     return CoarseOutcome(metrics=metrics, history=result.history, predictions=predictions)

@@ -85,7 +85,11 @@ class CurriculumCallback(TrainerCallback):
         self.max_warmup_steps = max_warmup_steps
 
     def on_log(
-        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, logs: dict | None = None,
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: dict | None = None,
         **kwargs: object,
     ) -> None:
         """Switch on a low windowed training loss."""

@@ -17,7 +17,13 @@ from typing import Any
 import torch
 from datasets import Dataset
 from torch.utils.data import Sampler
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback, TrainerControl, TrainerState
+from transformers import (
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    TrainerCallback,
+    TrainerControl,
+    TrainerState,
+)
 from transformers import TrainingArguments as HFTrainingArguments
 from trl import SFTConfig, SFTTrainer
 
@@ -50,8 +56,12 @@ class _HistoryCallback(TrainerCallback):
         self.rows: list[dict[str, float]] = []
 
     def on_log(
-        self, args: HFTrainingArguments, state: TrainerState, control: TrainerControl,
-        logs: dict | None = None, **kwargs: object,
+        self,
+        args: HFTrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: dict | None = None,
+        **kwargs: object,
     ) -> None:
         """Record the training-loss logs."""
         if logs and "loss" in logs:
@@ -116,7 +126,6 @@ def sft_config(train: SFTTrainParams, seed: int, output_dir: Path, report_to: Se
         data_seed=seed,
         completion_only_loss=True,
         eos_token="[EOS]",
-        pad_token="[PAD]",
         max_length=None,
         dataset_kwargs={"skip_prepare_dataset": True},
         include_num_input_tokens_seen="non_padding",
@@ -139,13 +148,16 @@ def train_sft(
     target_field: str = "response",
 ) -> tuple[PreTrainedModel, SFTResult]:
     """Fine-tune `model` on `records` (prompt → `target_field`); return the trained model and its history."""
-    dataset = tokenize_prompt_completion(
-        tokenizer, [r["prompt"] for r in records], [r[target_field] for r in records]
-    )
+    dataset = tokenize_prompt_completion(tokenizer, [r["prompt"] for r in records], [r[target_field] for r in records])
     state = CurriculumState()
     max_warmup = int(train.max_steps * curriculum.max_warmup_fraction)
     sampler = CurriculumSampler(
-        [r["task"] for r in records], mix, curriculum.warmup_tasks, train.max_steps * train.batch_size, seed, state,
+        [r["task"] for r in records],
+        mix,
+        curriculum.warmup_tasks,
+        train.max_steps * train.batch_size,
+        seed,
+        state,
         group_size=train.batch_size if curriculum.group_batches_by_task else 1,
     )
     history = _HistoryCallback()
@@ -154,8 +166,11 @@ def train_sft(
         from peft import LoraConfig
 
         peft_config = LoraConfig(
-            r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-            target_modules=list(lora.target_modules), task_type="CAUSAL_LM",
+            r=lora.r,
+            lora_alpha=lora.alpha,
+            lora_dropout=lora.dropout,
+            target_modules=list(lora.target_modules),
+            task_type="CAUSAL_LM",
         )
     trainer = _CurriculumSFTTrainer(
         model=model,
@@ -174,4 +189,7 @@ def train_sft(
         curriculum_switch_step=state.switch_step,
         final_loss=history.rows[-1]["loss"] if history.rows else float("nan"),
     )
-    return trainer.model, result
+    trained = trainer.model
+    if not isinstance(trained, PreTrainedModel) and not hasattr(trained, "merge_and_unload"):
+        raise TypeError(f"unexpected trained model type {type(trained).__name__}")
+    return trained, result  # type: ignore[return-value]  # a PeftModel when LoRA is on

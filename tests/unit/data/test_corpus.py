@@ -76,17 +76,20 @@ def test_missing_split_names_the_stage(tmp_path):
 
 
 def write_gsm8k_style(path, n=30):
-    rows = [{"question": f"Sam has {i} cats and {i + 3} dogs. How many pets?",
-             "answer": f"{i} + {i + 3} = {2 * i + 3}\n#### {2 * i + 3}"} for i in range(n)]
+    rows = [
+        {
+            "question": f"Sam has {i} cats and {i + 3} dogs. How many pets?",
+            "answer": f"{i} + {i + 3} = {2 * i + 3}\n#### {2 * i + 3}",
+        }
+        for i in range(n)
+    ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
 def test_user_jsonl_goes_through_the_same_verifier(tmp_path):
     path = tmp_path / "qa.jsonl"
     write_gsm8k_style(path)
-    params = small_params(
-        families={"add": {"difficulties": [1]}}, user_dataset={"path": str(path)}
-    )
+    params = small_params(families={"add": {"difficulties": [1]}}, user_dataset={"path": str(path)})
     splits = build_splits(params, seed=0)
     user = [r for s in SPLITS for r in splits[s] if r["task"] == "user"]
     assert len(user) == 30
