@@ -141,7 +141,7 @@ def test_loss_ignores_padding_rows() -> None:
     for i, t in enumerate(target_lengths):
         n = int(mask[i].sum())
         total += float(model(input_ids=src[i : i + 1, :n], labels=labels[i : i + 1, :t]).loss.detach()) * t
-    assert float(batch_loss) == pytest.approx(total / sum(target_lengths), rel=1e-5)
+    assert float(batch_loss.detach()) == pytest.approx(total / sum(target_lengths), rel=1e-5)
 
 
 @pytest.mark.parametrize("context", ["sequence", "pooled"])
