@@ -58,8 +58,8 @@ def _decoding_kwargs(
             "do_sample": True,
             "num_beams": 1,
             "temperature": temperature,
-            "top_k": top_k or None,
-            "top_p": top_p if 0.0 < top_p < 1.0 else None,
+            "top_k": top_k,  # 0 is off
+            "top_p": top_p if 0.0 < top_p < 1.0 else 1.0,  # 1.0 is off
         }
     raise ValueError(f"decoding must be 'greedy', 'sample' or 'beam', got {decoding!r}")
 

@@ -15,6 +15,7 @@ from cascadelab.models.hybrid_rnn import (
     HYBRID_RNN_PRESETS,
     HybridRNNConfig,
     HybridRNNTransformer,
+    init_hybrid_rnn,
     shift_tokens_right,
 )
 from cascadelab.models.hybrid_rnn.quantization import quantize_dynamic_int8
@@ -104,6 +105,13 @@ def test_presets_and_validation() -> None:
         HybridRNNConfig(context="x")
     with pytest.raises(ValueError, match=r"^HybridRNNConfig.decoder_attention_heads: must divide d_model=30"):
         HybridRNNConfig(d_model=30, encoder_attention_heads=5, decoder_attention_heads=4)
+
+
+def test_init_is_a_function_of_config_and_seed() -> None:
+    config = HybridRNNConfig.from_preset("tiny", vocab_size=24)
+    a, b, c = init_hybrid_rnn(config, 3), init_hybrid_rnn(config, 3), init_hybrid_rnn(config, 4)
+    torch.testing.assert_close(a.lm_head.weight, b.lm_head.weight, atol=0, rtol=0)
+    assert not torch.equal(a.model.encoder.lstm.weight_hh_l0, c.model.encoder.lstm.weight_hh_l0)
 
 
 def test_seed_preset_has_about_33m_parameters() -> None:
@@ -224,6 +232,9 @@ def test_sampling_and_beam_are_seed_deterministic() -> None:
     torch.testing.assert_close(a, model.generate_text(src, **sample, seed=7))
     assert not torch.equal(a, model.generate_text(src, **sample, seed=8))
     assert a.shape[0] == 3 and a.shape[1] <= 10
+    # top_k=1 leaves one candidate per step, so sampling must reproduce greedy decoding.
+    greedy = model.generate_text(src, BOS, EOS, max_length=10, temperature=0)
+    torch.testing.assert_close(model.generate_text(src, BOS, EOS, max_length=10, top_k=1, seed=2), greedy)
     beam = model.generate_text(src, BOS, EOS, max_length=10, num_beams=4)
     torch.testing.assert_close(beam, model.generate_text(src, BOS, EOS, max_length=10, num_beams=4))
     with pytest.raises(ValueError, match=r"^src must be \(batch, length\) token ids, got shape \(7,\)$"):

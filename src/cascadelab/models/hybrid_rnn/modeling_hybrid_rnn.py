@@ -557,8 +557,8 @@ class HybridRNNTransformer(HybridRNNPreTrainedModel, GenerationMixin):
         sampling: dict[str, Any] = (
             {
                 "temperature": temperature,
-                "top_k": top_k or None,
-                "top_p": top_p if 0.0 < top_p < 1.0 else None,
+                "top_k": top_k,  # 0 is off in transformers too
+                "top_p": top_p if 0.0 < top_p < 1.0 else 1.0,  # the seed's 0.0 means off; 1.0 is off here
             }
             if do_sample
             else {}
@@ -597,6 +597,13 @@ def seq2seq_loss(
         return F.cross_entropy(flat_logits, flat_targets, ignore_index=-100)
     total = F.cross_entropy(flat_logits, flat_targets, ignore_index=-100, reduction="sum")
     return total / torch.as_tensor(num_items_in_batch, device=total.device)
+
+
+def init_hybrid_rnn(config: HybridRNNConfig, seed: int) -> HybridRNNTransformer:
+    """A fresh model whose weights depend only on `config` and `seed`; the caller's RNG is untouched."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return HybridRNNTransformer(config)
 
 
 AutoConfig.register(HybridRNNConfig.model_type, HybridRNNConfig, exist_ok=True)
