@@ -159,6 +159,8 @@ class HybridRNNEncoder(nn.Module):
     def _run_lstm(self, embeds: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Run the biLSTM on the real tokens only, wherever the padding sits (left, right or inside)."""
         length = embeds.shape[1]
+        if bool(mask.all()):
+            return self.lstm(embeds)[0]  # no padding: nothing to pack
         # Move real tokens to the front of each row (stable, so their order is kept), pack, run, move back.
         order = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)  # (B, S)
         gathered = embeds.gather(1, order.unsqueeze(-1).expand_as(embeds))
