@@ -14,6 +14,14 @@ Departures from the seed: pre-LN decoder layers (steadier on small models), one 
 encoder, decoder and LM head (the seed has one embedding layer), and sampling/beam search come from
 `GenerationMixin` instead of a hand-written loop. The decoder's KV cache is an `EncoderDecoderCache`:
 self-attention keys/values grow per step, cross-attention keys/values are computed once per source.
+
+The seed's calls, here:
+    logits = model(src, tgt)                    → model(input_ids=src, decoder_input_ids=tgt).logits
+    model.generate(src, start_token, end_token, max_length, temperature, top_k, top_p)
+                                                → model.generate_text(...) (same arguments; `generate` is
+                                                  transformers' GenerationMixin.generate)
+    RNNResponseGenerator().generate(message, context, max_length, temperature)
+                                                → ResponseGenerator(model, tokenizer).generate(...)
 """
 
 from __future__ import annotations
