@@ -148,6 +148,7 @@ class SFTTrainParams(StrictModel):
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float = Field(1.0, gt=0)
     logging_steps: int = Field(50, gt=0)
+    save_steps: int = Field(1000, ge=0)
     bf16: bool = False
     activation_checkpointing: bool = False
     num_threads: int = Field(2, gt=0)

@@ -4,7 +4,7 @@ import random
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, TrainerCallback
 
 from cascadelab.config import CausalLMParams, CurriculumParams, SFTTrainParams, TokenizerParams
 from cascadelab.data.corpus import CorpusVerifier
@@ -73,3 +73,42 @@ def test_save_load_round_trip_gives_identical_logits(trained, tmp_path):
     with torch.no_grad():
         assert torch.equal(model(**batch).logits, loaded(**batch).logits)
     assert (tmp_path / "model.safetensors").is_file()
+
+
+class _Kill(TrainerCallback):
+    """Simulates a killed stage right after a given step."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise KeyboardInterrupt("killed")
+
+
+def test_killed_run_resumes_to_the_same_weights(tmp_path):
+    torch.set_num_threads(1)
+    records = [
+        {"task": t, "difficulty": 1, "prompt": f"{a}{'+' if t == 'add' else '-'}{b}=", "response": str(a + b),
+         "answer": str(a + b)}
+        for t in ("add", "sub") for a in range(10) for b in range(10)
+    ]
+    tokenizer = train_tokenizer([r["prompt"] + r["response"] + "-" for r in records], TokenizerParams())
+    train = SFTTrainParams(max_steps=30, batch_size=8, warmup_steps=2, logging_steps=5, save_steps=10, num_threads=1)
+    curriculum = CurriculumParams(warmup_tasks=["add"], switch_loss=1e-9, max_warmup_fraction=0.5)
+
+    def fit(folder, callbacks=()):
+        torch.manual_seed(0)
+        model = build_causal_lm(CausalLMParams(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64),
+                                tokenizer)
+        return train_sft(model, tokenizer, records, train, curriculum, {"add": 1.0, "sub": 1.0}, 0, folder,
+                         report_to=(), callbacks=callbacks)
+
+    straight, straight_result = fit(tmp_path / "a")
+    with pytest.raises(KeyboardInterrupt):
+        fit(tmp_path / "b", callbacks=[_Kill(25)])
+    resumed, resumed_result = fit(tmp_path / "b")
+    assert resumed_result.resumed_from_step == 20
+    assert resumed_result.curriculum_switch_step == straight_result.curriculum_switch_step == 15
+    for (name, p), (_, q) in zip(straight.state_dict().items(), resumed.state_dict().items(), strict=True):
+        assert torch.equal(p, q), name

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from cascadelab.eval.generation import generate_batched
 from cascadelab.eval.metrics import exact_match_report, response_perplexity
 from cascadelab.io import atomic_directory
 from cascadelab.models.coarse import build_causal_lm, count_parameters, load_base_model
+from cascadelab.training.checkpoints import checkpoint_dir, discard
 from cascadelab.training.sft import SFTResult, train_sft
 
 
@@ -74,23 +74,21 @@ def run_coarse_sft(
     train_records = load_split(corpus_dir, "train")
     test_records = load_split(corpus_dir, "test")
     model, tokenizer = coarse_model_and_tokenizer(params, tokenizer_dir, seed)
-    with tempfile.TemporaryDirectory(prefix="coarse_sft_") as scratch:
-        model, result = train_sft(
-            model,
-            tokenizer,
-            train_records,
-            params.train,
-            params.curriculum,
-            params.mix,
-            seed,
-            Path(scratch),
-            lora=params.lora,
-        )
+    checkpoints = checkpoint_dir(
+        "coarse_sft",
+        {"params": params.model_dump(mode="json"), "seed": seed},
+        [corpus_dir / "train.jsonl", tokenizer_dir / "tokenizer.json"],
+    )
+    model, result = train_sft(
+        model, tokenizer, train_records, params.train, params.curriculum, params.mix, seed, checkpoints,
+        lora=params.lora,
+    )
     if params.lora.enabled:
         model = model.merge_and_unload()  # type: ignore[operator]  # a PeftModel here
     with atomic_directory(model_dir) as tmp:
         model.save_pretrained(str(tmp), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))
+    discard(checkpoints)
     verifier = CorpusVerifier(meta)
     metrics, outputs = evaluate_lm(
         model, tokenizer, test_records, verifier, params.eval.batch_size, params.eval.max_new_tokens
@@ -117,5 +115,6 @@ def _training_metrics(model: PreTrainedModel, result: SFTResult) -> dict[str, An
         "train_tokens": result.train_tokens,
         "train_tokens_per_s": result.tokens_per_second,
         "final_train_loss": result.final_loss,
+        "resumed_from_step": result.resumed_from_step,
         "curriculum_switch_step": -1 if result.curriculum_switch_step is None else result.curriculum_switch_step,
     }

@@ -2,37 +2,64 @@
 
 STACK-NOTES (coarse recipe): 2-digit add/sub sits on a plateau and escapes late and stochastically;
 training add+sub alone until the loss falls below a threshold (capped at a share of the steps), then
-switching to the full mix, made the escape happen on 4 of 4 seeds. The switch depends only on the
-(deterministic) training loss, so reruns with the same params are identical.
+switching to the full mix, made the escape happen on 4 of 4 seeds.
+
+The switch is decided by the (deterministic) training loss at a logging step `s`, and takes effect at
+batch `s + SWITCH_LAG`: a fixed batch index rather than "whenever the data loader next asks", so a run
+resumed from a checkpoint draws exactly the same batches as an uninterrupted one.
 """
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 
 from torch.utils.data import Sampler
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+# Batches the data loader may have drawn ahead of the step being trained (accelerate prefetches one).
+SWITCH_LAG = 4
+STATE_FILE = "curriculum.json"
+
 
 class CurriculumState:
-    """Whether the mix phase has started, and at which step."""
+    """The step at which the mix phase was decided, and how far the sampler has drawn."""
 
-    def __init__(self) -> None:
-        self.switch_step: int | None = None
+    def __init__(self, switch_step: int | None = None) -> None:
+        self.switch_step = switch_step
+        self.batches_drawn = 0
 
-    @property
-    def mixing(self) -> bool:
-        """True once the full mix is being sampled."""
-        return self.switch_step is not None
+    def mixing_at(self, batch_index: int) -> bool:
+        """Whether batch `batch_index` is drawn from the full mix."""
+        return self.switch_step is not None and batch_index >= self.switch_step + SWITCH_LAG
+
+    def decide(self, step: int) -> None:
+        """Start the mix phase after `step` (once); fails if the loader already drew past the lag."""
+        if self.switch_step is not None:
+            return
+        if self.batches_drawn > step + SWITCH_LAG:
+            raise RuntimeError(f"curriculum: loader drew {self.batches_drawn} batches by step {step}; raise SWITCH_LAG")
+        self.switch_step = step
+
+    def save(self, folder: Path) -> None:
+        """Write the state beside a trainer checkpoint."""
+        (folder / STATE_FILE).write_text(json.dumps({"switch_step": self.switch_step}))
+
+    @classmethod
+    def load(cls, folder: Path) -> CurriculumState:
+        """Read the state saved with a checkpoint (none saved: still warming up)."""
+        path = folder / STATE_FILE
+        return cls(json.loads(path.read_text())["switch_step"] if path.is_file() else None)
 
 
 class CurriculumSampler(Sampler[int]):
     """Yields `num_samples` row indices: warm-up tasks by their mix weights, then every task by its weight.
 
-    With `group_size` > 1, each consecutive run of `group_size` indices (one batch) comes from one task:
-    short add/sub batches are then not padded to the length of a word problem, which buys 2-3x more
-    steps in the same time on CPU (STACK-NOTES, refiner: "one family per batch").
+    With `group_by_task`, each batch (`batch_size` consecutive indices) comes from one task: short add/sub
+    batches are then not padded to the length of a word problem, which buys 2-3x more steps in the same
+    time on CPU (STACK-NOTES, refiner: "one family per batch").
     """
 
     def __init__(
@@ -43,8 +70,11 @@ class CurriculumSampler(Sampler[int]):
         num_samples: int,
         seed: int,
         state: CurriculumState,
-        group_size: int = 1,
+        batch_size: int,
+        group_by_task: bool = True,
     ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size: must be >= 1 (got {batch_size})")
         self.pools: dict[str, list[int]] = {}
         for index, task in enumerate(tasks):
             self.pools.setdefault(task, []).append(index)
@@ -53,12 +83,11 @@ class CurriculumSampler(Sampler[int]):
             raise ValueError(f"mix.{missing[0]}: no training rows for this task in the corpus")
         self.mix = {task: weight for task, weight in mix.items() if weight > 0}
         self.warmup = {task: self.mix.get(task, 1.0) for task in warmup_tasks if task in self.pools}
-        if not self.warmup:
-            state.switch_step = 0
-        if group_size < 1:
-            raise ValueError(f"group_size: must be >= 1 (got {group_size})")
+        if not self.warmup and state.switch_step is None:
+            state.switch_step = -SWITCH_LAG  # nothing to warm up on: mix from the first batch
         self.num_samples = num_samples
-        self.group_size = group_size
+        self.batch_size = batch_size
+        self.group_size = batch_size if group_by_task else 1
         self.seed = seed
         self.state = state
 
@@ -69,15 +98,17 @@ class CurriculumSampler(Sampler[int]):
         rng = random.Random(self.seed)
         task = ""
         for position in range(self.num_samples):
+            batch = position // self.batch_size
+            self.state.batches_drawn = batch + 1
             if position % self.group_size == 0:
-                weights = self.mix if self.state.mixing else self.warmup
+                weights = self.mix if self.state.mixing_at(batch) else self.warmup
                 task = rng.choices(list(weights), weights=list(weights.values()))[0]
             pool = self.pools[task]
             yield pool[rng.randrange(len(pool))]
 
 
 class CurriculumCallback(TrainerCallback):
-    """Switches the sampler to the full mix when the logged loss falls below `switch_loss`, or at the cap."""
+    """Decides the switch on a low logged loss or at the warm-up cap; saves the state with checkpoints."""
 
     def __init__(self, state: CurriculumState, switch_loss: float, max_warmup_steps: int) -> None:
         self.state = state
@@ -93,12 +124,20 @@ class CurriculumCallback(TrainerCallback):
         **kwargs: object,
     ) -> None:
         """Switch on a low windowed training loss."""
-        if not self.state.mixing and logs and "loss" in logs and logs["loss"] < self.switch_loss:
-            self.state.switch_step = state.global_step
+        if logs and "loss" in logs and logs["loss"] < self.switch_loss:
+            self.state.decide(state.global_step)
 
     def on_step_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: object
     ) -> None:
         """Switch at the warm-up cap."""
-        if not self.state.mixing and state.global_step >= self.max_warmup_steps:
-            self.state.switch_step = state.global_step
+        if state.global_step >= self.max_warmup_steps:
+            self.state.decide(state.global_step)
+
+    def on_save(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: object
+    ) -> None:
+        """Keep the switch step beside the checkpoint the trainer just wrote."""
+        folder = Path(str(args.output_dir)) / f"checkpoint-{state.global_step}"
+        if folder.is_dir():
+            self.state.save(folder)

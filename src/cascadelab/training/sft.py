@@ -25,6 +25,7 @@ from transformers import (
     TrainerState,
 )
 from transformers import TrainingArguments as HFTrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
 from trl import SFTConfig, SFTTrainer
 
 from cascadelab.config import CurriculumParams, LoraParams, SFTTrainParams
@@ -42,6 +43,7 @@ class SFTResult:
     train_tokens: int = 0
     curriculum_switch_step: int | None = None
     final_loss: float = float("nan")
+    resumed_from_step: int = 0
 
     @property
     def tokens_per_second(self) -> float:
@@ -103,7 +105,7 @@ def tokenize_prompt_completion(
 
 
 def sft_config(train: SFTTrainParams, seed: int, output_dir: Path, report_to: Sequence[str]) -> SFTConfig:
-    """TRL settings for a run: steps-based WSD schedule, no checkpoints, CPU-safe precision defaults."""
+    """TRL settings for a run: steps-based WSD schedule, periodic checkpoints, CPU-safe precision defaults."""
     decay_steps = max(1, int(train.max_steps * train.decay_fraction))
     return SFTConfig(
         output_dir=str(output_dir),
@@ -116,7 +118,9 @@ def sft_config(train: SFTTrainParams, seed: int, output_dir: Path, report_to: Se
         weight_decay=train.weight_decay,
         max_grad_norm=train.max_grad_norm,
         logging_steps=train.logging_steps,
-        save_strategy="no",
+        save_strategy="steps" if train.save_steps else "no",
+        save_steps=train.save_steps or 500,
+        save_total_limit=1,
         report_to=list(report_to),
         bf16=train.bf16,
         activation_checkpointing=train.activation_checkpointing,
@@ -146,10 +150,17 @@ def train_sft(
     lora: LoraParams | None = None,
     report_to: Sequence[str] = ("mlflow",),
     target_field: str = "response",
+    callbacks: Sequence[TrainerCallback] = (),
 ) -> tuple[PreTrainedModel, SFTResult]:
-    """Fine-tune `model` on `records` (prompt → `target_field`); return the trained model and its history."""
+    """Fine-tune `model` on `records` (prompt → `target_field`); return the trained model and its history.
+
+    Checkpoints go to `output_dir` every `train.save_steps` steps; if `output_dir` already holds one (a
+    killed run with the same settings), training resumes from it and draws the same batches as an
+    uninterrupted run would.
+    """
     dataset = tokenize_prompt_completion(tokenizer, [r["prompt"] for r in records], [r[target_field] for r in records])
-    state = CurriculumState()
+    last = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+    state = CurriculumState.load(Path(last)) if last else CurriculumState()
     max_warmup = int(train.max_steps * curriculum.max_warmup_fraction)
     sampler = CurriculumSampler(
         [r["task"] for r in records],
@@ -158,7 +169,8 @@ def train_sft(
         train.max_steps * train.batch_size,
         seed,
         state,
-        group_size=train.batch_size if curriculum.group_batches_by_task else 1,
+        batch_size=train.batch_size,
+        group_by_task=curriculum.group_batches_by_task,
     )
     history = _HistoryCallback()
     peft_config = None
@@ -177,17 +189,20 @@ def train_sft(
         args=sft_config(train, seed, output_dir, report_to),
         train_dataset=dataset,
         processing_class=tokenizer,
-        callbacks=[CurriculumCallback(state, curriculum.switch_loss, max_warmup), history],
+        callbacks=[CurriculumCallback(state, curriculum.switch_loss, max_warmup), history, *callbacks],
         peft_config=peft_config,
     )
     trainer.curriculum_sampler = sampler
-    output = trainer.train()
+    if last:
+        print(f"resuming from {last}")
+    output = trainer.train(resume_from_checkpoint=last)
     result = SFTResult(
         history=history.rows,
         train_seconds=float(output.metrics.get("train_runtime", 0.0)),
         train_tokens=int(trainer.state.num_input_tokens_seen),
         curriculum_switch_step=state.switch_step,
         final_loss=history.rows[-1]["loss"] if history.rows else float("nan"),
+        resumed_from_step=int(Path(last).name.split("-")[-1]) if last else 0,
     )
     trained = trainer.model
     if not isinstance(trained, PreTrainedModel) and not hasattr(trained, "merge_and_unload"):
