@@ -270,3 +270,14 @@ def test_generate_with_cache_and_left_padding_matches_unpadded(extended: LEGOTra
     left = extended.generate(padded, attention_mask=mask, max_new_tokens=4, do_sample=False)
     assert torch.equal(plain, no_cache)
     assert torch.equal(left[:, 2:], plain)
+
+
+def test_routed_generation_at_threshold_zero_is_the_shallow_model(shallow: LEGOTransformer) -> None:
+    grown = LEGOTransformer.extend_from(shallow, 4, routing_threshold=0.0, seed=5)
+    with torch.no_grad():
+        for p in grown.model.layers[2:].parameters():
+            p.normal_(0.0, 0.3, generator=torch.Generator().manual_seed(p.numel()))
+    x = ids(batch=2, length=5)
+    kwargs = dict(attention_mask=torch.ones_like(x), max_new_tokens=5, do_sample=False)
+    assert torch.equal(grown.generate(x, routed=True, **kwargs), shallow.generate(x, **kwargs))
+    assert not torch.equal(grown.generate(x, **kwargs), shallow.generate(x, **kwargs))
