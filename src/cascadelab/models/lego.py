@@ -760,20 +760,23 @@ def threshold_for_ratio(confidences: torch.Tensor, target_ratio: float) -> float
     """Threshold with ``round(target_ratio * n)`` of ``confidences`` strictly below it.
 
     The midpoint between the k-th and (k+1)-th smallest values, so the split is exact whenever those
-    two differ; 0.0 when k = 0 and just above the maximum when k = n.
+    two differ; 0.0 when k = 0 and just above the maximum when k = n. The result is a float32 value,
+    so comparing it with float32 or float64 confidences gives the same split.
     """
     if not 0.0 <= target_ratio <= 1.0:
         raise ValueError(f"target_ratio: must be in [0, 1], got {target_ratio}")
     n = confidences.numel()
     if n == 0:
         raise ValueError("confidences: no response tokens to calibrate the threshold on")
-    values = confidences.double().flatten().sort().values
+    values = confidences.float().flatten().sort().values
     k = round(target_ratio * n)
     if k == 0:
         return 0.0
     if k == n:
-        return math.nextafter(float(values[-1]), math.inf)
-    return float((values[k - 1] + values[k]) / 2)
+        return float(torch.nextafter(values[-1], torch.tensor(math.inf)))
+    lo, hi = values[k - 1], values[k]
+    mid = ((lo.double() + hi.double()) / 2).float()
+    return float(mid if mid > lo else hi)
 
 
 def compute_confidence_threshold(

@@ -791,21 +791,25 @@ def train_phase2(
     test_loader: Iterable[Batch],
     loop: LoopSettings | None = None,
     *,
-    batch_size: int = 64,
+    config: LEGOConfig | None = None,
+    routing_threshold: float | None = None,
+    batch_size: int = 256,
     seed: int = 0,
     device: torch.device | str = "cpu",
     log_fn: LogFn | None = None,
 ) -> tuple[LEGOTransformer, dict[str, float]]:
     """Phase 2: extend to ``phase2_layers`` (lower frozen), train the upper block on hard examples.
 
-    lr ``phase2_lr`` and patience ``phase2_patience`` from the source config; early stopping on the
-    val hard examples. Returns the extended model (routing threshold stored in its config) and
-    metrics: routed test acc/ppl/shallow_ratio/compute_cost plus the phase-2 loop's numbers.
+    ``phase2_layers``, ``phase2_lr`` and ``phase2_patience`` come from ``config`` (default: the
+    source model's config; pass the current params' config so a changed phase-2 setting is used).
+    Early stopping on the val hard examples. Routing uses ``routing_threshold`` if given, else the
+    hard-example threshold. Returns the extended model (threshold stored in its config) and metrics:
+    routed test acc/ppl/shallow_ratio/compute_cost (``test_*``) plus the phase-2 loop's numbers.
     """
     loop = loop or LoopSettings()
-    cfg = source_model.config
-    threshold = float(hard_examples["threshold"])
-    num_lower = cfg.depth
+    cfg = config or source_model.config
+    threshold = float(hard_examples["threshold"]) if routing_threshold is None else routing_threshold
+    num_lower = source_model.config.depth
     model = LEGOTransformer.extend_from(
         source_model, cfg.phase2_layers, threshold, freeze_lower=True, seed=seed
     )

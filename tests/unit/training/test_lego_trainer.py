@@ -269,10 +269,9 @@ def test_entry_points_run_the_three_phases_and_the_baseline(tmp_path: Path) -> N
     assert shallow.config.num_hidden_layers == 2 and m1["val_ppl"] < len(VOCAB)
     sets: HardExampleSets = prepare_hard_examples(shallow, TRAIN, VAL, hard_example_ratio=0.5)
     save_hard_examples(tmp_path / "hard.safetensors", sets)
-    deep, m2 = train_phase2(
-        shallow, load_hard_examples(tmp_path / "hard.safetensors"), TEST, loop, batch_size=16
-    )
-    assert deep.config.exit_layers == [2, 4] and deep.config.routing_threshold == sets["threshold"]
+    hard = load_hard_examples(tmp_path / "hard.safetensors")
+    deep, m2 = train_phase2(shallow, hard, TEST, loop, config=config.derive(phase2_layers=3), batch_size=16)
+    assert deep.config.exit_layers == [2, 3] and deep.config.routing_threshold == sets["threshold"]
     assert {
         "test_acc",
         "test_ppl",
