@@ -22,7 +22,7 @@ import os
 import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sized
 from pathlib import Path
-from typing import TypedDict
+from typing import Any, TypedDict
 
 import torch
 import torch.nn.functional as F
@@ -111,15 +111,16 @@ class LoopSettings(BaseModel):
     log_every: int = Field(default=50, ge=1)
 
 
-def create_standard_config(num_layers: int = 2, **kwargs: object) -> TrainingConfig:
+def create_standard_config(num_layers: int = 2, **kwargs: Any) -> TrainingConfig:
     """Standard LM: one loss at the last layer (``layers=(num_layers, num_layers)``)."""
-    return TrainingConfig(stages=[StageConfig(layers=(num_layers, num_layers), loss_weight=1.0)], **kwargs)  # type: ignore[arg-type]
+    stages = [StageConfig(layers=(num_layers, num_layers), loss_weight=1.0)]
+    return TrainingConfig(stages=stages, **kwargs)
 
 
-def create_deep_supervision_config(num_layers: int = 2, **kwargs: object) -> TrainingConfig:
+def create_deep_supervision_config(num_layers: int = 2, **kwargs: Any) -> TrainingConfig:
     """Deep supervision: an equal-weight loss at every layer (each through its block's exit head)."""
     stages = [StageConfig(layers=(i, i), loss_weight=1.0 / num_layers) for i in range(1, num_layers + 1)]
-    return TrainingConfig(stages=stages, **kwargs)  # type: ignore[arg-type]
+    return TrainingConfig(stages=stages, **kwargs)
 
 
 # --------------------------------------------------------------------------- trainer
