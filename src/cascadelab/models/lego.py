@@ -1,0 +1,842 @@
+"""LEGO: a layered decoder-only LM with an exit head after each block and confidence routing.
+
+A LEGO model is a stack of blocks. Block 1 (layers ``1..exit_layers[0]``) is an ordinary causal
+Transformer trained first to stand alone (phase 1). Every later block is added by
+:meth:`LEGOTransformer.extend_from`, trained on the hard tokens only (phase 2), and has its own exit
+head (RMSNorm + linear) after its last layer.
+
+Design choice, and why: the upper blocks are *token-wise*. Each upper layer is a pre-norm decoder
+layer evaluated at a single position (self-attention over one token reduces to a linear map, kept as
+``token_proj``), followed by a SwiGLU MLP. Context is mixed by the lower, causal block; the upper
+blocks refine each token's exit-layer state on their own. This is what makes the seed's design
+exact rather than approximate:
+
+- hard examples are token-level (one exit-layer hidden state + one target per token), and training
+  the upper block directly on them (``train_upper_layers``) is the same computation the upper block
+  performs at inference, with no missing context;
+- routed inference (``forward_inference``) gathers the tokens whose exit confidence is below the
+  threshold, runs only those through the upper layers and scatters the results back. Exited tokens
+  never touch the upper layers, and no later token needs their upper-layer keys/values, so no KV
+  copy-through or masked full pass is needed and ``compute_cost`` is real FLOPs.
+
+A model with a single block (``exit_layers == [num_hidden_layers]``) is a plain causal Transformer:
+that is the phase-1 shallow model and also the full-depth baseline.
+
+References: early exit (Teerapittayanon et al., 2016), deep supervision (Lee et al., 2015),
+confident adaptive LM / CALM (Schuster et al., 2022) for the routing rule.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar, cast
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoConfig, AutoModelForCausalLM, GenerationMixin, PretrainedConfig, PreTrainedModel
+from transformers import initialization as init
+from transformers.cache_utils import Cache, DynamicCache
+from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+
+IGNORE_INDEX = -100
+
+
+class LEGOConfig(PretrainedConfig):
+    """Configuration of a LEGO model, plus the seed's two-phase training defaults.
+
+    Architecture: ``num_hidden_layers`` layers, exit heads after each layer in ``exit_layers``
+    (strictly increasing, the last one equal to ``num_hidden_layers``). Layers up to
+    ``exit_layers[0]`` are causal self-attention layers; later layers are token-wise.
+    Routing: ``exit_layer`` is the layer whose exit head decides, ``routing_threshold`` the
+    confidence at or above which a token stops there. The ``phase*`` and ``hard_example_ratio``
+    fields are the seed's LEGOConfig defaults used by the training entry points.
+    """
+
+    model_type = "lego"
+    keys_to_ignore_at_inference = ["past_key_values"]  # noqa: RUF012 (HF class attribute)
+
+    vocab_size: int = 128
+    hidden_size: int = 128
+    intermediate_size: int = 512
+    num_attention_heads: int = 4
+    num_hidden_layers: int | None = None
+    exit_layers: list[int] | None = None
+    max_position_embeddings: int = 512
+    rope_theta: float = 10000.0
+    rms_norm_eps: float = 1e-6
+    initializer_range: float = 0.06
+    routing_threshold: float | None = None
+    exit_layer: int | None = None
+    # Seed defaults for the two training phases (overridable from params).
+    phase1_layers: int = 2
+    phase1_lr: float = 1e-3
+    phase1_patience: int = 1
+    hard_example_ratio: float = 0.5
+    phase2_layers: int = 4
+    phase2_lr: float = 1e-4
+    phase2_patience: int = 3
+    use_cache: bool = True
+    pad_token_id: int | None = 0
+    bos_token_id: int | None = 1
+    eos_token_id: int | list[int] | None = 2
+    tie_word_embeddings: bool = True
+
+    def __post_init__(self, **kwargs: Any) -> None:
+        if self.num_hidden_layers is None:
+            self.num_hidden_layers = self.phase1_layers
+        if self.exit_layers is None:
+            self.exit_layers = [self.num_hidden_layers]
+        self.exit_layers = [int(x) for x in self.exit_layers]
+        if self.exit_layer is None:
+            self.exit_layer = self.exit_layers[0]
+        super().__post_init__(**kwargs)
+        self._check()
+
+    def _check(self) -> None:
+        """Raise ValueError naming the first inconsistent field."""
+        depth, exits = self.depth, self.exit_points
+        if depth < 1:
+            raise ValueError(f"num_hidden_layers: must be >= 1, got {depth}")
+        if any(b <= a for a, b in itertools.pairwise(exits)) or exits[0] < 1 or exits[-1] != depth:
+            raise ValueError(
+                f"exit_layers: must be strictly increasing in 1..{depth} and end at {depth}, got {exits}"
+            )
+        if self.exit_layer not in exits:
+            raise ValueError(f"exit_layer: must be one of exit_layers {exits}, got {self.exit_layer}")
+        heads = self.num_attention_heads
+        if self.hidden_size % heads != 0 or (self.hidden_size // heads) % 2:
+            raise ValueError(
+                f"hidden_size: must split into num_attention_heads={self.num_attention_heads} heads of even "
+                f"size, got {self.hidden_size}"
+            )
+        if not 0.0 < self.hard_example_ratio < 1.0:
+            raise ValueError(f"hard_example_ratio: must be in (0, 1), got {self.hard_example_ratio}")
+        if not 1 <= self.phase1_layers < self.phase2_layers:
+            raise ValueError(
+                f"phase2_layers: must exceed phase1_layers={self.phase1_layers} >= 1, "
+                f"got {self.phase2_layers}"
+            )
+        for name in ("phase1_lr", "phase2_lr"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name}: must be > 0, got {getattr(self, name)}")
+        for name in ("phase1_patience", "phase2_patience"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
+
+    def derive(self, **overrides: Any) -> LEGOConfig:
+        """A new config equal to this one except for ``overrides`` (validated again)."""
+        kwargs = self.to_dict()
+        for key in ("architectures", "transformers_version", "model_type"):
+            kwargs.pop(key, None)
+        return LEGOConfig(**{**kwargs, **overrides})
+
+    @property
+    def depth(self) -> int:
+        """Total number of layers."""
+        assert self.num_hidden_layers is not None
+        return int(self.num_hidden_layers)
+
+    @property
+    def exit_points(self) -> list[int]:
+        """Layers (1-based) followed by an exit head, ascending; the last is the full depth."""
+        assert self.exit_layers is not None
+        return list(self.exit_layers)
+
+    @property
+    def contextual_layers(self) -> int:
+        """Number of causal self-attention layers (the first block); the rest are token-wise."""
+        return self.exit_points[0]
+
+
+# --------------------------------------------------------------------------- layers
+
+
+class LEGORMSNorm(nn.Module):
+    """Root-mean-square layer norm with a learned scale."""
+
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalise the last dimension to unit RMS, then scale."""
+        var = x.float().pow(2).mean(-1, keepdim=True)
+        return (x.float() * torch.rsqrt(var + self.eps)).to(x.dtype) * self.weight
+
+
+class LEGOMLP(nn.Module):
+    """SwiGLU feed-forward block."""
+
+    def __init__(self, config: LEGOConfig) -> None:
+        super().__init__()
+        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply down(silu(gate(x)) * up(x))."""
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+def rotary_cos_sin(
+    position_ids: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return RoPE cos/sin of shape (B, 1, T, head_dim) for integer positions (B, T)."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=position_ids.device).float() / head_dim))
+    freqs = position_ids.float()[..., None] * inv_freq  # (B, T, hd/2)
+    emb = torch.cat([freqs, freqs], dim=-1)[:, None]  # (B, 1, T, hd)
+    return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+
+
+class LEGOAttention(nn.Module):
+    """Causal multi-head self-attention with RoPE and an optional KV cache."""
+
+    def __init__(self, config: LEGOConfig, layer_idx: int) -> None:
+        super().__init__()
+        d = config.hidden_size
+        self.num_heads = config.num_attention_heads
+        self.head_dim = d // self.num_heads
+        self.layer_idx = layer_idx
+        self.q_proj = nn.Linear(d, d, bias=False)
+        self.k_proj = nn.Linear(d, d, bias=False)
+        self.v_proj = nn.Linear(d, d, bias=False)
+        self.o_proj = nn.Linear(d, d, bias=False)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos_sin: tuple[torch.Tensor, torch.Tensor],
+        mask: torch.Tensor,
+        past_key_values: Cache | None,
+    ) -> torch.Tensor:
+        """Attend from every query position to the allowed keys of ``mask`` (B, 1, T, S)."""
+        b, t, _ = x.shape
+        q = self.q_proj(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
+        k = self.k_proj(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
+        cos, sin = cos_sin
+        q = q * cos + _rotate_half(q) * sin
+        k = k * cos + _rotate_half(k) * sin
+        if past_key_values is not None:
+            k, v = past_key_values.update(k, v, self.layer_idx)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.o_proj(y.transpose(1, 2).reshape(b, t, -1))
+
+
+class LEGODecoderLayer(nn.Module):
+    """Pre-norm causal decoder layer (the lower, contextual block)."""
+
+    def __init__(self, config: LEGOConfig, layer_idx: int) -> None:
+        super().__init__()
+        self.input_layernorm = LEGORMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.self_attn = LEGOAttention(config, layer_idx)
+        self.post_attention_layernorm = LEGORMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.mlp = LEGOMLP(config)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos_sin: tuple[torch.Tensor, torch.Tensor],
+        mask: torch.Tensor,
+        past_key_values: Cache | None,
+    ) -> torch.Tensor:
+        """Residual attention then residual MLP."""
+        x = x + self.self_attn(self.input_layernorm(x), cos_sin, mask, past_key_values)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+    def output_projections(self) -> list[nn.Linear]:
+        """The projections writing into the residual stream."""
+        return [self.self_attn.o_proj, self.mlp.down_proj]
+
+
+class LEGOTokenLayer(nn.Module):
+    """Pre-norm decoder layer restricted to its own position (an upper, token-wise layer).
+
+    Self-attention over a single token is a linear map of that token (value then output
+    projection); ``token_proj`` is that map. Works on hidden states of any shape ``(..., D)``, so
+    the same weights serve whole sequences and gathered hard tokens.
+    """
+
+    def __init__(self, config: LEGOConfig) -> None:
+        super().__init__()
+        self.input_layernorm = LEGORMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.token_proj = nn.Linear(config.hidden_size, config.hidden_size, bias=False)
+        self.post_attention_layernorm = LEGORMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.mlp = LEGOMLP(config)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Residual token map then residual MLP."""
+        x = x + self.token_proj(self.input_layernorm(x))
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+    def output_projections(self) -> list[nn.Linear]:
+        """The projections writing into the residual stream."""
+        return [self.token_proj, self.mlp.down_proj]
+
+
+def causal_padding_mask(
+    attention_mask: torch.Tensor | None, batch: int, q_len: int, past_len: int, device: torch.device
+) -> torch.Tensor:
+    """Boolean mask (B, 1, q_len, past_len + q_len): causal, padding-aware, diagonal always allowed."""
+    kv_len = past_len + q_len
+    q_pos = torch.arange(past_len, kv_len, device=device)[:, None]
+    k_pos = torch.arange(kv_len, device=device)[None, :]
+    mask = (k_pos <= q_pos)[None, None].expand(batch, 1, q_len, kv_len)
+    if attention_mask is not None:
+        keys = attention_mask[:, -kv_len:].bool()[:, None, None, :]
+        # A query may always see itself: fully masked rows (left padding) would give NaN otherwise.
+        mask = (mask & keys) | (k_pos == q_pos)[None, None]
+    return mask
+
+
+# --------------------------------------------------------------------------- models
+
+
+class LEGOPreTrainedModel(PreTrainedModel):
+    """Shared Hugging Face plumbing for LEGO models."""
+
+    config_class = LEGOConfig
+    config: LEGOConfig
+    base_model_prefix = "model"
+    _no_split_modules = ["LEGODecoderLayer", "LEGOTokenLayer"]  # noqa: RUF012 (HF class attribute)
+    _supports_sdpa = True
+
+    def _init_weights(self, module: nn.Module) -> None:
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear | nn.Embedding):
+            init.normal_(module.weight, mean=0.0, std=std)
+        elif isinstance(module, LEGORMSNorm):
+            init.ones_(module.weight)
+
+
+class LEGOModel(LEGOPreTrainedModel):
+    """Backbone: embeddings, the causal lower block, token-wise upper layers and the exit norms."""
+
+    def __init__(self, config: LEGOConfig) -> None:
+        super().__init__(config)
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        ctx = config.contextual_layers
+        layers: list[nn.Module] = [LEGODecoderLayer(config, i) for i in range(ctx)]
+        layers += [LEGOTokenLayer(config) for _ in range(ctx, config.depth)]
+        self.layers = nn.ModuleList(layers)
+        self.exit_norms = nn.ModuleList(
+            [LEGORMSNorm(config.hidden_size, config.rms_norm_eps) for _ in config.exit_points]
+        )
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        """Token embedding table."""
+        return self.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        """Replace the token embedding table."""
+        self.embed_tokens = value  # type: ignore[assignment]
+
+    def contextual(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        collect: list[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Run embeddings and the causal block; return the residual stream after it (B, T, D).
+
+        If ``collect`` is a list, the residual stream after each causal layer is appended to it.
+        """
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("input_ids/inputs_embeds: pass exactly one of them")
+        x = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
+        b, t, _ = x.shape
+        past_len = past_key_values.get_seq_length() if past_key_values is not None else 0
+        if position_ids is None:
+            if attention_mask is not None:
+                # Positions count real tokens, so left padding does not shift them (generation).
+                position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -t:]
+            else:
+                position_ids = torch.arange(past_len, past_len + t, device=x.device)[None].expand(b, t)
+        head_dim = self.config.hidden_size // self.config.num_attention_heads
+        cos_sin = rotary_cos_sin(position_ids, head_dim, self.config.rope_theta, x.dtype)
+        mask = causal_padding_mask(attention_mask, b, t, past_len, x.device)
+        for layer in self.layers[: self.config.contextual_layers]:
+            x = layer(x, cos_sin, mask, past_key_values)
+            if collect is not None:
+                collect.append(x)
+        return x
+
+    def token_layers(
+        self, hidden: torch.Tensor, start: int, end: int, collect: list[torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """Run token-wise layers ``start+1..end`` (1-based) on hidden states of any shape (..., D)."""
+        if start < self.config.contextual_layers or end > self.config.depth or start > end:
+            raise ValueError(
+                f"token layers: need {self.config.contextual_layers} <= start <= end <= {self.config.depth}, "
+                f"got start={start}, end={end}"
+            )
+        for layer in self.layers[start:end]:
+            hidden = layer(hidden)
+            if collect is not None:
+                collect.append(hidden)
+        return hidden
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        **kwargs: Any,
+    ) -> BaseModelOutputWithPast:
+        """Full-depth pass; ``last_hidden_state`` is normalised by the final exit norm."""
+        use_cache = self.config.use_cache if use_cache is None else use_cache
+        if use_cache and past_key_values is None:
+            past_key_values = DynamicCache(config=self.config)
+        h = self.contextual(input_ids, attention_mask, position_ids, past_key_values, inputs_embeds)
+        h = self.token_layers(h, self.config.contextual_layers, self.config.depth)
+        return BaseModelOutputWithPast(
+            last_hidden_state=self.exit_norms[-1](h), past_key_values=past_key_values if use_cache else None
+        )
+
+
+@dataclass
+class LEGOTrainOutput:
+    """Logits of the routing exit (shallow) and of the final exit (deep), plus the exit-layer state."""
+
+    shallow_logits: torch.Tensor
+    deep_logits: torch.Tensor
+    exit_hidden_states: torch.Tensor
+
+
+@dataclass
+class LEGOInferenceOutput:
+    """Routed logits with the routing decision and its cost.
+
+    ``exited`` is True where a token stopped at the exit layer; ``shallow_ratio`` and ``compute_cost``
+    (layers run per token / depth) are over the routed positions (attention mask and ``predict_mask``).
+    """
+
+    logits: torch.Tensor
+    exited: torch.Tensor
+    confidence: torch.Tensor
+    shallow_ratio: float
+    compute_cost: float
+
+
+def shifted_targets(labels: torch.Tensor) -> torch.Tensor:
+    """Targets aligned with positions: position t predicts ``labels[t+1]``; the last position -100."""
+    pad = torch.full_like(labels[:, :1], IGNORE_INDEX)
+    return torch.cat([labels[:, 1:], pad], dim=1)
+
+
+def lm_loss(
+    logits: torch.Tensor, labels: torch.Tensor, num_items_in_batch: int | None = None
+) -> torch.Tensor:
+    """Next-token cross-entropy over labels != -100 (labels aligned with inputs, shifted here)."""
+    targets = shifted_targets(labels)
+    if num_items_in_batch is None:
+        return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX)
+    total = F.cross_entropy(
+        logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
+    )
+    return total / num_items_in_batch
+
+
+class LEGOTransformer(LEGOPreTrainedModel, GenerationMixin):
+    """Causal LM with an exit head after every block and confidence-routed inference.
+
+    ``forward`` is the standard full-depth pass (loss, KV cache, ``generate``); ``forward(routed=True)``
+    and ``forward_inference`` route tokens at ``exit_layer``. Exit head ``i`` is ``exit_heads[i]``
+    applied after ``model.exit_norms[i]``; the first head is tied to the embeddings.
+    """
+
+    _tied_weights_keys = {"exit_heads.0.weight": "model.embed_tokens.weight"}  # noqa: RUF012 (HF API)
+
+    def __init__(self, config: LEGOConfig) -> None:
+        super().__init__(config)
+        self.model = LEGOModel(config)
+        self.exit_heads = nn.ModuleList(
+            [nn.Linear(config.hidden_size, config.vocab_size, bias=False) for _ in config.exit_points]
+        )
+        self.post_init()
+
+    # ----------------------------------------------------------------- HF plumbing
+
+    def get_input_embeddings(self) -> nn.Module:
+        """Token embedding table."""
+        return self.model.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        """Replace the token embedding table."""
+        self.model.embed_tokens = value
+
+    def get_output_embeddings(self) -> nn.Module:
+        """The final exit's projection (what ``last_hidden_state`` is decoded with)."""
+        return self.exit_heads[-1]
+
+    def set_output_embeddings(self, new_embeddings: nn.Module) -> None:
+        """Replace the final exit's projection."""
+        self.exit_heads[-1] = new_embeddings
+
+    # ----------------------------------------------------------------- exits
+
+    def exit_index(self, layer: int) -> int:
+        """Index of the exit head serving ``layer``: the first exit at or after it."""
+        if not 1 <= layer <= self.config.depth:
+            raise ValueError(f"layer: must be in 1..{self.config.depth}, got {layer}")
+        return next(i for i, e in enumerate(self.config.exit_points) if e >= layer)
+
+    def exit_logits(self, hidden: torch.Tensor, layer: int) -> torch.Tensor:
+        """Logits of the exit head serving ``layer`` for residual states ``hidden`` (..., D)."""
+        i = self.exit_index(layer)
+        return self.exit_heads[i](self.model.exit_norms[i](hidden))
+
+    def _resolve_exit_layer(self, exit_layer: int | None) -> int:
+        layer = self.config.exit_layer if exit_layer is None else exit_layer
+        assert layer is not None
+        if layer not in self.config.exit_points:
+            raise ValueError(f"exit_layer: must be one of {self.config.exit_points}, got {layer}")
+        return int(layer)
+
+    def exit_hidden_states(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        exit_layer: int | None = None,
+    ) -> torch.Tensor:
+        """Residual stream after ``exit_layer`` (B, T, D): the input of the upper block."""
+        layer = self._resolve_exit_layer(exit_layer)
+        h = self.model.contextual(input_ids, attention_mask)
+        return self.model.token_layers(h, self.config.contextual_layers, layer)
+
+    # ----------------------------------------------------------------- passes
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int = 0,
+        routed: bool = False,
+        **kwargs: Any,
+    ) -> CausalLMOutputWithPast:
+        """Standard causal-LM pass at full depth; with ``routed=True`` tokens exit early by confidence."""
+        use_cache = self.config.use_cache if use_cache is None else use_cache
+        if use_cache and past_key_values is None:
+            past_key_values = DynamicCache(config=self.config)
+        h = self.model.contextual(input_ids, attention_mask, position_ids, past_key_values, inputs_embeds)
+        if logits_to_keep:
+            h = h[:, -logits_to_keep:]
+        if routed:
+            layer = self._resolve_exit_layer(None)
+            h = self.model.token_layers(h, self.config.contextual_layers, layer)
+            logits = self._route(h, None, layer, attention_mask, None).logits
+        else:
+            h = self.model.token_layers(h, self.config.contextual_layers, self.config.depth)
+            logits = self.exit_logits(h, self.config.depth)
+        loss = None
+        if labels is not None:
+            loss = lm_loss(logits, labels, kwargs.get("num_items_in_batch"))
+        return CausalLMOutputWithPast(
+            loss=loss, logits=logits, past_key_values=past_key_values if use_cache else None
+        )
+
+    def forward_all_layers(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        layers: Iterable[int] | None = None,
+    ) -> list[torch.Tensor]:
+        """Logits after every layer (index ``l-1`` is layer ``l``), each through its block's exit head.
+
+        ``layers`` restricts which logits are computed (others are skipped from the list order: the
+        result then holds the requested layers, ascending). Used by deep supervision and by tests.
+        """
+        depth = self.config.depth
+        wanted = sorted(set(range(1, depth + 1) if layers is None else layers))
+        if not wanted or wanted[0] < 1 or wanted[-1] > depth:
+            raise ValueError(f"layers: must be a non-empty subset of 1..{depth}, got {wanted}")
+        states: list[torch.Tensor] = []
+        h = self.model.contextual(input_ids, attention_mask, collect=states)
+        if wanted[-1] > self.config.contextual_layers:
+            self.model.token_layers(h, self.config.contextual_layers, wanted[-1], collect=states)
+        return [self.exit_logits(states[layer - 1], layer) for layer in wanted]
+
+    def forward_train(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        exit_layer: int | None = None,
+    ) -> LEGOTrainOutput:
+        """Shallow logits at ``exit_layer`` and deep logits at full depth from one pass."""
+        layer = self._resolve_exit_layer(exit_layer)
+        h = self.exit_hidden_states(input_ids, attention_mask, layer)
+        deep = self.model.token_layers(h, layer, self.config.depth)
+        return LEGOTrainOutput(
+            shallow_logits=self.exit_logits(h, layer),
+            deep_logits=self.exit_logits(deep, self.config.depth),
+            exit_hidden_states=h,
+        )
+
+    @torch.no_grad()
+    def forward_inference(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        routing_threshold: float | None = None,
+        exit_layer: int | None = None,
+        predict_mask: torch.Tensor | None = None,
+    ) -> LEGOInferenceOutput:
+        """Confidence-routed inference: tokens with exit confidence >= threshold stop at ``exit_layer``.
+
+        The other tokens are gathered, run through the upper layers alone and scattered back; exited
+        tokens never enter them. ``predict_mask`` (B, T) limits which positions need a prediction
+        (e.g. response tokens); the others keep their shallow logits and are not counted.
+        Threshold 0 exits every token; a threshold above 1 routes every token to full depth.
+        """
+        layer = self._resolve_exit_layer(exit_layer)
+        h = self.model.contextual(input_ids, attention_mask)
+        h = self.model.token_layers(h, self.config.contextual_layers, layer)
+        return self._route(h, routing_threshold, layer, attention_mask, predict_mask)
+
+    def _route(
+        self,
+        h: torch.Tensor,
+        routing_threshold: float | None,
+        layer: int,
+        attention_mask: torch.Tensor | None,
+        predict_mask: torch.Tensor | None,
+    ) -> LEGOInferenceOutput:
+        """Route exit-layer states ``h`` (B, T, D): shallow logits for all, upper layers for the hard."""
+        threshold = self.config.routing_threshold if routing_threshold is None else routing_threshold
+        if threshold is None:
+            raise ValueError("routing_threshold: not set on the call nor in the model config")
+        depth = self.config.depth
+        if layer >= depth:
+            raise ValueError(f"exit_layer: routing needs layers above it, got {layer} of {depth}")
+        shallow = self.exit_logits(h, layer)
+        confidence = F.softmax(shallow.float(), dim=-1).amax(dim=-1)
+        active = torch.ones_like(confidence, dtype=torch.bool)
+        if attention_mask is not None:
+            active &= attention_mask[:, -h.shape[1] :].bool()
+        if predict_mask is not None:
+            active &= predict_mask.bool()
+        hard = active & (confidence < threshold)
+        logits = shallow
+        n_hard = int(hard.sum())
+        if n_hard:
+            deep = self.model.token_layers(h[hard], layer, depth)  # gather (N, D), upper layers only
+            logits = shallow.clone()
+            logits[hard] = self.exit_logits(deep, depth).to(logits.dtype)  # scatter back
+        n_active = max(int(active.sum()), 1)
+        return LEGOInferenceOutput(
+            logits=logits,
+            exited=active & ~hard,
+            confidence=confidence,
+            shallow_ratio=1.0 - n_hard / n_active,
+            compute_cost=(layer * n_active + (depth - layer) * n_hard) / (depth * n_active),
+        )
+
+    # ----------------------------------------------------------------- growth
+
+    def freeze_lower(self, num_lower_layers: int) -> None:
+        """Freeze embeddings, layers ``1..num_lower_layers`` and the exits at or below that layer."""
+        if num_lower_layers not in self.config.exit_points[:-1]:
+            raise ValueError(
+                f"num_lower_layers: must be an exit layer below the top, one of "
+                f"{self.config.exit_points[:-1]}, got {num_lower_layers}"
+            )
+        frozen: list[nn.Module] = [self.model.embed_tokens, *self.model.layers[:num_lower_layers]]
+        for i, e in enumerate(self.config.exit_points):
+            if e <= num_lower_layers:
+                frozen += [self.model.exit_norms[i], self.exit_heads[i]]
+        for module in frozen:
+            for p in module.parameters():
+                p.requires_grad_(False)
+
+    @classmethod
+    def extend_from(
+        cls,
+        source_model: LEGOTransformer,
+        num_layers: int,
+        routing_threshold: float | None = None,
+        freeze_lower: bool = True,
+        seed: int = 0,
+    ) -> LEGOTransformer:
+        """Grow ``source_model`` to ``num_layers`` by adding one token-wise block on top.
+
+        Copies every source weight exactly; the new block's exit norm and head start as copies of the
+        source's final exit and its output projections start at zero, so the extended model
+        initially predicts exactly what the source does. ``freeze_lower`` freezes the embeddings and
+        all copied layers and exits. ``seed`` drives the new layers' initialisation (local RNG).
+        """
+        src = source_model.config
+        if num_layers <= src.depth:
+            raise ValueError(f"num_layers: must exceed the source depth {src.depth}, got {num_layers}")
+        config = src.derive(
+            num_hidden_layers=num_layers,
+            exit_layers=[*src.exit_points, num_layers],
+            exit_layer=src.depth,
+            routing_threshold=routing_threshold,
+        )
+        device = next(source_model.parameters()).device
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = cls(config)
+        to_device(model, device, next(source_model.parameters()).dtype)
+        missing, unexpected = model.load_state_dict(source_model.state_dict(), strict=False)
+        n_src = len(src.exit_points)
+        expected_new = {f"exit_heads.{n_src}.weight", f"model.exit_norms.{n_src}.weight"} | {
+            f"model.layers.{i}." for i in range(src.depth, num_layers)
+        }
+        if unexpected or any(not any(m.startswith(e) for e in expected_new) for m in missing):
+            raise ValueError(f"source_model: weights do not match the LEGO layout (missing {missing})")
+        with torch.no_grad():
+            model.model.exit_norms[n_src].load_state_dict(source_model.model.exit_norms[-1].state_dict())
+            model.exit_heads[n_src].load_state_dict(source_model.exit_heads[-1].state_dict())
+            for layer in model.model.layers[src.depth :]:
+                for proj in cast(LEGOTokenLayer, layer).output_projections():
+                    proj.weight.zero_()
+        if freeze_lower:
+            model.freeze_lower(src.depth)
+        return model
+
+
+# --------------------------------------------------------------------------- confidence
+
+
+def compute_confidence(
+    model: LEGOTransformer, hidden_state: torch.Tensor, exit_layer: int | None = None
+) -> torch.Tensor:
+    """Max softmax probability of the exit head at ``exit_layer`` for exit-layer states (..., D)."""
+    layer = model._resolve_exit_layer(exit_layer)
+    logits = model.exit_logits(hidden_state.to(next(model.parameters()).dtype), layer)
+    return F.softmax(logits.float(), dim=-1).max(dim=-1).values
+
+
+def batch_to_device(batch: Mapping[str, torch.Tensor], device: torch.device | str) -> dict[str, torch.Tensor]:
+    """Move a batch dict (input_ids, attention_mask, labels) to ``device``; require ids and labels."""
+    for key in ("input_ids", "labels"):
+        if key not in batch:
+            raise ValueError(f"batch: missing '{key}' (need input_ids, labels and optionally attention_mask)")
+    return {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask", "labels")}
+
+
+@torch.no_grad()
+def exit_confidences(
+    model: LEGOTransformer,
+    batches: Iterable[Mapping[str, torch.Tensor]],
+    device: torch.device | str = "cpu",
+    exit_layer: int | None = None,
+) -> torch.Tensor:
+    """Exit-layer confidences of every response token (labels != -100) in ``batches``, in order."""
+    model.eval()
+    out = []
+    for raw in batches:
+        batch = batch_to_device(raw, device)
+        h = model.exit_hidden_states(batch["input_ids"], batch.get("attention_mask"), exit_layer)
+        mask = shifted_targets(batch["labels"]) != IGNORE_INDEX
+        out.append(compute_confidence(model, h[mask], exit_layer).cpu())
+    return torch.cat(out) if out else torch.empty(0)
+
+
+def threshold_for_ratio(confidences: torch.Tensor, target_ratio: float) -> float:
+    """Threshold with ``round(target_ratio * n)`` of ``confidences`` strictly below it.
+
+    The midpoint between the k-th and (k+1)-th smallest values, so the split is exact whenever those
+    two differ; 0.0 when k = 0 and just above the maximum when k = n. The result is a float32 value,
+    so comparing it with float32 or float64 confidences gives the same split.
+    """
+    if not 0.0 <= target_ratio <= 1.0:
+        raise ValueError(f"target_ratio: must be in [0, 1], got {target_ratio}")
+    n = confidences.numel()
+    if n == 0:
+        raise ValueError("confidences: no response tokens to calibrate the threshold on")
+    values = confidences.float().flatten().sort().values
+    k = round(target_ratio * n)
+    if k == 0:
+        return 0.0
+    if k == n:
+        return float(torch.nextafter(values[-1], torch.tensor(math.inf)))
+    lo, hi = values[k - 1], values[k]
+    mid = ((lo.double() + hi.double()) / 2).float()
+    return float(mid if mid > lo else hi)
+
+
+def compute_confidence_threshold(
+    model: LEGOTransformer,
+    val_batches: Iterable[Mapping[str, torch.Tensor]],
+    target_ratio: float,
+    device: torch.device | str = "cpu",
+    exit_layer: int | None = None,
+) -> float:
+    """Confidence threshold below which ``target_ratio`` of the response tokens of ``val_batches`` fall."""
+    return threshold_for_ratio(exit_confidences(model, val_batches, device, exit_layer), target_ratio)
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of (trainable) parameters, counting tied tensors once."""
+    seen: set[int] = set()
+    total = 0
+    for p in model.parameters():
+        if id(p) in seen or (trainable_only and not p.requires_grad):
+            continue
+        seen.add(id(p))
+        total += p.numel()
+    return total
+
+
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
+
+
+def to_device(model: ModuleT, device: torch.device | str, dtype: torch.dtype | None = None) -> ModuleT:
+    """``model.to(device, dtype)`` in place, typed (PreTrainedModel.to's decorator hides its signature)."""
+    cast(nn.Module, model).to(device=device, dtype=dtype)
+    return model
+
+
+def build_lego_model(config: LEGOConfig, seed: int = 0) -> LEGOTransformer:
+    """Build a freshly initialised model with a local RNG seeded by ``seed`` (global RNG untouched)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return LEGOTransformer(config)
+
+
+AutoConfig.register("lego", LEGOConfig)
+AutoModelForCausalLM.register(LEGOConfig, LEGOTransformer)
+
+__all__ = [
+    "IGNORE_INDEX",
+    "LEGOConfig",
+    "LEGOInferenceOutput",
+    "LEGOModel",
+    "LEGOPreTrainedModel",
+    "LEGOTrainOutput",
+    "LEGOTransformer",
+    "batch_to_device",
+    "build_lego_model",
+    "compute_confidence",
+    "compute_confidence_threshold",
+    "count_parameters",
+    "exit_confidences",
+    "lm_loss",
+    "shifted_targets",
+    "threshold_for_ratio",
+    "to_device",
+]

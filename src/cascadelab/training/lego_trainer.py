@@ -1,0 +1,871 @@
+"""LEGO training: stage-weighted losses, early stopping, hard-example mining and upper-block training.
+
+Two-phase recipe (seed 004), with the seed's leakage fixed (threshold on val, hard examples from
+train, evaluation on test):
+
+1. ``train_phase1``: a shallow model (``phase1_layers``) trained to stand alone, with early stopping.
+2. ``prepare_hard_examples``: threshold on val so that ``hard_example_ratio`` of its response tokens
+   fall below it; token-level hard examples (exit-layer state + target, fp16) from train, and from
+   val for phase-2 early stopping. ``save_hard_examples`` writes them atomically (safetensors).
+3. ``train_phase2``: ``extend_from`` with frozen lower layers, ``train_upper_layers`` on the hard
+   examples with early stopping on the val hard examples, routed evaluation on test.
+   ``train_full_depth`` trains the standard baseline of the same depth for a given token budget.
+
+Every loss is next-token cross-entropy on response tokens only (labels -100 elsewhere); batches are
+dicts of tensors ``input_ids``, ``attention_mask`` (optional) and ``labels`` aligned with the inputs.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Mapping, Sized
+from pathlib import Path
+from typing import Any, TypedDict
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from cascadelab.models.lego import (
+    IGNORE_INDEX,
+    LEGOConfig,
+    LEGOTransformer,
+    batch_to_device,
+    build_lego_model,
+    compute_confidence,
+    compute_confidence_threshold,
+    count_parameters,
+    shifted_targets,
+    to_device,
+)
+
+Batch = Mapping[str, torch.Tensor]
+LogFn = Callable[[dict[str, float], int], None]
+
+
+# --------------------------------------------------------------------------- settings
+
+
+class StageConfig(BaseModel):
+    """A loss term: next-token loss averaged over layers ``layers[0]..layers[1]`` (1-based, inclusive)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    layers: tuple[int, int]
+    loss_weight: float = Field(default=1.0, ge=0.0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> StageConfig:
+        first, last = self.layers
+        if not 1 <= first <= last:
+            raise ValueError(f"layers: need 1 <= first <= last, got {self.layers}")
+        return self
+
+
+class TrainingConfig(BaseModel):
+    """Loss stages, routing used by ``evaluate``, and the early-stopping loop of one training run.
+
+    ``routing_threshold`` None evaluates at full depth (shallow_ratio 0, compute_cost 1);
+    ``exit_layer`` None uses the model's. ``eval_every`` None validates once per epoch.
+    ``max_train_tokens`` stops training once that many supervised tokens were seen (token budget).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    stages: list[StageConfig] = Field(min_length=1)
+    routing_threshold: float | None = Field(default=None, ge=0.0)
+    exit_layer: int | None = Field(default=None, ge=1)
+    max_epochs: int = Field(default=20, ge=1)
+    patience: int = Field(default=1, ge=0)
+    min_delta: float = Field(default=0.0, ge=0.0)
+    eval_every: int | None = Field(default=None, ge=1)
+    max_steps: int | None = Field(default=None, ge=1)
+    max_train_tokens: int | None = Field(default=None, ge=1)
+    grad_clip: float | None = Field(default=1.0, gt=0.0)
+    log_every: int = Field(default=50, ge=1)
+
+    @property
+    def loss_layers(self) -> list[int]:
+        """Every layer that carries a loss term, ascending."""
+        return sorted({x for s in self.stages for x in range(s.layers[0], s.layers[1] + 1)})
+
+
+class LoopSettings(BaseModel):
+    """Loop settings of one LEGO run for the entry points; lr and patience come from LEGOConfig."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_epochs: int = Field(default=20, ge=1)
+    eval_every: int | None = Field(default=None, ge=1)
+    max_steps: int | None = Field(default=None, ge=1)
+    max_train_tokens: int | None = Field(default=None, ge=1)
+    warmup_steps: int = Field(default=0, ge=0)
+    weight_decay: float = Field(default=0.0, ge=0.0)
+    grad_clip: float | None = Field(default=1.0, gt=0.0)
+    deep_supervision: bool = False
+    log_every: int = Field(default=50, ge=1)
+
+
+def create_standard_config(num_layers: int = 2, **kwargs: Any) -> TrainingConfig:
+    """Standard LM: one loss at the last layer (``layers=(num_layers, num_layers)``)."""
+    stages = [StageConfig(layers=(num_layers, num_layers), loss_weight=1.0)]
+    return TrainingConfig(stages=stages, **kwargs)
+
+
+def create_deep_supervision_config(num_layers: int = 2, **kwargs: Any) -> TrainingConfig:
+    """Deep supervision: an equal-weight loss at every layer (each through its block's exit head)."""
+    stages = [StageConfig(layers=(i, i), loss_weight=1.0 / num_layers) for i in range(1, num_layers + 1)]
+    return TrainingConfig(stages=stages, **kwargs)
+
+
+# --------------------------------------------------------------------------- trainer
+
+
+def _n_targets(labels: torch.Tensor) -> int:
+    return int((shifted_targets(labels) != IGNORE_INDEX).sum())
+
+
+class Trainer:
+    """Trains and evaluates LEGO models under a :class:`TrainingConfig`."""
+
+    def __init__(
+        self, config: TrainingConfig, vocab_size: int | None = None, device: torch.device | str = "cpu"
+    ) -> None:
+        self.config = config
+        self.vocab_size = vocab_size
+        self.device = torch.device(device)
+
+    def _check_vocab(self, model: LEGOTransformer) -> None:
+        if self.vocab_size is not None and model.config.vocab_size != self.vocab_size:
+            raise ValueError(
+                f"vocab_size: trainer has {self.vocab_size}, model has {model.config.vocab_size}"
+            )
+
+    def _check_model(self, model: LEGOTransformer) -> None:
+        self._check_vocab(model)
+        if self.config.loss_layers[-1] > model.config.depth:
+            raise ValueError(
+                f"stages: layer {self.config.loss_layers[-1]} exceeds the model depth {model.config.depth}"
+            )
+
+    def create_optimizer(
+        self, model: nn.Module, base_lr: float = 1e-3, weight_decay: float = 0.0
+    ) -> torch.optim.Optimizer:
+        """AdamW over the trainable parameters; no decay on norms (1-D weights)."""
+        params = [p for p in model.parameters() if p.requires_grad]
+        decay = [p for p in params if p.ndim >= 2]
+        no_decay = [p for p in params if p.ndim < 2]
+        groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        return torch.optim.AdamW(groups, lr=base_lr)
+
+    def layer_losses(
+        self, model: LEGOTransformer, batch: Batch, reduction: str = "mean"
+    ) -> dict[int, torch.Tensor]:
+        """Next-token loss of every loss layer of the stages for one batch on ``self.device``."""
+        ids, mask, labels = batch["input_ids"], batch.get("attention_mask"), batch["labels"]
+        layers = self.config.loss_layers
+        if layers == [model.config.depth]:
+            all_logits = [model(input_ids=ids, attention_mask=mask, use_cache=False).logits]
+        else:
+            all_logits = model.forward_all_layers(ids, mask, layers=layers)
+        targets = shifted_targets(labels).flatten()
+        return {
+            layer: F.cross_entropy(
+                logits.float().flatten(0, 1), targets, ignore_index=IGNORE_INDEX, reduction=reduction
+            )
+            for layer, logits in zip(layers, all_logits, strict=True)
+        }
+
+    def combine(self, per_layer: Mapping[int, torch.Tensor]) -> torch.Tensor:
+        """Weighted sum over stages of the mean loss over each stage's layers."""
+        total = torch.zeros((), device=next(iter(per_layer.values())).device)
+        for stage in self.config.stages:
+            first, last = stage.layers
+            terms = [per_layer[x] for x in range(first, last + 1)]
+            total = total + stage.loss_weight * torch.stack(terms).mean()
+        return total
+
+    def compute_loss(self, model: LEGOTransformer, batch: Batch) -> torch.Tensor:
+        """Training objective of one batch (already on the device)."""
+        return self.combine(self.layer_losses(model, batch))
+
+    def train_step(
+        self,
+        model: LEGOTransformer,
+        raw_batch: Batch,
+        optimizer: torch.optim.Optimizer,
+        lr_scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    ) -> tuple[float, int]:
+        """One optimiser step; returns (loss, supervised tokens). Skips batches without targets."""
+        batch = batch_to_device(raw_batch, self.device)
+        n = _n_targets(batch["labels"])
+        if n == 0:
+            return 0.0, 0
+        model.train()
+        loss = self.compute_loss(model, batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.grad_clip is not None:
+            trainable = [p for p in model.parameters() if p.requires_grad]
+            torch.nn.utils.clip_grad_norm_(trainable, self.config.grad_clip)
+        optimizer.step()
+        if lr_scheduler is not None:
+            lr_scheduler.step()
+        return float(loss.detach()), n
+
+    def train_epoch(
+        self,
+        model: LEGOTransformer,
+        batches: Iterable[Batch],
+        optimizer: torch.optim.Optimizer,
+        lr_scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    ) -> float:
+        """One pass over ``batches``; returns the token-weighted mean training loss."""
+        self._check_model(model)
+        total, tokens = 0.0, 0
+        for batch in batches:
+            loss, n = self.train_step(model, batch, optimizer, lr_scheduler)
+            total, tokens = total + loss * n, tokens + n
+        return total / max(tokens, 1)
+
+    @torch.no_grad()
+    def validation_loss(self, model: LEGOTransformer, batches: Iterable[Batch]) -> float:
+        """The training objective on ``batches``, token-weighted across batches."""
+        self._check_model(model)
+        model.eval()
+        sums: dict[int, torch.Tensor] = {}
+        tokens = 0
+        for raw in batches:
+            batch = batch_to_device(raw, self.device)
+            for layer, value in self.layer_losses(model, batch, reduction="sum").items():
+                sums[layer] = sums.get(layer, torch.zeros((), device=self.device)) + value
+            tokens += _n_targets(batch["labels"])
+        if tokens == 0:
+            raise ValueError("val batches: no response tokens (all labels are -100)")
+        return float(self.combine({k: v / tokens for k, v in sums.items()}))
+
+    def train_with_early_stopping(
+        self,
+        model: LEGOTransformer,
+        train_loader: Iterable[Batch],
+        val_loader: Iterable[Batch],
+        optimizer: torch.optim.Optimizer,
+        lr_scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+        log_fn: LogFn | None = None,
+    ) -> dict[str, float]:
+        """Train until val stops improving for ``patience`` evaluations; restore the best weights.
+
+        Stops also at ``max_epochs``, ``max_steps`` or ``max_train_tokens``. Returns best_val_loss,
+        best_val_ppl, best_step, steps, epochs, train_tokens and stopped_early (1.0 or 0.0).
+        """
+        cfg = self.config
+        self._check_model(model)
+        best_loss, best_step, bad_evals = math.inf, 0, 0
+        best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        step = tokens = epochs = 0
+        last_eval_step = -1
+        stopped_early = False
+        run_loss = run_tokens = 0.0
+
+        def validate() -> bool:
+            """Validate at the current step; return True when patience is exhausted."""
+            nonlocal best_loss, best_step, bad_evals, best_state, last_eval_step
+            last_eval_step = step
+            val = self.validation_loss(model, val_loader)
+            if log_fn is not None:
+                log_fn({"val_loss": val, "val_ppl": math.exp(min(val, 50.0))}, step)
+            if val < best_loss - cfg.min_delta:
+                best_loss, best_step, bad_evals = val, step, 0
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                return False
+            bad_evals += 1
+            return bad_evals > cfg.patience
+
+        def budget_spent() -> bool:
+            return (cfg.max_steps is not None and step >= cfg.max_steps) or (
+                cfg.max_train_tokens is not None and tokens >= cfg.max_train_tokens
+            )
+
+        done = False
+        while not done and epochs < cfg.max_epochs:
+            epochs += 1
+            for batch in train_loader:
+                loss, n = self.train_step(model, batch, optimizer, lr_scheduler)
+                if n == 0:
+                    continue
+                step, tokens = step + 1, tokens + n
+                run_loss, run_tokens = run_loss + loss * n, run_tokens + n
+                if log_fn is not None and step % cfg.log_every == 0:
+                    lr = float(optimizer.param_groups[0]["lr"])
+                    log_fn(
+                        {"train_loss": run_loss / run_tokens, "lr": lr, "train_tokens": float(tokens)}, step
+                    )
+                    run_loss = run_tokens = 0.0
+                if cfg.eval_every is not None and step % cfg.eval_every == 0 and validate():
+                    stopped_early = done = True
+                    break
+                if budget_spent():
+                    done = True
+                    break
+            if not done and cfg.eval_every is None and validate():
+                stopped_early = done = True
+        if last_eval_step != step:
+            validate()
+        model.load_state_dict(best_state)
+        return {
+            "best_val_loss": best_loss,
+            "best_val_ppl": math.exp(min(best_loss, 50.0)),
+            "best_step": float(best_step),
+            "steps": float(step),
+            "epochs": float(epochs),
+            "train_tokens": float(tokens),
+            "stopped_early": float(stopped_early),
+        }
+
+    @torch.no_grad()
+    def evaluate(self, model: LEGOTransformer, batches: Iterable[Batch]) -> dict[str, float]:
+        """Teacher-forced metrics on response tokens: acc, ppl, shallow_ratio, compute_cost.
+
+        With ``routing_threshold`` set, tokens are routed at ``exit_layer`` (``forward_inference``):
+        shallow_ratio is the share that exits there, compute_cost the layers run per token over the
+        depth. Without it the model runs at full depth (0.0 and 1.0).
+        """
+        cfg = self.config
+        self._check_vocab(model)
+        model.eval()
+        depth = model.config.depth
+        exit_layer = cfg.exit_layer if cfg.exit_layer is not None else model.config.exit_layer
+        assert exit_layer is not None
+        nll = correct = tokens = exited = 0.0
+        for raw in batches:
+            batch = batch_to_device(raw, self.device)
+            ids, attn = batch["input_ids"], batch.get("attention_mask")
+            targets = shifted_targets(batch["labels"])
+            mask = targets != IGNORE_INDEX
+            if cfg.routing_threshold is not None:
+                out = model.forward_inference(ids, attn, cfg.routing_threshold, exit_layer, mask)
+                logits = out.logits
+                exited += float(out.exited[mask].sum())
+            else:
+                logits = model(input_ids=ids, attention_mask=attn, use_cache=False).logits
+            logits, gold = logits[mask].float(), targets[mask]
+            nll += float(F.cross_entropy(logits, gold, reduction="sum"))
+            correct += float((logits.argmax(-1) == gold).sum())
+            tokens += float(mask.sum())
+        if tokens == 0:
+            raise ValueError("batches: no response tokens (all labels are -100)")
+        shallow_ratio = exited / tokens
+        cost = 1.0
+        if cfg.routing_threshold is not None:
+            cost = (exit_layer + (depth - exit_layer) * (1.0 - shallow_ratio)) / depth
+        return {
+            "acc": correct / tokens,
+            "ppl": math.exp(nll / tokens),
+            "shallow_ratio": shallow_ratio,
+            "compute_cost": cost,
+        }
+
+
+# --------------------------------------------------------------------------- hard examples
+
+
+class HardExamples(TypedDict):
+    """Token-level hard examples: one row per low-confidence response token."""
+
+    inputs: torch.Tensor  # (N,) int64: the input token at the hard position
+    hidden_states: torch.Tensor  # (N, D) float16: residual stream after the exit layer
+    targets: torch.Tensor  # (N,) int64: the next token to predict
+    confidences: torch.Tensor  # (N,) float32: exit-head max probability (< threshold)
+
+
+@torch.no_grad()
+def collect_hard_examples(
+    model: LEGOTransformer,
+    batches: Iterable[Batch],
+    confidence_threshold: float,
+    device: torch.device | str = "cpu",
+    max_examples: int | None = None,
+    exit_layer: int | None = None,
+) -> HardExamples:
+    """Exit-layer states and targets of the response tokens whose confidence < threshold.
+
+    Rows keep loader order; collection stops once ``max_examples`` rows are held (the cap).
+    Hidden states are stored as float16.
+    """
+    if max_examples is not None and max_examples < 1:
+        raise ValueError(f"max_examples: must be >= 1, got {max_examples}")
+    model.eval()
+    parts: dict[str, list[torch.Tensor]] = {k: [] for k in HARD_KEYS}
+    held = 0
+    for raw in batches:
+        if max_examples is not None and held >= max_examples:
+            break
+        batch = batch_to_device(raw, device)
+        h = model.exit_hidden_states(batch["input_ids"], batch.get("attention_mask"), exit_layer)
+        targets = shifted_targets(batch["labels"])
+        mask = targets != IGNORE_INDEX
+        conf = compute_confidence(model, h[mask], exit_layer)
+        hard = conf < confidence_threshold
+        rows = {
+            "inputs": batch["input_ids"][mask][hard],
+            "hidden_states": h[mask][hard].to(torch.float16),
+            "targets": targets[mask][hard],
+            "confidences": conf[hard].float(),
+        }
+        take = rows["targets"].numel()
+        if max_examples is not None:
+            take = min(take, max_examples - held)
+        for key, value in rows.items():
+            parts[key].append(value[:take].cpu())
+        held += take
+    dim = model.config.hidden_size
+    empty = {
+        "inputs": torch.empty(0, dtype=torch.long),
+        "hidden_states": torch.empty(0, dim, dtype=torch.float16),
+        "targets": torch.empty(0, dtype=torch.long),
+        "confidences": torch.empty(0),
+    }
+    out = {k: torch.cat(v) if v else empty[k] for k, v in parts.items()}
+    return HardExamples(
+        inputs=out["inputs"],
+        hidden_states=out["hidden_states"],
+        targets=out["targets"],
+        confidences=out["confidences"],
+    )
+
+
+HARD_KEYS = ("inputs", "hidden_states", "targets", "confidences")
+
+
+def hard_tensors(examples: HardExamples) -> dict[str, torch.Tensor]:
+    """The tensors of ``examples`` as a plain dict keyed by :data:`HARD_KEYS`."""
+    return {
+        "inputs": examples["inputs"],
+        "hidden_states": examples["hidden_states"],
+        "targets": examples["targets"],
+        "confidences": examples["confidences"],
+    }
+
+
+def hard_examples_nbytes(examples: HardExamples) -> int:
+    """Bytes held by the tensors of ``examples``."""
+    return sum(t.numel() * t.element_size() for t in hard_tensors(examples).values())
+
+
+class HardExampleDataset(Dataset[dict[str, torch.Tensor]]):
+    """Rows of a :class:`HardExamples` as dicts of ``hidden_states`` and ``targets``."""
+
+    def __init__(self, examples: HardExamples) -> None:
+        n = examples["targets"].numel()
+        if any(t.shape[0] != n for t in hard_tensors(examples).values()):
+            raise ValueError("hard_examples: tensors disagree on the number of rows")
+        self.examples = examples
+
+    def __len__(self) -> int:
+        return int(self.examples["targets"].numel())
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {"hidden_states": self.examples["hidden_states"][i], "targets": self.examples["targets"][i]}
+
+
+def create_hard_example_loader(
+    hard_examples: HardExamples, batch_size: int = 64, shuffle: bool = True, seed: int = 0
+) -> DataLoader[dict[str, torch.Tensor]]:
+    """Batches of hard examples (``hidden_states`` (B, D) fp16, ``targets`` (B,)); seeded shuffling."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size: must be >= 1, got {batch_size}")
+    generator = torch.Generator().manual_seed(seed)
+    dataset = HardExampleDataset(hard_examples)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator)
+
+
+def _upper_logits(model: LEGOTransformer, hidden: torch.Tensor, num_lower_layers: int) -> torch.Tensor:
+    """Final-exit logits of the upper layers applied to exit-layer states (N, D)."""
+    dtype = next(model.parameters()).dtype
+    deep = model.model.token_layers(hidden.to(dtype), num_lower_layers, model.config.depth)
+    return model.exit_logits(deep, model.config.depth)
+
+
+def _check_upper(model: LEGOTransformer, vocab_size: int, num_lower_layers: int) -> None:
+    if model.config.vocab_size != vocab_size:
+        raise ValueError(f"vocab_size: got {vocab_size}, model has {model.config.vocab_size}")
+    if num_lower_layers not in model.config.exit_points[:-1]:
+        raise ValueError(
+            f"num_lower_layers: must be an exit below the top, one of {model.config.exit_points[:-1]}, "
+            f"got {num_lower_layers}"
+        )
+
+
+def train_upper_layers(
+    model: LEGOTransformer,
+    hard_batches: Iterable[Mapping[str, torch.Tensor]],
+    optimizer: torch.optim.Optimizer,
+    vocab_size: int,
+    device: torch.device | str = "cpu",
+    num_lower_layers: int = 2,
+    grad_clip: float | None = 1.0,
+) -> float:
+    """One pass of the upper layers trained directly on hard-example states; returns the mean loss.
+
+    Only layers above ``num_lower_layers`` and the final exit are in the graph, so the lower block
+    and the embeddings get no gradient (``extend_from(freeze_lower=True)`` also freezes them).
+    """
+    _check_upper(model, vocab_size, num_lower_layers)
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    total, tokens = 0.0, 0
+    for batch in hard_batches:
+        hidden, targets = batch["hidden_states"].to(device), batch["targets"].to(device)
+        loss = F.cross_entropy(_upper_logits(model, hidden, num_lower_layers).float(), targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(params, grad_clip)
+        optimizer.step()
+        total, tokens = total + float(loss.detach()) * targets.numel(), tokens + targets.numel()
+    return total / max(tokens, 1)
+
+
+@torch.no_grad()
+def evaluate_on_hard_examples(
+    model: LEGOTransformer,
+    hard_batches: Iterable[Mapping[str, torch.Tensor]],
+    vocab_size: int,
+    device: torch.device | str = "cpu",
+    num_lower_layers: int = 2,
+) -> dict[str, float]:
+    """Loss, ppl and acc of the upper layers on hard examples, and ``shallow_ppl`` of the exit head."""
+    _check_upper(model, vocab_size, num_lower_layers)
+    model.eval()
+    nll = shallow_nll = correct = tokens = 0.0
+    for batch in hard_batches:
+        hidden, targets = batch["hidden_states"].to(device), batch["targets"].to(device)
+        logits = _upper_logits(model, hidden, num_lower_layers).float()
+        shallow = model.exit_logits(hidden.to(logits.dtype), num_lower_layers).float()
+        nll += float(F.cross_entropy(logits, targets, reduction="sum"))
+        shallow_nll += float(F.cross_entropy(shallow, targets, reduction="sum"))
+        correct += float((logits.argmax(-1) == targets).sum())
+        tokens += targets.numel()
+    if tokens == 0:
+        raise ValueError("hard_batches: no hard examples")
+    return {
+        "loss": nll / tokens,
+        "ppl": math.exp(nll / tokens),
+        "acc": correct / tokens,
+        "shallow_ppl": math.exp(shallow_nll / tokens),
+    }
+
+
+def fit_upper_layers(
+    model: LEGOTransformer,
+    train_hard: Iterable[Mapping[str, torch.Tensor]],
+    val_hard: Iterable[Mapping[str, torch.Tensor]],
+    optimizer: torch.optim.Optimizer,
+    *,
+    num_lower_layers: int,
+    max_epochs: int,
+    patience: int,
+    device: torch.device | str = "cpu",
+    grad_clip: float | None = 1.0,
+    log_fn: LogFn | None = None,
+) -> dict[str, float]:
+    """Epochs of ``train_upper_layers`` with early stopping on val hard-example ppl; best weights kept."""
+    vocab = model.config.vocab_size
+    best, best_epoch, bad, epochs, rows = math.inf, 0, 0, 0, 0
+    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    stopped = False
+    dataset = getattr(train_hard, "dataset", None)
+    per_epoch = len(dataset) if isinstance(dataset, Sized) else 0
+    for epoch in range(1, max_epochs + 1):
+        epochs = epoch
+        train_loss = train_upper_layers(
+            model, train_hard, optimizer, vocab, device, num_lower_layers, grad_clip
+        )
+        rows += per_epoch
+        val = evaluate_on_hard_examples(model, val_hard, vocab, device, num_lower_layers)
+        if log_fn is not None:
+            log_fn(
+                {"train_hard_loss": train_loss, "val_hard_loss": val["loss"], "val_hard_ppl": val["ppl"]},
+                epoch,
+            )
+        if val["loss"] < best:
+            best, best_epoch, bad = val["loss"], epoch, 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            bad += 1
+            if bad > patience:
+                stopped = True
+                break
+    model.load_state_dict(best_state)
+    return {
+        "best_val_hard_loss": best,
+        "best_val_hard_ppl": math.exp(min(best, 50.0)),
+        "best_epoch": float(best_epoch),
+        "epochs": float(epochs),
+        "train_tokens": float(rows),
+        "stopped_early": float(stopped),
+    }
+
+
+# --------------------------------------------------------------------------- artifacts
+
+
+class HardExampleSets(TypedDict):
+    """What the hard-example stage produces: the threshold and the train/val hard examples."""
+
+    threshold: float
+    train: HardExamples
+    val: HardExamples
+
+
+def prepare_hard_examples(
+    model: LEGOTransformer,
+    train_loader: Iterable[Batch],
+    val_loader: Iterable[Batch],
+    *,
+    hard_example_ratio: float,
+    max_train_examples: int | None = None,
+    max_val_examples: int | None = None,
+    device: torch.device | str = "cpu",
+) -> HardExampleSets:
+    """Threshold calibrated on val; hard examples from train (for training) and val (early stopping)."""
+    threshold = compute_confidence_threshold(model, val_loader, hard_example_ratio, device)
+    return HardExampleSets(
+        threshold=threshold,
+        train=collect_hard_examples(model, train_loader, threshold, device, max_train_examples),
+        val=collect_hard_examples(model, val_loader, threshold, device, max_val_examples),
+    )
+
+
+def save_hard_examples(path: str | Path, sets: HardExampleSets) -> int:
+    """Write ``sets`` to one safetensors file atomically; returns the file size in bytes."""
+    path = Path(path)
+    tensors = {
+        f"{name}.{k}": v.contiguous()
+        for name, split in (("train", sets["train"]), ("val", sets["val"]))
+        for k, v in hard_tensors(split).items()
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata={"threshold": repr(float(sets["threshold"]))})
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path.stat().st_size
+
+
+def load_hard_examples(path: str | Path) -> HardExampleSets:
+    """Read what :func:`save_hard_examples` wrote."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        metadata = f.metadata() or {}
+    if "threshold" not in metadata:
+        raise ValueError(f"{path}: not a hard-example file (no threshold in its metadata)")
+    flat = load_file(str(path))
+
+    def split(name: str) -> HardExamples:
+        return HardExamples(
+            inputs=flat[f"{name}.inputs"],
+            hidden_states=flat[f"{name}.hidden_states"],
+            targets=flat[f"{name}.targets"],
+            confidences=flat[f"{name}.confidences"],
+        )
+
+    return HardExampleSets(threshold=float(metadata["threshold"]), train=split("train"), val=split("val"))
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def _warmup(optimizer: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / steps) if steps else 1.0)
+
+
+def _fit(
+    model: LEGOTransformer,
+    train_loader: Iterable[Batch],
+    val_loader: Iterable[Batch],
+    *,
+    lr: float,
+    patience: int,
+    loop: LoopSettings,
+    device: torch.device | str,
+    log_fn: LogFn | None,
+) -> dict[str, float]:
+    depth = model.config.depth
+    make = create_deep_supervision_config if loop.deep_supervision else create_standard_config
+    training = make(
+        depth,
+        patience=patience,
+        max_epochs=loop.max_epochs,
+        eval_every=loop.eval_every,
+        max_steps=loop.max_steps,
+        max_train_tokens=loop.max_train_tokens,
+        grad_clip=loop.grad_clip,
+        log_every=loop.log_every,
+    )
+    trainer = Trainer(training, model.config.vocab_size, device)
+    optimizer = trainer.create_optimizer(model, lr, loop.weight_decay)
+    result = trainer.train_with_early_stopping(
+        model, train_loader, val_loader, optimizer, _warmup(optimizer, loop.warmup_steps), log_fn
+    )
+    full = Trainer(create_standard_config(depth), model.config.vocab_size, device)
+    val = full.evaluate(model, val_loader)
+    return {**result, "val_acc": val["acc"], "val_ppl": val["ppl"], "params": float(count_parameters(model))}
+
+
+def train_phase1(
+    config: LEGOConfig,
+    train_loader: Iterable[Batch],
+    val_loader: Iterable[Batch],
+    loop: LoopSettings | None = None,
+    *,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    log_fn: LogFn | None = None,
+) -> tuple[LEGOTransformer, dict[str, float]]:
+    """Phase 1: build a ``phase1_layers`` model from ``config`` and train it to stand alone.
+
+    lr ``phase1_lr``, patience ``phase1_patience``; returns the model (best val weights) and metrics.
+    """
+    n = config.phase1_layers
+    shallow_cfg = config.derive(num_hidden_layers=n, exit_layers=[n], exit_layer=n, routing_threshold=None)
+    model = to_device(build_lego_model(shallow_cfg, seed), device)
+    metrics = _fit(
+        model,
+        train_loader,
+        val_loader,
+        lr=config.phase1_lr,
+        patience=config.phase1_patience,
+        loop=loop or LoopSettings(),
+        device=device,
+        log_fn=log_fn,
+    )
+    return model, metrics
+
+
+def train_full_depth(
+    config: LEGOConfig,
+    train_loader: Iterable[Batch],
+    val_loader: Iterable[Batch],
+    loop: LoopSettings | None = None,
+    *,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    log_fn: LogFn | None = None,
+) -> tuple[LEGOTransformer, dict[str, float]]:
+    """Baseline: a standard causal model of ``phase2_layers`` layers, trained like phase 1.
+
+    Set ``loop.max_train_tokens`` to the LEGO run's token budget (phase-1 train_tokens + phase-2
+    train_tokens) for a same-budget comparison.
+    """
+    depth = config.phase2_layers
+    full_cfg = config.derive(
+        num_hidden_layers=depth, exit_layers=[depth], exit_layer=depth, routing_threshold=None
+    )
+    model = to_device(build_lego_model(full_cfg, seed), device)
+    metrics = _fit(
+        model,
+        train_loader,
+        val_loader,
+        lr=config.phase1_lr,
+        patience=config.phase1_patience,
+        loop=loop or LoopSettings(),
+        device=device,
+        log_fn=log_fn,
+    )
+    return model, metrics
+
+
+def train_phase2(
+    source_model: LEGOTransformer,
+    hard_examples: HardExampleSets,
+    test_loader: Iterable[Batch],
+    loop: LoopSettings | None = None,
+    *,
+    config: LEGOConfig | None = None,
+    routing_threshold: float | None = None,
+    batch_size: int = 256,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    log_fn: LogFn | None = None,
+) -> tuple[LEGOTransformer, dict[str, float]]:
+    """Phase 2: extend to ``phase2_layers`` (lower frozen), train the upper block on hard examples.
+
+    ``phase2_layers``, ``phase2_lr`` and ``phase2_patience`` come from ``config`` (default: the
+    source model's config; pass the current params' config so a changed phase-2 setting is used).
+    Early stopping on the val hard examples. Routing uses ``routing_threshold`` if given, else the
+    hard-example threshold. Returns the extended model (threshold stored in its config) and metrics:
+    routed test acc/ppl/shallow_ratio/compute_cost (``test_*``) plus the phase-2 loop's numbers.
+    """
+    loop = loop or LoopSettings()
+    cfg = config or source_model.config
+    threshold = float(hard_examples["threshold"]) if routing_threshold is None else routing_threshold
+    num_lower = source_model.config.depth
+    model = LEGOTransformer.extend_from(
+        source_model, cfg.phase2_layers, threshold, freeze_lower=True, seed=seed
+    )
+    to_device(model, device)
+    if hard_examples["train"]["targets"].numel() == 0 or hard_examples["val"]["targets"].numel() == 0:
+        raise ValueError("hard_examples: the train or val set is empty; raise hard_example_ratio or the caps")
+    train_hard = create_hard_example_loader(hard_examples["train"], batch_size, shuffle=True, seed=seed)
+    val_hard = create_hard_example_loader(hard_examples["val"], batch_size, shuffle=False)
+    trainer = Trainer(create_standard_config(cfg.phase2_layers), cfg.vocab_size, device)
+    optimizer = trainer.create_optimizer(model, cfg.phase2_lr, loop.weight_decay)
+    fit = fit_upper_layers(
+        model,
+        train_hard,
+        val_hard,
+        optimizer,
+        num_lower_layers=num_lower,
+        max_epochs=loop.max_epochs,
+        patience=cfg.phase2_patience,
+        device=device,
+        grad_clip=loop.grad_clip,
+        log_fn=log_fn,
+    )
+    routing = create_standard_config(cfg.phase2_layers, routing_threshold=threshold, exit_layer=num_lower)
+    routed = Trainer(routing, cfg.vocab_size, device).evaluate(model, test_loader)
+    return model, {
+        **{f"test_{k}": v for k, v in routed.items()},
+        **fit,
+        "threshold": threshold,
+        "trainable_params": float(count_parameters(model, trainable_only=True)),
+        "params": float(count_parameters(model)),
+    }
+
+
+__all__ = [
+    "HARD_KEYS",
+    "HardExampleDataset",
+    "HardExampleSets",
+    "HardExamples",
+    "LoopSettings",
+    "StageConfig",
+    "Trainer",
+    "TrainingConfig",
+    "collect_hard_examples",
+    "create_deep_supervision_config",
+    "create_hard_example_loader",
+    "create_standard_config",
+    "evaluate_on_hard_examples",
+    "fit_upper_layers",
+    "hard_examples_nbytes",
+    "hard_tensors",
+    "load_hard_examples",
+    "prepare_hard_examples",
+    "save_hard_examples",
+    "train_full_depth",
+    "train_phase1",
+    "train_phase2",
+    "train_upper_layers",
+]

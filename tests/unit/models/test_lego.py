@@ -1,0 +1,283 @@
+"""LEGO model: config, exits, routed inference, growth, confidence threshold, HF round trips."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from cascadelab.models.lego import (
+    LEGOConfig,
+    LEGOTransformer,
+    build_lego_model,
+    compute_confidence,
+    compute_confidence_threshold,
+    exit_confidences,
+    lm_loss,
+    threshold_for_ratio,
+)
+
+torch.set_num_threads(1)
+
+VOCAB = 16
+
+
+def tiny_config(**overrides: object) -> LEGOConfig:
+    base: dict[str, object] = dict(
+        vocab_size=VOCAB, hidden_size=16, intermediate_size=32, num_attention_heads=2
+    )
+    return LEGOConfig(**{**base, **overrides})
+
+
+@pytest.fixture(scope="module")
+def shallow() -> LEGOTransformer:
+    return build_lego_model(tiny_config(), seed=0).eval()
+
+
+@pytest.fixture(scope="module")
+def extended(shallow: LEGOTransformer) -> LEGOTransformer:
+    model = LEGOTransformer.extend_from(shallow, 4, routing_threshold=0.5, freeze_lower=True, seed=1)
+    with torch.no_grad():  # move the upper block off its function-preserving zero init
+        for layer in model.model.layers[2:]:
+            for p in layer.parameters():
+                p.add_(0.2 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    return model.eval()
+
+
+def ids(batch: int = 3, length: int = 9, seed: int = 0) -> torch.Tensor:
+    return torch.randint(3, VOCAB, (batch, length), generator=torch.Generator().manual_seed(seed))
+
+
+def batch(seed: int = 0) -> dict[str, torch.Tensor]:
+    x = ids(seed=seed)
+    labels = x.clone()
+    labels[:, :4] = -100  # prompt
+    return {"input_ids": x, "attention_mask": torch.ones_like(x), "labels": labels}
+
+
+# ----------------------------------------------------------------------------- config
+
+
+def test_config_defaults_follow_the_seed() -> None:
+    cfg = LEGOConfig()
+    assert (cfg.phase1_layers, cfg.phase1_lr, cfg.phase1_patience) == (2, 1e-3, 1)
+    assert cfg.hard_example_ratio == 0.5
+    assert (cfg.phase2_layers, cfg.phase2_lr, cfg.phase2_patience) == (4, 1e-4, 3)
+    assert (cfg.num_hidden_layers, cfg.exit_layers, cfg.exit_layer) == (2, [2], 2)
+    over = LEGOConfig(phase1_layers=3, phase2_layers=6, phase2_lr=3e-4, hard_example_ratio=0.4)
+    assert (over.num_hidden_layers, over.phase2_layers, over.phase2_lr, over.hard_example_ratio) == (
+        3,
+        6,
+        3e-4,
+        0.4,
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"num_hidden_layers": 4, "exit_layers": [3, 2]}, "exit_layers: must be strictly increasing"),
+        ({"num_hidden_layers": 4, "exit_layers": [2]}, "exit_layers: must be strictly increasing"),
+        ({"num_hidden_layers": 4, "exit_layers": [2, 4], "exit_layer": 3}, "exit_layer: must be one of"),
+        ({"hard_example_ratio": 1.0}, "hard_example_ratio: must be in (0, 1), got 1.0"),
+        ({"phase2_layers": 2}, "phase2_layers: must exceed phase1_layers=2 >= 1, got 2"),
+        (
+            {"hidden_size": 15},
+            "hidden_size: must split into num_attention_heads=2 heads of even size, got 15",
+        ),
+    ],
+)
+def test_config_rejects_bad_values(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        tiny_config(**kwargs)
+
+
+# ----------------------------------------------------------------------------- passes
+
+
+def test_first_exit_head_is_tied_and_forward_loss_is_response_only(shallow: LEGOTransformer) -> None:
+    assert shallow.exit_heads[0].weight is shallow.model.embed_tokens.weight
+    b = batch()
+    out = shallow(input_ids=b["input_ids"], labels=b["labels"], use_cache=False)
+    logits, gold = out.logits[:, :-1].flatten(0, 1), b["labels"][:, 1:].flatten()
+    keep = gold != -100
+    assert torch.allclose(out.loss, F.cross_entropy(logits[keep], gold[keep]))
+    assert torch.allclose(lm_loss(out.logits, b["labels"], num_items_in_batch=int(keep.sum())), out.loss)
+
+
+def test_forward_all_layers_and_forward_train_agree_with_forward(extended: LEGOTransformer) -> None:
+    x = ids()
+    all_logits = extended.forward_all_layers(x)
+    assert len(all_logits) == 4
+    assert torch.allclose(all_logits[-1], extended(input_ids=x, use_cache=False).logits, atol=1e-6)
+    train = extended.forward_train(x)
+    assert torch.allclose(train.shallow_logits, all_logits[1], atol=1e-6)
+    assert torch.allclose(train.deep_logits, all_logits[3], atol=1e-6)
+    only = extended.forward_all_layers(x, layers=[2, 3])
+    assert torch.allclose(only[0], all_logits[1]) and torch.allclose(only[1], all_logits[2])
+
+
+def test_upper_layers_are_token_wise(extended: LEGOTransformer) -> None:
+    h = extended.exit_hidden_states(ids())
+    whole = extended.model.token_layers(h, 2, 4)
+    one_by_one = torch.stack([extended.model.token_layers(h[:, t], 2, 4) for t in range(h.shape[1])], dim=1)
+    assert torch.allclose(whole, one_by_one, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- routing
+
+
+def test_threshold_zero_exits_every_token_at_the_shallow_exit(extended: LEGOTransformer) -> None:
+    x = ids()
+    out = extended.forward_inference(x, routing_threshold=0.0)
+    assert torch.equal(out.logits, extended.forward_all_layers(x)[1])
+    assert bool(out.exited.all())
+    assert (out.shallow_ratio, out.compute_cost) == (1.0, 0.5)
+
+
+def test_threshold_above_one_runs_every_token_at_full_depth(extended: LEGOTransformer) -> None:
+    x = ids()
+    out = extended.forward_inference(x, routing_threshold=1.01)
+    assert torch.allclose(out.logits, extended.forward_all_layers(x)[-1], atol=1e-6)
+    assert not bool(out.exited.any())
+    assert (out.shallow_ratio, out.compute_cost) == (0.0, 1.0)
+
+
+def test_routing_mixes_exits_by_confidence_and_counts_cost(extended: LEGOTransformer) -> None:
+    x = ids(batch=4, length=12)
+    shallow, deep = extended.forward_all_layers(x, layers=[2, 4])
+    conf = F.softmax(shallow, -1).amax(-1)
+    threshold = float(conf.median())
+    out = extended.forward_inference(x, routing_threshold=threshold)
+    easy = conf >= threshold
+    assert torch.equal(out.exited, easy)
+    assert torch.equal(out.logits[easy], shallow[easy])
+    assert torch.allclose(out.logits[~easy], deep[~easy], atol=1e-6)
+    ratio = float(easy.float().mean())
+    assert out.shallow_ratio == pytest.approx(ratio)
+    assert out.compute_cost == pytest.approx((2 + 2 * (1 - ratio)) / 4)
+    # the model's own threshold (set by extend_from) is the default; routed forward uses it too
+    default = extended.forward_inference(x)
+    assert torch.equal(default.exited, conf >= 0.5)
+    assert torch.allclose(extended(input_ids=x, routed=True, use_cache=False).logits, default.logits)
+
+
+def test_predict_mask_and_padding_limit_the_routed_positions(extended: LEGOTransformer) -> None:
+    x = ids()
+    attn = torch.ones_like(x)
+    attn[0, :3] = 0
+    predict = torch.zeros_like(x, dtype=torch.bool)
+    predict[:, 5:] = True
+    out = extended.forward_inference(x, attn, routing_threshold=1.01, predict_mask=predict)
+    assert not bool(out.exited.any())
+    shallow = extended.forward_all_layers(x, attn, layers=[2])[0]
+    assert torch.equal(out.logits[:, :5], shallow[:, :5])  # not routed: shallow logits only, no upper compute
+
+
+def test_routing_errors_are_named(shallow: LEGOTransformer, extended: LEGOTransformer) -> None:
+    with pytest.raises(ValueError, match="exit_layer: routing needs layers above it, got 2 of 2"):
+        shallow.forward_inference(ids(), routing_threshold=0.5)
+    with pytest.raises(ValueError, match=r"exit_layer: must be one of \[2, 4\], got 3"):
+        extended.forward_inference(ids(), routing_threshold=0.5, exit_layer=3)
+
+
+# ----------------------------------------------------------------------------- growth
+
+
+def test_extend_from_copies_freezes_and_preserves_predictions(shallow: LEGOTransformer) -> None:
+    grown = LEGOTransformer.extend_from(shallow, 4, routing_threshold=0.7, freeze_lower=True, seed=3)
+    assert (grown.config.num_hidden_layers, grown.config.exit_layers) == (4, [2, 4])
+    assert (grown.config.exit_layer, grown.config.routing_threshold) == (2, 0.7)
+    src = shallow.state_dict()
+    for name, tensor in grown.state_dict().items():
+        if name in src:
+            assert torch.equal(tensor, src[name]), name
+    frozen = {n for n, p in grown.named_parameters() if not p.requires_grad}
+    assert frozen == {n for n, _ in shallow.named_parameters()}
+    assert all(p.requires_grad for n, p in grown.named_parameters() if n.startswith("model.layers.2"))
+    x = ids()
+    assert torch.allclose(grown(input_ids=x).logits, shallow(input_ids=x).logits, atol=1e-6)
+    with pytest.raises(ValueError, match="num_layers: must exceed the source depth 2, got 2"):
+        LEGOTransformer.extend_from(shallow, 2)
+
+
+# ----------------------------------------------------------------------------- confidence
+
+
+def test_threshold_for_ratio_is_exact_on_known_confidences() -> None:
+    conf = torch.tensor([0.9, 0.1, 0.5, 0.3, 0.7, 0.2, 1.0, 0.4, 0.8, 0.6])
+    for ratio, expected in [(0.3, 0.35), (0.5, 0.55), (0.0, 0.0)]:
+        t = threshold_for_ratio(conf, ratio)
+        assert t == pytest.approx(expected)
+        assert int((conf < t).sum()) == round(ratio * 10)
+    assert int((conf < threshold_for_ratio(conf, 1.0)).sum()) == 10
+    with pytest.raises(ValueError, match=r"target_ratio: must be in \[0, 1\], got 1.5"):
+        threshold_for_ratio(conf, 1.5)
+
+
+def test_compute_confidence_is_max_softmax_of_the_exit_head(extended: LEGOTransformer) -> None:
+    h = extended.exit_hidden_states(ids())
+    expected = F.softmax(extended.forward_all_layers(ids())[1], -1).max(-1).values
+    assert torch.allclose(compute_confidence(extended, h), expected, atol=1e-6)
+
+
+def test_confidence_threshold_puts_the_target_ratio_below_it(shallow: LEGOTransformer) -> None:
+    val = [batch(seed=s) for s in range(4)]
+    conf = exit_confidences(shallow, val)
+    assert conf.numel() == 4 * 3 * 5  # 4 batches x 3 rows x 5 positions whose next label is a response token
+    for ratio in (0.25, 0.5, 0.75):
+        t = compute_confidence_threshold(shallow, val, ratio)
+        assert float((conf < t).float().mean()) == ratio
+
+
+# Seeded tiny model (seed 0), first batch: values recorded once; a change is a behaviour change.
+GOLDEN_CONFIDENCES = [0.122243, 0.096093, 0.100217, 0.13285]
+GOLDEN_THRESHOLD = 0.123978
+
+
+def test_golden_confidences_stay_exact(shallow: LEGOTransformer) -> None:
+    conf = exit_confidences(shallow, [batch(seed=0)])
+    assert [round(float(c), 6) for c in conf[:4]] == GOLDEN_CONFIDENCES
+    assert round(compute_confidence_threshold(shallow, [batch(seed=0)], 0.5), 6) == GOLDEN_THRESHOLD
+
+
+# ----------------------------------------------------------------------------- HF round trips
+
+
+def test_save_load_round_trip_gives_identical_logits(extended: LEGOTransformer, tmp_path: object) -> None:
+    extended.save_pretrained(str(tmp_path))
+    assert isinstance(AutoConfig.from_pretrained(str(tmp_path)), LEGOConfig)
+    loaded = AutoModelForCausalLM.from_pretrained(str(tmp_path)).eval()
+    assert isinstance(loaded, LEGOTransformer)
+    assert loaded.exit_heads[0].weight is loaded.model.embed_tokens.weight
+    assert loaded.exit_heads[1].weight is not loaded.model.embed_tokens.weight
+    x = ids()
+    assert torch.equal(loaded(input_ids=x).logits, extended(input_ids=x).logits)
+    assert torch.equal(loaded.forward_inference(x).logits, extended.forward_inference(x).logits)
+
+
+def test_generate_with_cache_and_left_padding_matches_unpadded(extended: LEGOTransformer) -> None:
+    prompt = ids(batch=1, length=5)
+    plain = extended.generate(
+        prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=4, do_sample=False
+    )
+    no_cache = extended.generate(
+        prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=4, do_sample=False, use_cache=False
+    )
+    padded = torch.cat([torch.zeros(1, 2, dtype=torch.long), prompt], dim=1)
+    mask = torch.cat([torch.zeros(1, 2, dtype=torch.long), torch.ones_like(prompt)], dim=1)
+    left = extended.generate(padded, attention_mask=mask, max_new_tokens=4, do_sample=False)
+    assert torch.equal(plain, no_cache)
+    assert torch.equal(left[:, 2:], plain)
+
+
+def test_routed_generation_at_threshold_zero_is_the_shallow_model(shallow: LEGOTransformer) -> None:
+    grown = LEGOTransformer.extend_from(shallow, 4, routing_threshold=0.0, seed=5)
+    with torch.no_grad():
+        for p in grown.model.layers[2:].parameters():
+            p.normal_(0.0, 0.3, generator=torch.Generator().manual_seed(p.numel()))
+    x = ids(batch=2, length=5)
+    kwargs = dict(attention_mask=torch.ones_like(x), max_new_tokens=5, do_sample=False)
+    assert torch.equal(grown.generate(x, routed=True, **kwargs), shallow.generate(x, **kwargs))
+    assert not torch.equal(grown.generate(x, **kwargs), shallow.generate(x, **kwargs))
