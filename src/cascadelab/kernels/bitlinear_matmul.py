@@ -96,10 +96,26 @@ def bitlinear_matmul_triton(
     block_m, block_n, block_k, num_warps = _blocks(m, n)
     grid = (-(-m // block_m) * -(-n // block_n),)
     _bitlinear_matmul_kernel[grid](
-        x_codes, xs, w_packed, ws, y, m, n, k, k4,
-        x_codes.stride(0), x_codes.stride(1), w_packed.stride(0), w_packed.stride(1),
-        y.stride(0), y.stride(1),
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, GROUP_M=8, num_warps=num_warps,
+        x_codes,
+        xs,
+        w_packed,
+        ws,
+        y,
+        m,
+        n,
+        k,
+        k4,
+        x_codes.stride(0),
+        x_codes.stride(1),
+        w_packed.stride(0),
+        w_packed.stride(1),
+        y.stride(0),
+        y.stride(1),
+        BLOCK_M=block_m,
+        BLOCK_N=block_n,
+        BLOCK_K=block_k,
+        GROUP_M=8,
+        num_warps=num_warps,
     )
     return y
 

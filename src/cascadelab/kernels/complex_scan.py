@@ -106,6 +106,8 @@ def chunk_scan_ref(
     # 1. inside each chunk: the masked, decayed quadratic form
     scores = torch.einsum("bclhn,bcshn->bhcls", q, k) * torch.exp(_segsum(a))
     y_diag = torch.einsum("bhcls,bcshp->bclhp", scores, v)
+    if n_chunks == 1:  # short sequences: nothing to carry between chunks
+        return y_diag.reshape(bsz, chunk, heads, -1)[:, :seqlen]
     # 2. state at the end of each chunk from its own inputs
     to_end = torch.exp(g[..., -1:] - g).permute(0, 2, 3, 1).unsqueeze(-1)  # (B, c, l, H, 1)
     states = torch.einsum("bclhn,bclhp->bchnp", k * to_end, v)
@@ -140,9 +142,15 @@ def _launch_meta(q: torch.Tensor, v: torch.Tensor, chunk_size: int) -> dict[str,
 def _strides(q: torch.Tensor, v: torch.Tensor, a: torch.Tensor) -> tuple[int, ...]:
     # kernels index (b, h, t) with the feature dimension contiguous
     return (
-        q.stride(0), q.stride(2), q.stride(1),
-        v.stride(0), v.stride(2), v.stride(1),
-        a.stride(0), a.stride(2), a.stride(1),
+        q.stride(0),
+        q.stride(2),
+        q.stride(1),
+        v.stride(0),
+        v.stride(2),
+        v.stride(1),
+        a.stride(0),
+        a.stride(2),
+        a.stride(1),
     )
 
 
