@@ -24,6 +24,7 @@ from cascadelab.kernels import (
     bitlinear_matmul_triton,
     chunk_scan_ref,
     chunk_scan_triton,
+    complex_scan,
     pack_ternary,
     quantize_activation_int8,
     quantize_weight_ternary,
@@ -84,10 +85,36 @@ def bench_scan(device: str, reps: int, sizes: list[tuple[int, ...]], chunk: int)
                 if grad:
                     torch.autograd.grad(y, inputs, dy)
 
-            ref = timeit(lambda: run(chunk_scan_ref), device, reps)
-            tri = timeit(lambda: run(chunk_scan_triton), device, reps)
             label = ",".join(map(str, size))
+            try:
+                ref = timeit(lambda: run(chunk_scan_ref), device, reps)
+                tri = timeit(lambda: run(chunk_scan_triton), device, reps)
+            except (RuntimeError, torch.OutOfMemoryError) as err:  # report and go on to the next size
+                print(f"{label:>22} {mode:>8} failed: {type(err).__name__}: {str(err)[:120]}")
+                continue
             print(f"{label:>22} {mode:>8} {ref:9.3f} {tri:10.3f} {ref / tri:10.1f}x")
+
+
+def bench_full_op(device: str, reps: int, size: tuple[int, ...], chunk: int) -> None:
+    """The whole Mamba-3 op (rotation, trapezoid weights, scan core, diagonal term) on both backends."""
+    b, t, h, n, p = size
+    gen = torch.Generator(device=device).manual_seed(0)
+    q, k, v, a = scan_inputs(size, device, grad=False)
+    dt = torch.rand(b, t, h, device=device, generator=gen) * 0.1
+    trap = torch.rand(b, t, h, device=device, generator=gen)
+    theta = torch.randn(b, t, h, n // 4, device=device, generator=gen)
+    leaves = [x.requires_grad_() for x in (q, k, v, a, dt, trap, theta)]
+    dy = torch.randn(b, t, h, p, device=device)
+    print(f"\n== full complex_scan op, fwd+bwd, {','.join(map(str, size))} ==")
+    ms = {}
+    for backend in ("ref", "triton"):
+
+        def run(backend: str = backend) -> None:
+            y, _ = complex_scan(*leaves, chunk_size=chunk, backend=backend)  # type: ignore[arg-type]
+            torch.autograd.grad(y, leaves, dy)
+
+        ms[backend] = timeit(run, device, reps)
+    print(f"ref {ms['ref']:.3f} ms, triton {ms['triton']:.3f} ms, ref/triton {ms['ref'] / ms['triton']:.1f}x")
 
 
 def bench_bitlinear(device: str, reps: int, sizes: list[tuple[int, int, int]]) -> None:
@@ -138,6 +165,7 @@ def main() -> None:
         torch.backends.cuda.matmul.allow_tf32 = tf32
         bench_scan("cuda", args.reps, scan_sizes, args.chunk)
     torch.backends.cuda.matmul.allow_tf32 = False
+    bench_full_op("cuda", args.reps, SCAN_SIZES[1], args.chunk)
     bench_bitlinear("cuda", args.reps, matmul_sizes)
 
 

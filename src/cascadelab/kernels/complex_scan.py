@@ -21,8 +21,9 @@ Folding the trapezoid into per-key weights ``w_s = λ_s Δ_s + (1-λ_{s+1}) Δ_{
     y_t = Σ_{s<t} e^{G_t - G_s} w_s (q̃_t·k̃_s) v_s + λ_t Δ_t (q̃_t·k̃_t) v_t,     G_t = Σ_{r≤t} a_r
 
 so the heavy part is a chunked decay scan over ``(q̃, w·k̃, v, a)``: :func:`chunk_scan_ref` (PyTorch,
-vectorised over chunks, no loop over time) or the Triton kernels (``_complex_scan_*_kernel``, one
-program per batch·head walking its chunks with the state in registers, forward and backward).
+vectorised over chunks, no loop over time) or the Triton kernels (``_complex_scan_*_kernel``: the
+three SSD passes — per-chunk states, state passing, per-chunk outputs — parallel over chunks,
+forward and backward). The chunk size changes the tiling, not the result.
 Rotation, weights, the diagonal correction and the carried state are cheap elementwise or einsum
 terms shared by both paths.
 """
@@ -38,15 +39,9 @@ import torch.nn.functional as F
 from cascadelab.kernels._triton import Backend, next_power_of_2, select_backend
 
 try:
-    from cascadelab.kernels._complex_scan_triton import (
-        _complex_scan_bwd_dkv_kernel,
-        _complex_scan_bwd_dq_kernel,
-        _complex_scan_fwd_kernel,
-    )
+    from cascadelab.kernels import _complex_scan_triton as _kernels
 except ImportError:  # pragma: no cover - no triton: the reference path serves every device
-    _complex_scan_fwd_kernel = None
-    _complex_scan_bwd_dq_kernel = None
-    _complex_scan_bwd_dkv_kernel = None
+    _kernels = None  # type: ignore[assignment]
 
 TWO_PI = 2.0 * math.pi
 
@@ -129,12 +124,14 @@ def _precision(t: torch.Tensor) -> str:
 
 
 def _launch_meta(q: torch.Tensor, v: torch.Tensor, chunk_size: int) -> dict[str, Any]:
-    if chunk_size < 16 or chunk_size & (chunk_size - 1):
-        raise ValueError(f"the Triton scan needs a power-of-two chunk_size >= 16, got {chunk_size}")
+    block_n = max(16, next_power_of_2(q.shape[-1]))
+    block_p = max(16, next_power_of_2(v.shape[-1]))
+    # tl.dot needs tiles >= 16; wide states get shorter chunks so the tiles fit in shared memory
+    largest = 32 if max(block_n, block_p) >= 128 else 64
     return {
-        "CHUNK": chunk_size,
-        "BLOCK_N": max(16, next_power_of_2(q.shape[-1])),
-        "BLOCK_P": max(16, next_power_of_2(v.shape[-1])),
+        "CHUNK": min(max(16, next_power_of_2(chunk_size)), largest),
+        "BLOCK_N": block_n,
+        "BLOCK_P": block_p,
         "PRECISION": _precision(q),
     }
 
@@ -154,8 +151,27 @@ def _strides(q: torch.Tensor, v: torch.Tensor, a: torch.Tensor) -> tuple[int, ..
     )
 
 
+def _chunk_states(
+    x: torch.Tensor, y: torch.Tensor, a: torch.Tensor, to_end: bool, reverse: bool, meta: dict[str, Any]
+) -> torch.Tensor:
+    """Per-chunk states Σ w_s x_s y_sᵀ (Triton pass 1), then passed between chunks in place (pass 2)."""
+    bsz, seqlen, heads, n = x.shape
+    p = y.shape[-1]
+    n_chunks = -(-seqlen // meta["CHUNK"])
+    states = torch.empty(bsz, heads, n_chunks, n, p, dtype=torch.float32, device=x.device)
+    g_last = torch.empty(bsz, heads, n_chunks, dtype=torch.float32, device=x.device)
+    _kernels._complex_scan_chunk_state_kernel[(n_chunks, bsz * heads)](
+        x, y, a, states, g_last, seqlen, heads, n, p, n_chunks, *_strides(x, y, a), TO_END=to_end, **meta
+    )
+    block = min(1024, next_power_of_2(n * p))
+    _kernels._complex_scan_state_pass_kernel[(bsz * heads, -(-(n * p) // block))](
+        states, g_last, n_chunks, n * p, REVERSE=reverse, BLOCK=block
+    )
+    return states
+
+
 class _ChunkScanTriton(torch.autograd.Function):
-    """Autograd wrapper: Triton forward, Triton dq / dk,dv sweeps, log-decay gradient from dq and dk."""
+    """Autograd wrapper of the three-pass Triton scan; log-decay gradient from dq and dk."""
 
     @staticmethod
     def forward(
@@ -166,11 +182,13 @@ class _ChunkScanTriton(torch.autograd.Function):
         bsz, seqlen, heads, n = q.shape
         p = v.shape[-1]
         meta = _launch_meta(q, v, chunk_size)
+        entering = _chunk_states(k, v, a, to_end=True, reverse=False, meta=meta)
         y = torch.empty_like(v)
         block_p = min(meta["BLOCK_P"], 64)
-        grid = (bsz * heads, -(-p // block_p))
-        _complex_scan_fwd_kernel[grid](
-            q, k, v, a, y, seqlen, heads, n, p, *_strides(q, v, a), **{**meta, "BLOCK_P": block_p}
+        grid = (entering.shape[2], bsz * heads, -(-p // block_p))
+        _kernels._complex_scan_chunk_fwd_kernel[grid](
+            q, k, v, a, entering, y, seqlen, heads, n, p, entering.shape[2], *_strides(q, v, a),
+            **{**meta, "BLOCK_P": block_p},
         )
         ctx.save_for_backward(q, k, v, a)
         ctx.meta = meta
@@ -179,16 +197,24 @@ class _ChunkScanTriton(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, dy: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         q, k, v, a = ctx.saved_tensors
+        meta = ctx.meta
         bsz, seqlen, heads, n = q.shape
         p = v.shape[-1]
         do = dy.to(v.dtype).contiguous()
+        entering = _chunk_states(k, v, a, to_end=True, reverse=False, meta=meta)  # recomputed, not stored
+        leaving_grad = _chunk_states(q, do, a, to_end=False, reverse=True, meta=meta)
         dq = torch.empty(q.shape, dtype=torch.float32, device=q.device)
         dk = torch.empty_like(dq)
         dv = torch.empty(v.shape, dtype=torch.float32, device=v.device)
         strides = _strides(q, v, a)
-        grid = (bsz * heads,)
-        _complex_scan_bwd_dq_kernel[grid](k, v, a, do, dq, seqlen, heads, n, p, *strides, **ctx.meta)
-        _complex_scan_bwd_dkv_kernel[grid](q, k, v, a, do, dk, dv, seqlen, heads, n, p, *strides, **ctx.meta)
+        n_chunks = entering.shape[2]
+        grid = (n_chunks, bsz * heads)
+        _kernels._complex_scan_chunk_bwd_dq_kernel[grid](
+            k, v, a, do, entering, dq, seqlen, heads, n, p, n_chunks, *strides, **meta
+        )
+        _kernels._complex_scan_chunk_bwd_dkv_kernel[grid](
+            q, k, v, a, do, leaving_grad, dk, dv, seqlen, heads, n, p, n_chunks, *strides, **meta
+        )
         # y depends on G only through differences G_t - G_s, so dG_t = q_t·dq_t - k_t·dk_t
         d_cum = (q.float() * dq).sum(-1) - (k.float() * dk).sum(-1)
         d_log_decay = d_cum.flip(1).cumsum(1).flip(1)
@@ -199,7 +225,7 @@ def chunk_scan_triton(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_decay: torch.Tensor, chunk_size: int = 64
 ) -> torch.Tensor:
     """Triton launcher of the chunked decay scan (contract of :func:`chunk_scan_ref`, output in v's dtype)."""
-    if _complex_scan_fwd_kernel is None:
+    if _kernels is None:
         raise RuntimeError("triton is not installed: use chunk_scan_ref")
     out: torch.Tensor = _ChunkScanTriton.apply(q, k, v, log_decay, chunk_size)
     return out
