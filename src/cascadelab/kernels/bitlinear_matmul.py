@@ -70,11 +70,12 @@ def bitlinear_matmul_ref(
     return (y * x_scale.float() * w_scale.float()).to(out_dtype)
 
 
-def _blocks(m: int, n: int) -> tuple[int, int, int, int]:
+def _blocks(m: int, n: int) -> dict[str, int]:
+    """Launch parameters by problem size: small M (decoding) gets short tiles, large M square ones."""
     block_m = 16 if m <= 16 else 32 if m <= 32 else 64 if m <= 64 else 128
     block_n = 64 if n <= 64 else 128
     num_warps = 4 if block_m * block_n <= 64 * 64 else 8
-    return block_m, block_n, 32, num_warps
+    return {"BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": 32, "num_warps": num_warps, "num_stages": 3}
 
 
 def bitlinear_matmul_triton(
@@ -93,8 +94,8 @@ def bitlinear_matmul_triton(
     xs = x_scale.reshape(m).float().contiguous()
     ws = w_scale.reshape(1).float()
     y = torch.empty(m, n, dtype=out_dtype, device=x_codes.device)
-    block_m, block_n, block_k, num_warps = _blocks(m, n)
-    grid = (-(-m // block_m) * -(-n // block_n),)
+    launch = _blocks(m, n)
+    grid = (-(-m // launch["BLOCK_M"]) * -(-n // launch["BLOCK_N"]),)
     _bitlinear_matmul_kernel[grid](
         x_codes,
         xs,
@@ -111,11 +112,8 @@ def bitlinear_matmul_triton(
         w_packed.stride(1),
         y.stride(0),
         y.stride(1),
-        BLOCK_M=block_m,
-        BLOCK_N=block_n,
-        BLOCK_K=block_k,
         GROUP_M=8,
-        num_warps=num_warps,
+        **launch,
     )
     return y
 

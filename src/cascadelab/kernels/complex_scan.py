@@ -118,16 +118,20 @@ def chunk_scan_ref(
 
 
 def _precision(t: torch.Tensor) -> str:
-    if t.is_cuda and torch.backends.cuda.matmul.allow_tf32:
-        return "tf32"
-    return "ieee"
+    # follow torch's TF32 switch; otherwise 3xTF32 keeps float32 accuracy on tensor cores
+    if not t.is_cuda:
+        return "ieee"
+    return "tf32" if torch.backends.cuda.matmul.allow_tf32 else "tf32x3"
+
+
+_MAX_WIDE_CHUNK = 32  # chunk cap when the state is >= 128 wide (shared-memory budget of the dk/dv kernel)
 
 
 def _launch_meta(q: torch.Tensor, v: torch.Tensor, chunk_size: int) -> dict[str, Any]:
     block_n = max(16, next_power_of_2(q.shape[-1]))
     block_p = max(16, next_power_of_2(v.shape[-1]))
     # tl.dot needs tiles >= 16; wide states get shorter chunks so the tiles fit in shared memory
-    largest = 32 if max(block_n, block_p) >= 128 else 64
+    largest = _MAX_WIDE_CHUNK if max(block_n, block_p) >= 128 else 64
     return {
         "CHUNK": min(max(16, next_power_of_2(chunk_size)), largest),
         "BLOCK_N": block_n,
