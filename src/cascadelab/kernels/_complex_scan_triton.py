@@ -15,7 +15,8 @@ in the three SSD passes of Mamba-2, each parallel over chunks except the cheap m
    turning per-chunk states into the state entering each chunk, ``S <- exp(g_last) S + local``.
 3. ``_complex_scan_chunk_fwd_kernel``: per chunk, the masked decayed ``q kᵀ`` times v plus the
    entering state read out by ``exp(g_t) q_t``; ``..._bwd_dq_kernel`` / ``..._bwd_dkv_kernel`` are its
-   gradients. The log-decay gradient follows from ``dG_t = q_t . dq_t - k_t . dk_t`` (in the launcher).
+   gradients; they also emit ``q_t . dq_t`` and ``k_t . dk_t``, whose difference is the gradient with
+   respect to the cumulative log decay (the launcher turns it into d log_decay by a reverse cumsum).
 
 ``g`` is the cumulative log decay inside a chunk, recomputed in every kernel with ``tl.cumsum``.
 Imported only through the guarded import in ``complex_scan.py``.
@@ -129,14 +130,14 @@ def _complex_scan_chunk_fwd_kernel(
 
 @triton.jit
 def _complex_scan_chunk_bwd_dq_kernel(
-    k_ptr, v_ptr, a_ptr, do_ptr, s_ptr, dq_ptr,
+    q_ptr, k_ptr, v_ptr, a_ptr, do_ptr, s_ptr, dq_ptr, dgq_ptr,
     T, H, N, P, n_chunks,
     stride_qb, stride_qh, stride_qt,
     stride_vb, stride_vh, stride_vt,
     stride_ab, stride_ah, stride_at,
     CHUNK: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_P: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    """dq = (do vᵀ ⊙ decay) k + exp(g) do S_inᵀ; grid (chunks, B*H); dq (float32) has q's strides."""
+    """dq = (do vᵀ ⊙ decay) k + exp(g) do S_inᵀ and q·dq per step (float32); grid (chunks, B*H)."""
     pid_c = tl.program_id(0)
     pid_bh = tl.program_id(1)
     b = pid_bh // H
@@ -160,11 +161,13 @@ def _complex_scan_chunk_bwd_dq_kernel(
     mask = (t < T)[:, None] & (offs_n[None, :] < N)
     dq_ptrs = dq_ptr + b * stride_qb + h * stride_qh + t[:, None] * stride_qt + offs_n[None, :]
     tl.store(dq_ptrs, dq, mask=mask)
+    q = _load_rows(q_ptr + b * stride_qb + h * stride_qh, t, T, stride_qt, offs_n, N)
+    tl.store(dgq_ptr + b * stride_ab + h * stride_ah + t * stride_at, tl.sum(q * dq, axis=1), mask=t < T)
 
 
 @triton.jit
 def _complex_scan_chunk_bwd_dkv_kernel(
-    q_ptr, k_ptr, v_ptr, a_ptr, do_ptr, ds_ptr, dk_ptr, dv_ptr,
+    q_ptr, k_ptr, v_ptr, a_ptr, do_ptr, ds_ptr, dk_ptr, dv_ptr, dgk_ptr,
     T, H, N, P, n_chunks,
     stride_qb, stride_qh, stride_qt,
     stride_vb, stride_vh, stride_vt,
@@ -203,3 +206,4 @@ def _complex_scan_chunk_bwd_dkv_kernel(
     k_mask = (t < T)[:, None] & (offs_n[None, :] < N)
     dk_ptrs = dk_ptr + b * stride_qb + h * stride_qh + t[:, None] * stride_qt + offs_n[None, :]
     tl.store(dk_ptrs, dk, mask=k_mask)
+    tl.store(dgk_ptr + b * stride_ab + h * stride_ah + t * stride_at, tl.sum(k * dk, axis=1), mask=t < T)

@@ -213,14 +213,16 @@ class _ChunkScanTriton(torch.autograd.Function):
         strides = _strides(q, v, a)
         n_chunks = entering.shape[2]
         grid = (n_chunks, bsz * heads)
+        dg_q = torch.empty(a.shape, dtype=torch.float32, device=a.device)
+        dg_k = torch.empty_like(dg_q)
         _kernels._complex_scan_chunk_bwd_dq_kernel[grid](
-            k, v, a, do, entering, dq, seqlen, heads, n, p, n_chunks, *strides, **meta
+            q, k, v, a, do, entering, dq, dg_q, seqlen, heads, n, p, n_chunks, *strides, **meta
         )
         _kernels._complex_scan_chunk_bwd_dkv_kernel[grid](
-            q, k, v, a, do, leaving_grad, dk, dv, seqlen, heads, n, p, n_chunks, *strides, **meta
+            q, k, v, a, do, leaving_grad, dk, dv, dg_k, seqlen, heads, n, p, n_chunks, *strides, **meta
         )
         # y depends on G only through differences G_t - G_s, so dG_t = q_t·dq_t - k_t·dk_t
-        d_cum = (q.float() * dq).sum(-1) - (k.float() * dk).sum(-1)
+        d_cum = dg_q - dg_k
         d_log_decay = d_cum.flip(1).cumsum(1).flip(1)
         return dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), d_log_decay, None
 
