@@ -36,7 +36,7 @@ from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.modeling_outputs import BaseModelOutputWithPast, MoeCausalLMOutputWithPast
 
-from cascadelab.kernels import ScanState, complex_scan, select_backend
+from cascadelab.kernels import TRITON_AVAILABLE, ScanState, complex_scan, select_backend
 from cascadelab.models.sigma.bitlinear import make_linear
 from cascadelab.models.sigma.configuration_sigma import SigmaConfig
 from cascadelab.models.sigma.features import FeatureCalls
@@ -488,6 +488,13 @@ class SigmaForCausalLM(SigmaPreTrainedModel, GenerationMixin):
     def set_output_embeddings(self, new_embeddings: nn.Module) -> None:
         """Replace the LM head."""
         self.lm_head = new_embeddings
+
+    def enabled_features(self) -> dict[str, bool]:
+        """Features this model will run: the config's, with Triton only on CUDA and INSTANT once applied."""
+        flags = self.config.enabled_features()
+        flags["triton"] = flags["triton"] and TRITON_AVAILABLE and self.device.type == "cuda"
+        flags["instant"] = self.instant_plan is not None
+        return flags
 
     def routing_stats(self) -> dict[str, float]:
         """Last-forward expert loads per MoE layer, e.g. ``layer1/load_max_over_mean``."""

@@ -155,6 +155,7 @@ def build_muon_adamw(model: nn.Module, settings: MuonAdamWSettings) -> list[torc
                 betas=settings.adamw_betas,
                 weight_decay=settings.adamw_weight_decay,
                 eps=settings.adamw_eps,
+                fused=True,  # one kernel for all tensors: SIGMA has ~100 small ones
             )
         )
     return optimizers

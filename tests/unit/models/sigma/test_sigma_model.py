@@ -69,6 +69,8 @@ def test_training_forward_without_instant_plan_fails_clearly() -> None:
     with pytest.raises(RuntimeError) as err:
         model(ids, labels=ids)
     assert str(err.value) == INSTANT_MISSING
+    assert model.enabled_features()["instant"] is False
+    assert model.enabled_features()["triton"] is False  # CPU
     model(ids)  # a training-mode forward without labels is allowed
     with pytest.raises(ValueError, match="chunk_size must be > 0"):
         apply_instant_plan(model, 0)
@@ -132,3 +134,13 @@ def test_tiny_sigma_loss_falls_over_thirty_steps() -> None:
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
     assert model.routing_stats()["layer0/load_max_over_mean"] >= 1.0
+
+
+def test_disabled_features_are_not_counted() -> None:
+    model = tiny_model(moe_num_routed_experts=0, use_diff_attn=False).eval()
+    with torch.no_grad():
+        model(torch.randint(3, 64, (1, 5)))
+    counts = model.feature_calls
+    assert counts["mamba"] == 1 and counts["mla"] == 1
+    assert counts["moe"] == 0 and counts["diff_attn"] == 0 and counts["bitlinear"] == 0
+    assert model.enabled_features()["moe"] is False
