@@ -103,6 +103,7 @@ class SigmaConfig(PreTrainedConfig):
         moe_routed_scaling: float = 1.0,
         moe_bias_update_rate: float = 1e-3,
         moe_aux_loss_coef: float = 1e-3,
+        moe_dispatch: str = "auto",
         bitlinear_families: Sequence[str] = (),
         use_triton: bool = True,
         rms_norm_eps: float = 1e-6,
@@ -151,6 +152,7 @@ class SigmaConfig(PreTrainedConfig):
         self.moe_routed_scaling = moe_routed_scaling
         self.moe_bias_update_rate = moe_bias_update_rate
         self.moe_aux_loss_coef = moe_aux_loss_coef
+        self.moe_dispatch = moe_dispatch
         self.bitlinear_families = list(bitlinear_families)
         self.use_triton = use_triton
         self.rms_norm_eps = rms_norm_eps
@@ -227,6 +229,10 @@ class SigmaConfig(PreTrainedConfig):
         need(
             self.moe_bias_update_rate >= 0 and self.moe_aux_loss_coef >= 0,
             "moe_bias_update_rate and moe_aux_loss_coef must be >= 0",
+        )
+        need(
+            self.moe_dispatch in ("auto", "sparse", "dense"),
+            f"moe_dispatch must be 'auto', 'sparse' or 'dense', got {self.moe_dispatch!r}",
         )
         unknown = sorted(set(self.bitlinear_families) - set(BITLINEAR_FAMILIES))
         need(

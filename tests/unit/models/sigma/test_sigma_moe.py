@@ -58,3 +58,22 @@ def test_bias_is_frozen_in_eval_and_aux_loss_only_in_training() -> None:
     moe.train()
     aux = moe(x)[1]
     assert aux.item() > 0 and aux.requires_grad
+
+
+def test_dense_and_sparse_dispatch_compute_the_same_function() -> None:
+    sparse, dense = make_moe(moe_dispatch="sparse").train(), make_moe(moe_dispatch="dense").train()
+    dense.load_state_dict(sparse.state_dict())
+    assert not sparse.dense_dispatch and dense.dense_dispatch
+    x = torch.randn(3, 7, 32)
+    out_s, _ = sparse(x)
+    out_d, _ = dense(x)
+    torch.testing.assert_close(out_d, out_s, atol=1e-5, rtol=1e-5)
+    out_s.square().sum().backward()
+    out_d.square().sum().backward()
+    for (name, a), b in zip(sparse.named_parameters(), dense.parameters(), strict=True):
+        torch.testing.assert_close(b.grad, a.grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_auto_dispatch_keeps_bitlinear_experts_sparse() -> None:
+    assert make_moe().dense_dispatch
+    assert not make_moe(bitlinear_families=["moe_routed"]).dense_dispatch
