@@ -146,10 +146,7 @@ class SigmaMoE(nn.Module):
         self.last_load.copy_(load)
         if self.training and not self._recomputing():
             self._pending_load = load.detach()
-        if self.dense_dispatch:
-            out = self._dense_experts(x, idx, gates)
-        else:
-            out = self._sparse_experts(x, idx, gates, counts)
+        out = self._dense_experts(x, idx, gates) if self.dense_dispatch else self._sparse_experts(x, idx, gates, counts)
         if self.shared_experts is not None:
             out = out + self.shared_experts(x)
         aux = x.new_zeros((), dtype=torch.float32)
