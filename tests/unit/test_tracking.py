@@ -99,13 +99,16 @@ def test_concurrent_stages_initialise_a_fresh_store_safely(repo):
     import subprocess
     import sys
 
+    import os
+
     code = (
-        "import sys; sys.path.insert(0, %r)\n"
+        "import sys\n"
         "from cascadelab import tracking\n"
         "with tracking.stage_run('s', {'i': sys.argv[1]}, experiment='t') as run:\n"
         "    run.log_metrics({'x': 1.0})\n"
-    ) % str(Path(tracking.__file__).resolve().parents[1])
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(i)], cwd=repo) for i in range(3)]
+    )
+    env = dict(os.environ, PYTHONPATH=str(Path(tracking.__file__).resolve().parents[1]))
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(i)], cwd=repo, env=env) for i in range(3)]
     assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
     client = MlflowClient(tracking.tracking_uri(repo))
     runs = client.search_runs([client.get_experiment_by_name("t").experiment_id])
