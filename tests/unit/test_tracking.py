@@ -96,10 +96,9 @@ def test_store_is_created_under_the_root_not_the_cwd(repo):
 
 def test_concurrent_stages_initialise_a_fresh_store_safely(repo):
     # Queued experiments start several stage processes at once against a store that may not exist yet.
+    import os
     import subprocess
     import sys
-
-    import os
 
     code = (
         "import sys\n"
