@@ -64,6 +64,7 @@ def test_accuracy_beats_chance(trained):
 
 def test_save_load_round_trip_gives_identical_logits(trained, tmp_path):
     model, tokenizer, _, _ = trained
+    model = model.cpu()  # trained on CUDA when a GPU is present
     model.save_pretrained(tmp_path, safe_serialization=True)
     tokenizer.save_pretrained(tmp_path)
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path)
