@@ -174,7 +174,7 @@ def test_local_base_model_with_lora_trains_and_merges(tmp_path):
         report_to=(),
     )
     assert any("lora_" in name for name, _ in trained.named_parameters())
-    merged = trained.merge_and_unload()
+    merged = trained.merge_and_unload().cpu()
     assert not any("lora_" in name for name in merged.state_dict())
     changed = [k for k, v in merged.state_dict().items() if k in frozen and not torch.equal(v, frozen[k])]
     assert changed and all(("q_proj" in k or "k_proj" in k or "v_proj" in k or "o_proj" in k) for k in changed)
