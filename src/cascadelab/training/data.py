@@ -1,6 +1,6 @@
 """Training batches from the local corpus: prompt + response token ids, loss on the response only.
 
-Rows are tokenized once (:func:`cascadelab.training.sft.tokenize_prompt_completion`: EOS appended,
+Rows are tokenized once (:func:`cascadelab.training.sft.encode_prompt_completion`: EOS appended,
 labels -100 on the prompt). Batches draw row indices from a :class:`CurriculumSampler` (one task per
 batch by default, so short items are not padded to the length of a word problem) and are padded on
 the right. Right padding needs no attention mask in training: every real token precedes the pads,
@@ -17,7 +17,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from cascadelab.training.curriculum import CurriculumSampler, CurriculumState
-from cascadelab.training.sft import tokenize_prompt_completion
+from cascadelab.training.sft import encode_prompt_completion
 
 Batch = dict[str, torch.Tensor]
 Record = Mapping[str, Any]
@@ -32,9 +32,9 @@ class TokenizedRows:
     ) -> None:
         if not records:
             raise ValueError("records: no rows to tokenize")
-        rows = tokenize_prompt_completion(tokenizer, [r["prompt"] for r in records], [r[target_field] for r in records])
-        self.input_ids: list[list[int]] = rows["input_ids"]
-        self.labels: list[list[int]] = rows["labels"]
+        self.input_ids, self.labels = encode_prompt_completion(
+            tokenizer, [r["prompt"] for r in records], [r[target_field] for r in records]
+        )
         self.tasks = [str(r["task"]) for r in records]
         if tokenizer.pad_token_id is None:
             raise ValueError("tokenizer: needs a pad token")
