@@ -12,6 +12,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from cascadelab.training.optimizers.muon import MuonAdamWSettings
+
 TASK_FAMILIES = ("add", "sub", "mul", "expr", "reverse", "word")
 
 
@@ -162,6 +164,14 @@ class EvalParams(StrictModel):
     sample_predictions: int = Field(64, ge=0)
 
 
+def _check_weights(mix: dict[str, float]) -> None:
+    for name, weight in mix.items():
+        if weight < 0:
+            raise ValueError(f"mix.{name}: must be >= 0 (got {weight})")
+    if sum(mix.values()) <= 0:
+        raise ValueError("mix: at least one weight must be > 0")
+
+
 class CoarseSFTParams(StrictModel):
     """The coarse model of the cascade: built from config (or a base model) and fine-tuned with TRL."""
 
@@ -177,13 +187,107 @@ class CoarseSFTParams(StrictModel):
 
     @model_validator(mode="after")
     def _check_mix(self) -> CoarseSFTParams:
-        for name, weight in self.mix.items():
-            if weight < 0:
-                raise ValueError(f"mix.{name}: must be >= 0 (got {weight})")
-        if sum(self.mix.values()) <= 0:
-            raise ValueError("mix: at least one weight must be > 0")
+        _check_weights(self.mix)
         if self.lora.enabled and self.base_model is None:
             raise ValueError("lora.enabled: LoRA needs coarse_sft.base_model (a pretrained model to adapt)")
+        return self
+
+
+# --------------------------------------------------------------------------------------------- sigma_pretrain
+# Kept equal to cascadelab.models.sigma.BITLINEAR_FAMILIES (a unit test checks), so that params load
+# without importing the model code.
+SigmaBitLinearFamily = Literal["mamba_in", "mamba_out", "mla_q", "mla_kv", "mla_out", "moe_routed", "moe_shared"]
+
+
+class SigmaModelParams(StrictModel):
+    """SigmaLLM architecture: a `SigmaConfig` preset, the usual knobs, and any other `SigmaConfig` argument.
+
+    A knob left at null keeps the preset's value; vocabulary size and special-token ids always come
+    from the corpus tokenizer.
+    """
+
+    preset: Literal["tiny", "small"] = "small"
+    hidden_size: int | None = Field(None, gt=0)
+    num_layers: int | None = Field(None, gt=0)
+    mamba_ratio: int = Field(1, ge=0)
+    attention_ratio: int = Field(1, ge=0)
+    use_diff_attn: bool = True
+    moe_num_routed_experts: int | None = Field(None, ge=0)
+    moe_num_shared_experts: int | None = Field(None, ge=0)
+    moe_top_k: int | None = Field(None, gt=0)
+    moe_intermediate_size: int | None = Field(None, gt=0)
+    moe_shared_intermediate_size: int | None = Field(None, gt=0)
+    bitlinear_families: list[SigmaBitLinearFamily] = Field(default_factory=list)
+    use_triton: bool = True
+    initializer_range: float | None = Field(None, gt=0)
+    overrides: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check(self) -> SigmaModelParams:
+        if self.mamba_ratio + self.attention_ratio == 0:
+            raise ValueError("mamba_ratio: mamba_ratio and attention_ratio cannot both be 0")
+        for key in ("vocab_size", "pad_token_id", "bos_token_id", "eos_token_id"):
+            if key in self.overrides:
+                raise ValueError(f"overrides.{key}: set from the corpus tokenizer, not from params")
+        return self
+
+    def config_kwargs(self) -> dict[str, Any]:
+        """`SigmaConfig.from_preset(preset, **kwargs)` keyword arguments: the set knobs, then `overrides`."""
+        knobs = self.model_dump(exclude={"preset", "overrides", "num_layers"}, exclude_none=True)
+        if self.num_layers is not None:
+            knobs["num_hidden_layers"] = self.num_layers
+        return {**knobs, **self.overrides}
+
+
+class InstantParams(StrictModel):
+    """The INSTANT memory plan applied before the first training forward (chunked CE always on)."""
+
+    chunk_size: int = Field(1024, gt=0)
+    checkpoint_blocks: bool = False
+
+
+class SigmaOptimizerParams(StrictModel):
+    """`adamw` over every parameter, or `muon`: Muon for hidden matrices + AdamW for the rest."""
+
+    name: Literal["adamw", "muon"] = "adamw"
+    learning_rate: float = Field(1e-3, gt=0)
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = Field(0.0, ge=0)
+    muon: MuonAdamWSettings = Field(default_factory=lambda: MuonAdamWSettings())
+
+
+class SigmaTrainParams(StrictModel):
+    """The pre-training loop, shared by SigmaLLM and the baseline (same batches, same token budget)."""
+
+    max_steps: int = Field(2400, gt=0)
+    batch_size: int = Field(16, gt=0)
+    warmup_steps: int = Field(100, ge=0)
+    decay_fraction: float = Field(0.2, ge=0, le=1)
+    max_grad_norm: float = Field(1.0, gt=0)
+    logging_steps: int = Field(50, gt=0)
+    eval_steps: int = Field(0, ge=0)
+    eval_records: int = Field(256, gt=0)
+    num_threads: int = Field(2, gt=0)
+    group_batches_by_task: bool = True
+
+
+class SigmaPretrainParams(StrictModel):
+    """Pre-train SigmaLLM on the corpus and a same-size Llama baseline on the same batches; evaluate both."""
+
+    model: SigmaModelParams = Field(default_factory=lambda: SigmaModelParams())
+    instant: InstantParams = Field(default_factory=lambda: InstantParams())
+    optimizer: SigmaOptimizerParams = Field(default_factory=lambda: SigmaOptimizerParams())
+    train: SigmaTrainParams = Field(default_factory=lambda: SigmaTrainParams())
+    mix: dict[str, float] = Field(
+        default_factory=lambda: {"add": 0.1, "sub": 0.1, "mul": 0.15, "expr": 0.2, "reverse": 0.2, "word": 0.25}
+    )
+    baseline: CausalLMParams = Field(default_factory=lambda: CausalLMParams(intermediate_size=576))
+    baseline_param_tolerance: float = Field(0.05, ge=0)
+    eval: EvalParams = Field(default_factory=lambda: EvalParams())
+
+    @model_validator(mode="after")
+    def _check_mix(self) -> SigmaPretrainParams:
+        _check_weights(self.mix)
         return self
 
 
@@ -195,6 +299,7 @@ class Params(StrictModel):
     tracking: TrackingParams = Field(default_factory=lambda: TrackingParams())
     prepare: PrepareParams = Field(default_factory=PrepareParams)
     coarse_sft: CoarseSFTParams = Field(default_factory=CoarseSFTParams)
+    sigma_pretrain: SigmaPretrainParams = Field(default_factory=SigmaPretrainParams)
 
 
 def _format_error(error: ValidationError) -> str:

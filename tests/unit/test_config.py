@@ -35,6 +35,22 @@ def test_repository_params_are_valid():
         ),
         ({"coarse_sft": {"mix": {"add": -0.1}}}, "params.yaml: coarse_sft.mix.add: must be >= 0 (got -0.1)"),
         ({"bogus": 1}, "params.yaml: bogus: unknown key"),
+        (
+            {"sigma_pretrain": {"model": {"mamba_ratio": 0, "attention_ratio": 0}}},
+            "params.yaml: sigma_pretrain.model.mamba_ratio: mamba_ratio and attention_ratio cannot both be 0",
+        ),
+        (
+            {"sigma_pretrain": {"model": {"overrides": {"vocab_size": 9}}}},
+            "params.yaml: sigma_pretrain.model.overrides.vocab_size: set from the corpus tokenizer, not from params",
+        ),
+        (
+            {"sigma_pretrain": {"optimizer": {"name": "sgd"}}},
+            "params.yaml: sigma_pretrain.optimizer.name: must be 'adamw' or 'muon' (got 'sgd')",
+        ),
+        (
+            {"sigma_pretrain": {"optimizer": {"muon": {"muon_lr": 0}}}},
+            "params.yaml: sigma_pretrain.optimizer.muon.muon_lr: must be greater than 0 (got 0)",
+        ),
     ],
 )
 def test_bad_params_give_one_line_naming_the_key(raw, message):
