@@ -330,6 +330,8 @@ def run_lego_phase2(
     test_records = load_split(corpus_dir, "test")
     test = CellBatches(encode_records(test_records, tokenizer), batch, pad)
     config = phase2_config(params, shallow.config, float(hard_record["hard_example_ratio"]))
+    for key in ("phase2_layers", "phase2_lr", "phase2_patience", "hard_example_ratio"):
+        setattr(shallow.config, key, getattr(config, key))  # extend_from copies them into the saved model
     lower = shallow.config.depth
     val_conf = exit_confidences(shallow, val)
     share = params.phase2.exit_share
