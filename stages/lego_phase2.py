@@ -11,8 +11,7 @@ PHASE1_DIR, HARD_DIR = Path("models/lego_phase1"), Path("data/lego_hard_examples
 MODEL_DIR, BASELINE_DIR = Path("models/lego"), Path("models/lego_baseline")
 PLOTS_DIR = Path("plots/lego_phase2")
 COLUMNS = {
-    "train": ["epoch", "train_hard_loss"],
-    "val": ["epoch", "val_hard_loss", "val_hard_ppl"],
+    "upper": ["epoch", "train_hard_loss", "val_hard_loss", "val_hard_ppl"],
     "baseline_train": ["step", "train_loss", "lr", "train_tokens"],
     "baseline_val": ["step", "val_loss", "val_ppl"],
     "tradeoff": ["exit_share", "threshold", "shallow_ratio", "compute_cost", "ppl", "ppl_ratio", "acc"],

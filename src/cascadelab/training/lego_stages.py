@@ -63,14 +63,18 @@ class LegoOutcome:
 
 
 class _Curves:
-    """Collects a training loop's log calls into named curves and forwards them to ``log_fn``."""
+    """Collects a training loop's log calls into curves and forwards them to ``log_fn``.
 
-    def __init__(self, prefix: str, log_fn: LogFn | None, step_name: str = "step") -> None:
-        self.prefix, self.log_fn, self.step_name = prefix, log_fn, step_name
+    Rows go to ``<prefix>val`` when they hold a val metric, else ``<prefix>train``; with ``name``
+    set, all rows go to that one curve.
+    """
+
+    def __init__(self, prefix: str, log_fn: LogFn | None, step_name: str = "step", name: str | None = None) -> None:
+        self.prefix, self.log_fn, self.step_name, self.name = prefix, log_fn, step_name, name
         self.curves: dict[str, list[dict[str, float]]] = {}
 
     def __call__(self, metrics: dict[str, float], step: int) -> None:
-        name = "val" if any(k.startswith("val") for k in metrics) else "train"
+        name = self.name or ("val" if any(k.startswith("val") for k in metrics) else "train")
         self.curves.setdefault(f"{self.prefix}{name}", []).append({self.step_name: float(step), **metrics})
         if self.log_fn is not None:
             self.log_fn({f"{self.prefix}{k}": v for k, v in metrics.items()}, step)
@@ -337,7 +341,7 @@ def run_lego_phase2(
     share = params.phase2.exit_share
     threshold = sets["threshold"] if share is None else threshold_for_ratio(val_conf, 1.0 - share)
 
-    curves = _Curves("", log_fn, step_name="epoch")
+    curves = _Curves("", log_fn, step_name="epoch", name="upper")
     started = time.perf_counter()
     loop = LoopSettings(max_epochs=params.phase2.max_epochs, grad_clip=params.phase2.grad_clip)
     model, m2 = train_phase2(
