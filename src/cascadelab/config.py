@@ -202,6 +202,7 @@ class HybridRNNModelParams(StrictModel):
     preset: Literal["small", "seed", "tiny"] = "small"
     context: Literal["sequence", "pooled"] = "sequence"
     initializer_range: float = Field(0.06, gt=0)
+    encoder_embedding_residual: bool | None = None
     d_model: int | None = Field(None, gt=0)
     encoder_rnn_layers: int | None = Field(None, gt=0)
     encoder_rnn_hidden_size: int | None = Field(None, gt=0)
