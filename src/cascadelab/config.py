@@ -165,6 +165,13 @@ class EvalParams(StrictModel):
 
 
 def _check_weights(mix: dict[str, float]) -> None:
+def default_mix() -> dict[str, float]:
+    """Sampling weights of the task families after the curriculum's warm-up (the coarse recipe's mix)."""
+    return {"add": 0.3, "sub": 0.3, "mul": 0.16, "expr": 0.08, "reverse": 0.08, "word": 0.08}
+
+
+def check_mix(mix: dict[str, float]) -> None:
+    """Raise ValueError naming the first bad weight of a task mix."""
     for name, weight in mix.items():
         if weight < 0:
             raise ValueError(f"mix.{name}: must be >= 0 (got {weight})")
@@ -179,15 +186,14 @@ class CoarseSFTParams(StrictModel):
     model: CausalLMParams = Field(default_factory=lambda: CausalLMParams())
     train: SFTTrainParams = Field(default_factory=lambda: SFTTrainParams())
     curriculum: CurriculumParams = Field(default_factory=lambda: CurriculumParams())
-    mix: dict[str, float] = Field(
-        default_factory=lambda: {"add": 0.3, "sub": 0.3, "mul": 0.16, "expr": 0.08, "reverse": 0.08, "word": 0.08}
-    )
+    mix: dict[str, float] = Field(default_factory=default_mix)
     lora: LoraParams = Field(default_factory=lambda: LoraParams())
     eval: EvalParams = Field(default_factory=lambda: EvalParams())
 
     @model_validator(mode="after")
     def _check_mix(self) -> CoarseSFTParams:
         _check_weights(self.mix)
+        check_mix(self.mix)
         if self.lora.enabled and self.base_model is None:
             raise ValueError("lora.enabled: LoRA needs coarse_sft.base_model (a pretrained model to adapt)")
         return self
@@ -396,6 +402,77 @@ class LegoParams(StrictModel):
     num_threads: int = Field(2, gt=0)
 
 
+# --------------------------------------------------------------------------------------------- hybrid_rnn
+class HybridRNNModelParams(StrictModel):
+    """A named size of the hybrid RNN-Transformer, with any of its sizes overridden (None keeps the preset's)."""
+
+    preset: Literal["small", "seed", "tiny"] = "small"
+    context: Literal["sequence", "pooled"] = "sequence"
+    initializer_range: float = Field(0.06, gt=0)
+    encoder_embedding_residual: bool | None = None
+    d_model: int | None = Field(None, gt=0)
+    encoder_rnn_layers: int | None = Field(None, gt=0)
+    encoder_rnn_hidden_size: int | None = Field(None, gt=0)
+    encoder_attention_heads: int | None = Field(None, gt=0)
+    decoder_layers: int | None = Field(None, gt=0)
+    decoder_attention_heads: int | None = Field(None, gt=0)
+    decoder_ffn_dim: int | None = Field(None, gt=0)
+    max_position_embeddings: int | None = Field(None, gt=0)
+    dropout: float | None = Field(None, ge=0, lt=1)
+
+    def config_overrides(self) -> dict[str, Any]:
+        """The `HybridRNNConfig` fields set here (all but the preset name and the unset sizes)."""
+        return {key: value for key, value in self.model_dump(exclude={"preset"}).items() if value is not None}
+
+
+class HybridRNNTrainParams(StrictModel):
+    """Teacher-forced training of the hybrid model: steps, WSD schedule, early stopping on val loss."""
+
+    max_steps: int = Field(6000, gt=0)
+    batch_size: int = Field(16, gt=0)
+    learning_rate: float = Field(1e-3, gt=0)
+    warmup_steps: int = Field(100, ge=0)
+    decay_fraction: float = Field(0.2, ge=0, le=1)
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    logging_steps: int = Field(50, gt=0)
+    eval_steps: int = Field(500, gt=0)
+    patience: int = Field(4, ge=1)
+    min_delta: float = Field(0.0, ge=0)
+    eval_batch_size: int = Field(256, gt=0)
+    num_threads: int = Field(2, gt=0)
+
+
+class SamplingParams(StrictModel):
+    """Sampled decoding: temperature, top-k (0 = off) and nucleus top-p (1.0 = off)."""
+
+    temperature: float = Field(0.7, gt=0)
+    top_k: int = Field(0, ge=0)
+    top_p: float = Field(0.9, gt=0, le=1)
+
+
+class Seq2SeqEvalParams(EvalParams):
+    """Evaluation on the test split with greedy, sampled and beam-search decoding."""
+
+    num_beams: int = Field(4, ge=2)
+    sampling: SamplingParams = Field(default_factory=lambda: SamplingParams())
+
+
+class HybridRNNParams(StrictModel):
+    """The hybrid RNN-Transformer (issue 6): biLSTM encoder, Transformer decoder, trained on prompt→response."""
+
+    model: HybridRNNModelParams = Field(default_factory=lambda: HybridRNNModelParams())
+    train: HybridRNNTrainParams = Field(default_factory=lambda: HybridRNNTrainParams())
+    curriculum: CurriculumParams = Field(default_factory=lambda: CurriculumParams())
+    mix: dict[str, float] = Field(default_factory=default_mix)
+    eval: Seq2SeqEvalParams = Field(default_factory=lambda: Seq2SeqEvalParams())
+
+    @model_validator(mode="after")
+    def _check_mix(self) -> HybridRNNParams:
+        check_mix(self.mix)
+        return self
+
+
 # --------------------------------------------------------------------------------------------- root
 class Params(StrictModel):
     """The whole params.yaml: the global seed plus one section per stage."""
@@ -406,6 +483,7 @@ class Params(StrictModel):
     coarse_sft: CoarseSFTParams = Field(default_factory=CoarseSFTParams)
     sigma_pretrain: SigmaPretrainParams = Field(default_factory=SigmaPretrainParams)
     lego: LegoParams = Field(default_factory=LegoParams)
+    hybrid_rnn: HybridRNNParams = Field(default_factory=HybridRNNParams)
 
 
 def _format_error(error: ValidationError) -> str:
