@@ -69,9 +69,12 @@ def count_parameters(model: ACOCForCausalLM) -> ParameterCounts:
     return counts
 
 
-def soft_parameter_count(model: ACOCForCausalLM) -> torch.Tensor:
-    """Gate-weighted global count `shared + Σ_e gate_e · size_e` (a scalar tensor, differentiable in the gates)."""
-    counts = count_parameters(model)
+def soft_parameter_count(model: ACOCForCausalLM, counts: ParameterCounts | None = None) -> torch.Tensor:
+    """Gate-weighted global count `shared + Σ_e gate_e · size_e` (a scalar tensor, differentiable in the gates).
+
+    `counts` may pass a cached `count_parameters(model)` of the current structure.
+    """
+    counts = counts or count_parameters(model)
     total = torch.tensor(float(counts.shared), device=model.device)
     for moe, sizes in zip(model.moe_layers, counts.experts, strict=True):
         gates = moe.gates()
@@ -110,14 +113,15 @@ def task_shares(usage_by_task: Mapping[str, Usage]) -> dict[str, list[torch.Tens
 
 
 def task_parameter_counts(
-    model: ACOCForCausalLM, usage_by_task: Mapping[str, Usage], gated: bool = True
+    model: ACOCForCausalLM, usage_by_task: Mapping[str, Usage], gated: bool = True,
+    counts: ParameterCounts | None = None,
 ) -> dict[str, torch.Tensor]:
     """Per-task parameter counts: shared/T plus the task's routing share of every (gate-weighted) expert.
 
     With `gated=False` the experts count in full and the counts add up exactly to `count_parameters().total`;
     with `gated=True` they add up to `soft_parameter_count` and carry gradient to the gates and the routing.
     """
-    counts = count_parameters(model)
+    counts = counts or count_parameters(model)
     shares = task_shares(usage_by_task)
     per_task: dict[str, torch.Tensor] = {}
     for task, task_share in shares.items():

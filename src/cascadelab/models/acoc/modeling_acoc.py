@@ -170,8 +170,8 @@ class ACOCMoE(nn.Module):
 
     Training hooks, all off by default: `force_experts`/`force_share` make the router send that share of
     tokens to the listed (new) experts by raising their logit to the token's maximum (post-expansion
-    warmup); `capture` keeps detached pre-activations and routing weights for saturation metrics. The last
-    routing weights (with gradient) and the valid-token mask are kept for the growth penalty.
+    warmup); `capture` keeps detached inputs, pre-activations and routing weights (saturation metrics, routing
+    replay). The last routing weights (with gradient) and the valid-token mask are kept for the growth penalty.
     """
 
     def __init__(self, config: ACOCConfig, layer_idx: int) -> None:
@@ -252,7 +252,7 @@ class ACOCMoE(nn.Module):
         self.last_valid = valid.reshape(-1) if valid is not None else None
         dense = self.top_k == 0 or self.top_k >= len(self.experts)
         out = torch.zeros_like(flat)
-        record: dict[str, Any] = {"weights": weights.detach(), "valid": self.last_valid, "pre": []}
+        record: dict[str, Any] = {"inputs": flat.detach(), "weights": weights.detach(), "valid": self.last_valid, "pre": []}
         for e, expert in enumerate(self.expert_list()):
             if dense:
                 rows = None
