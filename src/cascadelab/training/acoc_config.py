@@ -23,15 +23,15 @@ class _Strict(BaseModel):
 class ACOCModelParams(_Strict):
     """The initial architecture: attention sizes, initial experts per layer, expert width, top-k."""
 
-    hidden_size: int = Field(64, gt=0)
-    num_layers: int = Field(2, gt=0)
-    num_heads: int = Field(4, gt=0)
-    initial_experts: int = Field(1, gt=0)
-    expert_width: int = Field(32, gt=0)
-    top_k: int = Field(0, ge=0, description="experts per token; 0 mixes all experts densely")
-    initializer_range: float = Field(0.06, gt=0)
-    gate_init: float = Field(3.0, description="initial gate logit (sigmoid(3) = 0.95)")
-    max_position_embeddings: int = Field(128, gt=0)
+    hidden_size: int = Field(default=64, gt=0)
+    num_layers: int = Field(default=2, gt=0)
+    num_heads: int = Field(default=4, gt=0)
+    initial_experts: int = Field(default=1, gt=0)
+    expert_width: int = Field(default=32, gt=0)
+    top_k: int = Field(default=0, ge=0, description="experts per token; 0 mixes all experts densely")
+    initializer_range: float = Field(default=0.06, gt=0)
+    gate_init: float = Field(default=3.0, description="initial gate logit (sigmoid(3) = 0.95)")
+    max_position_embeddings: int = Field(default=128, gt=0)
 
     @model_validator(mode="after")
     def _heads_divide(self) -> ACOCModelParams:
@@ -43,27 +43,27 @@ class ACOCModelParams(_Strict):
 class GrowthParams(_Strict):
     """When and how the model grows, and when experts are pruned or merged."""
 
-    kind: Literal["auto", "split", "widen"] = Field("auto", description="auto: split until max_experts, then widen")
-    max_experts: int = Field(4, gt=0, description="per layer")
-    max_width: int = Field(256, gt=0, description="per expert")
-    widen_by: int = Field(16, gt=0)
-    split_noise: float = Field(0.1, ge=0, description="zero-sum ε on the split pair's down projections (× RMS)")
-    all_layers: bool = Field(True, description="grow every layer at once (else only the most saturated layer)")
-    stagnation_tol: float = Field(0.05, ge=0, description="relative val-loss improvement under which loss stagnates")
-    saturation_threshold: float = Field(0.5, ge=0, le=1)
-    min_signals: int = Field(2, ge=1, le=3, description="of stagnation, saturation and the vote, needed to expand")
-    prune_usage: float = Field(0.02, ge=0, description="load × gate under which an expert counts as unused")
-    prune_patience: int = Field(2, gt=0, description="cycles an expert must stay unused before it is pruned")
-    consolidate_threshold: float = Field(0.9, gt=0, le=1, description="cosine similarity that merges two experts")
-    consolidate_min_age: int = Field(2, ge=0, description="cycles an expert lives before it may be merged")
+    kind: Literal["auto", "split", "widen"] = Field(default="auto", description="auto: split, then widen")
+    max_experts: int = Field(default=4, gt=0, description="per layer")
+    max_width: int = Field(default=256, gt=0, description="per expert")
+    widen_by: int = Field(default=16, gt=0)
+    split_noise: float = Field(default=0.1, ge=0, description="zero-sum ε on the split pair's down projections (× RMS)")
+    all_layers: bool = Field(default=True, description="grow every layer at once (else only the most saturated layer)")
+    stagnation_tol: float = Field(default=0.05, ge=0, description="stagnates below this gain")
+    saturation_threshold: float = Field(default=0.3, ge=0, le=1)
+    min_signals: int = Field(default=2, ge=1, le=3, description="signals needed to expand")
+    prune_usage: float = Field(default=0.02, ge=0, description="load × gate under which an expert counts as unused")
+    prune_patience: int = Field(default=2, gt=0, description="cycles an expert must stay unused before it is pruned")
+    consolidate_threshold: float = Field(default=0.9, gt=0, le=1, description="merge at this cosine")
+    consolidate_min_age: int = Field(default=2, ge=0, description="cycles an expert lives before it may be merged")
 
 
 class WarmupParams(_Strict):
     """Post-expansion warmup: a higher learning rate for the new tensors and forced routing to new experts."""
 
-    steps: int = Field(100, ge=0)
-    lr_multiplier: float = Field(10.0, gt=0)
-    force_share: float = Field(0.3, ge=0, le=1)
+    steps: int = Field(default=100, ge=0)
+    lr_multiplier: float = Field(default=10.0, gt=0)
+    force_share: float = Field(default=0.3, ge=0, le=1)
 
 
 class ACOCSettings(_Strict):
@@ -73,21 +73,21 @@ class ACOCSettings(_Strict):
         default_factory=lambda: {"add": 0, "sub": 0, "mul1": 4},
         description="task key (family `add` or cell `mul1`) -> cycle at which it enters training",
     )
-    cycles: int = Field(8, gt=0)
-    steps_per_cycle: int = Field(500, gt=0)
-    batch_size: int = Field(16, gt=0)
-    learning_rate: float = Field(1e-3, gt=0)
-    lr_warmup_steps: int = Field(100, ge=0)
-    decay_fraction: float = Field(0.2, ge=0, le=1, description="linear decay to 0 over the last share of steps")
-    max_grad_norm: float = Field(1.0, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    val_items_per_task: int = Field(100, gt=0)
-    test_items_per_task: int = Field(200, gt=0)
-    eval_batch_size: int = Field(256, gt=0)
-    max_new_tokens: int = Field(12, gt=0)
-    log_every: int = Field(50, gt=0)
-    num_threads: int = Field(2, gt=0)
-    baselines: bool = Field(True, description="also train the static initial-size and final-size models")
+    cycles: int = Field(default=8, gt=0)
+    steps_per_cycle: int = Field(default=500, gt=0)
+    batch_size: int = Field(default=16, gt=0)
+    learning_rate: float = Field(default=1e-3, gt=0)
+    lr_warmup_steps: int = Field(default=100, ge=0)
+    decay_fraction: float = Field(default=0.2, ge=0, le=1, description="linear decay to 0 over the last share of steps")
+    max_grad_norm: float = Field(default=1.0, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    val_items_per_task: int = Field(default=100, gt=0)
+    test_items_per_task: int = Field(default=200, gt=0)
+    eval_batch_size: int = Field(default=256, gt=0)
+    max_new_tokens: int = Field(default=12, gt=0)
+    log_every: int = Field(default=50, gt=0)
+    num_threads: int = Field(default=2, gt=0)
+    baselines: bool = Field(default=True, description="also train the static initial-size and final-size models")
     model: ACOCModelParams = Field(default_factory=lambda: ACOCModelParams())
     growth: GrowthParams = Field(default_factory=lambda: GrowthParams())
     warmup: WarmupParams = Field(default_factory=lambda: WarmupParams())

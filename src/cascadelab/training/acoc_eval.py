@@ -42,7 +42,9 @@ def evaluate_batches(model: PreTrainedModel, batches: Sequence[LMBatch]) -> dict
     return {"loss": nll / max(tokens, 1), "acc": right / max(rows, 1)}
 
 
-def evaluate_tasks(model: PreTrainedModel, val: Mapping[str, Sequence[LMBatch]], tasks: Sequence[str]) -> dict[str, Any]:
+def evaluate_tasks(
+    model: PreTrainedModel, val: Mapping[str, Sequence[LMBatch]], tasks: Sequence[str]
+) -> dict[str, Any]:
     """Per-task `{"loss", "acc"}` and their means over `tasks`."""
     per_task = {task: evaluate_batches(model, val[task]) for task in tasks}
     return {

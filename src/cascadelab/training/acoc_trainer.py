@@ -27,6 +27,7 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -83,9 +84,14 @@ class ACOCResult(RunResult):
 
 
 # --------------------------------------------------------------------------------------------- building
-def build_model(params: ACOCModelParams, tokenizer: PreTrainedTokenizerBase, seed: int,
-                expert_widths: list[list[list[int]]] | None = None) -> ACOCForCausalLM:
-    """A fresh ACOC model sized by `params` (or by `expert_widths`), initialised from `seed`."""
+def build_model(
+    params: ACOCModelParams,
+    tokenizer: PreTrainedTokenizerBase,
+    seed: int,
+    expert_widths: list[list[list[int]]] | None = None,
+    device: str | torch.device = "cpu",
+) -> ACOCForCausalLM:
+    """A fresh ACOC model sized by `params` (or by `expert_widths`), initialised from `seed`, on `device`."""
     config = ACOCConfig(
         vocab_size=len(tokenizer), hidden_size=params.hidden_size, num_hidden_layers=params.num_layers,
         num_attention_heads=params.num_heads, max_position_embeddings=params.max_position_embeddings,
@@ -95,7 +101,9 @@ def build_model(params: ACOCModelParams, tokenizer: PreTrainedTokenizerBase, see
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return ACOCForCausalLM(config)
+        model = ACOCForCausalLM(config)
+    nn.Module.to(model, device)  # PreTrainedModel.to is typed for the dtype/device wrapper
+    return model
 
 
 def task_schedule(settings: ACOCSettings, cycle: int, seed: int) -> list[str]:
@@ -373,23 +381,20 @@ class ACOCController:
             can_split = moe.num_experts < g.max_experts and g.kind in ("auto", "split")
             can_widen = width + g.widen_by <= g.max_width and g.kind in ("auto", "widen")
             if can_split:
-                change, before = self._apply(
-                    lambda layer=layer, target=target: split_expert(self.model, layer, target, self.generator,
-                                                                    g.split_noise), tasks, cycle, reason, before)
+                edit = partial(split_expert, self.model, layer, target, self.generator, g.split_noise)
             elif can_widen:
-                change, before = self._apply(
-                    lambda layer=layer, target=target: widen_expert(self.model, layer, target, g.widen_by,
-                                                                    self.generator, g.split_noise),
-                    tasks, cycle, reason, before)
+                edit = partial(widen_expert, self.model, layer, target, g.widen_by, self.generator, g.split_noise)
             else:
                 self.event("no_capacity", cycle, layer=layer, expert=target, reason="max_experts and max_width reached")
                 continue
+            change, before = self._apply(edit, tasks, cycle, reason, before)
             changes.append(change)
         if changes:
             self._after_structure_change()
             self.engine.start_warmup(changes)
-            self.event("warmup", cycle, steps=self.settings.warmup.steps, lr_multiplier=self.settings.warmup.lr_multiplier,
-                       force_share=self.settings.warmup.force_share,
+            warmup = self.settings.warmup
+            self.event("warmup", cycle, steps=warmup.steps, lr_multiplier=warmup.lr_multiplier,
+                       force_share=warmup.force_share,
                        new_param_count=sum(p.numel() for c in changes for p in c.new_params))
         return changes
 
@@ -406,8 +411,8 @@ class ACOCController:
                 self.low_usage[key] = self.low_usage.get(key, 0) + 1 if usage < g.prune_usage else 0
                 if self.low_usage[key] >= g.prune_patience and moe.num_experts > 1:
                     reason = f"usage {usage:.4f} < {g.prune_usage} for {self.low_usage[key]} cycles"
-                    change, _ = self._apply(lambda layer=layer, e=e: prune_expert(self.model, layer, e), tasks,
-                                            cycle, reason, self._val_loss(tasks))
+                    edit = partial(prune_expert, self.model, layer, e)
+                    change, _ = self._apply(edit, tasks, cycle, reason, self._val_loss(tasks))
                     changes.append(change)
         return changes
 
@@ -427,8 +432,8 @@ class ACOCController:
             la, lb = sat[layer][a].load, sat[layer][b].load
             weight_a = la / (la + lb) if la + lb > 0 else 0.5
             reason = f"cosine similarity {similarity:.3f} >= {g.consolidate_threshold}"
-            change, _ = self._apply(lambda layer=layer, a=a, b=b, w=weight_a: merge_experts(self.model, layer, a, b, w),
-                                    tasks, cycle, reason, self._val_loss(tasks))
+            edit = partial(merge_experts, self.model, layer, a, b, weight_a)
+            change, _ = self._apply(edit, tasks, cycle, reason, self._val_loss(tasks))
             changes.append(change)
         return changes
 
@@ -519,12 +524,13 @@ class ACOCController:
             "cycle": cycle, "step": self.engine.step, "tasks": tasks, "params_start": params_start,
             "params": counts.total, "experts": counts.num_experts,
             "expert_widths": [list(map(sum, layer)) for layer in self.model.config.expert_widths],
-            "gates": [[round(float(x), 4) for x in moe.gates()] for moe in self.model.moe_layers],
+            "gates": [[round(float(x), 4) for x in moe.gates().detach()] for moe in self.model.moe_layers],
             "parameter_steps": self.engine.param_steps, "train_loss": train_losses,
             "val_loss": losses, "val_acc": {t: evals["tasks"][t]["acc"] for t in tasks},
-            "val_loss_mean": evals["loss"], "score": score, "saturation": [[x.to_dict() for x in layer] for layer in sat],
-            "max_saturation": max_sat, "vote": vote.to_dict(), "signals": signals, "decision": "expand" if expand else "keep",
-            "reasons": reasons, "expansions": [_change_summary(self.events, c) for c in changes if c.kind in ("split", "widen")],
+            "val_loss_mean": evals["loss"], "score": score,
+            "saturation": [[x.to_dict() for x in layer] for layer in sat], "max_saturation": max_sat,
+            "vote": vote.to_dict(), "signals": signals, "decision": "expand" if expand else "keep", "reasons": reasons,
+            "expansions": [_change_summary(self.events, c) for c in changes if c.kind in ("split", "widen")],
             "prunes": [c.to_event() for c in prunes], "merges": [c.to_event() for c in merges],
             "thresholds": dict(self.penalty.thresholds) if self.penalty else {},
         }
@@ -547,7 +553,9 @@ def _test_records(settings: ACOCSettings, test_records: Sequence[Record]) -> dic
     return {task: records[: settings.test_items_per_task] for task, records in grouped.items()}
 
 
-def _val_batches(settings: ACOCSettings, val: Mapping[str, TaskBatches | Sequence[LMBatch]]) -> dict[str, list[LMBatch]]:
+def _val_batches(
+    settings: ACOCSettings, val: Mapping[str, TaskBatches | Sequence[LMBatch]]
+) -> dict[str, list[LMBatch]]:
     out = {}
     for task in settings.tasks:
         if task not in val:
@@ -604,7 +612,7 @@ def run_acoc(
     torch.set_num_threads(settings.num_threads)
     val = _val_batches(settings, val_batches_by_task)
     test = _test_records(settings, test_records)
-    model = build_model(settings.model, tokenizer, seed).to(device)
+    model = build_model(settings.model, tokenizer, seed, device=device)
     engine = CycleEngine("acoc", model, settings, train_batches_by_task, val, seed, log_fn)
     controller = ACOCController(engine, seed, checkpoint_dir)
     controller.event("start", 0, params=count_parameters(model).total, experts=model.config.experts_per_layer,
@@ -633,10 +641,12 @@ def run_acoc(
 
 
 def _cycle_metrics(row: Mapping[str, Any]) -> dict[str, float]:
-    metrics = {"acoc/cycle/params": float(row["params"]), "acoc/cycle/val_loss": float(row["val_loss_mean"]),
-               "acoc/cycle/experts": float(sum(row["experts"])), "acoc/cycle/max_saturation": float(row["max_saturation"]),
-               "acoc/cycle/expand_votes": float(row["vote"]["expand_votes"]),
-               "acoc/cycle/expanded": float(row["decision"] == "expand")}
+    metrics = {
+        "acoc/cycle/params": float(row["params"]), "acoc/cycle/val_loss": float(row["val_loss_mean"]),
+        "acoc/cycle/experts": float(sum(row["experts"])), "acoc/cycle/max_saturation": float(row["max_saturation"]),
+        "acoc/cycle/expand_votes": float(row["vote"]["expand_votes"]),
+        "acoc/cycle/expanded": float(row["decision"] == "expand"),
+    }
     for task, loss in row["val_loss"].items():
         metrics[f"acoc/cycle/val_loss_{task}"] = float(loss)
         metrics[f"acoc/cycle/val_acc_{task}"] = float(row["val_acc"][task])
@@ -658,7 +668,7 @@ def train_static(
 ) -> RunResult:
     """Train a fixed-architecture model (initial size, or `expert_widths`) on the ACOC batch stream."""
     val = _val_batches(settings, val_batches_by_task)
-    model = build_model(settings.model, tokenizer, seed, expert_widths).to(device)
+    model = build_model(settings.model, tokenizer, seed, expert_widths, device)
     engine = CycleEngine(name, model, settings, train_batches_by_task, val, seed, log_fn)
     history: list[dict[str, Any]] = []
     acc_before: dict[str, float] = {}

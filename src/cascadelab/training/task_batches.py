@@ -1,7 +1,8 @@
 """Per-task batches of prompt/response records for plain PyTorch training loops.
 
 Each record becomes `prompt + response + EOS` token ids with labels -100 on the prompt (loss on the
-response and EOS only, as in `sft.tokenize_prompt_completion`). A batch holds one task only and is padded
+response and EOS only, as `sft.tokenize_prompt_completion` does for TRL; not imported from there, which
+would cost the stage TRL's ~9 s import). A batch holds one task only and is padded
 on the right with the pad id; padding is masked out of attention and ignored by the loss. Training
 streams reshuffle every epoch from a seed, so two streams built with the same seed yield the same batches.
 
@@ -17,8 +18,6 @@ from typing import Any
 
 import torch
 from transformers import PreTrainedTokenizerBase
-
-from cascadelab.training.sft import tokenize_prompt_completion
 
 Record = dict[str, Any]
 
@@ -76,7 +75,8 @@ class TaskBatches:
     def fixed(self, limit: int | None = None) -> list[LMBatch]:
         """The rows in order (at most `limit` of them) as consecutive batches."""
         rows = self.rows[:limit] if limit is not None else self.rows
-        return [collate(self.task, rows[i : i + self.batch_size], self.pad_id) for i in range(0, len(rows), self.batch_size)]
+        size = self.batch_size
+        return [collate(self.task, rows[i : i + size], self.pad_id) for i in range(0, len(rows), size)]
 
     def stream(self, seed: int) -> Iterator[LMBatch]:
         """Endless batches, reshuffled every epoch from `seed`; the same seed gives the same stream."""
@@ -87,6 +87,23 @@ class TaskBatches:
             for start in range(0, len(order) - self.batch_size + 1, self.batch_size):
                 yield collate(self.task, [self.rows[i] for i in order[start : start + self.batch_size]], self.pad_id)
             epoch += 1
+
+
+def tokenize_rows(
+    tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], responses: Sequence[str]
+) -> list[tuple[list[int], list[int]]]:
+    """`(input_ids, labels)` per record: prompt + response + EOS, labels -100 on the prompt tokens."""
+    prompt_ids = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+    full_ids = tokenizer([p + r for p, r in zip(prompts, responses, strict=True)], add_special_tokens=False)[
+        "input_ids"
+    ]
+    rows = []
+    for prompt, full in zip(prompt_ids, full_ids, strict=True):
+        if full[: len(prompt)] != prompt:
+            raise ValueError(f"tokenizer: prompt tokens are not a prefix of prompt+response for {prompt!r}")
+        ids = [*full, tokenizer.eos_token_id]
+        rows.append((ids, [-100] * len(prompt) + ids[len(prompt) :]))
+    return rows
 
 
 def task_key(record: Record, keys: Iterable[str]) -> str | None:
@@ -122,8 +139,7 @@ def build_task_batches(
     batches = {}
     for key, group in group_records(records, keys).items():
         group = group[:limit_per_task] if limit_per_task is not None else group
-        dataset = tokenize_prompt_completion(tokenizer, [r["prompt"] for r in group], [r["response"] for r in group])
-        rows = list(zip(dataset["input_ids"], dataset["labels"], strict=True))
+        rows = tokenize_rows(tokenizer, [r["prompt"] for r in group], [r["response"] for r in group])
         batches[key] = TaskBatches(key, rows, batch_size, int(tokenizer.pad_token_id))
     return batches
 

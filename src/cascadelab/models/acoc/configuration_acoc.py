@@ -34,7 +34,7 @@ class ACOCConfig(PreTrainedConfig):
     """
 
     model_type = "acoc"
-    keys_to_ignore_at_inference = ["past_key_values"]
+    keys_to_ignore_at_inference = ["past_key_values"]  # noqa: RUF012 (transformers class-attribute convention)
 
     def __init__(
         self,
@@ -61,7 +61,9 @@ class ACOCConfig(PreTrainedConfig):
         **kwargs: Any,
     ) -> None:
         if hidden_size % num_attention_heads:
-            raise ValueError(f"hidden_size: must be divisible by num_attention_heads ({hidden_size} % {num_attention_heads})")
+            raise ValueError(
+                f"hidden_size: must be divisible by num_attention_heads ({hidden_size} % {num_attention_heads})"
+            )
         if expert_widths is None:
             if num_experts < 1 or expert_width < 1:
                 raise ValueError(f"num_experts and expert_width: must be >= 1 (got {num_experts}, {expert_width})")

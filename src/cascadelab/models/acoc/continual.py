@@ -30,12 +30,12 @@ class ContinualParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    ewc_lambda: float = Field(1.0, ge=0, description="EWC weight on the router rows (Fisher normalised to mean 1)")
-    fisher_batches: int = Field(8, gt=0)
-    replay_tokens: int = Field(512, ge=0, description="old-task router inputs kept per layer")
-    replay_weight: float = Field(1.0, ge=0)
-    old_task_share: float = Field(0.25, ge=0, le=1, description="share of batches from older tasks after a new one")
-    expand_on_new_task: bool = Field(True, description="split the most loaded expert for a new task family")
+    ewc_lambda: float = Field(default=1.0, ge=0, description="EWC weight (Fisher normalised to mean 1)")
+    fisher_batches: int = Field(default=8, gt=0)
+    replay_tokens: int = Field(default=512, ge=0, description="old-task router inputs kept per layer")
+    replay_weight: float = Field(default=1.0, ge=0)
+    old_task_share: float = Field(default=0.25, ge=0, le=1, description="older tasks' share of batches")
+    expand_on_new_task: bool = Field(default=True, description="split the most loaded expert for a new task family")
 
 
 def active_tasks(schedule: Mapping[str, int], cycle: int) -> list[str]:

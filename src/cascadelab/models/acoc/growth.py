@@ -90,8 +90,7 @@ def split_expert(
     before = count_parameters(model).total
     source = moe.expert(expert)
     clone = copy.deepcopy(source)
-    for block_src, block_new in zip(source.blocks, clone.blocks, strict=True):
-        assert isinstance(block_src, ACOCExpertBlock) and isinstance(block_new, ACOCExpertBlock)
+    for block_src, block_new in zip(source.block_list(), clone.block_list(), strict=True):
         weight = block_src.down.weight
         eps = _noise(weight.shape, noise * _rms(weight), weight, generator)
         block_src.down.weight.sub_(eps)
@@ -132,10 +131,9 @@ def widen_expert(
     new_down += eps
     scaled.index_add_(1, index, -eps)
     offset = 0
-    for block in target.blocks:
-        assert isinstance(block, ACOCExpertBlock)
-        block.down.weight.copy_(scaled[:, offset : offset + block.width])
-        offset += block.width
+    for old in target.block_list():
+        old.down.weight.copy_(scaled[:, offset : offset + old.width])
+        offset += old.width
     block = ACOCExpertBlock(up_w.shape[1], extra).to(device=up_w.device, dtype=up_w.dtype)
     block.up.weight.copy_(up_w[index])
     block.up.bias.copy_(up_b[index])
@@ -187,8 +185,7 @@ def merge_experts(model: ACOCForCausalLM, layer: int, a: int, b: int, weight_a: 
     wa, wb = weight_a, 1.0 - weight_a
     (ua, ba, da), (ub, bb, db) = ea.weights(), eb.weights()
     merged = ACOCExpert(moe.hidden_size, [ua.shape[0]], moe.hidden_act, moe.gate_init).to(ua.device, ua.dtype)
-    block = merged.blocks[0]
-    assert isinstance(block, ACOCExpertBlock)
+    block = merged.block_list()[0]
     block.up.weight.copy_(wa * ua + wb * ub)
     block.up.bias.copy_(wa * ba + wb * bb)
     block.down.weight.copy_(wa * da + wb * db)

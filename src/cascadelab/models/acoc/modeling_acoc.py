@@ -48,6 +48,8 @@ class ACOCRMSNorm(nn.Module):
 class ACOCRotaryEmbedding(nn.Module):
     """Rotary position embedding: cos/sin tables for given positions."""
 
+    inv_freq: torch.Tensor
+
     def __init__(self, head_dim: int, theta: float) -> None:
         super().__init__()
         self.head_dim, self.theta = head_dim, theta
@@ -134,10 +136,16 @@ class ACOCExpert(nn.Module):
         self.router_bias = nn.Parameter(torch.zeros(()))
         self.act = ACT2FN[hidden_act]
 
+    def block_list(self) -> list[ACOCExpertBlock]:
+        """The blocks, in order (typed access into the ModuleList)."""
+        blocks = list(self.blocks)
+        assert all(isinstance(block, ACOCExpertBlock) for block in blocks)
+        return blocks  # type: ignore[return-value]
+
     @property
     def widths(self) -> list[int]:
         """Widths of the blocks, in order."""
-        return [block.width for block in self.blocks]
+        return [block.width for block in self.block_list()]
 
     @property
     def gate(self) -> torch.Tensor:
@@ -146,12 +154,12 @@ class ACOCExpert(nn.Module):
 
     def weights(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The blocks concatenated: up weight (W, H), up bias (W,), down weight (H, W)."""
-        if len(self.blocks) == 1:
-            block = self.blocks[0]
-            return block.up.weight, block.up.bias, block.down.weight
-        up_w = torch.cat([b.up.weight for b in self.blocks], dim=0)
-        up_b = torch.cat([b.up.bias for b in self.blocks], dim=0)
-        down_w = torch.cat([b.down.weight for b in self.blocks], dim=1)
+        blocks = self.block_list()
+        if len(blocks) == 1:
+            return blocks[0].up.weight, blocks[0].up.bias, blocks[0].down.weight
+        up_w = torch.cat([b.up.weight for b in blocks], dim=0)
+        up_b = torch.cat([b.up.bias for b in blocks], dim=0)
+        down_w = torch.cat([b.down.weight for b in blocks], dim=1)
         return up_w, up_b, down_w
 
     def pre_activation(self, x: torch.Tensor) -> torch.Tensor:
@@ -169,7 +177,7 @@ class ACOCMoE(nn.Module):
     """Router + experts: y = Σ_e weight_e(x) · gate_e · expert_e(x).
 
     Training hooks, all off by default: `force_experts`/`force_share` make the router send that share of
-    tokens to the listed (new) experts by raising their logit to the token's maximum (post-expansion
+    tokens to the listed (new) experts by raising their logit above the token's maximum (post-expansion
     warmup); `capture` keeps detached inputs, pre-activations and routing weights (saturation metrics, routing
     replay). The last routing weights (with gradient) and the valid-token mask are kept for the growth penalty.
     """
@@ -220,14 +228,16 @@ class ACOCMoE(nn.Module):
         return F.linear(x, weight, bias)
 
     def _force(self, logits: torch.Tensor) -> torch.Tensor:
-        """Raise a new expert's logit to the token maximum for a `force_share` of tokens."""
+        """Raise a new expert's logit above the token maximum for a `force_share` of tokens."""
         N = logits.shape[0]
         gen = self.force_generator
         device = gen.device if gen is not None else logits.device
         chosen = torch.rand(N, generator=gen, device=device) < self.force_share
         pick = torch.randint(len(self.force_experts), (N,), generator=gen, device=device)
         target = torch.tensor(self.force_experts, device=device)[pick].to(logits.device)[:, None]
-        raised = torch.maximum(logits.gather(1, target), logits.max(-1, keepdim=True).values.detach())
+        # Just above the token's best logit: selected under top-k, the largest weight under dense mixing.
+        top = logits.max(-1, keepdim=True).values.detach() + 1e-3
+        raised = torch.maximum(logits.gather(1, target), top)
         return torch.where(chosen.to(logits.device)[:, None], logits.scatter(1, target, raised), logits)
 
     def routing_weights(self, x: torch.Tensor) -> torch.Tensor:
@@ -252,7 +262,9 @@ class ACOCMoE(nn.Module):
         self.last_valid = valid.reshape(-1) if valid is not None else None
         dense = self.top_k == 0 or self.top_k >= len(self.experts)
         out = torch.zeros_like(flat)
-        record: dict[str, Any] = {"inputs": flat.detach(), "weights": weights.detach(), "valid": self.last_valid, "pre": []}
+        record: dict[str, Any] = {
+            "inputs": flat.detach(), "weights": weights.detach(), "valid": self.last_valid, "pre": []
+        }
         for e, expert in enumerate(self.expert_list()):
             if dense:
                 rows = None
@@ -269,10 +281,9 @@ class ACOCMoE(nn.Module):
             if self.capture:
                 record["pre"].append((rows, pre.detach()))
             y = F.linear(expert.act(pre), down_w) * expert.gate
-            if rows is None:
-                out = out + weights[:, e : e + 1] * y
-            else:
-                out = out.index_add(0, rows, weights[rows, e : e + 1] * y)
+            # Dense: every row; top-k: only the rows routed to this expert.
+            mixed = weights[:, e : e + 1] * y if rows is None else weights[rows, e : e + 1] * y
+            out = out + mixed if rows is None else out.index_add(0, rows, mixed)
         if self.capture:
             self.captured.append(record)
         return out.view(B, T, H)
@@ -308,8 +319,8 @@ class ACOCPreTrainedModel(PreTrainedModel):
     config: ACOCConfig
     config_class = ACOCConfig
     base_model_prefix = "model"
-    _no_split_modules = ["ACOCDecoderLayer"]
-    _skip_keys_device_placement = ["past_key_values"]
+    _no_split_modules = ["ACOCDecoderLayer"]  # noqa: RUF012 (transformers class-attribute convention)
+    _skip_keys_device_placement = ["past_key_values"]  # noqa: RUF012
     _supports_sdpa = True
 
     @torch.no_grad()
@@ -410,7 +421,7 @@ class ACOCModel(ACOCPreTrainedModel):
 class ACOCForCausalLM(ACOCPreTrainedModel, GenerationMixin):
     """ACOC with a (tied) LM head; loss is next-token cross-entropy over labels != -100."""
 
-    _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+    _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}  # noqa: RUF012 (transformers v5 form)
 
     def __init__(self, config: ACOCConfig) -> None:
         super().__init__(config)
@@ -428,7 +439,7 @@ class ACOCForCausalLM(ACOCPreTrainedModel, GenerationMixin):
 
     def set_output_embeddings(self, value: nn.Module) -> None:
         """Replace the LM head."""
-        self.lm_head = value  # type: ignore[assignment]
+        self.lm_head = value
 
     @property
     def moe_layers(self) -> list[ACOCMoE]:

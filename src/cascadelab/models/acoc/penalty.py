@@ -39,11 +39,11 @@ class PenaltyParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    alpha: float = Field(0.01, ge=0, description="weight of α·log(1 + P_global/P_baseline)")
-    beta: float = Field(0.1, ge=0, description="weight of β·Σ_t max(0, P_t − threshold_t)² (baseline units)")
-    threshold_ratio: float = Field(1.5, gt=0, description="initial threshold = ratio × the task's fair share")
-    relax_factor: float = Field(1.1, ge=1, description="threshold multiplier when the task's loss stagnates")
-    usage_ema: float = Field(0.9, ge=0, lt=1, description="EMA decay of the other tasks' routing usage")
+    alpha: float = Field(default=0.01, ge=0, description="weight of α·log(1 + P_global/P_baseline)")
+    beta: float = Field(default=0.1, ge=0, description="weight of β·Σ_t max(0, P_t − threshold_t)² (baseline units)")
+    threshold_ratio: float = Field(default=1.5, gt=0, description="initial threshold = ratio × the task's fair share")
+    relax_factor: float = Field(default=1.1, ge=1, description="threshold multiplier when the task's loss stagnates")
+    usage_ema: float = Field(default=0.9, ge=0, lt=1, description="EMA decay of the other tasks' routing usage")
 
 
 def double_penalty(

@@ -31,15 +31,15 @@ class SaturationParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    batches: int = Field(4, gt=0, description="batches measured per cycle")
-    flat_eps: float = Field(0.05, gt=0, description="|act'| below this counts as saturated")
-    dead_eps: float = Field(1e-3, ge=0, description="a unit never above this on routed tokens is dead")
-    grad_ref: float = Field(0.01, gt=0, description="relative gradient norm that scores 0.5")
-    weight_grad: float = Field(1.0, ge=0)
-    weight_saturation: float = Field(1.0, ge=0)
-    weight_dead: float = Field(1.0, ge=0)
-    weight_variance: float = Field(1.0, ge=0)
-    weight_load: float = Field(1.0, ge=0)
+    batches: int = Field(default=4, gt=0, description="batches measured per cycle")
+    flat_eps: float = Field(default=0.05, gt=0, description="|act'| below this counts as saturated")
+    dead_eps: float = Field(default=1e-3, ge=0, description="a unit never above this on routed tokens is dead")
+    grad_ref: float = Field(default=0.01, gt=0, description="relative gradient norm that scores 0.5")
+    weight_grad: float = Field(default=1.0, ge=0)
+    weight_saturation: float = Field(default=1.0, ge=0)
+    weight_dead: float = Field(default=1.0, ge=0)
+    weight_variance: float = Field(default=1.0, ge=0)
+    weight_load: float = Field(default=1.0, ge=0)
 
 
 @dataclass(frozen=True)

@@ -27,11 +27,11 @@ class VoteParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    variants: int = Field(5, gt=0)
-    noise: float = Field(0.02, ge=0, description="delta std as a fraction of each tensor's RMS")
-    ratio: float = Field(0.95, gt=0, le=1, description="expand when a score < ratio × mean(last `window` scores)")
-    window: int = Field(5, gt=0)
-    merge_top: int = Field(3, gt=0, description="deltas averaged into the soup")
+    variants: int = Field(default=5, gt=0)
+    noise: float = Field(default=0.02, ge=0, description="delta std as a fraction of each tensor's RMS")
+    ratio: float = Field(default=0.95, gt=0, le=1, description="vote expand below ratio × mean(last scores)")
+    window: int = Field(default=5, gt=0)
+    merge_top: int = Field(default=3, gt=0, description="deltas averaged into the soup")
 
 
 @dataclass

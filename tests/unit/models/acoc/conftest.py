@@ -1,6 +1,5 @@
 import pytest
 import torch
-
 from tests.unit.models.acoc.acoc_helpers import make_batch
 
 

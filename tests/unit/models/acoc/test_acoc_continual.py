@@ -1,5 +1,6 @@
 import pytest
 import torch
+from tests.unit.models.acoc.acoc_helpers import make_batch, make_model
 
 from cascadelab.models.acoc.continual import (
     RouterEWC,
@@ -12,7 +13,6 @@ from cascadelab.models.acoc.continual import (
 )
 from cascadelab.models.acoc.growth import split_expert
 from cascadelab.training.task_batches import LMBatch
-from tests.unit.models.acoc.acoc_helpers import make_batch, make_model
 
 SCHEDULE = {"add": 0, "sub": 0, "mul1": 3}
 

@@ -2,6 +2,7 @@ import math
 
 import pytest
 import torch
+from tests.unit.models.acoc.acoc_helpers import make_batch, make_model
 from transformers import AutoModelForCausalLM
 
 from cascadelab.models.acoc.accounting import count_parameters, expert_size
@@ -13,7 +14,6 @@ from cascadelab.models.acoc.growth import (
     split_expert,
     widen_expert,
 )
-from tests.unit.models.acoc.acoc_helpers import make_batch, make_model
 
 
 def _train_a_little(model, steps=15):

@@ -1,11 +1,10 @@
 import pytest
 import torch
+from tests.unit.models.acoc.acoc_helpers import make_model
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from cascadelab.models.acoc import ACOCConfig, ACOCForCausalLM
 from cascadelab.models.acoc.accounting import count_parameters
-
-from tests.unit.models.acoc.acoc_helpers import make_model
 
 
 def test_auto_classes_round_trip_and_ties_embeddings(tmp_path, batch):

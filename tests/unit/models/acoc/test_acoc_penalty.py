@@ -2,6 +2,7 @@ import math
 
 import pytest
 import torch
+from tests.unit.models.acoc.acoc_helpers import make_batch, make_model
 
 from cascadelab.models.acoc.accounting import (
     count_parameters,
@@ -10,7 +11,6 @@ from cascadelab.models.acoc.accounting import (
     task_parameter_counts,
 )
 from cascadelab.models.acoc.penalty import GrowthPenalty, PenaltyParams, double_penalty
-from tests.unit.models.acoc.acoc_helpers import make_batch, make_model
 
 
 def test_double_penalty_has_the_seed_formula():

@@ -1,9 +1,9 @@
 import pytest
 import torch
+from tests.unit.models.acoc.acoc_helpers import make_batch, make_model
 
 from cascadelab.models.acoc.saturation import SaturationParams, combined_score, measure_saturation
 from cascadelab.training.task_batches import LMBatch
-from tests.unit.models.acoc.acoc_helpers import make_batch, make_model
 
 
 def _batches(count=2):

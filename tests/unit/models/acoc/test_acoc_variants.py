@@ -2,9 +2,9 @@ import math
 
 import pytest
 import torch
+from tests.unit.models.acoc.acoc_helpers import make_model
 
 from cascadelab.models.acoc.variants import VoteParams, relative_threshold, vote_and_merge
-from tests.unit.models.acoc.acoc_helpers import make_model
 
 
 def _distance_score(reference):
