@@ -27,7 +27,7 @@ class ACOCModelParams(_Strict):
     num_layers: int = Field(default=2, gt=0)
     num_heads: int = Field(default=4, gt=0)
     initial_experts: int = Field(default=1, gt=0)
-    expert_width: int = Field(default=32, gt=0)
+    expert_width: int = Field(default=16, gt=0)
     top_k: int = Field(default=0, ge=0, description="experts per token; 0 mixes all experts densely")
     initializer_range: float = Field(default=0.06, gt=0)
     gate_init: float = Field(default=3.0, description="initial gate logit (sigmoid(3) = 0.95)")
@@ -70,7 +70,7 @@ class ACOCSettings(_Strict):
     """An ACOC run: tasks and their first cycle, the cycle loop, and every component's parameters."""
 
     tasks: dict[str, int] = Field(
-        default_factory=lambda: {"add": 0, "sub": 0, "mul1": 4},
+        default_factory=lambda: {"add": 0, "sub": 3},
         description="task key (family `add` or cell `mul1`) -> cycle at which it enters training",
     )
     cycles: int = Field(default=8, gt=0)

@@ -150,6 +150,7 @@ class CycleEngine:
         self.param_steps = 0
         self.train_tokens = 0
         self.train_seconds = 0.0
+        self.train_cpu_seconds = 0.0
         self.warmup_left = 0
         self.warm_params: list[nn.Parameter] = []
         self.extra_loss: Callable[[str], tuple[torch.Tensor, dict[str, float]]] | None = None
@@ -165,6 +166,7 @@ class CycleEngine:
         """
         new_ids = {id(p) for p in new_params}
         params = unique_parameters(self.model)
+        self._params = params
         groups: list[dict[str, Any]] = [
             {"params": [p for p in params if id(p) not in new_ids], "lr_mult": 1.0, "name": "base"}
         ]
@@ -240,7 +242,7 @@ class CycleEngine:
         s = self.settings
         self.model.train()
         losses: dict[str, list[float]] = {}
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         window: list[float] = []
         for task in task_schedule(s, cycle, self.seed):
             batch = next(self.streams[task]).to(self.model.device)
@@ -255,7 +257,7 @@ class CycleEngine:
                 loss = loss + extra
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), s.max_grad_norm)
+            torch.nn.utils.clip_grad_norm_(self._params, s.max_grad_norm)
             self.optimizer.step()
             self.step += 1
             self.param_steps += self._params_now
@@ -273,6 +275,7 @@ class CycleEngine:
                 self.log_fn({f"{self.name}/{k}": v for k, v in metrics.items()}, self.step)
                 window = []
         self.train_seconds += time.perf_counter() - start
+        self.train_cpu_seconds += time.process_time() - start_cpu
         return {task: sum(v) / len(v) for task, v in losses.items()}
 
     def evaluate(self, tasks: Sequence[str]) -> dict[str, Any]:
@@ -297,7 +300,7 @@ class ACOCController:
         self.previous_losses: dict[str, float] = {}
         self.low_usage: dict[int, int] = {}
         self.born: dict[int, int] = {id(e): 0 for moe in self.model.moe_layers for e in moe.expert_list()}
-        self.acc_before: dict[str, float] = {}
+        self.acc_before: dict[str, tuple[float, int]] = {}  # old task -> (val acc when a new task arrived, cycle)
         self.penalty: GrowthPenalty | None = None
         p = self.settings.penalty
         if p.alpha > 0 or p.beta > 0:
@@ -443,7 +446,7 @@ class ACOCController:
         old = [t for t in tasks if t not in arriving]
         evals = self.engine.evaluate(old)
         for task in old:
-            self.acc_before.setdefault(task, evals["tasks"][task]["acc"])
+            self.acc_before.setdefault(task, (evals["tasks"][task]["acc"], cycle))
         self.event("new_task", cycle, tasks=arriving, old_tasks=old,
                    old_acc={t: evals["tasks"][t]["acc"] for t in old})
         c = self.settings.continual
@@ -568,7 +571,7 @@ def _val_batches(
 def _final_metrics(
     engine: CycleEngine,
     history: Sequence[dict[str, Any]],
-    acc_before: Mapping[str, float],
+    acc_before: Mapping[str, tuple[float, int]],
     tokenizer: PreTrainedTokenizerBase,
     test: Mapping[str, Sequence[Record]],
     verify: VerifyFn,
@@ -576,18 +579,25 @@ def _final_metrics(
     s = engine.settings
     metrics = evaluate_test(engine.model, tokenizer, test, verify, s.max_new_tokens, s.eval_batch_size)
     final = history[-1]["val_acc"]
+    # Forgetting (Chaudhry et al. 2018): an old task's best validation accuracy, from the moment a newer
+    # task arrived on, minus its final accuracy.
+    peak = {
+        task: max([before] + [row["val_acc"][task] for row in history[start:] if task in row["val_acc"]])
+        for task, (before, start) in acc_before.items()
+    }
     metrics.update({
         "params": float(count_parameters(engine.model).total),
         "parameter_steps": float(engine.param_steps),
         "train_steps": float(engine.step),
         "train_tokens": float(engine.train_tokens),
         "train_seconds": engine.train_seconds,
+        "train_cpu_seconds": engine.train_cpu_seconds,
         "val_loss": float(history[-1]["val_loss_mean"]),
     })
-    if acc_before:
-        metrics["forgetting"] = 100.0 * forgetting(acc_before, final)
-        for task, before in acc_before.items():
-            metrics[f"forgetting_{task}"] = 100.0 * max(0.0, before - final[task])
+    if peak:
+        metrics["forgetting"] = 100.0 * forgetting(peak, final)
+        for task, best in peak.items():
+            metrics[f"forgetting_{task}"] = 100.0 * max(0.0, best - final[task])
     return metrics
 
 
@@ -610,6 +620,7 @@ def run_acoc(
     metrics go to `log_fn` under `acoc/cycle/...` with the cycle index as step.
     """
     torch.set_num_threads(settings.num_threads)
+    started, started_cpu = time.perf_counter(), time.process_time()
     val = _val_batches(settings, val_batches_by_task)
     test = _test_records(settings, test_records)
     model = build_model(settings.model, tokenizer, seed, device=device)
@@ -632,6 +643,8 @@ def run_acoc(
         "merges": float(sum(e["type"] == "merge" for e in controller.events)),
         "max_expansion_jump": max((e["relative_change"] for e in changes), default=0.0),
         "experts_final": float(sum(model.config.experts_per_layer)),
+        "run_seconds": time.perf_counter() - started,
+        "run_cpu_seconds": time.process_time() - started_cpu,
     })
     result = ACOCResult("acoc", model, controller.history, controller.events, metrics)
     if settings.baselines:
@@ -671,7 +684,8 @@ def train_static(
     model = build_model(settings.model, tokenizer, seed, expert_widths, device)
     engine = CycleEngine(name, model, settings, train_batches_by_task, val, seed, log_fn)
     history: list[dict[str, Any]] = []
-    acc_before: dict[str, float] = {}
+    acc_before: dict[str, tuple[float, int]] = {}
+    started, started_cpu = time.perf_counter(), time.process_time()
     for cycle in range(settings.cycles):
         tasks = active_tasks(settings.tasks, cycle)
         arriving = new_tasks(settings.tasks, cycle)
@@ -679,7 +693,7 @@ def train_static(
             old = [t for t in tasks if t not in arriving]
             evals = engine.evaluate(old)
             for task in old:
-                acc_before.setdefault(task, evals["tasks"][task]["acc"])
+                acc_before.setdefault(task, (evals["tasks"][task]["acc"], cycle))
         train_losses = engine.train_cycle(cycle)
         evals = engine.evaluate(tasks)
         history.append({
@@ -690,6 +704,8 @@ def train_static(
         })
     model.eval()
     metrics = _final_metrics(engine, history, acc_before, tokenizer, _test_records(settings, test_records), verify)
+    metrics["run_seconds"] = time.perf_counter() - started
+    metrics["run_cpu_seconds"] = time.process_time() - started_cpu
     return RunResult(name, model, history, [], metrics)
 
 

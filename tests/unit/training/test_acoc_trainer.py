@@ -107,7 +107,8 @@ def test_forced_routing_sends_the_share_of_tokens_to_the_new_expert(data):
 
 def test_a_tiny_cycle_loop_grows_a_saturated_one_expert_model(data, tmp_path):
     records, tokenizer, train, val = data
-    settings = _settings()
+    # A 4-unit expert cannot memorise 64 random pairs: its loss flattens (< 15 % per cycle) while saturated.
+    settings = _settings(cycles=5, learning_rate=1e-2, growth={"stagnation_tol": 0.15})
     result = run_acoc(settings, train, val, records, tokenizer, _verify, seed=0, checkpoint_dir=tmp_path)
     splits = [e for e in result.events if e["type"] == "split"]
     assert splits, [e for e in result.events if e["type"] == "decision"]

@@ -76,6 +76,7 @@ class RouterEWC:
         self.lam = lam
         self.fisher: dict[str, torch.Tensor] = {}
         self.anchor: dict[str, torch.Tensor] = {}
+        self._terms: list[tuple[torch.nn.Parameter, torch.Tensor, torch.Tensor]] = []
 
     def fit(self, model: ACOCForCausalLM, batches: Sequence[LMBatch]) -> None:
         """(Re)estimate the Fisher diagonal and anchor the router at its current values."""
@@ -96,14 +97,13 @@ class RouterEWC:
         mean = torch.cat([f.reshape(-1) for f in fisher.values()]).mean().clamp_min(1e-30)
         self.fisher = {name: f / mean for name, f in fisher.items()}
         self.anchor = {name: p.detach().clone() for name, p in params.items()}
+        self._terms = [(params[name], self.fisher[name], self.anchor[name]) for name in params]
 
     def penalty(self, model: ACOCForCausalLM) -> torch.Tensor:
-        """λ/2 · Σ F (θ − θ*)² over the router rows that still exist with the anchored shape."""
+        """λ/2 · Σ F (θ − θ*)² over the router rows anchored by the last `fit` (refit after structural edits)."""
         total = torch.zeros((), device=model.device)
-        for name, param in router_parameters(model).items():
-            anchor = self.anchor.get(name)
-            if anchor is not None and anchor.shape == param.shape:
-                total = total + (self.fisher[name] * (param - anchor).pow(2)).sum()
+        for param, fisher, anchor in self._terms:
+            total = total + (fisher * (param - anchor).pow(2)).sum()
         return 0.5 * self.lam * total
 
 

@@ -261,11 +261,40 @@ class ACOCMoE(nn.Module):
         self.last_weights = weights
         self.last_valid = valid.reshape(-1) if valid is not None else None
         dense = self.top_k == 0 or self.top_k >= len(self.experts)
-        out = torch.zeros_like(flat)
         record: dict[str, Any] = {
             "inputs": flat.detach(), "weights": weights.detach(), "valid": self.last_valid, "pre": []
         }
-        for e, expert in enumerate(self.expert_list()):
+        experts = self.expert_list()
+        if dense and len(experts) > 1 and len({sum(e.widths) for e in experts}) == 1:
+            out = self._dense_stacked(flat, weights, experts, record)
+        else:
+            out = self._per_expert(flat, weights, experts, dense, record)
+        if self.capture:
+            self.captured.append(record)
+        return out.view(B, T, H)
+
+    def _dense_stacked(
+        self, flat: torch.Tensor, weights: torch.Tensor, experts: list[ACOCExpert], record: dict[str, Any]
+    ) -> torch.Tensor:
+        """Dense mixing of equal-width experts as two batched matmuls (same result as the per-expert loop)."""
+        parts = [e.weights() for e in experts]
+        up_w = torch.stack([p[0] for p in parts])  # (E, W, H)
+        up_b = torch.stack([p[1] for p in parts])  # (E, W)
+        down_w = torch.stack([p[2] for p in parts])  # (E, H, W)
+        pre = torch.einsum("nh,ewh->enw", flat, up_w) + up_b[:, None, :]  # (E, N, W)
+        if self.capture:
+            record["pre"].extend((None, p.detach()) for p in pre)
+        y = torch.einsum("enw,ehw->enh", experts[0].act(pre), down_w)  # (E, N, H)
+        mix = weights * self.gates().to(weights.dtype)  # (N, E)
+        return torch.einsum("ne,enh->nh", mix, y)
+
+    def _per_expert(
+        self, flat: torch.Tensor, weights: torch.Tensor, experts: list[ACOCExpert], dense: bool,
+        record: dict[str, Any],
+    ) -> torch.Tensor:
+        """Loop over experts; under top-k each expert sees only the tokens routed to it."""
+        out = torch.zeros_like(flat)
+        for e, expert in enumerate(experts):
             if dense:
                 rows = None
                 inputs = flat
@@ -284,9 +313,7 @@ class ACOCMoE(nn.Module):
             # Dense: every row; top-k: only the rows routed to this expert.
             mixed = weights[:, e : e + 1] * y if rows is None else weights[rows, e : e + 1] * y
             out = out + mixed if rows is None else out.index_add(0, rows, mixed)
-        if self.capture:
-            self.captured.append(record)
-        return out.view(B, T, H)
+        return out
 
 
 class ACOCDecoderLayer(nn.Module):

@@ -60,3 +60,13 @@ def test_accounting_is_exact():
     assert counts.total == model.num_parameters()
     hidden, width = 32, 16
     assert counts.experts == [[2 * hidden * width + width + 1 + hidden + 1] * 3] * 2
+
+
+def test_stacked_dense_path_matches_the_per_expert_loop(batch):
+    model = make_model(num_experts=3)
+    moe = model.moe_layers[0]
+    x = torch.randn(10, 32, generator=torch.Generator().manual_seed(0))
+    weights = moe.routing_weights(x)
+    stacked = moe._dense_stacked(x, weights, moe.expert_list(), {"pre": []})
+    looped = moe._per_expert(x, weights, moe.expert_list(), True, {"pre": []})
+    torch.testing.assert_close(stacked, looped, rtol=1e-5, atol=1e-6)
