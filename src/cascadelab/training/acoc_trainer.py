@@ -417,6 +417,8 @@ class ACOCController:
                     edit = partial(prune_expert, self.model, layer, e)
                     change, _ = self._apply(edit, tasks, cycle, reason, self._val_loss(tasks))
                     changes.append(change)
+                    self.low_usage.pop(key)  # ids of deleted modules can be reused
+                    self.born.pop(key, None)
         return changes
 
     def consolidate(self, sat: list[list[ExpertSaturation]], tasks: Sequence[str], cycle: int) -> list[StructureChange]:

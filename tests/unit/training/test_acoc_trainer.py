@@ -160,3 +160,28 @@ def test_controller_records_the_loss_around_each_expansion(data):
     event = next(e for e in controller.events if e["type"] == "split")
     assert event["reason"] == "test" and event["val_loss_before"] == pytest.approx(event["val_loss_after"], rel=1e-5)
     assert engine.warmup_left == settings.warmup.steps
+
+
+def test_controller_prunes_an_unused_expert_after_patience_and_merges_twins(data):
+    _, tokenizer, train, val = data
+    settings = _settings(model={"hidden_size": 16, "num_layers": 1, "num_heads": 2, "initial_experts": 3,
+                                "expert_width": 4}, growth={"prune_patience": 2, "consolidate_min_age": 1})
+    model = build_model(settings.model, tokenizer, seed=0)
+    engine = CycleEngine("acoc", model, settings, train, {"map": val["map"].fixed()}, seed=0)
+    controller = ACOCController(engine, seed=0)
+    with torch.no_grad():
+        model.moe_layers[0].expert(2).gate_logit.fill_(-20.0)  # the penalty drove this gate to ~0
+    sat = controller._saturation(["map"])
+    assert controller.prune(sat, ["map"], cycle=0) == []  # first low-usage cycle: patience not reached
+    pruned = controller.prune(sat, ["map"], cycle=1)
+    assert [(c.kind, c.experts) for c in pruned] == [("prune", [2])]
+    assert model.config.expert_widths == [[[4], [4]]] and count_parameters(model).total == model.num_parameters()
+    split_expert(model, 0, 1, noise=0.0)
+    controller.born[id(model.moe_layers[0].expert(2))] = 1
+    controller._after_structure_change()
+    sat = controller._saturation(["map"])
+    assert controller.consolidate(sat, ["map"], cycle=1) == []  # the copy is too young to merge
+    merged = controller.consolidate(sat, ["map"], cycle=2)
+    assert [(c.kind, c.experts) for c in merged] == [("merge", [1, 2])]
+    event = next(e for e in controller.events if e["type"] == "merge")
+    assert event["similarity"] == pytest.approx(1.0) and abs(event["relative_change"]) < 1e-5
