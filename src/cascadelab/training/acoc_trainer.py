@@ -668,6 +668,24 @@ def _cycle_metrics(row: Mapping[str, Any]) -> dict[str, float]:
     return metrics
 
 
+def history_rows(history: Sequence[Mapping[str, Any]]) -> list[dict[str, float]]:
+    """Flat per-cycle rows (for a DVC plots TSV): params, experts, val loss/accuracy per task, votes, growth."""
+    rows = []
+    for row in history:
+        flat = {"cycle": float(row["cycle"]), "step": float(row["step"]), "params": float(row["params"]),
+                "val_loss": float(row["val_loss_mean"])}
+        if "experts" in row:
+            flat["experts"] = float(sum(row["experts"]))
+            flat["max_saturation"] = float(row["max_saturation"])
+            flat["expand_votes"] = float(row["vote"]["expand_votes"])
+            flat["expanded"] = float(row["decision"] == "expand")
+        for task, loss in row["val_loss"].items():
+            flat[f"val_loss_{task}"] = float(loss)
+            flat[f"val_acc_{task}"] = float(row["val_acc"][task])
+        rows.append(flat)
+    return rows
+
+
 def train_static(
     name: str,
     settings: ACOCSettings,

@@ -15,6 +15,7 @@ from cascadelab.training.acoc_trainer import (
     bars,
     build_model,
     comparison,
+    history_rows,
     run_acoc,
     task_schedule,
 )
@@ -138,6 +139,9 @@ def test_baselines_train_on_the_same_budget_and_are_compared(data):
     assert rows["static_final"]["params"] == rows["acoc"]["params"]
     assert rows["static_initial"]["params"] == result.metrics["params_initial"]
     assert all("forgetting" in row and "em_map" in row and "ppl_alt" in row for row in rows.values())
+    flat = history_rows(result.history)
+    assert [r["cycle"] for r in flat] == [0.0, 1.0, 2.0] and "val_acc_alt" in flat[2] and "experts" in flat[0]
+    assert "val_loss_map" in history_rows(result.baselines["static_final"].history)[0]
     measured = bars(result)
     assert {"beats_initial", "within_1_point_of_final", "fewer_parameter_steps", "forgetting_ok"} <= set(measured)
 
