@@ -386,7 +386,7 @@ def fit_calibration(logits: torch.Tensor, labels: torch.Tensor, method: str, max
         return loss
 
     optimizer.step(closure)
-    return torch.tensor([float(log_a.exp()), float(b)])
+    return torch.tensor([float(log_a.detach().exp()), float(b.detach())])
 
 
 def choose_threshold(

@@ -149,15 +149,27 @@ def sft_params(train: RefinerTrainSettings, max_steps: int | None = None) -> SFT
     return SFTTrainParams(**values)
 
 
+def clone_model(model: PreTrainedModel) -> PreTrainedModel:
+    """An independent trainable copy: rebuilt from the config, weights copied.
+
+    `copy.deepcopy` is not enough for a model that went through a trainer: its instance-level `forward`
+    (patched by TRL/accelerate) still closes over the original, so the copy would compute with, and train,
+    the original's weights.
+    """
+    clone = type(model)(copy.deepcopy(model.config))
+    clone.load_state_dict(model.state_dict())
+    clone.generation_config = copy.deepcopy(model.generation_config)
+    parameter = next(model.parameters())
+    clone.to(device=parameter.device, dtype=parameter.dtype)
+    clone.train()
+    return clone
+
+
 def initial_model(coarse_model: PreTrainedModel, settings: RefinerSettings) -> PreTrainedModel:
     """The model training starts from: a copy of the coarse model (full, lora) or a separate one."""
     if settings.mode == "separate":
         return build_separate_model(coarse_model, settings.separate)
-    model = copy.deepcopy(coarse_model)
-    model.train()
-    for parameter in model.parameters():
-        parameter.requires_grad_(True)
-    return model
+    return clone_model(coarse_model)
 
 
 def _lora(settings: RefinerSettings) -> LoraParams | None:
@@ -405,8 +417,7 @@ def train_equal_compute_control(
     report_to: Sequence[str] = (),
 ) -> tuple[PreTrainedModel, SFTResult]:
     """`coarse_more`: a copy of the coarse model trained `steps` more on its own `response` format."""
-    model = copy.deepcopy(coarse_model)
-    model.train()
+    model = clone_model(coarse_model)
     trained, result = train_sft(
         model,
         tokenizer,
