@@ -306,7 +306,7 @@ class Limen:
                 "std": self.gate.std,
                 "calibration": self.gate.calibration,
             }
-            save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / WEIGHTS_FILE))
+            save_file({k: v.detach().clone().contiguous() for k, v in tensors.items()}, str(tmp / WEIGHTS_FILE))
             meta = {
                 "settings": self.settings.model_dump(mode="json"),
                 "tasks": self.tasks,
