@@ -4,39 +4,13 @@ import logging
 
 import pytest
 import torch
+from cascade_doubles import ScriptedCascade, ScriptedRefiner
 
 from cascadelab.cascade.cascade import CascadeTransformer
-from cascadelab.cascade.formatting import split_refiner_input
 from cascadelab.cascade.limen import CHEAP_FEATURES, Limen, LimenGate
-from cascadelab.cascade.refiner import Refiner
-from cascadelab.cascade.settings import CascadeSettings, LimenSettings, RefinerFormatSettings, RefinerSettings
+from cascadelab.cascade.settings import CascadeSettings, LimenSettings
 
 TASKS = ["add", "mul"]
-
-
-class ScriptedRefiner(Refiner):
-    """Answers each refiner input from a table keyed by the coarse slot, and counts generations."""
-
-    def __init__(self, model, tokenizer, script, use_coarse=True):
-        settings = RefinerSettings(
-            mix={"mul": 1.0}, route_tasks=["mul"], format=RefinerFormatSettings(use_coarse=use_coarse)
-        )
-        super().__init__({"all": model}, tokenizer, settings)
-        self.script = script
-        self.generated = []
-
-    def generate_from_inputs(self, texts, tasks=None, max_new_tokens=None, batch_size=256):
-        self.generated.extend(texts)
-        return [self.script[split_refiner_input(t)[1]] for t in texts]
-
-
-class ScriptedCascade(CascadeTransformer):
-    """Coarse answers from a table instead of a trained coarse model."""
-
-    coarse_table: dict = {}
-
-    def coarse_generate(self, prompts):
-        return [self.coarse_table[p] for p in prompts]
 
 
 def _limen(model, tokenizer, verifier, threshold):
@@ -52,8 +26,9 @@ def build(tiny_model, tokenizer, verifier):
     def make(script, coarse, threshold=0.1, steps=1, use_coarse=True, route=None):
         refiner = ScriptedRefiner(tiny_model, tokenizer, script, use_coarse)
         settings = CascadeSettings(max_refinement_steps=steps, route_tasks=route)
-        cascade = ScriptedCascade(tiny_model, refiner, _limen(tiny_model, tokenizer, verifier, threshold), tokenizer,
-                                  settings)
+        cascade = ScriptedCascade(
+            tiny_model, refiner, _limen(tiny_model, tokenizer, verifier, threshold), tokenizer, settings
+        )
         cascade.coarse_table = coarse
         return cascade
 

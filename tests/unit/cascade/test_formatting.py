@@ -85,12 +85,28 @@ def test_step_generators_verify_at_every_difficulty(name):
 
 
 def test_target_and_record():
-    record = {"id": "mul1-x", "task": "mul", "difficulty": 1, "prompt": "7*38=", "response": "+662",
-              "answer": "266", "steps": "650,012:+662", "coarse_correct": True}
+    record = {
+        "id": "mul1-x",
+        "task": "mul",
+        "difficulty": 1,
+        "prompt": "7*38=",
+        "response": "+662",
+        "answer": "266",
+        "steps": "650,012:+662",
+        "coarse_correct": True,
+    }
     assert refiner_target(record, RefinerFormatSettings(target="steps")) == "650,012:+662"
     assert refiner_target(record, RefinerFormatSettings(target="answer")) == "+662"
     row = refiner_record(record, "+000", WITH_COARSE)
-    assert row == {"id": "mul1-x", "task": "mul", "difficulty": 1, "prompt": "7*38=[COARSE]+000[REFINE]",
-                   "target": "650,012:+662", "answer": "266", "source_prompt": "7*38=", "coarse_correct": 1.0}
+    assert row == {
+        "id": "mul1-x",
+        "task": "mul",
+        "difficulty": 1,
+        "prompt": "7*38=[COARSE]+000[REFINE]",
+        "target": "650,012:+662",
+        "answer": "266",
+        "source_prompt": "7*38=",
+        "coarse_correct": 1.0,
+    }
     with pytest.raises(ValueError, match="record 'mul1-x': no 'steps' field to train on"):
         refiner_target({**record, "steps": ""}, RefinerFormatSettings())

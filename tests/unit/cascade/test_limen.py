@@ -93,9 +93,7 @@ def test_silence_when_no_alternative_is_acceptable(limen):
     broken = limen.create_intention("12+34=", "forty", "coarse", task="add")
     fallback = limen.get_alternative_or_silence(refined, [broken])
     assert fallback.output == "<silence>" and fallback.stage is None
-    assert fallback.decision == Decision(
-        False, 1.0, "silence: refined refused (empty), no acceptable alternative"
-    )
+    assert fallback.decision == Decision(False, 1.0, "silence: refined refused (empty), no acceptable alternative")
     limen.settings.silence_threshold = 0.3  # the only well-formed alternative (tension 0.38) is now too tense
     ok = limen.create_intention("12+34=", "+640", "coarse", task="add")
     assert limen.get_alternative_or_silence(refined, [ok]).stage is None
@@ -171,10 +169,18 @@ def test_fit_limen_on_pairs(tiny_model, tokenizer, verifier):
         rows = []
         for i in range(n):
             a, b = offset + i, 2 * i + 1
-            rows.append({"prompt": f"{a}+{b}=", "coarse": "+" + str(a + b)[::-1], "task": "add",
-                         "coarse_correct": True, "source": "greedy"})
-            rows.append({"prompt": f"{a}*{b}=", "coarse": "+0", "task": "mul", "coarse_correct": False,
-                         "source": "greedy"})
+            rows.append(
+                {
+                    "prompt": f"{a}+{b}=",
+                    "coarse": "+" + str(a + b)[::-1],
+                    "task": "add",
+                    "coarse_correct": True,
+                    "source": "greedy",
+                }
+            )
+            rows.append(
+                {"prompt": f"{a}*{b}=", "coarse": "+0", "task": "mul", "coarse_correct": False, "source": "greedy"}
+            )
         return rows
 
     outcome = fit_limen(tiny_model, tokenizer, verifier, pairs(20, 10), pairs(10, 50), LimenSettings(l2=0.1))

@@ -23,8 +23,15 @@ def _records(task, level, count, seed=0):
     out = {}
     while len(out) < count:
         item = family.sample(rng, level)
-        out[item.prompt] = {"id": f"{task}-{len(out)}", "task": task, "difficulty": level, "prompt": item.prompt,
-                            "response": item.response, "answer": item.answer, "steps": item.steps}
+        out[item.prompt] = {
+            "id": f"{task}-{len(out)}",
+            "task": task,
+            "difficulty": level,
+            "prompt": item.prompt,
+            "response": item.response,
+            "answer": item.answer,
+            "steps": item.steps,
+        }
     return list(out.values())
 
 
@@ -56,7 +63,7 @@ def test_fold_indices_partition():
     folds = fold_indices(10, 3, seed=1)
     assert sorted(i for fold in folds for i in fold) == list(range(10))
     assert [len(f) for f in folds] == [4, 3, 3]
-    with pytest.raises(ValueError, match="cross_fit.folds: must be >= 2 to split"):
+    with pytest.raises(ValueError, match=r"cross_fit\.folds: must be >= 2 to split"):
         fold_indices(10, 1, 0)
 
 
@@ -106,8 +113,17 @@ def test_coarse_candidates_fields_dedupe_and_verification(tokenizer, tiny_model,
         assert 1 <= len(mine) <= 4
         assert len({p["coarse"] for p in mine}) == len(mine)  # deduplicated
     for pair in pairs:
-        assert set(pair) >= {"prompt", "coarse", "steps", "answer", "response", "task", "difficulty",
-                             "coarse_correct", "coarse_logprob"}
+        assert set(pair) >= {
+            "prompt",
+            "coarse",
+            "steps",
+            "answer",
+            "response",
+            "task",
+            "difficulty",
+            "coarse_correct",
+            "coarse_logprob",
+        }
         assert pair["coarse_correct"] == verifier.verify("add", pair["coarse"], pair["answer"])
         assert pair["coarse_logprob"] <= 0
     again = coarse_candidates(tiny_model, tokenizer, records, verifier, settings, seed=1)
@@ -138,5 +154,5 @@ def test_run_cascade_pairs_balances_train_only(tokenizer, tiny_model, verifier):
     assert outcome.metrics["val_pairs"] == len(outcome.pairs["val"])  # val keeps its natural ratio
     assert outcome.metrics["train_balanced_pairs"] == len(outcome.pairs["train"])
     assert "train_coarse_error_add" in outcome.metrics
-    with pytest.raises(ValueError, match="cross_fit.folds: cross-fitting needs a train_fold_fn"):
+    with pytest.raises(ValueError, match=r"cross_fit\.folds: cross-fitting needs a train_fold_fn"):
         run_cascade_pairs(tiny_model, tokenizer, splits, verifier, PairsSettings(cross_fit={"folds": 2}), seed=0)
