@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -160,7 +160,7 @@ def clone_model(model: PreTrainedModel) -> PreTrainedModel:
     clone.load_state_dict(model.state_dict())
     clone.generation_config = copy.deepcopy(model.generation_config)
     parameter = next(model.parameters())
-    clone.to(device=parameter.device, dtype=parameter.dtype)
+    cast(Any, clone).to(device=parameter.device, dtype=parameter.dtype)  # `PreTrainedModel.to` is loosely typed
     clone.train()
     return clone
 
@@ -390,7 +390,11 @@ def train_self_improvement(
         )
         model.train()
         trainer = GRPOTrainer(
-            model=model, reward_funcs=reward_funcs, args=config, train_dataset=dataset, processing_class=refiner.tokenizer
+            model=model,
+            reward_funcs=reward_funcs,
+            args=config,
+            train_dataset=dataset,
+            processing_class=refiner.tokenizer,
         )
         trainer.train()
         model.eval()
