@@ -10,6 +10,7 @@ from cascadelab.cascade.evaluation import (
     evaluate_cascade,
     plot_accuracy_vs_compute,
     recalibrated_threshold,
+    run_cascade_eval,
     sweep_data,
     sweep_thresholds,
     text_metrics,
@@ -102,3 +103,21 @@ def test_plot_writes_a_png(tmp_path):
     curves = {"steps": [{"tokens_per_item": 4.0, "em": 30.0}, {"tokens_per_item": 9.0, "em": 60.0}]}
     plot_accuracy_vs_compute(curves, tmp_path / "plots" / "curve.png")
     assert (tmp_path / "plots" / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_run_cascade_eval_recalibrates_compares_with_control_and_baselines(cascade, tiny_model, verifier):
+    baseline = ScriptedCascade(tiny_model, cascade.refiner, cascade.limen, cascade.tokenizer, CascadeSettings())
+    baseline.coarse_table = COARSE
+    settings = CascadeEvalSettings(modes=["coarse_only", "normal"], break_rate_budget=0.0, sweep_points=4)
+    outcome = run_cascade_eval(
+        cascade, RECORDS, RECORDS, verifier.verify, settings, control_model=tiny_model, baselines={"answer": baseline}
+    )
+    m = outcome.metrics
+    # Budget 0: the right mul item at tension 0.378 would break, so nothing routed is refined any more.
+    assert m["threshold"] == pytest.approx(1 / (1 + math.exp(0.5)), abs=1e-6)
+    assert m["em_cascade"] == 50.0 and m["break_rate_cascade"] == 0.0
+    assert m["answer_threshold"] == m["threshold"] and m["answer_em_cascade"] == 50.0
+    assert m["cascade_minus_control"] == m["em_cascade"] - m["em_control"]
+    assert m["cascade_minus_control_mul"] == m["em_cascade_mul"] - m["em_control_mul"]
+    assert sorted(outcome.curves) == ["answer", "cascade"]
+    assert m["refiner_bytes"] > 0 and m["peak_memory_mb"] > 0
