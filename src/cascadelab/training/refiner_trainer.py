@@ -381,7 +381,7 @@ def train_self_improvement(
             save_strategy="no",
             report_to=list(report_to),
             bf16=False,
-            gradient_checkpointing=False,
+            activation_checkpointing=False,
             use_cpu=not torch.cuda.is_available(),
             seed=seed,
             data_seed=seed,

@@ -138,32 +138,49 @@ def test_equal_compute_control_trains_a_copy(model, tokenizer, tmp_path):
     assert any(not torch.equal(v, control.state_dict()[k]) for k, v in before.items())
 
 
-def test_run_refiner_and_a_grpo_self_improvement_step(model, tokenizer, verifier, tmp_path):
-    settings = RefinerSettings(mix={"mul": 1.0}, route_tasks=["mul"], fresh_per_cell=40, train=TRAIN, max_new_tokens=8)
+def test_run_refiner_adversarial_then_a_grpo_self_improvement_step(model, tokenizer, verifier, tmp_path):
+    rl = {
+        "max_steps": 1,
+        "batch_size": 8,
+        "num_generations": 4,
+        "learning_rate": 1e-2,
+        "logging_steps": 1,
+        "max_prompts": 8,
+        "temperature": 2.0,
+    }
+    settings = RefinerSettings(
+        mix={"mul": 1.0},
+        route_tasks=["mul"],
+        fresh_per_cell=40,
+        train=TRAIN,
+        max_new_tokens=8,
+        strategy="adversarial",
+        self_improvement=rl,
+        adversarial={"disc_steps": 5, "disc_hidden": 8},
+    )
     val = fresh_records({"mul": [1]}, 6, seed=9)
+    limen = _limen(model, tokenizer, verifier)
     outcome = run_refiner(
-        model, tokenizer, verifier, settings, 0, tmp_path, [], [{"task": "mul", "difficulty": 1}], val, val_records=val
+        model,
+        tokenizer,
+        verifier,
+        settings,
+        0,
+        tmp_path,
+        [],
+        [{"task": "mul", "difficulty": 1}],
+        val,
+        limen=limen,
+        val_records=val,
     )
     m = outcome.metrics
     assert m["train_rows"] == 40 and m["train_steps"] == 4 and m["refiner_bytes"] > 0
+    assert m["discriminator_final_loss"] > 0 and m["rl_seconds"] > 0
     assert 0.0 <= m["val_refined_em"] <= 100.0 and "val_refined_em_mul" in m
     refiner: Refiner = outcome.refiner
     before = {k: v.clone() for k, v in refiner.models["all"].state_dict().items()}
-    refiner.settings = settings.model_copy(
-        update={
-            "self_improvement": settings.self_improvement.model_copy(
-                update={
-                    "max_steps": 1,
-                    "batch_size": 4,
-                    "num_generations": 2,
-                    "learning_rate": 1e-2,
-                    "logging_steps": 1,
-                }
-            )
-        }
-    )
     rows = training_rows(settings, [], [{"task": "mul", "difficulty": 1}], [], seed=1)[:8]
-    history = train_self_improvement(refiner, rows, verifier, 0, tmp_path / "rl", _limen(model, tokenizer, verifier))
+    history = train_self_improvement(refiner, rows, verifier, 0, tmp_path / "rl", limen)
     assert any("reward" in row for row in history)
     after = refiner.models["all"].state_dict()
     assert any(not torch.equal(v, after[k]) for k, v in before.items())
