@@ -57,7 +57,7 @@ def coarse_candidates(
     seed: int = 0,
 ) -> list[Pair]:
     """Every greedy and sampled coarse answer for `records` as a pair (deduplicated if asked), unbalanced."""
-    records = [r for r in records if settings.tasks is None or r["task"] in settings.tasks]
+    records = select_prompts(records, settings, seed)
     prompts = [r["prompt"] for r in records]
     answers: list[list[tuple[str, str]]] = [[] for _ in records]
     greedy = generate_batched(
@@ -108,6 +108,22 @@ def coarse_candidates(
     for pair, logprob in zip(pairs, scores.mean_logprob.tolist(), strict=True):
         pair["coarse_logprob"] = float(logprob)
     return pairs
+
+
+def select_prompts(records: Sequence[Record], settings: PairsSettings, seed: int = 0) -> list[Record]:
+    """The records to answer: the settings' tasks, at most `max_prompts_per_task` each (seeded, order kept)."""
+    by_task: dict[str, list[int]] = defaultdict(list)
+    for index, record in enumerate(records):
+        if settings.tasks is None or record["task"] in settings.tasks:
+            by_task[record["task"]].append(index)
+    keep: set[int] = set()
+    limit = settings.max_prompts_per_task
+    for task in sorted(by_task):
+        indices = by_task[task]
+        if limit is not None and len(indices) > limit:
+            indices = random.Random(f"{seed}:prompts:{task}").sample(indices, limit)
+        keep.update(indices)
+    return [record for index, record in enumerate(records) if index in keep]
 
 
 def balance_pairs(
@@ -185,7 +201,11 @@ def cross_fit_pairs(
     train_fold_fn: TrainFoldFn,
     seed: int = 0,
 ) -> list[Pair]:
-    """Unbalanced pairs where each fold is answered by a coarse model trained without it."""
+    """Unbalanced pairs where each fold is answered by a coarse model trained without it.
+
+    `train_fold_fn` gets every record outside the fold; `max_prompts_per_task` caps the answered prompts per
+    fold.
+    """
     pairs: list[Pair] = []
     for number, fold in enumerate(fold_indices(len(records), settings.cross_fit.folds, seed)):
         inside = set(fold)

@@ -52,6 +52,9 @@ class PairsSettings(_Strict):
     balance_val: bool = Field(False, description="val keeps its natural ratio by default (LIMEN calibrates on it)")
     dedupe: bool = Field(True, description="drop repeated (prompt, coarse output) pairs")
     tasks: list[str] | None = Field(None, description="restrict to these task families; null: all")
+    max_prompts_per_task: int | None = Field(
+        500, gt=0, description="seeded subsample of each task's prompts per split (time budget); null: all"
+    )
     cross_fit: CrossFitSettings = Field(default_factory=lambda: CrossFitSettings())
 
 

@@ -11,6 +11,7 @@ from cascadelab.cascade.pairs import (
     fold_indices,
     pair_metrics,
     run_cascade_pairs,
+    select_prompts,
 )
 from cascadelab.cascade.scoring import generated_tokens, score_outputs
 from cascadelab.cascade.settings import CrossFitSettings, PairsSettings
@@ -65,6 +66,15 @@ def test_fold_indices_partition():
     assert [len(f) for f in folds] == [4, 3, 3]
     with pytest.raises(ValueError, match=r"cross_fit\.folds: must be >= 2 to split"):
         fold_indices(10, 1, 0)
+
+
+def test_select_prompts_caps_each_task_with_a_seeded_sample():
+    records = _records("add", 1, 30) + _records("sub", 1, 5)
+    chosen = select_prompts(records, PairsSettings(max_prompts_per_task=10), seed=2)
+    assert [r["task"] for r in chosen].count("add") == 10 and [r["task"] for r in chosen].count("sub") == 5
+    assert chosen == [r for r in records if r in chosen]
+    assert chosen == select_prompts(records, PairsSettings(max_prompts_per_task=10), seed=2)
+    assert select_prompts(records, PairsSettings(max_prompts_per_task=None, tasks=["sub"])) == records[30:]
 
 
 def test_pair_metrics_exact():
