@@ -164,7 +164,6 @@ class EvalParams(StrictModel):
     sample_predictions: int = Field(64, ge=0)
 
 
-def _check_weights(mix: dict[str, float]) -> None:
 def default_mix() -> dict[str, float]:
     """Sampling weights of the task families after the curriculum's warm-up (the coarse recipe's mix)."""
     return {"add": 0.3, "sub": 0.3, "mul": 0.16, "expr": 0.08, "reverse": 0.08, "word": 0.08}
@@ -192,7 +191,7 @@ class CoarseSFTParams(StrictModel):
 
     @model_validator(mode="after")
     def _check_mix(self) -> CoarseSFTParams:
-        _check_weights(self.mix)
+        check_mix(self.mix)
         check_mix(self.mix)
         if self.lora.enabled and self.base_model is None:
             raise ValueError("lora.enabled: LoRA needs coarse_sft.base_model (a pretrained model to adapt)")
@@ -293,7 +292,7 @@ class SigmaPretrainParams(StrictModel):
 
     @model_validator(mode="after")
     def _check_mix(self) -> SigmaPretrainParams:
-        _check_weights(self.mix)
+        check_mix(self.mix)
         return self
 
 

@@ -51,6 +51,8 @@ def test_repository_params_are_valid():
         (
             {"sigma_pretrain": {"optimizer": {"muon": {"muon_lr": 0}}}},
             "params.yaml: sigma_pretrain.optimizer.muon.muon_lr: must be greater than 0 (got 0)",
+        ),
+        (
             {"lego": {"model": {"phase2_layers": 2}}},
             "params.yaml: lego.model.phase2_layers: must exceed phase1_layers=2 (got 2)",
         ),
@@ -70,6 +72,7 @@ def test_repository_params_are_valid():
             {"lego": {"eval": {"tradeoff_exit_shares": [0.5, 2]}}},
             "params.yaml: lego.eval.tradeoff_exit_shares: each share must be in [0, 1] (got 2.0)",
         ),
+        (
             {"hybrid_rnn": {"model": {"preset": "huge"}}},
             "params.yaml: hybrid_rnn.model.preset: must be 'small', 'seed' or 'tiny' (got 'huge')",
         ),
