@@ -1,0 +1,122 @@
+"""Shared end-to-end set-up: the real project copied into a temporary git repository, driven through dvc."""
+
+import copy
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import NamedTuple
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Tiny params for every stage, so that any dvc command in a test stays small.
+TINY = {
+    "prepare": {
+        "families": {"add": {"difficulties": [1]}, "sub": {"difficulties": [1]}, "mul": {"difficulties": [1]}},
+        "sizes": {"train": 60, "val": 8, "test": 12},
+    },
+    "coarse_sft": {
+        "model": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64},
+        "train": {"max_steps": 20, "batch_size": 8, "logging_steps": 5, "warmup_steps": 2, "num_threads": 1},
+        "mix": {"add": 0.4, "sub": 0.4, "mul": 0.2},
+        "eval": {"batch_size": 64, "max_new_tokens": 6, "sample_predictions": 4},
+    },
+    "lego": {
+        "model": {"hidden_size": 32, "num_heads": 2, "intermediate_size": 64},
+        "phase1": {"max_steps": 20, "batch_size": 8, "eval_every": 10, "warmup_steps": 2, "log_every": 5},
+        "hard_examples": {"max_train_rows": 150, "max_val_rows": 100, "batch_size": 32},
+        "phase2": {"max_epochs": 2, "batch_size": 32},
+        "baseline": {"train": {"batch_size": 8, "eval_every": 10, "warmup_steps": 2, "log_every": 5}},
+        "eval": {"batch_size": 64, "max_new_tokens": 6, "tradeoff_exit_shares": [0.5]},
+        "num_threads": 1,
+    },
+}
+
+
+def deep_update(base, extra):
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            deep_update(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def run_command(cmd, cwd, env, check=True):
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    if check and result.returncode:
+        raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result.stdout + result.stderr
+
+
+class Project(NamedTuple):
+    """A temporary copy of the project (unpacks as ``repo, env``)."""
+
+    repo: Path
+    env: dict
+
+    def run(self, cmd, check=True):
+        return run_command(cmd, self.repo, self.env, check)
+
+    def dvc(self, *args):
+        return self.run([sys.executable, "-m", "dvc", *args])
+
+    def client(self):
+        return MlflowClient(f"sqlite:///{self.repo}/mlflow.db")
+
+    def stage_runs(self, stage=None):
+        client = self.client()
+        experiment = client.get_experiment_by_name("cascadelab").experiment_id
+        runs = client.search_runs([experiment], "tags.`cascadelab.role` = 'stage'")
+        return [r for r in runs if stage is None or r.data.tags["cascadelab.stage"] == stage]
+
+
+def copy_project(repo: Path, overrides: dict) -> Project:
+    """Copy the tracked project (plus uncommitted src/ and stages/) into ``repo`` with params overridden."""
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    for name in tracked.split():
+        if name.startswith(("tests/", "metrics/", "plots/")) or name == "dvc.lock":
+            continue
+        target = repo / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if (ROOT / name).is_file():
+            shutil.copy2(ROOT / name, target)
+    for name in ("stages", "src"):  # also files not committed yet, when run from a working tree
+        shutil.copytree(ROOT / name, repo / name, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", ".dvc/config", ".dvc/.gitignore"):
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, repo / name)
+    params = deep_update(yaml.safe_load((ROOT / "params.yaml").read_text()), overrides)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = dict(os.environ)
+    env.update(
+        PATH=f"{Path(sys.executable).parent}:{env['PATH']}",
+        GIT_AUTHOR_NAME="t",
+        GIT_AUTHOR_EMAIL="t@t",
+        GIT_COMMITTER_NAME="t",
+        GIT_COMMITTER_EMAIL="t@t",
+        CASCADELAB_NO_PROGRESS="1",
+    )
+    for var in ("MLFLOW_TRACKING_URI", "DVC_ROOT", "CASCADELAB_PIPELINE_ID", "PYTHONPATH"):
+        env.pop(var, None)
+    project = Project(repo, env)
+    project.run(["git", "init", "-q", "-b", "main"])
+    project.run(["git", "add", "-A"])
+    project.run(["git", "commit", "-qm", "tiny project"])
+    return project
+
+
+@pytest.fixture(scope="session")
+def make_project(tmp_path_factory):
+    """Factory: ``make_project(extra)`` copies the project into a fresh repository with TINY + ``extra`` params."""
+
+    def make(extra: dict | None = None) -> Project:
+        overrides = deep_update(copy.deepcopy(TINY), extra or {})
+        return copy_project(tmp_path_factory.mktemp("project"), overrides)
+
+    return make
