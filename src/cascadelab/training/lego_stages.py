@@ -12,6 +12,7 @@ tokens + phase-2 hard-example rows, the library's definition).
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -150,8 +151,6 @@ def _save(model: LEGOTransformer, tokenizer: PreTrainedTokenizerBase, folder: Pa
 
 
 def _read_record(folder: Path) -> dict[str, Any]:
-    import json
-
     path = folder / RECORD_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path}: missing (rerun the stage that writes {folder})")
@@ -336,7 +335,6 @@ def run_lego_phase2(
     config = phase2_config(params, shallow.config, float(hard_record["hard_example_ratio"]))
     for key in ("phase2_layers", "phase2_lr", "phase2_patience", "hard_example_ratio"):
         setattr(shallow.config, key, getattr(config, key))  # extend_from copies them into the saved model
-    lower = shallow.config.depth
     val_conf = exit_confidences(shallow, val)
     share = params.phase2.exit_share
     threshold = sets["threshold"] if share is None else threshold_for_ratio(val_conf, 1.0 - share)
@@ -357,65 +355,32 @@ def run_lego_phase2(
     )
     phase2_seconds = time.perf_counter() - started
     per_token = forward_flops_per_token(config)
-    upper = config.phase2_layers - lower
+    upper = config.phase2_layers - shallow.config.depth
     phase2_flops = 3.0 * m2["train_tokens"] * (upper * per_token["token_layer"] + per_token["head"])
     lego_flops = float(phase1_record["train_flops"]) + float(hard_record["collection_flops"]) + phase2_flops
     _save(model, tokenizer, model_dir, {"train_flops": lego_flops, "routing_threshold": threshold})
 
-    # The baseline: same total depth, trained from scratch on LEGO's budget.
-    train_items = _encoded(corpus_dir, "train", tokenizer)
-    base_loop = params.baseline.train
-    train = CellBatches(train_items, base_loop.batch_size, pad, seed=seed)
-    supervised_per_position = float(phase1_record["train_tokens"]) / max(float(phase1_record["train_positions"]), 1)
-    if params.baseline.budget == "compute":
-        base_positions = lego_flops / causal_training_flops(1, config.phase2_layers, per_token)
-        budget = int(base_positions * supervised_per_position)
-    else:
-        budget = int(float(phase1_record["train_tokens"]) + m2["train_tokens"])
-    if params.baseline.max_train_tokens is not None:
-        budget = min(budget, params.baseline.max_train_tokens)
-    base_config = config.derive(phase1_lr=base_loop.learning_rate, phase1_patience=base_loop.patience)
+    budget = baseline_budget(params, phase1_record, lego_flops, m2["train_tokens"], config)
+    train = CellBatches(_encoded(corpus_dir, "train", tokenizer), params.baseline.train.batch_size, pad, seed=seed)
+    base_config = config.derive(
+        phase1_lr=params.baseline.train.learning_rate, phase1_patience=params.baseline.train.patience
+    )
     base_curves = _Curves("baseline_", log_fn)
     started = time.perf_counter()
     baseline, mb = train_full_depth(
-        base_config, train, val, loop_settings(base_loop, budget), seed=seed, log_fn=base_curves
+        base_config, train, val, loop_settings(params.baseline.train, budget), seed=seed, log_fn=base_curves
     )
     baseline_seconds = time.perf_counter() - started
     baseline_flops = causal_training_flops(train.positions, config.phase2_layers, per_token)
     _save(baseline, tokenizer, baseline_dir, {"train_flops": baseline_flops, "train_tokens": mb["train_tokens"]})
 
-    # Test: the baseline, LEGO's exit-share trade-off (its ends are the shallow model and full depth),
-    # greedy exact match of both. The routed numbers of record come from train_phase2 (real routing).
-    depth = config.phase2_layers
-    base_eval = Trainer(create_standard_config(depth), config.vocab_size).evaluate(baseline, test)
-    shares = sorted({0.0, 1.0, *params.eval.tradeoff_exit_shares})
-    # Share 0 is full depth (a threshold above 1) and share 1 the shallow model (threshold 0), exactly.
-    thresholds = [2.0 if s == 0 else 0.0 if s == 1 else threshold_for_ratio(val_conf, 1.0 - s) for s in shares]
-    curve = exit_tradeoff(model, test, thresholds, lower)
-    tradeoff = [
-        {"exit_share": share, **row, "ppl_ratio": row["ppl"] / base_eval["ppl"]}
-        for share, row in zip(shares, curve, strict=True)
-    ]
-    verifier = CorpusVerifier(load_meta(corpus_dir))
-    prompts = [r["prompt"] for r in test_records]
-    max_new = params.eval.max_new_tokens
-    lego_em = exact_match_report(
-        test_records, greedy_outputs(model, tokenizer, prompts, max_new, batch, routed=True), verifier.verify
-    )
-    base_em = exact_match_report(
-        test_records, greedy_outputs(baseline, tokenizer, prompts, max_new, batch), verifier.verify
-    )
-
+    report, tradeoff = _test_report(model, baseline, tokenizer, test_records, test, val_conf, params, corpus_dir)
     metrics: dict[str, Any] = {
         "acc": m2["test_acc"],
         "ppl": m2["test_ppl"],
         "shallow_ratio": m2["test_shallow_ratio"],
         "compute_cost": m2["test_compute_cost"],
-        "baseline_acc": base_eval["acc"],
-        "baseline_ppl": base_eval["ppl"],
-        "ppl_ratio": m2["test_ppl"] / base_eval["ppl"],
-        "shallow_ppl": tradeoff[-1]["ppl"],
-        "full_depth_ppl": tradeoff[0]["ppl"],
+        "ppl_ratio": m2["test_ppl"] / report["baseline_ppl"],
         "threshold": threshold,
         "params": int(m2["params"]),
         "trainable_params": int(m2["trainable_params"]),
@@ -432,10 +397,71 @@ def run_lego_phase2(
         "baseline_train_seconds": baseline_seconds,
         "baseline_steps": int(mb["steps"]),
         "baseline_train_tokens_per_s": train.tokens / baseline_seconds if baseline_seconds else 0.0,
+        **report,
+    }
+    return LegoOutcome(metrics=metrics, curves={**curves.curves, **base_curves.curves, "tradeoff": tradeoff})
+
+
+def baseline_budget(
+    params: LegoParams, phase1_record: dict[str, Any], lego_flops: float, phase2_tokens: float, config: LEGOConfig
+) -> int:
+    """Supervised tokens the full-depth baseline may train on (``baseline.budget``, then the cap).
+
+    ``compute``: as many padded positions as LEGO's training FLOPs buy at full depth, converted to
+    supervised tokens with phase 1's supervised-per-position ratio (same corpus, same batching).
+    ``tokens``: phase-1 supervised tokens + phase-2 hard-example rows.
+    """
+    if params.baseline.budget == "compute":
+        positions = lego_flops / causal_training_flops(1, config.phase2_layers, forward_flops_per_token(config))
+        per_position = float(phase1_record["train_tokens"]) / max(float(phase1_record["train_positions"]), 1.0)
+        budget = int(positions * per_position)
+    else:
+        budget = int(float(phase1_record["train_tokens"]) + phase2_tokens)
+    cap = params.baseline.max_train_tokens
+    return budget if cap is None else min(budget, cap)
+
+
+def _test_report(
+    model: LEGOTransformer,
+    baseline: LEGOTransformer,
+    tokenizer: PreTrainedTokenizerBase,
+    test_records: list[dict[str, Any]],
+    test: CellBatches,
+    val_conf: torch.Tensor,
+    params: LegoParams,
+    corpus_dir: Path,
+) -> tuple[dict[str, float], list[dict[str, float]]]:
+    """Baseline test metrics, the routed exit-share trade-off and greedy exact match of both models.
+
+    The trade-off's ends are full depth (share 0, a threshold above 1) and the shallow model (share
+    1, threshold 0); its other thresholds are calibrated on val like the routing threshold.
+    """
+    depth, lower = model.config.depth, model.config.exit_points[0]
+    base_eval = Trainer(create_standard_config(depth), model.config.vocab_size).evaluate(baseline, test)
+    shares = sorted({0.0, 1.0, *params.eval.tradeoff_exit_shares})
+    thresholds = [2.0 if s == 0 else 0.0 if s == 1 else threshold_for_ratio(val_conf, 1.0 - s) for s in shares]
+    tradeoff = [
+        {"exit_share": share, **row, "ppl_ratio": row["ppl"] / base_eval["ppl"]}
+        for share, row in zip(shares, exit_tradeoff(model, test, thresholds, lower), strict=True)
+    ]
+    verifier = CorpusVerifier(load_meta(corpus_dir))
+    prompts = [r["prompt"] for r in test_records]
+    new, batch = params.eval.max_new_tokens, params.eval.batch_size
+    lego_em = exact_match_report(
+        test_records, greedy_outputs(model, tokenizer, prompts, new, batch, routed=True), verifier.verify
+    )
+    base_em = exact_match_report(
+        test_records, greedy_outputs(baseline, tokenizer, prompts, new, batch), verifier.verify
+    )
+    report = {
+        "baseline_acc": base_eval["acc"],
+        "baseline_ppl": base_eval["ppl"],
+        "shallow_ppl": tradeoff[-1]["ppl"],
+        "full_depth_ppl": tradeoff[0]["ppl"],
         **lego_em,
         **{f"baseline_{k}": v for k, v in base_em.items()},
     }
-    return LegoOutcome(metrics=metrics, curves={**curves.curves, **base_curves.curves, "tradeoff": tradeoff})
+    return report, tradeoff
 
 
 @torch.no_grad()
@@ -512,4 +538,3 @@ def greedy_outputs(
         for index, text in zip(chunk, texts, strict=True):
             outputs[index] = text
     return outputs
-
