@@ -10,6 +10,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_repository_params_are_valid():
     params = load_params(ROOT / "params.yaml")
     assert params.coarse_sft.model.family == "llama"
+    assert params.lego.model.phase2_layers > params.lego.model.phase1_layers
 
 
 @pytest.mark.parametrize(
@@ -51,6 +52,39 @@ def test_repository_params_are_valid():
             {"sigma_pretrain": {"optimizer": {"muon": {"muon_lr": 0}}}},
             "params.yaml: sigma_pretrain.optimizer.muon.muon_lr: must be greater than 0 (got 0)",
         ),
+        (
+            {"lego": {"model": {"phase2_layers": 2}}},
+            "params.yaml: lego.model.phase2_layers: must exceed phase1_layers=2 (got 2)",
+        ),
+        (
+            {"lego": {"model": {"hidden_size": 132}}},
+            "params.yaml: lego.model.hidden_size: must split into num_heads=4 heads of even size (got 132)",
+        ),
+        (
+            {"lego": {"hard_examples": {"hard_example_ratio": 1.5}}},
+            "params.yaml: lego.hard_examples.hard_example_ratio: must be less than 1 (got 1.5)",
+        ),
+        (
+            {"lego": {"baseline": {"budget": "time"}}},
+            "params.yaml: lego.baseline.budget: must be 'compute' or 'tokens' (got 'time')",
+        ),
+        (
+            {"lego": {"eval": {"tradeoff_exit_shares": [0.5, 2]}}},
+            "params.yaml: lego.eval.tradeoff_exit_shares: each share must be in [0, 1] (got 2.0)",
+        ),
+        (
+            {"hybrid_rnn": {"model": {"preset": "huge"}}},
+            "params.yaml: hybrid_rnn.model.preset: must be 'small', 'seed' or 'tiny' (got 'huge')",
+        ),
+        (
+            {"hybrid_rnn": {"model": {"decoder_layers": 0}}},
+            "params.yaml: hybrid_rnn.model.decoder_layers: must be greater than 0 (got 0)",
+        ),
+        (
+            {"hybrid_rnn": {"eval": {"num_beams": 1}}},
+            "params.yaml: hybrid_rnn.eval.num_beams: must be greater than or equal to 2 (got 1)",
+        ),
+        ({"hybrid_rnn": {"mix": {"word": -1}}}, "params.yaml: hybrid_rnn.mix.word: must be >= 0 (got -1.0)"),
     ],
 )
 def test_bad_params_give_one_line_naming_the_key(raw, message):
@@ -58,6 +92,11 @@ def test_bad_params_give_one_line_naming_the_key(raw, message):
         parse_params(raw)
     assert str(error.value) == message
     assert "\n" not in str(error.value)
+
+
+def test_hybrid_rnn_model_overrides_are_only_the_fields_set():
+    params = parse_params({"hybrid_rnn": {"model": {"preset": "tiny", "d_model": 48, "context": "pooled"}}})
+    assert params.hybrid_rnn.model.config_overrides() == {"context": "pooled", "initializer_range": 0.06, "d_model": 48}
 
 
 def test_missing_and_malformed_files(tmp_path):

@@ -97,13 +97,15 @@ def evaluate_seq2seq(
     top_k: int = 0,
     top_p: float = 1.0,
     seed: int = 0,
+    perplexity: bool = True,
 ) -> Seq2SeqEvalResult:
     """Generate a response per record's `prompt` and score it with `verify(task, output, answer)`.
 
     Records need `task`, `prompt`, `response` and `answer`. Decoding is greedy, sampling (temperature,
     `top_k` 0 = off, `top_p` 1.0 = off; reproducible from `seed` without touching the caller's RNG) or
     beam search with `num_beams`. `max_new_tokens` defaults to the longest reference response + 8.
-    Perplexity is teacher-forced on `response` + EOS; `tokens_per_s` counts generated tokens up to EOS.
+    Perplexity is teacher-forced on `response` + EOS (NaN with `perplexity=False`, which skips that pass);
+    `tokens_per_s` counts generated tokens up to EOS.
     """
     _check_records(records)
     pad = tokenizer.pad_token_id
@@ -142,7 +144,7 @@ def evaluate_seq2seq(
                 length = row.index(eos) + 1 if eos in row else len(row)
                 generated_tokens += length
                 outputs[i] = str(tokenizer.decode(row[:length], skip_special_tokens=True))
-    perplexity = _perplexity(model, encoded, pad, batch_size)
+    ppl = _perplexity(model, encoded, pad, batch_size) if perplexity else float("nan")
     model.train(was_training)
 
     hits: dict[str, list[bool]] = defaultdict(list)
@@ -152,7 +154,7 @@ def evaluate_seq2seq(
     return Seq2SeqEvalResult(
         exact_match=sum(all_hits) / len(all_hits),
         per_task={task: sum(h) / len(h) for task, h in sorted(hits.items())},
-        perplexity=perplexity,
+        perplexity=ppl,
         tokens_per_s=generated_tokens / seconds if seconds > 0 else 0.0,
         generated_tokens=generated_tokens,
         seconds=seconds,

@@ -141,3 +141,46 @@ class CurriculumCallback(TrainerCallback):
         folder = Path(str(args.output_dir)) / f"checkpoint-{state.global_step}"
         if folder.is_dir():
             self.state.save(folder)
+
+
+class LoopCurriculum:
+    """The curriculum in a plain PyTorch loop: `CurriculumSampler` batches, switched like `CurriculumCallback`.
+
+    The switch is decided on a windowed training loss below `switch_loss`, or at `max_warmup_steps`.
+    """
+
+    def __init__(
+        self,
+        tasks: Sequence[str],
+        mix: Mapping[str, float],
+        warmup_tasks: Sequence[str],
+        switch_loss: float,
+        max_warmup_steps: int,
+        max_steps: int,
+        batch_size: int,
+        seed: int,
+        group_by_task: bool = True,
+    ) -> None:
+        self.state = CurriculumState()
+        self.num_rows = len(tasks)
+        self.batch_size = batch_size
+        self.switch_loss = switch_loss
+        self.max_warmup_steps = max_warmup_steps
+        sampler = CurriculumSampler(
+            tasks, mix, warmup_tasks, max_steps * batch_size, seed, self.state, batch_size, group_by_task
+        )
+        self._indices = iter(sampler)
+
+    def next_batch(self) -> list[int]:
+        """Row indices of the next training batch."""
+        return [next(self._indices) for _ in range(self.batch_size)]
+
+    def observe(self, step: int, window_loss: float | None) -> None:
+        """After optimizer step `step`: switch on a low windowed loss (None: no window ended) or at the cap."""
+        low = window_loss is not None and window_loss < self.switch_loss
+        if low or step >= self.max_warmup_steps:
+            self.state.decide(step)
+
+    def mixing_at(self, step: int) -> bool:
+        """Whether the batch of optimizer step `step` (1-based) came from the full mix."""
+        return self.state.mixing_at(step - 1)

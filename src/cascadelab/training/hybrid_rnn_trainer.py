@@ -4,6 +4,9 @@ A plain PyTorch loop (the HF Trainer adds nothing measurable on CPU, STACK-NOTES
 constant rate, then linear decay to zero over the last `decay_fraction` of `max_steps` (the schedule that
 met the coarse bar); random batches padded to their longest row, padding ignored in the loss; validation
 loss every `eval_every` steps, stop after `patience` evaluations without improvement, best weights restored.
+With a `LoopCurriculum`, batches come from it instead (warm-up tasks first, then the full mix, one task per
+batch) and early stopping only counts evaluations of the mix phase: the warm-up does not train the other
+tasks, so their validation loss is not expected to fall yet.
 Everything random (shuffling, dropout) is drawn from `settings.seed` inside a forked RNG, so the same
 inputs give the same weights and the caller's RNG state is left as it was.
 """
@@ -21,6 +24,7 @@ from transformers import PreTrainedTokenizerBase
 
 from cascadelab.data.seq2seq import Seq2SeqBatch, collate_seq2seq, encode_pairs, length_sorted_batches
 from cascadelab.models.hybrid_rnn.modeling_hybrid_rnn import HybridRNNTransformer, seq2seq_loss
+from cascadelab.training.curriculum import LoopCurriculum
 
 LogFn = Callable[[dict[str, float], int], None]
 
@@ -40,6 +44,7 @@ class HybridRNNTrainSettings(BaseModel):
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
     grad_clip: float = Field(1.0, gt=0, description="max global gradient norm")
     eval_every: int = Field(200, gt=0, description="steps between validation-loss evaluations")
+    log_every: int = Field(50, gt=0, description="steps per training-loss row (the curriculum's loss window)")
     patience: int = Field(5, ge=1, description="evaluations without val-loss improvement before stopping")
     min_delta: float = Field(0.0, ge=0, description="val-loss decrease that counts as an improvement")
     eval_batch_size: int = Field(128, gt=0, description="pairs per validation batch")
@@ -48,7 +53,7 @@ class HybridRNNTrainSettings(BaseModel):
 
 @dataclass
 class TrainResult:
-    """What a training run did: steps, best validation point, timing and the evaluation history."""
+    """What a training run did: steps, best validation point, timing, evaluation and training-loss history."""
 
     steps: int
     best_step: int
@@ -57,6 +62,9 @@ class TrainResult:
     train_seconds: float
     tokens_per_s: float
     history: list[dict[str, float]] = field(default_factory=list)
+    train_history: list[dict[str, float]] = field(default_factory=list)
+    curriculum_switch_step: int | None = None
+    train_tokens: int = 0
 
 
 def lr_multiplier(step: int, settings: HybridRNNTrainSettings) -> float:
@@ -120,16 +128,25 @@ def train_hybrid_rnn(
     tokenizer: PreTrainedTokenizerBase,
     settings: HybridRNNTrainSettings,
     log_fn: LogFn | None = None,
+    curriculum: LoopCurriculum | None = None,
 ) -> TrainResult:
     """Train `model` in place on (prompt, response) pairs; returns with the best-val-loss weights loaded.
 
     `log_fn(metrics, step)` gets `train_loss` (mean since the last evaluation), `val_loss`, `lr` and
-    `tokens_per_s` at every evaluation. The model is left in eval mode.
+    `tokens_per_s` at every evaluation; `TrainResult.train_history` has the mean loss and the rate every
+    `log_every` steps. `curriculum` (built over the rows of `train_examples`) replaces random batches.
+    The model is left in eval mode.
     """
     if not train_examples:
         raise ValueError("train_examples is empty")
     if not val_examples:
         raise ValueError("val_examples is empty: early stopping needs a validation set")
+    if curriculum is not None and curriculum.num_rows != len(train_examples):
+        raise ValueError(
+            f"curriculum covers {curriculum.num_rows} rows but train_examples has {len(train_examples)}"
+        )
+    if curriculum is not None and curriculum.batch_size != settings.batch_size:
+        raise ValueError(f"curriculum batch_size {curriculum.batch_size} != settings.batch_size {settings.batch_size}")
     _check_tokenizer(model, tokenizer)
     pad = model.config.pad_token_id if model.config.pad_token_id is not None else 0
     train = encode_pairs(tokenizer, train_examples)
@@ -147,14 +164,19 @@ def train_hybrid_rnn(
         best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         best_val, best_step, bad_evals, stopped_early = math.inf, 0, 0, False
         history: list[dict[str, float]] = []
+        train_history: list[dict[str, float]] = []
         order: list[int] = []
         loss_sum, loss_count, tokens, step = 0.0, 0, 0, 0
+        window_sum, mixing = 0.0, curriculum is None
         start = time.perf_counter()
         model.train()
         while step < settings.max_steps:
-            if len(order) < settings.batch_size:
-                order += torch.randperm(len(train), generator=shuffle).tolist()
-            idx, order = order[: settings.batch_size], order[settings.batch_size :]
+            if curriculum is not None:
+                idx = curriculum.next_batch()
+            else:
+                if len(order) < settings.batch_size:
+                    order += torch.randperm(len(train), generator=shuffle).tolist()
+                idx, order = order[: settings.batch_size], order[settings.batch_size :]
             batch = collate_seq2seq([train[i][0] for i in idx], [train[i][1] for i in idx], pad)
             loss = _batch_loss(model, batch, reduction_sum=False)
             optimizer.zero_grad(set_to_none=True)
@@ -163,8 +185,20 @@ def train_hybrid_rnn(
             optimizer.step()
             scheduler.step()
             step += 1
-            loss_sum, loss_count = loss_sum + float(loss.detach()), loss_count + 1
+            loss_value = float(loss.detach())
+            loss_sum, loss_count, window_sum = loss_sum + loss_value, loss_count + 1, window_sum + loss_value
             tokens += int(batch.attention_mask.sum()) + batch.num_target_tokens()
+            window_loss = None
+            if step % settings.log_every == 0:
+                window_loss, window_sum = window_sum / settings.log_every, 0.0
+                train_history.append(
+                    {"step": float(step), "loss": window_loss, "learning_rate": optimizer.param_groups[0]["lr"]}
+                )
+            if curriculum is not None:
+                curriculum.observe(step, window_loss)
+                if not mixing and curriculum.mixing_at(step):
+                    # New objective: pick the best weights (and count patience) among mix-phase evaluations.
+                    mixing, best_val, bad_evals = True, math.inf, 0
             if step % settings.eval_every and step != settings.max_steps:
                 continue
             val_loss = validation_loss(model, val, settings.eval_batch_size)
@@ -182,7 +216,7 @@ def train_hybrid_rnn(
             if val_loss < best_val - settings.min_delta:
                 best_val, best_step, bad_evals = val_loss, step, 0
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            else:
+            elif mixing:
                 bad_evals += 1
                 if bad_evals >= settings.patience:
                     stopped_early = True
@@ -198,4 +232,7 @@ def train_hybrid_rnn(
         train_seconds=elapsed,
         tokens_per_s=tokens / elapsed,
         history=history,
+        train_history=train_history,
+        curriculum_switch_step=None if curriculum is None else curriculum.state.switch_step,
+        train_tokens=tokens,
     )

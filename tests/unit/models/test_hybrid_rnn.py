@@ -170,6 +170,22 @@ def test_encoder_padding_does_not_change_real_tokens(context: str) -> None:
     assert plain.encoder_last_hidden_state.shape == (1, expected_len, 32)
 
 
+def test_encoder_embedding_residual_adds_each_token_embedding_to_its_lstm_state() -> None:
+    encoder = tiny_model().model.encoder
+    src, mask, _ = random_batch()
+    keep = mask.bool()
+    embeds = encoder.embed_tokens(src)
+    lstm_states = encoder.rnn_proj(encoder._run_lstm(embeds, keep))
+    for residual, states in ((True, lstm_states + embeds), (False, lstm_states)):
+        encoder.config.encoder_embedding_residual = residual
+        attended = encoder.self_attn(states, attention_mask=keep[:, None, None, :])
+        expected = encoder.self_attn_norm(states + attended)
+        got = encoder(input_ids=src, attention_mask=mask).last_hidden_state
+        torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-6)
+    assert HybridRNNConfig().encoder_embedding_residual  # on by default (small, tiny)
+    assert not HybridRNNConfig.from_preset("seed").encoder_embedding_residual  # the seed design has none
+
+
 def test_empty_source_row_is_rejected() -> None:
     model = tiny_model()
     with pytest.raises(ValueError, match=r"^attention_mask has a source row with no tokens$"):

@@ -9,6 +9,7 @@ from transformers import PreTrainedTokenizerFast
 
 from cascadelab.data.seq2seq import encode_pairs
 from cascadelab.models.hybrid_rnn import HybridRNNConfig, HybridRNNTransformer
+from cascadelab.training.curriculum import SWITCH_LAG, LoopCurriculum
 from cascadelab.training.hybrid_rnn_trainer import (
     HybridRNNTrainSettings,
     lr_multiplier,
@@ -96,6 +97,9 @@ def test_loss_falls_and_logs_each_evaluation() -> None:
     )
     assert [s for _, s in logged] == [40, 80, 120]
     assert set(logged[0][0]) == {"train_loss", "val_loss", "lr", "tokens_per_s"}
+    assert [row["step"] for row in result.train_history] == [50.0, 100.0]  # every log_every (50) steps
+    assert result.train_history[-1]["loss"] < result.train_history[0]["loss"]
+    assert result.curriculum_switch_step is None and result.train_tokens > 0
     assert result.history[-1]["val_loss"] < 0.7 * result.history[0]["val_loss"]
     assert result.steps == 120 and not result.stopped_early and result.tokens_per_s > 0
 
@@ -115,6 +119,26 @@ def test_early_stopping_restores_best_weights() -> None:
     assert restored == pytest.approx(result.best_val_loss, rel=1e-6)
 
 
+def test_curriculum_warmup_never_stops_early_and_best_weights_come_from_the_mix() -> None:
+    tokenizer = char_tokenizer()
+    train = add_pairs(64, 0) + [(f"{a}{a}=", f"{a}") for a in range(10)] * 4
+    tasks = ["add"] * 64 + ["copy"] * 40
+    # The huge rate of test_early_stopping_restores_best_weights: val loss worsens from the first evaluation.
+    settings = HybridRNNTrainSettings(
+        lr=3.0, batch_size=8, max_steps=60, eval_every=2, log_every=4, warmup_steps=0, patience=2, grad_clip=100.0
+    )
+    curriculum = LoopCurriculum(
+        tasks, {"add": 1, "copy": 1}, ["copy"], switch_loss=1e-9, max_warmup_steps=20, max_steps=60, batch_size=8,
+        seed=0,
+    )
+    result = train_hybrid_rnn(tiny_model(), train, add_pairs(16, 1), tokenizer, settings, curriculum=curriculum)
+    assert result.curriculum_switch_step == 20
+    first_mix_step = 20 + SWITCH_LAG + 1
+    assert result.steps >= first_mix_step and result.stopped_early
+    assert result.best_step >= first_mix_step
+    assert [row["step"] for row in result.train_history] == [float(s) for s in range(4, result.steps + 1, 4)]
+
+
 def test_bad_inputs_are_rejected() -> None:
     tokenizer = char_tokenizer()
     settings = HybridRNNTrainSettings(max_steps=1)
@@ -123,3 +147,6 @@ def test_bad_inputs_are_rejected() -> None:
     small = HybridRNNTransformer(HybridRNNConfig.from_preset("tiny", vocab_size=8))
     with pytest.raises(ValueError, match=r"^tokenizer has 16 tokens but model vocab_size is 8$"):
         train_hybrid_rnn(small, add_pairs(4, 0), add_pairs(4, 1), tokenizer, settings)
+    curriculum = LoopCurriculum(["add"] * 3, {"add": 1}, [], 0.1, 1, 1, settings.batch_size, 0)
+    with pytest.raises(ValueError, match=r"^curriculum covers 3 rows but train_examples has 4$"):
+        train_hybrid_rnn(tiny_model(), add_pairs(4, 0), add_pairs(4, 1), tokenizer, settings, curriculum=curriculum)

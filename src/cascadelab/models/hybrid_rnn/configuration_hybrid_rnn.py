@@ -24,6 +24,7 @@ HYBRID_RNN_PRESETS: dict[str, dict[str, Any]] = {
         "max_position_embeddings": 512,
         "dropout": 0.1,
         "tie_word_embeddings": False,
+        "encoder_embedding_residual": False,
     },
     "small": {
         "d_model": 128,
@@ -55,6 +56,8 @@ class HybridRNNConfig(PretrainedConfig):
 
     `context` picks what the decoder cross-attends to: `"sequence"` (every encoder state, the default) or
     `"pooled"` (one attention-pooled vector per source, the seed's `(batch, 1, d_model)` context).
+    `encoder_embedding_residual` adds each source token's embedding to its biLSTM state (off in the `seed`
+    preset, which follows the seed design exactly).
     When `2 * encoder_rnn_hidden_size != d_model` a linear layer maps the biLSTM states to `d_model`.
     """
 
@@ -77,6 +80,7 @@ class HybridRNNConfig(PretrainedConfig):
     max_position_embeddings: int = 128
     dropout: float = 0.0
     context: Literal["sequence", "pooled"] = "sequence"
+    encoder_embedding_residual: bool = True
     initializer_range: float = 0.02
     layer_norm_eps: float = 1e-5
     tie_word_embeddings: bool = True

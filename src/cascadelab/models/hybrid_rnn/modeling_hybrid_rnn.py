@@ -3,15 +3,19 @@
 The seed design (NETY "Architecture Hybride RNN-Transformer", ../shared/seeds/001_*.txt) as a Hugging Face
 encoder-decoder, in the spirit of BART/T5/MarianMT:
 
-    source ids ─► embedding ─► biLSTM (packed, so padding never reaches a real token) ─► multi-head
-    self-attention over the LSTM states (+ residual, LayerNorm) ─► encoder states (B, S, d_model)
+    source ids ─► embedding ─► biLSTM (packed, so padding never reaches a real token) (+ the embedding,
+    unless encoder_embedding_residual=False) ─► multi-head self-attention over those states (+ residual,
+    LayerNorm) ─► encoder states (B, S, d_model)
         context="sequence": the decoder cross-attends to all S states (default)
         context="pooled":   one attention-pooled vector (B, 1, d_model), as the seed's squeezed context
     target ids ─► shared embedding + learned positions ─► N pre-LN decoder layers (causal self-attention,
     cross-attention, GELU feed-forward) ─► LayerNorm ─► LM head tied to the embedding
 
 Departures from the seed: pre-LN decoder layers (steadier on small models), one embedding shared by
-encoder, decoder and LM head (the seed has one embedding layer), and sampling/beam search come from
+encoder, decoder and LM head (the seed has one embedding layer), a residual connection around the biLSTM
+(each state of a biLSTM summarises the whole source, so without it cross-attention cannot read back which
+token sits where: on 2-digit add/sub the `small` model's units digit stayed at chance for 6,000 steps
+without it, and exact match passed 50 % by step 1,500 with it), and sampling/beam search come from
 `GenerationMixin` instead of a hand-written loop. The decoder's KV cache is an `EncoderDecoderCache`:
 self-attention keys/values grow per step, cross-attention keys/values are computed once per source.
 
@@ -203,7 +207,10 @@ class HybridRNNEncoder(nn.Module):
             )
         if not bool(mask.any(dim=1).all()):
             raise ValueError("attention_mask has a source row with no tokens")
-        states = self.rnn_proj(self._run_lstm(self.dropout(embeds), mask))
+        embeds = self.dropout(embeds)
+        states = self.rnn_proj(self._run_lstm(embeds, mask))
+        if self.config.encoder_embedding_residual:
+            states = states + embeds
         # Padded queries still attend to real keys, so no row of the softmax is empty.
         attended = self.self_attn(states, attention_mask=mask[:, None, None, :])
         states = self.self_attn_norm(states + self.dropout(attended))

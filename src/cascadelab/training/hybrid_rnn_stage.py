@@ -1,0 +1,196 @@
+"""The `hybrid_rnn` stage's logic: build the hybrid RNN-Transformer, train it on prompt → response, evaluate.
+
+Training is teacher-forced (`train_hybrid_rnn`) under the coarse recipe's curriculum (add+sub alone until
+their loss falls below `switch_loss`, then the full mix, one task per batch), with early stopping on the
+val split. The test split is decoded three ways (greedy, sampled, beam search) and scored with the
+corpus verifiers, per task and per (task, difficulty) cell, like `coarse_sft`: greedy metrics carry the
+same keys as `metrics/coarse_sft.json` (`em`, `em_add`, `em_add2`, ...), the others are prefixed
+`sample_` and `beam_`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from cascadelab.config import HybridRNNModelParams, HybridRNNParams, HybridRNNTrainParams, Seq2SeqEvalParams
+from cascadelab.data.corpus import CorpusVerifier, load_meta, load_split
+from cascadelab.data.tokenizer import load_tokenizer
+from cascadelab.eval.metrics import exact_match_report
+from cascadelab.eval.seq2seq import Decoding, evaluate_seq2seq
+from cascadelab.io import atomic_directory
+from cascadelab.models.hybrid_rnn import HybridRNNConfig, HybridRNNTransformer, init_hybrid_rnn
+from cascadelab.training.curriculum import LoopCurriculum
+from cascadelab.training.hybrid_rnn_trainer import HybridRNNTrainSettings, LogFn, TrainResult, train_hybrid_rnn
+
+Record = dict[str, Any]
+# Metric-key prefix of each decoding; greedy has none, so its keys line up with coarse_sft's.
+DECODINGS: dict[Decoding, str] = {"greedy": "", "sample": "sample_", "beam": "beam_"}
+
+
+@dataclass
+class HybridOutcome:
+    """Metrics, training and validation curves, and a sample of test predictions of one hybrid run."""
+
+    metrics: dict[str, Any]
+    train_history: list[dict[str, float]]
+    val_history: list[dict[str, float]]
+    predictions: list[Record]
+
+
+def build_hybrid_model(
+    params: HybridRNNModelParams, tokenizer: PreTrainedTokenizerBase, seed: int
+) -> HybridRNNTransformer:
+    """A fresh model of the preset (with overrides), sized and given token ids by the corpus tokenizer."""
+    ids = {name: getattr(tokenizer, name) for name in ("pad_token_id", "bos_token_id", "eos_token_id")}
+    missing = [name for name, value in ids.items() if value is None]
+    if missing:
+        raise ValueError(f"tokenizer has no {missing[0]}; the hybrid model needs pad, bos and eos tokens")
+    config = HybridRNNConfig.from_preset(
+        params.preset,
+        vocab_size=len(tokenizer),
+        decoder_start_token_id=ids["bos_token_id"],
+        **ids,
+        **params.config_overrides(),
+    )
+    return init_hybrid_rnn(config, seed)
+
+
+def train_settings(params: HybridRNNTrainParams, seed: int) -> HybridRNNTrainSettings:
+    """The trainer's settings from the params section (names follow coarse_sft's `train` keys)."""
+    return HybridRNNTrainSettings(
+        lr=params.learning_rate,
+        batch_size=params.batch_size,
+        max_steps=params.max_steps,
+        warmup_steps=params.warmup_steps,
+        decay_fraction=params.decay_fraction,
+        weight_decay=params.weight_decay,
+        grad_clip=params.max_grad_norm,
+        eval_every=params.eval_steps,
+        log_every=params.logging_steps,
+        patience=params.patience,
+        min_delta=params.min_delta,
+        eval_batch_size=params.eval_batch_size,
+        seed=seed,
+    )
+
+
+def build_curriculum(params: HybridRNNParams, tasks: Sequence[str], seed: int) -> LoopCurriculum:
+    """The add+sub warm-up, then the full mix, over the training rows' tasks."""
+    train, curriculum = params.train, params.curriculum
+    return LoopCurriculum(
+        tasks,
+        params.mix,
+        curriculum.warmup_tasks,
+        switch_loss=curriculum.switch_loss,
+        max_warmup_steps=int(train.max_steps * curriculum.max_warmup_fraction),
+        max_steps=train.max_steps,
+        batch_size=train.batch_size,
+        seed=seed,
+        group_by_task=curriculum.group_batches_by_task,
+    )
+
+
+def evaluate_decodings(
+    model: HybridRNNTransformer,
+    tokenizer: PreTrainedTokenizerBase,
+    records: Sequence[Record],
+    verifier: CorpusVerifier,
+    params: Seq2SeqEvalParams,
+    seed: int,
+) -> tuple[dict[str, float], dict[Decoding, list[str]]]:
+    """Exact match (overall, per task, per cell), decoding speed for each decoding; test perplexity once."""
+    metrics: dict[str, float] = {}
+    outputs: dict[Decoding, list[str]] = {}
+    sampling = params.sampling
+    for decoding, prefix in DECODINGS.items():
+        result = evaluate_seq2seq(
+            model,
+            tokenizer,
+            records,
+            decoding,
+            verifier.verify,
+            batch_size=params.batch_size,
+            max_new_tokens=params.max_new_tokens,
+            num_beams=params.num_beams,
+            temperature=sampling.temperature,
+            top_k=sampling.top_k,
+            top_p=sampling.top_p,
+            seed=seed,
+            perplexity=decoding == "greedy",
+        )
+        outputs[decoding] = result.predictions
+        report = exact_match_report(records, result.predictions, verifier.verify)
+        metrics.update({f"{prefix}{key}": value for key, value in report.items()})
+        metrics[f"{prefix}eval_tokens_per_s"] = result.tokens_per_s
+        metrics[f"{prefix}eval_seconds"] = result.seconds
+        if decoding == "greedy":
+            metrics["test_ppl"] = result.perplexity
+    return metrics, outputs
+
+
+def run_hybrid_rnn(
+    params: HybridRNNParams,
+    seed: int,
+    corpus_dir: Path,
+    tokenizer_dir: Path,
+    model_dir: Path,
+    log_fn: LogFn | None = None,
+) -> HybridOutcome:
+    """Train the hybrid model, save it (+ tokenizer) with `save_pretrained`, evaluate it on the test split.
+
+    `log_fn(metrics, step)` receives the trainer's evaluation-time metrics (train/val loss, lr, tokens/s).
+    """
+    torch.set_num_threads(params.train.num_threads)
+    verifier = CorpusVerifier(load_meta(corpus_dir))
+    train_records = load_split(corpus_dir, "train")
+    val_records = load_split(corpus_dir, "val")
+    test_records = load_split(corpus_dir, "test")
+    tokenizer = load_tokenizer(tokenizer_dir)
+    model = build_hybrid_model(params.model, tokenizer, seed)
+    result = train_hybrid_rnn(
+        model,
+        [(r["prompt"], r["response"]) for r in train_records],
+        [(r["prompt"], r["response"]) for r in val_records],
+        tokenizer,
+        train_settings(params.train, seed),
+        log_fn=log_fn,
+        curriculum=build_curriculum(params, [r["task"] for r in train_records], seed),
+    )
+    with atomic_directory(model_dir) as tmp:
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        tokenizer.save_pretrained(str(tmp))
+    metrics, outputs = evaluate_decodings(model, tokenizer, test_records, verifier, params.eval, seed)
+    metrics.update(_training_metrics(model, result))
+    predictions = [
+        {
+            "id": r["id"],
+            "task": r["task"],
+            "prompt": r["prompt"],
+            "answer": r["answer"],
+            **{decoding: outputs[decoding][i] for decoding in DECODINGS},
+            "correct": verifier.verify(r["task"], outputs["greedy"][i], r["answer"]),
+        }
+        for i, r in enumerate(test_records[: params.eval.sample_predictions])
+    ]
+    val_history = [{"step": row["step"], "val_loss": row["val_loss"]} for row in result.history]
+    return HybridOutcome(metrics, result.train_history, val_history, predictions)
+
+
+def _training_metrics(model: HybridRNNTransformer, result: TrainResult) -> dict[str, Any]:
+    return {
+        "params": sum(p.numel() for p in model.parameters()),
+        "train_steps": result.steps,
+        "best_step": result.best_step,
+        "best_val_loss": result.best_val_loss,
+        "stopped_early": int(result.stopped_early),
+        "train_seconds": result.train_seconds,
+        "train_tokens": result.train_tokens,
+        "train_tokens_per_s": result.tokens_per_s,
+        "curriculum_switch_step": -1 if result.curriculum_switch_step is None else result.curriculum_switch_step,
+    }
