@@ -272,7 +272,8 @@ class SigmaTrainParams(StrictModel):
     logging_steps: int = Field(50, gt=0)
     eval_steps: int = Field(0, ge=0)
     eval_records: int = Field(256, gt=0)
-    num_threads: int = Field(2, gt=0)
+    num_threads: int = Field(1, gt=0)
+    parallel_baseline: bool = True
     group_batches_by_task: bool = True
 
 

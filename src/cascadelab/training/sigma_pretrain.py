@@ -26,15 +26,10 @@ from cascadelab.data.tokenizer import load_tokenizer
 from cascadelab.io import atomic_directory
 from cascadelab.models.coarse import build_causal_lm, count_parameters
 from cascadelab.models.sigma import SigmaConfig, SigmaForCausalLM
+from cascadelab.training.background import BackgroundCall
 from cascadelab.training.coarse_sft import evaluate_lm
 from cascadelab.training.data import TokenizedRows, mixed_batches
-from cascadelab.training.sigma_trainer import (
-    LogFn,
-    SigmaTrainer,
-    TrainResult,
-    build_optimizers,
-    mean_loss,
-)
+from cascadelab.training.sigma_trainer import LogFn, SigmaTrainer, TrainResult, build_optimizers, mean_loss
 
 MODELS = ("sigma", "baseline")
 
@@ -96,6 +91,78 @@ def _save(model: nn.Module, tokenizer: PreTrainedTokenizerBase, folder: Path) ->
         tokenizer.save_pretrained(str(tmp))
 
 
+@dataclass
+class ModelRun:
+    """One model's training and test evaluation: metrics (unprefixed), logged rows, test outputs."""
+
+    metrics: dict[str, float]
+    history: list[dict[str, float]]
+    outputs: list[str]
+    metrics_path: Path
+
+
+def build_model(name: str, params: SigmaPretrainParams, tokenizer: PreTrainedTokenizerBase, seed: int) -> Any:
+    """The untrained `sigma` or `baseline` model, initialised from `seed` (same weights in every process)."""
+    if name == "sigma":
+        return _seeded(lambda: build_sigma_lm(params.model, tokenizer), seed)
+    if name == "baseline":
+        return _seeded(lambda: build_causal_lm(params.baseline, tokenizer), seed)
+    raise ValueError(f"model name must be one of {', '.join(MODELS)}, got {name!r}")
+
+
+def train_and_evaluate(
+    name: str,
+    params: SigmaPretrainParams,
+    seed: int,
+    corpus_dir: Path,
+    tokenizer_dir: Path,
+    model_dir: Path,
+    out_dir: Path,
+    log_fn: LogFn | None = None,
+) -> ModelRun:
+    """Build, train and evaluate one model; SigmaLLM is saved to `model_dir`, its log goes to `out_dir`.
+
+    The baseline logs to `out_dir/baseline`. Every process that calls this reads and tokenizes the
+    corpus itself and draws the same batches from `seed`.
+    """
+    torch.set_num_threads(params.train.num_threads)
+    tokenizer = load_tokenizer(tokenizer_dir)
+    verifier = CorpusVerifier(load_meta(corpus_dir))
+    train_rows = TokenizedRows(tokenizer, load_split(corpus_dir, "train"))
+    val_batches = TokenizedRows(tokenizer, load_split(corpus_dir, "val")).sequential_batches(
+        params.eval.batch_size, limit=params.train.eval_records
+    )
+    model = build_model(name, params, tokenizer, seed)
+    trainer = SigmaTrainer(
+        model,
+        build_optimizers(model, params.optimizer),
+        params.train,
+        out_dir if name == "sigma" else out_dir / name,
+        instant=params.instant,
+        log_fn=log_fn,
+        eval_fn=lambda m: {"val_loss": mean_loss(m, val_batches)},
+        checkpoint_fn=(lambda m, _step: _save(m, tokenizer, model_dir)) if name == "sigma" else None,
+    )
+    train = params.train
+    result = trainer.fit(
+        mixed_batches(
+            train_rows, params.mix, train.max_steps, train.batch_size, seed, group_by_task=train.group_batches_by_task
+        )
+    )
+    started = time.perf_counter()
+    evaluation, outputs = evaluate_lm(
+        model,
+        tokenizer,
+        load_split(corpus_dir, "test"),
+        verifier,
+        params.eval.batch_size,
+        params.eval.max_new_tokens,
+    )
+    evaluation["eval_seconds"] = time.perf_counter() - started
+    evaluation.update(_training_metrics(result, count_parameters(model)))
+    return ModelRun(evaluation, result.history, outputs, result.metrics_path)
+
+
 def run_sigma_pretrain(
     params: SigmaPretrainParams,
     seed: int,
@@ -105,72 +172,56 @@ def run_sigma_pretrain(
     out_dir: Path,
     log_fn: LogFn | None = None,
 ) -> SigmaPretrainOutcome:
-    """Train SigmaLLM (saved to `model_dir`), then the baseline; evaluate both on test.
+    """Train and evaluate SigmaLLM (saved to `model_dir`) and the baseline on test; compare them.
 
-    The training loop writes `out_dir/metrics.jsonl` for SigmaLLM and `out_dir/baseline/metrics.jsonl`
-    for the baseline; `log_fn(metrics, step)` receives each logged row with keys prefixed `sigma/` or
-    `baseline/`.
+    With `train.parallel_baseline` the baseline trains in a second process at the same time (one core
+    each on a 2-core machine); otherwise after SigmaLLM. The loop writes `out_dir/metrics.jsonl` for
+    SigmaLLM and `out_dir/baseline/metrics.jsonl` for the baseline. `log_fn(metrics, step)` receives
+    each logged row with keys prefixed `sigma/` or `baseline/` (the baseline's rows once it is done,
+    when it runs in the other process).
     """
-    torch.set_num_threads(params.train.num_threads)
+    started = time.perf_counter()
     tokenizer = load_tokenizer(tokenizer_dir)
-    verifier = CorpusVerifier(load_meta(corpus_dir))
-    train_rows = TokenizedRows(tokenizer, load_split(corpus_dir, "train"))
-    val_batches = TokenizedRows(tokenizer, load_split(corpus_dir, "val")).sequential_batches(
-        params.eval.batch_size, limit=params.train.eval_records
-    )
-    test_records = load_split(corpus_dir, "test")
-    models: dict[str, PreTrainedModel] = {
-        "sigma": _seeded(lambda: build_sigma_lm(params.model, tokenizer), seed),
-        "baseline": _seeded(lambda: build_causal_lm(params.baseline, tokenizer), seed),
-    }
-    sizes = {name: count_parameters(model) for name, model in models.items()}
+    sizes = {name: count_parameters(build_model(name, params, tokenizer, seed)) for name in MODELS}
     gap = check_param_gap(sizes["sigma"], sizes["baseline"], params.baseline_param_tolerance)
+    shared = (params, seed, corpus_dir, tokenizer_dir, model_dir, out_dir)
+    sigma_log = None if log_fn is None else _prefixed(log_fn, "sigma")
+    runs: dict[str, ModelRun] = {}
+    if params.train.parallel_baseline:
+        background = BackgroundCall(train_and_evaluate, "baseline", *shared)
+        try:
+            runs["sigma"] = train_and_evaluate("sigma", *shared, log_fn=sigma_log)
+            runs["baseline"] = background.result()
+        finally:
+            background.stop()
+        if log_fn is not None:
+            for row in runs["baseline"].history:
+                _prefixed(log_fn, "baseline")(row, int(row["step"]))
+    else:
+        runs["sigma"] = train_and_evaluate("sigma", *shared, log_fn=sigma_log)
+        baseline_log = None if log_fn is None else _prefixed(log_fn, "baseline")
+        runs["baseline"] = train_and_evaluate("baseline", *shared, log_fn=baseline_log)
     metrics: dict[str, Any] = {"param_gap": gap}
-    histories: dict[str, list[dict[str, float]]] = {}
-    outputs: dict[str, list[str]] = {}
-    results: dict[str, TrainResult] = {}
-    for name, model in models.items():
-        trainer = SigmaTrainer(
-            model,
-            build_optimizers(model, params.optimizer),
-            params.train,
-            out_dir if name == "sigma" else out_dir / name,
-            instant=params.instant,
-            log_fn=None if log_fn is None else _prefixed(log_fn, name),
-            eval_fn=lambda m: {"val_loss": mean_loss(m, val_batches)},
-            checkpoint_fn=(lambda m, _step: _save(m, tokenizer, model_dir)) if name == "sigma" else None,
-        )
-        batches = mixed_batches(
-            train_rows,
-            params.mix,
-            params.train.max_steps,
-            params.train.batch_size,
-            seed,
-            group_by_task=params.train.group_batches_by_task,
-        )
-        results[name] = trainer.fit(batches)
-        histories[name] = results[name].history
-        started = time.perf_counter()
-        evaluation, outputs[name] = evaluate_lm(
-            model, tokenizer, test_records, verifier, params.eval.batch_size, params.eval.max_new_tokens
-        )
-        evaluation["eval_seconds"] = time.perf_counter() - started
-        evaluation.update(_training_metrics(results[name], sizes[name]))
-        metrics.update({f"{name}_{key}": value for key, value in evaluation.items()})
+    for name in MODELS:
+        metrics.update({f"{name}_{key}": value for key, value in runs[name].metrics.items()})
     metrics["ppl_ratio"] = metrics["sigma_test_ppl"] / metrics["baseline_test_ppl"]
-    metrics["step_time_ratio"] = results["sigma"].train_seconds / results["baseline"].train_seconds
+    metrics["step_time_ratio"] = metrics["sigma_train_seconds"] / metrics["baseline_train_seconds"]
+    metrics["pretrain_seconds"] = time.perf_counter() - started
+    verifier = CorpusVerifier(load_meta(corpus_dir))
+    test_records = load_split(corpus_dir, "test")
     predictions = [
         {
             "id": r["id"],
             "task": r["task"],
             "prompt": r["prompt"],
             "answer": r["answer"],
-            **{f"{name}_output": outputs[name][i] for name in MODELS},
-            **{f"{name}_correct": verifier.verify(r["task"], outputs[name][i], r["answer"]) for name in MODELS},
+            **{f"{name}_output": runs[name].outputs[i] for name in MODELS},
+            **{f"{name}_correct": verifier.verify(r["task"], runs[name].outputs[i], r["answer"]) for name in MODELS},
         }
         for i, r in enumerate(test_records[: params.eval.sample_predictions])
     ]
-    return SigmaPretrainOutcome(metrics, histories, predictions, results["sigma"].metrics_path)
+    histories = {name: runs[name].history for name in MODELS}
+    return SigmaPretrainOutcome(metrics, histories, predictions, runs["sigma"].metrics_path)
 
 
 def _prefixed(log_fn: LogFn, prefix: str) -> LogFn:

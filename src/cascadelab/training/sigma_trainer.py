@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from cascadelab.config import InstantParams, SigmaOptimizerParams, SigmaTrainParams
+from cascadelab.models.sigma import apply_instant_plan
 from cascadelab.training.data import Batch, count_tokens
 from cascadelab.training.optimizers import build_muon_adamw
 
@@ -201,8 +202,6 @@ class SigmaTrainer:
     def prepare_model(self) -> None:
         """Apply the INSTANT memory plan to a SIGMA model (its training forward refuses to run without it)."""
         if supports_instant(self.model):
-            from cascadelab.models.sigma import apply_instant_plan
-
             plan = self.instant or InstantParams()
             apply_instant_plan(self.model, plan.chunk_size, checkpoint_blocks=plan.checkpoint_blocks)
 
