@@ -1,11 +1,21 @@
 """Tokens/s of LEGO routed inference vs full-depth inference, measured in one run.
 
-Builds a default-size LEGO model (2 causal layers + 2 token-wise layers, hidden 128) and a standard
-4-layer causal model of the same width, picks the routing threshold that exits the requested share
-of tokens, and times teacher-forced passes over the same batch. Prints tokens/s, the speed ratios
-and ``compute_cost`` (layers run per token / depth), which the routed/full ratio should track.
+Without ``--model-dir``: builds a default-size LEGO model (2 causal layers + 2 token-wise layers,
+hidden 128) with random upper weights and a standard 4-layer causal model of the same width, picks
+the routing threshold that exits the requested share of tokens, and times teacher-forced passes
+over one random batch.
+
+With ``--model-dir models/lego`` (the ``lego_phase2`` stage's model): times it on the test split of
+``--corpus-dir`` (right-padded batches of one task cell), routed at its own calibrated threshold
+(or at ``--exit-share``), against the same model at full depth and, when ``--baseline-dir`` exists
+(``models/lego_baseline``), the stage's full-depth baseline.
+
+Every position of every sequence is routed (as in generation), so ``compute_cost`` (layers run per
+token / depth) is over the same tokens the timer sees. Prints tokens/s, the speed ratios and
+``compute_cost``, which the routed / full-depth time ratio should track.
 
     python benchmarks/lego_routing_speed.py --threads 1 --exit-share 0.5
+    PYTHONPATH=src python benchmarks/lego_routing_speed.py --model-dir models/lego --threads 2
 """
 
 from __future__ import annotations
@@ -14,10 +24,16 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
+import cascadelab  # noqa: F401  (first: sets OMP_WAIT_POLICY=PASSIVE before torch loads OpenMP)
+
+# isort: split
 import torch
 
 from cascadelab.models.lego import LEGOConfig, LEGOTransformer, build_lego_model, threshold_for_ratio
+
+Batch = dict[str, torch.Tensor]
 
 
 def timed(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
@@ -34,64 +50,121 @@ def timed(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def main() -> None:
-    """Run the benchmark and print one line per variant plus the ratios."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--seq", type=int, default=24)
-    parser.add_argument("--exit-share", type=float, default=0.5, help="share of tokens exiting at layer 2")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=30)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-
+def synthetic_models(exit_share: float, batch: int, seq: int) -> tuple[LEGOTransformer, LEGOTransformer, list[Batch]]:
+    """A LEGO model with random upper weights routed at ``exit_share``, a 4-layer causal model, one batch."""
     config = LEGOConfig(vocab_size=74, hidden_size=128, intermediate_size=512, num_attention_heads=4)
     lego = LEGOTransformer.extend_from(build_lego_model(config, seed=0), 4, freeze_lower=False, seed=1)
     with torch.no_grad():  # random upper weights: the benchmark measures cost, not quality
         for p in lego.model.layers[2:].parameters():
             p.normal_(0.0, 0.06, generator=torch.Generator().manual_seed(p.numel()))
     full = build_lego_model(config.derive(num_hidden_layers=4, exit_layers=[4], exit_layer=4), seed=2)
-    lego.to(args.device).eval()
-    full.to(args.device).eval()
-
     gen = torch.Generator().manual_seed(0)
-    ids = torch.randint(3, 74, (args.batch, args.seq), generator=gen).to(args.device)
+    ids = torch.randint(3, 74, (batch, seq), generator=gen)
     with torch.no_grad():
         conf = torch.softmax(lego.forward_all_layers(ids, layers=[2])[0].float(), -1).amax(-1)
-    threshold = threshold_for_ratio(conf, 1.0 - args.exit_share)
-    routed = lego.forward_inference(ids, routing_threshold=threshold)
+    lego.config.routing_threshold = threshold_for_ratio(conf, 1.0 - exit_share)
+    return lego, full, [{"input_ids": ids, "attention_mask": torch.ones_like(ids)}]
+
+
+def stage_models(args: argparse.Namespace) -> tuple[LEGOTransformer, LEGOTransformer | None, list[Batch]]:
+    """The stage's LEGO model (and baseline if present) with the test split as batches."""
+    from cascadelab.data.corpus import load_split
+    from cascadelab.data.tokenizer import load_tokenizer
+    from cascadelab.training.lego_data import CellBatches, encode_records
+
+    lego = LEGOTransformer.from_pretrained(args.model_dir)
+    baseline = None
+    if args.baseline_dir and Path(args.baseline_dir).is_dir():
+        baseline = LEGOTransformer.from_pretrained(args.baseline_dir)
+    tokenizer = load_tokenizer(args.model_dir)
+    items = encode_records(load_split(args.corpus_dir, "test"), tokenizer)
+    batches = [
+        {"input_ids": b["input_ids"], "attention_mask": b["attention_mask"]}
+        for b in CellBatches(items, args.batch, int(tokenizer.pad_token_id))
+    ]
+    if args.exit_share is not None:
+        with torch.no_grad():
+            conf = torch.cat(
+                [
+                    torch.softmax(lego.forward_all_layers(b["input_ids"], b["attention_mask"], layers=[2])[0], -1)
+                    .amax(-1)[b["attention_mask"].bool()]
+                    for b in batches
+                ]
+            )
+        lego.config.routing_threshold = threshold_for_ratio(conf, 1.0 - args.exit_share)
+    return lego, baseline, batches
+
+
+def main() -> None:
+    """Run the benchmark and print one line per variant plus the ratios."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model-dir", default=None, help="a saved LEGO model (models/lego); default: synthetic")
+    parser.add_argument("--baseline-dir", default="models/lego_baseline", help="with --model-dir: baseline model")
+    parser.add_argument("--corpus-dir", default="data/corpus", help="with --model-dir: corpus with a test split")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--seq", type=int, default=24, help="synthetic mode: sequence length")
+    parser.add_argument(
+        "--exit-share", type=float, default=None, help="share of tokens exiting at the lower block "
+        "(default: 0.5 synthetic, the model's own threshold with --model-dir)"
+    )  # fmt: skip
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    if args.model_dir is None:
+        share = 0.5 if args.exit_share is None else args.exit_share
+        lego, baseline, batches = synthetic_models(share, args.batch, args.seq)
+    else:
+        lego, baseline, batches = stage_models(args)
+    batches = [{k: v.to(args.device) for k, v in b.items()} for b in batches]
+    lego.to(args.device).eval()
+    if baseline is not None:
+        baseline.to(args.device).eval()
 
     def sync() -> None:
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
 
-    def run(fn: Callable[[], object]) -> Callable[[], None]:
+    def over_batches(fn: Callable[[Batch], object]) -> Callable[[], None]:
         def go() -> None:
             with torch.no_grad():
-                fn()
+                for b in batches:
+                    fn(b)
             sync()
 
         return go
 
-    tokens = args.batch * args.seq
-    t = timed(
-        {
-            "LEGO routed": run(lambda: lego.forward_inference(ids, routing_threshold=threshold)),
-            "LEGO full depth": run(lambda: lego(input_ids=ids, use_cache=False)),
-            "4-layer causal": run(lambda: full(input_ids=ids, use_cache=False)),
-        },
-        args.repeats,
-    )
-    t_routed, t_lego_full, t_baseline = t["LEGO routed"], t["LEGO full depth"], t["4-layer causal"]
+    with torch.no_grad():
+        routed = [lego.forward_inference(b["input_ids"], b["attention_mask"]) for b in batches]
+    tokens = sum(int(b["attention_mask"].sum()) for b in batches)
+    weights = [int(b["attention_mask"].sum()) for b in batches]
+    shallow_ratio = sum(r.shallow_ratio * w for r, w in zip(routed, weights, strict=True)) / tokens
+    cost = sum(r.compute_cost * w for r, w in zip(routed, weights, strict=True)) / tokens
+    variants: dict[str, Callable[[], None]] = {
+        "LEGO routed": over_batches(lambda b: lego.forward_inference(b["input_ids"], b["attention_mask"])),
+        "LEGO full depth": over_batches(
+            lambda b: lego(input_ids=b["input_ids"], attention_mask=b["attention_mask"], use_cache=False)
+        ),
+    }
+    if baseline is not None:
+        variants[f"{baseline.config.depth}-layer causal"] = over_batches(
+            lambda b: baseline(input_ids=b["input_ids"], attention_mask=b["attention_mask"], use_cache=False)
+        )
+    t = timed(variants, args.repeats)
 
-    print(f"device {args.device}, threads {args.threads}, batch {args.batch} x {args.seq} tokens")
-    print(f"shallow_ratio {routed.shallow_ratio:.3f}  compute_cost {routed.compute_cost:.3f}")
+    source = args.model_dir or "synthetic model, random batch"
+    print(f"{source}: device {args.device}, threads {args.threads}, {len(batches)} batches, {tokens} tokens")
+    print(f"threshold {lego.config.routing_threshold:.4f}  shallow_ratio {shallow_ratio:.3f}  compute_cost {cost:.3f}")
     for name, seconds in t.items():
         print(f"{name:16s} {tokens / seconds:12.0f} tokens/s  ({seconds * 1e3:.2f} ms)")
-    cost = routed.compute_cost
-    print(f"routed / LEGO full-depth time   {t_routed / t_lego_full:.3f}  (compute_cost {cost:.3f})")
-    print(f"routed / 4-layer causal time    {t_routed / t_baseline:.3f}")
+    ratio = t["LEGO full depth"] / t["LEGO routed"]
+    print(f"routed / full-depth tokens/s     {ratio:.3f}  (1 / compute_cost {1 / cost:.3f})")
+    print(f"routed / full-depth time         {1 / ratio:.3f}  (compute_cost {cost:.3f})")
+    for name in t:
+        if name.endswith("causal"):
+            print(f"routed / {name} time  {t['LEGO routed'] / t[name]:.3f}")
 
 
 if __name__ == "__main__":

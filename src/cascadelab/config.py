@@ -12,6 +12,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from cascadelab.training.optimizers.muon import MuonAdamWSettings
+
 TASK_FAMILIES = ("add", "sub", "mul", "expr", "reverse", "word")
 
 
@@ -190,9 +192,213 @@ class CoarseSFTParams(StrictModel):
     @model_validator(mode="after")
     def _check_mix(self) -> CoarseSFTParams:
         check_mix(self.mix)
+        check_mix(self.mix)
         if self.lora.enabled and self.base_model is None:
             raise ValueError("lora.enabled: LoRA needs coarse_sft.base_model (a pretrained model to adapt)")
         return self
+
+
+# --------------------------------------------------------------------------------------------- sigma_pretrain
+# Kept equal to cascadelab.models.sigma.BITLINEAR_FAMILIES (a unit test checks), so that params load
+# without importing the model code.
+SigmaBitLinearFamily = Literal["mamba_in", "mamba_out", "mla_q", "mla_kv", "mla_out", "moe_routed", "moe_shared"]
+
+
+class SigmaModelParams(StrictModel):
+    """SigmaLLM architecture: a `SigmaConfig` preset, the usual knobs, and any other `SigmaConfig` argument.
+
+    A knob left at null keeps the preset's value; vocabulary size and special-token ids always come
+    from the corpus tokenizer.
+    """
+
+    preset: Literal["tiny", "small"] = "small"
+    hidden_size: int | None = Field(None, gt=0)
+    num_layers: int | None = Field(None, gt=0)
+    mamba_ratio: int = Field(1, ge=0)
+    attention_ratio: int = Field(1, ge=0)
+    use_diff_attn: bool = True
+    moe_num_routed_experts: int | None = Field(None, ge=0)
+    moe_num_shared_experts: int | None = Field(None, ge=0)
+    moe_top_k: int | None = Field(None, gt=0)
+    moe_intermediate_size: int | None = Field(None, gt=0)
+    moe_shared_intermediate_size: int | None = Field(None, gt=0)
+    bitlinear_families: list[SigmaBitLinearFamily] = Field(default_factory=list)
+    use_triton: bool = True
+    initializer_range: float | None = Field(None, gt=0)
+    overrides: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check(self) -> SigmaModelParams:
+        if self.mamba_ratio + self.attention_ratio == 0:
+            raise ValueError("mamba_ratio: mamba_ratio and attention_ratio cannot both be 0")
+        for key in ("vocab_size", "pad_token_id", "bos_token_id", "eos_token_id"):
+            if key in self.overrides:
+                raise ValueError(f"overrides.{key}: set from the corpus tokenizer, not from params")
+        return self
+
+    def config_kwargs(self) -> dict[str, Any]:
+        """`SigmaConfig.from_preset(preset, **kwargs)` keyword arguments: the set knobs, then `overrides`."""
+        knobs = self.model_dump(exclude={"preset", "overrides", "num_layers"}, exclude_none=True)
+        if self.num_layers is not None:
+            knobs["num_hidden_layers"] = self.num_layers
+        return {**knobs, **self.overrides}
+
+
+class InstantParams(StrictModel):
+    """The INSTANT memory plan applied before the first training forward (chunked CE always on)."""
+
+    chunk_size: int = Field(1024, gt=0)
+    checkpoint_blocks: bool = False
+
+
+class SigmaOptimizerParams(StrictModel):
+    """`adamw` over every parameter, or `muon`: Muon for hidden matrices + AdamW for the rest."""
+
+    name: Literal["adamw", "muon"] = "adamw"
+    learning_rate: float = Field(1e-3, gt=0)
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = Field(0.0, ge=0)
+    muon: MuonAdamWSettings = Field(default_factory=lambda: MuonAdamWSettings())
+
+
+class SigmaTrainParams(StrictModel):
+    """The pre-training loop, shared by SigmaLLM and the baseline (same batches, same token budget)."""
+
+    max_steps: int = Field(2400, gt=0)
+    batch_size: int = Field(16, gt=0)
+    warmup_steps: int = Field(100, ge=0)
+    decay_fraction: float = Field(0.2, ge=0, le=1)
+    max_grad_norm: float = Field(1.0, gt=0)
+    logging_steps: int = Field(50, gt=0)
+    eval_steps: int = Field(0, ge=0)
+    eval_records: int = Field(256, gt=0)
+    num_threads: int = Field(2, gt=0)
+    group_batches_by_task: bool = True
+
+
+class SigmaPretrainParams(StrictModel):
+    """Pre-train SigmaLLM on the corpus and a same-size Llama baseline on the same batches; evaluate both."""
+
+    model: SigmaModelParams = Field(default_factory=lambda: SigmaModelParams())
+    instant: InstantParams = Field(default_factory=lambda: InstantParams())
+    optimizer: SigmaOptimizerParams = Field(default_factory=lambda: SigmaOptimizerParams())
+    train: SigmaTrainParams = Field(default_factory=lambda: SigmaTrainParams())
+    mix: dict[str, float] = Field(
+        default_factory=lambda: {"add": 0.1, "sub": 0.1, "mul": 0.15, "expr": 0.2, "reverse": 0.2, "word": 0.25}
+    )
+    baseline: CausalLMParams = Field(default_factory=lambda: CausalLMParams(intermediate_size=576))
+    baseline_param_tolerance: float = Field(0.05, ge=0)
+    eval: EvalParams = Field(default_factory=lambda: EvalParams())
+
+    @model_validator(mode="after")
+    def _check_mix(self) -> SigmaPretrainParams:
+        check_mix(self.mix)
+        return self
+
+
+# --------------------------------------------------------------------------------------------- lego
+class LegoModelParams(StrictModel):
+    """Width of the LEGO model and its depth: the causal phase-1 block, then the full depth of phase 2."""
+
+    hidden_size: int = Field(128, gt=0)
+    num_heads: int = Field(4, gt=0)
+    intermediate_size: int = Field(512, gt=0)
+    phase1_layers: int = Field(2, gt=0)
+    phase2_layers: int = Field(4, gt=0)
+    initializer_range: float = Field(0.06, gt=0)
+    max_position_embeddings: int = Field(256, gt=0)
+
+    @model_validator(mode="after")
+    def _check_shape(self) -> LegoModelParams:
+        if self.hidden_size % self.num_heads or (self.hidden_size // self.num_heads) % 2:
+            raise ValueError(
+                f"hidden_size: must split into num_heads={self.num_heads} heads of even size (got {self.hidden_size})"
+            )
+        if self.phase2_layers <= self.phase1_layers:
+            raise ValueError(
+                f"phase2_layers: must exceed phase1_layers={self.phase1_layers} (got {self.phase2_layers})"
+            )
+        return self
+
+
+class LegoLoopParams(StrictModel):
+    """A causal training run with early stopping on val loss (phase 1, and the full-depth baseline)."""
+
+    learning_rate: float = Field(1e-3, gt=0)
+    patience: int = Field(1, ge=0)
+    batch_size: int = Field(32, gt=0)
+    max_epochs: int = Field(20, gt=0)
+    max_steps: int | None = Field(None, gt=0)
+    eval_every: int | None = Field(200, gt=0)
+    eval_batch_size: int = Field(256, gt=0)
+    warmup_steps: int = Field(100, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    grad_clip: float | None = Field(1.0, gt=0)
+    log_every: int = Field(50, gt=0)
+
+
+class LegoHardExampleParams(StrictModel):
+    """Threshold on val so that `hard_example_ratio` of its response tokens fall below; rows from train."""
+
+    hard_example_ratio: float = Field(0.5, gt=0, lt=1)
+    max_train_rows: int = Field(200_000, gt=0)
+    max_val_rows: int = Field(20_000, gt=0)
+    batch_size: int = Field(256, gt=0)
+
+
+class LegoPhase2Params(StrictModel):
+    """The upper block trained on the hard examples, lower block frozen; routed evaluation on test."""
+
+    learning_rate: float = Field(1e-4, gt=0)
+    patience: int = Field(3, ge=0)
+    batch_size: int = Field(256, gt=0)
+    max_epochs: int = Field(20, gt=0)
+    grad_clip: float | None = Field(1.0, gt=0)
+    exit_share: float | None = Field(None, gt=0, lt=1)
+
+
+class LegoBaselineParams(StrictModel):
+    """The standard causal model of the full depth, trained from scratch for comparison.
+
+    `budget: compute` gives it LEGO's training FLOPs (phase 1 + hard-example collection + phase 2);
+    `budget: tokens` gives it LEGO's supervised tokens (phase-1 tokens + phase-2 hard-example rows).
+    `max_train_tokens` caps either.
+    """
+
+    budget: Literal["compute", "tokens"] = "compute"
+    max_train_tokens: int | None = Field(None, gt=0)
+    train: LegoLoopParams = Field(default_factory=lambda: LegoLoopParams())
+
+
+class LegoEvalParams(StrictModel):
+    """Test evaluation: teacher-forced metrics, greedy exact match and the exit-share trade-off curve."""
+
+    batch_size: int = Field(256, gt=0)
+    max_new_tokens: int = Field(8, gt=0)
+    tradeoff_exit_shares: list[float] = Field(default_factory=lambda: [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
+
+    @model_validator(mode="after")
+    def _check_shares(self) -> LegoEvalParams:
+        for share in self.tradeoff_exit_shares:
+            if not 0 <= share <= 1:
+                raise ValueError(f"tradeoff_exit_shares: each share must be in [0, 1] (got {share})")
+        return self
+
+
+class LegoParams(StrictModel):
+    """LEGO: shallow model (phase 1) → hard examples → upper block on the hard tokens (phase 2).
+
+    Defaults are the seed's LEGOConfig (phase 1 lr 1e-3 patience 1, hard ratio 0.5, phase 2 lr 1e-4
+    patience 3); params.yaml holds the values calibrated for the default pipeline.
+    """
+
+    model: LegoModelParams = Field(default_factory=lambda: LegoModelParams())
+    phase1: LegoLoopParams = Field(default_factory=lambda: LegoLoopParams())
+    hard_examples: LegoHardExampleParams = Field(default_factory=lambda: LegoHardExampleParams())
+    phase2: LegoPhase2Params = Field(default_factory=lambda: LegoPhase2Params())
+    baseline: LegoBaselineParams = Field(default_factory=lambda: LegoBaselineParams())
+    eval: LegoEvalParams = Field(default_factory=lambda: LegoEvalParams())
+    num_threads: int = Field(2, gt=0)
 
 
 # --------------------------------------------------------------------------------------------- hybrid_rnn
@@ -274,6 +480,8 @@ class Params(StrictModel):
     tracking: TrackingParams = Field(default_factory=lambda: TrackingParams())
     prepare: PrepareParams = Field(default_factory=PrepareParams)
     coarse_sft: CoarseSFTParams = Field(default_factory=CoarseSFTParams)
+    sigma_pretrain: SigmaPretrainParams = Field(default_factory=SigmaPretrainParams)
+    lego: LegoParams = Field(default_factory=LegoParams)
     hybrid_rnn: HybridRNNParams = Field(default_factory=HybridRNNParams)
 
 

@@ -1,113 +1,44 @@
 """End to end: the real project in a temporary git repository with tiny params, driven through dvc."""
 
 import json
-import os
-import shutil
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-import yaml
-from mlflow.tracking import MlflowClient
+from e2e_project import TINY_PREPARE, TINY_SIGMA, client, dvc, make_project, run, stage_runs
 
-ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 TINY = {
-    "prepare": {
-        "families": {"add": {"difficulties": [1]}, "sub": {"difficulties": [1]}, "mul": {"difficulties": [1]}},
-        "sizes": {"train": 60, "val": 8, "test": 12},
-    },
+    "prepare": TINY_PREPARE,
     "coarse_sft": {
         "model": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64},
         "train": {"max_steps": 20, "batch_size": 8, "logging_steps": 5, "warmup_steps": 2, "num_threads": 1},
         "mix": {"add": 0.4, "sub": 0.4, "mul": 0.2},
         "eval": {"batch_size": 64, "max_new_tokens": 6, "sample_predictions": 4},
     },
+    "sigma_pretrain": TINY_SIGMA,
 }
-
-
-def deep_update(base, extra):
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            deep_update(base[key], value)
-        else:
-            base[key] = value
-    return base
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    repo = tmp_path_factory.mktemp("project")
-    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    for name in tracked.split():
-        if name.startswith(("tests/", "metrics/", "plots/")) or name == "dvc.lock":
-            continue
-        target = repo / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if (ROOT / name).is_file():
-            shutil.copy2(ROOT / name, target)
-    for name in ("stages", "src"):  # also files not committed yet, when run from a working tree
-        shutil.copytree(ROOT / name, repo / name, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", ".dvc/config", ".dvc/.gitignore"):
-        (repo / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / name, repo / name)
-    params = deep_update(yaml.safe_load((ROOT / "params.yaml").read_text()), TINY)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = dict(os.environ)
-    env.update(
-        PATH=f"{Path(sys.executable).parent}:{env['PATH']}",
-        GIT_AUTHOR_NAME="t",
-        GIT_AUTHOR_EMAIL="t@t",
-        GIT_COMMITTER_NAME="t",
-        GIT_COMMITTER_EMAIL="t@t",
-        CASCADELAB_NO_PROGRESS="1",
-    )
-    for var in ("MLFLOW_TRACKING_URI", "DVC_ROOT", "CASCADELAB_PIPELINE_ID", "PYTHONPATH"):
-        env.pop(var, None)
-    run(["git", "init", "-q", "-b", "main"], repo, env)
-    run(["git", "add", "-A"], repo, env)
-    run(["git", "commit", "-qm", "tiny project"], repo, env)
-    return repo, env
+    return make_project(tmp_path_factory.mktemp("project"), TINY)
 
 
-def run(cmd, cwd, env, check=True):
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    if check and result.returncode:
-        raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
-    return result.stdout + result.stderr
-
-
-def dvc(project, *args):
-    repo, env = project
-    return run([sys.executable, "-m", "dvc", *args], repo, env)
-
-
-def client(repo):
-    return MlflowClient(f"sqlite:///{repo}/mlflow.db")
-
-
-def stage_runs(repo, stage=None):
-    runs = client(repo).search_runs(
-        [client(repo).get_experiment_by_name("cascadelab").experiment_id], "tags.`cascadelab.role` = 'stage'"
-    )
-    return [r for r in runs if stage is None or r.data.tags["cascadelab.stage"] == stage]
-
-
-def test_repro_runs_both_stages_then_nothing(project):
+def test_repro_runs_every_stage_then_nothing(project):
     repo, env = project
     out = dvc(project, "repro")
-    assert "Running stage 'prepare'" in out and "Running stage 'coarse_sft'" in out
+    for stage in ("prepare", "coarse_sft", "sigma_pretrain"):
+        assert f"Running stage '{stage}'" in out
     metrics = json.loads((repo / "metrics" / "coarse_sft.json").read_text())
     assert {"em", "em_add", "test_ppl", "params", "train_tokens_per_s"} <= set(metrics)
     assert (repo / "models" / "coarse" / "model.safetensors").is_file()
-    assert len(stage_runs(repo)) == 2
+    assert len(stage_runs(repo)) == 3
     parents = {r.data.tags["mlflow.parentRunId"] for r in stage_runs(repo)}
     assert len(parents) == 1  # one pipeline execution, one parent
     out = dvc(project, "repro")
     assert "Running stage" not in out
-    assert len(stage_runs(repo)) == 2
+    assert len(stage_runs(repo)) == 3
     # Transformers' MLflow callback logged into the stage's run (no extra run, training loss present).
     coarse = stage_runs(repo, "coarse_sft")[0]
     assert "loss" in coarse.data.metrics and "learning_rate" in coarse.data.params

@@ -64,6 +64,7 @@ def test_accuracy_beats_chance(trained):
 
 def test_save_load_round_trip_gives_identical_logits(trained, tmp_path):
     model, tokenizer, _, _ = trained
+    model = model.cpu()  # trained on CUDA when a GPU is present
     model.save_pretrained(tmp_path, safe_serialization=True)
     tokenizer.save_pretrained(tmp_path)
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path)
@@ -89,9 +90,16 @@ class _Kill(TrainerCallback):
 def test_killed_run_resumes_to_the_same_weights(tmp_path):
     torch.set_num_threads(1)
     records = [
-        {"task": t, "difficulty": 1, "prompt": f"{a}{'+' if t == 'add' else '-'}{b}=", "response": str(a + b),
-         "answer": str(a + b)}
-        for t in ("add", "sub") for a in range(10) for b in range(10)
+        {
+            "task": t,
+            "difficulty": 1,
+            "prompt": f"{a}{'+' if t == 'add' else '-'}{b}=",
+            "response": str(a + b),
+            "answer": str(a + b),
+        }
+        for t in ("add", "sub")
+        for a in range(10)
+        for b in range(10)
     ]
     tokenizer = train_tokenizer([r["prompt"] + r["response"] + "-" for r in records], TokenizerParams())
     train = SFTTrainParams(max_steps=30, batch_size=8, warmup_steps=2, logging_steps=5, save_steps=10, num_threads=1)
@@ -99,10 +107,21 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
 
     def fit(folder, callbacks=()):
         torch.manual_seed(0)
-        model = build_causal_lm(CausalLMParams(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64),
-                                tokenizer)
-        return train_sft(model, tokenizer, records, train, curriculum, {"add": 1.0, "sub": 1.0}, 0, folder,
-                         report_to=(), callbacks=callbacks)
+        model = build_causal_lm(
+            CausalLMParams(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64), tokenizer
+        )
+        return train_sft(
+            model,
+            tokenizer,
+            records,
+            train,
+            curriculum,
+            {"add": 1.0, "sub": 1.0},
+            0,
+            folder,
+            report_to=(),
+            callbacks=callbacks,
+        )
 
     straight, straight_result = fit(tmp_path / "a")
     with pytest.raises(KeyboardInterrupt):
@@ -112,3 +131,51 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
     assert resumed_result.curriculum_switch_step == straight_result.curriculum_switch_step == 15
     for (name, p), (_, q) in zip(straight.state_dict().items(), resumed.state_dict().items(), strict=True):
         assert torch.equal(p, q), name
+
+
+def test_local_base_model_with_lora_trains_and_merges(tmp_path):
+    torch.set_num_threads(1)
+    from cascadelab.config import CoarseSFTParams
+    from cascadelab.training.coarse_sft import coarse_model_and_tokenizer
+
+    records = [
+        {"task": "add", "difficulty": 1, "prompt": f"{a}+{b}=", "response": str(a + b), "answer": str(a + b)}
+        for a in range(10)
+        for b in range(10)
+    ]
+    base_tokenizer = train_tokenizer([r["prompt"] + r["response"] for r in records], TokenizerParams(kind="bpe"))
+    base = build_causal_lm(
+        CausalLMParams(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64), base_tokenizer
+    )
+    base.save_pretrained(tmp_path / "base")
+    base_tokenizer.save_pretrained(tmp_path / "base")
+    params = CoarseSFTParams.model_validate(
+        {
+            "base_model": str(tmp_path / "base"),
+            "lora": {"enabled": True, "r": 4, "alpha": 8},
+            "train": {"max_steps": 10, "batch_size": 8, "logging_steps": 5, "save_steps": 0, "num_threads": 1},
+            "curriculum": {"warmup_tasks": []},
+            "mix": {"add": 1.0},
+        }
+    )
+    model, tokenizer = coarse_model_and_tokenizer(params, tmp_path / "unused", seed=0)
+    assert tokenizer.convert_tokens_to_ids("[COARSE]") != tokenizer.unk_token_id
+    frozen = {k: v.clone() for k, v in model.state_dict().items()}
+    trained, result = train_sft(
+        model,
+        tokenizer,
+        records,
+        params.train,
+        params.curriculum,
+        params.mix,
+        0,
+        tmp_path / "ckpt",
+        lora=params.lora,
+        report_to=(),
+    )
+    assert any("lora_" in name for name, _ in trained.named_parameters())
+    merged = trained.merge_and_unload().cpu()
+    assert not any("lora_" in name for name in merged.state_dict())
+    changed = [k for k, v in merged.state_dict().items() if k in frozen and not torch.equal(v, frozen[k])]
+    assert changed and all(("q_proj" in k or "k_proj" in k or "v_proj" in k or "o_proj" in k) for k in changed)
+    assert len(result.history) == 2

@@ -10,6 +10,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_repository_params_are_valid():
     params = load_params(ROOT / "params.yaml")
     assert params.coarse_sft.model.family == "llama"
+    assert params.lego.model.phase2_layers > params.lego.model.phase1_layers
 
 
 @pytest.mark.parametrize(
@@ -35,6 +36,42 @@ def test_repository_params_are_valid():
         ),
         ({"coarse_sft": {"mix": {"add": -0.1}}}, "params.yaml: coarse_sft.mix.add: must be >= 0 (got -0.1)"),
         ({"bogus": 1}, "params.yaml: bogus: unknown key"),
+        (
+            {"sigma_pretrain": {"model": {"mamba_ratio": 0, "attention_ratio": 0}}},
+            "params.yaml: sigma_pretrain.model.mamba_ratio: mamba_ratio and attention_ratio cannot both be 0",
+        ),
+        (
+            {"sigma_pretrain": {"model": {"overrides": {"vocab_size": 9}}}},
+            "params.yaml: sigma_pretrain.model.overrides.vocab_size: set from the corpus tokenizer, not from params",
+        ),
+        (
+            {"sigma_pretrain": {"optimizer": {"name": "sgd"}}},
+            "params.yaml: sigma_pretrain.optimizer.name: must be 'adamw' or 'muon' (got 'sgd')",
+        ),
+        (
+            {"sigma_pretrain": {"optimizer": {"muon": {"muon_lr": 0}}}},
+            "params.yaml: sigma_pretrain.optimizer.muon.muon_lr: must be greater than 0 (got 0)",
+        ),
+        (
+            {"lego": {"model": {"phase2_layers": 2}}},
+            "params.yaml: lego.model.phase2_layers: must exceed phase1_layers=2 (got 2)",
+        ),
+        (
+            {"lego": {"model": {"hidden_size": 132}}},
+            "params.yaml: lego.model.hidden_size: must split into num_heads=4 heads of even size (got 132)",
+        ),
+        (
+            {"lego": {"hard_examples": {"hard_example_ratio": 1.5}}},
+            "params.yaml: lego.hard_examples.hard_example_ratio: must be less than 1 (got 1.5)",
+        ),
+        (
+            {"lego": {"baseline": {"budget": "time"}}},
+            "params.yaml: lego.baseline.budget: must be 'compute' or 'tokens' (got 'time')",
+        ),
+        (
+            {"lego": {"eval": {"tradeoff_exit_shares": [0.5, 2]}}},
+            "params.yaml: lego.eval.tradeoff_exit_shares: each share must be in [0, 1] (got 2.0)",
+        ),
         (
             {"hybrid_rnn": {"model": {"preset": "huge"}}},
             "params.yaml: hybrid_rnn.model.preset: must be 'small', 'seed' or 'tiny' (got 'huge')",

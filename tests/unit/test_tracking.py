@@ -92,3 +92,23 @@ def test_store_is_created_under_the_root_not_the_cwd(repo):
     with tracking.stage_run("prepare", {}, experiment="t"):
         pass
     assert not (Path.cwd() / "mlflow.db").exists()
+
+
+def test_concurrent_stages_initialise_a_fresh_store_safely(repo):
+    # Queued experiments start several stage processes at once against a store that may not exist yet.
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from cascadelab import tracking\n"
+        "with tracking.stage_run('s', {'i': sys.argv[1]}, experiment='t') as run:\n"
+        "    run.log_metrics({'x': 1.0})\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(Path(tracking.__file__).resolve().parents[1]))
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(i)], cwd=repo, env=env) for i in range(3)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
+    client = MlflowClient(tracking.tracking_uri(repo))
+    runs = client.search_runs([client.get_experiment_by_name("t").experiment_id])
+    assert len(runs) == 3

@@ -1,0 +1,362 @@
+"""`cascade_eval`: exact match, fix/break rates, compute per mode and the accuracy-vs-compute sweep.
+
+Reference for every rate is the coarse-only run: an item is *coarse-right* when the coarse model's greedy
+answer verifies. Fix rate = coarse-wrong items whose final answer verifies, over coarse-wrong items; break
+rate = coarse-right items whose final answer does not, over coarse-right items. Compute is generated tokens
+per item (coarse answer + uncached refiner passes) and wall time per item, each also as a ratio to
+coarse-only.
+
+The sweep replays LIMEN's coarse threshold from "never refine" to "always refine" over one coarse run and
+one single-pass refinement of every routed item: at threshold t an item uses its refined answer when it is
+routed, its coarse tension exceeds t and LIMEN approves the refined output, otherwise its coarse answer.
+Lowering t only adds refined items, so the compute axis is monotone.
+"""
+
+from __future__ import annotations
+
+import math
+import resource
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import PreTrainedModel
+
+from cascadelab.cascade.cascade import CascadeOutput, CascadeTransformer
+from cascadelab.cascade.limen import choose_threshold
+from cascadelab.cascade.scoring import generated_tokens
+from cascadelab.cascade.settings import CascadeEvalSettings
+from cascadelab.eval.generation import generate_batched
+
+Record = dict[str, Any]
+VerifyFn = Callable[[str, str, str], bool]
+
+
+@dataclass
+class SweepData:
+    """Per-item inputs of the threshold sweep (one coarse run + one refinement of every routed item)."""
+
+    coarse_correct: list[bool]
+    refined_correct: list[bool]
+    coarse_tension: list[float]
+    refined_approved: list[bool]
+    routed: list[bool]
+    coarse_tokens: list[int]
+    refined_tokens: list[int]
+
+
+@dataclass
+class EvalOutcome:
+    """Metrics, sweep curves (name → points), prediction samples of `cascade_eval`."""
+
+    metrics: dict[str, float] = field(default_factory=dict)
+    curves: dict[str, list[dict[str, float]]] = field(default_factory=dict)
+    predictions: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _rate(hits: int, total: int) -> float:
+    return 100.0 * hits / total if total else float("nan")
+
+
+def _verified(records: Sequence[Record], outputs: Sequence[str], verify: VerifyFn) -> list[bool]:
+    return [verify(r["task"], o, r["answer"]) for r, o in zip(records, outputs, strict=True)]
+
+
+def mode_metrics(
+    records: Sequence[Record],
+    run: CascadeOutput,
+    coarse_correct: Sequence[bool],
+    verify: VerifyFn,
+    name: str,
+) -> dict[str, float]:
+    """Exact match, fix and break rates (overall and per task) of one run against the coarse reference."""
+    correct = _verified(records, run.outputs, verify)
+    groups: dict[str, list[int]] = defaultdict(list)
+    for index, record in enumerate(records):
+        groups[""].append(index)
+        groups[f"_{record['task']}"].append(index)
+    metrics: dict[str, float] = {}
+    for suffix, indices in sorted(groups.items()):
+        wrong_before = [i for i in indices if not coarse_correct[i]]
+        right_before = [i for i in indices if coarse_correct[i]]
+        metrics[f"em_{name}{suffix}"] = _rate(sum(correct[i] for i in indices), len(indices))
+        if name != "coarse":
+            metrics[f"fix_rate_{name}{suffix}"] = _rate(sum(correct[i] for i in wrong_before), len(wrong_before))
+            metrics[f"break_rate_{name}{suffix}"] = _rate(sum(not correct[i] for i in right_before), len(right_before))
+    n = max(len(records), 1)
+    metrics[f"tokens_per_item_{name}"] = run.mean_generated_tokens
+    metrics[f"latency_ms_per_item_{name}"] = 1000.0 * run.seconds / n
+    return metrics
+
+
+def gate_metrics_of(run: CascadeOutput, records: Sequence[Record], verify: VerifyFn) -> dict[str, float]:
+    """LIMEN's behaviour in a gated run: approval, refinement success, tension before/after, silence."""
+    traces = run.traces
+    refined = [t for t in traces if t.passes]
+    n = max(len(traces), 1)
+    metrics = {
+        "limen_coarse_approval_rate": 100.0
+        * sum(bool(t.coarse_decision and t.coarse_decision.approved) for t in traces)
+        / n,
+        "refined_share": 100.0 * len(refined) / n,
+        "silence_rate": 100.0 * sum(t.final_stage is None for t in traces) / n,
+        "mean_refinement_passes": sum(len(t.passes) for t in refined) / max(len(refined), 1),
+    }
+    if refined:
+        by_prompt = {id(t): r for t, r in zip(traces, records, strict=True)}
+        success = [verify(by_prompt[id(t)]["task"], t.refined or "", by_prompt[id(t)]["answer"]) for t in refined]
+        metrics["refinement_success_rate"] = 100.0 * sum(success) / len(refined)
+        metrics["limen_refined_approval_rate"] = (
+            100.0 * sum(bool(t.refined_decision and t.refined_decision.approved) for t in refined) / len(refined)
+        )
+        metrics["tension_before"] = sum(t.coarse_tension or 0.0 for t in refined) / len(refined)
+        metrics["tension_after"] = sum(t.refined_tension or 0.0 for t in refined) / len(refined)
+    return metrics
+
+
+def text_metrics(refined: Sequence[str], coarse: Sequence[str], prefix: str = "refined_vs_coarse") -> dict[str, float]:
+    """BLEU (sacrebleu) and ROUGE-L F1 (rouge-score) of refined texts against coarse texts, where installed."""
+    metrics: dict[str, float] = {}
+    try:
+        import sacrebleu
+
+        metrics[f"{prefix}_bleu"] = float(sacrebleu.corpus_bleu(list(refined), [list(coarse)]).score)
+    except ImportError:
+        pass
+    try:
+        from rouge_score import rouge_scorer
+
+        scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+        scores = [scorer.score(c, r)["rougeL"].fmeasure for r, c in zip(refined, coarse, strict=True)]
+        metrics[f"{prefix}_rougeL"] = 100.0 * sum(scores) / max(len(scores), 1)
+    except ImportError:
+        pass
+    return metrics
+
+
+def sweep_data(
+    cascade: CascadeTransformer, records: Sequence[Record], coarse_run: CascadeOutput, verify: VerifyFn
+) -> SweepData:
+    """Coarse tensions, one refinement of every routed item and LIMEN's verdict on it."""
+    prompts, tasks = [r["prompt"] for r in records], [r["task"] for r in records]
+    coarse = coarse_run.outputs
+    limen = cascade.limen
+    tension = limen.tensions(limen.create_intentions(prompts, coarse, "coarse", tasks)).tolist()
+    routed = [t in cascade.route_tasks for t in tasks]
+    refined = [""] * len(records)
+    indices = [i for i, r in enumerate(routed) if r]
+    if indices:
+        outputs = cascade.refiner.generate(
+            [prompts[i] for i in indices],
+            [coarse[i] for i in indices],
+            [tasks[i] for i in indices],
+            cascade.settings.refiner_max_new_tokens,
+            cascade.settings.batch_size,
+        )
+        for i, output in zip(indices, outputs, strict=True):
+            refined[i] = output
+    decisions = limen.validate_intentions(limen.create_intentions(prompts, refined, "refined", tasks))
+    refined_tokens = generated_tokens(cascade.tokenizer, refined, cascade.settings.refiner_max_new_tokens)
+    return SweepData(
+        coarse_correct=_verified(records, coarse, verify),
+        refined_correct=_verified(records, refined, verify),
+        coarse_tension=tension,
+        refined_approved=[d.approved and r for d, r in zip(decisions, routed, strict=True)],
+        routed=routed,
+        coarse_tokens=[t.coarse_tokens for t in coarse_run.traces],
+        refined_tokens=[n if r else 0 for n, r in zip(refined_tokens, routed, strict=True)],
+    )
+
+
+def sweep_thresholds(tension: Sequence[float], points: int) -> list[float]:
+    """`points` thresholds from above every tension (never refine) to below every tension (always refine)."""
+    values = sorted(tension)
+    if not values:
+        return [math.inf, -math.inf]
+    inner = [values[round(k * (len(values) - 1) / max(points - 3, 1))] for k in range(max(points - 2, 0))]
+    return [math.inf, *sorted(set(inner), reverse=True), -math.inf]
+
+
+def threshold_sweep(data: SweepData, thresholds: Sequence[float]) -> list[dict[str, float]]:
+    """Exact match and mean generated tokens per item at each threshold, sorted by compute."""
+    n = max(len(data.coarse_correct), 1)
+    points = []
+    for threshold in thresholds:
+        em, tokens, refined = 0, 0, 0
+        for i in range(len(data.coarse_correct)):
+            tokens += data.coarse_tokens[i]
+            sent = data.routed[i] and data.coarse_tension[i] > threshold
+            if sent:
+                tokens += data.refined_tokens[i]
+            use_refined = sent and data.refined_approved[i]
+            refined += use_refined
+            em += data.refined_correct[i] if use_refined else data.coarse_correct[i]
+        points.append(
+            {
+                "threshold": float(max(min(threshold, 2.0), -1.0)),  # ±inf written as 2 / -1 for TSV and plots
+                "em": 100.0 * em / n,
+                "tokens_per_item": tokens / n,
+                "refined_share": 100.0 * refined / n,
+            }
+        )
+    return sorted(points, key=lambda p: (p["tokens_per_item"], -p["threshold"]))
+
+
+def recalibrated_threshold(data: SweepData, budget: float) -> float:
+    """The gate threshold whose real break rate on this data (refiner outputs included) stays within budget."""
+    after = [
+        (not routed) or (refined if approved else coarse)
+        for routed, approved, refined, coarse in zip(
+            data.routed, data.refined_approved, data.refined_correct, data.coarse_correct, strict=True
+        )
+    ]
+    return choose_threshold(data.coarse_tension, data.coarse_correct, budget, after)
+
+
+def plot_accuracy_vs_compute(curves: dict[str, list[dict[str, float]]], path: str | Path) -> None:
+    """PNG of exact match against mean generated tokens per item, one line per curve."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for name, points in curves.items():
+        axis.plot([p["tokens_per_item"] for p in points], [p["em"] for p in points], marker="o", label=name)
+    axis.set_xlabel("mean generated tokens per item")
+    axis.set_ylabel("test exact match (%)")
+    axis.set_title("Cascade: accuracy vs compute (LIMEN threshold sweep)")
+    axis.grid(alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(str(path), dpi=120)
+    plt.close(figure)
+
+
+def evaluate_cascade(
+    cascade: CascadeTransformer,
+    records: Sequence[Record],
+    verify: VerifyFn,
+    settings: CascadeEvalSettings,
+    name: str = "",
+) -> EvalOutcome:
+    """Every configured mode on `records`, the gate's behaviour, text metrics and the sweep curve."""
+    prefix = f"{name}_" if name else ""
+    prompts, tasks = [r["prompt"] for r in records], [r["task"] for r in records]
+    runs: dict[str, CascadeOutput] = {}
+    for mode in settings.modes:
+        cascade.clear_cache()
+        runs[mode] = cascade.generate(prompts, mode=mode, tasks=tasks)
+    coarse_correct = _verified(records, runs["coarse_only"].outputs, verify)
+    labels = {"coarse_only": "coarse", "always_refine": "refined", "normal": "cascade", "skip_coarse": "skip_coarse"}
+    outcome = EvalOutcome()
+    base = runs["coarse_only"]
+    for run_mode, run in runs.items():
+        label = labels[run_mode]
+        metrics = mode_metrics(records, run, coarse_correct, verify, label)
+        metrics[f"tokens_ratio_{label}"] = run.mean_generated_tokens / max(base.mean_generated_tokens, 1e-9)
+        metrics[f"latency_ratio_{label}"] = run.seconds / max(base.seconds, 1e-9)
+        outcome.metrics.update(metrics)
+    if "normal" in runs:
+        outcome.metrics.update(gate_metrics_of(runs["normal"], records, verify))
+    if "always_refine" in runs and settings.text_metrics:
+        outcome.metrics.update(text_metrics(runs["always_refine"].outputs, base.outputs))
+    data = sweep_data(cascade, records, base, verify)
+    curve = threshold_sweep(data, sweep_thresholds(data.coarse_tension, settings.sweep_points))
+    outcome.curves[name or "cascade"] = curve
+    outcome.metrics = {f"{prefix}{k}": v for k, v in outcome.metrics.items()}
+    for index, record in enumerate(records[: settings.sample_predictions]):
+        trace = runs["normal"].traces[index] if "normal" in runs else base.traces[index]
+        outcome.predictions.append(
+            {
+                "id": record.get("id", ""),
+                "task": record["task"],
+                "prompt": record["prompt"],
+                "answer": record["answer"],
+                "coarse": trace.coarse,
+                "coarse_tension": trace.coarse_tension,
+                "refined": trace.refined,
+                "refined_tension": trace.refined_tension,
+                "decision": trace.decision,
+                "final": trace.final,
+                "correct": verify(record["task"], trace.final, record["answer"]),
+            }
+        )
+    return outcome
+
+
+def control_metrics(
+    control_model: PreTrainedModel,
+    cascade: CascadeTransformer,
+    records: Sequence[Record],
+    verify: VerifyFn,
+    cascade_metrics: dict[str, float],
+) -> dict[str, float]:
+    """Exact match of the equal-compute control (`coarse_more`) per task, and the cascade's margin over it."""
+    outputs = [
+        o[0]
+        for o in generate_batched(
+            control_model,
+            cascade.tokenizer,
+            [r["prompt"] for r in records],
+            cascade.settings.coarse_max_new_tokens,
+            cascade.settings.batch_size,
+        )
+    ]
+    correct = _verified(records, outputs, verify)
+    groups: dict[str, list[int]] = defaultdict(list)
+    for index, record in enumerate(records):
+        groups[""].append(index)
+        groups[f"_{record['task']}"].append(index)
+    metrics = {}
+    for suffix, indices in sorted(groups.items()):
+        em = _rate(sum(correct[i] for i in indices), len(indices))
+        metrics[f"em_control{suffix}"] = em
+        if f"em_cascade{suffix}" in cascade_metrics:
+            metrics[f"cascade_minus_control{suffix}"] = cascade_metrics[f"em_cascade{suffix}"] - em
+    return metrics
+
+
+def peak_memory_mb() -> float:
+    """Peak memory of this process (GPU allocator peak on CUDA, else resident set), in MiB."""
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_cascade_eval(
+    cascade: CascadeTransformer,
+    val_records: Sequence[Record],
+    test_records: Sequence[Record],
+    verify: VerifyFn,
+    settings: CascadeEvalSettings,
+    control_model: PreTrainedModel | None = None,
+    baselines: dict[str, CascadeTransformer] | None = None,
+) -> EvalOutcome:
+    """The stage's logic: recalibrate the gate on val if asked, evaluate on test, compare with the control.
+
+    `baselines` (e.g. {"answer": cascade_with_the_answer_target_refiner}) are evaluated the same way, their
+    metrics prefixed with their name and their sweep curves added beside the cascade's.
+    """
+    for item in [cascade, *(baselines or {}).values()]:
+        if settings.recalibrate_threshold and val_records:
+            base = item.generate([r["prompt"] for r in val_records], "coarse_only", [r["task"] for r in val_records])
+            item.threshold = recalibrated_threshold(
+                sweep_data(item, val_records, base, verify), settings.break_rate_budget
+            )
+    outcome = evaluate_cascade(cascade, test_records, verify, settings)
+    outcome.metrics["threshold"] = cascade.threshold
+    for name, baseline in (baselines or {}).items():
+        other = evaluate_cascade(baseline, test_records, verify, settings, name=name)
+        outcome.metrics.update(other.metrics)
+        outcome.metrics[f"{name}_threshold"] = baseline.threshold
+        outcome.curves.update(other.curves)
+    if control_model is not None:
+        outcome.metrics.update(control_metrics(control_model, cascade, test_records, verify, outcome.metrics))
+    outcome.metrics["refiner_bytes"] = float(cascade.refiner.size_bytes())
+    outcome.metrics["peak_memory_mb"] = peak_memory_mb()
+    return outcome

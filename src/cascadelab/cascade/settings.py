@@ -1,0 +1,247 @@
+"""Typed settings of the four cascade stages (`cascade_pairs → limen → refiner → cascade_eval`).
+
+Each class is a pydantic model with unknown keys forbidden and constrained fields, meant to be nested as a
+section of the params schema in `cascadelab.config`. This module imports nothing from `cascadelab.config`
+(which will import it), so there is no import cycle; `RefinerTrainSettings` mirrors the fields of
+`config.SFTTrainParams` for that reason and is converted where `train_sft` is called.
+
+Validator messages start with the offending key (`mix.div: ...`), the form `config._format_error` turns
+into a full key path.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+CascadeMode = Literal["normal", "coarse_only", "always_refine", "skip_coarse"]
+CASCADE_MODES: tuple[CascadeMode, ...] = ("coarse_only", "always_refine", "normal", "skip_coarse")
+
+
+class _Strict(BaseModel):
+    """Unknown keys are errors; values are validated on assignment too."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --------------------------------------------------------------------------------------------- cascade_pairs
+class CrossFitSettings(_Strict):
+    """k-fold cross-fitting: a coarse model trained without fold i answers fold i (0 folds: off)."""
+
+    folds: int = Field(0, ge=0, le=20)
+
+    @model_validator(mode="after")
+    def _not_one(self) -> CrossFitSettings:
+        if self.folds == 1:
+            raise ValueError("folds: must be 0 (off) or >= 2 (got 1)")
+        return self
+
+
+class PairsSettings(_Strict):
+    """How the frozen coarse model answers train/val prompts to make (coarse, gold) pairs."""
+
+    num_samples: int = Field(4, ge=0, description="sampled answers per prompt, besides the greedy one")
+    temperature: float = Field(1.2, gt=0, description="sampling temperature of the extra answers")
+    batch_size: int = Field(256, gt=0)
+    max_new_tokens: int = Field(12, gt=0)
+    right_fraction: float | None = Field(
+        0.5, ge=0, le=1, description="share of right coarse answers per task after balancing; null: natural ratio"
+    )
+    min_pairs_per_task: int = Field(64, ge=0, description="balancing never leaves a task with fewer pairs")
+    balance_val: bool = Field(False, description="val keeps its natural ratio by default (LIMEN calibrates on it)")
+    dedupe: bool = Field(True, description="drop repeated (prompt, coarse output) pairs")
+    tasks: list[str] | None = Field(None, description="restrict to these task families; null: all")
+    max_prompts_per_task: int | None = Field(
+        500, gt=0, description="seeded subsample of each task's prompts per split (time budget); null: all"
+    )
+    cross_fit: CrossFitSettings = Field(default_factory=lambda: CrossFitSettings())
+
+
+# --------------------------------------------------------------------------------------------- limen
+class LimenSettings(_Strict):
+    """The LIMEN gate: a calibrated 'output is wrong' classifier plus a rule layer and thresholds."""
+
+    use_hidden: bool = Field(True, description="mean-pooled last hidden state of the frozen base model")
+    use_task: bool = Field(True, description="one-hot task family among the features")
+    blocked: list[str] = Field(default_factory=list, description="outputs containing any of these are refused")
+    max_output_chars: int = Field(96, gt=0, description="longer outputs are refused as malformed")
+    l2: float = Field(1e-2, ge=0, description="L2 penalty of the logistic regression (on standardised features)")
+    max_iter: int = Field(200, gt=0, description="L-BFGS iterations")
+    calibration: Literal["platt", "temperature", "none"] = "platt"
+    break_rate_budget: float = Field(
+        0.02, ge=0, le=1, description="max share of right val outputs the gate may send on (worst case: all broken)"
+    )
+    refined_threshold: float = Field(1.0, ge=0, le=1, description="approve a well-formed refined output below this")
+    silence_threshold: float = Field(1.0, ge=0, le=1, description="no alternative below this tension: silence")
+    silence_text: str = ""
+    ece_bins: int = Field(10, gt=0)
+    batch_size: int = Field(256, gt=0)
+
+
+# --------------------------------------------------------------------------------------------- refiner
+class RefinerFormatSettings(_Strict):
+    """What the refiner reads and writes: `{prompt}[COARSE]{coarse}[REFINE]` → steps (or answer)."""
+
+    target: Literal["steps", "answer"] = Field("steps", description="answer: direct re-emission (the baseline)")
+    use_coarse: bool = Field(False, description="false: the coarse slot is left empty (the slow path alone)")
+    repeat_prompt: bool = Field(False, description="repeat the prompt after [REFINE] (answer at coarse offsets)")
+    max_coarse_chars: int = Field(32, gt=0, description="coarse outputs are cut to this length in the input")
+
+
+class RefinerTrainSettings(_Strict):
+    """Teacher-forcing optimisation (mirrors `config.SFTTrainParams`; converted when calling `train_sft`)."""
+
+    max_steps: int = Field(3000, gt=0)
+    batch_size: int = Field(16, gt=0)
+    learning_rate: float = Field(1e-3, gt=0)
+    warmup_steps: int = Field(50, ge=0)
+    decay_fraction: float = Field(0.5, ge=0, le=1)
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    logging_steps: int = Field(50, gt=0)
+    save_steps: int = Field(0, ge=0)
+    bf16: bool = False
+    activation_checkpointing: bool = False
+    num_threads: int = Field(2, gt=0)
+
+
+class RefinerLoraSettings(_Strict):
+    """The LoRA adapter of `mode: lora` (PEFT) on the coarse base."""
+
+    r: int = Field(64, gt=0)
+    alpha: int = Field(128, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        min_length=1,
+    )
+
+
+class SeparateRefinerSettings(_Strict):
+    """The small transformer of `mode: separate`: own layers, embeddings copied from the coarse model."""
+
+    num_layers: int = Field(4, gt=0)
+    num_heads: int = Field(4, gt=0)
+    intermediate_size: int = Field(512, gt=0)
+    initializer_range: float = Field(0.06, gt=0)
+    freeze_embeddings: bool = Field(True, description="keep the shared coarse embeddings (and tied head) frozen")
+
+
+class SelfImprovementSettings(_Strict):
+    """GRPO after teacher forcing: reward = verified(refined) − verified(coarse) − λ·tension + format term."""
+
+    max_steps: int = Field(200, gt=0)
+    batch_size: int = Field(8, gt=0)
+    num_generations: int = Field(4, ge=2)
+    learning_rate: float = Field(1e-5, gt=0)
+    temperature: float = Field(1.0, gt=0)
+    tension_weight: float = Field(0.2, ge=0)
+    format_weight: float = Field(0.1, ge=0)
+    logging_steps: int = Field(20, gt=0)
+    max_prompts: int = Field(2000, gt=0, description="refiner inputs drawn from the training data for the RL phase")
+
+    @model_validator(mode="after")
+    def _divisible(self) -> SelfImprovementSettings:
+        if self.batch_size % self.num_generations:
+            raise ValueError(
+                f"batch_size: must be divisible by num_generations ({self.batch_size} % {self.num_generations})"
+            )
+        return self
+
+
+class AdversarialSettings(_Strict):
+    """A discriminator (gold vs refined text) whose score joins the self-improvement reward."""
+
+    weight: float = Field(0.2, ge=0, description="reward += weight · (P_disc(gold | refined) − 0.5)")
+    disc_steps: int = Field(200, gt=0, description="discriminator training steps before RL")
+    disc_hidden: int = Field(64, gt=0)
+    disc_learning_rate: float = Field(1e-3, gt=0)
+
+
+class RefinerSettings(_Strict):
+    """The refiner: architecture mode, training data, format, strategy and per-family routing/budgets."""
+
+    mode: Literal["lora", "full", "separate"] = "full"
+    data: Literal["pairs", "fresh", "both"] = "fresh"
+    format: RefinerFormatSettings = Field(default_factory=lambda: RefinerFormatSettings())
+    strategy: Literal["teacher_forcing", "self_improvement", "adversarial"] = "teacher_forcing"
+    mix: dict[str, float] = Field(
+        default_factory=lambda: {"mul": 0.45, "word": 0.4, "add": 0.075, "sub": 0.075},
+        description="training share per family (add/sub keep the base's arithmetic in word problems)",
+    )
+    route_tasks: list[str] = Field(
+        default_factory=lambda: ["mul", "word"], description="families the cascade may send to the refiner"
+    )
+    fresh_per_cell: int = Field(20000, gt=0, description="fresh gold items per (family, difficulty)")
+    fresh_difficulties: dict[str, list[int]] = Field(
+        default_factory=dict, description="levels per family for fresh items; a family not listed: its corpus levels"
+    )
+    per_family: bool = Field(False, description="one refiner per routed family (one family at a time learns best)")
+    family_steps: dict[str, int] = Field(default_factory=dict, description="per-family step budgets (per_family)")
+    warmup_tasks: list[str] = Field(default_factory=list, description="curriculum warm-up families (none: mix)")
+    group_batches_by_task: bool = True
+    max_new_tokens: int = Field(48, gt=0)
+    train: RefinerTrainSettings = Field(default_factory=lambda: RefinerTrainSettings())
+    lora: RefinerLoraSettings = Field(default_factory=lambda: RefinerLoraSettings())
+    separate: SeparateRefinerSettings = Field(default_factory=lambda: SeparateRefinerSettings())
+    self_improvement: SelfImprovementSettings = Field(default_factory=lambda: SelfImprovementSettings())
+    adversarial: AdversarialSettings = Field(default_factory=lambda: AdversarialSettings())
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RefinerSettings:
+        for name, weight in self.mix.items():
+            if weight < 0:
+                raise ValueError(f"mix.{name}: must be >= 0 (got {weight})")
+        trained = {name for name, weight in self.mix.items() if weight > 0}
+        if not trained:
+            raise ValueError("mix: at least one weight must be > 0")
+        for name in self.route_tasks:
+            if name not in trained:
+                raise ValueError(f"route_tasks: {name!r} is not trained (no weight > 0 in mix)")
+        for name, steps in self.family_steps.items():
+            if name not in self.route_tasks:
+                raise ValueError(f"family_steps.{name}: not a routed family")
+            if steps <= 0:
+                raise ValueError(f"family_steps.{name}: must be > 0 (got {steps})")
+        for name, levels in self.fresh_difficulties.items():
+            if not levels or any(level not in (1, 2, 3) for level in levels):
+                raise ValueError(f"fresh_difficulties.{name}: levels must be a non-empty list of 1, 2, 3")
+        if self.per_family and self.mode == "lora":
+            raise ValueError("per_family: not supported with mode lora (one adapter serves every family)")
+        if self.strategy == "adversarial" and self.format.target != "steps":
+            raise ValueError("strategy: adversarial needs target steps (the discriminator reads worked steps)")
+        return self
+
+
+# --------------------------------------------------------------------------------------------- cascade_eval
+class CascadeSettings(_Strict):
+    """Inference of `CascadeTransformer`: lengths, passes, routing, cache."""
+
+    max_refinement_steps: int = Field(1, ge=1, le=8, description="refiner passes; stops early when settled")
+    coarse_max_new_tokens: int = Field(12, gt=0)
+    refiner_max_new_tokens: int = Field(48, gt=0)
+    batch_size: int = Field(256, gt=0)
+    route_tasks: list[str] | None = Field(None, description="families sent to the refiner; null: the refiner's")
+    threshold: float | None = Field(None, ge=0, le=1, description="coarse approval threshold; null: LIMEN's own")
+    cache_size: int = Field(100_000, ge=0, description="cached refiner inputs (repeated coarse outputs); 0: off")
+
+
+class CascadeEvalSettings(_Strict):
+    """The `cascade_eval` stage: modes, threshold recalibration, sweep resolution, text metrics."""
+
+    cascade: CascadeSettings = Field(default_factory=lambda: CascadeSettings())
+    modes: list[CascadeMode] = Field(default_factory=lambda: list(CASCADE_MODES), min_length=1)
+    recalibrate_threshold: bool = Field(
+        True, description="re-choose the gate threshold on val with the refiner's real outputs for the budget"
+    )
+    break_rate_budget: float = Field(0.02, ge=0, le=1)
+    sweep_points: int = Field(21, ge=2, description="thresholds in the accuracy-vs-compute sweep")
+    text_metrics: bool = Field(True, description="BLEU/ROUGE of refined vs coarse (sacrebleu, rouge-score)")
+    sample_predictions: int = Field(64, ge=0)
+
+    @model_validator(mode="after")
+    def _has_coarse_only(self) -> CascadeEvalSettings:
+        if "coarse_only" not in self.modes:
+            raise ValueError("modes: must include coarse_only (the reference for compute ratios)")
+        return self

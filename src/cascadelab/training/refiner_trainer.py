@@ -1,0 +1,523 @@
+"""Training the refiner: data (pairs | fresh | both), teacher forcing through `train_sft`, RL strategies.
+
+* Data: `pairs` are `cascade_pairs` rows (the coarse output in the `[COARSE]` slot when `use_coarse`);
+  `fresh` are newly generated gold items of the mix's families from `cascadelab.data.tasks` (seeded rng,
+  never a val/test prompt), with the coarse model's greedy answer in the slot when `use_coarse`; `both`
+  joins them. Target: the worked `steps` (or the `response` for the answer baseline).
+* `teacher_forcing`: `train_sft` with the loss on the target only, one family per batch, the settings'
+  mix; with `per_family` one refiner per routed family, each on its own budget (`family_steps`) with the
+  non-routed families of the mix as support (e.g. add/sub for word problems).
+* `self_improvement`: TRL `GRPOTrainer` from the teacher-forced refiner; reward = verified(refined) −
+  verified(coarse) − λ·LIMEN tension + a format term for well-formed steps.
+* `adversarial`: a small discriminator learns gold vs refined steps; its "looks gold" probability joins
+  the self-improvement reward.
+* `train_equal_compute_control`: the coarse model trained further in its own format for the same number
+  of steps (`coarse_more`), the control the cascade must beat.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
+
+from cascadelab.cascade.formatting import parse_steps, refiner_record
+from cascadelab.cascade.limen import Limen
+from cascadelab.cascade.pairs import TaskVerifier
+from cascadelab.cascade.refiner import SHARED, Refiner, build_separate_model
+from cascadelab.cascade.settings import RefinerSettings, RefinerTrainSettings
+from cascadelab.config import CurriculumParams, LoraParams, SFTTrainParams
+from cascadelab.data.corpus import normalise_prompt
+from cascadelab.data.tasks import get_family
+from cascadelab.eval.generation import generate_batched
+from cascadelab.training.sft import SFTResult, train_sft
+
+Record = dict[str, Any]
+LogFn = Callable[[dict[str, float], int], None]
+
+
+@dataclass
+class RefinerOutcome:
+    """A trained refiner, its metrics and its training curve(s)."""
+
+    refiner: Refiner
+    metrics: dict[str, float] = field(default_factory=dict)
+    history: list[dict[str, float]] = field(default_factory=list)
+    steps: int = 0
+
+
+# ---------------------------------------------------------------------------------------------- data
+def corpus_levels(records: Sequence[Record]) -> dict[str, list[int]]:
+    """Difficulty levels present per task in `records`."""
+    levels: dict[str, set[int]] = {}
+    for record in records:
+        levels.setdefault(record["task"], set()).add(int(record["difficulty"]))
+    return {task: sorted(values) for task, values in levels.items()}
+
+
+def fresh_records(
+    levels: Mapping[str, Sequence[int]],
+    per_cell: int,
+    seed: int,
+    answer_format: str = "reversed",
+    exclude_prompts: Sequence[str] = (),
+) -> list[Record]:
+    """New gold items per (family, level), distinct, none of whose prompts is in `exclude_prompts`.
+
+    A small cell (1-digit × 2-digit multiplication has 720 prompts) yields what is left of it.
+    """
+    excluded = {normalise_prompt(p) for p in exclude_prompts}
+    records: list[Record] = []
+    for task in sorted(levels):
+        family = get_family(task, answer_format)  # type: ignore[arg-type]  # validated by the corpus meta
+        for difficulty in levels[task]:
+            rng = random.Random(f"{seed}:fresh:{task}:{difficulty}")
+            wanted = min(per_cell, family.space_size(difficulty))
+            seen: set[str] = set()
+            attempts = 0
+            while len(seen) < wanted and attempts < 20 * wanted:
+                attempts += 1
+                item = family.sample(rng, difficulty)
+                key = normalise_prompt(item.prompt)
+                if key in excluded or key in seen:
+                    continue
+                seen.add(key)
+                records.append(
+                    {
+                        "id": f"fresh-{task}{difficulty}-{len(seen):06d}",
+                        "task": task,
+                        "difficulty": difficulty,
+                        "prompt": item.prompt,
+                        "response": item.response,
+                        "answer": item.answer,
+                        "steps": item.steps,
+                    }
+                )
+    return records
+
+
+def training_rows(
+    settings: RefinerSettings,
+    pairs: Sequence[Record],
+    train_records: Sequence[Record],
+    eval_records: Sequence[Record],
+    seed: int,
+    answer_format: str = "reversed",
+    coarse_model: PreTrainedModel | None = None,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+) -> list[Record]:
+    """Refiner rows (`prompt` = refiner input, `target`, `task`, ...) for the settings' data source and mix.
+
+    `eval_records` (val and test) are excluded from fresh items. Fresh items get the coarse model's greedy
+    answer in the slot when `format.use_coarse` (then `coarse_model` and `tokenizer` are required).
+    """
+    tasks = {t for t, w in settings.mix.items() if w > 0}
+    fmt = settings.format
+    rows: list[Record] = []
+    if settings.data in ("pairs", "both"):
+        rows.extend(refiner_record(p, p["coarse"], fmt) for p in pairs if p["task"] in tasks)
+    if settings.data in ("fresh", "both"):
+        known = corpus_levels(train_records)
+        levels = {t: list(settings.fresh_difficulties.get(t) or known.get(t) or [1]) for t in sorted(tasks)}
+        exclude = [r["prompt"] for r in eval_records]
+        items = fresh_records(levels, settings.fresh_per_cell, seed, answer_format, exclude)
+        coarse: list[str | None] = [None] * len(items)
+        if fmt.use_coarse:
+            if coarse_model is None or tokenizer is None:
+                raise ValueError("format.use_coarse: fresh items need the coarse model to fill the [COARSE] slot")
+            coarse = [o[0] for o in generate_batched(coarse_model, tokenizer, [r["prompt"] for r in items], 12)]
+        rows.extend(refiner_record(r, c, fmt) for r, c in zip(items, coarse, strict=True))
+    if not rows:
+        raise ValueError(f"refiner.data: no training rows for the mix families {sorted(tasks)}")
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------- teacher forcing
+def sft_params(train: RefinerTrainSettings, max_steps: int | None = None) -> SFTTrainParams:
+    """The refiner's train settings as `train_sft` parameters (optionally with another step budget)."""
+    values = train.model_dump()
+    if max_steps is not None:
+        values["max_steps"] = max_steps
+    return SFTTrainParams(**values)
+
+
+def clone_model(model: PreTrainedModel) -> PreTrainedModel:
+    """An independent trainable copy: rebuilt from the config, weights copied.
+
+    `copy.deepcopy` is not enough for a model that went through a trainer: its instance-level `forward`
+    (patched by TRL/accelerate) still closes over the original, so the copy would compute with, and train,
+    the original's weights.
+    """
+    clone = type(model)(copy.deepcopy(model.config))
+    clone.load_state_dict(model.state_dict())
+    clone.generation_config = copy.deepcopy(model.generation_config)
+    parameter = next(model.parameters())
+    cast(Any, clone).to(device=parameter.device, dtype=parameter.dtype)  # `PreTrainedModel.to` is loosely typed
+    clone.train()
+    return clone
+
+
+def initial_model(coarse_model: PreTrainedModel, settings: RefinerSettings) -> PreTrainedModel:
+    """The model training starts from: a copy of the coarse model (full, lora) or a separate one."""
+    if settings.mode == "separate":
+        return build_separate_model(coarse_model, settings.separate)
+    return clone_model(coarse_model)
+
+
+def _lora(settings: RefinerSettings) -> LoraParams | None:
+    if settings.mode != "lora":
+        return None
+    lora = settings.lora
+    return LoraParams(
+        enabled=True, r=lora.r, alpha=lora.alpha, dropout=lora.dropout, target_modules=list(lora.target_modules)
+    )
+
+
+def train_teacher_forcing(
+    coarse_model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    rows: Sequence[Record],
+    settings: RefinerSettings,
+    seed: int,
+    output_dir: Path,
+    report_to: Sequence[str] = (),
+    callbacks: Sequence[TrainerCallback] = (),
+) -> tuple[Refiner, dict[str, SFTResult]]:
+    """Teacher-forced refiner(s) on `rows`; the coarse model itself is left untouched (training uses a copy)."""
+    curriculum = CurriculumParams(
+        warmup_tasks=list(settings.warmup_tasks), group_batches_by_task=settings.group_batches_by_task
+    )
+    plan: dict[str, tuple[list[Record], dict[str, float], int]] = {}
+    if settings.per_family:
+        support = {t: w for t, w in settings.mix.items() if w > 0 and t not in settings.route_tasks}
+        for task in settings.route_tasks:
+            mix = {task: settings.mix[task], **support}
+            plan[task] = (
+                [r for r in rows if r["task"] in mix],
+                mix,
+                settings.family_steps.get(task, settings.train.max_steps),
+            )
+    else:
+        mix = {t: w for t, w in settings.mix.items() if w > 0}
+        plan[SHARED] = ([r for r in rows if r["task"] in mix], mix, settings.train.max_steps)
+    models: dict[str, PreTrainedModel] = {}
+    results: dict[str, SFTResult] = {}
+    for key, (part, mix, steps) in plan.items():
+        model, result = train_sft(
+            initial_model(coarse_model, settings),
+            tokenizer,
+            part,
+            sft_params(settings.train, steps),
+            curriculum,
+            mix,
+            seed,
+            output_dir / key,
+            lora=_lora(settings),
+            report_to=report_to,
+            target_field="target",
+            callbacks=callbacks,
+        )
+        model.eval()
+        models[key], results[key] = model, result
+    return Refiner(models, tokenizer, settings), results
+
+
+# ---------------------------------------------------------------------------------------------- RL strategies
+class StepDiscriminator(nn.Module):
+    """Scores how gold-like a refiner output looks: token embeddings, mean-pooled, an MLP, a logit."""
+
+    def __init__(self, vocab_size: int, hidden: int) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, hidden)
+        self.head = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, 1))
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Logit of "gold" for each row of token ids (mask 1 on real tokens)."""
+        weights = mask.float().unsqueeze(-1)
+        pooled = (self.embed(ids) * weights).sum(1) / weights.sum(1).clamp_min(1)
+        return self.head(pooled).squeeze(-1)
+
+    @torch.no_grad()
+    def gold_probability(self, tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) -> list[float]:
+        """P(gold) for each text."""
+        ids, mask = _pad(tokenizer, texts)
+        return torch.sigmoid(self(ids, mask)).tolist()
+
+
+def _pad(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    rows = [
+        list(x) or [int(tokenizer.pad_token_id or 0)]
+        for x in tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+    ]
+    width = max(len(r) for r in rows)
+    ids = torch.tensor([r + [int(tokenizer.pad_token_id or 0)] * (width - len(r)) for r in rows])
+    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
+    return ids, mask
+
+
+def train_discriminator(
+    tokenizer: PreTrainedTokenizerBase,
+    gold: Sequence[str],
+    refined: Sequence[str],
+    hidden: int,
+    steps: int,
+    learning_rate: float,
+    seed: int,
+    batch_size: int = 64,
+) -> tuple[StepDiscriminator, list[float]]:
+    """Train a `StepDiscriminator` on gold (label 1) vs refined (label 0) texts; returns it and its losses."""
+    if not gold or not refined:
+        raise ValueError("adversarial: the discriminator needs gold and refined texts")
+    generator = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = StepDiscriminator(len(tokenizer), hidden)
+    texts, labels = [*gold, *refined], torch.tensor([1.0] * len(gold) + [0.0] * len(refined))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate)
+    losses = []
+    for _ in range(steps):
+        batch = torch.randint(len(texts), (batch_size,), generator=generator).tolist()
+        ids, mask = _pad(tokenizer, [texts[i] for i in batch])
+        loss = nn.functional.binary_cross_entropy_with_logits(model(ids, mask), labels[batch])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss))
+    model.eval()
+    return model, losses
+
+
+def refinement_reward(
+    verifier: TaskVerifier,
+    settings: RefinerSettings,
+    limen: Limen | None = None,
+    discriminator: StepDiscriminator | None = None,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+) -> Callable[..., list[float]]:
+    """The GRPO reward: verified(refined) − verified(coarse) − λ·tension + format term (+ discriminator)."""
+    rl = settings.self_improvement
+
+    def reward(
+        prompts: list[str],
+        completions: list[str],
+        task: list[str],
+        answer: list[str],
+        coarse_correct: list[float],
+        source_prompt: list[str],
+        **kwargs: Any,
+    ) -> list[float]:
+        values = []
+        for t, a, c, out in zip(task, answer, coarse_correct, completions, strict=True):
+            value = float(verifier.verify(t, out, a)) - float(c)
+            value += rl.format_weight * float(parse_steps(out).well_formed)
+            values.append(value)
+        if limen is not None and rl.tension_weight:
+            intentions = limen.create_intentions(source_prompt, completions, "refined", task)
+            values = [
+                v - rl.tension_weight * t for v, t in zip(values, limen.tensions(intentions).tolist(), strict=True)
+            ]
+        if discriminator is not None and tokenizer is not None:
+            weight = settings.adversarial.weight
+            gold = discriminator.gold_probability(tokenizer, completions)
+            values = [v + weight * (g - 0.5) for v, g in zip(values, gold, strict=True)]
+        return values
+
+    return reward
+
+
+def train_self_improvement(
+    refiner: Refiner,
+    rows: Sequence[Record],
+    verifier: TaskVerifier,
+    seed: int,
+    output_dir: Path,
+    limen: Limen | None = None,
+    discriminator: StepDiscriminator | None = None,
+    report_to: Sequence[str] = (),
+) -> list[dict[str, float]]:
+    """GRPO on the refiner's own samples (in place, every model of the refiner); returns the logged rows."""
+    from datasets import Dataset
+    from trl import GRPOConfig, GRPOTrainer
+
+    settings = refiner.settings
+    rl = settings.self_improvement
+    reward = refinement_reward(verifier, settings, limen, discriminator, refiner.tokenizer)
+    reward.__name__ = "refinement_reward"
+    reward_funcs: list[Any] = [reward]
+    history: list[dict[str, float]] = []
+    for key, model in refiner.models.items():
+        part = [r for r in rows if key == SHARED or r["task"] == key]
+        part = random.Random(f"{seed}:grpo:{key}").sample(part, min(rl.max_prompts, len(part)))
+        dataset = Dataset.from_list(
+            [
+                {
+                    "prompt": r["prompt"],
+                    "task": r["task"],
+                    "answer": r["answer"],
+                    "coarse_correct": float(r.get("coarse_correct", 0.0)),
+                    "source_prompt": r["source_prompt"],
+                }
+                for r in part
+            ]
+        )
+        config = GRPOConfig(
+            output_dir=str(output_dir / f"grpo-{key}"),
+            max_steps=rl.max_steps,
+            per_device_train_batch_size=rl.batch_size,
+            num_generations=rl.num_generations,
+            learning_rate=rl.learning_rate,
+            temperature=rl.temperature,
+            max_completion_length=settings.max_new_tokens,
+            beta=0.0,
+            logging_steps=rl.logging_steps,
+            save_strategy="no",
+            report_to=list(report_to),
+            bf16=False,
+            activation_checkpointing=False,
+            use_cpu=not torch.cuda.is_available(),
+            seed=seed,
+            data_seed=seed,
+            dataloader_num_workers=0,
+            disable_tqdm=True,
+        )
+        model.train()
+        trainer = GRPOTrainer(
+            model=model,
+            reward_funcs=reward_funcs,
+            args=config,
+            train_dataset=dataset,
+            processing_class=refiner.tokenizer,
+        )
+        trainer.train()
+        model.eval()
+        history.extend(
+            {"key": float(list(refiner.models).index(key)), **_numeric(row)} for row in trainer.state.log_history
+        )
+    return history
+
+
+def _numeric(row: Mapping[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in row.items() if isinstance(v, int | float)}
+
+
+# ---------------------------------------------------------------------------------------------- control
+def train_equal_compute_control(
+    coarse_model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    train_records: Sequence[Record],
+    steps: int,
+    train: RefinerTrainSettings,
+    mix: dict[str, float],
+    seed: int,
+    output_dir: Path,
+    report_to: Sequence[str] = (),
+) -> tuple[PreTrainedModel, SFTResult]:
+    """`coarse_more`: a copy of the coarse model trained `steps` more on its own `response` format."""
+    model = clone_model(coarse_model)
+    trained, result = train_sft(
+        model,
+        tokenizer,
+        list(train_records),
+        sft_params(train, steps),
+        CurriculumParams(warmup_tasks=[]),
+        mix,
+        seed,
+        output_dir,
+        report_to=report_to,
+    )
+    trained.eval()
+    return trained, result
+
+
+# ---------------------------------------------------------------------------------------------- evaluation
+def refiner_exact_match(
+    refiner: Refiner,
+    records: Sequence[Record],
+    verifier: TaskVerifier,
+    coarse_outputs: Sequence[str | None] | None = None,
+    batch_size: int = 256,
+) -> dict[str, float]:
+    """Exact match (%) of the refiner's final answers on `records`, overall and per task (`refined_em_*`)."""
+    if not records:
+        return {}
+    coarse = list(coarse_outputs) if coarse_outputs is not None else [None] * len(records)
+    outputs = refiner.generate(
+        [r["prompt"] for r in records], coarse, [r["task"] for r in records], batch_size=batch_size
+    )
+    hits: dict[str, list[int]] = {}
+    for record, output in zip(records, outputs, strict=True):
+        ok = int(verifier.verify(record["task"], output, record["answer"]))
+        for key in ("refined_em", f"refined_em_{record['task']}"):
+            hits.setdefault(key, [0, 0])
+            hits[key][0] += ok
+            hits[key][1] += 1
+    return {key: 100.0 * right / total for key, (right, total) in sorted(hits.items())}
+
+
+def run_refiner(
+    coarse_model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    verifier: TaskVerifier,
+    settings: RefinerSettings,
+    seed: int,
+    work_dir: Path,
+    pairs: Sequence[Record],
+    train_records: Sequence[Record],
+    eval_records: Sequence[Record],
+    answer_format: str = "reversed",
+    limen: Limen | None = None,
+    val_records: Sequence[Record] = (),
+    report_to: Sequence[str] = (),
+) -> RefinerOutcome:
+    """The stage's logic: build rows, teacher-force, then the RL strategy if asked; metrics on `val_records`.
+
+    `pairs` are the train pairs of `cascade_pairs`; `eval_records` every val/test record (kept out of fresh
+    items); `val_records` those to measure refined exact match on (routed families only). The caller saves
+    `outcome.refiner` (`Refiner.save`, e.g. to models/refiner).
+    """
+    started = time.perf_counter()
+    rows = training_rows(settings, pairs, train_records, eval_records, seed, answer_format, coarse_model, tokenizer)
+    refiner, results = train_teacher_forcing(coarse_model, tokenizer, rows, settings, seed, work_dir, report_to)
+    history = [{**row, "model": float(i)} for i, result in enumerate(results.values()) for row in result.history]
+    metrics: dict[str, float] = {
+        "train_rows": float(len(rows)),
+        "train_steps": float(sum(settings.family_steps.get(k, settings.train.max_steps) for k in results)),
+        "train_seconds": sum(r.train_seconds for r in results.values()),
+        "train_tokens": float(sum(r.train_tokens for r in results.values())),
+        "final_train_loss": sum(r.final_loss for r in results.values()) / len(results),
+    }
+    if settings.strategy in ("self_improvement", "adversarial"):
+        discriminator = None
+        if settings.strategy == "adversarial":
+            sample = random.Random(f"{seed}:disc").sample(list(rows), min(len(rows), 2000))
+            refined = refiner.generate_from_inputs([r["prompt"] for r in sample], [r["task"] for r in sample])
+            adv = settings.adversarial
+            discriminator, losses = train_discriminator(
+                tokenizer,
+                [r["target"] for r in sample],
+                refined,
+                adv.disc_hidden,
+                adv.disc_steps,
+                adv.disc_learning_rate,
+                seed,
+            )
+            metrics["discriminator_final_loss"] = losses[-1]
+        rl_started = time.perf_counter()
+        train_self_improvement(refiner, rows, verifier, seed, work_dir, limen, discriminator, report_to)
+        metrics["rl_seconds"] = time.perf_counter() - rl_started
+    metrics["refiner_bytes"] = float(refiner.size_bytes())
+    routed = [r for r in val_records if r["task"] in settings.route_tasks]
+    coarse: list[str | None] | None = None
+    if settings.format.use_coarse and routed:
+        coarse = [o[0] for o in generate_batched(coarse_model, tokenizer, [r["prompt"] for r in routed], 12)]
+    metrics.update({f"val_{k}": v for k, v in refiner_exact_match(refiner, routed, verifier, coarse).items()})
+    metrics["stage_seconds"] = time.perf_counter() - started
+    return RefinerOutcome(refiner, metrics, history, int(metrics["train_steps"]))

@@ -1,0 +1,193 @@
+"""The `sigma_pretrain` stage's logic: pre-train SigmaLLM and a same-size Llama baseline, evaluate both.
+
+Both models see the same batches (corpus train split, prompt + response, loss on the response only)
+for the same number of steps, with the same optimizer settings and schedule, through the same loop
+(:class:`cascadelab.training.sigma_trainer.SigmaTrainer`). Both are evaluated on the test split like
+`coarse_sft` (:func:`cascadelab.training.coarse_sft.evaluate_lm`: exact match per task, response
+perplexity, generation speed).
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from cascadelab.config import SigmaModelParams, SigmaPretrainParams
+from cascadelab.data.corpus import CorpusVerifier, load_meta, load_split
+from cascadelab.data.tokenizer import load_tokenizer
+from cascadelab.io import atomic_directory
+from cascadelab.models.coarse import build_causal_lm, count_parameters
+from cascadelab.models.sigma import SigmaConfig, SigmaForCausalLM
+from cascadelab.training.coarse_sft import evaluate_lm
+from cascadelab.training.data import TokenizedRows, mixed_batches
+from cascadelab.training.sigma_trainer import (
+    LogFn,
+    SigmaTrainer,
+    TrainResult,
+    build_optimizers,
+    mean_loss,
+)
+
+MODELS = ("sigma", "baseline")
+
+
+@dataclass
+class SigmaPretrainOutcome:
+    """Metrics (`sigma_*`, `baseline_*`, ratios), per-model training curves, a prediction sample, metrics.jsonl."""
+
+    metrics: dict[str, Any]
+    histories: dict[str, list[dict[str, float]]]
+    predictions: list[dict[str, Any]]
+    metrics_jsonl: Path
+
+
+def build_sigma_lm(params: SigmaModelParams, tokenizer: PreTrainedTokenizerBase) -> SigmaForCausalLM:
+    """A randomly initialised SigmaLLM from a preset and overrides, with ids taken from `tokenizer`."""
+    kwargs = params.config_kwargs()
+    accepted = inspect.signature(SigmaConfig.__init__).parameters
+    for key in params.overrides:
+        if key not in accepted:
+            raise ValueError(f"sigma_pretrain.model.overrides.{key}: not a SigmaConfig argument")
+    try:
+        config = SigmaConfig.from_preset(
+            params.preset,
+            vocab_size=len(tokenizer),
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            **kwargs,
+        )
+    except ValueError as error:
+        raise ValueError(f"sigma_pretrain.model: {error}") from None
+    return SigmaForCausalLM(config)
+
+
+def _seeded(build: Callable[[], nn.Module], seed: int) -> Any:
+    """`build()` under a private RNG state seeded with `seed` (the caller's global RNG is left untouched)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build()
+
+
+def check_param_gap(sigma: int, baseline: int, tolerance: float) -> float:
+    """Relative size gap |baseline - sigma| / sigma; fails past `tolerance`."""
+    gap = abs(baseline - sigma) / sigma
+    if gap > tolerance:
+        raise ValueError(
+            f"sigma_pretrain.baseline: {baseline} parameters vs SigmaLLM's {sigma} ({100 * gap:.1f} % apart, "
+            f"more than baseline_param_tolerance {100 * tolerance:.1f} %); resize the baseline"
+        )
+    return gap
+
+
+def _save(model: nn.Module, tokenizer: PreTrainedTokenizerBase, folder: Path) -> None:
+    if not isinstance(model, PreTrainedModel):
+        raise TypeError(f"expected a PreTrainedModel to save, got {type(model).__name__}")
+    with atomic_directory(folder) as tmp:
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        tokenizer.save_pretrained(str(tmp))
+
+
+def run_sigma_pretrain(
+    params: SigmaPretrainParams,
+    seed: int,
+    corpus_dir: Path,
+    tokenizer_dir: Path,
+    model_dir: Path,
+    out_dir: Path,
+    log_fn: LogFn | None = None,
+) -> SigmaPretrainOutcome:
+    """Train SigmaLLM (saved to `model_dir`), then the baseline; evaluate both on test.
+
+    The training loop writes `out_dir/metrics.jsonl` for SigmaLLM and `out_dir/baseline/metrics.jsonl`
+    for the baseline; `log_fn(metrics, step)` receives each logged row with keys prefixed `sigma/` or
+    `baseline/`.
+    """
+    torch.set_num_threads(params.train.num_threads)
+    tokenizer = load_tokenizer(tokenizer_dir)
+    verifier = CorpusVerifier(load_meta(corpus_dir))
+    train_rows = TokenizedRows(tokenizer, load_split(corpus_dir, "train"))
+    val_batches = TokenizedRows(tokenizer, load_split(corpus_dir, "val")).sequential_batches(
+        params.eval.batch_size, limit=params.train.eval_records
+    )
+    test_records = load_split(corpus_dir, "test")
+    models: dict[str, PreTrainedModel] = {
+        "sigma": _seeded(lambda: build_sigma_lm(params.model, tokenizer), seed),
+        "baseline": _seeded(lambda: build_causal_lm(params.baseline, tokenizer), seed),
+    }
+    sizes = {name: count_parameters(model) for name, model in models.items()}
+    gap = check_param_gap(sizes["sigma"], sizes["baseline"], params.baseline_param_tolerance)
+    metrics: dict[str, Any] = {"param_gap": gap}
+    histories: dict[str, list[dict[str, float]]] = {}
+    outputs: dict[str, list[str]] = {}
+    results: dict[str, TrainResult] = {}
+    for name, model in models.items():
+        trainer = SigmaTrainer(
+            model,
+            build_optimizers(model, params.optimizer),
+            params.train,
+            out_dir if name == "sigma" else out_dir / name,
+            instant=params.instant,
+            log_fn=None if log_fn is None else _prefixed(log_fn, name),
+            eval_fn=lambda m: {"val_loss": mean_loss(m, val_batches)},
+            checkpoint_fn=(lambda m, _step: _save(m, tokenizer, model_dir)) if name == "sigma" else None,
+        )
+        batches = mixed_batches(
+            train_rows,
+            params.mix,
+            params.train.max_steps,
+            params.train.batch_size,
+            seed,
+            group_by_task=params.train.group_batches_by_task,
+        )
+        results[name] = trainer.fit(batches)
+        histories[name] = results[name].history
+        started = time.perf_counter()
+        evaluation, outputs[name] = evaluate_lm(
+            model, tokenizer, test_records, verifier, params.eval.batch_size, params.eval.max_new_tokens
+        )
+        evaluation["eval_seconds"] = time.perf_counter() - started
+        evaluation.update(_training_metrics(results[name], sizes[name]))
+        metrics.update({f"{name}_{key}": value for key, value in evaluation.items()})
+    metrics["ppl_ratio"] = metrics["sigma_test_ppl"] / metrics["baseline_test_ppl"]
+    metrics["step_time_ratio"] = results["sigma"].train_seconds / results["baseline"].train_seconds
+    predictions = [
+        {
+            "id": r["id"],
+            "task": r["task"],
+            "prompt": r["prompt"],
+            "answer": r["answer"],
+            **{f"{name}_output": outputs[name][i] for name in MODELS},
+            **{f"{name}_correct": verifier.verify(r["task"], outputs[name][i], r["answer"]) for name in MODELS},
+        }
+        for i, r in enumerate(test_records[: params.eval.sample_predictions])
+    ]
+    return SigmaPretrainOutcome(metrics, histories, predictions, results["sigma"].metrics_path)
+
+
+def _prefixed(log_fn: LogFn, prefix: str) -> LogFn:
+    return lambda row, step: log_fn({f"{prefix}/{key}": value for key, value in row.items()}, step)
+
+
+def _training_metrics(result: TrainResult, params: int) -> dict[str, float]:
+    phases = {f"phase_{name}_s": seconds for name, seconds in result.phase_seconds.items()}
+    last = result.history[-1] if result.history else {}
+    return {
+        "params": params,
+        "train_steps": result.steps,
+        "train_seconds": result.train_seconds,
+        "train_tokens": result.train_tokens,
+        "train_tokens_per_s": result.tokens_per_second,
+        "final_train_loss": result.final_loss,
+        **({"final_val_loss": last["val_loss"]} if "val_loss" in last else {}),
+        **phases,
+        **{key: value for key, value in result.features.items() if key.startswith("feature_")},
+    }

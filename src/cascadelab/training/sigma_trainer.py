@@ -1,0 +1,331 @@
+"""The SIGMA training loop: one loop, every phase of every step timed, feature counters logged.
+
+Each step runs the phases ``data`` (next batch), ``forward``, ``backward`` and ``optimizer`` (gradient
+clipping, optimizer and schedule step); ``eval`` (a callback, every ``eval_steps``) and ``checkpoint``
+(a callback, at the end) run when due. Every ``logging_steps`` the loop writes one line to
+``<out_dir>/metrics.jsonl`` and passes the same figures to ``log_fn`` (the stage sends them to MLflow):
+
+- ``loss`` (mean next-token cross-entropy of the window, without the MoE balance term), ``moe_aux_loss``,
+  ``learning_rate``, ``grad_norm``, ``tokens`` (non-padding, cumulative), ``elapsed_s``;
+- ``phase_<name>_s``: seconds spent in each phase during the window, ``perf_bottleneck_<name>``: 1 for
+  the phase with the largest share, else 0;
+- ``core_tokens_per_s``: window tokens over forward + backward + optimizer seconds;
+  ``effective_tokens_per_s``: window tokens over the window's wall time;
+- for every feature of the model (``model.enabled_features()`` / ``model.feature_calls``, the seed's
+  rule that a feature counts only where a counter shows it ran): ``feature_<name>_enabled`` and
+  ``feature_<name>_effective_calls`` (cumulative executions, counted where the feature runs).
+
+The loop trains any Hugging Face causal LM: SigmaLLM (the INSTANT plan is applied before the first
+forward) and the Llama baseline go through the same code, batches and schedule.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from cascadelab.config import InstantParams, SigmaOptimizerParams, SigmaTrainParams
+from cascadelab.training.data import Batch, count_tokens
+from cascadelab.training.optimizers import build_muon_adamw
+
+PHASES: tuple[str, ...] = ("data", "forward", "backward", "optimizer", "eval", "checkpoint")
+CORE_PHASES: tuple[str, ...] = ("forward", "backward", "optimizer")
+
+LogFn = Callable[[dict[str, float], int], None]
+EvalFn = Callable[[nn.Module], dict[str, float]]
+CheckpointFn = Callable[[nn.Module, int], None]
+
+
+def wsd_factor(step: int, max_steps: int, warmup_steps: int, decay_fraction: float) -> float:
+    """Warmup-stable-decay multiplier of the learning rate before optimizer step `step` (0-based).
+
+    Linear warm-up over `warmup_steps`, constant, then linear decay to 0 over the last
+    `decay_fraction` of `max_steps` (the coarse SFT schedule).
+    """
+    if warmup_steps and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    decay_steps = int(max_steps * decay_fraction)
+    if decay_steps and step >= max_steps - decay_steps:
+        return max(0.0, (max_steps - step) / decay_steps)
+    return 1.0
+
+
+def build_optimizers(model: nn.Module, params: SigmaOptimizerParams) -> list[torch.optim.Optimizer]:
+    """AdamW over every trainable parameter, or the Muon (hidden matrices) + AdamW (the rest) pair."""
+    if params.name == "muon":
+        return build_muon_adamw(model, params.muon)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    return [
+        torch.optim.AdamW(
+            trainable, lr=params.learning_rate, betas=params.betas, weight_decay=params.weight_decay, fused=True
+        )
+    ]
+
+
+def supports_instant(model: nn.Module) -> bool:
+    """Whether `model` is a SIGMA model that takes the INSTANT memory plan."""
+    return hasattr(model, "instant_plan") and hasattr(model, "model")
+
+
+def feature_snapshot(model: nn.Module) -> dict[str, float]:
+    """`feature_<name>_enabled` and cumulative `feature_<name>_effective_calls` (empty for plain models)."""
+    report = getattr(model, "enabled_features", None)
+    enabled: dict[str, bool] = report() if callable(report) else {}
+    calls: dict[str, int] = dict(getattr(model, "feature_calls", {}))
+    out: dict[str, float] = {}
+    for name in sorted(set(enabled) | set(calls)):
+        out[f"feature_{name}_enabled"] = float(bool(enabled.get(name, False)))
+        out[f"feature_{name}_effective_calls"] = float(calls.get(name, 0))
+    return out
+
+
+@torch.no_grad()
+def mean_loss(model: nn.Module, batches: Iterable[Batch]) -> float:
+    """Token-weighted mean next-token cross-entropy of `model` over `batches` (eval mode, labels -100 ignored)."""
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for batch in batches:
+        n = int((batch["labels"][:, 1:] != -100).sum())
+        total += float(model(**batch).loss) * n
+        count += n
+    model.train(was_training)
+    return total / max(count, 1)
+
+
+class PhaseTimer:
+    """Wall seconds per phase, accumulated over a logging window."""
+
+    def __init__(self, phases: Iterable[str] = PHASES) -> None:
+        self.seconds = dict.fromkeys(phases, 0.0)
+        self.totals = dict.fromkeys(phases, 0.0)
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Time the enclosed block as phase `name`."""
+        if name not in self.seconds:
+            raise ValueError(f"unknown phase {name!r}; known: {', '.join(self.seconds)}")
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            elapsed = time.perf_counter() - started
+            self.seconds[name] += elapsed
+            self.totals[name] += elapsed
+
+    def take(self) -> dict[str, float]:
+        """The window's seconds per phase; starts a new window."""
+        window = dict(self.seconds)
+        self.seconds = dict.fromkeys(self.seconds, 0.0)
+        return window
+
+
+@dataclass
+class _Window:
+    """Sums over the steps of one logging window."""
+
+    started: float = field(default_factory=time.perf_counter)
+    steps: int = 0
+    loss: float = 0.0
+    aux: float = 0.0
+    grad_norm: float = 0.0
+    tokens: int = 0
+
+
+@dataclass
+class TrainResult:
+    """What a finished run reports: the logged rows (the lines of metrics.jsonl) and totals."""
+
+    history: list[dict[str, float]]
+    metrics_path: Path
+    steps: int
+    train_seconds: float
+    train_tokens: int
+    target_tokens: int
+    final_loss: float
+    phase_seconds: dict[str, float]
+    features: dict[str, float]
+
+    @property
+    def tokens_per_second(self) -> float:
+        """Non-padding training tokens per second of the whole loop."""
+        return self.train_tokens / self.train_seconds if self.train_seconds else 0.0
+
+
+class SigmaTrainer:
+    """Trains one causal LM for `train.max_steps` steps on the given batches, timing and logging each phase.
+
+    `eval_fn(model)` runs every `train.eval_steps` steps and after the last (0: never); its figures join the next log
+    line; `checkpoint_fn(model, step)` runs after the last step. `instant` is applied to SIGMA models
+    before the first forward (plain models ignore it).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizers: list[torch.optim.Optimizer],
+        train: SigmaTrainParams,
+        out_dir: Path,
+        instant: InstantParams | None = None,
+        log_fn: LogFn | None = None,
+        eval_fn: EvalFn | None = None,
+        checkpoint_fn: CheckpointFn | None = None,
+    ) -> None:
+        if not optimizers:
+            raise ValueError("optimizers: need at least one optimizer")
+        self.model = model
+        self.optimizers = optimizers
+        self.train = train
+        self.out_dir = Path(out_dir)
+        self.instant = instant
+        self.log_fn = log_fn
+        self.eval_fn = eval_fn
+        self.checkpoint_fn = checkpoint_fn
+        self.timer = PhaseTimer()
+        config = getattr(model, "config", None)
+        self.pad_id = int(getattr(config, "pad_token_id", None) or 0)
+        self.aux_coef = float(getattr(config, "moe_aux_loss_coef", 0.0) or 0.0)
+        schedule = train.max_steps, train.warmup_steps, train.decay_fraction
+        self.schedulers = [
+            torch.optim.lr_scheduler.LambdaLR(o, lambda step: wsd_factor(step, *schedule)) for o in optimizers
+        ]
+
+    def prepare_model(self) -> None:
+        """Apply the INSTANT memory plan to a SIGMA model (its training forward refuses to run without it)."""
+        if supports_instant(self.model):
+            from cascadelab.models.sigma import apply_instant_plan
+
+            plan = self.instant or InstantParams()
+            apply_instant_plan(self.model, plan.chunk_size, checkpoint_blocks=plan.checkpoint_blocks)
+
+    def _forward(self, batch: Batch) -> tuple[torch.Tensor, float]:
+        """Training loss to back-propagate, and its MoE balance term."""
+        out = self.model(**batch)
+        aux = getattr(out, "aux_loss", None)
+        aux_term = self.aux_coef * float(aux.detach()) if aux is not None and self.aux_coef > 0 else 0.0
+        return out.loss, aux_term
+
+    def _optimizer_step(self) -> float:
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.train.max_grad_norm)
+        for optimizer in self.optimizers:
+            optimizer.step()
+        for scheduler in self.schedulers:
+            scheduler.step()
+        for optimizer in self.optimizers:
+            optimizer.zero_grad(set_to_none=True)
+        return float(grad_norm)
+
+    def fit(self, batches: Iterable[Batch]) -> TrainResult:
+        """Run the loop; returns the logged rows and totals. metrics.jsonl is rewritten from scratch."""
+        self.prepare_model()
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        metrics_path = self.out_dir / "metrics.jsonl"
+        history: list[dict[str, float]] = []
+        extra: dict[str, float] = {}
+        tokens_total = targets_total = 0
+        last_loss = float("nan")
+        iterator = iter(batches)
+        self.model.train()
+        started = time.perf_counter()
+        window = _Window()
+        with metrics_path.open("w", encoding="utf-8") as sink:
+            for step in range(1, self.train.max_steps + 1):
+                with self.timer.phase("data"):
+                    batch = next(iterator, None)
+                    if batch is None:
+                        raise ValueError(f"batches: ran out at step {step} of {self.train.max_steps}")
+                    tokens, targets = count_tokens(batch, self.pad_id)
+                with self.timer.phase("forward"):
+                    loss, aux_term = self._forward(batch)
+                with self.timer.phase("backward"):
+                    loss.backward()
+                with self.timer.phase("optimizer"):
+                    grad_norm = self._optimizer_step()
+                window.steps += 1
+                window.loss += float(loss.detach()) - aux_term
+                window.aux += aux_term
+                window.grad_norm += grad_norm
+                window.tokens += tokens
+                tokens_total += tokens
+                targets_total += targets
+                every = self.train.eval_steps
+                if self.eval_fn is not None and every and (step % every == 0 or step == self.train.max_steps):
+                    with self.timer.phase("eval"):
+                        extra.update(self.eval_fn(self.model))
+                    self.model.train()
+                if step == self.train.max_steps and self.checkpoint_fn is not None:
+                    with self.timer.phase("checkpoint"):
+                        self.checkpoint_fn(self.model, step)
+                if step % self.train.logging_steps == 0 or step == self.train.max_steps:
+                    row = self._row(step, window, tokens_total, time.perf_counter() - started, extra)
+                    last_loss = row["loss"]
+                    history.append(row)
+                    sink.write(json.dumps(row, sort_keys=True) + "\n")
+                    sink.flush()
+                    if self.log_fn is not None:
+                        self.log_fn(row, step)
+                    window, extra = _Window(), {}
+        return TrainResult(
+            history=history,
+            metrics_path=metrics_path,
+            steps=self.train.max_steps,
+            train_seconds=time.perf_counter() - started,
+            train_tokens=tokens_total,
+            target_tokens=targets_total,
+            final_loss=last_loss,
+            phase_seconds=dict(self.timer.totals),
+            features=feature_snapshot(self.model),
+        )
+
+    def _row(
+        self, step: int, window: _Window, tokens_total: int, elapsed: float, extra: dict[str, float]
+    ) -> dict[str, float]:
+        phases = self.timer.take()
+        wall = time.perf_counter() - window.started
+        core = sum(phases[name] for name in CORE_PHASES)
+        bottleneck = max(phases, key=lambda name: phases[name])
+        row: dict[str, float] = {
+            "step": float(step),
+            "loss": window.loss / window.steps,
+            "moe_aux_loss": window.aux / window.steps,
+            "grad_norm": window.grad_norm / window.steps,
+            "learning_rate": float(self.optimizers[0].param_groups[0]["lr"]),
+            "tokens": float(tokens_total),
+            "elapsed_s": elapsed,
+            "core_tokens_per_s": window.tokens / core if core else 0.0,
+            "effective_tokens_per_s": window.tokens / wall if wall else 0.0,
+        }
+        for name, seconds in phases.items():
+            row[f"phase_{name}_s"] = seconds
+            row[f"perf_bottleneck_{name}"] = float(name == bottleneck)
+        routing = getattr(self.model, "routing_stats", None)
+        if callable(routing):
+            loads = [v for k, v in routing().items() if k.endswith("load_max_over_mean")]
+            if loads:
+                row["moe_load_max_over_mean"] = max(loads)
+        row.update(feature_snapshot(self.model))
+        row.update(extra)
+        if not math.isfinite(row["loss"]):
+            raise FloatingPointError(f"training loss is {row['loss']} at step {step}")
+        return row
+
+
+__all__ = [
+    "PHASES",
+    "PhaseTimer",
+    "SigmaTrainer",
+    "TrainResult",
+    "build_optimizers",
+    "feature_snapshot",
+    "mean_loss",
+    "supports_instant",
+    "wsd_factor",
+]

@@ -1,0 +1,98 @@
+"""The real project copied into a temporary git repository with tiny params, driven through dvc (e2e helpers)."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+from mlflow.tracking import MlflowClient
+
+ROOT = Path(__file__).resolve().parents[2]
+
+TINY_PREPARE = {
+    "families": {"add": {"difficulties": [1]}, "sub": {"difficulties": [1]}, "mul": {"difficulties": [1]}},
+    "sizes": {"train": 60, "val": 8, "test": 12},
+}
+TINY_SIGMA = {
+    "model": {"preset": "tiny"},
+    "train": {
+        "max_steps": 20,
+        "batch_size": 8,
+        "logging_steps": 5,
+        "warmup_steps": 2,
+        "eval_steps": 10,
+        "eval_records": 16,
+        "num_threads": 1,
+    },
+    "mix": {"add": 0.4, "sub": 0.4, "mul": 0.2},
+    "baseline": {"hidden_size": 32, "num_layers": 3, "num_heads": 2, "intermediate_size": 64},
+    "eval": {"batch_size": 64, "max_new_tokens": 6, "sample_predictions": 4},
+}
+
+
+def deep_update(base, extra):
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            deep_update(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def make_project(repo, overrides):
+    """Copy the project (committed and working-tree code) into `repo` with `overrides` on params.yaml; git init."""
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    for name in tracked.split():
+        if name.startswith(("tests/", "metrics/", "plots/")) or name == "dvc.lock":
+            continue
+        target = repo / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if (ROOT / name).is_file():
+            shutil.copy2(ROOT / name, target)
+    for name in ("stages", "src"):  # also files not committed yet, when run from a working tree
+        shutil.copytree(ROOT / name, repo / name, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", ".dvc/config", ".dvc/.gitignore"):
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, repo / name)
+    params = deep_update(yaml.safe_load((ROOT / "params.yaml").read_text()), overrides)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = dict(os.environ)
+    env.update(
+        PATH=f"{Path(sys.executable).parent}:{env['PATH']}",
+        GIT_AUTHOR_NAME="t",
+        GIT_AUTHOR_EMAIL="t@t",
+        GIT_COMMITTER_NAME="t",
+        GIT_COMMITTER_EMAIL="t@t",
+        CASCADELAB_NO_PROGRESS="1",
+    )
+    for var in ("MLFLOW_TRACKING_URI", "DVC_ROOT", "CASCADELAB_PIPELINE_ID", "PYTHONPATH"):
+        env.pop(var, None)
+    run(["git", "init", "-q", "-b", "main"], repo, env)
+    run(["git", "add", "-A"], repo, env)
+    run(["git", "commit", "-qm", "tiny project"], repo, env)
+    return repo, env
+
+
+def run(cmd, cwd, env, check=True):
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    if check and result.returncode:
+        raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result.stdout + result.stderr
+
+
+def dvc(project, *args):
+    repo, env = project
+    return run([sys.executable, "-m", "dvc", *args], repo, env)
+
+
+def client(repo):
+    return MlflowClient(f"sqlite:///{repo}/mlflow.db")
+
+
+def stage_runs(repo, stage=None):
+    runs = client(repo).search_runs(
+        [client(repo).get_experiment_by_name("cascadelab").experiment_id], "tags.`cascadelab.role` = 'stage'"
+    )
+    return [r for r in runs if stage is None or r.data.tags["cascadelab.stage"] == stage]

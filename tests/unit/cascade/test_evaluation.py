@@ -1,0 +1,123 @@
+import importlib.util
+import math
+
+import pytest
+import torch
+from cascade_doubles import ScriptedCascade, ScriptedRefiner
+
+from cascadelab.cascade.evaluation import (
+    SweepData,
+    evaluate_cascade,
+    plot_accuracy_vs_compute,
+    recalibrated_threshold,
+    run_cascade_eval,
+    sweep_data,
+    sweep_thresholds,
+    text_metrics,
+    threshold_sweep,
+)
+from cascadelab.cascade.limen import CHEAP_FEATURES, Limen, LimenGate
+from cascadelab.cascade.settings import CascadeEvalSettings, CascadeSettings, LimenSettings
+
+RECORDS = [
+    {"id": "a", "task": "add", "difficulty": 1, "prompt": "1+1=", "answer": "2"},
+    {"id": "b", "task": "mul", "difficulty": 1, "prompt": "7*38=", "answer": "266"},
+    {"id": "c", "task": "mul", "difficulty": 1, "prompt": "8*38=", "answer": "304"},
+    {"id": "d", "task": "add", "difficulty": 1, "prompt": "2+2=", "answer": "4"},
+]
+COARSE = {"1+1=": "+20", "7*38=": "+000", "8*38=": "+403", "2+2=": "four"}
+SCRIPT = {"+20": "1:+20", "+000": "650,012:+662", "+403": "1:+000", "four": "1:+40", "": "1:+20"}
+
+
+@pytest.fixture()
+def cascade(tiny_model, tokenizer, verifier):
+    names = [*CHEAP_FEATURES, "task_add", "task_mul"]
+    weight = torch.tensor([1.0 if n == "answer_chars" else 0.0 for n in names])
+    gate = LimenGate(weight, torch.tensor(-4.5), torch.zeros(len(names)), torch.ones(len(names)))
+    limen = Limen(tiny_model, tokenizer, verifier, LimenSettings(use_hidden=False), ["add", "mul"], gate, 0.3)
+    refiner = ScriptedRefiner(tiny_model, tokenizer, SCRIPT)
+    result = ScriptedCascade(tiny_model, refiner, limen, tokenizer, CascadeSettings())
+    result.coarse_table = COARSE
+    return result
+
+
+def test_mode_metrics_fix_break_and_compute(cascade, verifier):
+    outcome = evaluate_cascade(cascade, RECORDS, verifier.verify, CascadeEvalSettings(sweep_points=5))
+    m = outcome.metrics
+    assert (m["em_coarse"], m["em_refined"], m["em_cascade"], m["em_skip_coarse"]) == (50.0, 75.0, 50.0, 25.0)
+    assert (m["fix_rate_refined"], m["break_rate_refined"]) == (100.0, 50.0)
+    assert (m["fix_rate_cascade"], m["break_rate_cascade"]) == (50.0, 50.0)
+    assert (m["em_cascade_mul"], m["fix_rate_cascade_mul"], m["break_rate_cascade_mul"]) == (50.0, 100.0, 100.0)
+    assert math.isnan(m["fix_rate_cascade_add"]) is False and m["em_cascade_add"] == 50.0
+    assert m["tokens_per_item_coarse"] == 4.75  # "+20" 3 + EOS, "+000" 5, "+403" 5, "four" 5
+    assert m["tokens_per_item_cascade"] == pytest.approx((19 + 13 + 7) / 4)
+    assert m["tokens_ratio_cascade"] == pytest.approx(9.75 / 4.75)
+    assert m["tokens_ratio_coarse"] == 1.0 and m["tokens_per_item_skip_coarse"] == pytest.approx(6.0)
+    assert m["limen_coarse_approval_rate"] == 25.0 and m["refined_share"] == 50.0 and m["silence_rate"] == 25.0
+    assert m["refinement_success_rate"] == 50.0 and m["limen_refined_approval_rate"] == 100.0
+    assert m["tension_before"] == pytest.approx(1 / (1 + math.exp(0.5)), abs=1e-6)
+    assert [p["final"] for p in outcome.predictions] == ["+20", "650,012:+662", "1:+000", ""]
+
+
+def test_sweep_on_the_scripted_cascade(cascade, verifier):
+    base = cascade.generate([r["prompt"] for r in RECORDS], "coarse_only", [r["task"] for r in RECORDS])
+    data = sweep_data(cascade, RECORDS, base, verifier.verify)
+    assert data.routed == [False, True, True, False]
+    assert data.coarse_tension[3] == 1.0  # rule violation
+    assert data.refined_tokens == [0, 13, 7, 0]
+    points = threshold_sweep(data, sweep_thresholds(data.coarse_tension, 6))
+    assert points[0] == {"threshold": 2.0, "em": 50.0, "tokens_per_item": 4.75, "refined_share": 0.0}
+    assert points[-1] == {"threshold": -1.0, "em": 50.0, "tokens_per_item": 9.75, "refined_share": 50.0}
+    # The right item at tension 0.378 breaks when refined: budget 0 keeps both mul items with the coarse model.
+    assert recalibrated_threshold(data, 0.0) == pytest.approx(1 / (1 + math.exp(0.5)), abs=1e-6)
+
+
+def test_sweep_compute_axis_is_monotone_and_spans_never_to_always():
+    data = SweepData(
+        coarse_correct=[True, False, False, True, False],
+        refined_correct=[True, True, False, False, True],
+        coarse_tension=[0.1, 0.9, 0.5, 0.3, 0.7],
+        refined_approved=[True, True, True, True, False],
+        routed=[True] * 5,
+        coarse_tokens=[4] * 5,
+        refined_tokens=[10, 12, 14, 16, 18],
+    )
+    thresholds = sweep_thresholds(data.coarse_tension, 7)
+    assert thresholds[0] == math.inf and thresholds[-1] == -math.inf
+    points = threshold_sweep(data, thresholds)
+    tokens = [p["tokens_per_item"] for p in points]
+    assert tokens == sorted(tokens) and tokens[0] == 4.0 and tokens[-1] == 4 + 70 / 5
+    # Never refine, the 0.9 item fixed, 0.7 refused by LIMEN, 0.5 stays wrong, 0.3 broken, 0.1 kept right.
+    assert [p["em"] for p in points] == [40.0, 40.0, 60.0, 60.0, 60.0, 40.0, 40.0]
+
+
+def test_text_metrics_where_installed():
+    metrics = text_metrics(["1,2:+30", "abc"], ["1,2:+30", "abc"])
+    if importlib.util.find_spec("sacrebleu"):
+        assert metrics["refined_vs_coarse_bleu"] == pytest.approx(100.0)
+    if importlib.util.find_spec("rouge_score"):
+        assert metrics["refined_vs_coarse_rougeL"] == pytest.approx(100.0)
+
+
+def test_plot_writes_a_png(tmp_path):
+    curves = {"steps": [{"tokens_per_item": 4.0, "em": 30.0}, {"tokens_per_item": 9.0, "em": 60.0}]}
+    plot_accuracy_vs_compute(curves, tmp_path / "plots" / "curve.png")
+    assert (tmp_path / "plots" / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_run_cascade_eval_recalibrates_compares_with_control_and_baselines(cascade, tiny_model, verifier):
+    baseline = ScriptedCascade(tiny_model, cascade.refiner, cascade.limen, cascade.tokenizer, CascadeSettings())
+    baseline.coarse_table = COARSE
+    settings = CascadeEvalSettings(modes=["coarse_only", "normal"], break_rate_budget=0.0, sweep_points=4)
+    outcome = run_cascade_eval(
+        cascade, RECORDS, RECORDS, verifier.verify, settings, control_model=tiny_model, baselines={"answer": baseline}
+    )
+    m = outcome.metrics
+    # Budget 0: the right mul item at tension 0.378 would break, so nothing routed is refined any more.
+    assert m["threshold"] == pytest.approx(1 / (1 + math.exp(0.5)), abs=1e-6)
+    assert m["em_cascade"] == 50.0 and m["break_rate_cascade"] == 0.0
+    assert m["answer_threshold"] == m["threshold"] and m["answer_em_cascade"] == 50.0
+    assert m["cascade_minus_control"] == m["em_cascade"] - m["em_control"]
+    assert m["cascade_minus_control_mul"] == m["em_cascade_mul"] - m["em_control_mul"]
+    assert sorted(outcome.curves) == ["answer", "cascade"]
+    assert m["refiner_bytes"] > 0 and m["peak_memory_mb"] > 0

@@ -1,0 +1,96 @@
+"""LEGO stage helpers: config from params, FLOP accounting, the one-pass trade-off curve, routed generation."""
+
+import pytest
+import torch
+
+from cascadelab.config import LegoParams, TokenizerParams
+from cascadelab.data.tokenizer import train_tokenizer
+from cascadelab.models.lego import LEGOTransformer, build_lego_model, exit_confidences, threshold_for_ratio
+from cascadelab.training.lego_data import CellBatches, encode_records
+from cascadelab.training.lego_stages import (
+    causal_training_flops,
+    exit_tradeoff,
+    forward_flops_per_token,
+    greedy_outputs,
+    lego_config,
+    phase2_config,
+)
+from cascadelab.training.lego_trainer import Trainer, create_standard_config
+
+torch.set_num_threads(1)
+
+RECORDS = [
+    {"id": str(i), "task": "add" if i % 2 else "rev", "difficulty": 1, "prompt": f"{i}+{i % 7}=", "response": str(i)}
+    for i in range(24)
+]
+PARAMS = LegoParams.model_validate(
+    {
+        "model": {"hidden_size": 32, "num_heads": 2, "intermediate_size": 64},
+        "phase1": {"learning_rate": 3e-3, "patience": 2},
+        "phase2": {"learning_rate": 2e-3, "patience": 4},
+    }
+)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return train_tokenizer([r["prompt"] + r["response"] for r in RECORDS], TokenizerParams(kind="char"))
+
+
+@pytest.fixture(scope="module")
+def grown(tokenizer):
+    shallow = build_lego_model(lego_config(PARAMS, tokenizer), seed=0)
+    model = LEGOTransformer.extend_from(shallow, 4, routing_threshold=0.5, seed=1)
+    with torch.no_grad():  # untrained but distinct upper layers, so shallow and deep predictions differ
+        for p in model.model.layers[2:].parameters():
+            p.normal_(0.0, 0.2, generator=torch.Generator().manual_seed(p.numel()))
+    return model.eval()
+
+
+def test_configs_take_the_params_phase_by_phase(tokenizer):
+    shallow = lego_config(PARAMS, tokenizer)
+    assert (shallow.vocab_size, shallow.hidden_size, shallow.num_attention_heads) == (len(tokenizer), 32, 2)
+    assert (shallow.phase1_lr, shallow.phase1_patience, shallow.depth) == (3e-3, 2, 2)
+    assert (shallow.phase2_lr, shallow.phase2_patience) == (1e-4, 3)  # seed defaults until phase 2
+    assert shallow.eos_token_id == tokenizer.eos_token_id and shallow.pad_token_id == tokenizer.pad_token_id
+    deep = phase2_config(PARAMS, shallow, hard_example_ratio=0.4)
+    assert (deep.phase2_lr, deep.phase2_patience, deep.phase2_layers, deep.hard_example_ratio) == (2e-3, 4, 4, 0.4)
+    assert deep.phase1_lr == 3e-3
+
+
+def test_flop_accounting(tokenizer):
+    per_token = forward_flops_per_token(lego_config(PARAMS, tokenizer).derive(vocab_size=10))
+    assert per_token == {
+        "causal_layer": 2.0 * (4 * 32 * 32 + 3 * 32 * 64),
+        "token_layer": 2.0 * (32 * 32 + 3 * 32 * 64),
+        "head": 2.0 * 32 * 10,
+    }
+    assert causal_training_flops(5, 2, per_token) == 3 * 5 * (2 * 20480 + 640)
+
+
+def test_one_pass_tradeoff_equals_real_routed_evaluation(tokenizer, grown):
+    batches = CellBatches(encode_records(RECORDS, tokenizer), 8, tokenizer.pad_token_id)
+    confidences = exit_confidences(grown, batches, exit_layer=2)
+    thresholds = [0.0, threshold_for_ratio(confidences, 0.3), threshold_for_ratio(confidences, 0.7), 2.0]
+    rows = exit_tradeoff(grown, batches, thresholds, exit_layer=2)
+    assert [row["shallow_ratio"] for row in rows] == pytest.approx([1.0, 0.7, 0.3, 0.0], abs=0.02)
+    for threshold, row in zip(thresholds, rows, strict=True):
+        routing = create_standard_config(4, routing_threshold=threshold, exit_layer=2)
+        real = Trainer(routing, grown.config.vocab_size).evaluate(grown, batches)
+        assert row["threshold"] == threshold
+        assert row["shallow_ratio"] == real["shallow_ratio"]
+        assert row["compute_cost"] == pytest.approx(real["compute_cost"], abs=1e-12)
+        assert row["acc"] == pytest.approx(real["acc"], abs=1e-12)
+        assert row["ppl"] == pytest.approx(real["ppl"], rel=1e-5)
+
+
+def test_routed_greedy_outputs_at_threshold_zero_are_the_shallow_models(tokenizer, grown):
+    prompts = [r["prompt"] for r in RECORDS[:6]]
+    shallow = build_lego_model(lego_config(PARAMS, tokenizer), seed=0)
+    grown.config.routing_threshold = 0.0
+    try:
+        routed = greedy_outputs(grown, tokenizer, prompts, 4, batch_size=4, routed=True)
+    finally:
+        grown.config.routing_threshold = 0.5
+    assert routed == greedy_outputs(shallow, tokenizer, prompts, 4, batch_size=4)
+    assert greedy_outputs(grown, tokenizer, prompts, 4, batch_size=4) != routed  # full depth differs
