@@ -428,7 +428,7 @@ class HybridRNNModelParams(StrictModel):
 class HybridRNNTrainParams(StrictModel):
     """Teacher-forced training of the hybrid model: steps, WSD schedule, early stopping on val loss."""
 
-    max_steps: int = Field(6000, gt=0)
+    max_steps: int = Field(4000, gt=0)
     batch_size: int = Field(16, gt=0)
     learning_rate: float = Field(1e-3, gt=0)
     warmup_steps: int = Field(100, ge=0)
@@ -440,7 +440,7 @@ class HybridRNNTrainParams(StrictModel):
     patience: int = Field(4, ge=1)
     min_delta: float = Field(0.0, ge=0)
     eval_batch_size: int = Field(256, gt=0)
-    num_threads: int = Field(2, gt=0)
+    num_threads: int = Field(1, gt=0)
 
 
 class SamplingParams(StrictModel):
