@@ -52,7 +52,7 @@ def check_tasks(tasks: Sequence[str], counts: Mapping[str, Mapping[str, int]]) -
     for task in tasks:
         for split in ("train", "val", "test"):
             cells = counts.get(split, {})
-            if not any(cell == task or (cell.rstrip("0123456789") == task and n > 0) for cell, n in cells.items()):
+            if not any(n > 0 and task in (cell, cell.rstrip("0123456789")) for cell, n in cells.items()):
                 raise ValueError(
                     f"params.yaml: acoc.tasks.{task}: no {split} records in data/corpus "
                     f"(corpus cells: {', '.join(sorted(cells))})"

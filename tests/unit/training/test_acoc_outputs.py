@@ -98,3 +98,5 @@ def test_task_keys_must_match_corpus_cells():
     check_tasks(["add", "mul1", "mul"], counts)
     with pytest.raises(ValueError, match=r"^params.yaml: acoc.tasks.word: no train records in data/corpus"):
         check_tasks(["add", "word"], counts)
+    with pytest.raises(ValueError, match=r"^params.yaml: acoc.tasks.mul2: no train records"):
+        check_tasks(["mul2"], counts)
