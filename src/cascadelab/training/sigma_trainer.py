@@ -32,10 +32,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from cascadelab.config import InstantParams, SigmaOptimizerParams, SigmaTrainParams
+from cascadelab.config import InstantParams, SigmaTrainParams
 from cascadelab.models.sigma import apply_instant_plan
 from cascadelab.training.data import Batch, count_tokens
-from cascadelab.training.optimizers import build_muon_adamw
+from cascadelab.training.optimizers.factory import build_optimizers
 
 PHASES: tuple[str, ...] = ("data", "forward", "backward", "optimizer", "eval", "checkpoint")
 CORE_PHASES: tuple[str, ...] = ("forward", "backward", "optimizer")
@@ -57,18 +57,6 @@ def wsd_factor(step: int, max_steps: int, warmup_steps: int, decay_fraction: flo
     if decay_steps and step >= max_steps - decay_steps:
         return max(0.0, (max_steps - step) / decay_steps)
     return 1.0
-
-
-def build_optimizers(model: nn.Module, params: SigmaOptimizerParams) -> list[torch.optim.Optimizer]:
-    """AdamW over every trainable parameter, or the Muon (hidden matrices) + AdamW (the rest) pair."""
-    if params.name == "muon":
-        return build_muon_adamw(model, params.muon)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    return [
-        torch.optim.AdamW(
-            trainable, lr=params.learning_rate, betas=params.betas, weight_decay=params.weight_decay, fused=True
-        )
-    ]
 
 
 def supports_instant(model: nn.Module) -> bool:
