@@ -20,10 +20,10 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from cascadelab.config import SigmaModelParams, SigmaPretrainParams
+from cascadelab.config import SigmaModelParams, SigmaPretrainParams, check_sigma_runtime
 from cascadelab.data.corpus import CorpusVerifier, load_meta, load_split
 from cascadelab.data.tokenizer import load_tokenizer
-from cascadelab.io import atomic_directory
+from cascadelab.io import atomic_directory, write_json
 from cascadelab.models.coarse import build_causal_lm, count_parameters
 from cascadelab.models.sigma import SigmaConfig, SigmaForCausalLM
 from cascadelab.training.background import BackgroundCall
@@ -181,6 +181,8 @@ def run_sigma_pretrain(
     when it runs in the other process).
     """
     started = time.perf_counter()
+    check_sigma_runtime(params, torch.cuda.is_available())
+    write_resolved_settings(params, seed, out_dir)
     tokenizer = load_tokenizer(tokenizer_dir)
     sizes = {name: count_parameters(build_model(name, params, tokenizer, seed)) for name in MODELS}
     gap = check_param_gap(sizes["sigma"], sizes["baseline"], params.baseline_param_tolerance)
@@ -222,6 +224,13 @@ def run_sigma_pretrain(
     ]
     histories = {name: runs[name].history for name in MODELS}
     return SigmaPretrainOutcome(metrics, histories, predictions, runs["sigma"].metrics_path)
+
+
+def write_resolved_settings(params: SigmaPretrainParams, seed: int, out_dir: Path) -> Path:
+    """Write the section as it runs (profile expanded, every default filled) to `out_dir/resolved_settings.json`."""
+    path = Path(out_dir) / "resolved_settings.json"
+    write_json(path, {"seed": seed, "sigma_pretrain": params.model_dump(mode="json")})
+    return path
 
 
 def _prefixed(log_fn: LogFn, prefix: str) -> LogFn:
