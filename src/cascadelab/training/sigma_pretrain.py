@@ -29,6 +29,7 @@ from cascadelab.models.sigma import SigmaConfig, SigmaForCausalLM
 from cascadelab.training.background import BackgroundCall
 from cascadelab.training.coarse_sft import evaluate_lm
 from cascadelab.training.data import TokenizedRows, mixed_batches
+from cascadelab.training.integrity_guards import MANIFEST_NAME, check_manifest, write_manifest
 from cascadelab.training.sigma_trainer import LogFn, SigmaTrainer, TrainResult, build_optimizers, mean_loss
 
 MODELS = ("sigma", "baseline")
@@ -142,6 +143,11 @@ def train_and_evaluate(
         log_fn=log_fn,
         eval_fn=lambda m: {"val_loss": mean_loss(m, val_batches)},
         checkpoint_fn=(lambda m, _step: _save(m, tokenizer, model_dir)) if name == "sigma" else None,
+        features=params.features,
+        guards=params.guards,
+        data=params.data,
+        credit_interval=params.optimizer.c3o.credit_interval,
+        settings={"seed": seed, "sigma_pretrain": params.model_dump(mode="json")},
     )
     train = params.train
     result = trainer.fit(
@@ -183,6 +189,7 @@ def run_sigma_pretrain(
     started = time.perf_counter()
     check_sigma_runtime(params, torch.cuda.is_available())
     write_resolved_settings(params, seed, out_dir)
+    check_hidden_eval(corpus_dir, out_dir)
     tokenizer = load_tokenizer(tokenizer_dir)
     sizes = {name: count_parameters(build_model(name, params, tokenizer, seed)) for name in MODELS}
     gap = check_param_gap(sizes["sigma"], sizes["baseline"], params.baseline_param_tolerance)
@@ -224,6 +231,19 @@ def run_sigma_pretrain(
     ]
     histories = {name: runs[name].history for name in MODELS}
     return SigmaPretrainOutcome(metrics, histories, predictions, runs["sigma"].metrics_path)
+
+
+def check_hidden_eval(corpus_dir: Path, out_dir: Path) -> int:
+    """Check the train split against the hidden-eval manifest (val + test prompt hashes); fails on any overlap.
+
+    Uses `corpus_dir/hidden_eval_manifest.json` when the corpus has one, else writes it to `out_dir`
+    from the corpus's own val and test splits. Returns the number of hidden prompts checked.
+    """
+    manifest = Path(corpus_dir) / MANIFEST_NAME
+    if not manifest.is_file():
+        splits = {name: [r["prompt"] for r in load_split(corpus_dir, name)] for name in ("val", "test")}
+        manifest = write_manifest(Path(out_dir) / MANIFEST_NAME, splits)
+    return check_manifest(manifest, (r["prompt"] for r in load_split(corpus_dir, "train")))
 
 
 def write_resolved_settings(params: SigmaPretrainParams, seed: int, out_dir: Path) -> Path:

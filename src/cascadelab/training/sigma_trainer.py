@@ -1,9 +1,11 @@
 """The SIGMA training loop: one loop, every phase of every step timed, feature counters logged.
 
 Each step runs the phases ``data`` (next batch), ``forward``, ``backward`` and ``optimizer`` (gradient
-clipping, optimizer and schedule step); ``eval`` (a callback, every ``eval_steps``) and ``checkpoint``
-(a callback, at the end) run when due. Every ``logging_steps`` the loop writes one line to
-``<out_dir>/metrics.jsonl`` and passes the same figures to ``log_fn`` (the stage sends them to MLflow):
+clipping, integrity guards, optimizer and schedule step, C3O credit); ``rl`` and ``verify`` (hooks
+that the RL and verifier subsystems register; 0 s without them); ``eval`` (a callback, every
+``eval_steps``) and ``checkpoint`` (a callback, at the end) run when due. Every ``logging_steps``
+the loop writes one line to ``<out_dir>/metrics.jsonl`` and passes the same figures to ``log_fn``
+(the stage sends them to MLflow):
 
 - ``loss`` (mean next-token cross-entropy of the window, without the MoE balance term), ``moe_aux_loss``,
   ``learning_rate``, ``grad_norm``, ``tokens`` (non-padding, cumulative), ``elapsed_s``;
@@ -12,8 +14,15 @@ clipping, optimizer and schedule step); ``eval`` (a callback, every ``eval_steps
 - ``core_tokens_per_s``: window tokens over forward + backward + optimizer seconds;
   ``effective_tokens_per_s``: window tokens over the window's wall time;
 - for every feature of the model (``model.enabled_features()`` / ``model.feature_calls``, the seed's
-  rule that a feature counts only where a counter shows it ran): ``feature_<name>_enabled`` and
-  ``feature_<name>_effective_calls`` (cumulative executions, counted where the feature runs).
+  rule that a feature counts only where a counter shows it ran) and of the trainer (``c3o_credit``:
+  credit updates; ``integrity_guards``: steps checked; ``prefetch``: batches delivered by the prefetch
+  thread): ``feature_<name>_enabled`` and ``feature_<name>_effective_calls`` (cumulative executions,
+  counted where the feature runs);
+- ``guard_nonfinite_skips``, ``guard_restores``, ``guard_spike_rollbacks`` (cumulative) with the guards on,
+  ``c3o_credit_<group>`` with the credit on.
+
+With ``features.crash_report`` an unhandled exception writes ``<out_dir>/errors/<UTC>.json`` before it
+propagates.
 
 The loop trains any Hugging Face causal LM: SigmaLLM (the INSTANT plan is applied before the first
 forward) and the Llama baseline go through the same code, batches and schedule.
@@ -32,17 +41,29 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from cascadelab.config import InstantParams, SigmaTrainParams
+from cascadelab.config import (
+    InstantParams,
+    SigmaDataParams,
+    SigmaFeatureParams,
+    SigmaGuardParams,
+    SigmaTrainParams,
+)
 from cascadelab.models.sigma import apply_instant_plan
+from cascadelab.training.batch_pipeline import Prefetcher
+from cascadelab.training.crash_report import write_crash_report
 from cascadelab.training.data import Batch, count_tokens
-from cascadelab.training.optimizers.factory import build_optimizers
+from cascadelab.training.integrity_guards import GoodState, IntegrityGuards, scale_learning_rate
+from cascadelab.training.optimizers.factory import build_optimizers, credit_optimizers
 
-PHASES: tuple[str, ...] = ("data", "forward", "backward", "optimizer", "eval", "checkpoint")
+PHASES: tuple[str, ...] = ("data", "forward", "backward", "optimizer", "rl", "verify", "eval", "checkpoint")
 CORE_PHASES: tuple[str, ...] = ("forward", "backward", "optimizer")
+HOOK_PHASES: tuple[str, ...] = ("rl", "verify")
+TRAINER_FEATURES: tuple[str, ...] = ("c3o_credit", "integrity_guards", "prefetch")
 
 LogFn = Callable[[dict[str, float], int], None]
 EvalFn = Callable[[nn.Module], dict[str, float]]
 CheckpointFn = Callable[[nn.Module, int], None]
+StepHook = Callable[["SigmaTrainer", int], None]
 
 
 def wsd_factor(step: int, max_steps: int, warmup_steps: int, decay_fraction: float) -> float:
@@ -64,11 +85,13 @@ def supports_instant(model: nn.Module) -> bool:
     return hasattr(model, "instant_plan") and hasattr(model, "model")
 
 
-def feature_snapshot(model: nn.Module) -> dict[str, float]:
-    """`feature_<name>_enabled` and cumulative `feature_<name>_effective_calls` (empty for plain models)."""
+def feature_snapshot(
+    model: nn.Module, trainer_enabled: dict[str, bool] | None = None, trainer_calls: dict[str, int] | None = None
+) -> dict[str, float]:
+    """`feature_<name>_enabled` and cumulative `feature_<name>_effective_calls` of the model and the trainer."""
     report = getattr(model, "enabled_features", None)
-    enabled: dict[str, bool] = report() if callable(report) else {}
-    calls: dict[str, int] = dict(getattr(model, "feature_calls", {}))
+    enabled: dict[str, bool] = {**(report() if callable(report) else {}), **(trainer_enabled or {})}
+    calls: dict[str, int] = {**dict(getattr(model, "feature_calls", {})), **(trainer_calls or {})}
     out: dict[str, float] = {}
     for name in sorted(set(enabled) | set(calls)):
         out[f"feature_{name}_enabled"] = float(bool(enabled.get(name, False)))
@@ -123,6 +146,7 @@ class _Window:
 
     started: float = field(default_factory=time.perf_counter)
     steps: int = 0
+    good: int = 0
     loss: float = 0.0
     aux: float = 0.0
     grad_norm: float = 0.0
@@ -167,6 +191,11 @@ class SigmaTrainer:
         log_fn: LogFn | None = None,
         eval_fn: EvalFn | None = None,
         checkpoint_fn: CheckpointFn | None = None,
+        features: SigmaFeatureParams | None = None,
+        guards: SigmaGuardParams | None = None,
+        data: SigmaDataParams | None = None,
+        credit_interval: int = 50,
+        settings: dict[str, object] | None = None,
     ) -> None:
         if not optimizers:
             raise ValueError("optimizers: need at least one optimizer")
@@ -179,6 +208,26 @@ class SigmaTrainer:
         self.eval_fn = eval_fn
         self.checkpoint_fn = checkpoint_fn
         self.timer = PhaseTimer()
+        self.features = features or SigmaFeatureParams()
+        self.guard_params = guards or SigmaGuardParams()
+        self.data_params = data or SigmaDataParams()
+        self.credit_interval = credit_interval
+        self.settings = settings or {}
+        self.hooks: dict[str, list[StepHook]] = {name: [] for name in HOOK_PHASES}
+        self.feature_calls = dict.fromkeys(TRAINER_FEATURES, 0)
+        self.credit_optimizers = credit_optimizers(optimizers)
+        if self.features.c3o_credit and not self.credit_optimizers:
+            raise ValueError("features.c3o_credit: true needs a C3O optimizer among the optimizers")
+        g = self.guard_params
+        self.guards = (
+            IntegrityGuards(g.nonfinite_restore_after, g.spike_factor, g.spike_window)
+            if self.features.integrity_guards
+            else None
+        )
+        self.good_state = GoodState()
+        self.prefetcher: Prefetcher[Batch] | None = None
+        self.last_row: dict[str, float] = {}
+        self.step = 0
         config = getattr(model, "config", None)
         self.pad_id = int(getattr(config, "pad_token_id", None) or 0)
         self.aux_coef = float(getattr(config, "moe_aux_loss_coef", 0.0) or 0.0)
@@ -200,33 +249,74 @@ class SigmaTrainer:
         aux_term = self.aux_coef * float(aux.detach()) if aux is not None and self.aux_coef > 0 else 0.0
         return out.loss, aux_term
 
-    def _optimizer_step(self) -> float:
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.train.max_grad_norm)
-        for optimizer in self.optimizers:
-            optimizer.step()
+    def enabled_trainer_features(self) -> dict[str, bool]:
+        """Which trainer features this run has on."""
+        return {name: bool(getattr(self.features, name)) for name in TRAINER_FEATURES}
+
+    def add_hook(self, phase: str, hook: StepHook) -> None:
+        """Run `hook(trainer, step)` every step inside phase `phase` ("rl" or "verify")."""
+        if phase not in self.hooks:
+            raise ValueError(f"hooks run in phases {', '.join(HOOK_PHASES)}, not {phase!r}")
+        self.hooks[phase].append(hook)
+
+    def _optimizer_step(self, step: int, loss: float) -> tuple[float, str]:
+        """Clip, let the guards judge, step (or skip / restore / roll back), advance the schedule."""
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.train.max_grad_norm))
+        verdict = self.guards.check(loss, grad_norm) if self.guards is not None else "step"
+        if verdict == "step":
+            for optimizer in self.optimizers:
+                optimizer.step()
+        elif verdict in ("restore", "rollback"):
+            self.good_state.restore(self.model, self.optimizers, self.schedulers)
+            if verdict == "rollback":
+                scale_learning_rate(self.schedulers, self.guard_params.spike_lr_factor)
         for scheduler in self.schedulers:
             scheduler.step()
         for optimizer in self.optimizers:
             optimizer.zero_grad(set_to_none=True)
-        return float(grad_norm)
+        if self.guards is not None and verdict == "step" and step % self.guard_params.snapshot_steps == 0:
+            self.good_state.take(step, self.model, self.optimizers, self.schedulers)
+        if self.features.c3o_credit and step % self.credit_interval == 0:
+            for optimizer in self.credit_optimizers:
+                optimizer.update_credit()
+                self.feature_calls["c3o_credit"] += 1
+        return grad_norm, verdict
 
     def fit(self, batches: Iterable[Batch]) -> TrainResult:
         """Run the loop; returns the logged rows and totals. metrics.jsonl is rewritten from scratch."""
         self.prepare_model()
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        source: Iterator[Batch] = iter(batches)
+        if self.features.prefetch:
+            self.prefetcher = Prefetcher(batches, self.data_params.prefetch_batches)
+            source = self.prefetcher
+        if self.guards is not None:
+            self.good_state.take(0, self.model, self.optimizers, self.schedulers)
+        try:
+            return self._loop(source)
+        except Exception as error:
+            if self.features.crash_report:
+                device = str(next(self.model.parameters()).device)
+                write_crash_report(self.out_dir, error, self.step, self.settings, self.last_row, device)
+            raise
+        finally:
+            if self.prefetcher is not None:
+                self.prefetcher.close()
+
+    def _loop(self, source: Iterator[Batch]) -> TrainResult:
         metrics_path = self.out_dir / "metrics.jsonl"
         history: list[dict[str, float]] = []
         extra: dict[str, float] = {}
         tokens_total = targets_total = 0
         last_loss = float("nan")
-        iterator = iter(batches)
         self.model.train()
         started = time.perf_counter()
         window = _Window()
         with metrics_path.open("w", encoding="utf-8") as sink:
             for step in range(1, self.train.max_steps + 1):
+                self.step = step
                 with self.timer.phase("data"):
-                    batch = next(iterator, None)
+                    batch = next(source, None)
                     if batch is None:
                         raise ValueError(f"batches: ran out at step {step} of {self.train.max_steps}")
                     tokens, targets = count_tokens(batch, self.pad_id)
@@ -234,12 +324,20 @@ class SigmaTrainer:
                     loss, aux_term = self._forward(batch)
                 with self.timer.phase("backward"):
                     loss.backward()
+                loss_value = float(loss.detach())
                 with self.timer.phase("optimizer"):
-                    grad_norm = self._optimizer_step()
+                    grad_norm, verdict = self._optimizer_step(step, loss_value)
+                for phase in HOOK_PHASES:
+                    if self.hooks[phase]:
+                        with self.timer.phase(phase):
+                            for hook in self.hooks[phase]:
+                                hook(self, step)
                 window.steps += 1
-                window.loss += float(loss.detach()) - aux_term
-                window.aux += aux_term
-                window.grad_norm += grad_norm
+                if verdict == "step":
+                    window.good += 1
+                    window.loss += loss_value - aux_term
+                    window.aux += aux_term
+                    window.grad_norm += grad_norm
                 window.tokens += tokens
                 tokens_total += tokens
                 targets_total += targets
@@ -253,8 +351,9 @@ class SigmaTrainer:
                         self.checkpoint_fn(self.model, step)
                 if step % self.train.logging_steps == 0 or step == self.train.max_steps:
                     row = self._row(step, window, tokens_total, time.perf_counter() - started, extra)
-                    last_loss = row["loss"]
+                    last_loss = row.get("loss", last_loss)
                     history.append(row)
+                    self.last_row = row
                     sink.write(json.dumps(row, sort_keys=True) + "\n")
                     sink.flush()
                     if self.log_fn is not None:
@@ -269,8 +368,16 @@ class SigmaTrainer:
             target_tokens=targets_total,
             final_loss=last_loss,
             phase_seconds=dict(self.timer.totals),
-            features=feature_snapshot(self.model),
+            features=self.features_now(),
         )
+
+    def features_now(self) -> dict[str, float]:
+        """The feature columns of a row: model and trainer features, enabled flags and effective calls."""
+        if self.guards is not None:
+            self.feature_calls["integrity_guards"] = self.guards.counts["checks"]
+        if self.prefetcher is not None:
+            self.feature_calls["prefetch"] = self.prefetcher.delivered
+        return feature_snapshot(self.model, self.enabled_trainer_features(), self.feature_calls)
 
     def _row(
         self, step: int, window: _Window, tokens_total: int, elapsed: float, extra: dict[str, float]
@@ -279,11 +386,12 @@ class SigmaTrainer:
         wall = time.perf_counter() - window.started
         core = sum(phases[name] for name in CORE_PHASES)
         bottleneck = max(phases, key=lambda name: phases[name])
+        good = max(window.good, 1)
         row: dict[str, float] = {
             "step": float(step),
-            "loss": window.loss / window.steps,
-            "moe_aux_loss": window.aux / window.steps,
-            "grad_norm": window.grad_norm / window.steps,
+            "loss": window.loss / good if window.good else float("nan"),
+            "moe_aux_loss": window.aux / good,
+            "grad_norm": window.grad_norm / good,
             "learning_rate": float(self.optimizers[0].param_groups[0]["lr"]),
             "tokens": float(tokens_total),
             "elapsed_s": elapsed,
@@ -298,15 +406,23 @@ class SigmaTrainer:
             loads = [v for k, v in routing().items() if k.endswith("load_max_over_mean")]
             if loads:
                 row["moe_load_max_over_mean"] = max(loads)
-        row.update(feature_snapshot(self.model))
+        row.update(self.features_now())
+        if self.guards is not None:
+            for name in ("nonfinite_skips", "restores", "spike_rollbacks"):
+                row[f"guard_{name}"] = float(self.guards.counts[name])
+            if not window.good:
+                del row["loss"]  # every step of the window was skipped: no loss to report
+        for optimizer in self.credit_optimizers if self.features.c3o_credit else []:
+            row.update({f"c3o_credit_{name}": value for name, value in optimizer.credits().items()})
         row.update(extra)
-        if not math.isfinite(row["loss"]):
+        if "loss" in row and not math.isfinite(row["loss"]):
             raise FloatingPointError(f"training loss is {row['loss']} at step {step}")
         return row
 
 
 __all__ = [
     "PHASES",
+    "TRAINER_FEATURES",
     "PhaseTimer",
     "SigmaTrainer",
     "TrainResult",
