@@ -269,6 +269,8 @@ class SigmaTrainParams(StrictModel):
     num_threads: int = Field(1, gt=0)
     parallel_baseline: bool = True
     group_batches_by_task: bool = True
+    checkpoint_steps: int = Field(0, ge=0)  # resumable checkpoint every N steps (0: none); a multiple of logging_steps
+    keep_checkpoints: int = Field(2, gt=0)  # newest checkpoints kept
 
 
 class SigmaFeatureParams(StrictModel):
@@ -379,6 +381,11 @@ def check_sigma_compatibility(section: SigmaPretrainParams) -> None:
         raise ValueError(
             f"optimizer.c3o.credit_interval: {opt.c3o.credit_interval} is more than train.max_steps "
             f"({train.max_steps}), so the credit would never update"
+        )
+    if train.checkpoint_steps % train.logging_steps:
+        raise ValueError(
+            f"train.checkpoint_steps: {train.checkpoint_steps} must be a multiple of train.logging_steps "
+            f"({train.logging_steps}), so a checkpoint never splits a logging window"
         )
     if train.warmup_steps >= train.max_steps:
         raise ValueError(

@@ -27,9 +27,11 @@ from cascadelab.io import atomic_directory, write_json
 from cascadelab.models.coarse import build_causal_lm, count_parameters
 from cascadelab.models.sigma import SigmaConfig, SigmaForCausalLM
 from cascadelab.training.background import BackgroundCall
+from cascadelab.training.checkpoints import checkpoint_dir, discard
 from cascadelab.training.coarse_sft import evaluate_lm
 from cascadelab.training.data import TokenizedRows, mixed_batches
 from cascadelab.training.integrity_guards import MANIFEST_NAME, check_manifest, write_manifest
+from cascadelab.training.run_checkpoints import CheckpointStore
 from cascadelab.training.sigma_trainer import LogFn, SigmaTrainer, TrainResult, build_optimizers, mean_loss
 
 MODELS = ("sigma", "baseline")
@@ -134,6 +136,8 @@ def train_and_evaluate(
         params.eval.batch_size, limit=params.train.eval_records
     )
     model = build_model(name, params, tokenizer, seed)
+    settings = {"seed": seed, "sigma_pretrain": params.model_dump(mode="json")}
+    folder = checkpoint_dir(f"sigma_pretrain-{name}", settings, [Path(corpus_dir) / "train.jsonl"])
     trainer = SigmaTrainer(
         model,
         build_optimizers(model, params.optimizer),
@@ -147,7 +151,8 @@ def train_and_evaluate(
         guards=params.guards,
         data=params.data,
         credit_interval=params.optimizer.c3o.credit_interval,
-        settings={"seed": seed, "sigma_pretrain": params.model_dump(mode="json")},
+        settings=settings,
+        checkpoints=CheckpointStore(folder, params.train.keep_checkpoints) if params.train.checkpoint_steps else None,
     )
     train = params.train
     result = trainer.fit(
@@ -155,6 +160,7 @@ def train_and_evaluate(
             train_rows, params.mix, train.max_steps, train.batch_size, seed, group_by_task=train.group_batches_by_task
         )
     )
+    discard(folder)  # finished: a rerun starts afresh rather than from the final checkpoint
     started = time.perf_counter()
     evaluation, outputs = evaluate_lm(
         model,

@@ -30,6 +30,7 @@ forward) and the Llama baseline go through the same code, batches and schedule.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import time
@@ -37,6 +38,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -54,6 +56,7 @@ from cascadelab.training.crash_report import write_crash_report
 from cascadelab.training.data import Batch, count_tokens
 from cascadelab.training.integrity_guards import GoodState, IntegrityGuards, scale_learning_rate
 from cascadelab.training.optimizers.factory import build_optimizers, credit_optimizers
+from cascadelab.training.run_checkpoints import CheckpointStore, rng_state, set_rng_state
 
 PHASES: tuple[str, ...] = ("data", "forward", "backward", "optimizer", "rl", "verify", "eval", "checkpoint")
 CORE_PHASES: tuple[str, ...] = ("forward", "backward", "optimizer")
@@ -113,6 +116,15 @@ def mean_loss(model: nn.Module, batches: Iterable[Batch]) -> float:
     return total / max(count, 1)
 
 
+def pending_updates(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Per-module state that lives outside the state_dict: the MoE bias update deferred to the next forward."""
+    return {
+        name: module._pending_load
+        for name, module in model.named_modules()
+        if isinstance(getattr(module, "_pending_load", None), torch.Tensor)
+    }
+
+
 class PhaseTimer:
     """Wall seconds per phase, accumulated over a logging window."""
 
@@ -151,6 +163,17 @@ class _Window:
     aux: float = 0.0
     grad_norm: float = 0.0
     tokens: int = 0
+
+
+@dataclass
+class _Progress:
+    """Where a run stands after `step` steps: its logged rows, token counts and wall time so far."""
+
+    step: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    tokens: int = 0
+    targets: int = 0
+    elapsed: float = 0.0
 
 
 @dataclass
@@ -196,6 +219,7 @@ class SigmaTrainer:
         data: SigmaDataParams | None = None,
         credit_interval: int = 50,
         settings: dict[str, object] | None = None,
+        checkpoints: CheckpointStore | None = None,
     ) -> None:
         if not optimizers:
             raise ValueError("optimizers: need at least one optimizer")
@@ -228,6 +252,9 @@ class SigmaTrainer:
         self.prefetcher: Prefetcher[Batch] | None = None
         self.last_row: dict[str, float] = {}
         self.step = 0
+        self.checkpoints = checkpoints
+        self.prefetched_before = 0  # batches the prefetch thread delivered before a resume
+        self.resumed_from = 0
         config = getattr(model, "config", None)
         self.pad_id = int(getattr(config, "pad_token_id", None) or 0)
         self.aux_coef = float(getattr(config, "moe_aux_loss_coef", 0.0) or 0.0)
@@ -286,14 +313,18 @@ class SigmaTrainer:
         """Run the loop; returns the logged rows and totals. metrics.jsonl is rewritten from scratch."""
         self.prepare_model()
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        source: Iterator[Batch] = iter(batches)
-        if self.features.prefetch:
-            self.prefetcher = Prefetcher(batches, self.data_params.prefetch_batches)
-            source = self.prefetcher
         if self.guards is not None:
             self.good_state.take(0, self.model, self.optimizers, self.schedulers)
+        resumed = self.checkpoints.latest() if self.checkpoints is not None else None
+        progress = self._restore(resumed) if resumed is not None else _Progress()
+        # the data position: the batches the checkpointed steps consumed are drawn and dropped
+        remaining = itertools.islice(iter(batches), progress.step, None)
+        source: Iterator[Batch] = remaining
+        if self.features.prefetch:
+            self.prefetcher = Prefetcher(remaining, self.data_params.prefetch_batches)
+            source = self.prefetcher
         try:
-            return self._loop(source)
+            return self._loop(source, progress)
         except Exception as error:
             if self.features.crash_report:
                 device = str(next(self.model.parameters()).device)
@@ -303,17 +334,57 @@ class SigmaTrainer:
             if self.prefetcher is not None:
                 self.prefetcher.close()
 
-    def _loop(self, source: Iterator[Batch]) -> TrainResult:
+    def _payload(self, progress: _Progress) -> dict[str, Any]:
+        """Everything a resumed run needs to continue exactly where this one stands."""
+        return {
+            "step": progress.step,
+            "model": self.model.state_dict(),
+            "optimizers": [o.state_dict() for o in self.optimizers],
+            "schedulers": [s.state_dict() for s in self.schedulers],
+            "rng": rng_state(),
+            "progress": progress,
+            "trainer_calls": dict(self.feature_calls),
+            "model_calls": dict(getattr(self.model, "feature_calls", {})),
+            "pending": pending_updates(self.model),
+            "guards": self.guards.state_dict() if self.guards is not None else None,
+            "good_state": (self.good_state.step, self.good_state.state),
+        }
+
+    def _restore(self, payload: dict[str, Any]) -> _Progress:
+        """Load a checkpoint payload into the model, optimizers, schedules, RNGs and counters."""
+        self.model.load_state_dict(payload["model"])
+        for optimizer, state in zip(self.optimizers, payload["optimizers"], strict=True):
+            optimizer.load_state_dict(state)
+        for scheduler, state in zip(self.schedulers, payload["schedulers"], strict=True):
+            scheduler.load_state_dict(state)
+        set_rng_state(payload["rng"])
+        for name, module in self.model.named_modules():
+            if name in payload["pending"]:
+                module._pending_load = payload["pending"][name]
+        self.feature_calls.update(payload["trainer_calls"])
+        self.prefetched_before = int(payload["trainer_calls"].get("prefetch", 0))
+        model_calls = getattr(self.model, "feature_calls", None)
+        if isinstance(model_calls, dict):
+            model_calls.update(payload["model_calls"])
+        if self.guards is not None and payload["guards"] is not None:
+            self.guards.load_state_dict(payload["guards"])
+        self.good_state.step, self.good_state.state = payload["good_state"]
+        progress: _Progress = payload["progress"]
+        self.resumed_from = progress.step
+        return progress
+
+    def _loop(self, source: Iterator[Batch], progress: _Progress) -> TrainResult:
         metrics_path = self.out_dir / "metrics.jsonl"
-        history: list[dict[str, float]] = []
+        history = progress.history
         extra: dict[str, float] = {}
-        tokens_total = targets_total = 0
-        last_loss = float("nan")
+        last_loss = history[-1].get("loss", float("nan")) if history else float("nan")
         self.model.train()
-        started = time.perf_counter()
+        started = time.perf_counter() - progress.elapsed
         window = _Window()
         with metrics_path.open("w", encoding="utf-8") as sink:
-            for step in range(1, self.train.max_steps + 1):
+            for row in history:  # a resumed run keeps the lines logged before its checkpoint
+                sink.write(json.dumps(row, sort_keys=True) + "\n")
+            for step in range(progress.step + 1, self.train.max_steps + 1):
                 self.step = step
                 with self.timer.phase("data"):
                     batch = next(source, None)
@@ -339,8 +410,8 @@ class SigmaTrainer:
                     window.aux += aux_term
                     window.grad_norm += grad_norm
                 window.tokens += tokens
-                tokens_total += tokens
-                targets_total += targets
+                progress.tokens += tokens
+                progress.targets += targets
                 every = self.train.eval_steps
                 if self.eval_fn is not None and every and (step % every == 0 or step == self.train.max_steps):
                     with self.timer.phase("eval"):
@@ -350,7 +421,7 @@ class SigmaTrainer:
                     with self.timer.phase("checkpoint"):
                         self.checkpoint_fn(self.model, step)
                 if step % self.train.logging_steps == 0 or step == self.train.max_steps:
-                    row = self._row(step, window, tokens_total, time.perf_counter() - started, extra)
+                    row = self._row(step, window, progress.tokens, time.perf_counter() - started, extra)
                     last_loss = row.get("loss", last_loss)
                     history.append(row)
                     self.last_row = row
@@ -359,13 +430,23 @@ class SigmaTrainer:
                     if self.log_fn is not None:
                         self.log_fn(row, step)
                     window, extra = _Window(), {}
+                every_ckpt = self.train.checkpoint_steps
+                if (
+                    self.checkpoints is not None
+                    and every_ckpt
+                    and (step % every_ckpt == 0 or step == self.train.max_steps)
+                ):
+                    with self.timer.phase("checkpoint"):
+                        progress.step, progress.elapsed = step, time.perf_counter() - started
+                        self.features_now()
+                        self.checkpoints.save(step, self._payload(progress))
         return TrainResult(
             history=history,
             metrics_path=metrics_path,
             steps=self.train.max_steps,
             train_seconds=time.perf_counter() - started,
-            train_tokens=tokens_total,
-            target_tokens=targets_total,
+            train_tokens=progress.tokens,
+            target_tokens=progress.targets,
             final_loss=last_loss,
             phase_seconds=dict(self.timer.totals),
             features=self.features_now(),
@@ -376,7 +457,7 @@ class SigmaTrainer:
         if self.guards is not None:
             self.feature_calls["integrity_guards"] = self.guards.counts["checks"]
         if self.prefetcher is not None:
-            self.feature_calls["prefetch"] = self.prefetcher.delivered
+            self.feature_calls["prefetch"] = self.prefetched_before + self.prefetcher.delivered
         return feature_snapshot(self.model, self.enabled_trainer_features(), self.feature_calls)
 
     def _row(
