@@ -70,6 +70,8 @@ def test_a_corrupted_checkpoint_is_skipped_for_the_previous_one(tmp_path: Path) 
         payload = store.latest()
     assert payload is not None and payload["step"] == 12
     store.path(12).with_suffix(".json").unlink()  # renamed payload, hash never written
-    with pytest.warns(UserWarning, match="no readable hash record"):
+    with pytest.warns(UserWarning) as caught:
         payload = store.latest()
+    assert [str(w.message).split(":")[0] for w in caught] == ["skipping checkpoint"] * 2
+    assert "step-00000012.pt: no readable hash record" in str(caught[1].message)
     assert payload is not None and payload["step"] == 8
