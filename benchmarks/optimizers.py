@@ -2,7 +2,8 @@
 
 Each optimizer trains a copy of one SigmaLLM (params.yaml's `sigma_pretrain.model`, seeded from the
 params seed) through the stage's own loop (SigmaTrainer, WSD schedule scaled to `--steps`) on the
-stage's batches, with `sigma_pretrain.optimizer`'s settings and only `name` changed. Prints the
+stage's batches, with `sigma_pretrain.optimizer`'s settings and only `name` changed (C3O with its
+credit signal on, updated every `optimizer.c3o.credit_interval` steps). Prints the
 training loss (mean over each window) at fixed steps, the final validation loss, and wall / CPU
 seconds of training.
 
@@ -19,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from cascadelab.config import load_params
+from cascadelab.config import SigmaFeatureParams, load_params
 from cascadelab.data.corpus import load_split
 from cascadelab.data.tokenizer import load_tokenizer
 from cascadelab.training.data import TokenizedRows, mixed_batches
@@ -58,7 +59,13 @@ def main() -> None:
             torch.manual_seed(params.seed)
             settings = section.optimizer.model_copy(update={"name": name})
             trainer = SigmaTrainer(
-                model, build_optimizers(model, settings), train, Path(tmp) / name, instant=section.instant
+                model,
+                build_optimizers(model, settings),
+                train,
+                Path(tmp) / name,
+                instant=section.instant,
+                features=SigmaFeatureParams(c3o_credit=name == "c3o"),  # C3O without its credit would be Muon
+                credit_interval=settings.c3o.credit_interval,
             )
             batches = mixed_batches(rows, section.mix, args.steps, train.batch_size, params.seed)
             wall, cpu = time.perf_counter(), time.process_time()
