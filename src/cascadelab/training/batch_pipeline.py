@@ -29,20 +29,24 @@ class Prefetcher(Generic[T]):
         self._thread = threading.Thread(target=self._fill, args=(iter(source),), daemon=True)
         self._thread.start()
 
+    def _put(self, item: Any) -> bool:
+        """Queue `item` unless the consumer closed the pipeline first; whether it was queued."""
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def _fill(self, source: Iterator[T]) -> None:
         try:
             for item in source:
-                while not self._stop.is_set():
-                    try:
-                        self._queue.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if self._stop.is_set():
+                if not self._put(item):
                     return
-            self._queue.put(_DONE)
+            self._put(_DONE)
         except BaseException as error:  # handed to the consumer, raised there
-            self._queue.put(error)
+            self._put(error)
 
     def __iter__(self) -> Iterator[T]:
         return self
