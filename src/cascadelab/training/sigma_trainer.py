@@ -19,7 +19,8 @@ the loop writes one line to ``<out_dir>/metrics.jsonl`` and passes the same figu
   thread): ``feature_<name>_enabled`` and ``feature_<name>_effective_calls`` (cumulative executions,
   counted where the feature runs);
 - ``guard_nonfinite_skips``, ``guard_restores``, ``guard_spike_rollbacks`` (cumulative) with the guards on,
-  ``c3o_credit_<group>`` with the credit on.
+  ``c3o_credit_<group>`` with the credit on, ``data_fallbacks`` when the batches come from a
+  :class:`~cascadelab.training.batch_pipeline.FallbackSource`.
 
 With ``features.crash_report`` an unhandled exception writes ``<out_dir>/errors/<UTC>.json`` before it
 propagates.
@@ -255,6 +256,7 @@ class SigmaTrainer:
         self.checkpoints = checkpoints
         self.prefetched_before = 0  # batches the prefetch thread delivered before a resume
         self.resumed_from = 0
+        self.batch_source: Iterable[Batch] | None = None
         config = getattr(model, "config", None)
         self.pad_id = int(getattr(config, "pad_token_id", None) or 0)
         self.aux_coef = float(getattr(config, "moe_aux_loss_coef", 0.0) or 0.0)
@@ -313,6 +315,7 @@ class SigmaTrainer:
         """Run the loop; returns the logged rows and totals. metrics.jsonl is rewritten from scratch."""
         self.prepare_model()
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.batch_source = batches  # a FallbackSource reports its fallbacks in every row
         if self.guards is not None:
             self.good_state.take(0, self.model, self.optimizers, self.schedulers)
         resumed = self.checkpoints.latest() if self.checkpoints is not None else None
@@ -493,6 +496,9 @@ class SigmaTrainer:
                 row[f"guard_{name}"] = float(self.guards.counts[name])
             if not window.good:
                 del row["loss"]  # every step of the window was skipped: no loss to report
+        fallbacks = getattr(self.batch_source, "fallbacks", None)
+        if isinstance(fallbacks, int):
+            row["data_fallbacks"] = float(fallbacks)
         for optimizer in self.credit_optimizers if self.features.c3o_credit else []:
             row.update({f"c3o_credit_{name}": value for name, value in optimizer.credits().items()})
         row.update(extra)

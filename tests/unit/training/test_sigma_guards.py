@@ -195,3 +195,14 @@ def test_a_failing_source_falls_back_to_the_local_corpus_and_is_counted() -> Non
     source = FallbackSource(streaming(), iter(["local-0", "local-1", "local-2"]))
     assert [next(source) for _ in range(4)] == ["remote-0", "remote-1", "local-0", "local-1"]
     assert source.fallbacks == 1 and source.last_error == "ConnectionError: hub unreachable"
+
+
+def test_the_loop_logs_the_fallbacks_of_its_batch_source(tmp_path: Path) -> None:
+    def streaming() -> Iterator[dict[str, torch.Tensor]]:
+        yield from batches(2, seed=1)
+        raise ConnectionError("hub unreachable")
+
+    source = FallbackSource(streaming(), iter(batches(6)))
+    trainer = trainer_for(Sabotaged(set()), tmp_path, 6, {"prefetch": True})
+    rows = trainer.fit(source).history
+    assert rows[-1]["data_fallbacks"] == 1 and rows[-1]["step"] == 6
