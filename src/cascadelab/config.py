@@ -12,7 +12,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from cascadelab.training.optimizers.muon import MuonAdamWSettings
+from cascadelab.training.optimizers.settings import OptimizerSettings
 
 TASK_FAMILIES = ("add", "sub", "mul", "expr", "reverse", "word")
 
@@ -251,14 +251,8 @@ class InstantParams(StrictModel):
     checkpoint_blocks: bool = False
 
 
-class SigmaOptimizerParams(StrictModel):
-    """`adamw` over every parameter, or `muon`: Muon for hidden matrices + AdamW for the rest."""
-
-    name: Literal["adamw", "muon"] = "adamw"
-    learning_rate: float = Field(1e-3, gt=0)
-    betas: tuple[float, float] = (0.9, 0.95)
-    weight_decay: float = Field(0.0, ge=0)
-    muon: MuonAdamWSettings = Field(default_factory=lambda: MuonAdamWSettings())
+# The optimizer block (name + per-optimizer settings) lives beside the optimizers it configures.
+SigmaOptimizerParams = OptimizerSettings
 
 
 class SigmaTrainParams(StrictModel):
@@ -275,14 +269,89 @@ class SigmaTrainParams(StrictModel):
     num_threads: int = Field(1, gt=0)
     parallel_baseline: bool = True
     group_batches_by_task: bool = True
+    checkpoint_steps: int = Field(0, ge=0)  # resumable checkpoint every N steps (0: none); a multiple of logging_steps
+    keep_checkpoints: int = Field(2, gt=0)  # newest checkpoints kept
+
+
+class SigmaFeatureParams(StrictModel):
+    """Trainer features, each counted in metrics.jsonl (`feature_<name>_enabled` / `_effective_calls`)."""
+
+    c3o_credit: bool = False  # C3O's per-group credit from each group's share of the loss decrease
+    integrity_guards: bool = False  # skip non-finite steps, restore after N in a row, roll back loss spikes
+    prefetch: bool = False  # batches built by a background thread into a bounded queue
+    crash_report: bool = False  # an unhandled exception writes <out>/errors/<UTC>.json
+
+
+class SigmaGuardParams(StrictModel):
+    """Integrity-guard thresholds (used when `features.integrity_guards` is on)."""
+
+    nonfinite_restore_after: int = Field(3, gt=0)  # this many non-finite steps in a row restore the last good state
+    spike_factor: float = Field(5.0, gt=1)  # a loss above factor x the running median is a spike
+    spike_window: int = Field(50, gt=1)  # steps in the running median
+    spike_lr_factor: float = Field(0.5, gt=0, lt=1)  # a rollback multiplies the learning rate by this
+    snapshot_steps: int = Field(50, gt=0)  # how often the last good state is remembered
+
+
+class SigmaDataParams(StrictModel):
+    """The training-batch pipeline (prefetch used when `features.prefetch` is on)."""
+
+    prefetch_batches: int = Field(8, gt=0)  # bound of the prefetch queue
+
+
+SIGMA_PROFILES: dict[str, dict[str, Any]] = {
+    # no trainer feature, plain AdamW: the reference loop
+    "minimal": {
+        "optimizer": {"name": "adamw"},
+        "features": {"c3o_credit": False, "integrity_guards": False, "prefetch": False, "crash_report": False},
+    },
+    # the stage's default: the safety features, the optimizer the benchmark supports
+    "standard": {
+        "optimizer": {"name": "adamw"},
+        "features": {"c3o_credit": False, "integrity_guards": True, "prefetch": True, "crash_report": True},
+    },
+    # every feature of the model and the trainer (the proof runs this)
+    "full": {
+        "optimizer": {"name": "c3o"},
+        "features": {"c3o_credit": True, "integrity_guards": True, "prefetch": True, "crash_report": True},
+        "model": {"bitlinear_families": list(SigmaBitLinearFamily.__args__)},  # type: ignore[attr-defined]
+    },
+}
+SigmaProfile = Literal["minimal", "standard", "full"]
+
+
+def _merge_under(explicit: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """`defaults` deep-merged under `explicit`: a key set explicitly always wins."""
+    merged = dict(defaults)
+    for key, value in explicit.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge_under(value, merged[key])
+        else:
+            merged[key] = value
+    return merged
+
+
+def expand_profile(raw: dict[str, Any]) -> dict[str, Any]:
+    """A `sigma_pretrain` mapping with its profile's settings filled in where the mapping sets none."""
+    name = raw.get("profile", "standard")
+    if name not in SIGMA_PROFILES:
+        return raw  # the Literal on `profile` reports it
+    return _merge_under(raw, SIGMA_PROFILES[name])
 
 
 class SigmaPretrainParams(StrictModel):
-    """Pre-train SigmaLLM on the corpus and a same-size Llama baseline on the same batches; evaluate both."""
+    """Pre-train SigmaLLM on the corpus and a same-size Llama baseline on the same batches; evaluate both.
 
+    `profile` expands into explicit settings before validation (:data:`SIGMA_PROFILES`; keys set in
+    params.yaml win), so the validated section is exactly what runs and what is logged.
+    """
+
+    profile: SigmaProfile = "standard"
     model: SigmaModelParams = Field(default_factory=lambda: SigmaModelParams())
     instant: InstantParams = Field(default_factory=lambda: InstantParams())
     optimizer: SigmaOptimizerParams = Field(default_factory=lambda: SigmaOptimizerParams())
+    features: SigmaFeatureParams = Field(default_factory=lambda: SigmaFeatureParams())
+    guards: SigmaGuardParams = Field(default_factory=lambda: SigmaGuardParams())
+    data: SigmaDataParams = Field(default_factory=lambda: SigmaDataParams())
     train: SigmaTrainParams = Field(default_factory=lambda: SigmaTrainParams())
     mix: dict[str, float] = Field(
         default_factory=lambda: {"add": 0.1, "sub": 0.1, "mul": 0.15, "expr": 0.2, "reverse": 0.2, "word": 0.25}
@@ -291,10 +360,47 @@ class SigmaPretrainParams(StrictModel):
     baseline_param_tolerance: float = Field(0.05, ge=0)
     eval: EvalParams = Field(default_factory=lambda: EvalParams())
 
+    @model_validator(mode="before")
+    @classmethod
+    def _expand_profile(cls, data: Any) -> Any:
+        return expand_profile(data) if isinstance(data, dict) else data
+
     @model_validator(mode="after")
-    def _check_mix(self) -> SigmaPretrainParams:
+    def _check(self) -> SigmaPretrainParams:
         check_mix(self.mix)
+        check_sigma_compatibility(self)
         return self
+
+
+def check_sigma_compatibility(section: SigmaPretrainParams) -> None:
+    """Combinations of `sigma_pretrain` settings that cannot work: a ValueError naming the keys."""
+    opt, train = section.optimizer, section.train
+    if section.features.c3o_credit and opt.name != "c3o":
+        raise ValueError(f"features.c3o_credit: true needs optimizer.name: c3o (got {opt.name})")
+    if section.features.c3o_credit and opt.c3o.credit_interval > train.max_steps:
+        raise ValueError(
+            f"optimizer.c3o.credit_interval: {opt.c3o.credit_interval} is more than train.max_steps "
+            f"({train.max_steps}), so the credit would never update"
+        )
+    if train.checkpoint_steps % train.logging_steps:
+        raise ValueError(
+            f"train.checkpoint_steps: {train.checkpoint_steps} must be a multiple of train.logging_steps "
+            f"({train.logging_steps}), so a checkpoint never splits a logging window"
+        )
+    if train.warmup_steps >= train.max_steps:
+        raise ValueError(
+            f"train.warmup_steps: {train.warmup_steps} must be less than train.max_steps ({train.max_steps})"
+        )
+
+
+def check_sigma_runtime(section: SigmaPretrainParams, cuda_available: bool) -> None:
+    """Startup checks against this machine (ParamsError, one line naming the key)."""
+    backend = section.optimizer.gnprox.backend
+    if section.optimizer.name == "gnprox" and backend == "triton" and not cuda_available:
+        raise ParamsError(
+            "params.yaml: sigma_pretrain.optimizer.gnprox.backend: triton needs a CUDA device (none available); "
+            "use auto or ref"
+        )
 
 
 # --------------------------------------------------------------------------------------------- lego

@@ -46,7 +46,8 @@ def test_repository_params_are_valid():
         ),
         (
             {"sigma_pretrain": {"optimizer": {"name": "sgd"}}},
-            "params.yaml: sigma_pretrain.optimizer.name: must be 'adamw' or 'muon' (got 'sgd')",
+            "params.yaml: sigma_pretrain.optimizer.name: must be 'adamw', 'muon', 'normuon', 'adamuon', 'c3o' "
+            "or 'gnprox' (got 'sgd')",
         ),
         (
             {"sigma_pretrain": {"optimizer": {"muon": {"muon_lr": 0}}}},
