@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable
+from functools import partial
 
 import torch
 
@@ -20,7 +22,7 @@ from cascadelab.kernels.gnprox_update import gnprox_update_ref, gnprox_update_tr
 SIZES = [2**16, 2**20, 2**22, 2**24, 2**26]
 
 
-def median_ms(fn, device: str, reps: int) -> float:
+def median_ms(fn: Callable[[], object], device: str, reps: int) -> float:
     """Median milliseconds of ``fn`` after warm-up (CUDA events on GPU, wall clock on CPU)."""
     for _ in range(3):
         fn()
@@ -57,9 +59,9 @@ def main() -> None:
         h = torch.rand(numel, generator=gen).to(device) * 1e-2
         for refresh in (False, True):
             step = (1e-3, 0.9, 0.99, 0.05, 1e-12, 0.0, refresh)
-            ref = median_ms(lambda: gnprox_update_ref(p, g, m, h, *step), device, args.reps)
+            ref = median_ms(partial(gnprox_update_ref, p, g, m, h, *step), device, args.reps)
             if device == "cuda":
-                tri = median_ms(lambda: gnprox_update_triton(p, g, m, h, *step), device, args.reps)
+                tri = median_ms(partial(gnprox_update_triton, p, g, m, h, *step), device, args.reps)
                 print(f"{numel:>10} {refresh!s:>8} {ref:9.3f} {tri:10.3f} {ref / tri:10.1f}x")
             else:
                 print(f"{numel:>10} {refresh!s:>8} {ref:9.3f} {'-':>10} {'-':>11}")
