@@ -295,13 +295,30 @@ class Sandbox:
                 pass
             self._collect(process, read_end, output)
         finally:
+            try:  # descendants, while they are still linked to the leader (a setsid() one leaves the group)
+                descendants = psutil.Process(process.pid).children(recursive=True)
+            except psutil.Error:
+                descendants = []
             _kill_group(process.pid)
+            for descendant in descendants:
+                with contextlib.suppress(psutil.Error):
+                    descendant.kill()
             returncode = process.wait()
+            psutil.wait_procs(descendants, timeout=2.0)  # SIGKILL is asynchronous: return once they are gone
+            if self._isolation is not None and not self._isolation.pid_namespace:
+                self._sweep(run_id)
             for stream in (process.stdout, process.stderr):
                 if stream is not None:
                     stream.close()
             os.close(read_end)
         return output, returncode
+
+    def _sweep(self, run_id: str) -> None:
+        """Without a PID namespace, kill anything still carrying this run's marker (there should be none)."""
+        for pid in find_leftovers(run_id):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+            self.counts["swept"] += 1
 
     def _collect(self, process: subprocess.Popen[bytes], result_fd: int, output: _Output) -> None:
         """Read the three channels until the process exits, the deadline passes or output overflows."""
@@ -338,6 +355,12 @@ class Sandbox:
                             if len(buffers[fd]) > caps[fd]:
                                 break
                     return
+        # Every pipe closed (the program may have closed its own ends): wait for the exit or the deadline.
+        while not _exited(process.pid):
+            if time.monotonic() >= deadline:
+                output.timed_out = True
+                return
+            time.sleep(0.01)
 
     def _judge(self, output: _Output, returncode: int, tests: Sequence[TestCase]) -> Verdict:
         """Turn what came back into a verdict."""

@@ -17,7 +17,7 @@ import pytest
 from cascadelab.training.code_sandbox import Limits, Sandbox, Status, TestCase, find_leftovers
 
 HOSTILE_LIMITS = Limits(
-    wall_seconds=2.0,
+    wall_seconds=1.5,
     cpu_seconds=1,
     memory_bytes=256 * 1024**2,
     file_bytes=256 * 1024,
@@ -156,6 +156,19 @@ BATTERY = [
     _h("abort", "import os\nos.abort()", C),
     _h("real_segfault", "import faulthandler\nfaulthandler._sigsegv()", C),
     _h("self_segfault_signal", "import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)", F),
+    _h(
+        "close_every_pipe_and_sleep",
+        "import os, time\nfor fd in range(64):\n    try:\n        os.close(fd)\n"
+        "    except OSError:\n        pass\ntime.sleep(60)",
+        T,
+    ),
+    _h(
+        "garbage_on_result_pipe",
+        "import os\nfor fd in range(3, 64):\n    try:\n        os.write(fd, b'{not json\\n')\n"
+        "    except OSError:\n        pass\nf = lambda x: 0",
+        W,
+        C,
+    ),
     _h("exit_before_tests", "import os\nos._exit(0)", C),
     _h("sys_exit_before_tests", "import sys\nsys.exit(0)", C),
     _h("syntax_error", "def f(x) return 2 * x", C),
