@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import dataclasses
 import enum
 import json
 import os
@@ -171,15 +172,21 @@ class Sandbox:
         if self._isolation is not None:
             return self._isolation
         candidates = self._candidates()
-        for prefix, isolation, uid in candidates[-1:] if self.hook_only else candidates:
-            self._prefix, self._isolation, self._uid = prefix, isolation, uid
-            try:
-                verdict = self.run("x = 6 * 7", [TestCase("x", 42)])
-            except OSError:
-                continue
-            if verdict.ok:
-                self.counts.clear()
-                return isolation
+        limits = self.limits
+        # Generous probe limits: a loaded machine must not push warm_up into a weaker mode.
+        self.limits = dataclasses.replace(limits, wall_seconds=max(limits.wall_seconds, 20.0))
+        try:
+            for prefix, isolation, uid in candidates[-1:] if self.hook_only else candidates:
+                self._prefix, self._isolation, self._uid = prefix, isolation, uid
+                try:
+                    verdict = self.run("x = 6 * 7", [TestCase("x", 42)])
+                except OSError:
+                    continue
+                if verdict.ok:
+                    self.counts.clear()
+                    return isolation
+        finally:
+            self.limits = limits
         self._prefix = self._isolation = self._uid = None
         raise RuntimeError("sandbox: no isolation mode could run a trivial program")
 
