@@ -6,6 +6,7 @@ and the corpus of `prepare`; the stage scripts only pass paths and settings and 
 
 from __future__ import annotations
 
+import math
 import shutil
 import tempfile
 from collections import defaultdict
@@ -32,11 +33,18 @@ CONTROL_DISABLED = "control.json"
 
 @dataclass
 class StageOutcome:
-    """A cascade stage's metrics, its curves (name → rows, one TSV each) and a prediction sample."""
+    """A cascade stage's metrics, its curves (name → rows, one TSV each) and a prediction sample.
+
+    Undefined rates (e.g. a break rate over no coarse-right items) are dropped from `metrics`, so the
+    metrics file stays strict JSON; the curves keep them as empty cells.
+    """
 
     metrics: dict[str, Any]
     curves: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     predictions: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.metrics = {k: v for k, v in self.metrics.items() if not (isinstance(v, float) and math.isnan(v))}
 
 
 # ---------------------------------------------------------------------------------------------- cascade_pairs
