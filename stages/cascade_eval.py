@@ -9,6 +9,7 @@ from cascadelab.stage import load_or_fail, run_stage, stage_context, write_stage
 
 CORPUS_DIR, COARSE_DIR = Path("data/corpus"), Path("models/coarse")
 LIMEN_DIR, REFINER_DIR, CONTROL_DIR = Path("models/limen"), Path("models/refiner"), Path("models/coarse_more")
+BASELINE_DIR = Path("models/refiner_answer")
 PLOTS_DIR = Path("plots/cascade_eval")
 SWEEP_COLUMNS = ["curve", "threshold", "tokens_per_item", "em", "refined_share"]
 
@@ -24,6 +25,7 @@ def main() -> None:
             LIMEN_DIR,
             REFINER_DIR,
             CONTROL_DIR,
+            BASELINE_DIR,
             PLOTS_DIR / "accuracy_vs_compute.png",
         )
         write_tsv(PLOTS_DIR / "sweep.tsv", outcome.curves["sweep"], SWEEP_COLUMNS)

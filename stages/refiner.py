@@ -9,6 +9,7 @@ from cascadelab.stage import load_or_fail, run_stage, stage_context, write_stage
 CORPUS_DIR, COARSE_DIR = Path("data/corpus"), Path("models/coarse")
 PAIRS_DIR, LIMEN_DIR = Path("data/cascade_pairs"), Path("models/limen")
 REFINER_DIR, CONTROL_DIR = Path("models/refiner"), Path("models/coarse_more")
+BASELINE_DIR = Path("models/refiner_answer")
 PLOTS_DIR = Path("plots/refiner")
 COLUMNS = ["step", "loss", "learning_rate", "grad_norm"]
 
@@ -26,6 +27,7 @@ def main() -> None:
             LIMEN_DIR,
             REFINER_DIR,
             CONTROL_DIR,
+            BASELINE_DIR,
             report_to=["mlflow"] if not params.refiner.parallel else [],
         )
         write_tsv(PLOTS_DIR / "train.tsv", outcome.curves["train"], ["model", *COLUMNS])

@@ -195,6 +195,9 @@ class RefinerSettings(_Strict):
         False, description="train each per-family refiner and the control in its own process (train.num_threads each)"
     )
     control: ControlSettings = Field(default_factory=lambda: ControlSettings())
+    answer_baseline: bool = Field(
+        False, description="also train the answer-target refiner (same mode, data, budget) for cascade_eval to compare"
+    )
     warmup_tasks: list[str] = Field(default_factory=list, description="curriculum warm-up families (none: mix)")
     group_batches_by_task: bool = True
     max_new_tokens: int = Field(48, gt=0)

@@ -28,7 +28,7 @@ from cascadelab.io import atomic_directory, write_json
 from cascadelab.training.refiner_trainer import run_refiner
 
 Record = dict[str, Any]
-CONTROL_DISABLED = "control.json"
+DISABLED = "disabled.json"  # what a disabled optional model's folder holds (DVC outs must exist)
 
 
 @dataclass
@@ -125,9 +125,11 @@ def run_refiner_stage(
     limen_dir: Path,
     refiner_dir: Path,
     control_dir: Path,
+    baseline_dir: Path,
     report_to: Sequence[str] = (),
 ) -> StageOutcome:
-    """Train the refiner (and the equal-compute control `coarse_more`), save both, report val exact match."""
+    """Train the refiner, the equal-compute control `coarse_more` and, if asked, the answer-target baseline;
+    save them (a marker file for a disabled one) and report val exact match."""
     inputs = load_inputs(corpus_dir, coarse_dir, settings.train.num_threads)
     train, val, test = (inputs.split(name) for name in ("train", "val", "test"))
     limen = None
@@ -154,6 +156,11 @@ def run_refiner_stage(
         shutil.rmtree(work_dir, ignore_errors=True)
     outcome.refiner.save(refiner_dir)
     save_control(outcome.control, inputs.tokenizer, control_dir)
+    if outcome.answer_baseline is not None:
+        outcome.answer_baseline.save(baseline_dir)
+    else:
+        with atomic_directory(baseline_dir) as tmp:
+            write_json(tmp / DISABLED, {"enabled": False})
     curves = {"train": outcome.history, "control_train": outcome.control_history}
     return StageOutcome(dict(outcome.metrics), curves)
 
@@ -162,7 +169,7 @@ def save_control(model: PreTrainedModel | None, tokenizer: Any, folder: Path) ->
     """Write `coarse_more` like the coarse model (`save_pretrained` + tokenizer), or a marker when disabled."""
     with atomic_directory(folder) as tmp:
         if model is None:
-            write_json(tmp / CONTROL_DISABLED, {"enabled": False})
+            write_json(tmp / DISABLED, {"enabled": False})
             return
         model.save_pretrained(str(tmp), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))
@@ -170,7 +177,7 @@ def save_control(model: PreTrainedModel | None, tokenizer: Any, folder: Path) ->
 
 def load_control(folder: Path) -> PreTrainedModel | None:
     """The saved control, or None when the refiner stage ran with `control.enabled: false`."""
-    return None if (folder / CONTROL_DISABLED).is_file() else load_model(folder)
+    return None if (folder / DISABLED).is_file() else load_model(folder)
 
 
 # ---------------------------------------------------------------------------------------------- cascade_eval
@@ -181,17 +188,23 @@ def run_cascade_eval_stage(
     limen_dir: Path,
     refiner_dir: Path,
     control_dir: Path,
+    baseline_dir: Path,
     plot_path: Path,
 ) -> StageOutcome:
-    """Every mode on test (gate threshold re-chosen on val), the control, the sweep curve and its PNG."""
+    """Every mode on test (gate threshold re-chosen on val), the control, the answer-target baseline when it
+    was trained, the sweep curves and their PNG."""
     inputs = load_inputs(corpus_dir, coarse_dir, settings.num_threads)
     refiner = Refiner.load(refiner_dir, inputs.tokenizer, base_model=inputs.coarse)
     coarse = None if refiner.settings.mode == "lora" else inputs.coarse
     limen = Limen.load(limen_dir, inputs.coarse, inputs.tokenizer, inputs.verifier)
     cascade = CascadeTransformer(coarse, refiner, limen, inputs.tokenizer, settings.cascade)
+    baselines = {}
+    if not (baseline_dir / DISABLED).is_file():
+        answer = Refiner.load(baseline_dir, inputs.tokenizer, base_model=inputs.coarse)
+        baselines["answer"] = CascadeTransformer(coarse, answer, limen, inputs.tokenizer, settings.cascade)
     val, test = inputs.split("val"), inputs.split("test")
     outcome = run_cascade_eval(
-        cascade, val, test, inputs.verifier.verify, settings, control_model=load_control(control_dir)
+        cascade, val, test, inputs.verifier.verify, settings, load_control(control_dir), baselines
     )
     plot_accuracy_vs_compute(outcome.curves, plot_path)
     curves = {"sweep": sweep_rows(outcome.curves), "families": family_rows(outcome.metrics, test)}

@@ -43,6 +43,7 @@ from cascadelab.training.sft import SFTResult, train_sft
 from cascadelab.training.sft_jobs import SFTJob, run_jobs
 
 Record = dict[str, Any]
+ANSWER_PREFIX = "answer-"  # job keys of the answer-target baseline's refiners
 LogFn = Callable[[dict[str, float], int], None]
 
 
@@ -56,6 +57,7 @@ class RefinerOutcome:
     steps: int = 0
     control: PreTrainedModel | None = None  # `coarse_more`, the equal-compute control
     control_history: list[dict[str, float]] = field(default_factory=list)
+    answer_baseline: Refiner | None = None  # the answer-target refiner (`answer_baseline`)
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -234,6 +236,13 @@ def expected_tokens(tokenizer: PreTrainedTokenizerBase, job: SFTJob, sample: int
         ids = tokenizer([r["prompt"] + r[job.target_field] for r in part], add_special_tokens=False)["input_ids"]
         mean += weight / total * (sum(len(x) for x in ids) / len(part) + 1)
     return job.train.max_steps * job.train.batch_size * mean
+
+
+def answer_baseline_settings(settings: RefinerSettings) -> RefinerSettings:
+    """The settings of the answer-target baseline: the same refiner, trained to re-emit the answer directly."""
+    return settings.model_copy(
+        update={"format": settings.format.model_copy(update={"target": "answer"}), "answer_baseline": False}
+    )
 
 
 def control_job(
@@ -556,16 +565,33 @@ def run_refiner(
     """
     started = time.perf_counter()
     rows = training_rows(settings, pairs, train_records, eval_records, seed, answer_format, coarse_model, tokenizer)
+    extra: list[SFTJob] = []
     control = None
     if settings.control.enabled:
         control = control_job(
             coarse_model, tokenizer, train_records, settings, refiner_jobs(coarse_model, rows, settings)
         )
+        extra.append(control)
+    baseline_settings = answer_baseline_settings(settings)
+    baseline_jobs: list[SFTJob] = []
+    if settings.answer_baseline:
+        baseline_rows = training_rows(
+            baseline_settings, pairs, train_records, eval_records, seed, answer_format, coarse_model, tokenizer
+        )
+        baseline_jobs = refiner_jobs(coarse_model, baseline_rows, baseline_settings)
+        for job in baseline_jobs:
+            job.key = f"{ANSWER_PREFIX}{job.key}"
+        extra.extend(baseline_jobs)
     trained_at = time.perf_counter()
     refiner, results = train_teacher_forcing(
-        coarse_model, tokenizer, rows, settings, seed, work_dir, report_to, extra_jobs=[control] if control else []
+        coarse_model, tokenizer, rows, settings, seed, work_dir, report_to, extra_jobs=extra
     )
     control_result = results.pop(control.key) if control else None
+    baseline = None
+    if baseline_jobs:
+        models = {job.key.removeprefix(ANSWER_PREFIX): job.model for job in baseline_jobs}
+        baseline_results = {key: results.pop(f"{ANSWER_PREFIX}{key}") for key in models}
+        baseline = Refiner(models, tokenizer, baseline_settings)
     history = [{**row, "model": float(i)} for i, result in enumerate(results.values()) for row in result.history]
     metrics: dict[str, float] = {
         "train_rows": float(len(rows)),
@@ -578,6 +604,9 @@ def run_refiner(
     for key, result in results.items():
         metrics[f"train_seconds_{key}"] = result.train_seconds
         metrics[f"train_tokens_{key}"] = float(result.train_tokens)
+    if baseline is not None:
+        metrics["answer_train_seconds"] = sum(r.train_seconds for r in baseline_results.values())
+        metrics["answer_train_tokens"] = float(sum(r.train_tokens for r in baseline_results.values()))
     if control is not None and control_result is not None:
         metrics["control_steps"] = float(control.train.max_steps)
         metrics["control_train_seconds"] = control_result.train_seconds
@@ -615,5 +644,11 @@ def run_refiner(
     metrics["stage_seconds"] = time.perf_counter() - started
     control_history = control_result.history if control_result is not None else []
     return RefinerOutcome(
-        refiner, metrics, history, int(metrics["train_steps"]), control.model if control else None, control_history
+        refiner,
+        metrics,
+        history,
+        int(metrics["train_steps"]),
+        control.model if control else None,
+        control_history,
+        baseline,
     )
