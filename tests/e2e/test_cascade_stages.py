@@ -43,8 +43,7 @@ def test_each_stage_writes_its_outputs(project, first_repro):
     assert (repo / "models" / "refiner" / "mul" / "model.safetensors").is_file()  # one refiner per routed family
     assert (repo / "models" / "coarse_more" / "model.safetensors").is_file()  # the equal-compute control
     refiner = json.loads((repo / "metrics" / "refiner.json").read_text())
-    assert refiner["train_steps"] == 12 and refiner["control_steps"] > 0
-    assert refiner["control_train_tokens"] == pytest.approx(refiner["train_tokens"], rel=0.35)  # budget: tokens
+    assert refiner["train_steps"] == refiner["control_steps"] == 12  # control budget: the refiners' steps
     evaluation = json.loads((repo / "metrics" / "cascade_eval.json").read_text())
     for key in ("em_coarse", "em_refined", "em_cascade", "em_control", "fix_rate_cascade", "break_rate_cascade"):
         assert key in evaluation and key + "_mul" in evaluation

@@ -97,7 +97,7 @@ def test_repository_params_are_valid():
         ({"refiner": {"family_steps": {"expr": 5}}}, "params.yaml: refiner.family_steps.expr: not a routed family"),
         (
             {"refiner": {"control": {"budget": "time"}}},
-            "params.yaml: refiner.control.budget: must be 'tokens' or 'steps' (got 'time')",
+            "params.yaml: refiner.control.budget: must be 'steps' or 'tokens' (got 'time')",
         ),
         (
             {"limen": {"break_rate_budget": 2}},

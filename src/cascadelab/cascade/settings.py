@@ -165,8 +165,8 @@ class ControlSettings(_Strict):
     """The equal-compute control `coarse_more`: the coarse model trained further in its own format."""
 
     enabled: bool = True
-    budget: Literal["tokens", "steps"] = Field(
-        "tokens", description="tokens: as many training tokens as the refiner(s) (equal compute); steps: as many steps"
+    budget: Literal["steps", "tokens"] = Field(
+        "steps", description="steps: as many optimizer steps as the refiner(s); tokens: as many training tokens"
     )
     num_threads: int = Field(1, gt=0, description="torch threads of the control's training")
 
