@@ -49,7 +49,7 @@ TINY_CASCADE = {
     "cascade_pairs": {"num_samples": 1, "max_new_tokens": 6, "max_prompts_per_task": 20, "num_threads": 1},
     "limen": {"num_threads": 1},
     "refiner": {
-        "mix": {"mul": 0.8, "word": 0.0, "add": 0.2, "sub": 0.0},  # merged into the default mix
+        "mix": {"mul": 0.8, "word": 0.0, "expr": 0.0, "add": 0.2, "sub": 0.0},  # merged into the default mix
         "route_tasks": ["mul"],
         "fresh_per_cell": 60,
         "parallel": True,
