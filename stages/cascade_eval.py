@@ -1,5 +1,6 @@
 """DVC stage `cascade_eval`: the cascade's modes on test, the equal-compute control, the accuracy-vs-compute curve."""
 
+from collections import defaultdict
 from pathlib import Path
 
 from cascadelab.cascade.stages import run_cascade_eval_stage
@@ -33,10 +34,10 @@ def main() -> None:
         write_jsonl(PLOTS_DIR / "predictions.jsonl", outcome.predictions)
         write_stage_metrics("cascade_eval", outcome.metrics, run)
         run.log_artifact(PLOTS_DIR)
-    m = outcome.metrics
+    m = defaultdict(lambda: float("nan"), outcome.metrics)  # undefined rates are left out of the metrics
     print(
-        f"cascade_eval: EM coarse {m['em_coarse']:.1f} / always-refine {m.get('em_refined', float('nan')):.1f} / "
-        f"cascade {m['em_cascade']:.1f} / control {m.get('em_control', float('nan')):.1f} %, "
+        f"cascade_eval: EM coarse {m['em_coarse']:.1f} / always-refine {m['em_refined']:.1f} / "
+        f"cascade {m['em_cascade']:.1f} / control {m['em_control']:.1f} %, "
         f"cascade fix {m['fix_rate_cascade']:.1f} % break {m['break_rate_cascade']:.1f} %, "
         f"tokens x{m['tokens_ratio_cascade']:.2f} of coarse-only"
     )

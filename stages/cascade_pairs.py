@@ -1,5 +1,6 @@
 """DVC stage `cascade_pairs`: the frozen coarse model answers train and val prompts; (coarse, gold) pairs."""
 
+from collections import defaultdict
 from pathlib import Path
 
 from cascadelab.cascade.stages import run_pairs_stage
@@ -22,7 +23,7 @@ def main() -> None:
         write_tsv(PLOTS_DIR / "error_rates.tsv", outcome.curves["error_rates"])
         write_stage_metrics("cascade_pairs", outcome.metrics, run)
         run.log_artifact(PLOTS_DIR)
-    m = outcome.metrics
+    m = defaultdict(lambda: float("nan"), outcome.metrics)
     print(
         f"cascade_pairs: {m['train_balanced_pairs']:.0f} train / {m['val_balanced_pairs']:.0f} val pairs, "
         f"greedy coarse error {m['train_coarse_error']:.1f} % (train) {m['val_coarse_error']:.1f} % (val), "

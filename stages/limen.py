@@ -1,5 +1,6 @@
 """DVC stage `limen`: fit the LIMEN gate on the train pairs, calibrate it and choose its threshold on val."""
 
+from collections import defaultdict
 from pathlib import Path
 
 from cascadelab.cascade.stages import run_limen_stage
@@ -19,7 +20,7 @@ def main() -> None:
         write_tsv(PLOTS_DIR / "reliability.tsv", outcome.curves["reliability"], ["predicted", "observed", "count"])
         write_stage_metrics("limen", outcome.metrics, run)
         run.log_artifact(PLOTS_DIR)
-    m = outcome.metrics
+    m = defaultdict(lambda: float("nan"), outcome.metrics)  # AUROC is undefined when val has one class
     print(
         f"limen: val AUROC {m['val_auroc']:.3f}, ECE {m['val_ece']:.3f}, threshold {m['threshold']:.3f}, "
         f"approval {100 * m['val_approval_rate']:.1f} %, worst-case break {100 * m['val_worst_case_break_rate']:.1f} %"

@@ -1,5 +1,6 @@
 """DVC stage `refiner`: train the worked-steps refiner and the equal-compute control `coarse_more`."""
 
+from collections import defaultdict
 from pathlib import Path
 
 from cascadelab.cascade.stages import run_refiner_stage
@@ -39,7 +40,7 @@ def main() -> None:
         f"{k.removeprefix('val_refined_em_')} {v:.1f}" for k, v in m.items() if k.startswith("val_refined_em_")
     )
     print(
-        f"refiner: val refined EM {per_task} % (control {m.get('val_control_em', float('nan')):.1f} %), "
+        f"refiner: val refined EM {per_task} % (control {m['val_control_em']:.1f} %), "
         f"{m['train_steps']:.0f} steps, training wall {m['training_wall_seconds']:.0f} s"
     )
 
