@@ -35,7 +35,7 @@ def main() -> None:
         write_tsv(PLOTS_DIR / "control_train.tsv", outcome.curves["control_train"], COLUMNS)
         write_stage_metrics("refiner", outcome.metrics, run)
         run.log_artifact(PLOTS_DIR)
-    m = outcome.metrics
+    m = defaultdict(lambda: float("nan"), outcome.metrics)  # no control metrics when it is disabled
     per_task = ", ".join(
         f"{k.removeprefix('val_refined_em_')} {v:.1f}" for k, v in m.items() if k.startswith("val_refined_em_")
     )
