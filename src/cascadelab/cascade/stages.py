@@ -10,7 +10,7 @@ import math
 import shutil
 import tempfile
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -242,9 +242,3 @@ def family_rows(metrics: dict[str, float], records: Sequence[Record]) -> list[di
             row[column] = metrics.get(f"{key}{suffix}", float("nan"))
         rows.append(row)
     return rows
-
-
-def family_table(rows: Sequence[dict[str, Any]], fmt: Callable[[Any], str] = str) -> list[str]:
-    """The per-family rows as aligned text lines (for the stage's summary print)."""
-    header = ["task", "items", *(c for c, _ in FAMILY_COLUMNS)]
-    return ["\t".join(header), *("\t".join(fmt(row.get(c)) for c in header) for row in rows)]
