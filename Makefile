@@ -5,7 +5,7 @@ BIN := $(abspath $(VENV)/bin)
 STAMP := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup repro test test-fast lint ui bench clean-store
+.PHONY: setup repro test test-fast lint ui bench proof clean-store
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,9 @@ lint: setup  ## ruff + mypy
 
 ui: setup  ## MLflow UI on the project's store (http://127.0.0.1:5000)
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --backend-store-uri sqlite:///$(abspath mlflow.db) --port 5000
+
+proof: setup  ## run the SIGMA `full` profile 48 steps; fail naming any feature whose counter contradicts it
+	PYTHONPATH=src python -m cascadelab.training.sigma_proof
 
 bench: setup  ## speed benchmarks (print ratios)
 	PYTHONPATH=src python benchmarks/bench_coarse_mfu.py

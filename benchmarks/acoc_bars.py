@@ -15,10 +15,9 @@ import time
 
 import torch
 
-from cascadelab.config import PrepareParams, TokenizerParams
+from cascadelab.config import ACOCParams, PrepareParams, TokenizerParams
 from cascadelab.data.corpus import CorpusVerifier, build_splits, iter_texts
 from cascadelab.data.tokenizer import train_tokenizer
-from cascadelab.training.acoc_config import ACOCSettings
 from cascadelab.training.acoc_trainer import bars, comparison, run_acoc
 from cascadelab.training.task_batches import build_task_batches
 
@@ -33,7 +32,7 @@ def main() -> None:
     parser.add_argument("--json", default=None, help="also write history, events and rows here")
     args = parser.parse_args()
     started = time.perf_counter()
-    settings = ACOCSettings(num_threads=args.threads)
+    settings = ACOCParams(num_threads=args.threads)
     torch.set_num_threads(args.threads)
     families = {"add": {"difficulties": [2]}, "sub": {"difficulties": [2]}}
     splits = build_splits(PrepareParams(families=families), args.seed)
@@ -53,8 +52,11 @@ def main() -> None:
     print(f"total wall seconds (data + 3 models + evaluation): {time.perf_counter() - started:.1f}")
     if args.json:
         with open(args.json, "w") as handle:
-            json.dump({"history": result.history, "events": result.events, "rows": rows, "bars": bars(result)},
-                      handle, default=str)
+            json.dump(
+                {"history": result.history, "events": result.events, "rows": rows, "bars": bars(result)},
+                handle,
+                default=str,
+            )
 
 
 if __name__ == "__main__":

@@ -18,15 +18,20 @@ def main() -> None:
     """Read params, train + evaluate both models, write the model, metrics, curves and predictions."""
     params = load_or_fail()
     with stage_context("sigma_pretrain", params, params.sigma_pretrain, script=__file__) as run:
-        outcome = run_sigma_pretrain(
-            params.sigma_pretrain,
-            params.seed,
-            CORPUS_DIR,
-            TOKENIZER_DIR,
-            MODEL_DIR,
-            OUT_DIR,
-            log_fn=lambda metrics, step: run.log_metrics(metrics, step=step),
-        )
+        try:
+            outcome = run_sigma_pretrain(
+                params.sigma_pretrain,
+                params.seed,
+                CORPUS_DIR,
+                TOKENIZER_DIR,
+                MODEL_DIR,
+                OUT_DIR,
+                log_fn=lambda metrics, step: run.log_metrics(metrics, step=step),
+            )
+        except Exception:
+            if (OUT_DIR / "errors").is_dir():  # the trainer's crash reports go to the run before it fails
+                run.log_artifact(OUT_DIR / "errors", artifact_path="sigma_pretrain/errors")
+            raise
         for name in MODELS:
             write_tsv(PLOTS_DIR / f"{name}.tsv", outcome.histories[name], CURVE_COLUMNS)
         write_jsonl(PLOTS_DIR / "predictions.jsonl", outcome.predictions)

@@ -64,6 +64,28 @@ TINY_CASCADE = {
     },
 }
 
+# A one-expert model with a 2-unit expert saturates on 1-digit addition within three 30-step cycles: the loop
+# must grow on its own signals (before `sub` arrives at cycle 3 with its new-task split).
+TINY_ACOC = {
+    "tasks": {"add": 0, "sub": 3},
+    "cycles": 4,
+    "steps_per_cycle": 30,
+    "learning_rate": 0.01,
+    "lr_warmup_steps": 5,
+    "num_threads": 1,
+    "val_items_per_task": 8,
+    "test_items_per_task": 12,
+    "max_new_tokens": 4,
+    "log_every": 20,
+    "eval_batch_size": 64,
+    "model": {"hidden_size": 16, "num_layers": 1, "num_heads": 2, "expert_width": 2},
+    "growth": {"stagnation_tol": 0.15},
+    "warmup": {"steps": 10},
+    "vote": {"variants": 3},
+    "saturation": {"batches": 1},
+    "continual": {"fisher_batches": 2},
+}
+
 
 def deep_update(base, extra):
     for key, value in extra.items():

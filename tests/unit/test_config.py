@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from cascadelab.config import ParamsError, load_params, parse_params
+from cascadelab.config import ACOCParams, ParamsError, load_params, parse_params
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -47,7 +47,8 @@ def test_repository_params_are_valid():
         ),
         (
             {"sigma_pretrain": {"optimizer": {"name": "sgd"}}},
-            "params.yaml: sigma_pretrain.optimizer.name: must be 'adamw' or 'muon' (got 'sgd')",
+            "params.yaml: sigma_pretrain.optimizer.name: must be 'adamw', 'muon', 'normuon', 'adamuon', 'c3o' "
+            "or 'gnprox' (got 'sgd')",
         ),
         (
             {"sigma_pretrain": {"optimizer": {"muon": {"muon_lr": 0}}}},
@@ -111,6 +112,31 @@ def test_repository_params_are_valid():
             {"cascade_eval": {"modes": ["normal"]}},
             "params.yaml: cascade_eval.modes: must include coarse_only (the reference for compute ratios)",
         ),
+        ({"acoc": {"cycels": 8}}, "params.yaml: acoc.cycels: unknown key"),
+        (
+            {"acoc": {"growth": {"kind": "grow"}}},
+            "params.yaml: acoc.growth.kind: must be 'auto', 'split' or 'widen' (got 'grow')",
+        ),
+        ({"acoc": {"cycles": 0}}, "params.yaml: acoc.cycles: must be greater than 0 (got 0)"),
+        (
+            {"acoc": {"tasks": {"add": 0, "sub": 8}}},
+            "params.yaml: acoc.tasks.sub: first cycle must be in [0, 7] (got 8)",
+        ),
+        ({"acoc": {"tasks": {"add": 2}}}, "params.yaml: acoc.tasks: at least one task must start at cycle 0"),
+        (
+            {"acoc": {"model": {"initial_experts": 5}}},
+            "params.yaml: acoc.model.initial_experts: exceeds growth.max_experts (5 > 4)",
+        ),
+        (
+            {"acoc": {"model": {"hidden_size": 66}}},
+            "params.yaml: acoc.model.hidden_size: must be divisible by num_heads (66 % 4)",
+        ),
+        (
+            {"acoc": {"warmup": {"force_share": 1.5}}},
+            "params.yaml: acoc.warmup.force_share: must be less than or equal to 1 (got 1.5)",
+        ),
+        ({"acoc": {"vote": {"ratio": 0}}}, "params.yaml: acoc.vote.ratio: must be greater than 0 (got 0)"),
+        ({"acoc": {"continual": {"replay": 1}}}, "params.yaml: acoc.continual.replay: unknown key"),
     ],
 )
 def test_bad_params_give_one_line_naming_the_key(raw, message):
@@ -118,6 +144,13 @@ def test_bad_params_give_one_line_naming_the_key(raw, message):
         parse_params(raw)
     assert str(error.value) == message
     assert "\n" not in str(error.value)
+
+
+def test_acoc_section_defaults_are_the_measured_settings_with_a_continual_schedule():
+    params = load_params(ROOT / "params.yaml").acoc
+    assert params == ACOCParams()  # params.yaml spells out the schema's (measured) defaults
+    assert params.tasks == {"add": 0, "sub": 3} and params.total_steps == 4000
+    assert params.model.initial_experts == 1 and params.baselines
 
 
 def test_hybrid_rnn_model_overrides_are_only_the_fields_set():

@@ -2,6 +2,7 @@
 
 - :func:`complex_scan` — Mamba-3 complex (rotary) selective scan, chunked, forward and backward.
 - :func:`bitlinear_matmul` — BitNet b1.58 ternary packed weights x int8 activations.
+- :func:`gnprox_update` — the fused element-wise GNProx optimizer step.
 
 Dispatchers run Triton on CUDA when it imports and the PyTorch reference elsewhere.
 """
@@ -26,6 +27,7 @@ from cascadelab.kernels.complex_scan import (
     complex_scan_triton,
     rotate_pairs,
 )
+from cascadelab.kernels.gnprox_update import gnprox_update, gnprox_update_ref, gnprox_update_triton
 
 __all__ = [
     "TRITON_AVAILABLE",
@@ -39,6 +41,9 @@ __all__ = [
     "complex_scan_naive",
     "complex_scan_ref",
     "complex_scan_triton",
+    "gnprox_update",
+    "gnprox_update_ref",
+    "gnprox_update_triton",
     "pack_ternary",
     "quantize_activation_int8",
     "quantize_weight_ternary",

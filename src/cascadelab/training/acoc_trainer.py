@@ -35,6 +35,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from cascadelab.config import ACOCModelParams, ACOCParams
 from cascadelab.models.acoc import ACOCConfig, ACOCForCausalLM
 from cascadelab.models.acoc.accounting import count_parameters, unique_parameters
 from cascadelab.models.acoc.continual import (
@@ -56,7 +57,6 @@ from cascadelab.models.acoc.growth import (
 from cascadelab.models.acoc.penalty import GrowthPenalty
 from cascadelab.models.acoc.saturation import ExpertSaturation, measure_saturation
 from cascadelab.models.acoc.variants import vote_and_merge
-from cascadelab.training.acoc_config import ACOCModelParams, ACOCSettings
 from cascadelab.training.acoc_eval import VerifyFn, evaluate_tasks, evaluate_test
 from cascadelab.training.task_batches import LMBatch, TaskBatches, group_records
 
@@ -93,11 +93,20 @@ def build_model(
 ) -> ACOCForCausalLM:
     """A fresh ACOC model sized by `params` (or by `expert_widths`), initialised from `seed`, on `device`."""
     config = ACOCConfig(
-        vocab_size=len(tokenizer), hidden_size=params.hidden_size, num_hidden_layers=params.num_layers,
-        num_attention_heads=params.num_heads, max_position_embeddings=params.max_position_embeddings,
-        num_experts=params.initial_experts, expert_width=params.expert_width, expert_widths=expert_widths,
-        num_experts_per_tok=params.top_k, gate_init=params.gate_init, initializer_range=params.initializer_range,
-        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=params.hidden_size,
+        num_hidden_layers=params.num_layers,
+        num_attention_heads=params.num_heads,
+        max_position_embeddings=params.max_position_embeddings,
+        num_experts=params.initial_experts,
+        expert_width=params.expert_width,
+        expert_widths=expert_widths,
+        num_experts_per_tok=params.top_k,
+        gate_init=params.gate_init,
+        initializer_range=params.initializer_range,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -106,7 +115,7 @@ def build_model(
     return model
 
 
-def task_schedule(settings: ACOCSettings, cycle: int, seed: int) -> list[str]:
+def task_schedule(settings: ACOCParams, cycle: int, seed: int) -> list[str]:
     """The task of every step of `cycle`: the current stage's tasks, older ones with `old_task_share`."""
     stage, older = stage_tasks(settings.tasks, cycle)
     rng = random.Random(f"{seed}:acoc-schedule:{cycle}")
@@ -129,7 +138,7 @@ class CycleEngine:
         self,
         name: str,
         model: ACOCForCausalLM,
-        settings: ACOCSettings,
+        settings: ACOCParams,
         train: Mapping[str, TaskBatches],
         val: Mapping[str, Sequence[LMBatch]],
         seed: int,
@@ -247,8 +256,9 @@ class CycleEngine:
         for task in task_schedule(s, cycle, self.seed):
             batch = next(self.streams[task]).to(self.model.device)
             self._apply_lr()
-            out = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels,
-                             use_cache=False)
+            out = self.model(
+                input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels, use_cache=False
+            )
             assert out.loss is not None
             loss = out.loss
             logged: dict[str, float] = {}
@@ -270,8 +280,12 @@ class CycleEngine:
                 if self.warmup_left == 0:
                     self.end_warmup()
             if self.log_fn is not None and self.step % s.log_every == 0:
-                metrics = {"train_loss": sum(window) / len(window), "lr": self.lr_at(self.step - 1),
-                           "params": float(self._params_now), **logged}
+                metrics = {
+                    "train_loss": sum(window) / len(window),
+                    "lr": self.lr_at(self.step - 1),
+                    "params": float(self._params_now),
+                    **logged,
+                }
                 self.log_fn({f"{self.name}/{k}": v for k, v in metrics.items()}, self.step)
                 window = []
         self.train_seconds += time.perf_counter() - start
@@ -357,19 +371,28 @@ class ACOCController:
             self.ewc.fit(self.model, self._old_task_batches(self.protect_tasks))
             self.replay.refresh(self.model)
 
-    def _apply(self, change_fn: Callable[[], StructureChange], tasks: Sequence[str], cycle: int, reason: str,
-               before: float) -> tuple[StructureChange, float]:
+    def _apply(
+        self, change_fn: Callable[[], StructureChange], tasks: Sequence[str], cycle: int, reason: str, before: float
+    ) -> tuple[StructureChange, float]:
         change = change_fn()
         after = self._val_loss(tasks)
-        self.event(change.kind, cycle, reason=reason, val_loss_before=before, val_loss_after=after,
-                   relative_change=(after - before) / before, **change.to_event())
+        self.event(
+            change.kind,
+            cycle,
+            reason=reason,
+            val_loss_before=before,
+            val_loss_after=after,
+            relative_change=(after - before) / before,
+            **change.to_event(),
+        )
         if change.new_expert is not None:
             self.born[id(self.model.moe_layers[change.layer].expert(change.new_expert))] = cycle
         return change, after
 
     # -- structural decisions
-    def expand(self, sat: list[list[ExpertSaturation]], tasks: Sequence[str], cycle: int,
-               reason: str) -> list[StructureChange]:
+    def expand(
+        self, sat: list[list[ExpertSaturation]], tasks: Sequence[str], cycle: int, reason: str
+    ) -> list[StructureChange]:
         """Split (or widen) the most loaded expert of every layer (or of the most saturated layer)."""
         g = self.settings.growth
         layers = list(range(len(sat)))
@@ -396,9 +419,14 @@ class ACOCController:
             self._after_structure_change()
             self.engine.start_warmup(changes)
             warmup = self.settings.warmup
-            self.event("warmup", cycle, steps=warmup.steps, lr_multiplier=warmup.lr_multiplier,
-                       force_share=warmup.force_share,
-                       new_param_count=sum(p.numel() for c in changes for p in c.new_params))
+            self.event(
+                "warmup",
+                cycle,
+                steps=warmup.steps,
+                lr_multiplier=warmup.lr_multiplier,
+                force_share=warmup.force_share,
+                new_param_count=sum(p.numel() for c in changes for p in c.new_params),
+            )
         return changes
 
     def prune(self, sat: list[list[ExpertSaturation]], tasks: Sequence[str], cycle: int) -> list[StructureChange]:
@@ -425,7 +453,9 @@ class ACOCController:
         """Merge the most similar pair of each layer when its cosine similarity reaches the threshold."""
         g = self.settings.growth
         young = {
-            (layer, e) for layer, moe in enumerate(self.model.moe_layers) for e, expert in enumerate(moe.expert_list())
+            (layer, e)
+            for layer, moe in enumerate(self.model.moe_layers)
+            for e, expert in enumerate(moe.expert_list())
             if cycle - self.born.get(id(expert), 0) < g.consolidate_min_age
         }
         changes = []
@@ -449,8 +479,7 @@ class ACOCController:
         evals = self.engine.evaluate(old)
         for task in old:
             self.acc_before.setdefault(task, (evals["tasks"][task]["acc"], cycle))
-        self.event("new_task", cycle, tasks=arriving, old_tasks=old,
-                   old_acc={t: evals["tasks"][t]["acc"] for t in old})
+        self.event("new_task", cycle, tasks=arriving, old_tasks=old, old_acc={t: evals["tasks"][t]["acc"] for t in old})
         c = self.settings.continual
         if c.ewc_lambda > 0 or (c.replay_tokens > 0 and c.replay_weight > 0):
             self.protect_tasks = old
@@ -484,8 +513,9 @@ class ACOCController:
         self.scores.append(score)
         sat = self._saturation(tasks)
         val = {t: self.engine.val[t] for t in tasks}
-        vote = vote_and_merge(self.model, lambda m: math.exp(-evaluate_tasks(m, val, tasks)["loss"]), self.scores,
-                              s.vote, self.generator)
+        vote = vote_and_merge(
+            self.model, lambda m: math.exp(-evaluate_tasks(m, val, tasks)["loss"]), self.scores, s.vote, self.generator
+        )
         self.event("vote", cycle, **vote.to_dict())
         # decide
         common = [t for t in tasks if t in self.previous_losses]
@@ -501,14 +531,14 @@ class ACOCController:
         expand = sum(signals.values()) >= g.min_signals and not last_cycle
         reasons = [
             f"val loss improvement {improvement:.4f} {'<' if stagnating else '>='} {g.stagnation_tol}"
-            if improvement is not None else "no previous val loss",
+            if improvement is not None
+            else "no previous val loss",
             f"max saturation {max_sat:.3f} {'>=' if saturated else '<'} {g.saturation_threshold}",
             f"{vote.expand_votes}/{len(vote.votes)} variants below {vote.threshold:.4f}",
         ]
         if last_cycle:
             reasons.append("last cycle: no expansion")
-        self.event("decision", cycle, expand=expand, signals=signals, reasons=reasons,
-                   min_signals=g.min_signals)
+        self.event("decision", cycle, expand=expand, signals=signals, reasons=reasons, min_signals=g.min_signals)
         relaxed = {}
         if self.penalty is not None:
             for task in common:
@@ -526,17 +556,29 @@ class ACOCController:
         changes += expansions
         counts = count_parameters(self.model)
         row = {
-            "cycle": cycle, "step": self.engine.step, "tasks": tasks, "params_start": params_start,
-            "params": counts.total, "experts": counts.num_experts,
+            "cycle": cycle,
+            "step": self.engine.step,
+            "tasks": tasks,
+            "params_start": params_start,
+            "params": counts.total,
+            "experts": counts.num_experts,
             "expert_widths": [list(map(sum, layer)) for layer in self.model.config.expert_widths],
             "gates": [[round(float(x), 4) for x in moe.gates().detach()] for moe in self.model.moe_layers],
-            "parameter_steps": self.engine.param_steps, "train_loss": train_losses,
-            "val_loss": losses, "val_acc": {t: evals["tasks"][t]["acc"] for t in tasks},
-            "val_loss_mean": evals["loss"], "score": score,
-            "saturation": [[x.to_dict() for x in layer] for layer in sat], "max_saturation": max_sat,
-            "vote": vote.to_dict(), "signals": signals, "decision": "expand" if expand else "keep", "reasons": reasons,
+            "parameter_steps": self.engine.param_steps,
+            "train_loss": train_losses,
+            "val_loss": losses,
+            "val_acc": {t: evals["tasks"][t]["acc"] for t in tasks},
+            "val_loss_mean": evals["loss"],
+            "score": score,
+            "saturation": [[x.to_dict() for x in layer] for layer in sat],
+            "max_saturation": max_sat,
+            "vote": vote.to_dict(),
+            "signals": signals,
+            "decision": "expand" if expand else "keep",
+            "reasons": reasons,
             "expansions": [_change_summary(self.events, c) for c in changes if c.kind in ("split", "widen")],
-            "prunes": [c.to_event() for c in prunes], "merges": [c.to_event() for c in merges],
+            "prunes": [c.to_event() for c in prunes],
+            "merges": [c.to_event() for c in merges],
             "thresholds": dict(self.penalty.thresholds) if self.penalty else {},
         }
         self.history.append(row)
@@ -547,20 +589,30 @@ def _change_summary(events: Sequence[dict[str, Any]], change: StructureChange) -
     """The recorded event of `change` (losses right before and after it included)."""
     for event in reversed(events):
         if event["type"] == change.kind and event["layer"] == change.layer and event["experts"] == change.experts:
-            return {k: event[k] for k in ("kind", "layer", "experts", "new_expert", "val_loss_before",
-                                          "val_loss_after", "relative_change", "params_before", "params_after")}
+            return {
+                k: event[k]
+                for k in (
+                    "kind",
+                    "layer",
+                    "experts",
+                    "new_expert",
+                    "val_loss_before",
+                    "val_loss_after",
+                    "relative_change",
+                    "params_before",
+                    "params_after",
+                )
+            }
     return change.to_event()
 
 
 # --------------------------------------------------------------------------------------------- entry points
-def _test_records(settings: ACOCSettings, test_records: Sequence[Record]) -> dict[str, list[Record]]:
+def _test_records(settings: ACOCParams, test_records: Sequence[Record]) -> dict[str, list[Record]]:
     grouped = group_records(test_records, list(settings.tasks))
     return {task: records[: settings.test_items_per_task] for task, records in grouped.items()}
 
 
-def _val_batches(
-    settings: ACOCSettings, val: Mapping[str, TaskBatches | Sequence[LMBatch]]
-) -> dict[str, list[LMBatch]]:
+def _val_batches(settings: ACOCParams, val: Mapping[str, TaskBatches | Sequence[LMBatch]]) -> dict[str, list[LMBatch]]:
     out = {}
     for task in settings.tasks:
         if task not in val:
@@ -587,15 +639,17 @@ def _final_metrics(
         task: max([before] + [row["val_acc"][task] for row in history[start:] if task in row["val_acc"]])
         for task, (before, start) in acc_before.items()
     }
-    metrics.update({
-        "params": float(count_parameters(engine.model).total),
-        "parameter_steps": float(engine.param_steps),
-        "train_steps": float(engine.step),
-        "train_tokens": float(engine.train_tokens),
-        "train_seconds": engine.train_seconds,
-        "train_cpu_seconds": engine.train_cpu_seconds,
-        "val_loss": float(history[-1]["val_loss_mean"]),
-    })
+    metrics.update(
+        {
+            "params": float(count_parameters(engine.model).total),
+            "parameter_steps": float(engine.param_steps),
+            "train_steps": float(engine.step),
+            "train_tokens": float(engine.train_tokens),
+            "train_seconds": engine.train_seconds,
+            "train_cpu_seconds": engine.train_cpu_seconds,
+            "val_loss": float(history[-1]["val_loss_mean"]),
+        }
+    )
     if peak:
         metrics["forgetting"] = 100.0 * forgetting(peak, final)
         for task, best in peak.items():
@@ -604,7 +658,7 @@ def _final_metrics(
 
 
 def run_acoc(
-    settings: ACOCSettings,
+    settings: ACOCParams,
     train_batches_by_task: Mapping[str, TaskBatches],
     val_batches_by_task: Mapping[str, TaskBatches | Sequence[LMBatch]],
     test_records: Sequence[Record],
@@ -628,8 +682,14 @@ def run_acoc(
     model = build_model(settings.model, tokenizer, seed, device=device)
     engine = CycleEngine("acoc", model, settings, train_batches_by_task, val, seed, log_fn)
     controller = ACOCController(engine, seed, checkpoint_dir)
-    controller.event("start", 0, params=count_parameters(model).total, experts=model.config.experts_per_layer,
-                     tasks=dict(settings.tasks), total_steps=settings.total_steps)
+    controller.event(
+        "start",
+        0,
+        params=count_parameters(model).total,
+        experts=model.config.experts_per_layer,
+        tasks=dict(settings.tasks),
+        total_steps=settings.total_steps,
+    )
     for cycle in range(settings.cycles):
         row = controller.run_cycle(cycle)
         if log_fn is not None:
@@ -638,27 +698,32 @@ def run_acoc(
     model.eval()
     metrics = _final_metrics(engine, controller.history, controller.acc_before, tokenizer, test, verify)
     changes = [e for e in controller.events if e["type"] in ("split", "widen")]
-    metrics.update({
-        "params_initial": float(controller.history[0]["params_start"]),
-        "expansions": float(len(changes)),
-        "prunes": float(sum(e["type"] == "prune" for e in controller.events)),
-        "merges": float(sum(e["type"] == "merge" for e in controller.events)),
-        "max_expansion_jump": max((e["relative_change"] for e in changes), default=0.0),
-        "experts_final": float(sum(model.config.experts_per_layer)),
-        "run_seconds": time.perf_counter() - started,
-        "run_cpu_seconds": time.process_time() - started_cpu,
-    })
+    metrics.update(
+        {
+            "params_initial": float(controller.history[0]["params_start"]),
+            "expansions": float(len(changes)),
+            "prunes": float(sum(e["type"] == "prune" for e in controller.events)),
+            "merges": float(sum(e["type"] == "merge" for e in controller.events)),
+            "max_expansion_jump": max((e["relative_change"] for e in changes), default=0.0),
+            "experts_final": float(sum(model.config.experts_per_layer)),
+            "run_seconds": time.perf_counter() - started,
+            "run_cpu_seconds": time.process_time() - started_cpu,
+        }
+    )
     result = ACOCResult("acoc", model, controller.history, controller.events, metrics)
     if settings.baselines:
-        result.baselines = run_baselines(result, settings, train_batches_by_task, val, test_records, tokenizer,
-                                         verify, log_fn, seed, device)
+        result.baselines = run_baselines(
+            result, settings, train_batches_by_task, val, test_records, tokenizer, verify, log_fn, seed, device
+        )
     return result
 
 
 def _cycle_metrics(row: Mapping[str, Any]) -> dict[str, float]:
     metrics = {
-        "acoc/cycle/params": float(row["params"]), "acoc/cycle/val_loss": float(row["val_loss_mean"]),
-        "acoc/cycle/experts": float(sum(row["experts"])), "acoc/cycle/max_saturation": float(row["max_saturation"]),
+        "acoc/cycle/params": float(row["params"]),
+        "acoc/cycle/val_loss": float(row["val_loss_mean"]),
+        "acoc/cycle/experts": float(sum(row["experts"])),
+        "acoc/cycle/max_saturation": float(row["max_saturation"]),
         "acoc/cycle/expand_votes": float(row["vote"]["expand_votes"]),
         "acoc/cycle/expanded": float(row["decision"] == "expand"),
     }
@@ -672,8 +737,12 @@ def history_rows(history: Sequence[Mapping[str, Any]]) -> list[dict[str, float]]
     """Flat per-cycle rows (for a DVC plots TSV): params, experts, val loss/accuracy per task, votes, growth."""
     rows = []
     for row in history:
-        flat = {"cycle": float(row["cycle"]), "step": float(row["step"]), "params": float(row["params"]),
-                "val_loss": float(row["val_loss_mean"])}
+        flat = {
+            "cycle": float(row["cycle"]),
+            "step": float(row["step"]),
+            "params": float(row["params"]),
+            "val_loss": float(row["val_loss_mean"]),
+        }
         if "experts" in row:
             flat["experts"] = float(sum(row["experts"]))
             flat["max_saturation"] = float(row["max_saturation"])
@@ -688,7 +757,7 @@ def history_rows(history: Sequence[Mapping[str, Any]]) -> list[dict[str, float]]
 
 def train_static(
     name: str,
-    settings: ACOCSettings,
+    settings: ACOCParams,
     expert_widths: list[list[list[int]]] | None,
     train_batches_by_task: Mapping[str, TaskBatches],
     val_batches_by_task: Mapping[str, TaskBatches | Sequence[LMBatch]],
@@ -716,12 +785,19 @@ def train_static(
                 acc_before.setdefault(task, (evals["tasks"][task]["acc"], cycle))
         train_losses = engine.train_cycle(cycle)
         evals = engine.evaluate(tasks)
-        history.append({
-            "cycle": cycle, "step": engine.step, "tasks": tasks, "params": count_parameters(model).total,
-            "parameter_steps": engine.param_steps, "train_loss": train_losses, "val_loss_mean": evals["loss"],
-            "val_loss": {t: evals["tasks"][t]["loss"] for t in tasks},
-            "val_acc": {t: evals["tasks"][t]["acc"] for t in tasks},
-        })
+        history.append(
+            {
+                "cycle": cycle,
+                "step": engine.step,
+                "tasks": tasks,
+                "params": count_parameters(model).total,
+                "parameter_steps": engine.param_steps,
+                "train_loss": train_losses,
+                "val_loss_mean": evals["loss"],
+                "val_loss": {t: evals["tasks"][t]["loss"] for t in tasks},
+                "val_acc": {t: evals["tasks"][t]["acc"] for t in tasks},
+            }
+        )
     model.eval()
     metrics = _final_metrics(engine, history, acc_before, tokenizer, _test_records(settings, test_records), verify)
     metrics["run_seconds"] = time.perf_counter() - started
@@ -731,7 +807,7 @@ def train_static(
 
 def run_baselines(
     result: RunResult,
-    settings: ACOCSettings,
+    settings: ACOCParams,
     train_batches_by_task: Mapping[str, TaskBatches],
     val_batches_by_task: Mapping[str, TaskBatches | Sequence[LMBatch]],
     test_records: Sequence[Record],

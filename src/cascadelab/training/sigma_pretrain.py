@@ -20,15 +20,18 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from cascadelab.config import SigmaModelParams, SigmaPretrainParams
+from cascadelab.config import SigmaModelParams, SigmaPretrainParams, check_sigma_runtime
 from cascadelab.data.corpus import CorpusVerifier, load_meta, load_split
 from cascadelab.data.tokenizer import load_tokenizer
-from cascadelab.io import atomic_directory
+from cascadelab.io import atomic_directory, write_json
 from cascadelab.models.coarse import build_causal_lm, count_parameters
 from cascadelab.models.sigma import SigmaConfig, SigmaForCausalLM
 from cascadelab.training.background import BackgroundCall
+from cascadelab.training.checkpoints import checkpoint_dir, discard
 from cascadelab.training.coarse_sft import evaluate_lm
 from cascadelab.training.data import TokenizedRows, mixed_batches
+from cascadelab.training.integrity_guards import MANIFEST_NAME, check_manifest, write_manifest
+from cascadelab.training.run_checkpoints import CheckpointStore
 from cascadelab.training.sigma_trainer import LogFn, SigmaTrainer, TrainResult, build_optimizers, mean_loss
 
 MODELS = ("sigma", "baseline")
@@ -133,6 +136,8 @@ def train_and_evaluate(
         params.eval.batch_size, limit=params.train.eval_records
     )
     model = build_model(name, params, tokenizer, seed)
+    settings = {"seed": seed, "sigma_pretrain": params.model_dump(mode="json")}
+    folder = checkpoint_dir(f"sigma_pretrain-{name}", settings, [Path(corpus_dir) / "train.jsonl"])
     trainer = SigmaTrainer(
         model,
         build_optimizers(model, params.optimizer),
@@ -142,6 +147,12 @@ def train_and_evaluate(
         log_fn=log_fn,
         eval_fn=lambda m: {"val_loss": mean_loss(m, val_batches)},
         checkpoint_fn=(lambda m, _step: _save(m, tokenizer, model_dir)) if name == "sigma" else None,
+        features=params.features,
+        guards=params.guards,
+        data=params.data,
+        credit_interval=params.optimizer.c3o.credit_interval,
+        settings=settings,
+        checkpoints=CheckpointStore(folder, params.train.keep_checkpoints) if params.train.checkpoint_steps else None,
     )
     train = params.train
     result = trainer.fit(
@@ -149,6 +160,7 @@ def train_and_evaluate(
             train_rows, params.mix, train.max_steps, train.batch_size, seed, group_by_task=train.group_batches_by_task
         )
     )
+    discard(folder)  # finished: a rerun starts afresh rather than from the final checkpoint
     started = time.perf_counter()
     evaluation, outputs = evaluate_lm(
         model,
@@ -181,6 +193,9 @@ def run_sigma_pretrain(
     when it runs in the other process).
     """
     started = time.perf_counter()
+    check_sigma_runtime(params, torch.cuda.is_available())
+    write_resolved_settings(params, seed, out_dir)
+    check_hidden_eval(corpus_dir, out_dir)
     tokenizer = load_tokenizer(tokenizer_dir)
     sizes = {name: count_parameters(build_model(name, params, tokenizer, seed)) for name in MODELS}
     gap = check_param_gap(sizes["sigma"], sizes["baseline"], params.baseline_param_tolerance)
@@ -222,6 +237,26 @@ def run_sigma_pretrain(
     ]
     histories = {name: runs[name].history for name in MODELS}
     return SigmaPretrainOutcome(metrics, histories, predictions, runs["sigma"].metrics_path)
+
+
+def check_hidden_eval(corpus_dir: Path, out_dir: Path) -> int:
+    """Check the train split against the hidden-eval manifest (val + test prompt hashes); fails on any overlap.
+
+    Uses `corpus_dir/hidden_eval_manifest.json` when the corpus has one, else writes it to `out_dir`
+    from the corpus's own val and test splits. Returns the number of hidden prompts checked.
+    """
+    manifest = Path(corpus_dir) / MANIFEST_NAME
+    if not manifest.is_file():
+        splits = {name: [r["prompt"] for r in load_split(corpus_dir, name)] for name in ("val", "test")}
+        manifest = write_manifest(Path(out_dir) / MANIFEST_NAME, splits)
+    return check_manifest(manifest, (r["prompt"] for r in load_split(corpus_dir, "train")))
+
+
+def write_resolved_settings(params: SigmaPretrainParams, seed: int, out_dir: Path) -> Path:
+    """Write the section as it runs (profile expanded, every default filled) to `out_dir/resolved_settings.json`."""
+    path = Path(out_dir) / "resolved_settings.json"
+    write_json(path, {"seed": seed, "sigma_pretrain": params.model_dump(mode="json")})
+    return path
 
 
 def _prefixed(log_fn: LogFn, prefix: str) -> LogFn:

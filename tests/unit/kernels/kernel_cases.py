@@ -16,6 +16,8 @@ from cascadelab.kernels import (
     bitlinear_matmul_ref,
     bitlinear_matmul_triton,
     complex_scan,
+    gnprox_update_ref,
+    gnprox_update_triton,
     pack_ternary,
     quantize_activation_int8,
     quantize_weight_ternary,
@@ -89,6 +91,23 @@ def bitlinear_errors(device: str) -> dict[str, float]:
     return errors
 
 
+def gnprox_errors(device: str) -> dict[str, float]:
+    """Triton vs reference fused GNProx step (ragged sizes, with and without a curvature refresh)."""
+    gen = torch.Generator().manual_seed(2)
+    errors = {}
+    for numel, refresh in ((700, True), (2500, False)):
+        base = [torch.randn(numel, generator=gen).to(device) for _ in range(3)]
+        h0 = torch.rand(numel, generator=gen).to(device) * 1e-2
+        out = {}
+        for name, fn in (("triton", gnprox_update_triton), ("ref", gnprox_update_ref)):
+            p, g, m, h = base[0].clone(), base[1].clone() * 1e-2, base[2].clone() * 1e-2, h0.clone()
+            fn(p, g, m, h, 1e-2, 0.9, 0.99, 0.5, 1e-12, 0.1, refresh)
+            out[name] = (p, m, h)
+        for i, part in enumerate(("p", "m", "h")):
+            errors[f"gnprox_{numel}_{part}"] = _rel(out["triton"][i], out["ref"][i])
+    return errors
+
+
 if __name__ == "__main__":
     dev = sys.argv[1] if len(sys.argv) > 1 else "cpu"
-    print(json.dumps({**scan_errors(dev), **bitlinear_errors(dev)}))
+    print(json.dumps({**scan_errors(dev), **bitlinear_errors(dev), **gnprox_errors(dev)}))

@@ -48,10 +48,16 @@ def test_interpreted_bitlinear_matmul_is_exact(interpreted_errors: dict[str, flo
     assert all(err < 1e-6 for err in bitlinear.values()), bitlinear
 
 
+def test_interpreted_gnprox_update_matches_reference(interpreted_errors: dict[str, float]) -> None:
+    gnprox = {k: v for k, v in interpreted_errors.items() if k.startswith("gnprox_")}
+    assert len(gnprox) == 6  # p, m, h for two sizes
+    assert all(err < 1e-6 for err in gnprox.values()), gnprox
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_kernels_match_reference() -> None:
     sys.path.insert(0, str(HERE))
-    from kernel_cases import bitlinear_errors, scan_errors
+    from kernel_cases import bitlinear_errors, gnprox_errors, scan_errors
 
-    errors = {**scan_errors("cuda"), **bitlinear_errors("cuda")}
+    errors = {**scan_errors("cuda"), **bitlinear_errors("cuda"), **gnprox_errors("cuda")}
     assert all(err < TOL for err in errors.values()), errors

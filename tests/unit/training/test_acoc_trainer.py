@@ -4,11 +4,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from cascadelab.config import TokenizerParams
+from cascadelab.config import ACOCParams, TokenizerParams
 from cascadelab.data.tokenizer import train_tokenizer
 from cascadelab.models.acoc.accounting import count_parameters
 from cascadelab.models.acoc.growth import split_expert, widen_expert
-from cascadelab.training.acoc_config import ACOCSettings
 from cascadelab.training.acoc_trainer import (
     ACOCController,
     CycleEngine,
@@ -48,18 +47,26 @@ def _verify(task: str, output: str, answer: str) -> bool:
     return output.strip() == answer
 
 
-def _settings(**overrides) -> ACOCSettings:
+def _settings(**overrides) -> ACOCParams:
     base = {
-        "tasks": {"map": 0}, "cycles": 4, "steps_per_cycle": 40, "batch_size": 16, "learning_rate": 3e-3,
-        "lr_warmup_steps": 5, "num_threads": 1, "baselines": False, "val_items_per_task": 64,
-        "test_items_per_task": 16, "max_new_tokens": 3,
+        "tasks": {"map": 0},
+        "cycles": 4,
+        "steps_per_cycle": 40,
+        "batch_size": 16,
+        "learning_rate": 3e-3,
+        "lr_warmup_steps": 5,
+        "num_threads": 1,
+        "baselines": False,
+        "val_items_per_task": 64,
+        "test_items_per_task": 16,
+        "max_new_tokens": 3,
         "model": {"hidden_size": 16, "num_layers": 1, "num_heads": 2, "initial_experts": 1, "expert_width": 4},
         "warmup": {"steps": 10},
         "vote": {"variants": 3},
         "saturation": {"batches": 1},
     }
     base.update(overrides)
-    return ACOCSettings(**base)
+    return ACOCParams(**base)
 
 
 def test_schedule_is_deterministic_and_keeps_old_tasks_in_the_mix():
@@ -95,8 +102,9 @@ def test_warmup_multiplies_exactly_the_new_parameters_learning_rate(data):
 
 def test_forced_routing_sends_the_share_of_tokens_to_the_new_expert(data):
     _, tokenizer, _, _ = data
-    settings = _settings(model={"hidden_size": 16, "num_layers": 1, "num_heads": 2, "initial_experts": 2,
-                                "expert_width": 4, "top_k": 1})
+    settings = _settings(
+        model={"hidden_size": 16, "num_layers": 1, "num_heads": 2, "initial_experts": 2, "expert_width": 4, "top_k": 1}
+    )
     model = build_model(settings.model, tokenizer, seed=0).train()
     moe = model.moe_layers[0]
     x = torch.randn(2000, 16, generator=torch.Generator().manual_seed(0))
@@ -168,8 +176,10 @@ def test_controller_records_the_loss_around_each_expansion(data):
 
 def test_controller_prunes_an_unused_expert_after_patience_and_merges_twins(data):
     _, tokenizer, train, val = data
-    settings = _settings(model={"hidden_size": 16, "num_layers": 1, "num_heads": 2, "initial_experts": 3,
-                                "expert_width": 4}, growth={"prune_patience": 2, "consolidate_min_age": 1})
+    settings = _settings(
+        model={"hidden_size": 16, "num_layers": 1, "num_heads": 2, "initial_experts": 3, "expert_width": 4},
+        growth={"prune_patience": 2, "consolidate_min_age": 1},
+    )
     model = build_model(settings.model, tokenizer, seed=0)
     engine = CycleEngine("acoc", model, settings, train, {"map": val["map"].fixed()}, seed=0)
     controller = ACOCController(engine, seed=0)

@@ -15,6 +15,7 @@ from cascadelab.models.sigma import FEATURES, SigmaConfig, SigmaForCausalLM
 from cascadelab.training.data import Batch
 from cascadelab.training.sigma_trainer import (
     PHASES,
+    TRAINER_FEATURES,
     PhaseTimer,
     SigmaTrainer,
     build_optimizers,
@@ -83,7 +84,8 @@ def test_feature_counters_count_enabled_features_only(tmp_path: Path) -> None:
     _, rows = fit(tiny_sigma(), tmp_path)
     last = rows[-1]
     flags = {key.removeprefix("feature_").removesuffix("_enabled") for key in last if key.endswith("_enabled")}
-    assert flags == set(FEATURES)
+    assert flags == set(FEATURES) | set(TRAINER_FEATURES)
+    assert not any(last[f"feature_{name}_enabled"] for name in TRAINER_FEATURES)  # none configured here
     enabled = {name for name in FEATURES if last[f"feature_{name}_enabled"] == 1}
     assert enabled == {"mamba", "mla", "diff_attn", "moe", "instant"}  # triton needs CUDA; no BitLinear family
     for name in FEATURES:
@@ -127,13 +129,14 @@ def test_loss_falls_on_a_tiny_model(tmp_path: Path) -> None:
     assert mean_loss(model, val) < 0.7 * before
 
 
-def test_plain_llama_goes_through_the_same_loop_without_feature_columns(tmp_path: Path) -> None:
+def test_plain_llama_goes_through_the_same_loop_without_model_feature_columns(tmp_path: Path) -> None:
     torch.manual_seed(0)
     config = LlamaConfig(
         vocab_size=VOCAB, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64
     )
     _, rows = fit(LlamaForCausalLM(config), tmp_path, steps=8)
-    assert not any(key.startswith("feature_") for key in rows[-1])
+    features = {key for key in rows[-1] if key.startswith("feature_")}
+    assert features == {f"feature_{n}_{k}" for n in TRAINER_FEATURES for k in ("enabled", "effective_calls")}
     assert rows[-1]["moe_aux_loss"] == 0
     assert rows[-1]["loss"] < rows[0]["loss"]
 
@@ -191,5 +194,5 @@ def test_phase_timer_rejects_unknown_phases_and_resets_windows() -> None:
         pass
     assert timer.take()["data"] > 0 and timer.take()["data"] == 0
     assert timer.totals["data"] > 0
-    with pytest.raises(ValueError, match="unknown phase 'rl'"), timer.phase("rl"):
+    with pytest.raises(ValueError, match="unknown phase 'bogus'"), timer.phase("bogus"):
         pass

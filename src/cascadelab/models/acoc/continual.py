@@ -19,23 +19,9 @@ from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
 
 from cascadelab.models.acoc.modeling_acoc import ACOCForCausalLM
 from cascadelab.training.task_batches import LMBatch
-
-
-class ContinualParams(BaseModel):
-    """Router protection once a new task family appears, and the old tasks' share of later batches."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    ewc_lambda: float = Field(default=1.0, ge=0, description="EWC weight (Fisher normalised to mean 1)")
-    fisher_batches: int = Field(default=8, gt=0)
-    replay_tokens: int = Field(default=512, ge=0, description="old-task router inputs kept per layer")
-    replay_weight: float = Field(default=1.0, ge=0)
-    old_task_share: float = Field(default=0.25, ge=0, le=1, description="older tasks' share of batches")
-    expand_on_new_task: bool = Field(default=True, description="split the most loaded expert for a new task family")
 
 
 def active_tasks(schedule: Mapping[str, int], cycle: int) -> list[str]:
@@ -149,8 +135,9 @@ class RoutingReplay:
     @torch.no_grad()
     def refresh(self, model: ACOCForCausalLM) -> None:
         """Recompute the stored distributions with the current router (after a structural change)."""
-        self.targets = [moe.router_logits(x).float().softmax(-1) for moe, x in zip(model.moe_layers, self.inputs,
-                                                                                    strict=True)]
+        self.targets = [
+            moe.router_logits(x).float().softmax(-1) for moe, x in zip(model.moe_layers, self.inputs, strict=True)
+        ]
 
     def loss(self, model: ACOCForCausalLM) -> torch.Tensor:
         """Mean over layers of KL(stored routing ‖ current routing) on the stored inputs."""

@@ -22,8 +22,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 
+from cascadelab.config import PenaltyParams
 from cascadelab.models.acoc.accounting import (
     ParameterCounts,
     count_parameters,
@@ -32,18 +32,6 @@ from cascadelab.models.acoc.accounting import (
     task_parameter_counts,
 )
 from cascadelab.models.acoc.modeling_acoc import ACOCForCausalLM
-
-
-class PenaltyParams(BaseModel):
-    """Weights and thresholds of the double penalty."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    alpha: float = Field(default=0.01, ge=0, description="weight of α·log(1 + P_global/P_baseline)")
-    beta: float = Field(default=0.1, ge=0, description="weight of β·Σ_t max(0, P_t − threshold_t)² (baseline units)")
-    threshold_ratio: float = Field(default=1.5, gt=0, description="initial threshold = ratio × the task's fair share")
-    relax_factor: float = Field(default=1.1, ge=1, description="threshold multiplier when the task's loss stagnates")
-    usage_ema: float = Field(default=0.9, ge=0, lt=1, description="EMA decay of the other tasks' routing usage")
 
 
 def double_penalty(
@@ -119,6 +107,8 @@ class GrowthPenalty:
             self.usage[task] = detached
         else:
             self.usage[task] = [decay * p + (1 - decay) * d for p, d in zip(previous, detached, strict=True)]
-        info = {"p_global": float(p_global.detach()) * scale,
-                **{f"p_{t}": float(p.detach()) * scale for t, p in p_tasks.items()}}
+        info = {
+            "p_global": float(p_global.detach()) * scale,
+            **{f"p_{t}": float(p.detach()) * scale for t, p in p_tasks.items()},
+        }
         return penalty, info

@@ -20,26 +20,10 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 
+from cascadelab.config import SaturationParams
 from cascadelab.models.acoc.modeling_acoc import ACOCExpert, ACOCForCausalLM
 from cascadelab.training.task_batches import LMBatch
-
-
-class SaturationParams(BaseModel):
-    """How the saturation metrics are measured and combined."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    batches: int = Field(default=4, gt=0, description="batches measured per cycle")
-    flat_eps: float = Field(default=0.05, gt=0, description="|act'| below this counts as saturated")
-    dead_eps: float = Field(default=1e-3, ge=0, description="a unit never above this on routed tokens is dead")
-    grad_ref: float = Field(default=0.01, gt=0, description="relative gradient norm that scores 0.5")
-    weight_grad: float = Field(default=1.0, ge=0)
-    weight_saturation: float = Field(default=1.0, ge=0)
-    weight_dead: float = Field(default=1.0, ge=0)
-    weight_variance: float = Field(default=1.0, ge=0)
-    weight_load: float = Field(default=1.0, ge=0)
 
 
 @dataclass(frozen=True)
@@ -118,8 +102,9 @@ def measure_saturation(
     try:
         for batch in batches:
             batch = batch.to(device)
-            out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels,
-                        use_cache=False)
+            out = model(
+                input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels, use_cache=False
+            )
             (out.loss / len(batches)).backward()
         result = []
         for layer, moe in enumerate(moes):

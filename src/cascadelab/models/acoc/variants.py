@@ -16,22 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 
+from cascadelab.config import VoteParams
 from cascadelab.models.acoc.accounting import unique_parameters
 from cascadelab.models.acoc.modeling_acoc import ACOCForCausalLM
-
-
-class VoteParams(BaseModel):
-    """The variant vote and the soup merge."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    variants: int = Field(default=5, gt=0)
-    noise: float = Field(default=0.02, ge=0, description="delta std as a fraction of each tensor's RMS")
-    ratio: float = Field(default=0.95, gt=0, le=1, description="vote expand below ratio × mean(last scores)")
-    window: int = Field(default=5, gt=0)
-    merge_top: int = Field(default=3, gt=0, description="deltas averaged into the soup")
 
 
 @dataclass
@@ -60,9 +48,15 @@ class VoteResult:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-friendly copy."""
         return {
-            "base_score": self.base_score, "threshold": self.threshold, "scores": list(self.scores),
-            "votes": list(self.votes), "expand_votes": self.expand_votes, "expand": self.expand,
-            "merged": self.merged, "merged_score": self.merged_score, "merge_weights": list(self.merge_weights),
+            "base_score": self.base_score,
+            "threshold": self.threshold,
+            "scores": list(self.scores),
+            "votes": list(self.votes),
+            "expand_votes": self.expand_votes,
+            "expand": self.expand,
+            "merged": self.merged,
+            "merged_score": self.merged_score,
+            "merge_weights": list(self.merge_weights),
             "merge_indices": list(self.merge_indices),
         }
 

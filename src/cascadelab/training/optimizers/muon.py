@@ -11,7 +11,9 @@ Muon; embeddings, the LM head, norms, biases, routers and other non-matrix param
 
 from __future__ import annotations
 
+import fnmatch
 import math
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
@@ -100,40 +102,87 @@ class MuonAdamWSettings(BaseModel):
     muon_ns_steps: int = Field(5, ge=1, le=20)
     muon_ns_dtype: Literal["float32", "bfloat16", "float64"] = "float32"
     muon_adjust_lr_fn: Literal["original", "match_rms_adamw"] = "original"
+    muon_exclude_embeddings: bool = True
+    muon_exclude_lm_head: bool = True
+    muon_exclude: list[str] = Field(default_factory=list)
     adamw_lr: float = Field(3e-3, gt=0)
     adamw_betas: tuple[float, float] = (0.9, 0.95)
     adamw_weight_decay: float = Field(0.0, ge=0)
     adamw_eps: float = Field(1e-8, gt=0)
 
 
-def split_muon_params(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-    """(Muon params, AdamW params): weights of hidden ``nn.Linear`` layers vs everything else.
+def _module_from(model: nn.Module, getter: str) -> nn.Module | None:
+    """`model.<getter>()` when the model has that method and it returns a module (HF embeddings getters)."""
+    method = getattr(model, getter, None)
+    module = method() if callable(method) else None
+    return module if isinstance(module, nn.Module) else None
 
-    The input and output embeddings (tied or not) always go to AdamW, as do norms, biases, routers
-    and other parameters that are not the weight of a linear map.
+
+def split_muon_params(
+    model: nn.Module,
+    exclude_embeddings: bool = True,
+    exclude_lm_head: bool = True,
+    exclude: Sequence[str] = (),
+) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """(Muon params, AdamW params): 2-D weights of hidden ``nn.Linear`` layers vs everything else.
+
+    Norms, biases, routers and every parameter that is not the weight of a linear map go to AdamW.
+    The input embeddings (``exclude_embeddings``) and the LM head (``exclude_lm_head``) go to AdamW
+    too unless told otherwise; a tied pair goes to Muon only when neither is excluded. Parameters
+    whose name matches a glob in ``exclude`` (e.g. ``"*.mixer.out_proj.weight"``) go to AdamW.
     """
-    excluded: set[int] = set()
-    for getter in ("get_input_embeddings", "get_output_embeddings"):
-        module = getattr(model, getter)() if hasattr(model, getter) else None
-        if isinstance(module, nn.Module):
-            excluded.update(id(p) for p in module.parameters())
+    embed_ids: set[int] = set()
     for module in model.modules():
         if isinstance(module, nn.Embedding):
-            excluded.update(id(p) for p in module.parameters())
-    muon_ids = {
-        id(m.weight) for m in model.modules() if isinstance(m, nn.Linear) and id(m.weight) not in excluded
-    }
+            embed_ids.update(id(p) for p in module.parameters())
+    inputs = _module_from(model, "get_input_embeddings")
+    if isinstance(inputs, nn.Module):
+        embed_ids.update(id(p) for p in inputs.parameters())
+    outputs = _module_from(model, "get_output_embeddings")
+    head_ids = {id(p) for p in outputs.parameters()} if isinstance(outputs, nn.Module) else set()
+    excluded: set[int] = set()
+    if exclude_embeddings:
+        excluded |= embed_ids
+    if exclude_lm_head:
+        excluded |= head_ids
+    linear_ids = {id(m.weight) for m in model.modules() if isinstance(m, nn.Linear)}
     muon: list[nn.Parameter] = []
     adamw: list[nn.Parameter] = []
-    for p in model.parameters():  # deduplicated: a tied weight is listed once
-        if p.requires_grad:
-            (muon if id(p) in muon_ids else adamw).append(p)
+    for name, p in model.named_parameters():  # deduplicated: a tied weight is listed once
+        if not p.requires_grad:
+            continue
+        eligible = (
+            (id(p) in linear_ids or id(p) in embed_ids | head_ids)
+            and p.ndim == 2
+            and id(p) not in excluded
+            and not any(fnmatch.fnmatchcase(name, pattern) for pattern in exclude)
+        )
+        (muon if eligible else adamw).append(p)
     return muon, adamw
+
+
+def split_for(model: nn.Module, settings: MuonAdamWSettings) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """:func:`split_muon_params` with the exclusions of `settings`."""
+    return split_muon_params(
+        model, settings.muon_exclude_embeddings, settings.muon_exclude_lm_head, settings.muon_exclude
+    )
+
+
+def adamw_for(params: list[nn.Parameter], settings: MuonAdamWSettings) -> torch.optim.AdamW:
+    """The AdamW half of a Muon-family pair (fused: SIGMA has ~100 small non-matrix tensors)."""
+    return torch.optim.AdamW(
+        params,
+        lr=settings.adamw_lr,
+        betas=settings.adamw_betas,
+        weight_decay=settings.adamw_weight_decay,
+        eps=settings.adamw_eps,
+        fused=True,
+    )
 
 
 def build_muon_adamw(model: nn.Module, settings: MuonAdamWSettings) -> list[torch.optim.Optimizer]:
     """[MuonFP32 over the hidden matrices, AdamW over the rest]; step and zero both every iteration."""
-    muon_params, adamw_params = split_muon_params(model)
+    muon_params, adamw_params = split_for(model, settings)
     if not muon_params:
         raise ValueError(f"{type(model).__name__} has no hidden nn.Linear weight for Muon to optimise")
     muon = MuonFP32(
@@ -148,14 +197,5 @@ def build_muon_adamw(model: nn.Module, settings: MuonAdamWSettings) -> list[torc
     )
     optimizers: list[torch.optim.Optimizer] = [muon]
     if adamw_params:
-        optimizers.append(
-            torch.optim.AdamW(
-                adamw_params,
-                lr=settings.adamw_lr,
-                betas=settings.adamw_betas,
-                weight_decay=settings.adamw_weight_decay,
-                eps=settings.adamw_eps,
-                fused=True,  # one kernel for all tensors: SIGMA has ~100 small ones
-            )
-        )
+        optimizers.append(adamw_for(adamw_params, settings))
     return optimizers

@@ -42,8 +42,10 @@ def test_lego_stages_run_in_order_and_write_their_outputs(project):
     )
     assert phase2["ppl_ratio"] == pytest.approx(phase2["ppl"] / phase2["baseline_ppl"])
     assert phase2["compute_cost"] == pytest.approx(0.5 + 0.5 * (1 - phase2["shallow_ratio"]))
-    # Compute-matched baseline: it stops once LEGO's training FLOPs are spent (or earlier, early-stopped).
-    assert 0 < phase2["baseline_train_flops"] <= 1.25 * phase2["lego_train_flops"]
+    # Token-matched baseline (the default budget): LEGO's phase-1 tokens + its hard-example rows x epochs,
+    # overshooting by less than one batch, or fewer if early stopping ends it first.
+    assert phase2["baseline_budget_tokens"] == phase1["train_tokens"] + phase2["train_tokens"]
+    assert 0 < phase2["baseline_train_tokens"] < phase2["baseline_budget_tokens"] + 8 * 16
 
     lego = LEGOTransformer.from_pretrained(str(repo / "models" / "lego"))
     assert lego.config.depth == 4 and lego.config.exit_layer == 2

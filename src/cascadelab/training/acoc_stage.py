@@ -1,0 +1,112 @@
+"""The `acoc` stage's logic: load prepare's corpus and tokenizer, grow ACOC, train both baselines, save them.
+
+The cycle loop and the baselines are `acoc_trainer.run_acoc`; this module only feeds it the corpus (task keys
+checked against the corpus before any work), saves the grown model with its per-cycle checkpoints and the
+two static baselines with `save_pretrained`, and returns everything the stage writes: metrics, plot tables,
+events and the per-cycle history (`acoc_outputs.py` shapes them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from transformers import PreTrainedTokenizerBase
+
+from cascadelab.config import ACOCParams
+from cascadelab.data.corpus import CorpusVerifier, load_meta, load_split
+from cascadelab.data.tokenizer import load_tokenizer
+from cascadelab.io import atomic_directory
+from cascadelab.training.acoc_outputs import plot_tables, stage_metrics
+from cascadelab.training.acoc_trainer import ACOCResult, LogFn, run_acoc
+from cascadelab.training.task_batches import TaskBatches, build_task_batches
+
+Record = dict[str, Any]
+VAL_BATCH_SIZE = 128  # fixed validation batches: one forward each, no effect on results
+
+
+@dataclass
+class ACOCOutcome:
+    """What the stage writes: flat metrics, plot tables, and the run (history, events, baselines)."""
+
+    metrics: dict[str, Any]
+    tables: dict[str, list[dict[str, Any]]]
+    result: ACOCResult
+
+
+@dataclass
+class ACOCData:
+    """Prepare's outputs as the ACOC loop consumes them."""
+
+    tokenizer: PreTrainedTokenizerBase
+    verifier: CorpusVerifier
+    train: dict[str, TaskBatches]
+    val: dict[str, TaskBatches]
+    test: list[Record]
+
+
+def check_tasks(tasks: Sequence[str], counts: Mapping[str, Mapping[str, int]]) -> None:
+    """Raise a params error naming the first task key with no rows in some split of the corpus."""
+    for task in tasks:
+        for split in ("train", "val", "test"):
+            cells = counts.get(split, {})
+            if not any(n > 0 and task in (cell, cell.rstrip("0123456789")) for cell, n in cells.items()):
+                raise ValueError(
+                    f"params.yaml: acoc.tasks.{task}: no {split} records in data/corpus "
+                    f"(corpus cells: {', '.join(sorted(cells))})"
+                )
+
+
+def load_acoc_data(params: ACOCParams, corpus_dir: Path, tokenizer_dir: Path) -> ACOCData:
+    """Tokenize the train/val records of the scheduled tasks into per-task batches; keep the test records."""
+    meta = load_meta(corpus_dir)
+    keys = list(params.tasks)
+    check_tasks(keys, meta.get("counts", {}))
+    tokenizer = load_tokenizer(tokenizer_dir)
+    train = build_task_batches(load_split(corpus_dir, "train"), tokenizer, keys, params.batch_size)
+    val = build_task_batches(
+        load_split(corpus_dir, "val"), tokenizer, keys, VAL_BATCH_SIZE, limit_per_task=params.val_items_per_task
+    )
+    return ACOCData(tokenizer, CorpusVerifier(meta), train, val, load_split(corpus_dir, "test"))
+
+
+def run_acoc_stage(
+    params: ACOCParams,
+    seed: int,
+    corpus_dir: Path,
+    tokenizer_dir: Path,
+    model_dir: Path,
+    baselines_dir: Path,
+    log_fn: LogFn | None = None,
+) -> ACOCOutcome:
+    """Grow ACOC (checkpoint per cycle under `model_dir/checkpoints`), train the baselines, save all three.
+
+    The baselines go to `baselines_dir/static_initial` and `baselines_dir/static_final`.
+
+    `log_fn(metrics, step)` gets the training losses (step = global step) and the ACOC loop's per-cycle
+    metrics (step = cycle).
+    """
+    data = load_acoc_data(params, corpus_dir, tokenizer_dir)
+    with atomic_directory(model_dir) as tmp:
+        result = run_acoc(
+            params,
+            data.train,
+            data.val,
+            data.test,
+            data.tokenizer,
+            data.verifier.verify,
+            log_fn=log_fn,
+            seed=seed,
+            checkpoint_dir=tmp / "checkpoints",
+        )
+        result.model.save_pretrained(str(tmp))
+        data.tokenizer.save_pretrained(str(tmp))
+    with atomic_directory(baselines_dir) as tmp:  # always written: it is a declared output
+        for name, run in result.baselines.items():
+            run.model.save_pretrained(str(tmp / name))
+            data.tokenizer.save_pretrained(str(tmp / name))
+        if not result.baselines:
+            (tmp / "README.txt").write_text("acoc.baselines is false: no static baselines were trained\n")
+    return ACOCOutcome(stage_metrics(result), plot_tables(result), result)

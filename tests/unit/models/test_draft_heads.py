@@ -1,0 +1,122 @@
+"""Draft heads: speculative greedy decoding equals plain greedy; trained heads get drafts accepted."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel
+
+from cascadelab.models.draft_heads import (
+    DraftHeads,
+    SpeculativeStats,
+    draft_loss,
+    plain_greedy,
+    speculative_greedy,
+)
+from cascadelab.models.sigma import SigmaConfig, SigmaForCausalLM
+
+
+@pytest.fixture(autouse=True)
+def _single_thread() -> Iterator[None]:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def _tiny_llama() -> LlamaForCausalLM:
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=48,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        initializer_range=0.2,
+        tie_word_embeddings=True,
+    )
+    return LlamaForCausalLM(config).eval()
+
+
+def _prompts(count: int, seed: int, vocab: int = 48) -> list[list[int]]:
+    rng = random.Random(seed)
+    return [[rng.randrange(vocab) for _ in range(rng.randint(2, 6))] for _ in range(count)]
+
+
+def _train_heads(model: PreTrainedModel, heads: DraftHeads, steps: int = 60) -> tuple[float, float]:
+    """Self-distillation on the frozen model's own greedy continuations; returns the first and last loss."""
+    sequences = [p + plain_greedy(model, p, 24) for p in _prompts(32, seed=1)]
+    width = min(len(s) for s in sequences)
+    batch = torch.tensor([s[:width] for s in sequences])
+    optimizer = torch.optim.AdamW(heads.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(steps):
+        optimizer.zero_grad()
+        loss = draft_loss(model, heads, batch)
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    return losses[0], losses[-1]
+
+
+@pytest.mark.parametrize("max_new", [1, 2, 7, 20])
+def test_untrained_heads_still_give_plain_greedy(max_new: int) -> None:
+    model = _tiny_llama()
+    heads = DraftHeads.for_model(model, num_heads=3)
+    for prompt in _prompts(4, seed=2):
+        assert speculative_greedy(model, heads, prompt, max_new) == plain_greedy(model, prompt, max_new)
+
+
+def test_plain_greedy_matches_generate() -> None:
+    model = _tiny_llama()
+    prompt = [3, 14, 15, 9]
+    generated = model.generate(torch.tensor([prompt]), max_new_tokens=12, do_sample=False, pad_token_id=0)
+    assert generated[0, len(prompt) :].tolist() == plain_greedy(model, prompt, 12)
+
+
+def test_trained_heads_save_forwards_and_output_is_unchanged() -> None:
+    model = _tiny_llama()
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    heads = DraftHeads.for_model(model, num_heads=3)
+    first, last = _train_heads(model, heads)
+    assert last < first
+    stats = SpeculativeStats()
+    for prompt in _prompts(6, seed=5):
+        assert speculative_greedy(model, heads, prompt, 24, stats=stats) == plain_greedy(model, prompt, 24)
+    assert 0.0 < stats.acceptance_rate <= 1.0
+    assert stats.tokens_per_forward > 1.0  # fewer forwards than plain greedy's one per token
+    assert stats.tokens == 6 * 24
+    assert stats.forwards < 6 * 24
+
+
+def test_eos_stops_both_decoders_at_the_same_token() -> None:
+    model = _tiny_llama()
+    heads = DraftHeads.for_model(model, num_heads=2)
+    prompt = [5, 6, 7]
+    reference = plain_greedy(model, prompt, 16)
+    eos = reference[3]
+    expected = plain_greedy(model, prompt, 16, eos_id=eos)
+    assert expected[-1] == eos and len(expected) <= 4
+    assert speculative_greedy(model, heads, prompt, 16, eos_id=eos) == expected
+
+
+def test_works_on_the_tiny_sigma_model() -> None:
+    torch.manual_seed(0)
+    model = SigmaForCausalLM(SigmaConfig.from_preset("tiny")).eval()
+    heads = DraftHeads.for_model(model, num_heads=2)
+    prompt = [1, 2, 3, 4]
+    assert speculative_greedy(model, heads, prompt, 10) == plain_greedy(model, prompt, 10)
+
+
+def test_heads_need_a_positive_count_and_long_enough_sequences() -> None:
+    with pytest.raises(ValueError, match="num_heads: must be > 0"):
+        DraftHeads(8, 8, 0)
+    model = _tiny_llama()
+    with pytest.raises(ValueError, match="too short"):
+        draft_loss(model, DraftHeads.for_model(model, 2), torch.tensor([[1, 2]]))
