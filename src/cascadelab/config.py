@@ -12,6 +12,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from cascadelab.cascade.settings import CascadeEvalSettings, LimenSettings, PairsSettings, RefinerSettings
 from cascadelab.training.optimizers.settings import OptimizerSettings
 
 TASK_FAMILIES = ("add", "sub", "mul", "expr", "reverse", "word")
@@ -737,6 +738,22 @@ class Params(StrictModel):
     lego: LegoParams = Field(default_factory=LegoParams)
     hybrid_rnn: HybridRNNParams = Field(default_factory=HybridRNNParams)
     acoc: ACOCParams = Field(default_factory=ACOCParams)
+    cascade_pairs: PairsSettings = Field(default_factory=PairsSettings)
+    limen: LimenSettings = Field(default_factory=LimenSettings)
+    refiner: RefinerSettings = Field(default_factory=RefinerSettings)
+    cascade_eval: CascadeEvalSettings = Field(default_factory=CascadeEvalSettings)
+
+    @model_validator(mode="after")
+    def _cascade_families(self) -> Params:
+        for key, names in (
+            ("cascade_pairs.tasks", self.cascade_pairs.tasks or []),
+            ("refiner.mix", list(self.refiner.mix)),
+            ("cascade_eval.cascade.route_tasks", self.cascade_eval.cascade.route_tasks or []),
+        ):
+            for name in names:
+                if name not in TASK_FAMILIES:
+                    raise ValueError(f"{key}.{name}: unknown task family (known: {', '.join(TASK_FAMILIES)})")
+        return self
 
 
 def _format_error(error: ValidationError) -> str:

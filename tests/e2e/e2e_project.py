@@ -39,6 +39,30 @@ TINY_LEGO = {
     "eval": {"batch_size": 64, "max_new_tokens": 6, "tradeoff_exit_shares": [0.5]},
     "num_threads": 1,
 }
+TINY_COARSE = {
+    "model": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64},
+    "train": {"max_steps": 20, "batch_size": 8, "logging_steps": 5, "warmup_steps": 2, "num_threads": 1},
+    "mix": {"add": 0.4, "sub": 0.4, "mul": 0.2},
+    "eval": {"batch_size": 64, "max_new_tokens": 6, "sample_predictions": 4},
+}
+TINY_CASCADE = {
+    "cascade_pairs": {"num_samples": 1, "max_new_tokens": 6, "max_prompts_per_task": 20, "num_threads": 1},
+    "limen": {"num_threads": 1},
+    "refiner": {
+        "mix": {"mul": 0.8, "word": 0.0, "expr": 0.0, "add": 0.2, "sub": 0.0},  # merged into the default mix
+        "route_tasks": ["mul"],
+        "fresh_per_cell": 60,
+        "parallel": True,
+        "max_new_tokens": 16,
+        "train": {"max_steps": 12, "batch_size": 8, "warmup_steps": 2, "logging_steps": 4, "num_threads": 1},
+    },
+    "cascade_eval": {
+        "cascade": {"coarse_max_new_tokens": 6, "refiner_max_new_tokens": 16},
+        "sweep_points": 5,
+        "sample_predictions": 4,
+        "num_threads": 1,
+    },
+}
 
 # A one-expert model with a 2-unit expert saturates on 1-digit addition within three 30-step cycles: the loop
 # must grow on its own signals (before `sub` arrives at cycle 3 with its new-task split).

@@ -73,6 +73,7 @@ def cascade_run(tmp_path_factory):
         fresh_per_cell=720,
         max_new_tokens=16,
         train=RefinerTrainSettings(max_steps=400, decay_fraction=0.5, **steps),
+        control={"enabled": False},
     )
     outcome = run_refiner(
         coarse, tokenizer, verifier, settings, 0, work / "refiner", pairs.pairs["train"], train, test + val

@@ -11,6 +11,7 @@ def test_repository_params_are_valid():
     params = load_params(ROOT / "params.yaml")
     assert params.coarse_sft.model.family == "llama"
     assert params.lego.model.phase2_layers > params.lego.model.phase1_layers
+    assert params.refiner.per_family and set(params.refiner.family_steps) <= set(params.refiner.route_tasks)
 
 
 @pytest.mark.parametrize(
@@ -86,6 +87,31 @@ def test_repository_params_are_valid():
             "params.yaml: hybrid_rnn.eval.num_beams: must be greater than or equal to 2 (got 1)",
         ),
         ({"hybrid_rnn": {"mix": {"word": -1}}}, "params.yaml: hybrid_rnn.mix.word: must be >= 0 (got -1.0)"),
+        (
+            {"refiner": {"mix": {"div": 1.0, "mul": 1.0, "word": 1.0}}},
+            "params.yaml: refiner.mix.div: unknown task family (known: add, sub, mul, expr, reverse, word)",
+        ),
+        (
+            {"refiner": {"route_tasks": ["expr"]}},
+            "params.yaml: refiner.route_tasks: 'expr' is not trained (no weight > 0 in mix)",
+        ),
+        ({"refiner": {"family_steps": {"expr": 5}}}, "params.yaml: refiner.family_steps.expr: not a routed family"),
+        (
+            {"refiner": {"control": {"budget": "time"}}},
+            "params.yaml: refiner.control.budget: must be 'steps' or 'tokens' (got 'time')",
+        ),
+        (
+            {"limen": {"break_rate_budget": 2}},
+            "params.yaml: limen.break_rate_budget: must be less than or equal to 1 (got 2)",
+        ),
+        (
+            {"cascade_pairs": {"cross_fit": {"folds": 1}}},
+            "params.yaml: cascade_pairs.cross_fit.folds: must be 0 (off) or >= 2 (got 1)",
+        ),
+        (
+            {"cascade_eval": {"modes": ["normal"]}},
+            "params.yaml: cascade_eval.modes: must include coarse_only (the reference for compute ratios)",
+        ),
         ({"acoc": {"cycels": 8}}, "params.yaml: acoc.cycels: unknown key"),
         (
             {"acoc": {"growth": {"kind": "grow"}}},

@@ -10,6 +10,9 @@ Modes of `generate(prompts, mode=...)`:
 * `always_refine`: every item refined after its coarse answer, no gate.
 * `skip_coarse`: every item refined from an empty `[COARSE]` slot; no coarse generation.
 
+In both, "every item" is every item of a family the refiner has a model for (all of them with one shared
+refiner); items of other families (per-family refiners) keep their coarse answer.
+
 Progressive refinement: up to `max_refinement_steps` passes, each reading the previous pass's final answer
 in the `[COARSE]` slot; an item stops when its answer no longer changes, when its next input repeats an
 earlier one (greedy decoding would repeat itself), or, in `normal` mode, when the tension stops falling
@@ -181,21 +184,28 @@ class CascadeTransformer:
             raise ValueError(f"{len(prompts)} prompts but {len(tasks)} tasks")
         started = time.perf_counter()
         traces = [CascadeTrace(prompt=p, task=t, mode=mode) for p, t in zip(prompts, tasks, strict=True)]
-        if mode != "skip_coarse":
-            coarse = self.coarse_generate(prompts)
+        served = [mode != "coarse_only" and self.refiner.serves(t) for t in tasks]
+        needs_coarse = [mode != "skip_coarse" or not s for s in served]
+        if any(needs_coarse):
+            indices = [i for i, needed in enumerate(needs_coarse) if needed]
+            coarse = self.coarse_generate([prompts[i] for i in indices])
             counts = generated_tokens(self.tokenizer, coarse, self.settings.coarse_max_new_tokens)
-            for trace, text, count in zip(traces, coarse, counts, strict=True):
-                trace.coarse, trace.coarse_tokens = text, count
+            for index, text, count in zip(indices, coarse, counts, strict=True):
+                traces[index].coarse, traces[index].coarse_tokens = text, count
                 logger.debug('[COARSE] Generated: "%s"', text)
         if mode == "coarse_only":
             for trace in traces:
                 self._finish(trace, trace.coarse or "", "coarse", "coarse only")
         elif mode in ("always_refine", "skip_coarse"):
-            for trace in traces:
+            refine = [trace for trace, s in zip(traces, served, strict=True) if s]
+            for trace in refine:
                 trace.routed = True
-            self._progressive(traces, gated=False)
-            for trace in traces:
-                self._finish(trace, trace.refined or "", "refined", f"{mode}: refined version selected")
+            self._progressive(refine, gated=False)
+            for trace, s in zip(traces, served, strict=True):
+                if s:
+                    self._finish(trace, trace.refined or "", "refined", f"{mode}: refined version selected")
+                else:
+                    self._finish(trace, trace.coarse or "", "coarse", f"{mode}: no refiner for this family")
         else:
             self._normal(traces)
         return CascadeOutput([t.final for t in traces], traces, time.perf_counter() - started)

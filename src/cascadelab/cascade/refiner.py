@@ -73,6 +73,10 @@ class Refiner:
         """Families this refiner was trained for and may be sent."""
         return list(self.settings.route_tasks)
 
+    def serves(self, task: str | None) -> bool:
+        """Whether some model of this refiner can refine `task` (its own, or the shared one)."""
+        return SHARED in self.models or (task is not None and task in self.models)
+
     def model_for(self, task: str | None) -> PreTrainedModel:
         """The model that refines `task` (its own with per-family refiners, else the shared one)."""
         if task is not None and task in self.models:

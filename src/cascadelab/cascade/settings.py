@@ -56,6 +56,7 @@ class PairsSettings(_Strict):
         500, gt=0, description="seeded subsample of each task's prompts per split (time budget); null: all"
     )
     cross_fit: CrossFitSettings = Field(default_factory=lambda: CrossFitSettings())
+    num_threads: int = Field(2, gt=0)
 
 
 # --------------------------------------------------------------------------------------------- limen
@@ -77,6 +78,7 @@ class LimenSettings(_Strict):
     silence_text: str = ""
     ece_bins: int = Field(10, gt=0)
     batch_size: int = Field(256, gt=0)
+    num_threads: int = Field(2, gt=0)
 
 
 # --------------------------------------------------------------------------------------------- refiner
@@ -159,6 +161,16 @@ class AdversarialSettings(_Strict):
     disc_learning_rate: float = Field(1e-3, gt=0)
 
 
+class ControlSettings(_Strict):
+    """The equal-compute control `coarse_more`: the coarse model trained further in its own format."""
+
+    enabled: bool = True
+    budget: Literal["steps", "tokens"] = Field(
+        "steps", description="steps: as many optimizer steps as the refiner(s); tokens: as many training tokens"
+    )
+    num_threads: int = Field(1, gt=0, description="torch threads of the control's training")
+
+
 class RefinerSettings(_Strict):
     """The refiner: architecture mode, training data, format, strategy and per-family routing/budgets."""
 
@@ -179,6 +191,13 @@ class RefinerSettings(_Strict):
     )
     per_family: bool = Field(False, description="one refiner per routed family (one family at a time learns best)")
     family_steps: dict[str, int] = Field(default_factory=dict, description="per-family step budgets (per_family)")
+    parallel: bool = Field(
+        False, description="train each per-family refiner and the control in its own process (train.num_threads each)"
+    )
+    control: ControlSettings = Field(default_factory=lambda: ControlSettings())
+    answer_baseline: bool = Field(
+        False, description="also train the answer-target refiner (same mode, data, budget) for cascade_eval to compare"
+    )
     warmup_tasks: list[str] = Field(default_factory=list, description="curriculum warm-up families (none: mix)")
     group_batches_by_task: bool = True
     max_new_tokens: int = Field(48, gt=0)
@@ -239,6 +258,7 @@ class CascadeEvalSettings(_Strict):
     sweep_points: int = Field(21, ge=2, description="thresholds in the accuracy-vs-compute sweep")
     text_metrics: bool = Field(True, description="BLEU/ROUGE of refined vs coarse (sacrebleu, rouge-score)")
     sample_predictions: int = Field(64, ge=0)
+    num_threads: int = Field(2, gt=0)
 
     @model_validator(mode="after")
     def _has_coarse_only(self) -> CascadeEvalSettings:

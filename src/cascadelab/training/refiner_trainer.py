@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -39,8 +40,10 @@ from cascadelab.data.corpus import normalise_prompt
 from cascadelab.data.tasks import get_family
 from cascadelab.eval.generation import generate_batched
 from cascadelab.training.sft import SFTResult, train_sft
+from cascadelab.training.sft_jobs import SFTJob, run_jobs
 
 Record = dict[str, Any]
+ANSWER_PREFIX = "answer-"  # job keys of the answer-target baseline's refiners
 LogFn = Callable[[dict[str, float], int], None]
 
 
@@ -52,6 +55,9 @@ class RefinerOutcome:
     metrics: dict[str, float] = field(default_factory=dict)
     history: list[dict[str, float]] = field(default_factory=list)
     steps: int = 0
+    control: PreTrainedModel | None = None  # `coarse_more`, the equal-compute control
+    control_history: list[dict[str, float]] = field(default_factory=list)
+    answer_baseline: Refiner | None = None  # the answer-target refiner (`answer_baseline`)
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -181,6 +187,85 @@ def _lora(settings: RefinerSettings) -> LoraParams | None:
     )
 
 
+def refiner_jobs(coarse_model: PreTrainedModel, rows: Sequence[Record], settings: RefinerSettings) -> list[SFTJob]:
+    """One SFT job per routed family (`per_family`, with the mix's other families as support) or one shared job."""
+    curriculum = CurriculumParams(
+        warmup_tasks=list(settings.warmup_tasks), group_batches_by_task=settings.group_batches_by_task
+    )
+    plan: dict[str, tuple[dict[str, float], int]] = {}
+    if settings.per_family:
+        support = {t: w for t, w in settings.mix.items() if w > 0 and t not in settings.route_tasks}
+        for task in settings.route_tasks:
+            plan[task] = (
+                {task: settings.mix[task], **support},
+                settings.family_steps.get(task, settings.train.max_steps),
+            )
+    else:
+        plan[SHARED] = ({t: w for t, w in settings.mix.items() if w > 0}, settings.train.max_steps)
+    return [
+        SFTJob(
+            key=key,
+            model=initial_model(coarse_model, settings),
+            rows=[r for r in rows if r["task"] in mix],
+            train=sft_params(settings.train, steps),
+            mix=mix,
+            curriculum=curriculum,
+            target_field="target",
+            lora=_lora(settings),
+        )
+        for key, (mix, steps) in plan.items()
+    ]
+
+
+def expected_tokens(tokenizer: PreTrainedTokenizerBase, job: SFTJob, sample: int = 1000) -> float:
+    """Non-padding training tokens a job will see: steps × batch × the mix-weighted mean row length.
+
+    A row costs its prompt, its target and EOS (what `train_sft` counts); each task's mean is taken over
+    at most `sample` of its rows (the first ones, so the estimate is deterministic).
+    """
+    by_task: dict[str, list[Record]] = {}
+    for row in job.rows:
+        by_task.setdefault(row["task"], []).append(row)
+    weights = {t: w for t, w in job.mix.items() if w > 0 and t in by_task}
+    total = sum(weights.values())
+    if not total:
+        raise ValueError(f"sft job {job.key!r}: no rows for its mix {sorted(job.mix)}")
+    mean = 0.0
+    for task, weight in weights.items():
+        part = by_task[task][:sample]
+        ids = tokenizer([r["prompt"] + r[job.target_field] for r in part], add_special_tokens=False)["input_ids"]
+        mean += weight / total * (sum(len(x) for x in ids) / len(part) + 1)
+    return job.train.max_steps * job.train.batch_size * mean
+
+
+def answer_baseline_settings(settings: RefinerSettings) -> RefinerSettings:
+    """The settings of the answer-target baseline: the same refiner, trained to re-emit the answer directly."""
+    return settings.model_copy(
+        update={"format": settings.format.model_copy(update={"target": "answer"}), "answer_baseline": False}
+    )
+
+
+def control_job(
+    coarse_model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    train_records: Sequence[Record],
+    settings: RefinerSettings,
+    refiners: Sequence[SFTJob],
+) -> SFTJob:
+    """`coarse_more`: a copy of the coarse model trained on its own `response` format, the refiners' mix, and
+    their total budget: as many training tokens (`control.budget: tokens`, equal compute) or as many steps."""
+    mix = {t: w for t, w in settings.mix.items() if w > 0}
+    rows = [r for r in train_records if r["task"] in mix]
+    train = sft_params(settings.train).model_copy(update={"num_threads": settings.control.num_threads})
+    job = SFTJob("coarse_more", clone_model(coarse_model), rows, train, mix, target_field="response")
+    steps = sum(j.train.max_steps for j in refiners)
+    if settings.control.budget == "tokens":
+        per_step = expected_tokens(tokenizer, job) / job.train.max_steps
+        steps = math.ceil(sum(expected_tokens(tokenizer, j) for j in refiners) / per_step)
+    job.train = job.train.model_copy(update={"max_steps": steps})
+    return job
+
+
 def train_teacher_forcing(
     coarse_model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -190,44 +275,17 @@ def train_teacher_forcing(
     output_dir: Path,
     report_to: Sequence[str] = (),
     callbacks: Sequence[TrainerCallback] = (),
+    extra_jobs: Sequence[SFTJob] = (),
 ) -> tuple[Refiner, dict[str, SFTResult]]:
-    """Teacher-forced refiner(s) on `rows`; the coarse model itself is left untouched (training uses a copy)."""
-    curriculum = CurriculumParams(
-        warmup_tasks=list(settings.warmup_tasks), group_batches_by_task=settings.group_batches_by_task
-    )
-    plan: dict[str, tuple[list[Record], dict[str, float], int]] = {}
-    if settings.per_family:
-        support = {t: w for t, w in settings.mix.items() if w > 0 and t not in settings.route_tasks}
-        for task in settings.route_tasks:
-            mix = {task: settings.mix[task], **support}
-            plan[task] = (
-                [r for r in rows if r["task"] in mix],
-                mix,
-                settings.family_steps.get(task, settings.train.max_steps),
-            )
-    else:
-        mix = {t: w for t, w in settings.mix.items() if w > 0}
-        plan[SHARED] = ([r for r in rows if r["task"] in mix], mix, settings.train.max_steps)
-    models: dict[str, PreTrainedModel] = {}
-    results: dict[str, SFTResult] = {}
-    for key, (part, mix, steps) in plan.items():
-        model, result = train_sft(
-            initial_model(coarse_model, settings),
-            tokenizer,
-            part,
-            sft_params(settings.train, steps),
-            curriculum,
-            mix,
-            seed,
-            output_dir / key,
-            lora=_lora(settings),
-            report_to=report_to,
-            target_field="target",
-            callbacks=callbacks,
-        )
-        model.eval()
-        models[key], results[key] = model, result
-    return Refiner(models, tokenizer, settings), results
+    """Teacher-forced refiner(s) on `rows`; the coarse model itself is left untouched (training uses a copy).
+
+    `extra_jobs` (e.g. the control) train alongside, in parallel when `settings.parallel`; their results are
+    returned under their keys beside the refiners' (their models are updated in place).
+    """
+    jobs = refiner_jobs(coarse_model, rows, settings)
+    trained = run_jobs([*extra_jobs, *jobs], tokenizer, seed, output_dir, settings.parallel, report_to, callbacks)
+    refiner = Refiner({job.key: trained[job.key][0] for job in jobs}, tokenizer, settings)
+    return refiner, {key: result for key, (_, result) in trained.items()}
 
 
 # ---------------------------------------------------------------------------------------------- RL strategies
@@ -462,6 +520,28 @@ def refiner_exact_match(
     return {key: 100.0 * right / total for key, (right, total) in sorted(hits.items())}
 
 
+def model_exact_match(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    records: Sequence[Record],
+    verifier: TaskVerifier,
+    batch_size: int = 256,
+    max_new_tokens: int = 12,
+) -> dict[str, float]:
+    """Exact match (%) of a direct-answer model's greedy outputs on `records`, overall and per task (`em_*`)."""
+    if not records:
+        return {}
+    outputs = generate_batched(model, tokenizer, [r["prompt"] for r in records], max_new_tokens, batch_size)
+    hits: dict[str, list[int]] = {}
+    for record, output in zip(records, outputs, strict=True):
+        ok = int(verifier.verify(record["task"], output[0], record["answer"]))
+        for key in ("em", f"em_{record['task']}"):
+            hits.setdefault(key, [0, 0])
+            hits[key][0] += ok
+            hits[key][1] += 1
+    return {key: 100.0 * right / total for key, (right, total) in sorted(hits.items())}
+
+
 def run_refiner(
     coarse_model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -485,7 +565,33 @@ def run_refiner(
     """
     started = time.perf_counter()
     rows = training_rows(settings, pairs, train_records, eval_records, seed, answer_format, coarse_model, tokenizer)
-    refiner, results = train_teacher_forcing(coarse_model, tokenizer, rows, settings, seed, work_dir, report_to)
+    extra: list[SFTJob] = []
+    control = None
+    if settings.control.enabled:
+        control = control_job(
+            coarse_model, tokenizer, train_records, settings, refiner_jobs(coarse_model, rows, settings)
+        )
+        extra.append(control)
+    baseline_settings = answer_baseline_settings(settings)
+    baseline_jobs: list[SFTJob] = []
+    if settings.answer_baseline:
+        baseline_rows = training_rows(
+            baseline_settings, pairs, train_records, eval_records, seed, answer_format, coarse_model, tokenizer
+        )
+        baseline_jobs = refiner_jobs(coarse_model, baseline_rows, baseline_settings)
+        for job in baseline_jobs:
+            job.key = f"{ANSWER_PREFIX}{job.key}"
+        extra.extend(baseline_jobs)
+    trained_at = time.perf_counter()
+    refiner, results = train_teacher_forcing(
+        coarse_model, tokenizer, rows, settings, seed, work_dir, report_to, extra_jobs=extra
+    )
+    control_result = results.pop(control.key) if control else None
+    baseline = None
+    if baseline_jobs:
+        models = {job.key.removeprefix(ANSWER_PREFIX): job.model for job in baseline_jobs}
+        baseline_results = {key: results.pop(f"{ANSWER_PREFIX}{key}") for key in models}
+        baseline = Refiner(models, tokenizer, baseline_settings)
     history = [{**row, "model": float(i)} for i, result in enumerate(results.values()) for row in result.history]
     metrics: dict[str, float] = {
         "train_rows": float(len(rows)),
@@ -493,7 +599,19 @@ def run_refiner(
         "train_seconds": sum(r.train_seconds for r in results.values()),
         "train_tokens": float(sum(r.train_tokens for r in results.values())),
         "final_train_loss": sum(r.final_loss for r in results.values()) / len(results),
+        "training_wall_seconds": time.perf_counter() - trained_at,
     }
+    for key, result in results.items():
+        metrics[f"train_seconds_{key}"] = result.train_seconds
+        metrics[f"train_tokens_{key}"] = float(result.train_tokens)
+    if baseline is not None:
+        metrics["answer_train_seconds"] = sum(r.train_seconds for r in baseline_results.values())
+        metrics["answer_train_tokens"] = float(sum(r.train_tokens for r in baseline_results.values()))
+    if control is not None and control_result is not None:
+        metrics["control_steps"] = float(control.train.max_steps)
+        metrics["control_train_seconds"] = control_result.train_seconds
+        metrics["control_train_tokens"] = float(control_result.train_tokens)
+        metrics["control_final_train_loss"] = control_result.final_loss
     if settings.strategy in ("self_improvement", "adversarial"):
         discriminator = None
         if settings.strategy == "adversarial":
@@ -519,5 +637,18 @@ def run_refiner(
     if settings.format.use_coarse and routed:
         coarse = [o[0] for o in generate_batched(coarse_model, tokenizer, [r["prompt"] for r in routed], 12)]
     metrics.update({f"val_{k}": v for k, v in refiner_exact_match(refiner, routed, verifier, coarse).items()})
+    if control is not None:
+        metrics.update(
+            {f"val_control_{k}": v for k, v in model_exact_match(control.model, tokenizer, routed, verifier).items()}
+        )
     metrics["stage_seconds"] = time.perf_counter() - started
-    return RefinerOutcome(refiner, metrics, history, int(metrics["train_steps"]))
+    control_history = control_result.history if control_result is not None else []
+    return RefinerOutcome(
+        refiner,
+        metrics,
+        history,
+        int(metrics["train_steps"]),
+        control.model if control else None,
+        control_history,
+        baseline,
+    )

@@ -132,3 +132,15 @@ def test_coarse_model_required_without_lora(tiny_model, tokenizer, verifier):
     refiner = ScriptedRefiner(tiny_model, tokenizer, {})
     with pytest.raises(ValueError, match="cascade: coarse_model may be None only with a LoRA refiner"):
         CascadeTransformer(None, refiner, _limen(tiny_model, tokenizer, verifier, 0.5), tokenizer, CascadeSettings())
+
+
+def test_always_refine_and_skip_coarse_leave_families_without_a_refiner_to_the_coarse_model(build, tiny_model):
+    cascade = build({"+000": "650,012:+662", "": "1:+662"}, {"7*38=": "+000", "12+34=": "+64"})
+    cascade.refiner.models = {"mul": tiny_model}  # a per-family refiner for multiplication only
+    for mode in ("always_refine", "skip_coarse"):
+        run = cascade.generate(["7*38=", "12+34="], mode, ["mul", "add"])
+        refined, kept = run.traces
+        assert refined.final_stage == "refined" and refined.passes
+        assert kept.final == "+64" and kept.final_stage == "coarse" and not kept.passes
+        assert kept.decision == f"{mode}: no refiner for this family"
+    assert cascade.refiner.generated == ["7*38=[COARSE]+000[REFINE]", "7*38=[COARSE][REFINE]"]

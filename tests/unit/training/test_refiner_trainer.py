@@ -157,6 +157,7 @@ def test_run_refiner_adversarial_then_a_grpo_self_improvement_step(model, tokeni
         strategy="adversarial",
         self_improvement=rl,
         adversarial={"disc_steps": 5, "disc_hidden": 8},
+        control={"enabled": False},  # the train records here hold levels only
     )
     val = fresh_records({"mul": [1]}, 6, seed=9)
     limen = _limen(model, tokenizer, verifier)

@@ -1,0 +1,68 @@
+"""Files shared by the cascade stages: the frozen coarse model, the corpus splits, the pairs JSONL."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
+
+from cascadelab.data.corpus import CorpusVerifier, load_meta, load_split, write_jsonl
+from cascadelab.data.tokenizer import load_tokenizer
+
+Record = dict[str, Any]
+PAIR_SPLITS = ("train", "val")
+
+
+@dataclass
+class CascadeInputs:
+    """The frozen coarse model with its tokenizer, the corpus meta and its verifier."""
+
+    coarse: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    meta: dict[str, Any]
+    verifier: CorpusVerifier
+    corpus_dir: Path
+
+    def split(self, name: str) -> list[Record]:
+        """Records of one corpus split."""
+        return load_split(self.corpus_dir, name)
+
+
+def load_model(folder: str | Path) -> PreTrainedModel:
+    """A saved causal LM (`from_pretrained`), in eval mode, with its gradients off."""
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"{folder}: no saved model (run the stage that writes it)")
+    model = AutoModelForCausalLM.from_pretrained(str(folder))
+    model.eval()
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    return model
+
+
+def load_inputs(corpus_dir: str | Path, coarse_dir: str | Path, num_threads: int) -> CascadeInputs:
+    """The coarse model saved by `coarse_sft` (its tokenizer saved beside it) and the corpus it trained on."""
+    torch.set_num_threads(num_threads)
+    corpus_dir = Path(corpus_dir)
+    meta = load_meta(corpus_dir)
+    coarse = load_model(coarse_dir)
+    return CascadeInputs(coarse, load_tokenizer(coarse_dir), meta, CorpusVerifier(meta), corpus_dir)
+
+
+def write_pairs(folder: str | Path, pairs: dict[str, list[Record]]) -> None:
+    """One JSONL file per split (`train.jsonl`, `val.jsonl`), each written atomically."""
+    for split, rows in pairs.items():
+        write_jsonl(Path(folder) / f"{split}.jsonl", rows)
+
+
+def read_pairs(folder: str | Path, split: str) -> list[Record]:
+    """The pairs of one split written by `cascade_pairs`."""
+    path = Path(folder) / f"{split}.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing (run the cascade_pairs stage)")
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]

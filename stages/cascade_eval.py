@@ -1,0 +1,47 @@
+"""DVC stage `cascade_eval`: the cascade's modes on test, the equal-compute control, the accuracy-vs-compute curve."""
+
+from collections import defaultdict
+from pathlib import Path
+
+from cascadelab.cascade.stages import run_cascade_eval_stage
+from cascadelab.data.corpus import write_jsonl
+from cascadelab.io import write_tsv
+from cascadelab.stage import load_or_fail, run_stage, stage_context, write_stage_metrics
+
+CORPUS_DIR, COARSE_DIR = Path("data/corpus"), Path("models/coarse")
+LIMEN_DIR, REFINER_DIR, CONTROL_DIR = Path("models/limen"), Path("models/refiner"), Path("models/coarse_more")
+BASELINE_DIR = Path("models/refiner_answer")
+PLOTS_DIR = Path("plots/cascade_eval")
+SWEEP_COLUMNS = ["curve", "threshold", "tokens_per_item", "em", "refined_share"]
+
+
+def main() -> None:
+    """Read params, evaluate, write metrics, the sweep and per-family tables, the PNG and a prediction sample."""
+    params = load_or_fail()
+    with stage_context("cascade_eval", params, params.cascade_eval, script=__file__) as run:
+        outcome = run_cascade_eval_stage(
+            params.cascade_eval,
+            CORPUS_DIR,
+            COARSE_DIR,
+            LIMEN_DIR,
+            REFINER_DIR,
+            CONTROL_DIR,
+            BASELINE_DIR,
+            PLOTS_DIR / "accuracy_vs_compute.png",
+        )
+        write_tsv(PLOTS_DIR / "sweep.tsv", outcome.curves["sweep"], SWEEP_COLUMNS)
+        write_tsv(PLOTS_DIR / "families.tsv", outcome.curves["families"])
+        write_jsonl(PLOTS_DIR / "predictions.jsonl", outcome.predictions)
+        write_stage_metrics("cascade_eval", outcome.metrics, run)
+        run.log_artifact(PLOTS_DIR)
+    m = defaultdict(lambda: float("nan"), outcome.metrics)  # undefined rates are left out of the metrics
+    print(
+        f"cascade_eval: EM coarse {m['em_coarse']:.1f} / always-refine {m['em_refined']:.1f} / "
+        f"cascade {m['em_cascade']:.1f} / control {m['em_control']:.1f} %, "
+        f"cascade fix {m['fix_rate_cascade']:.1f} % break {m['break_rate_cascade']:.1f} %, "
+        f"tokens x{m['tokens_ratio_cascade']:.2f} of coarse-only"
+    )
+
+
+if __name__ == "__main__":
+    run_stage(main)
