@@ -10,36 +10,14 @@ reference/kernel. Without CUDA it says so and times the reference alone.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-from collections.abc import Callable
 from functools import partial
 
 import torch
 
 from cascadelab.kernels.gnprox_update import gnprox_update_ref, gnprox_update_triton
+from cascadelab.kernels.timing import median_ms
 
 SIZES = [2**16, 2**20, 2**22, 2**24, 2**26]
-
-
-def median_ms(fn: Callable[[], object], device: str, reps: int) -> float:
-    """Median milliseconds of ``fn`` after warm-up (CUDA events on GPU, wall clock on CPU)."""
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(reps):
-        if device == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            torch.cuda.synchronize()
-            times.append(start.elapsed_time(end))
-        else:
-            begin = time.perf_counter()
-            fn()
-            times.append(1e3 * (time.perf_counter() - begin))
-    return statistics.median(times)
 
 
 def main() -> None:

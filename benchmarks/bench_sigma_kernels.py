@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
@@ -29,29 +27,10 @@ from cascadelab.kernels import (
     quantize_activation_int8,
     quantize_weight_ternary,
 )
+from cascadelab.kernels.timing import median_ms
 
 SCAN_SIZES = [(4, 512, 8, 64, 64), (8, 1024, 16, 64, 64), (4, 2048, 16, 128, 64), (16, 2048, 32, 64, 64)]
 MATMUL_SIZES = [(1, 4096, 4096), (16, 4096, 4096), (512, 4096, 4096), (4096, 4096, 4096), (2048, 2048, 8192)]
-
-
-def timeit(fn: Callable[[], object], device: str, reps: int) -> float:
-    """Median milliseconds of ``fn`` after warm-up (CUDA events on GPU, wall clock on CPU)."""
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(reps):
-        if device == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            torch.cuda.synchronize()
-            times.append(start.elapsed_time(end))
-        else:
-            t0 = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
 
 
 def scan_inputs(size: tuple[int, ...], device: str, grad: bool) -> list[torch.Tensor]:
@@ -87,8 +66,8 @@ def bench_scan(device: str, reps: int, sizes: list[tuple[int, ...]], chunk: int)
 
             label = ",".join(map(str, size))
             try:
-                ref = timeit(lambda: run(chunk_scan_ref), device, reps)
-                tri = timeit(lambda: run(chunk_scan_triton), device, reps)
+                ref = median_ms(lambda: run(chunk_scan_ref), device, reps)
+                tri = median_ms(lambda: run(chunk_scan_triton), device, reps)
             except (RuntimeError, torch.OutOfMemoryError) as err:  # report and go on to the next size
                 print(f"{label:>22} {mode:>8} failed: {type(err).__name__}: {str(err)[:120]}")
                 continue
@@ -113,7 +92,7 @@ def bench_full_op(device: str, reps: int, size: tuple[int, ...], chunk: int) -> 
             y, _ = complex_scan(*leaves, chunk_size=chunk, backend=backend)  # type: ignore[arg-type]
             torch.autograd.grad(y, leaves, dy)
 
-        ms[backend] = timeit(run, device, reps)
+        ms[backend] = median_ms(run, device, reps)
     print(f"ref {ms['ref']:.3f} ms, triton {ms['triton']:.3f} ms, ref/triton {ms['ref'] / ms['triton']:.1f}x")
 
 
@@ -129,18 +108,16 @@ def bench_bitlinear(device: str, reps: int, sizes: list[tuple[int, int, int]]) -
         packed = pack_ternary(w_codes)
         x_codes, x_scale = quantize_activation_int8(x)
         args = (x_codes, x_scale, packed, w_scale, k)
-        ref = timeit(lambda args=args: bitlinear_matmul_ref(*args), device, reps)
-        tri = timeit(lambda args=args: bitlinear_matmul_triton(*args), device, reps)
+        ref = median_ms(lambda args=args: bitlinear_matmul_ref(*args), device, reps)
+        tri = median_ms(lambda args=args: bitlinear_matmul_triton(*args), device, reps)
         wb, xb = (w_codes.to(torch.bfloat16), x.to(torch.bfloat16))
-        dense = timeit(lambda wb=wb, xb=xb: xb @ wb.t(), device, reps)
+        dense = median_ms(lambda wb=wb, xb=xb: xb @ wb.t(), device, reps)
         print(f"{f'{m},{k},{n}':>18} {ref:9.3f} {tri:10.3f} {ref / tri:10.1f}x {dense:14.3f}")
 
 
 def main() -> None:
     """Run the kernel benchmarks and print the tables."""
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reps", type=int, default=20)
     parser.add_argument("--chunk", type=int, default=64)
     parser.add_argument("--quick", action="store_true", help="two sizes per kernel")
@@ -153,7 +130,7 @@ def main() -> None:
         cpu = torch.device("cpu").type
         for size in [(2, 256, 4, 32, 32)]:
             inputs = scan_inputs(size, cpu, grad=False)
-            ms = timeit(lambda inputs=inputs: chunk_scan_ref(*inputs, args.chunk), cpu, 5)
+            ms = median_ms(lambda inputs=inputs: chunk_scan_ref(*inputs, args.chunk), cpu, 5)
             print(f"scan ref fwd {size}: {ms:.2f} ms")
         return
     print(f"device: {torch.cuda.get_device_name()}")
