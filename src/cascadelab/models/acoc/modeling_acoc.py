@@ -28,6 +28,7 @@ from transformers.cache_utils import Cache
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
 from cascadelab.models.acoc.configuration_acoc import ACOCConfig
+from cascadelab.models.attention_masks import causal_padding_mask
 
 
 class ACOCRMSNorm(nn.Module):
@@ -370,19 +371,6 @@ class ACOCPreTrainedModel(PreTrainedModel):
             init.zeros_(module.router_bias)
 
 
-def _attention_mask(
-    attention_mask: torch.Tensor | None, batch: int, q_len: int, past_len: int, device: torch.device
-) -> torch.Tensor:
-    """Boolean (B, 1, T, S) mask: causal, padding keys hidden, every token always sees itself."""
-    kv_len = past_len + q_len
-    query_pos = torch.arange(past_len, kv_len, device=device)[:, None]
-    key_pos = torch.arange(kv_len, device=device)[None, :]
-    mask = (key_pos <= query_pos)[None, None].expand(batch, 1, q_len, kv_len)
-    if attention_mask is not None:
-        keys = attention_mask[:, -kv_len:].bool()[:, None, None, :]
-        mask = mask & keys | (key_pos == query_pos)[None, None]
-    return mask
-
 
 class ACOCModel(ACOCPreTrainedModel):
     """The ACOC decoder stack: embeddings, layers, final norm."""
@@ -436,7 +424,7 @@ class ACOCModel(ACOCPreTrainedModel):
                 position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -T:]
             else:
                 position_ids = torch.arange(past_len, past_len + T, device=device)[None].expand(B, T)
-        mask = _attention_mask(attention_mask, B, T, past_len, device)
+        mask = causal_padding_mask(attention_mask, B, T, past_len, device)
         valid = attention_mask[:, -T:].bool() if attention_mask is not None else None
         cos, sin = self.rotary_emb(inputs_embeds, position_ids)
         x = inputs_embeds
