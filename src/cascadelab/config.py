@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from cascadelab.cascade.settings import CascadeEvalSettings, LimenSettings, PairsSettings, RefinerSettings
+from cascadelab.params_base import SFTTrainParams, StrictModel
 from cascadelab.training.optimizers.settings import OptimizerSettings
 
 TASK_FAMILIES = ("add", "sub", "mul", "expr", "reverse", "word")
@@ -20,12 +21,6 @@ TASK_FAMILIES = ("add", "sub", "mul", "expr", "reverse", "word")
 
 class ParamsError(ValueError):
     """A params.yaml problem, reported as one line naming the key path."""
-
-
-class StrictModel(BaseModel):
-    """Base for every params section: unknown keys are errors, values are validated on assignment."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 # --------------------------------------------------------------------------------------------- tracking
@@ -138,23 +133,6 @@ class CurriculumParams(StrictModel):
     switch_loss: float = Field(0.1, gt=0)
     max_warmup_fraction: float = Field(0.6, ge=0, le=1)
     group_batches_by_task: bool = True
-
-
-class SFTTrainParams(StrictModel):
-    """Optimisation settings of a supervised fine-tuning run (steps, not seconds, so reruns are identical)."""
-
-    max_steps: int = Field(8000, gt=0)
-    batch_size: int = Field(16, gt=0)
-    learning_rate: float = Field(1e-3, gt=0)
-    warmup_steps: int = Field(100, ge=0)
-    decay_fraction: float = Field(0.2, ge=0, le=1)
-    weight_decay: float = Field(0.0, ge=0)
-    max_grad_norm: float = Field(1.0, gt=0)
-    logging_steps: int = Field(50, gt=0)
-    save_steps: int = Field(1000, ge=0)
-    bf16: bool = False
-    activation_checkpointing: bool = False
-    num_threads: int = Field(2, gt=0)
 
 
 class EvalParams(StrictModel):

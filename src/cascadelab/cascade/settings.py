@@ -2,8 +2,7 @@
 
 Each class is a pydantic model with unknown keys forbidden and constrained fields, meant to be nested as a
 section of the params schema in `cascadelab.config`. This module imports nothing from `cascadelab.config`
-(which will import it), so there is no import cycle; `RefinerTrainSettings` mirrors the fields of
-`config.SFTTrainParams` for that reason and is converted where `train_sft` is called.
+(which will import it), so there is no import cycle; the shared bases come from `cascadelab.params_base`.
 
 Validator messages start with the offending key (`mix.div: ...`), the form `config._format_error` turns
 into a full key path.
@@ -13,20 +12,16 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from cascadelab.params_base import SFTTrainParams, StrictModel
 
 CascadeMode = Literal["normal", "coarse_only", "always_refine", "skip_coarse"]
 CASCADE_MODES: tuple[CascadeMode, ...] = ("coarse_only", "always_refine", "normal", "skip_coarse")
 
 
-class _Strict(BaseModel):
-    """Unknown keys are errors; values are validated on assignment too."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
 # --------------------------------------------------------------------------------------------- cascade_pairs
-class CrossFitSettings(_Strict):
+class CrossFitSettings(StrictModel):
     """k-fold cross-fitting: a coarse model trained without fold i answers fold i (0 folds: off)."""
 
     folds: int = Field(0, ge=0, le=20)
@@ -38,7 +33,7 @@ class CrossFitSettings(_Strict):
         return self
 
 
-class PairsSettings(_Strict):
+class PairsSettings(StrictModel):
     """How the frozen coarse model answers train/val prompts to make (coarse, gold) pairs."""
 
     num_samples: int = Field(4, ge=0, description="sampled answers per prompt, besides the greedy one")
@@ -60,7 +55,7 @@ class PairsSettings(_Strict):
 
 
 # --------------------------------------------------------------------------------------------- limen
-class LimenSettings(_Strict):
+class LimenSettings(StrictModel):
     """The LIMEN gate: a calibrated 'output is wrong' classifier plus a rule layer and thresholds."""
 
     use_hidden: bool = Field(True, description="mean-pooled last hidden state of the frozen base model")
@@ -82,7 +77,7 @@ class LimenSettings(_Strict):
 
 
 # --------------------------------------------------------------------------------------------- refiner
-class RefinerFormatSettings(_Strict):
+class RefinerFormatSettings(StrictModel):
     """What the refiner reads and writes: `{prompt}[COARSE]{coarse}[REFINE]` → steps (or answer)."""
 
     target: Literal["steps", "answer"] = Field("steps", description="answer: direct re-emission (the baseline)")
@@ -91,24 +86,16 @@ class RefinerFormatSettings(_Strict):
     max_coarse_chars: int = Field(32, gt=0, description="coarse outputs are cut to this length in the input")
 
 
-class RefinerTrainSettings(_Strict):
-    """Teacher-forcing optimisation (mirrors `config.SFTTrainParams`; converted when calling `train_sft`)."""
+class RefinerTrainSettings(SFTTrainParams):
+    """Teacher-forcing optimisation: `train_sft`'s settings with the refiner's defaults."""
 
     max_steps: int = Field(3000, gt=0)
-    batch_size: int = Field(16, gt=0)
-    learning_rate: float = Field(1e-3, gt=0)
     warmup_steps: int = Field(50, ge=0)
     decay_fraction: float = Field(0.5, ge=0, le=1)
-    weight_decay: float = Field(0.0, ge=0)
-    max_grad_norm: float = Field(1.0, gt=0)
-    logging_steps: int = Field(50, gt=0)
     save_steps: int = Field(0, ge=0)
-    bf16: bool = False
-    activation_checkpointing: bool = False
-    num_threads: int = Field(2, gt=0)
 
 
-class RefinerLoraSettings(_Strict):
+class RefinerLoraSettings(StrictModel):
     """The LoRA adapter of `mode: lora` (PEFT) on the coarse base."""
 
     r: int = Field(64, gt=0)
@@ -120,7 +107,7 @@ class RefinerLoraSettings(_Strict):
     )
 
 
-class SeparateRefinerSettings(_Strict):
+class SeparateRefinerSettings(StrictModel):
     """The small transformer of `mode: separate`: own layers, embeddings copied from the coarse model."""
 
     num_layers: int = Field(4, gt=0)
@@ -130,7 +117,7 @@ class SeparateRefinerSettings(_Strict):
     freeze_embeddings: bool = Field(True, description="keep the shared coarse embeddings (and tied head) frozen")
 
 
-class SelfImprovementSettings(_Strict):
+class SelfImprovementSettings(StrictModel):
     """GRPO after teacher forcing: reward = verified(refined) − verified(coarse) − λ·tension + format term."""
 
     max_steps: int = Field(200, gt=0)
@@ -152,7 +139,7 @@ class SelfImprovementSettings(_Strict):
         return self
 
 
-class AdversarialSettings(_Strict):
+class AdversarialSettings(StrictModel):
     """A discriminator (gold vs refined text) whose score joins the self-improvement reward."""
 
     weight: float = Field(0.2, ge=0, description="reward += weight · (P_disc(gold | refined) − 0.5)")
@@ -161,7 +148,7 @@ class AdversarialSettings(_Strict):
     disc_learning_rate: float = Field(1e-3, gt=0)
 
 
-class ControlSettings(_Strict):
+class ControlSettings(StrictModel):
     """The equal-compute control `coarse_more`: the coarse model trained further in its own format."""
 
     enabled: bool = True
@@ -171,7 +158,7 @@ class ControlSettings(_Strict):
     num_threads: int = Field(1, gt=0, description="torch threads of the control's training")
 
 
-class RefinerSettings(_Strict):
+class RefinerSettings(StrictModel):
     """The refiner: architecture mode, training data, format, strategy and per-family routing/budgets."""
 
     mode: Literal["lora", "full", "separate"] = "full"
@@ -234,7 +221,7 @@ class RefinerSettings(_Strict):
 
 
 # --------------------------------------------------------------------------------------------- cascade_eval
-class CascadeSettings(_Strict):
+class CascadeSettings(StrictModel):
     """Inference of `CascadeTransformer`: lengths, passes, routing, cache."""
 
     max_refinement_steps: int = Field(1, ge=1, le=8, description="refiner passes; stops early when settled")
@@ -246,7 +233,7 @@ class CascadeSettings(_Strict):
     cache_size: int = Field(100_000, ge=0, description="cached refiner inputs (repeated coarse outputs); 0: off")
 
 
-class CascadeEvalSettings(_Strict):
+class CascadeEvalSettings(StrictModel):
     """The `cascade_eval` stage: modes, threshold recalibration, sweep resolution, text metrics."""
 
     cascade: CascadeSettings = Field(default_factory=lambda: CascadeSettings())

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from cascadelab.params_base import StrictModel
 from cascadelab.training.optimizers.muon import MuonAdamWSettings
 
 OptimizerName = Literal["adamw", "muon", "normuon", "adamuon", "c3o", "gnprox"]
@@ -13,18 +14,14 @@ OPTIMIZER_NAMES: tuple[str, ...] = ("adamw", "muon", "normuon", "adamuon", "c3o"
 MUON_FAMILY: tuple[str, ...] = ("muon", "normuon", "adamuon", "c3o")
 
 
-class _Settings(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class SecondMomentSettings(_Settings):
+class SecondMomentSettings(StrictModel):
     """NorMuon / AdaMuon: the EMA rate of the second moment of the orthogonalised update."""
 
     beta2: float = Field(0.95, ge=0, lt=1)
     eps: float = Field(1e-8, gt=0)
 
 
-class C3OSettings(_Settings):
+class C3OSettings(StrictModel):
     """C3O: credit bounds, the credit EMA rate and how many steps one credit window lasts."""
 
     credit_min: float = Field(0.5, gt=0, le=1)
@@ -33,7 +30,7 @@ class C3OSettings(_Settings):
     credit_interval: int = Field(50, gt=0)
 
 
-class GNProxSettings(_Settings):
+class GNProxSettings(StrictModel):
     """GNProx: step size, moment rates, curvature scale, refresh interval and kernel backend."""
 
     learning_rate: float = Field(3e-4, gt=0)
@@ -45,7 +42,7 @@ class GNProxSettings(_Settings):
     backend: Literal["auto", "triton", "ref"] = "auto"
 
 
-class OptimizerSettings(_Settings):
+class OptimizerSettings(StrictModel):
     """Which optimizer trains the model and the settings of each (only the chosen one's are used).
 
     `adamw` uses `learning_rate`/`betas`/`weight_decay` over every parameter. The Muon family (`muon`,
