@@ -137,6 +137,18 @@ def run(cmd, cwd, env, check=True):
     return result.stdout + result.stderr
 
 
+def run_stage_with_edit(project, script, old, new):
+    """Run `stages/<script>` with `old` replaced by `new` in params.yaml (restored after); its output."""
+    repo, env = project
+    params = repo / "params.yaml"
+    text = params.read_text()
+    try:
+        params.write_text(text.replace(old, new))
+        return run(["env", "PYTHONPATH=src", "python", f"stages/{script}"], repo, env, check=False)
+    finally:
+        params.write_text(text)
+
+
 def dvc(project, *args):
     repo, env = project
     return run([sys.executable, "-m", "dvc", *args], repo, env)

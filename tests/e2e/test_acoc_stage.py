@@ -4,7 +4,7 @@ import json
 
 import pytest
 from datasets import load_from_disk
-from e2e_project import TINY_ACOC, TINY_PREPARE, client, dvc, make_project, run, stage_runs
+from e2e_project import TINY_ACOC, TINY_PREPARE, client, dvc, make_project, run_stage_with_edit, stage_runs
 from transformers import AutoModelForCausalLM
 
 from cascadelab.io import read_tsv
@@ -85,14 +85,7 @@ def test_acoc_stage_grows_a_saturated_model_and_writes_models_history_metrics_an
 
 
 def test_bad_acoc_param_fails_with_one_line(project):
-    repo, env = project
-    params = repo / "params.yaml"
-    text = params.read_text()
-    try:
-        params.write_text(text.replace("stagnation_tol: 0.15", "stagnation_tol: -1"))
-        out = run(["env", "PYTHONPATH=src", "python", "stages/acoc.py"], repo, env, check=False)
-    finally:
-        params.write_text(text)
+    out = run_stage_with_edit(project, "acoc.py", "stagnation_tol: 0.15", "stagnation_tol: -1")
     assert out.strip().splitlines() == [
         "error: params.yaml: acoc.growth.stagnation_tol: must be greater than or equal to 0 (got -1)"
     ]

@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from e2e_project import TINY_LEGO, TINY_PREPARE, dvc, make_project, run, stage_runs
+from e2e_project import TINY_LEGO, TINY_PREPARE, dvc, make_project, run, run_stage_with_edit, stage_runs
 from safetensors import safe_open
 
 from cascadelab.models.lego import LEGOTransformer
@@ -71,14 +71,7 @@ def test_phase2_param_reruns_phase2_only(project):
 
 
 def test_bad_lego_param_fails_with_one_line(project):
-    repo, env = project
-    params = repo / "params.yaml"
-    text = params.read_text()
-    try:
-        params.write_text(text.replace("hard_example_ratio: 0.5", "hard_example_ratio: 1.5"))
-        out = run(["env", "PYTHONPATH=src", "python", "stages/lego_hard_examples.py"], repo, env, check=False)
-    finally:
-        params.write_text(text)
+    out = run_stage_with_edit(project, "lego_hard_examples.py", "hard_example_ratio: 0.5", "hard_example_ratio: 1.5")
     assert out.strip().splitlines()[-1] == (
         "error: params.yaml: lego.hard_examples.hard_example_ratio: must be less than 1 (got 1.5)"
     )
