@@ -17,16 +17,11 @@ from typing import Any
 
 import torch
 
-from cascadelab.training.optimizers.orthogonal import OrthogonalMomentum
+from cascadelab.training.optimizers.orthogonal import SecondMomentOrthogonal
 
 
-class AdaMuon(OrthogonalMomentum):
+class AdaMuon(SecondMomentOrthogonal):
     """Muon + an element-wise, bias-corrected second moment of the orthogonalised update."""
-
-    def __init__(self, params: Any, beta2: float = 0.95, norm_eps: float = 1e-8, **kwargs: Any) -> None:
-        if not 0 <= beta2 < 1:
-            raise ValueError(f"beta2 must be in [0, 1), got {beta2}")
-        super().__init__(params, beta2=beta2, norm_eps=norm_eps, **kwargs)
 
     def shape_update(self, p: torch.Tensor, group: dict[str, Any], o: torch.Tensor) -> torch.Tensor:
         """Divide O element-wise by its bias-corrected RMS EMA, then restore O's Frobenius norm."""
@@ -39,4 +34,4 @@ class AdaMuon(OrthogonalMomentum):
         v.lerp_(o.square(), 1 - group["beta2"])
         correction = 1 - group["beta2"] ** state["adamuon_step"]
         normalised = o / ((v / correction).sqrt() + group["norm_eps"])
-        return normalised * (o.norm() / normalised.norm().clamp(min=group["norm_eps"]))
+        return self.match_norm(normalised, o, group["norm_eps"])

@@ -19,16 +19,11 @@ from typing import Any
 
 import torch
 
-from cascadelab.training.optimizers.orthogonal import OrthogonalMomentum
+from cascadelab.training.optimizers.orthogonal import SecondMomentOrthogonal
 
 
-class NorMuon(OrthogonalMomentum):
+class NorMuon(SecondMomentOrthogonal):
     """Muon + a per-row (neuron-wise) second moment of the orthogonalised update."""
-
-    def __init__(self, params: Any, beta2: float = 0.95, norm_eps: float = 1e-8, **kwargs: Any) -> None:
-        if not 0 <= beta2 < 1:
-            raise ValueError(f"beta2 must be in [0, 1), got {beta2}")
-        super().__init__(params, beta2=beta2, norm_eps=norm_eps, **kwargs)
 
     def shape_update(self, p: torch.Tensor, group: dict[str, Any], o: torch.Tensor) -> torch.Tensor:
         """Divide each row of O by its RMS EMA, then restore O's Frobenius norm."""
@@ -38,4 +33,4 @@ class NorMuon(OrthogonalMomentum):
         v = state["row_second_moment"]
         v.lerp_(o.square().mean(dim=1, keepdim=True), 1 - group["beta2"])
         normalised = o / (v.sqrt() + group["norm_eps"])
-        return normalised * (o.norm() / normalised.norm().clamp(min=group["norm_eps"]))
+        return self.match_norm(normalised, o, group["norm_eps"])

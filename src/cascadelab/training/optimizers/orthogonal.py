@@ -100,3 +100,17 @@ class OrthogonalMomentum(torch.optim.Optimizer):
                 p.add_(update, alpha=-scaled_lr)
                 self.after_update(p, group, update, scaled_lr)
         return loss
+
+
+class SecondMomentOrthogonal(OrthogonalMomentum):
+    """Orthogonal momentum whose update is divided by a second moment (NorMuon, AdaMuon share this)."""
+
+    def __init__(self, params: Any, beta2: float = 0.95, norm_eps: float = 1e-8, **kwargs: Any) -> None:
+        if not 0 <= beta2 < 1:
+            raise ValueError(f"beta2 must be in [0, 1), got {beta2}")
+        super().__init__(params, beta2=beta2, norm_eps=norm_eps, **kwargs)
+
+    @staticmethod
+    def match_norm(normalised: torch.Tensor, o: torch.Tensor, eps: float) -> torch.Tensor:
+        """`normalised` rescaled to O's Frobenius norm, so that Muon's learning rate carries over."""
+        return normalised * (o.norm() / normalised.norm().clamp(min=eps))
