@@ -271,10 +271,32 @@ class SigmaGuardParams(StrictModel):
     snapshot_steps: int = Field(50, gt=0)  # how often the last good state is remembered
 
 
+class SigmaStreamParams(StrictModel):
+    """A streamed Hugging Face dataset's text field, mixed into the corpus batches (`data.source: hybrid`)."""
+
+    path: str  # hub id, local dataset folder, or a builder name such as `json` (with data_files)
+    name: str | None = None  # dataset configuration
+    split: str = "train"
+    data_files: str | list[str] | None = None
+    text_field: str = "text"
+    weight: float = Field(0.2, ge=0, le=1)  # share of batches drawn from the stream
+    max_length: int = Field(128, gt=1)  # tokens per streamed text (EOS included)
+    shuffle_buffer: int = Field(1000, ge=0)  # seeded shuffle buffer (0: stream order)
+
+
 class SigmaDataParams(StrictModel):
-    """The training-batch pipeline (prefetch used when `features.prefetch` is on)."""
+    """The training-batch pipeline: its source, and the prefetch used when `features.prefetch` is on."""
 
     prefetch_batches: int = Field(8, gt=0)  # bound of the prefetch queue
+    source: Literal["local", "hybrid"] = "local"  # hybrid: the corpus mixed with `stream` (the seed's backend)
+    bootstrap_batches: int = Field(50, ge=0)  # hybrid: the first batches always come from the corpus
+    stream: SigmaStreamParams | None = None
+
+    @model_validator(mode="after")
+    def _stream_for_hybrid(self) -> SigmaDataParams:
+        if self.source == "hybrid" and self.stream is None:
+            raise ValueError("stream: required when source is hybrid (set stream.path to a dataset)")
+        return self
 
 
 SIGMA_PROFILES: dict[str, dict[str, Any]] = {

@@ -1,4 +1,4 @@
-"""Integrity guards of the SIGMA loop: non-finite steps, loss spikes, and the hidden-eval manifest.
+"""Integrity guards of the SIGMA loop: non-finite steps, and loss spikes.
 
 Per step, :meth:`IntegrityGuards.check` looks at the loss and the gradient norm before the optimizer
 steps and returns what the loop must do:
@@ -10,29 +10,23 @@ steps and returns what the loop must do:
   good losses: restore the last good state and multiply the learning rate by `spike_lr_factor`.
 
 :class:`GoodState` keeps that last good state (model, optimizers, schedulers) in memory, taken every
-`snapshot_steps` ordinary steps. The hidden-eval manifest (:func:`write_manifest`, :func:`check_manifest`)
-holds a hash of every normalised val/test prompt; training data that contains any is a hard failure.
+`snapshot_steps` ordinary steps. The hidden-eval manifest that trainers check at start lives in
+:mod:`cascadelab.data.hidden_eval` (written by `prepare`).
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import math
 import statistics
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from cascadelab.io import write_json
-
 Verdict = Literal["step", "skip", "restore", "rollback"]
-MANIFEST_NAME = "hidden_eval_manifest.json"
 
 
 class IntegrityGuards:
@@ -115,31 +109,3 @@ def scale_learning_rate(schedulers: Sequence[Any], factor: float) -> None:
         scheduler.base_lrs = [lr * factor for lr in scheduler.base_lrs]
         for group in scheduler.optimizer.param_groups:
             group["lr"] *= factor
-
-
-def normalise_prompt(prompt: str) -> str:
-    """The form prompts are compared in: stripped, lower-case, single spaces."""
-    return " ".join(prompt.lower().split())
-
-
-def prompt_hash(prompt: str) -> str:
-    """sha256 of the normalised prompt."""
-    return hashlib.sha256(normalise_prompt(prompt).encode()).hexdigest()
-
-
-def write_manifest(path: Path, splits: Mapping[str, Iterable[str]]) -> Path:
-    """Write the hashes of every prompt of the hidden splits (e.g. val, test) to `path`."""
-    write_json(path, {name: sorted({prompt_hash(p) for p in prompts}) for name, prompts in splits.items()})
-    return path
-
-
-def check_manifest(path: Path, train_prompts: Iterable[str]) -> int:
-    """Number of manifest prompts checked; fails naming the count if any training prompt is in it."""
-    manifest = json.loads(Path(path).read_text())
-    hidden = {h for hashes in manifest.values() for h in hashes}
-    overlap = {prompt_hash(p) for p in train_prompts} & hidden
-    if overlap:
-        raise ValueError(
-            f"hidden-eval manifest {path}: {len(overlap)} training prompts are in the hidden val/test splits"
-        )
-    return len(hidden)

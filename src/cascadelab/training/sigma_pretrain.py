@@ -22,6 +22,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from cascadelab.config import SigmaModelParams, SigmaPretrainParams, check_sigma_runtime
 from cascadelab.data.corpus import CorpusVerifier, load_meta, load_split
+from cascadelab.data.hidden_eval import check_manifest, manifest_path
 from cascadelab.data.tokenizer import load_tokenizer
 from cascadelab.io import atomic_directory, write_json
 from cascadelab.models.coarse import build_causal_lm, count_parameters
@@ -30,9 +31,9 @@ from cascadelab.training.background import BackgroundCall
 from cascadelab.training.checkpoints import checkpoint_dir, discard
 from cascadelab.training.coarse_sft import evaluate_lm
 from cascadelab.training.data import TokenizedRows, mixed_batches
-from cascadelab.training.integrity_guards import MANIFEST_NAME, check_manifest, write_manifest
 from cascadelab.training.run_checkpoints import CheckpointStore
 from cascadelab.training.sigma_trainer import LogFn, SigmaTrainer, TrainResult, build_optimizers, mean_loss
+from cascadelab.training.text_stream import build_batch_source
 
 MODELS = ("sigma", "baseline")
 
@@ -155,11 +156,10 @@ def train_and_evaluate(
         checkpoints=CheckpointStore(folder, params.train.keep_checkpoints) if params.train.checkpoint_steps else None,
     )
     train = params.train
-    result = trainer.fit(
-        mixed_batches(
-            train_rows, params.mix, train.max_steps, train.batch_size, seed, group_by_task=train.group_batches_by_task
-        )
+    corpus_batches = mixed_batches(
+        train_rows, params.mix, train.max_steps, train.batch_size, seed, group_by_task=train.group_batches_by_task
     )
+    result = trainer.fit(build_batch_source(corpus_batches, params.data, tokenizer, train.batch_size, seed))
     discard(folder)  # finished: a rerun starts afresh rather than from the final checkpoint
     started = time.perf_counter()
     evaluation, outputs = evaluate_lm(
@@ -195,7 +195,7 @@ def run_sigma_pretrain(
     started = time.perf_counter()
     check_sigma_runtime(params, torch.cuda.is_available())
     write_resolved_settings(params, seed, out_dir)
-    check_hidden_eval(corpus_dir, out_dir)
+    check_hidden_eval(corpus_dir)
     tokenizer = load_tokenizer(tokenizer_dir)
     sizes = {name: count_parameters(build_model(name, params, tokenizer, seed)) for name in MODELS}
     gap = check_param_gap(sizes["sigma"], sizes["baseline"], params.baseline_param_tolerance)
@@ -239,17 +239,12 @@ def run_sigma_pretrain(
     return SigmaPretrainOutcome(metrics, histories, predictions, runs["sigma"].metrics_path)
 
 
-def check_hidden_eval(corpus_dir: Path, out_dir: Path) -> int:
-    """Check the train split against the hidden-eval manifest (val + test prompt hashes); fails on any overlap.
+def check_hidden_eval(corpus_dir: Path) -> int:
+    """Check the train split against prepare's hidden-eval manifest; fails on any overlap or a missing manifest.
 
-    Uses `corpus_dir/hidden_eval_manifest.json` when the corpus has one, else writes it to `out_dir`
-    from the corpus's own val and test splits. Returns the number of hidden prompts checked.
+    Returns the number of hidden (val + test) prompts checked.
     """
-    manifest = Path(corpus_dir) / MANIFEST_NAME
-    if not manifest.is_file():
-        splits = {name: [r["prompt"] for r in load_split(corpus_dir, name)] for name in ("val", "test")}
-        manifest = write_manifest(Path(out_dir) / MANIFEST_NAME, splits)
-    return check_manifest(manifest, (r["prompt"] for r in load_split(corpus_dir, "train")))
+    return check_manifest(manifest_path(corpus_dir), (r["prompt"] for r in load_split(corpus_dir, "train")))
 
 
 def write_resolved_settings(params: SigmaPretrainParams, seed: int, out_dir: Path) -> Path:

@@ -15,8 +15,9 @@ from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from cascadelab.config import SigmaFeatureParams, SigmaGuardParams, SigmaOptimizerParams, SigmaTrainParams
+from cascadelab.data.hidden_eval import check_manifest, write_manifest
 from cascadelab.training.batch_pipeline import FallbackSource, Prefetcher
-from cascadelab.training.integrity_guards import IntegrityGuards, check_manifest, write_manifest
+from cascadelab.training.integrity_guards import IntegrityGuards
 from cascadelab.training.sigma_trainer import SigmaTrainer, build_optimizers
 
 VOCAB = 32

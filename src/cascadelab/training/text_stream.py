@@ -1,0 +1,147 @@
+"""A streaming Hugging Face text source mixed with the local corpus: the seed's `hybrid` data backend.
+
+For users with a network (or a local dataset folder), `data.source: hybrid` mixes language-modelling
+batches of a streamed dataset's text field into the corpus batches:
+
+- :func:`stream_texts` streams ``load_dataset(path, name, split=..., streaming=True)`` (a hub id, a
+  local folder, or a builder such as ``json`` with ``data_files``), shuffled with a seeded buffer;
+- :func:`text_batches` tokenizes each text (truncated to `max_length`, EOS appended; every token is a
+  target) into right-padded batches;
+- :class:`HybridBatches` draws each batch from the stream with probability `weight` (a seeded
+  choice), except the first `bootstrap_batches`, which always come from the corpus, so every run
+  starts on the same deterministic batches however the stream behaves;
+- :func:`build_batch_source` wraps that in a :class:`~cascadelab.training.batch_pipeline.FallbackSource`:
+  when the stream fails (no network, a missing field), the rest of the run draws from the corpus and
+  the trainer reports the fallback as ``data_fallbacks``.
+
+The corpus batches are drawn from one iterator in either case, so the fallback continues exactly where
+the mixed source stopped.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from cascadelab.training.batch_pipeline import FallbackSource
+from cascadelab.training.data import IGNORE_INDEX, Batch
+
+if TYPE_CHECKING:
+    from cascadelab.config import SigmaDataParams, SigmaStreamParams
+
+
+def stream_texts(
+    path: str,
+    text_field: str,
+    seed: int,
+    name: str | None = None,
+    split: str = "train",
+    data_files: str | list[str] | None = None,
+    shuffle_buffer: int = 0,
+) -> Iterator[str]:
+    """The non-empty `text_field` values of a streamed dataset, in a seeded shuffled order."""
+    from datasets import load_dataset
+
+    dataset = load_dataset(path, name, split=split, streaming=True, data_files=data_files)
+    if shuffle_buffer:
+        dataset = dataset.shuffle(seed=seed, buffer_size=shuffle_buffer)
+    for row in dataset:
+        if text_field not in row:
+            raise KeyError(f"stream {path}: rows have no field {text_field!r} (fields: {', '.join(row)})")
+        text = row[text_field]
+        if isinstance(text, str) and text.strip():
+            yield text
+
+
+def text_batches(
+    texts: Iterable[str], tokenizer: PreTrainedTokenizerBase, batch_size: int, max_length: int
+) -> Iterator[Batch]:
+    """Right-padded language-modelling batches: each text's ids (truncated, EOS appended) are all targets."""
+    if tokenizer.pad_token_id is None or tokenizer.eos_token_id is None:
+        raise ValueError("tokenizer: needs pad and eos tokens")
+    pad, eos = int(tokenizer.pad_token_id), int(tokenizer.eos_token_id)
+    rows: list[list[int]] = []
+    for text in texts:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"][: max_length - 1]
+        rows.append([*ids, eos])
+        if len(rows) == batch_size:
+            yield _collate(rows, pad)
+            rows = []
+
+
+def _collate(rows: list[list[int]], pad: int) -> Batch:
+    width = max(len(r) for r in rows)
+    ids = [r + [pad] * (width - len(r)) for r in rows]
+    labels = [r + [IGNORE_INDEX] * (width - len(r)) for r in rows]
+    return {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels)}
+
+
+class HybridBatches:
+    """Corpus batches with a seeded share `weight` of stream batches, after `bootstrap_batches` corpus ones."""
+
+    def __init__(
+        self,
+        corpus: Iterator[Batch],
+        stream: Callable[[], Iterable[Batch]],
+        weight: float,
+        seed: int,
+        bootstrap_batches: int = 0,
+    ) -> None:
+        if not 0 <= weight <= 1:
+            raise ValueError(f"stream weight must be in [0, 1], got {weight}")
+        self._corpus = corpus
+        self._open_stream = stream  # opened on first use, so a failing load happens inside next()
+        self._stream: Iterator[Batch] | None = None
+        self._rng = random.Random(seed)
+        self._weight, self._bootstrap = weight, bootstrap_batches
+        self.drawn = 0
+        self.stream_batches = 0
+
+    def __iter__(self) -> Iterator[Batch]:
+        return self
+
+    def __next__(self) -> Batch:
+        # the draw happens for every batch (bootstrap included), so the choice sequence depends on the seed only
+        from_stream = self._rng.random() < self._weight and self.drawn >= self._bootstrap
+        self.drawn += 1
+        if not from_stream:
+            return next(self._corpus)
+        if self._stream is None:
+            self._stream = iter(self._open_stream())
+        batch = next(self._stream, None)
+        if batch is None:
+            raise RuntimeError("stream: exhausted")  # a finite dataset ran out: the corpus takes over
+        self.stream_batches += 1
+        return batch
+
+
+def build_batch_source(
+    corpus: Iterable[Batch],
+    data: SigmaDataParams,
+    tokenizer: PreTrainedTokenizerBase,
+    batch_size: int,
+    seed: int,
+) -> Iterable[Batch]:
+    """The training batches `data.source` asks for: the corpus alone, or hybrid with a counted fallback."""
+    if data.source == "local":
+        return corpus
+    stream = data.stream
+    assert stream is not None  # config validation requires it for `hybrid`
+    corpus_batches = iter(corpus)
+    hybrid = HybridBatches(
+        corpus_batches,
+        lambda: text_batches(_texts(stream, seed), tokenizer, batch_size, stream.max_length),
+        stream.weight,
+        seed,
+        data.bootstrap_batches,
+    )
+    return FallbackSource(hybrid, corpus_batches)
+
+
+def _texts(stream: SigmaStreamParams, seed: int) -> Iterator[str]:
+    options: dict[str, Any] = {"name": stream.name, "split": stream.split, "data_files": stream.data_files}
+    return stream_texts(stream.path, stream.text_field, seed, shuffle_buffer=stream.shuffle_buffer, **options)
