@@ -727,6 +727,22 @@ class ACOCParams(StrictModel):
 
 
 # --------------------------------------------------------------------------------------------- root
+ReportStage = Literal["coarse_sft", "cascade_eval", "hybrid_rnn", "lego_phase2", "acoc", "sigma_pretrain", "sigma_rl"]
+DEFAULT_REPORT_STAGES: list[ReportStage] = [
+    "coarse_sft", "cascade_eval", "hybrid_rnn", "lego_phase2", "acoc", "sigma_pretrain"
+]  # fmt: skip
+
+
+class ReportParams(StrictModel):
+    """The final report: which stages' models go into the comparison table, in that order."""
+
+    title: str = "cascadelab: every model on one test split"
+    stages: list[ReportStage] = Field(
+        default_factory=lambda: list(DEFAULT_REPORT_STAGES),
+        min_length=1,
+    )
+
+
 class Params(StrictModel):
     """The whole params.yaml: the global seed plus one section per stage."""
 
@@ -742,6 +758,7 @@ class Params(StrictModel):
     limen: LimenSettings = Field(default_factory=LimenSettings)
     refiner: RefinerSettings = Field(default_factory=RefinerSettings)
     cascade_eval: CascadeEvalSettings = Field(default_factory=CascadeEvalSettings)
+    report: ReportParams = Field(default_factory=ReportParams)
 
     @model_validator(mode="after")
     def _cascade_families(self) -> Params:

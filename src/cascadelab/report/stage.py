@@ -1,0 +1,48 @@
+"""The `report` stage's logic: collect every model's row, write the table, TSV, plot and summary metrics."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cascadelab.io import atomic_write_text, write_tsv
+from cascadelab.report.render import COLUMNS, markdown_table, plot_accuracy
+from cascadelab.report.table import ModelRow, collect_rows
+
+
+@dataclass(frozen=True)
+class ReportOutputs:
+    """What the report wrote, and the flat metrics for metrics/report.json."""
+
+    rows: list[ModelRow]
+    metrics: dict[str, Any]
+    files: list[Path]
+
+
+def _key(model: str) -> str:
+    """An ASCII metric-name prefix for a model label (`Transformer² cascade (gated)` -> `transformer_cascade_gated`)."""
+    return re.sub(r"[^a-z0-9]+", "_", model.lower()).strip("_")
+
+
+def build_report(stages: list[str], metrics_dir: Path, out_dir: Path, title: str) -> ReportOutputs:
+    """Write `out_dir/{report.md, models.tsv, accuracy.png}` from the stages' metrics files."""
+    rows = collect_rows(metrics_dir, stages)
+    table = markdown_table(rows)
+    text = (
+        f"# {title}\n\nEvery model of the pipeline on the test split of the same corpus (exact match in %, "
+        "test perplexity of the responses, parameters, training wall seconds, inference compute relative to "
+        "one pass of the model per generated token). Regenerate with `dvc repro report`.\n\n" + table
+    )
+    files = [out_dir / "report.md", out_dir / "models.tsv", out_dir / "accuracy.png"]
+    atomic_write_text(files[0], text)
+    write_tsv(files[1], [r.as_dict() for r in rows], COLUMNS)
+    plot_accuracy(files[2], rows)
+    metrics: dict[str, Any] = {"models": len(rows)}
+    for row in rows:
+        for name in ("em", "ppl", "params", "inference_compute"):
+            value = getattr(row, name)
+            if value is not None:
+                metrics[f"{_key(row.model)}_{name}"] = value
+    return ReportOutputs(rows, metrics, files)

@@ -1,0 +1,75 @@
+"""The final report: every stage's models in one table, from the metrics files the stages write."""
+
+from __future__ import annotations
+
+import json
+import typing
+from pathlib import Path
+
+import pytest
+
+from cascadelab.config import ReportStage
+from cascadelab.io import read_tsv
+from cascadelab.report.stage import build_report
+from cascadelab.report.table import BUILDERS, collect_rows
+
+FAMILIES = {"add": 100.0, "sub": 90.0, "mul": 5.0, "expr": 4.0, "reverse": 0.0, "word": 2.5}
+METRICS = {
+    "coarse_sft": {"em": 30.0, **{f"em_{k}": v for k, v in FAMILIES.items()}, "test_ppl": 2.5, "params": 1000,
+                   "train_seconds": 200.0},
+    "refiner": {"refiner_bytes": 4000.0, "training_wall_seconds": 100.0},
+    "cascade_eval": {"em_cascade": 40.0, "em_cascade_word": 50.0, "em_refined": 41.0, "em_control": 31.0,
+                     "tokens_ratio_cascade": 1.5, "tokens_ratio_refined": 1.7},
+    "hybrid_rnn": {"em": 22.0, "test_ppl": 2.9, "params": 1100, "train_seconds": 120.0},
+    "lego_phase1": {"train_seconds": 50.0},
+    "lego_phase2": {"em": 6.0, "ppl": 2.5, "params": 900, "train_seconds": 10.0, "compute_cost": 0.74,
+                    "baseline_em": 17.0, "baseline_ppl": 2.2, "baseline_params": 1000, "baseline_train_seconds": 170.0},
+    "acoc": {"acoc": {"em": 59.0, "em_add": 49.5, "em_sub": 69.0, "params": 53904, "ppl": 1.4},
+             "static_initial": {"em": 64.0, "em_add": 60.0, "em_sub": 68.0, "params": 41124},
+             "static_final": {"em": 87.0, "em_add": 86.0, "em_sub": 88.0, "params": 53904}},
+    "sigma_pretrain": {"sigma_em": 25.3, "sigma_test_ppl": 1.75, "sigma_params": 1161760, "baseline_em": 15.8,
+                       "baseline_test_ppl": 1.95, "baseline_params": 1155584},
+}  # fmt: skip
+STAGES = ["coarse_sft", "cascade_eval", "hybrid_rnn", "lego_phase2", "acoc", "sigma_pretrain"]
+
+
+@pytest.fixture
+def metrics_dir(tmp_path: Path) -> Path:
+    for name, payload in METRICS.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps(payload))
+    return tmp_path
+
+
+def test_every_stage_the_schema_allows_has_a_row_builder() -> None:
+    assert set(typing.get_args(ReportStage)) == set(BUILDERS)
+
+
+def test_rows_carry_each_stages_figures(metrics_dir: Path) -> None:
+    rows = {r.model: r for r in collect_rows(metrics_dir, STAGES)}
+    assert len(rows) == 12
+    coarse = rows["coarse (Llama)"]
+    assert (coarse.em, coarse.ppl, coarse.params, coarse.em_by_family) == (30.0, 2.5, 1000.0, FAMILIES)
+    cascade = rows["Transformer² cascade (gated)"]
+    assert (cascade.em, cascade.params, cascade.train_seconds, cascade.inference_compute) == (40.0, 2000.0, 300.0, 1.5)
+    assert cascade.em_by_family == {"word": 50.0}
+    assert rows["LEGO (routed early exit)"].inference_compute == 0.74
+    assert rows["LEGO (routed early exit)"].train_seconds == 60.0
+    assert rows["ACOC (grown)"].tasks == "add+sub" and rows["ACOC (grown)"].em_by_family == {"add": 49.5, "sub": 69.0}
+    assert rows["SigmaLLM"].ppl == 1.75 and rows["SIGMA baseline (Llama)"].params == 1155584
+
+
+def test_the_report_writes_table_tsv_plot_and_flat_metrics(metrics_dir: Path, tmp_path: Path) -> None:
+    out = build_report(STAGES, metrics_dir, tmp_path / "report", "Title")
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert text.startswith("# Title\n") and "| coarse (Llama) | `coarse_sft` | all | 30.0 | 100.0 | 90.0 |" in text
+    tsv = read_tsv(tmp_path / "report" / "models.tsv")
+    assert [r["model"] for r in tsv][:2] == ["coarse (Llama)", "Transformer² cascade (gated)"]
+    assert tsv[0]["em_word"] == "2.5" and tsv[1]["ppl"] == ""
+    assert (tmp_path / "report" / "accuracy.png").stat().st_size > 1000
+    assert out.metrics["models"] == 12 and out.metrics["coarse_llama_em"] == 30.0
+    assert out.metrics["transformer_cascade_gated_inference_compute"] == 1.5
+
+
+def test_a_missing_metrics_file_names_it_and_its_stage(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"report: .*hybrid_rnn.json not found \(run its stage first"):
+        collect_rows(tmp_path, ["hybrid_rnn"])
