@@ -6,13 +6,16 @@ from pathlib import Path
 from typing import Any
 
 from cascadelab.config import PrepareParams
+from cascadelab.data.code_tasks import build_code_splits, write_code_tasks
 from cascadelab.data.corpus import SPLITS, build_splits, corpus_meta, iter_texts, write_corpus
 from cascadelab.data.tokenizer import round_trip_failures, train_tokenizer
 from cascadelab.io import atomic_directory
 
 
-def prepare(params: PrepareParams, seed: int, corpus_dir: Path, tokenizer_dir: Path) -> dict[str, Any]:
-    """Write the corpus and the tokenizer atomically; return summary metrics."""
+def prepare(
+    params: PrepareParams, seed: int, corpus_dir: Path, tokenizer_dir: Path, code_dir: Path | None = None
+) -> dict[str, Any]:
+    """Write the corpus, the tokenizer and (with `code_dir` and `code.enabled`) the code tasks; return metrics."""
     splits = build_splits(params, seed)
     if not splits["train"]:
         raise ValueError("prepare: the train split is empty (check prepare.families and prepare.sizes)")
@@ -21,11 +24,21 @@ def prepare(params: PrepareParams, seed: int, corpus_dir: Path, tokenizer_dir: P
     failures = round_trip_failures(tokenizer, all_texts)
     if failures:
         raise ValueError(f"tokenizer: encode/decode is not exact on the corpus, e.g. {failures[0]!r}")
+    code = params.code
+    code_splits = build_code_splits(code.levels, code.sizes.train, code.sizes.val, code.sizes.test, seed)
+    if code_dir is not None and code.enabled:
+        code_texts = [text for split in SPLITS for text in iter_texts(code_splits[split], ("prompt", "response"))]
+        failures = round_trip_failures(tokenizer, code_texts, limit=1)
+        if failures:
+            raise ValueError(f"prepare.code: {failures[0]!r} does not round-trip through the corpus tokenizer")
     meta = corpus_meta(params, splits)
     with atomic_directory(corpus_dir) as tmp:
         write_corpus(splits, meta, tmp)
     with atomic_directory(tokenizer_dir) as tmp:
         tokenizer.save_pretrained(str(tmp))
+    if code_dir is not None and code.enabled:
+        with atomic_directory(code_dir) as tmp:
+            write_code_tasks(code_splits, tmp)
     lengths = [
         len(tokenizer(r["prompt"] + r["response"], add_special_tokens=False)["input_ids"]) + 1 for r in splits["train"]
     ]
@@ -36,4 +49,6 @@ def prepare(params: PrepareParams, seed: int, corpus_dir: Path, tokenizer_dir: P
         mean_train_sequence_tokens=sum(lengths) / len(lengths),
         tasks=len({r["task"] for r in splits["train"]}),
     )
+    if code_dir is not None and code.enabled:
+        metrics.update({f"code_{split}_size": len(code_splits[split]) for split in SPLITS})
     return metrics
