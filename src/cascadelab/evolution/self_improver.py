@@ -26,6 +26,7 @@ from typing import Any
 from cascadelab.data.answers import AnswerFormat
 from cascadelab.data.corpus import normalise_prompt
 from cascadelab.data.tasks import FAMILIES, get_family
+from cascadelab.params_base import check_settings
 
 Generate = Callable[[list[str]], list[str]]
 Verify = Callable[[str, str, object], bool]
@@ -42,16 +43,19 @@ class SelfImproverSettings:
     attempts_per_problem: int = 50  # draws allowed per wanted problem before a round gives up (small spaces)
 
     def __post_init__(self) -> None:
-        if self.problems_per_round <= 0:
-            raise ValueError(f"self_improver.problems_per_round: must be > 0, got {self.problems_per_round}")
         unknown = sorted(set(self.families) - set(FAMILIES))
         if not self.families or unknown:
             known = ", ".join(FAMILIES)
             raise ValueError(f"self_improver.families: unknown or empty {unknown}; known: {known}")
-        if not self.levels or any(level not in (1, 2, 3) for level in self.levels):
-            raise ValueError(f"self_improver.levels: must be a non-empty subset of 1, 2, 3, got {list(self.levels)}")
-        if self.attempts_per_problem <= 0:
-            raise ValueError(f"self_improver.attempts_per_problem: must be > 0, got {self.attempts_per_problem}")
+        check_settings(
+            "self_improver",
+            self,
+            (
+                ("problems_per_round", self.problems_per_round > 0, "> 0"),
+                ("levels", bool(self.levels) and set(self.levels) <= {1, 2, 3}, "a non-empty subset of 1, 2, 3"),
+                ("attempts_per_problem", self.attempts_per_problem > 0, "> 0"),
+            ),
+        )
 
 
 class SelfImprover:

@@ -22,6 +22,8 @@ from collections import deque
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from cascadelab.params_base import check_settings
+
 
 @dataclass(frozen=True)
 class MetaLoopSettings:
@@ -35,16 +37,18 @@ class MetaLoopSettings:
     history: int = 64
 
     def __post_init__(self) -> None:
-        for key, ok, rule in (
-            ("lm_rise_tolerance", self.lm_rise_tolerance >= 0, ">= 0"),
-            ("reward_rise_min", self.reward_rise_min >= 0, ">= 0"),
-            ("lr_down_factor", 0 < self.lr_down_factor < 1, "in (0, 1)"),
-            ("rl_share_step", 0 <= self.rl_share_step <= 1, "in [0, 1]"),
-            ("min_lr_scale", 0 < self.min_lr_scale <= 1, "in (0, 1]"),
-            ("history", self.history > 0, "> 0"),
-        ):
-            if not ok:
-                raise ValueError(f"meta_loop.{key}: must be {rule}, got {getattr(self, key)}")
+        check_settings(
+            "meta_loop",
+            self,
+            (
+                ("lm_rise_tolerance", self.lm_rise_tolerance >= 0, ">= 0"),
+                ("reward_rise_min", self.reward_rise_min >= 0, ">= 0"),
+                ("lr_down_factor", 0 < self.lr_down_factor < 1, "in (0, 1)"),
+                ("rl_share_step", 0 <= self.rl_share_step <= 1, "in [0, 1]"),
+                ("min_lr_scale", 0 < self.min_lr_scale <= 1, "in (0, 1]"),
+                ("history", self.history > 0, "> 0"),
+            ),
+        )
 
 
 @dataclass(frozen=True)

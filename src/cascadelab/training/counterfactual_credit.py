@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from cascadelab.params_base import check_settings
 from cascadelab.training.optimizers.c3o import gain_shares
 
 
@@ -52,8 +53,7 @@ class CreditSettings:
                 "counterfactual_credit: need 0 < credit_min <= 1 <= credit_max, "
                 f"got {self.credit_min}, {self.credit_max}"
             )
-        if not 0 < self.strength <= 1:
-            raise ValueError(f"counterfactual_credit.strength: must be in (0, 1], got {self.strength}")
+        check_settings("counterfactual_credit", self, [("strength", 0 < self.strength <= 1, "in (0, 1]")])
 
 
 class CounterfactualCredit:

@@ -73,7 +73,7 @@ def test_generate_must_answer_every_prompt_and_settings_are_checked() -> None:
         improver.round(lambda prompts: ["+0"], VERIFIER.verify)
     with pytest.raises(ValueError, match=r"self_improver.families: unknown or empty \['nope'\]"):
         SelfImproverSettings(families=("add", "nope"))
-    with pytest.raises(ValueError, match=r"self_improver.levels: must be a non-empty subset of 1, 2, 3, got \[4\]"):
+    with pytest.raises(ValueError, match=r"self_improver\.levels: must be a non-empty subset of 1, 2, 3, got \(4,\)"):
         SelfImproverSettings(levels=(4,))
     with pytest.raises(ValueError, match=r"self_improver\.problems_per_round: must be > 0, got 0"):
         SelfImproverSettings(problems_per_round=0)
