@@ -30,6 +30,7 @@ def main() -> None:
                 MODEL_DIR,
                 OUT_DIR,
                 log_fn=lambda metrics, step: run.log_metrics(metrics, step=step),
+                tracking_run=run,
             )
         except Exception:
             if (OUT_DIR / "errors").is_dir():

@@ -406,6 +406,14 @@ class SigmaRLFeatureParams(SigmaFeatureParams):
     asym_verify: bool = True  # a cheap-check failure is final (never escalated); off: every output gets the full check
     causal_replay: bool = True  # prompts of high-advantage samples re-enter later RL batches by priority
     auto_mix: bool = True  # the RL share adapts to held-out reward progress every eval window
+    meta_loop: bool = (
+        False  # Uroboros: every window sets the lr factor and the RL-share change (replaces auto_mix's rule)
+    )
+    research_log: bool = False  # one (hypothesis, change, expected, measured) cycle per window, JSONL artifact
+    self_improver: bool = False  # every window: new template problems, the model's verified answers become LM rows
+    counterfactual_credit: bool = False  # C3O credit from reverting each layer's last RL update on a probe batch
+    fractal_nas: bool = False  # structural-variant trials at a tiny budget after the run (winner reported only)
+    draft_heads: bool = False  # draft heads trained on the final model: acceptance rate and speed-up measured
 
 
 class GRPOParams(StrictModel):
@@ -459,6 +467,18 @@ class SandboxParams(StrictModel):
     memory_mb: int = Field(256, gt=0)
 
 
+class EvolutionParams(StrictModel):
+    """Budgets of the evolution subsystems (each switched in `features`)."""
+
+    self_improver_problems: int = Field(16, gt=0)  # new problems per window
+    nas_trials: int = Field(4, gt=0)  # coarse trials (one round)
+    nas_steps: int = Field(20, gt=0)  # training steps per trial
+    draft_num_heads: int = Field(2, gt=0)
+    draft_steps: int = Field(100, gt=0)
+    draft_learning_rate: float = Field(1.0e-3, gt=0)
+    draft_prompts: int = Field(32, gt=0)  # test prompts the speculative decoding is measured on
+
+
 class RLEvalParams(StrictModel):
     """Held-out reward (val) and the before/after test evaluation."""
 
@@ -480,46 +500,40 @@ class SigmaRLTrainParams(SigmaTrainParams):
     parallel_baseline: bool = False  # unused by sigma_rl
 
 
+_RL_SWITCHES = (
+    "code_rl",
+    "causal_replay",
+    "auto_mix",
+    "meta_loop",
+    "research_log",
+    "self_improver",
+    "counterfactual_credit",
+    "fractal_nas",
+    "draft_heads",
+)
+_RL_STANDARD = ("code_rl", "causal_replay", "auto_mix", "meta_loop", "research_log", "self_improver", "draft_heads")
 SIGMA_RL_PROFILES: dict[str, dict[str, Any]] = {
     "minimal": {
         "optimizer": {"name": "adamw"},
         "features": {
-            "c3o_credit": False,
-            "integrity_guards": False,
-            "prefetch": False,
-            "crash_report": False,
-            "code_rl": False,
+            **SIGMA_PROFILES["minimal"]["features"],
             "asym_verify": True,
-            "causal_replay": False,
-            "auto_mix": False,
+            **dict.fromkeys(_RL_SWITCHES, False),
         },
     },
+    # what fits the stage's 4-minute budget: every RL subsystem but the C3O-only credit and NAS
     "standard": {
         "optimizer": {"name": "adamw"},
         "features": {
-            "c3o_credit": False,
-            "integrity_guards": True,
-            "prefetch": True,
-            "crash_report": True,
-            "code_rl": True,
+            **SIGMA_PROFILES["standard"]["features"],
             "asym_verify": True,
-            "causal_replay": True,
-            "auto_mix": True,
+            **{name: name in _RL_STANDARD for name in _RL_SWITCHES},
         },
     },
     # every RL subsystem and trainer feature (the proof runs this)
     "full": {
         "optimizer": {"name": "c3o"},
-        "features": {
-            "c3o_credit": True,
-            "integrity_guards": True,
-            "prefetch": True,
-            "crash_report": True,
-            "code_rl": True,
-            "asym_verify": True,
-            "causal_replay": True,
-            "auto_mix": True,
-        },
+        "features": {**SIGMA_PROFILES["full"]["features"], "asym_verify": True, **dict.fromkeys(_RL_SWITCHES, True)},
     },
 }
 
@@ -554,6 +568,7 @@ class SigmaRLParams(StrictModel):
     sandbox: SandboxParams = Field(default_factory=lambda: SandboxParams())
     format_weight: float = Field(0.1, ge=0, lt=1)  # reward share of a well-formed answer
     eval: RLEvalParams = Field(default_factory=lambda: RLEvalParams())
+    evolution: EvolutionParams = Field(default_factory=lambda: EvolutionParams())
 
     @model_validator(mode="before")
     @classmethod
@@ -568,6 +583,10 @@ class SigmaRLParams(StrictModel):
         check_mix(self.mix)
         if self.train.eval_steps == 0:
             raise ValueError("train.eval_steps: must be > 0 (the held-out reward and the mix are judged per window)")
+        if self.features.counterfactual_credit and self.optimizer.name != "c3o":
+            raise ValueError(
+                f"features.counterfactual_credit: true needs optimizer.name: c3o (got {self.optimizer.name})"
+            )
         check_sigma_compatibility(self)
         return self
 

@@ -66,7 +66,21 @@ TINY_RL = {
     "auto_mix": {"initial_share": 0.5, "max_share": 0.6},
     "eval": {"batch_size": 16, "max_new_tokens": 4, "sample_predictions": 0},
 }
-RL_FEATURES = ("grpo", "verifier", "verifier_cascade", "asym_verify", "causal_replay", "auto_mix", "code_rl")
+RL_FEATURES = (
+    "grpo",
+    "verifier",
+    "verifier_cascade",
+    "asym_verify",
+    "causal_replay",
+    "auto_mix",
+    "code_rl",
+    "meta_loop",
+    "research_log",
+    "self_improver",
+    "counterfactual_credit",
+    "fractal_nas",
+    "draft_heads",
+)
 
 
 def test_the_full_profile_proves_every_feature_at_tiny_size(data: Path, tmp_path: Path) -> None:
@@ -121,7 +135,8 @@ def test_the_command_exits_one_line_on_an_impossible_profile(
 
 
 def test_the_proof_names_an_rl_feature_that_never_ran(data: Path, tmp_path: Path) -> None:
-    rl_section = proof_rl_section({**TINY_RL, "replay": {"per_step": 0}}, steps=12)  # replay on, never sampled
+    cheap = {"fractal_nas": False, "draft_heads": False}
+    rl_section = proof_rl_section({**TINY_RL, "features": cheap, "replay": {"per_step": 0}}, steps=12)  # never sampled
     _, problems = run_proof(
         proof_section(TINY, steps=12),
         1,

@@ -1,4 +1,4 @@
-"""A tiny `sigma_rl`: the held-out reward rises on easy verifiable tasks (reverse + level-1 code)."""
+"""A tiny `sigma_rl`: the held-out reward rises on easy verifiable tasks (1-digit sums + level-1 code)."""
 
 from __future__ import annotations
 
@@ -18,15 +18,15 @@ from cascadelab.training.sigma_rl import run_sigma_rl
 TINY_RL = {
     "optimizer": {"learning_rate": 3.0e-3},
     "train": {
-        "max_steps": 60,
+        "max_steps": 100,
         "batch_size": 16,
         "logging_steps": 10,
-        "eval_steps": 30,
+        "eval_steps": 50,
         "eval_records": 32,
         "num_threads": 1,
         "checkpoint_steps": 0,
     },
-    "mix": {"reverse": 0.5, "code": 0.5},
+    "mix": {"add": 0.5, "code": 0.5},
     "grpo": {"prompts_per_step": 2, "num_generations": 4, "max_completion_length": 8},
     "auto_mix": {"initial_share": 0.2},
     "eval": {"heldout_math": 16, "heldout_code": 8, "batch_size": 64, "max_new_tokens": 8, "sample_predictions": 2},
@@ -45,7 +45,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("rl")
     params = PrepareParams.model_validate(
         {
-            "families": {"reverse": {"difficulties": [1]}, "mul": {"difficulties": [1]}},
+            "families": {"reverse": {"difficulties": [1]}, "add": {"difficulties": [1]}, "mul": {"difficulties": [1]}},
             "sizes": {"train": 300, "val": 16, "test": 16},
             "code": {"levels": [1], "sizes": {"train": 200, "val": 8, "test": 8}},
         }
@@ -79,12 +79,15 @@ def test_held_out_reward_rises_and_every_rl_counter_is_logged(project: Path) -> 
     )
     m = outcome.metrics
     assert m["end_heldout_reward"] > m["start_heldout_reward"]
-    first = outcome.decisions[0]
-    assert m["lm_steps"] == 60 and m["rl_steps"] == 6 + round(30 * first["share_after"])  # share 0.2, then moved
-    assert [row["step"] for row in outcome.curve] == [0.0, 30.0, 60.0]
-    assert len(outcome.decisions) == 2 and all(d["reason"] for d in outcome.decisions)
+    first, _ = outcome.decisions  # one meta-loop decision per window (its reference: the start)
+    assert m["lm_steps"] == 100 and m["rl_steps"] == 10 + round(50 * first["share_after"])  # share 0.2, then moved
+    assert [row["step"] for row in outcome.curve] == [0.0, 50.0, 100.0]
+    assert all(d["reason"].startswith("meta-loop: step ") for d in outcome.decisions)
     last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
-    for name in ("grpo", "verifier", "verifier_cascade", "asym_verify", "causal_replay", "auto_mix", "code_rl"):
+    rl = ("grpo", "verifier", "verifier_cascade", "asym_verify", "causal_replay", "auto_mix", "code_rl")
+    for name in (*rl, "meta_loop", "research_log", "self_improver", "draft_heads"):
         assert last[f"feature_{name}_enabled"] == 1 and last[f"feature_{name}_effective_calls"] > 0, name
     assert last["feature_gspo_enabled"] == 0 and last["feature_gspo_effective_calls"] == 0
     assert (project / "sigma_rl" / "config.json").is_file()
+    assert len((out / "research_log.jsonl").read_text().splitlines()) == 2  # one cycle per window
+    assert m["draft_identical"] is True and 0 <= m["draft_acceptance_rate"] <= 1

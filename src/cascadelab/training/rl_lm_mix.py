@@ -11,6 +11,7 @@ held-out mean reward and LM val loss with the previous window's:
 
 ``s`` stays within ``[min_share, max_share]``. Every decision is recorded with its reason, whether or
 not it moved the share; with the mix off the share stays at ``initial_share`` and nothing is decided.
+With the Uroboros meta-loop on, its decision replaces this rule (`apply` with its delta and reason).
 """
 
 from __future__ import annotations
@@ -66,11 +67,17 @@ class RLMix:
             delta, reason = s.step, f"held-out reward rose {last_reward:.4f} -> {heldout_reward:.4f}: more RL"
         else:
             delta, reason = -s.step, f"held-out reward plateaued {last_reward:.4f} -> {heldout_reward:.4f}: less RL"
+        return self.apply(step, delta, heldout_reward, lm_val_loss, reason)
+
+    def apply(self, step: int, delta: float, heldout_reward: float, lm_val_loss: float, reason: str) -> MixDecision:
+        """Move the share by `delta` (clipped to the bounds) and record the decision with `reason`."""
+        s = self.settings
+        self.previous = (heldout_reward, lm_val_loss)
         before = self.share
         self.share = round(min(max(before + delta, s.min_share), s.max_share), 6)
         if self.share != before:
             self.changes += 1
-        else:
+        elif delta:
             reason += " (at the bound, unchanged)"
         decision = MixDecision(step, before, self.share, heldout_reward, lm_val_loss, reason)
         self.decisions.append(decision)

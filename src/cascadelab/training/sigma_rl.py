@@ -38,6 +38,7 @@ from cascadelab.training.replay_causal import CausalReplay
 from cascadelab.training.rl_lm_mix import RLMix
 from cascadelab.training.run_checkpoints import CheckpointStore
 from cascadelab.training.sigma_pretrain import _save
+from cascadelab.training.sigma_rl_evolution import Evolution
 from cascadelab.training.sigma_trainer import LogFn, SigmaTrainer, build_optimizers, mean_loss
 from cascadelab.training.sigma_verifier import CodeSpec, CodeVerifier, MathVerifier, VerifierCascade
 
@@ -117,9 +118,17 @@ def code_pass_rate(
 class RLPlugin:
     """The RL side of the loop: the mix decides, the bridge updates; counters, curves and state for the trainer."""
 
-    def __init__(self, bridge: GRPOBridge | None, mix: RLMix, sandbox: Sandbox | None, params: SigmaRLParams) -> None:
+    def __init__(
+        self,
+        bridge: GRPOBridge | None,
+        mix: RLMix,
+        sandbox: Sandbox | None,
+        params: SigmaRLParams,
+        evolution: Evolution | None = None,
+    ) -> None:
         self.bridge = bridge
         self.mix = mix
+        self.evolution = evolution
         self.sandbox = sandbox
         self.params = params
         self.curve: list[dict[str, float]] = []  # held-out reward and share per eval window
@@ -129,7 +138,11 @@ class RLPlugin:
         """The trainer's ``rl`` phase: one RL update when the mix says it is due."""
         self.lm_steps += 1
         if self.bridge is not None and self.mix.rl_due():
+            if self.evolution is not None:
+                self.evolution.before_rl_step()
             self.bridge.step(step)
+            if self.evolution is not None:
+                self.evolution.after_rl_step()
 
     def features(self) -> tuple[dict[str, bool], dict[str, int]]:
         """RL features (the bridge's), the auto-mix and the sandboxed code rewards."""
@@ -210,8 +223,12 @@ def run_sigma_rl(
     model_dir: Path,
     out_dir: Path,
     log_fn: LogFn | None = None,
+    tracking_run: Any = None,
 ) -> SigmaRLOutcome:
-    """RL the pretrained SigmaLLM in `sigma_dir`, save it to `model_dir`, log to `out_dir` (see module doc)."""
+    """RL the pretrained SigmaLLM in `sigma_dir`, save it to `model_dir`, log to `out_dir` (see module doc).
+
+    `tracking_run` (the stage's MLflow run) parents the NAS trials' child runs.
+    """
     started = time.perf_counter()
     torch.set_num_threads(params.train.num_threads)
     torch.manual_seed(seed)
@@ -290,22 +307,47 @@ def run_sigma_rl(
         code_share=params.grpo.code_share,
     )
     mix = RLMix(params.auto_mix, adaptive=features.auto_mix)
-    plugin = RLPlugin(bridge, mix, train_sandbox, params)
+    exclude = [r["prompt"] for r in corpus_val + load_split(corpus_dir, "test")]
+    evolution = Evolution(
+        params, seed, model, optimizers, tokenizer, verifier, math_tasks, exclude, val_batches[:1], out_dir
+    )
+    plugin = RLPlugin(bridge, mix, train_sandbox, params, evolution)
     mix.previous = (start["heldout_reward"], mean_loss(model, val_batches))
     plugin.curve.append({"step": 0.0, **start, "val_loss": mix.previous[1], "rl_share": mix.share})
+    evolution.start(start["heldout_reward"], mix.previous[1])
 
     def evaluate(m: torch.nn.Module) -> dict[str, float]:
         figures = heldout_reward(model, tokenizer, heldout, eval_cascade, params)
         figures["val_loss"] = mean_loss(m, val_batches)
-        mix.decide(trainer.step, figures["heldout_reward"], figures["val_loss"])
+        figures.update(
+            evolution.window(
+                trainer.step,
+                figures["heldout_reward"],
+                figures["val_loss"],
+                mix,
+                trainer.schedulers,
+                lambda prompts: greedy(model, tokenizer, prompts, params),
+            )
+        )
         figures["rl_share"] = mix.share
         plugin.curve.append({"step": float(trainer.step), **figures})
         return figures
 
     trainer.eval_fn = evaluate
-    trainer.checkpoint_fn = lambda m, _step: _save(m, tokenizer, model_dir)
+    probe_batches = list(
+        mixed_batches(rows, params.mix, 8, params.train.batch_size, seed + 1, params.train.group_batches_by_task)
+    )
+    evolution_metrics: dict[str, Any] = {}
+
+    def finish(m: torch.nn.Module, _step: int) -> None:
+        # before the last row is logged, so its counters include the draft heads and NAS
+        _save(m, tokenizer, model_dir)
+        evolution_metrics.update(evolution.finish(model, math_test, probe_batches, val_batches, tracking_run))
+
+    trainer.checkpoint_fn = finish
     trainer.add_hook("rl", plugin.hook)
     trainer.add_plugin("rl", plugin)
+    trainer.add_plugin("evolution", evolution)
     train = params.train
     result = trainer.fit(
         mixed_batches(rows, params.mix, train.max_steps, train.batch_size, seed, train.group_batches_by_task)
@@ -314,6 +356,7 @@ def run_sigma_rl(
     after, math_outputs, code_outputs = _test_report(
         model, tokenizer, math_test, code_test, verifier, eval_cascade if use_code else None, params
     )
+
     end = plugin.curve[-1]
     metrics: dict[str, Any] = {
         **{f"start_{k}": v for k, v in start.items()},
@@ -328,6 +371,7 @@ def run_sigma_rl(
         "train_seconds": result.train_seconds,
         **{f"phase_{k}_s": v for k, v in result.phase_seconds.items()},
         **{k: v for k, v in result.features.items() if k.startswith("feature_")},
+        **evolution_metrics,
     }
     metrics["reward_gain"] = metrics["end_heldout_reward"] - metrics["start_heldout_reward"]
     metrics["wall_seconds"] = time.perf_counter() - started
