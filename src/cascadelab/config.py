@@ -421,7 +421,7 @@ class GRPOParams(StrictModel):
 
     prompts_per_step: int = Field(2, gt=0)  # distinct prompts per update; the batch is prompts x num_generations
     num_generations: int = Field(4, ge=2)
-    max_completion_length: int = Field(12, gt=0)
+    max_completion_length: int = Field(20, gt=0)
     temperature: float = Field(1.0, gt=0)
     importance_sampling_level: Literal["token", "sequence"] = "token"  # sequence: GSPO
     beta: float = Field(0.0, ge=0)  # KL coefficient; 0 loads no reference model
@@ -485,16 +485,16 @@ class RLEvalParams(StrictModel):
     heldout_math: int = Field(64, gt=0)  # val prompts of the corpus in the held-out reward
     heldout_code: int = Field(40, gt=0)  # val prompts of the code tasks
     batch_size: int = Field(256, gt=0)
-    max_new_tokens: int = Field(12, gt=0)
+    max_new_tokens: int = Field(20, gt=0)  # a level-2 lambda is 16 characters + EOS
     sample_predictions: int = Field(32, ge=0)
 
 
 class SigmaRLTrainParams(SigmaTrainParams):
     """The `sigma_rl` loop (defaults for RL on the pretrained model)."""
 
-    max_steps: int = Field(600, gt=0)
+    max_steps: int = Field(400, gt=0)
     warmup_steps: int = Field(0, ge=0)
-    decay_fraction: float = Field(0.0, ge=0, le=1)
+    decay_fraction: float = Field(0.2, ge=0, le=1)
     eval_steps: int = Field(100, ge=0)
     num_threads: int = Field(2, gt=0)
     parallel_baseline: bool = False  # unused by sigma_rl
