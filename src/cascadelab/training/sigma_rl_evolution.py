@@ -213,6 +213,8 @@ class Evolution:
 
         e = self.params.evolution
         torch.manual_seed(self.seed)
+        was_training = model.training
+        model.eval()  # in train mode the MoE's deferred bias update changes routing between forwards
         heads = DraftHeads.for_model(model, e.draft_num_heads)
         ids = [b["input_ids"] for b in train_batches]
         losses = train_draft_heads(model, heads, ids, e.draft_steps, e.draft_learning_rate, self.seed)
