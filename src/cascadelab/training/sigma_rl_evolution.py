@@ -224,6 +224,7 @@ class Evolution:
         report = measure_speculative(
             model, heads, prompts, self.params.eval.max_new_tokens, self.tokenizer.eos_token_id
         )
+        model.train(was_training)
         self.finished["draft_heads"] = 1
         return {
             "draft_identical": report["identical"],
