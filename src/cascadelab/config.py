@@ -487,6 +487,7 @@ class RLEvalParams(StrictModel):
     batch_size: int = Field(256, gt=0)
     max_new_tokens: int = Field(20, gt=0)  # a level-2 lambda is 16 characters + EOS
     sample_predictions: int = Field(32, ge=0)
+    test_records: int = Field(0, ge=0)  # first N test records of each kind before/after (0: all)
 
 
 class SigmaRLTrainParams(SigmaTrainParams):

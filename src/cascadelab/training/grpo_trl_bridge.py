@@ -66,6 +66,7 @@ class VerifierReward:
         self.cascade = cascade
         self.memo: dict[tuple[str, str, str], float] = {}
         self.memo_hits = 0
+        self.scored_by_kind: dict[str, int] = {}  # outputs verified (not from the memo), per task kind
         self.scored: list[tuple[str, str, float]] = []  # (prompt, completion, reward) of the last call
 
     def __call__(
@@ -84,6 +85,7 @@ class VerifierReward:
                 self.memo_hits += 1
             else:
                 self.memo[key] = self.cascade.reward(task_kind, completion, ref).value
+                self.scored_by_kind[task_kind] = self.scored_by_kind.get(task_kind, 0) + 1
             rewards.append(self.memo[key])
         self.scored = [(p, c, r) for p, c, r in zip(prompts, completions, rewards, strict=True)]
         return list(rewards)
@@ -266,6 +268,7 @@ class GRPOBridge:
             "replay": copy.deepcopy(vars(self.replay)) if self.replay is not None else None,
             "memo": dict(self.reward.memo),
             "memo_hits": self.reward.memo_hits,
+            "scored_by_kind": dict(self.reward.scored_by_kind),
             "cascade": cascade_counts,
             "trl_step": self.trainer._step,
         }
@@ -280,6 +283,7 @@ class GRPOBridge:
             vars(self.replay).update(copy.deepcopy(state["replay"]))
         self.reward.memo = dict(state["memo"])
         self.reward.memo_hits = state["memo_hits"]
+        self.reward.scored_by_kind = dict(state["scored_by_kind"])
         vars(self.cascade).update(state["cascade"])
         self.trainer._step = state["trl_step"]
 

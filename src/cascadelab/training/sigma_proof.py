@@ -73,7 +73,15 @@ def proof_rl_section(raw: dict[str, Any], steps: int) -> SigmaRLParams:
             "checkpoint_steps": 0,
         },
         "guards": {**raw.get("guards", {}), "snapshot_steps": window, "spike_window": max(2, window)},
-        "eval": {**raw.get("eval", {}), "heldout_math": 8, "heldout_code": 4},
+        "eval": {**raw.get("eval", {}), "heldout_math": 8, "heldout_code": 4, "test_records": 32},
+        "evolution": {
+            **raw.get("evolution", {}),
+            "self_improver_problems": 4,
+            "nas_trials": 2,
+            "nas_steps": 5,
+            "draft_steps": 10,
+            "draft_prompts": 4,
+        },
     }
     optimizer = dict(raw.get("optimizer", {}))
     optimizer["c3o"] = {**optimizer.get("c3o", {}), "credit_interval": window}

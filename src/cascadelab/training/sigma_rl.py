@@ -145,20 +145,21 @@ class RLPlugin:
                 self.evolution.after_rl_step()
 
     def features(self) -> tuple[dict[str, bool], dict[str, int]]:
-        """RL features (the bridge's), the auto-mix and the sandboxed code rewards."""
+        """RL features (the bridge's), the auto-mix and the code rewards (code outputs the code verifier scored)."""
         enabled, calls = self.bridge.features() if self.bridge is not None else ({}, {})
         enabled = {**enabled, "auto_mix": self.mix.adaptive, "code_rl": self.sandbox is not None}
-        calls = {
-            **calls,
-            "auto_mix": len(self.mix.decisions),
-            "code_rl": sum(self.sandbox.counts.values()) if self.sandbox is not None else 0,
-        }
+        code = self.bridge.reward.scored_by_kind.get(CODE_TASK, 0) if self.bridge is not None else 0
+        calls = {**calls, "auto_mix": len(self.mix.decisions), "code_rl": code if self.sandbox is not None else 0}
         return enabled, calls
 
     def row(self) -> dict[str, float]:
-        """The bridge's columns plus the current RL share and LM step count."""
+        """The bridge's columns, the RL share, LM steps and the sandbox's runs (RL rewards only) by verdict."""
         row = self.bridge.row() if self.bridge is not None else {}
-        return {**row, "rl_share": self.mix.share, "lm_steps": float(self.lm_steps)}
+        row = {**row, "rl_share": self.mix.share, "lm_steps": float(self.lm_steps)}
+        if self.sandbox is not None:
+            row["sandbox_runs"] = float(sum(self.sandbox.counts.values()))
+            row.update({f"sandbox_{status}": float(n) for status, n in sorted(self.sandbox.counts.items())})
+        return row
 
     def state_dict(self) -> dict[str, Any]:
         """Bridge, mix, curve and LM step count."""
@@ -278,8 +279,9 @@ def run_sigma_rl(
         checkpoints=CheckpointStore(folder, params.train.keep_checkpoints) if params.train.checkpoint_steps else None,
     )
     trainer.prepare_model()
-    math_test = [r for r in load_split(corpus_dir, "test") if r["task"] in math_tasks]
-    code_test = load_code_split(code_dir, "test") if use_code else []
+    limit = params.eval.test_records or None
+    math_test = [r for r in load_split(corpus_dir, "test") if r["task"] in math_tasks][:limit]
+    code_test = load_code_split(code_dir, "test")[:limit] if use_code else []
     before, _, _ = _test_report(
         model, tokenizer, math_test, code_test, verifier, eval_cascade if use_code else None, params
     )
