@@ -164,7 +164,8 @@ def run_proof(
         rl_row, rl_problems = _run_rl_proof(
             rl_section, seed, model, tokenizer, corpus_dir, tokenizer_dir, code_dir, out_dir, rl_model_dir
         )
-        row = {**row, **{k: v for k, v in rl_row.items() if k.startswith("feature_")}}
+        # the RL run's own features join the row; the model's keep the pretraining run's values (its checks)
+        row = {**row, **{k: v for k, v in rl_row.items() if k.startswith("feature_") and k not in row}}
         problems += [f"sigma_rl: {problem}" for problem in rl_problems]
     return row, problems
 
