@@ -180,7 +180,11 @@ def write_code_tasks(splits: dict[str, list[Record]], folder: Path) -> None:
     """Write the splits as JSONL through `datasets`, and meta.json (call inside an atomic folder)."""
     folder.mkdir(parents=True, exist_ok=True)
     for split in SPLITS:
-        Dataset.from_list(splits[split]).to_json(str(folder / f"{split}.jsonl"), lines=True, force_ascii=False)
+        path = folder / f"{split}.jsonl"
+        if splits[split]:
+            Dataset.from_list(splits[split]).to_json(str(path), lines=True, force_ascii=False)
+        else:
+            path.write_text("")  # the family is off: an empty split
     counts = {
         split: {f"{TASK}{lv}": sum(r["difficulty"] == lv for r in rows) for lv in LEVELS}
         for split, rows in splits.items()

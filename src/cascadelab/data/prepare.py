@@ -15,7 +15,7 @@ from cascadelab.io import atomic_directory
 def prepare(
     params: PrepareParams, seed: int, corpus_dir: Path, tokenizer_dir: Path, code_dir: Path | None = None
 ) -> dict[str, Any]:
-    """Write the corpus, the tokenizer and (with `code_dir` and `code.enabled`) the code tasks; return metrics."""
+    """Write the corpus, the tokenizer and (with `code_dir`) the code tasks (empty when `code.enabled` is off)."""
     splits = build_splits(params, seed)
     if not splits["train"]:
         raise ValueError("prepare: the train split is empty (check prepare.families and prepare.sizes)")
@@ -26,6 +26,8 @@ def prepare(
         raise ValueError(f"tokenizer: encode/decode is not exact on the corpus, e.g. {failures[0]!r}")
     code = params.code
     code_splits = build_code_splits(code.levels, code.sizes.train, code.sizes.val, code.sizes.test, seed)
+    if not code.enabled:  # the folder is still written (a DVC output), with empty splits
+        code_splits = {split: [] for split in SPLITS}
     if code_dir is not None and code.enabled:
         code_texts = [text for split in SPLITS for text in iter_texts(code_splits[split], ("prompt", "response"))]
         failures = round_trip_failures(tokenizer, code_texts, limit=1)
@@ -36,7 +38,7 @@ def prepare(
         write_corpus(splits, meta, tmp)
     with atomic_directory(tokenizer_dir) as tmp:
         tokenizer.save_pretrained(str(tmp))
-    if code_dir is not None and code.enabled:
+    if code_dir is not None:
         with atomic_directory(code_dir) as tmp:
             write_code_tasks(code_splits, tmp)
     lengths = [
