@@ -6,6 +6,8 @@ strict base model and the SFT optimisation block live here, below all of them.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -30,3 +32,10 @@ class SFTTrainParams(StrictModel):
     bf16: bool = False
     activation_checkpointing: bool = False
     num_threads: int = Field(2, gt=0)
+
+
+def check_settings(section: str, settings: object, rules: Iterable[tuple[str, bool, str]]) -> None:
+    """Raise one `<section>.<key>: must be <rule>, got <value>` line for the first failed (key, ok, rule)."""
+    for key, ok, rule in rules:
+        if not ok:
+            raise ValueError(f"{section}.{key}: must be {rule}, got {getattr(settings, key)}")

@@ -238,3 +238,31 @@ def stage_run(stage: str, section: Mapping[str, Any], experiment: str = "cascade
         handle = StageRun(run.info.run_id, experiment_id, client)
         handle.log_params(section)
         yield handle
+
+
+def log_child_run(
+    parent: StageRun,
+    name: str,
+    params: Mapping[str, Any],
+    metrics: Mapping[str, float],
+    role: str,
+) -> str:
+    """Log one finished child run under `parent` (a trial of a search inside a stage); return its id.
+
+    The child carries the parent's stage tag, `TAG_PARENT` and `TAG_ROLE = role`; it is written through the
+    client, so the parent stays the active run.
+    """
+    from mlflow.entities import Metric, Param
+
+    client = parent.client
+    stage = client.get_run(parent.run_id).data.tags.get(TAG_STAGE, "")
+    tags = {TAG_PARENT: parent.run_id, TAG_ROLE: role, TAG_STAGE: stage}
+    run = client.create_run(parent.experiment_id, run_name=name, tags=tags)
+    now = int(time.time() * 1000)
+    client.log_batch(
+        run.info.run_id,
+        metrics=[Metric(key, float(value), now, 0) for key, value in flatten(metrics).items() if _is_number(value)],
+        params=[Param(key, str(value)[:6000]) for key, value in flatten(params).items()],
+    )
+    client.set_terminated(run.info.run_id, "FINISHED")
+    return str(run.info.run_id)

@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 TINY_PREPARE = {
     "families": {"add": {"difficulties": [1]}, "sub": {"difficulties": [1]}, "mul": {"difficulties": [1]}},
     "sizes": {"train": 60, "val": 8, "test": 12},
+    "code": {"enabled": False},  # the code tasks need letters the tiny corpus's tokenizer lacks
 }
 TINY_SIGMA = {
     "model": {"preset": "tiny"},

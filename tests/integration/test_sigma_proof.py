@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from cascadelab.config import TokenizerParams
+from cascadelab.data.code_tasks import build_code_splits, write_code_tasks
 from cascadelab.data.tokenizer import train_tokenizer
-from cascadelab.training.sigma_proof import check_row, main, proof_section, run_proof
+from cascadelab.training.sigma_proof import check_row, main, proof_rl_section, proof_section, run_proof
 
 
 @pytest.fixture(autouse=True)
@@ -27,16 +28,30 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("data")
     rows = {
         split: [
-            {"task": "add", "prompt": f"{a}+{b}=", "response": f"+{a + b}"}
+            {
+                "id": f"{split}{a}-{b}",
+                "task": "add",
+                "difficulty": 1,
+                "prompt": f"{a}+{b}=",
+                "response": f"+{a + b}",
+                "answer": str(a + b),
+            }
             for a in range(offset, offset + 12)
             for b in range(3)
         ]
-        for split, offset in (("train", 10), ("val", 40))
+        for split, offset in (("train", 10), ("val", 40), ("test", 60))
     }
     (root / "corpus").mkdir()
     for split, records in rows.items():
         (root / "corpus" / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    texts = [r["prompt"] + r["response"] for r in rows["train"]]
+    (root / "corpus" / "meta.json").write_text(json.dumps({"answer_format": "reversed"}))
+    # lambdas only: no required literals, so even a random policy's "7" or "x" parses and reaches the sandbox
+    code = {
+        split: [r for r in rows if r["template"].startswith("lambda")]
+        for split, rows in build_code_splits([1], 400, 40, 40, seed=1).items()
+    }
+    write_code_tasks(code, root / "code_tasks")
+    texts = [r["prompt"] + r["response"] for r in rows["train"] + code["train"] + code["val"] + code["test"]]
     train_tokenizer(texts, TokenizerParams(kind="char")).save_pretrained(str(root / "tokenizer"))
     return root
 
@@ -44,15 +59,45 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 TINY = {"model": {"preset": "tiny"}, "mix": {"add": 1.0}, "train": {"batch_size": 4}, "eval": {"batch_size": 16}}
 
 
+TINY_RL = {
+    "mix": {"add": 0.5, "code": 0.5},
+    "train": {"batch_size": 4, "num_threads": 1},
+    "grpo": {"prompts_per_step": 2, "num_generations": 4, "max_completion_length": 2, "code_share": 1.0},
+    "auto_mix": {"initial_share": 0.5, "max_share": 0.6},
+    "eval": {"batch_size": 16, "max_new_tokens": 4, "sample_predictions": 0},
+}
+RL_FEATURES = (
+    "grpo",
+    "verifier",
+    "verifier_cascade",
+    "asym_verify",
+    "causal_replay",
+    "auto_mix",
+    "code_rl",
+    "meta_loop",
+    "research_log",
+    "self_improver",
+    "counterfactual_credit",
+    "fractal_nas",
+    "draft_heads",
+)
+
+
 def test_the_full_profile_proves_every_feature_at_tiny_size(data: Path, tmp_path: Path) -> None:
     section = proof_section(TINY, steps=24)
     assert section.optimizer.name == "c3o" and all(section.features.model_dump().values())
-    row, problems = run_proof(section, 1, data / "corpus", data / "tokenizer", tmp_path / "proof")
+    rl_section = proof_rl_section(TINY_RL, steps=24)
+    assert rl_section.optimizer.name == "c3o" and all(rl_section.features.model_dump().values())
+    row, problems = run_proof(
+        section, 1, data / "corpus", data / "tokenizer", tmp_path / "proof", rl_section, data / "code_tasks"
+    )
     assert problems == []
-    for name in ("c3o_credit", "integrity_guards", "prefetch", "bitlinear", "moe", "mamba", "mla", "instant"):
+    names = ("c3o_credit", "integrity_guards", "prefetch", "bitlinear", "moe", "mamba", "mla", "instant", *RL_FEATURES)
+    for name in names:
         assert row[f"feature_{name}_enabled"] == 1 and row[f"feature_{name}_effective_calls"] > 0, name
+    assert (tmp_path / "proof" / "rl" / "metrics.jsonl").is_file()
     assert row["feature_triton_enabled"] == 0 and row["feature_triton_effective_calls"] == 0  # no CUDA here
-    assert row["feature_c3o_credit_effective_calls"] == 6  # credit window 24 // 6 = 4 steps
+    assert row["feature_c3o_credit_effective_calls"] == 6  # credit window 24 // 6 = 4 steps (the RL run's 24 too)
     assert (tmp_path / "proof" / "resolved_settings.json").is_file()
 
 
@@ -87,3 +132,18 @@ def test_the_command_exits_one_line_on_an_impossible_profile(
     assert capsys.readouterr().err == (
         "error: params.yaml: sigma_pretrain.features.c3o_credit: true needs optimizer.name: c3o (got adamw)\n"
     )
+
+
+def test_the_proof_names_an_rl_feature_that_never_ran(data: Path, tmp_path: Path) -> None:
+    cheap = {"fractal_nas": False, "draft_heads": False}
+    rl_section = proof_rl_section({**TINY_RL, "features": cheap, "replay": {"per_step": 0}}, steps=12)  # never sampled
+    _, problems = run_proof(
+        proof_section(TINY, steps=12),
+        1,
+        data / "corpus",
+        data / "tokenizer",
+        tmp_path / "p",
+        rl_section,
+        data / "code_tasks",
+    )
+    assert problems == ["sigma_rl: feature causal_replay: enabled but 0 effective calls"]

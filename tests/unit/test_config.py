@@ -38,6 +38,36 @@ def test_repository_params_are_valid():
         ({"coarse_sft": {"mix": {"add": -0.1}}}, "params.yaml: coarse_sft.mix.add: must be >= 0 (got -0.1)"),
         ({"bogus": 1}, "params.yaml: bogus: unknown key"),
         (
+            {"prepare": {"code": {"levels": [4]}}},
+            "params.yaml: prepare.code.levels: each level must be 1, 2 or 3 (got 4)",
+        ),
+        (
+            {"sigma_rl": {"optimizer": {"name": "adamw"}, "features": {"c3o_credit": True}}},
+            "params.yaml: sigma_rl.features.c3o_credit: true needs optimizer.name: c3o (got adamw)",
+        ),
+        (
+            {"sigma_rl": {"train": {"eval_steps": 0}}},
+            "params.yaml: sigma_rl.train.eval_steps: must be > 0 "
+            "(the held-out reward and the mix are judged per window)",
+        ),
+        (
+            {"sigma_rl": {"auto_mix": {"initial_share": 0.9}}},
+            "params.yaml: sigma_rl.auto_mix.initial_share: 0.9 must lie within [min_share, max_share] ([0.1, 0.6])",
+        ),
+        (
+            {"sigma_rl": {"grpo": {"importance_sampling_level": "seq"}}},
+            "params.yaml: sigma_rl.grpo.importance_sampling_level: must be 'token' or 'sequence' (got 'seq')",
+        ),
+        (
+            {"sigma_rl": {"grpo": {"num_generations": 1}}},
+            "params.yaml: sigma_rl.grpo.num_generations: must be greater than or equal to 2 (got 1)",
+        ),
+        (
+            {"sigma_rl": {"train": {"checkpoint_steps": 30, "logging_steps": 20}}},
+            "params.yaml: sigma_rl.train.checkpoint_steps: 30 must be a multiple of train.logging_steps (20), "
+            "so a checkpoint never splits a logging window",
+        ),
+        (
             {"sigma_pretrain": {"model": {"mamba_ratio": 0, "attention_ratio": 0}}},
             "params.yaml: sigma_pretrain.model.mamba_ratio: mamba_ratio and attention_ratio cannot both be 0",
         ),

@@ -28,9 +28,10 @@ METRICS = {
              "static_initial": {"em": 64.0, "em_add": 60.0, "em_sub": 68.0, "params": 41124},
              "static_final": {"em": 87.0, "em_add": 86.0, "em_sub": 88.0, "params": 53904}},
     "sigma_pretrain": {"sigma_em": 25.3, "sigma_test_ppl": 1.75, "sigma_params": 1161760, "baseline_em": 15.8,
-                       "baseline_test_ppl": 1.95, "baseline_params": 1155584},
+                       "baseline_test_ppl": 1.95, "baseline_params": 1155584, "sigma_train_seconds": 200.0},
+    "sigma_rl": {"after_em": 26.4, "after_em_add": 14.0, "train_seconds": 160.0},
 }  # fmt: skip
-STAGES = ["coarse_sft", "cascade_eval", "hybrid_rnn", "lego_phase2", "acoc", "sigma_pretrain"]
+STAGES = ["coarse_sft", "cascade_eval", "hybrid_rnn", "lego_phase2", "acoc", "sigma_pretrain", "sigma_rl"]
 
 
 @pytest.fixture
@@ -46,7 +47,7 @@ def test_every_stage_the_schema_allows_has_a_row_builder() -> None:
 
 def test_rows_carry_each_stages_figures(metrics_dir: Path) -> None:
     rows = {r.model: r for r in collect_rows(metrics_dir, STAGES)}
-    assert len(rows) == 12
+    assert len(rows) == 13
     coarse = rows["coarse (Llama)"]
     assert (coarse.em, coarse.ppl, coarse.params, coarse.em_by_family) == (30.0, 2.5, 1000.0, FAMILIES)
     cascade = rows["Transformer² cascade (gated)"]
@@ -56,6 +57,8 @@ def test_rows_carry_each_stages_figures(metrics_dir: Path) -> None:
     assert rows["LEGO (routed early exit)"].train_seconds == 60.0
     assert rows["ACOC (grown)"].tasks == "add+sub" and rows["ACOC (grown)"].em_by_family == {"add": 49.5, "sub": 69.0}
     assert rows["SigmaLLM"].ppl == 1.75 and rows["SIGMA baseline (Llama)"].params == 1155584
+    rl = rows["SigmaLLM after RL (GRPO)"]
+    assert (rl.em, rl.em_by_family, rl.params, rl.train_seconds) == (26.4, {"add": 14.0}, 1161760.0, 360.0)
 
 
 def test_the_report_writes_table_tsv_plot_and_flat_metrics(metrics_dir: Path, tmp_path: Path) -> None:
@@ -66,7 +69,7 @@ def test_the_report_writes_table_tsv_plot_and_flat_metrics(metrics_dir: Path, tm
     assert [r["model"] for r in tsv][:2] == ["coarse (Llama)", "Transformer² cascade (gated)"]
     assert tsv[0]["em_word"] == "2.5" and tsv[1]["ppl"] == ""
     assert (tmp_path / "report" / "accuracy.png").stat().st_size > 1000
-    assert out.metrics["models"] == 12 and out.metrics["coarse_llama_em"] == 30.0
+    assert out.metrics["models"] == 13 and out.metrics["coarse_llama_em"] == 30.0
     assert out.metrics["transformer_cascade_gated_inference_compute"] == 1.5
 
 

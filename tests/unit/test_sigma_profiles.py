@@ -88,3 +88,10 @@ def test_resolved_settings_are_written_as_they_run(tmp_path: Path) -> None:
     assert written["sigma_pretrain"]["optimizer"]["name"] == "c3o"
     assert written["sigma_pretrain"]["features"]["c3o_credit"] is True
     assert parse_params({"sigma_pretrain": written["sigma_pretrain"]}).sigma_pretrain == section
+
+
+def test_the_rl_full_profile_enables_every_rl_subsystem_and_an_explicit_key_wins() -> None:
+    full = parse_params({"sigma_rl": {"profile": "full"}}).sigma_rl
+    assert full.optimizer.name == "c3o" and all(full.features.model_dump().values())
+    minimal = parse_params({"sigma_rl": {"profile": "minimal", "features": {"auto_mix": True}}}).sigma_rl
+    assert minimal.features.auto_mix and not minimal.features.causal_replay and not minimal.features.code_rl

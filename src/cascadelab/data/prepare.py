@@ -6,14 +6,21 @@ from pathlib import Path
 from typing import Any
 
 from cascadelab.config import PrepareParams
+from cascadelab.data.code_tasks import build_code_splits, write_code_tasks
 from cascadelab.data.corpus import SPLITS, build_splits, corpus_meta, iter_texts, write_corpus
 from cascadelab.data.hidden_eval import HIDDEN_SPLITS, manifest_path, write_manifest
 from cascadelab.data.tokenizer import round_trip_failures, train_tokenizer
 from cascadelab.io import atomic_directory
 
 
-def prepare(params: PrepareParams, seed: int, corpus_dir: Path, tokenizer_dir: Path) -> dict[str, Any]:
-    """Write the corpus, its hidden-eval manifest and the tokenizer atomically; return summary metrics."""
+def prepare(
+    params: PrepareParams, seed: int, corpus_dir: Path, tokenizer_dir: Path, code_dir: Path | None = None
+) -> dict[str, Any]:
+    """Write the corpus, the tokenizer, the hidden-eval manifest and (with `code_dir`) the code tasks.
+
+    The code tasks are empty splits when `code.enabled` is off; the manifest holds the val/test prompts of
+    the corpus and of the code tasks written.
+    """
     splits = build_splits(params, seed)
     if not splits["train"]:
         raise ValueError("prepare: the train split is empty (check prepare.families and prepare.sizes)")
@@ -22,12 +29,26 @@ def prepare(params: PrepareParams, seed: int, corpus_dir: Path, tokenizer_dir: P
     failures = round_trip_failures(tokenizer, all_texts)
     if failures:
         raise ValueError(f"tokenizer: encode/decode is not exact on the corpus, e.g. {failures[0]!r}")
+    code = params.code
+    code_splits = build_code_splits(code.levels, code.sizes.train, code.sizes.val, code.sizes.test, seed)
+    if not code.enabled:  # the folder is still written (a DVC output), with empty splits
+        code_splits = {split: [] for split in SPLITS}
+    if code_dir is not None and code.enabled:
+        code_texts = [text for split in SPLITS for text in iter_texts(code_splits[split], ("prompt", "response"))]
+        failures = round_trip_failures(tokenizer, code_texts, limit=1)
+        if failures:
+            raise ValueError(f"prepare.code: {failures[0]!r} does not round-trip through the corpus tokenizer")
     meta = corpus_meta(params, splits)
     with atomic_directory(corpus_dir) as tmp:
         write_corpus(splits, meta, tmp)
     with atomic_directory(tokenizer_dir) as tmp:
         tokenizer.save_pretrained(str(tmp))
+    if code_dir is not None:
+        with atomic_directory(code_dir) as tmp:
+            write_code_tasks(code_splits, tmp)
     hidden = {split: [r["prompt"] for r in splits[split]] for split in HIDDEN_SPLITS}
+    if code_dir is not None:
+        hidden.update({f"code_{split}": [r["prompt"] for r in code_splits[split]] for split in HIDDEN_SPLITS})
     with atomic_directory(manifest_path(corpus_dir).parent) as tmp:
         write_manifest(tmp / manifest_path(corpus_dir).name, hidden)
     lengths = [
@@ -41,4 +62,6 @@ def prepare(params: PrepareParams, seed: int, corpus_dir: Path, tokenizer_dir: P
         tasks=len({r["task"] for r in splits["train"]}),
         hidden_eval_prompts=sum(len(set(prompts)) for prompts in hidden.values()),
     )
+    if code_dir is not None and code.enabled:
+        metrics.update({f"code_{split}_size": len(code_splits[split]) for split in SPLITS})
     return metrics

@@ -112,10 +112,11 @@ def _sigma(m: Metrics) -> list[ModelRow]:
     ]  # fmt: skip
 
 
-def _sigma_rl(m: Metrics) -> list[ModelRow]:
+def _sigma_rl(m: Metrics, pretrain: Metrics) -> list[ModelRow]:
+    seconds = (_get(pretrain, "sigma_train_seconds") or 0.0) + (_get(m, "train_seconds") or 0.0)
     return [
-        ModelRow("SigmaLLM after RL", "sigma_rl", _get(m, "em_after"), _families(m, "em_after_"), None,
-                 _get(m, "params"), _get(m, "train_seconds"))
+        ModelRow("SigmaLLM after RL (GRPO)", "sigma_rl", _get(m, "after_em"), _families(m, "after_em_"), None,
+                 _get(pretrain, "sigma_params"), seconds)
     ]  # fmt: skip
 
 
@@ -127,7 +128,7 @@ BUILDERS: dict[str, tuple[tuple[str, ...], Callable[..., list[ModelRow]]]] = {
     "lego_phase2": (("lego_phase2", "lego_phase1"), _lego),
     "acoc": (("acoc",), _acoc),
     "sigma_pretrain": (("sigma_pretrain",), _sigma),
-    "sigma_rl": (("sigma_rl",), _sigma_rl),
+    "sigma_rl": (("sigma_rl", "sigma_pretrain"), _sigma_rl),
 }
 
 

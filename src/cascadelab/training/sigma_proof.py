@@ -9,7 +9,16 @@ the stage's loop, and fails — naming the feature — if, in the last metrics.j
 - a disabled feature has ``feature_<name>_effective_calls > 0``;
 - or ``<out>/errors/`` holds a crash report.
 
+Then it runs `sigma_rl` (params.yaml's section under its `full` profile: GRPO through TRL, verifier
+cascade, asymmetric verification, sandboxed code rewards, causal replay, auto-mix, C3O credit) for
+the same number of steps into ``<out>/rl``, and checks that run's last row the same way (problems
+prefixed ``sigma_rl:``). RL needs a policy that sometimes writes a well-formed answer (otherwise no
+output reaches the full check and no sample has an advantage to replay), so it starts from
+``--rl-model`` (default ``models/sigma``, the `sigma_pretrain` output) when that exists, else from the
+model the proof just trained.
+
     PYTHONPATH=src python -m cascadelab.training.sigma_proof [--steps 48] [--data data] [--out runs/sigma_proof]
+        [--rl-model models/sigma]
 """
 
 from __future__ import annotations
@@ -23,7 +32,7 @@ from typing import Any
 
 import yaml
 
-from cascadelab.config import ParamsError, SigmaPretrainParams, check_sigma_runtime, parse_params
+from cascadelab.config import ParamsError, SigmaPretrainParams, SigmaRLParams, check_sigma_runtime, parse_params
 
 
 def proof_section(raw: dict[str, Any], steps: int) -> SigmaPretrainParams:
@@ -48,6 +57,38 @@ def proof_section(raw: dict[str, Any], steps: int) -> SigmaPretrainParams:
     return parse_params({"sigma_pretrain": shortened}).sigma_pretrain
 
 
+def proof_rl_section(raw: dict[str, Any], steps: int) -> SigmaRLParams:
+    """`raw` (a `sigma_rl` mapping) under the `full` profile, shortened to `steps` steps with RL on every window."""
+    window = max(1, steps // 6)
+    train = raw.get("train", {})
+    shortened = {
+        **raw,
+        "profile": "full",
+        "train": {
+            **train,
+            "max_steps": steps,
+            "warmup_steps": 0,
+            "logging_steps": window,
+            "eval_steps": steps // 2,
+            "checkpoint_steps": 0,
+        },
+        "guards": {**raw.get("guards", {}), "snapshot_steps": window, "spike_window": max(2, window)},
+        "eval": {**raw.get("eval", {}), "heldout_math": 8, "heldout_code": 4, "test_records": 32},
+        "evolution": {
+            **raw.get("evolution", {}),
+            "self_improver_problems": 4,
+            "nas_trials": 2,
+            "nas_steps": 5,
+            "draft_steps": 10,
+            "draft_prompts": 4,
+        },
+    }
+    optimizer = dict(raw.get("optimizer", {}))
+    optimizer["c3o"] = {**optimizer.get("c3o", {}), "credit_interval": window}
+    shortened["optimizer"] = optimizer
+    return parse_params({"sigma_rl": shortened}).sigma_rl
+
+
 def check_row(row: dict[str, float]) -> list[str]:
     """Problems with the feature counters of one metrics.jsonl row (empty: the proof holds)."""
     problems = []
@@ -65,9 +106,19 @@ def check_row(row: dict[str, float]) -> list[str]:
 
 
 def run_proof(
-    section: SigmaPretrainParams, seed: int, corpus_dir: Path, tokenizer_dir: Path, out_dir: Path
+    section: SigmaPretrainParams,
+    seed: int,
+    corpus_dir: Path,
+    tokenizer_dir: Path,
+    out_dir: Path,
+    rl_section: SigmaRLParams | None = None,
+    code_dir: Path | None = None,
+    rl_model_dir: Path | None = None,
 ) -> tuple[dict[str, float], list[str]]:
-    """Train SigmaLLM with `section` into a fresh `out_dir`; returns the last row and the problems found."""
+    """Train SigmaLLM with `section` into a fresh `out_dir` (then RL it with `rl_section`); last row and problems.
+
+    The returned row is the pretraining run's; with `rl_section` the RL run's features join it.
+    """
     import torch
 
     from cascadelab.data.corpus import load_split
@@ -108,10 +159,49 @@ def run_proof(
     except Exception as error:
         problems.append(f"run crashed at step {trainer.step}: {type(error).__name__}: {error}")
     problems += check_row(row) if row else []
-    reports = sorted((out_dir / "errors").glob("*")) if (out_dir / "errors").is_dir() else []
-    if reports:
-        problems.append(f"errors/ is not empty: {', '.join(p.name for p in reports)}")
+    problems += _crash_reports(out_dir)
+    if rl_section is not None and code_dir is not None and not problems:
+        rl_row, rl_problems = _run_rl_proof(
+            rl_section, seed, model, tokenizer, corpus_dir, tokenizer_dir, code_dir, out_dir, rl_model_dir
+        )
+        # the RL run's own features join the row; the model's keep the pretraining run's values (its checks)
+        row = {**row, **{k: v for k, v in rl_row.items() if k.startswith("feature_") and k not in row}}
+        problems += [f"sigma_rl: {problem}" for problem in rl_problems]
     return row, problems
+
+
+def _crash_reports(out_dir: Path) -> list[str]:
+    reports = sorted((out_dir / "errors").glob("*")) if (out_dir / "errors").is_dir() else []
+    return [f"errors/ is not empty: {', '.join(p.name for p in reports)}"] if reports else []
+
+
+def _run_rl_proof(
+    section: SigmaRLParams,
+    seed: int,
+    model: Any,
+    tokenizer: Any,
+    corpus_dir: Path,
+    tokenizer_dir: Path,
+    code_dir: Path,
+    out_dir: Path,
+    rl_model_dir: Path | None = None,
+) -> tuple[dict[str, float], list[str]]:
+    """`sigma_rl` on `rl_model_dir` (else the model the proof just trained); its last row and problems."""
+    from cascadelab.training.sigma_rl import run_sigma_rl
+
+    if rl_model_dir is None:
+        rl_model_dir = out_dir / "sigma"
+        model.save_pretrained(str(rl_model_dir))
+        tokenizer.save_pretrained(str(rl_model_dir))
+    rl_out = out_dir / "rl"
+    try:
+        outcome = run_sigma_rl(
+            section, seed, corpus_dir, tokenizer_dir, code_dir, rl_model_dir, out_dir / "sigma_rl", rl_out
+        )
+    except Exception as error:
+        return {}, [f"run crashed: {type(error).__name__}: {error}", *_crash_reports(rl_out)]
+    row = outcome.history[-1]
+    return row, check_row(row) + _crash_reports(rl_out)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -121,15 +211,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=48)
     parser.add_argument("--data", type=Path, default=Path("data"))
     parser.add_argument("--out", type=Path, default=Path("runs/sigma_proof"))
+    parser.add_argument("--rl-model", type=Path, default=Path("models/sigma"))
     args = parser.parse_args(argv)
     raw = yaml.safe_load(args.params.read_text()) or {}
     try:
         section = proof_section(raw.get("sigma_pretrain", {}), args.steps)
+        rl_section = proof_rl_section(raw.get("sigma_rl", {}), args.steps)
     except ParamsError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     seed = int(raw.get("seed", 1234))
-    row, problems = run_proof(section, seed, args.data / "corpus", args.data / "tokenizer", args.out)
+    data = args.data
+    rl_model = args.rl_model if (args.rl_model / "config.json").is_file() else None
+    row, problems = run_proof(
+        section, seed, data / "corpus", data / "tokenizer", args.out, rl_section, data / "code_tasks", rl_model
+    )
     for key in sorted(k for k in row if k.startswith("feature_") and k.endswith("_enabled")):
         name = key.removeprefix("feature_").removesuffix("_enabled")
         print(f"{name:18s} enabled {row[key]:.0f}  effective_calls {row[f'feature_{name}_effective_calls']:.0f}")
@@ -137,7 +233,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in problems:
             print(f"proof failed: {problem}", file=sys.stderr)
         return 1
-    print(f"proof holds: {args.steps} steps of the full profile, every counter consistent ({args.out}/metrics.jsonl)")
+    print(
+        f"proof holds: {args.steps} steps of the full profile and of sigma_rl's, every counter consistent "
+        f"({args.out}/metrics.jsonl, {args.out}/rl/metrics.jsonl)"
+    )
     return 0
 
 

@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -68,6 +68,26 @@ LogFn = Callable[[dict[str, float], int], None]
 EvalFn = Callable[[nn.Module], dict[str, float]]
 CheckpointFn = Callable[[nn.Module, int], None]
 StepHook = Callable[["SigmaTrainer", int], None]
+
+
+class TrainerPlugin(Protocol):
+    """A subsystem riding on the loop (e.g. RL): its feature counters, row columns and resumable state."""
+
+    def features(self) -> tuple[dict[str, bool], dict[str, int]]:
+        """(enabled, cumulative effective calls) per feature name."""
+        ...
+
+    def row(self) -> dict[str, float]:
+        """Extra columns of the next logged row (called once per row)."""
+        ...
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resumed run needs to continue this subsystem exactly."""
+        ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` returned."""
+        ...
 
 
 def wsd_factor(step: int, max_steps: int, warmup_steps: int, decay_fraction: float) -> float:
@@ -239,6 +259,7 @@ class SigmaTrainer:
         self.credit_interval = credit_interval
         self.settings = settings or {}
         self.hooks: dict[str, list[StepHook]] = {name: [] for name in HOOK_PHASES}
+        self.plugins: dict[str, TrainerPlugin] = {}
         self.feature_calls = dict.fromkeys(TRAINER_FEATURES, 0)
         self.credit_optimizers = credit_optimizers(optimizers)
         if self.features.c3o_credit and not self.credit_optimizers:
@@ -287,6 +308,10 @@ class SigmaTrainer:
         if phase not in self.hooks:
             raise ValueError(f"hooks run in phases {', '.join(HOOK_PHASES)}, not {phase!r}")
         self.hooks[phase].append(hook)
+
+    def add_plugin(self, name: str, plugin: TrainerPlugin) -> None:
+        """Log `plugin`'s features and columns in every row and keep its state in every checkpoint."""
+        self.plugins[name] = plugin
 
     def _optimizer_step(self, step: int, loss: float) -> tuple[float, str]:
         """Clip, let the guards judge, step (or skip / restore / roll back), advance the schedule."""
@@ -351,6 +376,7 @@ class SigmaTrainer:
             "pending": pending_updates(self.model),
             "guards": self.guards.state_dict() if self.guards is not None else None,
             "good_state": (self.good_state.step, self.good_state.state),
+            "plugins": {name: plugin.state_dict() for name, plugin in self.plugins.items()},
         }
 
     def _restore(self, payload: dict[str, Any]) -> _Progress:
@@ -372,6 +398,8 @@ class SigmaTrainer:
         if self.guards is not None and payload["guards"] is not None:
             self.guards.load_state_dict(payload["guards"])
         self.good_state.step, self.good_state.state = payload["good_state"]
+        for name, plugin in self.plugins.items():
+            plugin.load_state_dict(payload["plugins"][name])
         progress: _Progress = payload["progress"]
         self.resumed_from = progress.step
         return progress
@@ -461,7 +489,13 @@ class SigmaTrainer:
             self.feature_calls["integrity_guards"] = self.guards.counts["checks"]
         if self.prefetcher is not None:
             self.feature_calls["prefetch"] = self.prefetched_before + self.prefetcher.delivered
-        return feature_snapshot(self.model, self.enabled_trainer_features(), self.feature_calls)
+        enabled: dict[str, bool] = self.enabled_trainer_features()
+        calls: dict[str, int] = dict(self.feature_calls)
+        for plugin in self.plugins.values():
+            plugin_enabled, plugin_calls = plugin.features()
+            enabled.update(plugin_enabled)
+            calls.update(plugin_calls)
+        return feature_snapshot(self.model, enabled, calls)
 
     def _row(
         self, step: int, window: _Window, tokens_total: int, elapsed: float, extra: dict[str, float]
@@ -491,6 +525,8 @@ class SigmaTrainer:
             if loads:
                 row["moe_load_max_over_mean"] = max(loads)
         row.update(self.features_now())
+        for plugin in self.plugins.values():
+            row.update(plugin.row())
         if self.guards is not None:
             for name in ("nonfinite_skips", "restores", "spike_rollbacks"):
                 row[f"guard_{name}"] = float(self.guards.counts[name])
@@ -513,6 +549,7 @@ __all__ = [
     "PhaseTimer",
     "SigmaTrainer",
     "TrainResult",
+    "TrainerPlugin",
     "build_optimizers",
     "feature_snapshot",
     "mean_loss",

@@ -151,11 +151,12 @@ def _spec(reference: object) -> CodeSpec:
 class VerifierCascade:
     """Cheap check first, full check only for outputs that pass; counts each step (see module doc)."""
 
-    def __init__(self, checks: Mapping[str, Check], format_weight: float = 0.1) -> None:
+    def __init__(self, checks: Mapping[str, Check], format_weight: float = 0.1, asymmetric: bool = True) -> None:
         if not 0.0 <= format_weight < 1.0:
             raise ValueError("verifier.format_weight: must be in [0, 1)")
         self.checks = dict(checks)
         self.format_weight = format_weight
+        self.asymmetric = asymmetric  # False: a cheap-check failure is escalated too (the symmetric baseline)
         self.verifier_calls = 0  # outputs scored
         self.cheap_failures = 0
         self.full_checks = 0  # escalations to the full check (the cascade's second step)
@@ -171,8 +172,12 @@ class VerifierCascade:
         self.verifier_calls += 1
         if not check.cheap(output, reference):
             self.cheap_failures += 1
-            self.asym_decisions += 1
-            return Reward(0.0, well_formed=False, escalated=False)
+            if self.asymmetric:
+                self.asym_decisions += 1
+                return Reward(0.0, well_formed=False, escalated=False)
+            self.full_checks += 1
+            correctness = min(max(check.full(output, reference), 0.0), 1.0)
+            return Reward((1.0 - self.format_weight) * correctness, False, True, correctness)
         self.full_checks += 1
         correctness = min(max(check.full(output, reference), 0.0), 1.0)
         if correctness < 1.0:

@@ -13,8 +13,10 @@ from cascadelab.models.draft_heads import (
     DraftHeads,
     SpeculativeStats,
     draft_loss,
+    measure_speculative,
     plain_greedy,
     speculative_greedy,
+    train_draft_heads,
 )
 from cascadelab.models.sigma import SigmaConfig, SigmaForCausalLM
 
@@ -48,20 +50,11 @@ def _prompts(count: int, seed: int, vocab: int = 48) -> list[list[int]]:
     return [[rng.randrange(vocab) for _ in range(rng.randint(2, 6))] for _ in range(count)]
 
 
-def _train_heads(model: PreTrainedModel, heads: DraftHeads, steps: int = 60) -> tuple[float, float]:
-    """Self-distillation on the frozen model's own greedy continuations; returns the first and last loss."""
+def _distilled_batch(model: PreTrainedModel) -> torch.Tensor:
+    """The frozen model's own greedy continuations of 32 prompts, cut to one width."""
     sequences = [p + plain_greedy(model, p, 24) for p in _prompts(32, seed=1)]
     width = min(len(s) for s in sequences)
-    batch = torch.tensor([s[:width] for s in sequences])
-    optimizer = torch.optim.AdamW(heads.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(steps):
-        optimizer.zero_grad()
-        loss = draft_loss(model, heads, batch)
-        loss.backward()
-        optimizer.step()
-        losses.append(float(loss.detach()))
-    return losses[0], losses[-1]
+    return torch.tensor([s[:width] for s in sequences])
 
 
 @pytest.mark.parametrize("max_new", [1, 2, 7, 20])
@@ -81,11 +74,10 @@ def test_plain_greedy_matches_generate() -> None:
 
 def test_trained_heads_save_forwards_and_output_is_unchanged() -> None:
     model = _tiny_llama()
-    for parameter in model.parameters():
-        parameter.requires_grad_(False)
     heads = DraftHeads.for_model(model, num_heads=3)
-    first, last = _train_heads(model, heads)
-    assert last < first
+    batch = _distilled_batch(model)
+    losses = train_draft_heads(model, heads, [batch[:16], batch[16:]], steps=60, lr=3e-3, seed=0)
+    assert len(losses) == 60 and losses[-1] < losses[0]
     stats = SpeculativeStats()
     for prompt in _prompts(6, seed=5):
         assert speculative_greedy(model, heads, prompt, 24, stats=stats) == plain_greedy(model, prompt, 24)
@@ -93,6 +85,32 @@ def test_trained_heads_save_forwards_and_output_is_unchanged() -> None:
     assert stats.tokens_per_forward > 1.0  # fewer forwards than plain greedy's one per token
     assert stats.tokens == 6 * 24
     assert stats.forwards < 6 * 24
+
+
+def test_training_heads_leaves_the_frozen_model_untouched_and_is_seeded() -> None:
+    model = _tiny_llama().train()
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    batches = list(torch.randint(0, 48, (4, 8, 10), generator=torch.Generator().manual_seed(0)))
+    first = train_draft_heads(model, DraftHeads.for_model(model, 2), batches, steps=6, lr=3e-3, seed=1)
+    for name, p in model.named_parameters():
+        assert torch.equal(p, before[name]), name
+        assert p.requires_grad and p.grad is None, name
+    assert model.training  # mode restored
+    assert first == train_draft_heads(model, DraftHeads.for_model(model, 2), batches, steps=6, lr=3e-3, seed=1)
+    assert first != train_draft_heads(model, DraftHeads.for_model(model, 2), batches, steps=6, lr=3e-3, seed=2)
+    with pytest.raises(ValueError, match="need at least one batch and steps > 0"):
+        train_draft_heads(model, DraftHeads.for_model(model, 2), [], steps=1, lr=1e-3, seed=0)
+
+
+def test_measure_speculative_reports_identical_output_and_rates() -> None:
+    model = _tiny_llama()
+    heads = DraftHeads.for_model(model, num_heads=2)
+    report = measure_speculative(model, heads, _prompts(3, seed=4), max_new_tokens=10)
+    assert report["identical"] is True and report["mismatches"] == 0
+    assert report["tokens"] == 30 and report["prompts"] == 3
+    assert report["tokens_per_forward"] == pytest.approx(30 / report["forwards"])
+    assert 0.0 <= report["acceptance_rate"] <= 1.0
+    assert report["speedup"] == pytest.approx(report["plain_s"] / report["speculative_s"])
 
 
 def test_eos_stops_both_decoders_at_the_same_token() -> None:

@@ -23,7 +23,7 @@ An external signal (the RL issue's counterfactual credit) replaces it through :m
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -41,6 +41,13 @@ def layer_groups(named: Iterable[tuple[str, nn.Parameter]]) -> dict[str, list[nn
         match = _LAYER.search(name)
         groups.setdefault(f"layer_{match.group(1)}" if match else "other", []).append(p)
     return groups
+
+
+def gain_shares(gains: Sequence[float]) -> list[float]:
+    """r_g = max(s_g, 0) / mean_h max(s_h, 0): each group's share of the positive gains (all 1 when none)."""
+    positive = [max(gain, 0.0) for gain in gains]
+    mean = sum(positive) / len(positive) if positive else 0.0
+    return [gain / mean if mean > 0 else 1.0 for gain in positive]
 
 
 class C3O(OrthogonalMomentum):
@@ -77,10 +84,8 @@ class C3O(OrthogonalMomentum):
 
     def update_credit(self) -> dict[str, float]:
         """End a credit window: move each credit toward its group's share of the loss decrease (bounded)."""
-        gains = [max(float(g["contribution"]), 0.0) for g in self.param_groups]
-        mean = sum(gains) / len(gains)
-        for group, gain in zip(self.param_groups, gains, strict=True):
-            share = gain / mean if mean > 0 else 1.0
+        shares = gain_shares([float(g["contribution"]) for g in self.param_groups])
+        for group, share in zip(self.param_groups, shares, strict=True):
             blended = (1 - self.credit_ema) * float(group["credit"]) + self.credit_ema * share
             group["credit"] = min(max(blended, self.credit_min), self.credit_max)
             group["contribution"] = 0.0

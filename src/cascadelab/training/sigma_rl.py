@@ -1,0 +1,401 @@
+"""The `sigma_rl` stage's logic: RL on the pretrained SigmaLLM with verifier rewards, mixed with LM steps.
+
+One :class:`~cascadelab.training.sigma_trainer.SigmaTrainer` loop drives the run. Every loop step is an
+LM update on the corpus mix plus the code family's train split (the pretrained model has never seen
+code); a share of the steps (:class:`~cascadelab.training.rl_lm_mix.RLMix`) also takes one GRPO/GSPO
+update through TRL (:class:`~cascadelab.training.grpo_trl_bridge.GRPOBridge`) in the loop's ``rl``
+phase. Every ``train.eval_steps`` the held-out mean reward (greedy, on val prompts of both kinds)
+and the LM val loss are measured and the mix decides. Before and after the run the test splits are
+evaluated: math exact match per task (:func:`~cascadelab.training.coarse_sft.evaluate_lm`) and the
+code pass rate (every test passed in the sandbox).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from cascadelab.config import SigmaRLParams
+from cascadelab.data.code_tasks import TASK as CODE_TASK
+from cascadelab.data.code_tasks import load_code_split
+from cascadelab.data.corpus import CorpusVerifier, Record, load_meta, load_split
+from cascadelab.data.hidden_eval import check_manifest, manifest_path
+from cascadelab.data.tokenizer import load_tokenizer
+from cascadelab.eval.generation import generate_batched
+from cascadelab.io import write_json
+from cascadelab.models.sigma import SigmaForCausalLM
+from cascadelab.training.checkpoints import checkpoint_dir, discard
+from cascadelab.training.coarse_sft import evaluate_lm
+from cascadelab.training.code_sandbox import Limits, Sandbox, TestCase
+from cascadelab.training.data import TokenizedRows, mixed_batches
+from cascadelab.training.grpo_trl_bridge import GRPOBridge, RLTask
+from cascadelab.training.replay_causal import CausalReplay
+from cascadelab.training.rl_lm_mix import RLMix
+from cascadelab.training.run_checkpoints import CheckpointStore
+from cascadelab.training.sigma_pretrain import _save
+from cascadelab.training.sigma_rl_evolution import Evolution
+from cascadelab.training.sigma_trainer import LogFn, SigmaTrainer, build_optimizers, mean_loss
+from cascadelab.training.sigma_verifier import CodeSpec, CodeVerifier, MathVerifier, VerifierCascade
+
+
+def code_spec(record: Record) -> CodeSpec:
+    """The verifier reference of a code record: its tests and required literals."""
+    tests = tuple(TestCase(t["expression"], t["expected"]) for t in record["tests"])
+    return CodeSpec(tests, frozenset(record.get("required") or ()), max_chars=80)
+
+
+def rl_tasks(records: Sequence[Record]) -> list[RLTask]:
+    """RL prompts of corpus or code records (kind = the record's task; code gets its CodeSpec)."""
+    return [
+        RLTask(r["task"], r["prompt"], code_spec(r) if r["task"] == CODE_TASK else str(r["answer"])) for r in records
+    ]
+
+
+def build_cascade(
+    meta: dict[str, Any], tasks: Sequence[str], sandbox: Sandbox | None, format_weight: float, asymmetric: bool
+) -> VerifierCascade:
+    """A cascade with one math verifier per corpus task and, with a sandbox, the code verifier."""
+    checks: dict[str, Any] = {task: MathVerifier.for_task(meta, task) for task in tasks if task != CODE_TASK}
+    if sandbox is not None:
+        checks[CODE_TASK] = CodeVerifier(sandbox)
+    return VerifierCascade(checks, format_weight, asymmetric)
+
+
+def make_sandbox(params: SigmaRLParams) -> Sandbox:
+    """A sandbox with the section's limits, warmed up (the first real call is not a false failure)."""
+    s = params.sandbox
+    sandbox = Sandbox(Limits(wall_seconds=s.wall_seconds, cpu_seconds=s.cpu_seconds, memory_bytes=s.memory_mb << 20))
+    sandbox.warm_up()
+    return sandbox
+
+
+def greedy(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], p: SigmaRLParams
+) -> list[str]:
+    """Greedy completions (deterministic) of `prompts`."""
+    outputs = generate_batched(model, tokenizer, list(prompts), p.eval.max_new_tokens, p.eval.batch_size, desc="rl")
+    return [o[0] for o in outputs]
+
+
+def heldout_reward(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    tasks: Sequence[RLTask],
+    cascade: VerifierCascade,
+    params: SigmaRLParams,
+) -> dict[str, float]:
+    """Mean reward of greedy completions on the held-out prompts: overall, `_math` and `_code`."""
+    outputs = greedy(model, tokenizer, [t.prompt for t in tasks], params)
+    by_kind: dict[str, list[float]] = {"math": [], "code": []}
+    for task, output in zip(tasks, outputs, strict=True):
+        value = cascade.reward(task.kind, output, task.reference).value
+        by_kind["code" if task.kind == CODE_TASK else "math"].append(value)
+    every = by_kind["math"] + by_kind["code"]
+    out = {"heldout_reward": sum(every) / len(every)}
+    out.update({f"heldout_reward_{kind}": sum(v) / len(v) for kind, v in by_kind.items() if v})
+    return out
+
+
+def code_pass_rate(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    records: Sequence[Record],
+    cascade: VerifierCascade,
+    params: SigmaRLParams,
+) -> tuple[float, list[str]]:
+    """Share (%) of code records whose greedy answer passes every test in the sandbox, and the answers."""
+    tasks = rl_tasks(records)
+    outputs = greedy(model, tokenizer, [t.prompt for t in tasks], params)
+    passed = sum(cascade.reward(t.kind, o, t.reference).correctness == 1.0 for t, o in zip(tasks, outputs, strict=True))
+    return 100.0 * passed / len(records), outputs
+
+
+class RLPlugin:
+    """The RL side of the loop: the mix decides, the bridge updates; counters, curves and state for the trainer."""
+
+    def __init__(
+        self,
+        bridge: GRPOBridge | None,
+        mix: RLMix,
+        sandbox: Sandbox | None,
+        params: SigmaRLParams,
+        evolution: Evolution | None = None,
+    ) -> None:
+        self.bridge = bridge
+        self.mix = mix
+        self.evolution = evolution
+        self.sandbox = sandbox
+        self.params = params
+        self.curve: list[dict[str, float]] = []  # held-out reward and share per eval window
+        self.lm_steps = 0
+
+    def hook(self, _trainer: SigmaTrainer, step: int) -> None:
+        """The trainer's ``rl`` phase: one RL update when the mix says it is due."""
+        self.lm_steps += 1
+        if self.bridge is not None and self.mix.rl_due():
+            if self.evolution is not None:
+                self.evolution.before_rl_step()
+            self.bridge.step(step)
+            if self.evolution is not None:
+                self.evolution.after_rl_step()
+
+    def features(self) -> tuple[dict[str, bool], dict[str, int]]:
+        """RL features (the bridge's), the auto-mix and the code rewards (code outputs the code verifier scored)."""
+        enabled, calls = self.bridge.features() if self.bridge is not None else ({}, {})
+        enabled = {**enabled, "auto_mix": self.mix.adaptive, "code_rl": self.sandbox is not None}
+        code = self.bridge.reward.scored_by_kind.get(CODE_TASK, 0) if self.bridge is not None else 0
+        calls = {**calls, "auto_mix": len(self.mix.decisions), "code_rl": code if self.sandbox is not None else 0}
+        return enabled, calls
+
+    def row(self) -> dict[str, float]:
+        """The bridge's columns, the RL share, LM steps and the sandbox's runs (RL rewards only) by verdict."""
+        row = self.bridge.row() if self.bridge is not None else {}
+        row = {**row, "rl_share": self.mix.share, "lm_steps": float(self.lm_steps)}
+        if self.sandbox is not None:
+            row["sandbox_runs"] = float(sum(self.sandbox.counts.values()))
+            row.update({f"sandbox_{status}": float(n) for status, n in sorted(self.sandbox.counts.items())})
+        return row
+
+    def state_dict(self) -> dict[str, Any]:
+        """Bridge, mix, curve and LM step count."""
+        return {
+            "bridge": self.bridge.state_dict() if self.bridge is not None else None,
+            "mix": self.mix.state_dict(),
+            "curve": list(self.curve),
+            "lm_steps": self.lm_steps,
+            "sandbox_counts": dict(self.sandbox.counts) if self.sandbox is not None else {},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` returned."""
+        if self.bridge is not None:
+            self.bridge.load_state_dict(state["bridge"])
+        self.mix.load_state_dict(state["mix"])
+        self.curve, self.lm_steps = list(state["curve"]), state["lm_steps"]
+        if self.sandbox is not None:
+            self.sandbox.counts.clear()
+            self.sandbox.counts.update(state["sandbox_counts"])
+
+
+@dataclass
+class SigmaRLOutcome:
+    """Metrics, the held-out curve, the mix decisions, a prediction sample and the trainer's metrics.jsonl."""
+
+    metrics: dict[str, Any]
+    curve: list[dict[str, float]]
+    decisions: list[dict[str, Any]]
+    history: list[dict[str, float]]
+    predictions: list[dict[str, Any]]
+    metrics_jsonl: Path
+
+
+def _test_report(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    math_test: list[Record],
+    code_test: list[Record],
+    verifier: CorpusVerifier,
+    cascade: VerifierCascade | None,
+    params: SigmaRLParams,
+) -> tuple[dict[str, float], list[str], list[str]]:
+    """Math EM per task and, with a cascade, the code pass rate on test."""
+    report, math_outputs = evaluate_lm(
+        model, tokenizer, math_test, verifier, params.eval.batch_size, params.eval.max_new_tokens
+    )
+    metrics = {k: v for k, v in report.items() if k.startswith("em")}
+    code_outputs: list[str] = []
+    if cascade is not None and code_test:
+        metrics["code_pass"], code_outputs = code_pass_rate(model, tokenizer, code_test, cascade, params)
+    return metrics, math_outputs, code_outputs
+
+
+def run_sigma_rl(
+    params: SigmaRLParams,
+    seed: int,
+    corpus_dir: Path,
+    tokenizer_dir: Path,
+    code_dir: Path,
+    sigma_dir: Path,
+    model_dir: Path,
+    out_dir: Path,
+    log_fn: LogFn | None = None,
+    tracking_run: Any = None,
+) -> SigmaRLOutcome:
+    """RL the pretrained SigmaLLM in `sigma_dir`, save it to `model_dir`, log to `out_dir` (see module doc).
+
+    `tracking_run` (the stage's MLflow run) parents the NAS trials' child runs.
+    """
+    started = time.perf_counter()
+    torch.set_num_threads(params.train.num_threads)
+    torch.manual_seed(seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / "resolved_settings.json", {"seed": seed, "sigma_rl": params.model_dump(mode="json")})
+    tokenizer = load_tokenizer(tokenizer_dir)
+    meta = load_meta(corpus_dir)
+    verifier = CorpusVerifier(meta)
+    features = params.features
+    use_code = features.code_rl
+    math_tasks = sorted(t for t in params.mix if t != CODE_TASK)
+    corpus_train, corpus_val = load_split(corpus_dir, "train"), load_split(corpus_dir, "val")
+    code_train = load_code_split(code_dir, "train") if params.mix.get(CODE_TASK, 0) > 0 or use_code else []
+    lm_records = corpus_train + (code_train if params.mix.get(CODE_TASK, 0) > 0 else [])
+    hidden_checked = check_manifest(manifest_path(corpus_dir), (r["prompt"] for r in corpus_train + code_train))
+    rows = TokenizedRows(tokenizer, lm_records)
+    code_val = load_code_split(code_dir, "val") if use_code else []
+    val_records = corpus_val[: params.train.eval_records] + code_val
+    val_batches = TokenizedRows(tokenizer, val_records).sequential_batches(params.eval.batch_size)
+    model = SigmaForCausalLM.from_pretrained(str(sigma_dir))
+    model.config.use_cache = True
+    optimizers = build_optimizers(model, params.optimizer)
+
+    train_sandbox = make_sandbox(params) if use_code else None
+    eval_sandbox = make_sandbox(params) if use_code else None
+    cascade = build_cascade(meta, math_tasks, train_sandbox, params.format_weight, features.asym_verify)
+    eval_cascade = build_cascade(meta, math_tasks, eval_sandbox, params.format_weight, True)
+    heldout = rl_tasks(
+        [r for r in corpus_val if r["task"] in math_tasks][: params.eval.heldout_math]
+        + code_val[: params.eval.heldout_code]
+    )
+    settings = {"seed": seed, "sigma_rl": params.model_dump(mode="json")}
+    folder = checkpoint_dir(
+        "sigma_rl", settings, [Path(sigma_dir) / "model.safetensors", Path(code_dir) / "train.jsonl"]
+    )
+    trainer = SigmaTrainer(
+        model,
+        optimizers,
+        params.train,
+        out_dir,
+        instant=params.instant,
+        log_fn=log_fn,
+        features=features,
+        guards=params.guards,
+        data=params.data,
+        credit_interval=params.optimizer.c3o.credit_interval,
+        settings=settings,
+        checkpoints=CheckpointStore(folder, params.train.keep_checkpoints) if params.train.checkpoint_steps else None,
+    )
+    trainer.prepare_model()
+    limit = params.eval.test_records or None
+    math_test = [r for r in load_split(corpus_dir, "test") if r["task"] in math_tasks][:limit]
+    code_test = load_code_split(code_dir, "test")[:limit] if use_code else []
+    before, _, _ = _test_report(
+        model, tokenizer, math_test, code_test, verifier, eval_cascade if use_code else None, params
+    )
+    start = heldout_reward(model, tokenizer, heldout, eval_cascade, params)
+
+    train_tasks: dict[str, list[RLTask]] = {"math": rl_tasks([r for r in corpus_train if r["task"] in math_tasks])}
+    if use_code:
+        train_tasks["code"] = rl_tasks(code_train)
+    replay = None
+    if features.causal_replay:
+        r = params.replay
+        replay = CausalReplay(r.capacity, r.alpha, r.min_advantage, r.staleness_decay, seed=seed)
+    bridge = GRPOBridge(
+        model,
+        tokenizer,
+        optimizers,
+        train_tasks,
+        cascade,
+        params.grpo,
+        seed,
+        out_dir / "trl",
+        max_grad_norm=params.train.max_grad_norm,
+        replay=replay,
+        replay_params=params.replay,
+        code_share=params.grpo.code_share,
+    )
+    mix = RLMix(params.auto_mix, adaptive=features.auto_mix)
+    exclude = [r["prompt"] for r in corpus_val + load_split(corpus_dir, "test")]
+    evolution = Evolution(
+        params, seed, model, optimizers, tokenizer, verifier, math_tasks, exclude, val_batches[:1], out_dir
+    )
+    plugin = RLPlugin(bridge, mix, train_sandbox, params, evolution)
+    mix.previous = (start["heldout_reward"], mean_loss(model, val_batches))
+    plugin.curve.append({"step": 0.0, **start, "val_loss": mix.previous[1], "rl_share": mix.share})
+    evolution.start(start["heldout_reward"], mix.previous[1])
+
+    def evaluate(m: torch.nn.Module) -> dict[str, float]:
+        figures = heldout_reward(model, tokenizer, heldout, eval_cascade, params)
+        figures["val_loss"] = mean_loss(m, val_batches)
+        figures.update(
+            evolution.window(
+                trainer.step,
+                figures["heldout_reward"],
+                figures["val_loss"],
+                mix,
+                trainer.schedulers,
+                lambda prompts: greedy(model, tokenizer, prompts, params),
+            )
+        )
+        figures["rl_share"] = mix.share
+        plugin.curve.append({"step": float(trainer.step), **figures})
+        return figures
+
+    trainer.eval_fn = evaluate
+    probe_batches = list(
+        mixed_batches(rows, params.mix, 8, params.train.batch_size, seed + 1, params.train.group_batches_by_task)
+    )
+    evolution_metrics: dict[str, Any] = {}
+
+    def finish(m: torch.nn.Module, _step: int) -> None:
+        # before the last row is logged, so its counters include the draft heads and NAS
+        _save(m, tokenizer, model_dir)
+        evolution_metrics.update(evolution.finish(model, math_test, probe_batches, val_batches, tracking_run))
+
+    trainer.checkpoint_fn = finish
+    trainer.add_hook("rl", plugin.hook)
+    trainer.add_plugin("rl", plugin)
+    trainer.add_plugin("evolution", evolution)
+    train = params.train
+    result = trainer.fit(
+        mixed_batches(rows, params.mix, train.max_steps, train.batch_size, seed, train.group_batches_by_task)
+    )
+    discard(folder)
+    after, math_outputs, code_outputs = _test_report(
+        model, tokenizer, math_test, code_test, verifier, eval_cascade if use_code else None, params
+    )
+
+    end = plugin.curve[-1]
+    metrics: dict[str, Any] = {
+        **{f"start_{k}": v for k, v in start.items()},
+        **{f"end_{k}": v for k, v in end.items() if k.startswith("heldout_reward")},
+        **{f"before_{k}": v for k, v in before.items()},
+        **{f"after_{k}": v for k, v in after.items()},
+        "rl_steps": bridge.steps,
+        "lm_steps": plugin.lm_steps,
+        "final_rl_share": mix.share,
+        "mix_changes": mix.changes,
+        "sandbox_isolation": train_sandbox.isolation.network if train_sandbox is not None else "none",
+        "train_seconds": result.train_seconds,
+        "hidden_eval_prompts_checked": hidden_checked,
+        **{f"phase_{k}_s": v for k, v in result.phase_seconds.items()},
+        **{k: v for k, v in result.features.items() if k.startswith("feature_")},
+        **evolution_metrics,
+    }
+    metrics["reward_gain"] = metrics["end_heldout_reward"] - metrics["start_heldout_reward"]
+    metrics["wall_seconds"] = time.perf_counter() - started
+    sample = params.eval.sample_predictions
+    predictions = [
+        {"id": r["id"], "task": r["task"], "prompt": r["prompt"], "answer": r["answer"], "output": o}
+        for r, o in list(zip(math_test, math_outputs, strict=True))[:sample]
+        + list(zip(code_test, code_outputs, strict=True))[:sample]
+    ]
+    return SigmaRLOutcome(metrics, plugin.curve, mix.decision_rows(), result.history, predictions, result.metrics_path)
+
+
+__all__ = [
+    "RLPlugin",
+    "SigmaRLOutcome",
+    "build_cascade",
+    "code_pass_rate",
+    "code_spec",
+    "heldout_reward",
+    "rl_tasks",
+    "run_sigma_rl",
+]
