@@ -4,7 +4,8 @@ Both decoders run full forwards without a KV cache (the speculative loop's form)
 one process. Without ``--model-dir``: a tiny random Llama, heads measured untrained (identity init) and
 after self-distillation on its own greedy continuations. With ``--model-dir`` (e.g. ``models/sigma``, the
 trained SigmaLLM with its tokenizer): heads trained on the frozen model's greedy answers to corpus train
-prompts, measured on corpus test prompts. Prints numbers; never passes or fails on them.
+prompts (loss on the answer tokens only, unless ``--all-positions``), measured on corpus test
+prompts. Prints numbers; never passes or fails on them.
 
     PYTHONPATH=src python benchmarks/bench_draft_heads.py [--heads 3] [--new 32] [--threads 1]
     PYTHONPATH=src python benchmarks/bench_draft_heads.py --model-dir models/sigma --corpus data/corpus
@@ -38,17 +39,22 @@ def _show(label: str, report: dict[str, object]) -> None:
     print(label, json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in report.items() if k in keys}))
 
 
-def _length_batches(sequences: list[list[int]], batch_size: int) -> list[torch.Tensor]:
-    """Batches of equal-length sequences (no padding: `draft_loss` takes no mask)."""
-    by_length: dict[int, list[list[int]]] = defaultdict(list)
-    for sequence in sequences:
+def _length_batches(
+    sequences: list[list[int]], prompt_lengths: list[int], batch_size: int
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Batches of equal-length sequences (no padding: `draft_loss` takes no attention mask) and their
+    completion masks (True on the tokens after the prompt: the only ones decoding drafts)."""
+    by_length: dict[int, list[tuple[list[int], int]]] = defaultdict(list)
+    for sequence, prompt_length in zip(sequences, prompt_lengths, strict=True):
         if len(sequence) > 2:
-            by_length[len(sequence)].append(sequence)
-    return [
-        torch.tensor(group[start : start + batch_size])
-        for _, group in sorted(by_length.items())
-        for start in range(0, len(group), batch_size)
-    ]
+            by_length[len(sequence)].append((sequence, prompt_length))
+    batches, masks = [], []
+    for length, group in sorted(by_length.items()):
+        for start in range(0, len(group), batch_size):
+            chunk = group[start : start + batch_size]
+            batches.append(torch.tensor([sequence for sequence, _ in chunk]))
+            masks.append(torch.tensor([[i >= n for i in range(length)] for _, n in chunk]))
+    return batches, masks
 
 
 def _random_model(args: argparse.Namespace) -> None:
@@ -91,10 +97,13 @@ def _trained_model(args: argparse.Namespace) -> None:
     heads = DraftHeads.for_model(model, args.heads)
     _show("untrained", measure_speculative(model, heads, test_prompts, args.new, eos))
     start = time.perf_counter()
-    losses = train_draft_heads(model, heads, _length_batches(sequences, 32), args.steps, args.lr, args.seed)
+    batches, masks = _length_batches(sequences, [len(p) for p in train_prompts], 32)
+    targets = None if args.all_positions else masks
+    losses = train_draft_heads(model, heads, batches, args.steps, args.lr, args.seed, target_masks=targets)
     train_s = time.perf_counter() - start
     print(
-        f"heads {args.heads}: distilled {len(sequences)} train prompts in {distill_s:.1f} s, "
+        f"heads {args.heads} ({'all positions' if args.all_positions else 'completion targets'}): "
+        f"distilled {len(sequences)} train prompts in {distill_s:.1f} s, "
         f"{args.steps} steps in {train_s:.1f} s, draft loss {losses[0]:.3f} -> {losses[-1]:.3f}"
     )
     _show("trained  ", measure_speculative(model, heads, test_prompts, args.new, eos))
@@ -113,6 +122,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--all-positions", action="store_true", help="train on prompt targets too")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.model_dir is None:

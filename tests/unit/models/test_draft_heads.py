@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 import torch
+import torch.nn.functional as F
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedModel
 
 from cascadelab.models.draft_heads import (
@@ -136,5 +137,31 @@ def test_heads_need_a_positive_count_and_long_enough_sequences() -> None:
     with pytest.raises(ValueError, match="num_heads: must be > 0"):
         DraftHeads(8, 8, 0)
     model = _tiny_llama()
-    with pytest.raises(ValueError, match="too short"):
+    with pytest.raises(ValueError, match="have no target for any head"):
         draft_loss(model, DraftHeads.for_model(model, 2), torch.tensor([[1, 2]]))
+
+
+def test_a_target_mask_restricts_the_loss_to_the_marked_tokens() -> None:
+    model = _tiny_llama()
+    heads = DraftHeads.for_model(model, 2)
+    ids = torch.randint(0, 48, (3, 9), generator=torch.Generator().manual_seed(0))
+    everything = torch.ones_like(ids, dtype=torch.bool)
+    assert torch.equal(draft_loss(model, heads, ids, everything), draft_loss(model, heads, ids))
+    tail = torch.zeros_like(everything)
+    tail[:, 7:] = True  # only the targets at positions 7 and 8 count
+    with torch.no_grad():
+        logits = heads(model.base_model(input_ids=ids).last_hidden_state)
+        expected = torch.stack(
+            [
+                F.cross_entropy(logits[:, 7 - shift : 9 - shift, i].reshape(-1, 48), ids[:, 7:].reshape(-1))
+                for i, shift in enumerate((2, 3))
+            ]
+        ).mean()
+        assert torch.allclose(draft_loss(model, heads, ids, tail), expected)
+    none = torch.zeros_like(everything)
+    with pytest.raises(ValueError, match="have no target for any head"):
+        draft_loss(model, heads, ids, none)
+    with pytest.raises(ValueError, match="1 target masks for 2 batches"):
+        train_draft_heads(model, heads, [ids, ids], steps=1, lr=1e-3, seed=0, target_masks=[tail])
+    losses = train_draft_heads(model, heads, [ids], steps=3, lr=1e-3, seed=0, target_masks=[tail])
+    assert len(losses) == 3
