@@ -42,7 +42,7 @@ from cascadelab.models.sigma import SigmaConfig
 from cascadelab.research.meta_loop import MetaLoop
 from cascadelab.research.research_log import ResearchLog
 from cascadelab.training.counterfactual_credit import CounterfactualCredit
-from cascadelab.training.data import Batch, TokenizedRows
+from cascadelab.training.data import IGNORE_INDEX, Batch, TokenizedRows
 from cascadelab.training.integrity_guards import scale_learning_rate
 from cascadelab.training.optimizers.factory import credit_optimizers
 from cascadelab.training.rl_lm_mix import RLMix
@@ -217,7 +217,8 @@ class Evolution:
         model.eval()  # in train mode the MoE's deferred bias update changes routing between forwards
         heads = DraftHeads.for_model(model, e.draft_num_heads)
         ids = [b["input_ids"] for b in train_batches]
-        losses = train_draft_heads(model, heads, ids, e.draft_steps, e.draft_learning_rate, self.seed)
+        completions = [b["labels"] != IGNORE_INDEX for b in train_batches]  # decoding only drafts completions
+        losses = train_draft_heads(model, heads, ids, e.draft_steps, e.draft_learning_rate, self.seed, completions)
         prompts = [
             self.tokenizer(r["prompt"], add_special_tokens=False)["input_ids"] for r in test_records[: e.draft_prompts]
         ]
