@@ -11,6 +11,7 @@ import torch
 
 from cascadelab.config import TokenizerParams
 from cascadelab.data.code_tasks import build_code_splits, write_code_tasks
+from cascadelab.data.hidden_eval import manifest_path, write_manifest
 from cascadelab.data.tokenizer import train_tokenizer
 from cascadelab.training.sigma_proof import check_row, main, proof_rl_section, proof_section, run_proof
 
@@ -51,6 +52,8 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for split, rows in build_code_splits([1], 400, 40, 40, seed=1).items()
     }
     write_code_tasks(code, root / "code_tasks")
+    hidden = {split: [r["prompt"] for r in rows[split] + code[split]] for split in ("val", "test")}
+    write_manifest(manifest_path(root / "corpus"), hidden)  # as prepare writes it
     texts = [r["prompt"] + r["response"] for r in rows["train"] + code["train"] + code["val"] + code["test"]]
     train_tokenizer(texts, TokenizerParams(kind="char")).save_pretrained(str(root / "tokenizer"))
     return root
