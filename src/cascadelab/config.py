@@ -523,17 +523,10 @@ class SigmaRLTrainParams(SigmaTrainParams):
     parallel_baseline: bool = False  # unused by sigma_rl
 
 
-_RL_SWITCHES = (
-    "code_rl",
-    "causal_replay",
-    "auto_mix",
-    "meta_loop",
-    "research_log",
-    "self_improver",
-    "counterfactual_credit",
-    "fractal_nas",
-    "draft_heads",
-)
+# sigma_rl's evolution subsystems (switched and counted by training/sigma_rl_evolution.py)
+RL_EVOLUTION_SWITCHES = ("meta_loop", "research_log", "self_improver", "counterfactual_credit", "fractal_nas",
+                         "draft_heads")  # fmt: skip
+_RL_SWITCHES = ("code_rl", "causal_replay", "auto_mix", *RL_EVOLUTION_SWITCHES)
 _RL_STANDARD = ("code_rl", "causal_replay", "auto_mix", "meta_loop", "research_log", "self_improver", "draft_heads")
 SIGMA_RL_PROFILES: dict[str, dict[str, Any]] = {
     "minimal": {

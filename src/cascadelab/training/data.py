@@ -24,6 +24,14 @@ Record = Mapping[str, Any]
 IGNORE_INDEX = -100
 
 
+def pad_batch(input_ids: Sequence[list[int]], labels: Sequence[list[int]], pad_id: int) -> Batch:
+    """Right-pad rows to the longest: ids with `pad_id`, labels with -100 (ignored by the loss)."""
+    width = max(len(row) for row in input_ids)
+    ids = [row + [pad_id] * (width - len(row)) for row in input_ids]
+    targets = [row + [IGNORE_INDEX] * (width - len(row)) for row in labels]
+    return {"input_ids": torch.tensor(ids), "labels": torch.tensor(targets)}
+
+
 class TokenizedRows:
     """Token ids and labels of prompt/target records, with their tasks, ready for batching."""
 
@@ -45,10 +53,7 @@ class TokenizedRows:
 
     def collate(self, indices: Sequence[int]) -> Batch:
         """Right-padded `input_ids` and `labels` (-100 on prompt and padding) of the rows at `indices`."""
-        width = max(len(self.input_ids[i]) for i in indices)
-        ids = [self.input_ids[i] + [self.pad_id] * (width - len(self.input_ids[i])) for i in indices]
-        labels = [self.labels[i] + [IGNORE_INDEX] * (width - len(self.labels[i])) for i in indices]
-        return {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels)}
+        return pad_batch([self.input_ids[i] for i in indices], [self.labels[i] for i in indices], self.pad_id)
 
     def sequential_batches(self, batch_size: int, limit: int | None = None) -> list[Batch]:
         """The first `limit` rows (all by default) in fixed batches, grouped by length to limit padding."""

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from cascadelab.config import SigmaRLParams
+from cascadelab.config import RL_EVOLUTION_SWITCHES, SigmaRLParams
 from cascadelab.data.corpus import CorpusVerifier, Record
 from cascadelab.evolution.self_improver import SelfImprover, SelfImproverSettings
 from cascadelab.io import atomic_write_text
@@ -48,14 +48,7 @@ from cascadelab.training.optimizers.factory import credit_optimizers
 from cascadelab.training.rl_lm_mix import RLMix
 from cascadelab.training.sigma_trainer import mean_loss
 
-EVOLUTION_FEATURES = (
-    "meta_loop",
-    "research_log",
-    "self_improver",
-    "counterfactual_credit",
-    "fractal_nas",
-    "draft_heads",
-)
+EVOLUTION_FEATURES = RL_EVOLUTION_SWITCHES
 Generate = Callable[[list[str]], list[str]]
 
 

@@ -24,11 +24,10 @@ import random
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-import torch
 from transformers import PreTrainedTokenizerBase
 
 from cascadelab.training.batch_pipeline import FallbackSource
-from cascadelab.training.data import IGNORE_INDEX, Batch
+from cascadelab.training.data import Batch, pad_batch
 
 if TYPE_CHECKING:
     from cascadelab.config import SigmaDataParams, SigmaStreamParams
@@ -69,15 +68,8 @@ def text_batches(
         ids = tokenizer(text, add_special_tokens=False)["input_ids"][: max_length - 1]
         rows.append([*ids, eos])
         if len(rows) == batch_size:
-            yield _collate(rows, pad)
+            yield pad_batch(rows, rows, pad)
             rows = []
-
-
-def _collate(rows: list[list[int]], pad: int) -> Batch:
-    width = max(len(r) for r in rows)
-    ids = [r + [pad] * (width - len(r)) for r in rows]
-    labels = [r + [IGNORE_INDEX] * (width - len(r)) for r in rows]
-    return {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels)}
 
 
 class HybridBatches:
