@@ -23,6 +23,7 @@ import math
 import random
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +54,11 @@ def lr_factor(step: int, steps: int, warmup: int, schedule: str, decay: float) -
 
 
 def train_torch(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: list[Record], args: argparse.Namespace
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    rows: list[Record],
+    args: argparse.Namespace,
+    evaluate: Callable[[int], None],
 ) -> None:
     """The minimal loop: random batches of `rows`, right padding, loss on the target tokens only."""
     ids, labels = encode_prompt_completion(tokenizer, [r["prompt"] for r in rows], [r["target"] for r in rows])
@@ -75,11 +80,18 @@ def train_torch(
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         if step % 250 == 0:
-            print(f"step {step} loss {float(loss):.4f}", flush=True)
+            print(f"step {step} loss {loss.item():.4f}", flush=True)
+        if args.eval_every and (step + 1) % args.eval_every == 0 and step + 1 < args.steps:
+            evaluate(step + 1)
+            model.train()
 
 
 def train_library(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: list[Record], args: argparse.Namespace
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    rows: list[Record],
+    args: argparse.Namespace,
+    evaluate: Callable[[int], None],
 ) -> None:
     """The stage's path: `train_sft` (TRL SFTTrainer, WSD schedule, one family per batch)."""
     train = SFTTrainParams(
@@ -124,6 +136,7 @@ def main() -> None:
     parser.add_argument("--loop", choices=["torch", "sft"], default="torch")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--eval-every", type=int, default=0, help="torch loop: also print test EM every N steps")
     parser.add_argument("--coarse", default="models/coarse")
     parser.add_argument("--corpus", default="data/corpus")
     parser.add_argument("--tokenizer", default="data/tokenizer")
@@ -142,20 +155,30 @@ def main() -> None:
 
     rows = [{**r, "prompt": source(r["prompt"]), "target": r["steps"]} for r in items]
     model = AutoModelForCausalLM.from_pretrained(args.coarse)
-    started = time.perf_counter()
-    (train_torch if args.loop == "torch" else train_library)(model, tokenizer, rows, args)
-    seconds = time.perf_counter() - started
-    outputs = generate_batched(model, tokenizer, [source(r["prompt"]) for r in test], 48)
     family = get_family(args.family)
+
+    def test_em() -> dict[str, float]:
+        model.eval()
+        outputs = generate_batched(model, tokenizer, [source(r["prompt"]) for r in test], 48)
+        em: dict[str, float] = {}
+        for level in levels:
+            hits = [
+                family.verify(o[0], r["answer"]) for r, o in zip(test, outputs, strict=True) if r["difficulty"] == level
+            ]
+            em[f"em_{args.family}{level}"] = round(100.0 * sum(hits) / len(hits), 1)
+        return em
+
+    def evaluate(step: int) -> None:
+        print(json.dumps({"step": step, **test_em()}), flush=True)
+
+    started = time.perf_counter()
+    (train_torch if args.loop == "torch" else train_library)(model, tokenizer, rows, args, evaluate)
+    seconds = time.perf_counter() - started
     result: dict[str, Any] = {k: v for k, v in vars(args).items() if k not in ("coarse", "corpus", "tokenizer")}
     result.update(
         {"rows": len(rows), "train_seconds": round(seconds, 1), "steps_per_s": round(args.steps / seconds, 2)}
     )
-    for level in levels:
-        hits = [
-            family.verify(o[0], r["answer"]) for r, o in zip(test, outputs, strict=True) if r["difficulty"] == level
-        ]
-        result[f"em_{args.family}{level}"] = round(100.0 * sum(hits) / len(hits), 1)
+    result.update(test_em())
     print(json.dumps(result), flush=True)
 
 

@@ -1,0 +1,39 @@
+"""Importing cascadelab pins torch's CPU kernel path, so the same params give the same bytes across CPUs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SRC = str(Path(__file__).resolve().parents[2] / "src")
+
+
+def cpu_capability(env_value: str | None) -> str:
+    """torch's CPU capability in a fresh interpreter that imports cascadelab first."""
+    env = {k: v for k, v in os.environ.items() if k != "ATEN_CPU_CAPABILITY"}
+    env["PYTHONPATH"] = SRC
+    if env_value is not None:
+        env["ATEN_CPU_CAPABILITY"] = env_value
+    code = "import cascadelab, torch; print(torch.backends.cpu.get_cpu_capability())"
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+
+
+def has_avx2() -> bool:
+    """Whether this machine can run the AVX2 kernels at all (an x86-64 CPU from the last decade)."""
+    try:
+        return "avx2" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not has_avx2(), reason="no AVX2 on this CPU: torch falls back to its portable kernels")
+def test_import_pins_the_avx2_kernel_path() -> None:
+    assert cpu_capability(None).strip() == "AVX2"
+
+
+def test_an_exported_capability_wins() -> None:
+    assert cpu_capability("default").strip() == "DEFAULT"
