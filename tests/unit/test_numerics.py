@@ -1,4 +1,4 @@
-"""Importing cascadelab pins torch's CPU kernel path, so the same params give the same bytes across CPUs."""
+"""Importing cascadelab pins torch's and oneDNN's CPU kernel paths: the same params give the same bytes across CPUs."""
 
 from __future__ import annotations
 
@@ -37,3 +37,13 @@ def test_import_pins_the_avx2_kernel_path() -> None:
 
 def test_an_exported_capability_wins() -> None:
     assert cpu_capability("default").strip() == "DEFAULT"
+
+
+def test_import_caps_onednn_at_avx2_unless_exported() -> None:
+    code = "import os, cascadelab; print(os.environ['ONEDNN_MAX_CPU_ISA'])"
+    env = {k: v for k, v in os.environ.items() if k != "ONEDNN_MAX_CPU_ISA"} | {"PYTHONPATH": SRC}
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert run.stdout.strip() == "AVX2"
+    env["ONEDNN_MAX_CPU_ISA"] = "AVX512_CORE"
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert run.stdout.strip() == "AVX512_CORE"
