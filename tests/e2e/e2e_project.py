@@ -52,6 +52,7 @@ TINY_CASCADE = {
     "refiner": {
         "mix": {"mul": 0.8, "word": 0.0, "expr": 0.0, "add": 0.2, "sub": 0.0},  # merged into the default mix
         "route_tasks": ["mul"],
+        "family_steps": {"mul": 12},  # the default's mul budget would be merged in otherwise
         "fresh_per_cell": 60,
         "parallel": True,
         "max_new_tokens": 16,

@@ -120,7 +120,12 @@ class CascadeTransformer:
             limen.base_context = refiner.coarse_context  # LIMEN reads the base with the adapter off
         self.route_tasks = set(settings.route_tasks if settings.route_tasks is not None else refiner.route_tasks)
         self.threshold = settings.threshold if settings.threshold is not None else limen.threshold
+        self.family_thresholds: dict[str, float] = dict(settings.family_thresholds)
         self._cache: OrderedDict[tuple[int, str], str] = OrderedDict()
+
+    def threshold_of(self, task: str | None) -> float:
+        """The coarse approval threshold for a family: its own when recalibrated per family, else the global."""
+        return self.family_thresholds.get(task, self.threshold) if task is not None else self.threshold
 
     # ------------------------------------------------------------------------------------------ pieces
     def coarse_generate(self, prompts: Sequence[str]) -> list[str]:
@@ -214,7 +219,7 @@ class CascadeTransformer:
         coarse_intentions = self.limen.create_intentions(
             [t.prompt for t in traces], [t.coarse or "" for t in traces], "coarse", [t.task for t in traces]
         )
-        decisions = self.limen.validate_intentions(coarse_intentions, self.threshold)
+        decisions = self.limen.validate_intentions(coarse_intentions, [self.threshold_of(t.task) for t in traces])
         to_refine: list[CascadeTrace] = []
         by_trace: dict[int, Intention] = {}
         for trace, intention, decision in zip(traces, coarse_intentions, decisions, strict=True):

@@ -46,6 +46,7 @@ class SweepData:
     routed: list[bool]
     coarse_tokens: list[int]
     refined_tokens: list[int]
+    tasks: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -168,6 +169,7 @@ def sweep_data(
         routed=routed,
         coarse_tokens=[t.coarse_tokens for t in coarse_run.traces],
         refined_tokens=[n if r else 0 for n, r in zip(refined_tokens, routed, strict=True)],
+        tasks=list(tasks),
     )
 
 
@@ -214,6 +216,51 @@ def recalibrated_threshold(data: SweepData, budget: float) -> float:
         )
     ]
     return choose_threshold(data.coarse_tension, data.coarse_correct, budget, after)
+
+
+def _family_options(data: SweepData, indices: Sequence[int]) -> list[tuple[int, int, int, float]]:
+    """Per threshold of one family, most tense items sent first: (breaks, EM gain, items sent, threshold)."""
+    tension = data.coarse_tension
+    values = sorted({tension[i] for i in indices}, reverse=True)
+    ordered = sorted(indices, key=lambda i: -tension[i])
+    options = [(0, 0, 0, values[0])]  # threshold at the highest tension: nothing is sent
+    breaks = gain = sent = position = 0
+    for k, value in enumerate(values):
+        while position < len(ordered) and tension[ordered[position]] == value:
+            i = ordered[position]
+            after = data.refined_correct[i] if data.refined_approved[i] else data.coarse_correct[i]
+            gain += int(after) - int(data.coarse_correct[i])
+            breaks += int(data.coarse_correct[i] and not after)
+            sent, position = sent + 1, position + 1
+        options.append((breaks, gain, sent, values[k + 1] if k + 1 < len(values) else value - 1e-6))
+    return options
+
+
+def recalibrated_family_thresholds(data: SweepData, budget: float) -> dict[str, float]:
+    """One threshold per routed family, maximising exact match on this data with the break budget shared.
+
+    The break rate is counted as in `recalibrated_threshold` (broken right items over all right items), so
+    the families together stay within `budget`; one global threshold spends it on whichever family has the
+    most tense right items, per-family thresholds where a break buys the most fixes. Exact (a knapsack over
+    the families' thresholds); ties go to less refinement.
+    """
+    if len(data.tasks) != len(data.routed):
+        raise ValueError("recalibrated_family_thresholds: the sweep data has no task per item")
+    allowed = math.floor(budget * max(sum(data.coarse_correct), 1) + 1e-9)
+    families = sorted({t for t, routed in zip(data.tasks, data.routed, strict=True) if routed})
+    best: dict[int, tuple[int, int, dict[str, float]]] = {0: (0, 0, {})}  # breaks used → (gain, -sent, choice)
+    for family in families:
+        indices = [i for i, (t, r) in enumerate(zip(data.tasks, data.routed, strict=True)) if r and t == family]
+        following: dict[int, tuple[int, int, dict[str, float]]] = {}
+        for used, (gain, fewer, choice) in best.items():
+            for breaks, more_gain, sent, threshold in _family_options(data, indices):
+                if used + breaks > allowed:
+                    continue
+                candidate = (gain + more_gain, fewer - sent, {**choice, family: threshold})
+                if used + breaks not in following or candidate[:2] > following[used + breaks][:2]:
+                    following[used + breaks] = candidate
+        best = following
+    return max(best.values(), key=lambda state: state[:2])[2]
 
 
 def plot_accuracy_vs_compute(curves: dict[str, list[dict[str, float]]], path: str | Path) -> None:
@@ -345,11 +392,13 @@ def run_cascade_eval(
     for item in [cascade, *(baselines or {}).values()]:
         if settings.recalibrate_threshold and val_records:
             base = item.generate([r["prompt"] for r in val_records], "coarse_only", [r["task"] for r in val_records])
-            item.threshold = recalibrated_threshold(
-                sweep_data(item, val_records, base, verify), settings.break_rate_budget
-            )
+            data = sweep_data(item, val_records, base, verify)
+            item.threshold = recalibrated_threshold(data, settings.break_rate_budget)
+            if settings.per_family_thresholds:
+                item.family_thresholds = recalibrated_family_thresholds(data, settings.break_rate_budget)
     outcome = evaluate_cascade(cascade, test_records, verify, settings)
     outcome.metrics["threshold"] = cascade.threshold
+    outcome.metrics.update({f"threshold_{t}": v for t, v in sorted(cascade.family_thresholds.items())})
     for name, baseline in (baselines or {}).items():
         other = evaluate_cascade(baseline, test_records, verify, settings, name=name)
         outcome.metrics.update(other.metrics)

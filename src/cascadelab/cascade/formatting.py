@@ -58,8 +58,8 @@ def split_refiner_input(text: str) -> tuple[str, str]:
 
 
 def refiner_target(record: Mapping[str, Any], fmt: RefinerFormatSettings) -> str:
-    """The text the refiner learns for a record: its `steps` (or `response` for target `answer`)."""
-    field = "steps" if fmt.target == "steps" else "response"
+    """The text the refiner learns for a record: its `steps` (or `response` where its family's target is `answer`)."""
+    field = "steps" if fmt.target_of(str(record.get("task", ""))) == "steps" else "response"
     value = record.get(field)
     if not value:
         raise ValueError(f"record {record.get('id', record.get('prompt'))!r}: no {field!r} field to train on")

@@ -257,16 +257,21 @@ class Limen:
         """Approve or refuse one intention."""
         return self.validate_intentions([intention])[0]
 
-    def validate_intentions(self, intentions: Sequence[Intention], threshold: float | None = None) -> list[Decision]:
-        """Decisions for many intentions; `threshold` overrides the coarse threshold."""
+    def validate_intentions(
+        self, intentions: Sequence[Intention], threshold: float | Sequence[float] | None = None
+    ) -> list[Decision]:
+        """Decisions for many intentions; `threshold` (one value, or one per intention) overrides the coarse one."""
         tensions = self.tensions(intentions).tolist()
+        if isinstance(threshold, Sequence) and len(threshold) != len(intentions):
+            raise ValueError(f"validate_intentions: {len(threshold)} thresholds for {len(intentions)} intentions")
+        overrides = list(threshold) if isinstance(threshold, Sequence) else [threshold] * len(intentions)
         decisions = []
-        for intention, tension in zip(intentions, tensions, strict=True):
+        for intention, tension, override in zip(intentions, tensions, overrides, strict=True):
             if intention.rule is not None:
                 decisions.append(Decision(False, 1.0, intention.rule))
                 continue
             limit = self.settings.refined_threshold if intention.stage == "refined" else self.threshold
-            limit = threshold if threshold is not None and intention.stage == "coarse" else limit
+            limit = override if override is not None and intention.stage == "coarse" else limit
             if tension <= limit:
                 decisions.append(Decision(True, tension, f"approved: tension {tension:.3f} <= {limit:.3f}"))
             else:

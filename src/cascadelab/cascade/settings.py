@@ -81,9 +81,16 @@ class RefinerFormatSettings(StrictModel):
     """What the refiner reads and writes: `{prompt}[COARSE]{coarse}[REFINE]` → steps (or answer)."""
 
     target: Literal["steps", "answer"] = Field("steps", description="answer: direct re-emission (the baseline)")
+    family_targets: dict[str, Literal["steps", "answer"]] = Field(
+        default_factory=dict, description="per-family target overriding `target` (a family not named: `target`)"
+    )
     use_coarse: bool = Field(False, description="false: the coarse slot is left empty (the slow path alone)")
     repeat_prompt: bool = Field(False, description="repeat the prompt after [REFINE] (answer at coarse offsets)")
     max_coarse_chars: int = Field(32, gt=0, description="coarse outputs are cut to this length in the input")
+
+    def target_of(self, task: str) -> Literal["steps", "answer"]:
+        """The target a family's rows train on: its `family_targets` entry, else `target`."""
+        return self.family_targets.get(task, self.target)
 
 
 class RefinerTrainSettings(SFTTrainParams):
@@ -178,6 +185,10 @@ class RefinerSettings(StrictModel):
     )
     per_family: bool = Field(False, description="one refiner per routed family (one family at a time learns best)")
     family_steps: dict[str, int] = Field(default_factory=dict, description="per-family step budgets (per_family)")
+    family_support: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="per routed family, the non-routed mix families trained beside it (not named: all of them)",
+    )
     parallel: bool = Field(
         False, description="train each per-family refiner and the control in its own process (train.num_threads each)"
     )
@@ -210,12 +221,21 @@ class RefinerSettings(StrictModel):
                 raise ValueError(f"family_steps.{name}: not a routed family")
             if steps <= 0:
                 raise ValueError(f"family_steps.{name}: must be > 0 (got {steps})")
+        for name, support in self.family_support.items():
+            if name not in self.route_tasks:
+                raise ValueError(f"family_support.{name}: not a routed family")
+            for other in support:
+                if other not in trained or other in self.route_tasks:
+                    raise ValueError(f"family_support.{name}: {other!r} is not a non-routed family of the mix")
         for name, levels in self.fresh_difficulties.items():
             if not levels or any(level not in (1, 2, 3) for level in levels):
                 raise ValueError(f"fresh_difficulties.{name}: levels must be a non-empty list of 1, 2, 3")
         if self.per_family and self.mode == "lora":
             raise ValueError("per_family: not supported with mode lora (one adapter serves every family)")
-        if self.strategy == "adversarial" and self.format.target != "steps":
+        for name in self.format.family_targets:
+            if name not in trained:
+                raise ValueError(f"format.family_targets.{name}: not a trained family (no weight > 0 in mix)")
+        if self.strategy == "adversarial" and "answer" in {self.format.target_of(t) for t in trained}:
             raise ValueError("strategy: adversarial needs target steps (the discriminator reads worked steps)")
         return self
 
@@ -230,6 +250,9 @@ class CascadeSettings(StrictModel):
     batch_size: int = Field(256, gt=0)
     route_tasks: list[str] | None = Field(None, description="families sent to the refiner; null: the refiner's")
     threshold: float | None = Field(None, ge=0, le=1, description="coarse approval threshold; null: LIMEN's own")
+    family_thresholds: dict[str, float] = Field(
+        default_factory=dict, description="coarse approval threshold per family (a family not named: `threshold`)"
+    )
     cache_size: int = Field(100_000, ge=0, description="cached refiner inputs (repeated coarse outputs); 0: off")
 
 
@@ -242,6 +265,9 @@ class CascadeEvalSettings(StrictModel):
         True, description="re-choose the gate threshold on val with the refiner's real outputs for the budget"
     )
     break_rate_budget: float = Field(0.02, ge=0, le=1)
+    per_family_thresholds: bool = Field(
+        False, description="recalibrate one threshold per routed family, the break budget shared between them"
+    )
     sweep_points: int = Field(21, ge=2, description="thresholds in the accuracy-vs-compute sweep")
     text_metrics: bool = Field(True, description="BLEU/ROUGE of refined vs coarse (sacrebleu, rouge-score)")
     sample_predictions: int = Field(64, ge=0)

@@ -6,7 +6,7 @@
   joins them. Target: the worked `steps` (or the `response` for the answer baseline).
 * `teacher_forcing`: `train_sft` with the loss on the target only, one family per batch, the settings'
   mix; with `per_family` one refiner per routed family, each on its own budget (`family_steps`) with the
-  non-routed families of the mix as support (e.g. add/sub for word problems).
+  non-routed families of the mix as support (e.g. add/sub for word problems; `family_support` narrows it).
 * `self_improvement`: TRL `GRPOTrainer` from the teacher-forced refiner; reward = verified(refined) −
   verified(coarse) − λ·LIMEN tension + a format term for well-formed steps.
 * `adversarial`: a small discriminator learns gold vs refined steps; its "looks gold" probability joins
@@ -196,8 +196,9 @@ def refiner_jobs(coarse_model: PreTrainedModel, rows: Sequence[Record], settings
     if settings.per_family:
         support = {t: w for t, w in settings.mix.items() if w > 0 and t not in settings.route_tasks}
         for task in settings.route_tasks:
+            chosen = settings.family_support.get(task, list(support))
             plan[task] = (
-                {task: settings.mix[task], **support},
+                {task: settings.mix[task], **{t: w for t, w in support.items() if t in chosen}},
                 settings.family_steps.get(task, settings.train.max_steps),
             )
     else:
@@ -241,7 +242,10 @@ def expected_tokens(tokenizer: PreTrainedTokenizerBase, job: SFTJob, sample: int
 def answer_baseline_settings(settings: RefinerSettings) -> RefinerSettings:
     """The settings of the answer-target baseline: the same refiner, trained to re-emit the answer directly."""
     return settings.model_copy(
-        update={"format": settings.format.model_copy(update={"target": "answer"}), "answer_baseline": False}
+        update={
+            "format": settings.format.model_copy(update={"target": "answer", "family_targets": {}}),
+            "answer_baseline": False,
+        }
     )
 
 

@@ -96,6 +96,19 @@ def test_normal_mode_decisions(build):
     assert out.outputs == [t.final for t in out.traces]
 
 
+def test_a_family_threshold_overrides_the_global_one(build):
+    coarse = {"7*38=": "+000", "12+34=": "+640"}  # both tension 0.378
+    cascade = build({"+000": "650,012:+662"}, coarse, threshold=0.3)
+    cascade.family_thresholds = {"mul": 0.5}
+    out = cascade.generate(list(coarse), "normal", ["mul", "add"])
+    assert out.traces[0].decision == "coarse approved" and not out.traces[0].routed
+    assert out.traces[1].decision.startswith("not routed")  # add keeps the global 0.3
+    assert cascade.threshold_of("mul") == 0.5 and cascade.threshold_of("add") == 0.3
+    intentions = cascade.limen.create_intentions(["7*38="], ["+000"], "coarse", ["mul"])
+    with pytest.raises(ValueError, match="validate_intentions: 2 thresholds for 1 intentions"):
+        cascade.limen.validate_intentions(intentions, [0.1, 0.2])
+
+
 def test_refused_refinement_falls_back_to_coarse(build):
     cascade = build({"+000": "1,2:junk"}, {"7*38=": "+000"}, threshold=0.1)
     trace = cascade.generate(["7*38="], "normal", ["mul"]).traces[0]

@@ -9,6 +9,7 @@ from cascadelab.cascade.evaluation import (
     SweepData,
     evaluate_cascade,
     plot_accuracy_vs_compute,
+    recalibrated_family_thresholds,
     recalibrated_threshold,
     run_cascade_eval,
     sweep_data,
@@ -89,6 +90,29 @@ def test_sweep_compute_axis_is_monotone_and_spans_never_to_always():
     assert tokens == sorted(tokens) and tokens[0] == 4.0 and tokens[-1] == 4 + 70 / 5
     # Never refine, the 0.9 item fixed, 0.7 refused by LIMEN, 0.5 stays wrong, 0.3 broken, 0.1 kept right.
     assert [p["em"] for p in points] == [40.0, 40.0, 60.0, 60.0, 60.0, 40.0, 40.0]
+
+
+def test_family_thresholds_spend_the_break_budget_where_it_buys_fixes():
+    # mul: 0.9 wrong→fixed, 0.8 right→broken, 0.7 and 0.65 wrong→fixed; word: 0.6, 0.5 wrong→fixed, 0.1
+    # right→kept; two right add items are not routed. With no break allowed one global threshold stops
+    # above 0.8 and refines only the 0.9 item; per family, mul stops there and word refines what it fixes.
+    data = SweepData(
+        coarse_correct=[False, True, False, False, False, False, True, True, True],
+        refined_correct=[True, False, True, True, True, True, True, False, False],
+        coarse_tension=[0.9, 0.8, 0.7, 0.65, 0.6, 0.5, 0.1, 0.2, 0.3],
+        refined_approved=[True] * 7 + [False, False],
+        routed=[True] * 7 + [False, False],
+        coarse_tokens=[4] * 9,
+        refined_tokens=[10] * 7 + [0, 0],
+        tasks=["mul"] * 4 + ["word"] * 3 + ["add"] * 2,
+    )
+    assert recalibrated_threshold(data, 0.0) == 0.8
+    # Word's 0.1 item gains nothing when refined: the tie goes to less refinement (threshold 0.1, not below).
+    assert recalibrated_family_thresholds(data, 0.0) == {"mul": 0.8, "word": 0.1}
+    # One break allowed (1 of 4 right items): mul sends every item, one break buys two more fixes.
+    assert recalibrated_family_thresholds(data, 0.25) == {"mul": pytest.approx(0.65 - 1e-6), "word": 0.1}
+    with pytest.raises(ValueError, match="the sweep data has no task per item"):
+        recalibrated_family_thresholds(SweepData([True], [True], [0.5], [True], [True], [4], [10]), 0.0)
 
 
 def test_text_metrics_where_installed():

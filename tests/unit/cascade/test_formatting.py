@@ -10,7 +10,7 @@ from cascadelab.cascade.formatting import (
     refiner_target,
     split_refiner_input,
 )
-from cascadelab.cascade.settings import RefinerFormatSettings
+from cascadelab.cascade.settings import RefinerFormatSettings, RefinerSettings
 from cascadelab.data.tasks import FAMILIES, get_family
 
 WITH_COARSE = RefinerFormatSettings(use_coarse=True)
@@ -97,6 +97,9 @@ def test_target_and_record():
     }
     assert refiner_target(record, RefinerFormatSettings(target="steps")) == "650,012:+662"
     assert refiner_target(record, RefinerFormatSettings(target="answer")) == "+662"
+    per_family = RefinerFormatSettings(target="answer", family_targets={"mul": "steps"})
+    assert refiner_target(record, per_family) == "650,012:+662"
+    assert refiner_target({**record, "task": "word"}, per_family) == "+662"
     row = refiner_record(record, "+000", WITH_COARSE)
     assert row == {
         "id": "mul1-x",
@@ -110,3 +113,12 @@ def test_target_and_record():
     }
     with pytest.raises(ValueError, match="record 'mul1-x': no 'steps' field to train on"):
         refiner_target({**record, "steps": ""}, RefinerFormatSettings())
+
+
+def test_family_targets_must_name_trained_families() -> None:
+    fmt = RefinerFormatSettings(family_targets={"expr": "steps"})
+    with pytest.raises(ValueError, match=r"format\.family_targets\.expr: not a trained family"):
+        RefinerSettings(mix={"mul": 1.0}, route_tasks=["mul"], format=fmt)
+    fmt = RefinerFormatSettings(target="steps", family_targets={"word": "answer"})
+    with pytest.raises(ValueError, match="strategy: adversarial needs target steps"):
+        RefinerSettings(mix={"mul": 0.5, "word": 0.5}, route_tasks=["mul"], format=fmt, strategy="adversarial")

@@ -101,3 +101,12 @@ def test_control_budget_matches_the_refiners_tokens_or_steps(model, tokenizer):
     assert control.train.max_steps > 50  # direct answers are shorter than worked steps: more steps
     by_steps = settings.model_copy(update={"control": settings.control.model_copy(update={"budget": "steps"})})
     assert control_job(model, tokenizer, train, by_steps, refiners).train.max_steps == 50
+    narrowed = settings.model_copy(update={"family_support": {"mul": []}})
+    assert [sorted(j.mix) for j in refiner_jobs(model, rows, narrowed)] == [["mul"], ["add", "word"]]
+
+
+def test_family_support_names_non_routed_families_of_the_mix():
+    with pytest.raises(ValueError, match=r"family_support\.word: not a routed family"):
+        RefinerSettings(mix={"mul": 0.9, "word": 0.1}, route_tasks=["mul"], family_support={"word": []})
+    with pytest.raises(ValueError, match=r"family_support\.mul: 'word' is not a non-routed family of the mix"):
+        RefinerSettings(mix={"mul": 0.5, "word": 0.5}, route_tasks=["mul", "word"], family_support={"mul": ["word"]})
