@@ -263,8 +263,13 @@ def recalibrated_family_thresholds(data: SweepData, budget: float) -> dict[str, 
     return max(best.values(), key=lambda state: state[:2])[2]
 
 
-def plot_accuracy_vs_compute(curves: dict[str, list[dict[str, float]]], path: str | Path) -> None:
-    """PNG of exact match against mean generated tokens per item, one line per curve."""
+def plot_accuracy_vs_compute(
+    curves: dict[str, list[dict[str, float]]],
+    path: str | Path,
+    operating_points: dict[str, tuple[float, float]] | None = None,
+) -> None:
+    """PNG of exact match against mean generated tokens per item: one line per curve, and each operating point
+    (label → (tokens per item, EM), e.g. the gated cascade at its chosen threshold) as a star."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -273,6 +278,8 @@ def plot_accuracy_vs_compute(curves: dict[str, list[dict[str, float]]], path: st
     figure, axis = plt.subplots(figsize=(6, 4))
     for name, points in curves.items():
         axis.plot([p["tokens_per_item"] for p in points], [p["em"] for p in points], marker="o", label=name)
+    for label, (tokens, em) in (operating_points or {}).items():
+        axis.scatter([tokens], [em], marker="*", s=220, zorder=3, label=label)
     axis.set_xlabel("mean generated tokens per item")
     axis.set_ylabel("test exact match (%)")
     axis.set_title("Cascade: accuracy vs compute (LIMEN threshold sweep)")

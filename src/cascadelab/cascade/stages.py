@@ -206,9 +206,17 @@ def run_cascade_eval_stage(
     outcome = run_cascade_eval(
         cascade, val, test, inputs.verifier.verify, settings, load_control(control_dir), baselines
     )
-    plot_accuracy_vs_compute(outcome.curves, plot_path)
+    plot_accuracy_vs_compute(outcome.curves, plot_path, operating_points(outcome.metrics))
     curves = {"sweep": sweep_rows(outcome.curves), "families": family_rows(outcome.metrics, test)}
     return StageOutcome(dict(outcome.metrics), curves, outcome.predictions)
+
+
+def operating_points(metrics: dict[str, float]) -> dict[str, tuple[float, float]]:
+    """The gated cascade at its chosen threshold, as (tokens per item, EM) for the accuracy-vs-compute plot."""
+    if "tokens_per_item_cascade" not in metrics or "em_cascade" not in metrics:
+        return {}
+    label = f"gated cascade (threshold {metrics.get('threshold', float('nan')):.2f})"
+    return {label: (metrics["tokens_per_item_cascade"], metrics["em_cascade"])}
 
 
 def sweep_rows(curves: dict[str, list[dict[str, float]]]) -> list[dict[str, Any]]:

@@ -125,7 +125,7 @@ def test_text_metrics_where_installed():
 
 def test_plot_writes_a_png(tmp_path):
     curves = {"steps": [{"tokens_per_item": 4.0, "em": 30.0}, {"tokens_per_item": 9.0, "em": 60.0}]}
-    plot_accuracy_vs_compute(curves, tmp_path / "plots" / "curve.png")
+    plot_accuracy_vs_compute(curves, tmp_path / "plots" / "curve.png", {"gated (threshold 0.50)": (6.0, 45.0)})
     assert (tmp_path / "plots" / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

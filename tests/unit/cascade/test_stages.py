@@ -2,7 +2,7 @@
 
 import math
 
-from cascadelab.cascade.stages import StageOutcome, error_rate_rows, family_rows, reliability_rows
+from cascadelab.cascade.stages import StageOutcome, error_rate_rows, family_rows, operating_points, reliability_rows
 
 
 def test_reliability_rows_bin_tension_against_the_observed_wrong_rate():
@@ -34,3 +34,9 @@ def test_family_rows_and_strict_json_metrics():
     assert [(r["task"], r["items"]) for r in rows] == [("add", 1), ("mul", 2), ("all", 3)]
     assert rows[1]["cascade"] == 50.0 and math.isnan(rows[0]["coarse"])
     assert StageOutcome(metrics).metrics == {"em_coarse": 10.0, "em_coarse_mul": 0.0, "em_cascade_mul": 50.0}
+
+
+def test_operating_points_mark_the_gated_cascade_at_its_threshold():
+    metrics = {"tokens_per_item_cascade": 10.5, "em_cascade": 46.4, "threshold": 0.8312}
+    assert operating_points(metrics) == {"gated cascade (threshold 0.83)": (10.5, 46.4)}
+    assert operating_points({"em_cascade": 46.4}) == {}
