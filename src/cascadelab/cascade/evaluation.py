@@ -278,8 +278,8 @@ def plot_accuracy_vs_compute(
     figure, axis = plt.subplots(figsize=(6, 4))
     for name, points in curves.items():
         axis.plot([p["tokens_per_item"] for p in points], [p["em"] for p in points], marker="o", label=name)
-    for label, (tokens, em) in (operating_points or {}).items():
-        axis.scatter([tokens], [em], marker="*", s=220, zorder=3, label=label)
+    for k, (label, (tokens, em)) in enumerate((operating_points or {}).items()):
+        axis.scatter([tokens], [em], marker="*", s=220, zorder=3, color=f"C{len(curves) + k}", label=label)
     axis.set_xlabel("mean generated tokens per item")
     axis.set_ylabel("test exact match (%)")
     axis.set_title("Cascade: accuracy vs compute (LIMEN threshold sweep)")
