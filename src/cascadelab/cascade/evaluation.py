@@ -207,18 +207,25 @@ def threshold_sweep(data: SweepData, thresholds: Sequence[float]) -> list[dict[s
     return sorted(points, key=lambda p: (p["tokens_per_item"], -p["threshold"]))
 
 
-def recalibrated_threshold(data: SweepData, budget: float) -> float:
-    """The gate threshold whose real break rate on this data (refiner outputs included) stays within budget."""
-    after = [
+def _correct_if_sent(data: SweepData) -> list[bool]:
+    """Per item, whether the answer is right once the item is sent on: the refined one if LIMEN approves it,
+    else the coarse one (an item no refiner serves keeps its answer, so counts as right: it cannot break)."""
+    return [
         (not routed) or (refined if approved else coarse)
         for routed, approved, refined, coarse in zip(
             data.routed, data.refined_approved, data.refined_correct, data.coarse_correct, strict=True
         )
     ]
-    return choose_threshold(data.coarse_tension, data.coarse_correct, budget, after)
 
 
-def _family_options(data: SweepData, indices: Sequence[int]) -> list[tuple[int, int, int, float]]:
+def recalibrated_threshold(data: SweepData, budget: float) -> float:
+    """The gate threshold whose real break rate on this data (refiner outputs included) stays within budget."""
+    return choose_threshold(data.coarse_tension, data.coarse_correct, budget, _correct_if_sent(data))
+
+
+def _family_options(
+    data: SweepData, indices: Sequence[int], correct_if_sent: Sequence[bool]
+) -> list[tuple[int, int, int, float]]:
     """Per threshold of one family, most tense items sent first: (breaks, EM gain, items sent, threshold)."""
     tension = data.coarse_tension
     values = sorted({tension[i] for i in indices}, reverse=True)
@@ -228,7 +235,7 @@ def _family_options(data: SweepData, indices: Sequence[int]) -> list[tuple[int, 
     for k, value in enumerate(values):
         while position < len(ordered) and tension[ordered[position]] == value:
             i = ordered[position]
-            after = data.refined_correct[i] if data.refined_approved[i] else data.coarse_correct[i]
+            after = correct_if_sent[i]
             gain += int(after) - int(data.coarse_correct[i])
             breaks += int(data.coarse_correct[i] and not after)
             sent, position = sent + 1, position + 1
@@ -248,12 +255,13 @@ def recalibrated_family_thresholds(data: SweepData, budget: float) -> dict[str, 
         raise ValueError("recalibrated_family_thresholds: the sweep data has no task per item")
     allowed = math.floor(budget * max(sum(data.coarse_correct), 1) + 1e-9)
     families = sorted({t for t, routed in zip(data.tasks, data.routed, strict=True) if routed})
+    correct_if_sent = _correct_if_sent(data)
     best: dict[int, tuple[int, int, dict[str, float]]] = {0: (0, 0, {})}  # breaks used → (gain, -sent, choice)
     for family in families:
         indices = [i for i, (t, r) in enumerate(zip(data.tasks, data.routed, strict=True)) if r and t == family]
         following: dict[int, tuple[int, int, dict[str, float]]] = {}
         for used, (gain, fewer, choice) in best.items():
-            for breaks, more_gain, sent, threshold in _family_options(data, indices):
+            for breaks, more_gain, sent, threshold in _family_options(data, indices, correct_if_sent):
                 if used + breaks > allowed:
                     continue
                 candidate = (gain + more_gain, fewer - sent, {**choice, family: threshold})

@@ -196,9 +196,9 @@ def refiner_jobs(coarse_model: PreTrainedModel, rows: Sequence[Record], settings
     if settings.per_family:
         support = {t: w for t, w in settings.mix.items() if w > 0 and t not in settings.route_tasks}
         for task in settings.route_tasks:
-            chosen = settings.family_support.get(task, list(support))
+            chosen = settings.family_support.get(task, list(support))  # validated: names in `support`
             plan[task] = (
-                {task: settings.mix[task], **{t: w for t, w in support.items() if t in chosen}},
+                {task: settings.mix[task], **{t: support[t] for t in chosen}},
                 settings.family_steps.get(task, settings.train.max_steps),
             )
     else:
