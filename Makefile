@@ -24,8 +24,9 @@ test: setup  ## run the whole test suite (unit, integration, end-to-end)
 test-fast: setup  ## unit and integration tests only
 	python -m pytest -m "not slow"
 
-lint: setup  ## ruff + mypy
+lint: setup  ## ruff (check + format) + mypy
 	ruff check src stages tests benchmarks
+	ruff format --check src stages tests benchmarks
 	mypy
 
 ui: setup  ## MLflow UI on the project's store (http://127.0.0.1:5000)

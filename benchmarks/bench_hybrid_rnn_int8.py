@@ -101,9 +101,7 @@ def best_of(model: Any, tokenizer: Any, records: list[dict], args: argparse.Name
 
 def main() -> None:
     """Parse arguments, measure both variants, print the table and the ratios."""
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-dir", type=Path)
     parser.add_argument("--tokenizer-dir", type=Path)
     parser.add_argument("--records", type=Path)
@@ -129,9 +127,7 @@ def main() -> None:
     int8 = min(runs["int8"], key=lambda r: r.seconds)
     agree = sum(a == b for a, b in zip(fp32.predictions, int8.predictions, strict=True)) / len(records)
 
-    print(
-        f"{len(records)} records, batch {args.batch_size}, {args.threads} thread(s), best of {args.repeats}"
-    )
+    print(f"{len(records)} records, batch {args.batch_size}, {args.threads} thread(s), best of {args.repeats}")
     print(f"{'variant':8} {'seconds':>8} {'tokens/s':>9} {'exact match':>12} {'loss':>7}")
     for name, r in (("fp32", fp32), ("int8", int8)):
         loss = math.log(r.perplexity)

@@ -86,8 +86,9 @@ def stage_models(args: argparse.Namespace) -> tuple[LEGOTransformer, LEGOTransfo
         with torch.no_grad():
             conf = torch.cat(
                 [
-                    torch.softmax(lego.forward_all_layers(b["input_ids"], b["attention_mask"], layers=[2])[0], -1)
-                    .amax(-1)[b["attention_mask"].bool()]
+                    torch.softmax(lego.forward_all_layers(b["input_ids"], b["attention_mask"], layers=[2])[0], -1).amax(
+                        -1
+                    )[b["attention_mask"].bool()]
                     for b in batches
                 ]
             )

@@ -17,7 +17,12 @@ from cascadelab.training.hybrid_rnn_stage import run_hybrid_rnn
 TINY = {
     "model": {"preset": "tiny"},
     "train": {
-        "max_steps": 24, "batch_size": 8, "warmup_steps": 2, "logging_steps": 4, "eval_steps": 8, "num_threads": 1
+        "max_steps": 24,
+        "batch_size": 8,
+        "warmup_steps": 2,
+        "logging_steps": 4,
+        "eval_steps": 8,
+        "num_threads": 1,
     },
     "curriculum": {"max_warmup_fraction": 0.5},
     "mix": {"add": 0.4, "sub": 0.4, "mul": 0.2},

@@ -51,9 +51,7 @@ def encode_pairs(
     tokenizer: PreTrainedTokenizerBase, pairs: Sequence[tuple[str, str]]
 ) -> list[tuple[list[int], list[int]]]:
     """Encode (prompt, response) pairs into (source ids, target ids + EOS)."""
-    return [
-        (encode_source(tokenizer, prompt), encode_target(tokenizer, response)) for prompt, response in pairs
-    ]
+    return [(encode_source(tokenizer, prompt), encode_target(tokenizer, response)) for prompt, response in pairs]
 
 
 def _pad(rows: Sequence[Sequence[int]], value: int) -> torch.Tensor:

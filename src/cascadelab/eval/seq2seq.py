@@ -114,8 +114,7 @@ def evaluate_seq2seq(
     kwargs = _decoding_kwargs(decoding, num_beams, temperature, top_k, top_p)
     eos = model.config.eos_token_id
     encoded = [
-        (encode_source(tokenizer, str(r["prompt"])), encode_target(tokenizer, str(r["response"])))
-        for r in records
+        (encode_source(tokenizer, str(r["prompt"])), encode_target(tokenizer, str(r["response"]))) for r in records
     ]
     if max_new_tokens is None:
         max_new_tokens = max(len(target) for _, target in encoded) + 8

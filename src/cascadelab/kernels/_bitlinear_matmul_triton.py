@@ -15,10 +15,25 @@ import triton.language as tl
 
 @triton.jit
 def _bitlinear_matmul_kernel(
-    x_ptr, xs_ptr, w_ptr, ws_ptr, y_ptr,
-    M, N, K, K4,
-    stride_xm, stride_xk, stride_wk, stride_wn, stride_ym, stride_yn,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+    x_ptr,
+    xs_ptr,
+    w_ptr,
+    ws_ptr,
+    y_ptr,
+    M,
+    N,
+    K,
+    K4,
+    stride_xm,
+    stride_xk,
+    stride_wk,
+    stride_wn,
+    stride_ym,
+    stride_yn,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    GROUP_M: tl.constexpr,
 ):
     """y[m, n] = xs[m] * ws * sum_k x[m, k] * W[n, k] with x int8 (M, K) and W packed (K4, N) uint8."""
     pid = tl.program_id(0)

@@ -44,12 +44,29 @@ def _chunk_log_decay(a_ptr, t, T, stride_at, offs_t, CHUNK: tl.constexpr):
 
 @triton.jit
 def _complex_scan_chunk_state_kernel(
-    x_ptr, y_ptr, a_ptr, s_ptr, glast_ptr,
-    T, H, N, P, n_chunks,
-    stride_xb, stride_xh, stride_xt,
-    stride_yb, stride_yh, stride_yt,
-    stride_ab, stride_ah, stride_at,
-    TO_END: tl.constexpr, CHUNK: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_P: tl.constexpr,
+    x_ptr,
+    y_ptr,
+    a_ptr,
+    s_ptr,
+    glast_ptr,
+    T,
+    H,
+    N,
+    P,
+    n_chunks,
+    stride_xb,
+    stride_xh,
+    stride_xt,
+    stride_yb,
+    stride_yh,
+    stride_yt,
+    stride_ab,
+    stride_ah,
+    stride_at,
+    TO_END: tl.constexpr,
+    CHUNK: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_P: tl.constexpr,
     PRECISION: tl.constexpr,
 ):
     """states[b,h,c] = sum_s w_s x_s y_sᵀ with w = exp(g_last - g) (TO_END) or exp(g); grid (chunks, B*H)."""
@@ -74,9 +91,7 @@ def _complex_scan_chunk_state_kernel(
 
 
 @triton.jit
-def _complex_scan_state_pass_kernel(
-    s_ptr, glast_ptr, n_chunks, NP, REVERSE: tl.constexpr, BLOCK: tl.constexpr
-):
+def _complex_scan_state_pass_kernel(s_ptr, glast_ptr, n_chunks, NP, REVERSE: tl.constexpr, BLOCK: tl.constexpr):
     """In place per (b,h): states[c] <- state entering chunk c (REVERSE: gradient of the state leaving it).
 
     Grid (B*H, NP/BLOCK).
@@ -95,12 +110,30 @@ def _complex_scan_state_pass_kernel(
 
 @triton.jit
 def _complex_scan_chunk_fwd_kernel(
-    q_ptr, k_ptr, v_ptr, a_ptr, s_ptr, y_ptr,
-    T, H, N, P, n_chunks,
-    stride_qb, stride_qh, stride_qt,
-    stride_vb, stride_vh, stride_vt,
-    stride_ab, stride_ah, stride_at,
-    CHUNK: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_P: tl.constexpr, PRECISION: tl.constexpr,
+    q_ptr,
+    k_ptr,
+    v_ptr,
+    a_ptr,
+    s_ptr,
+    y_ptr,
+    T,
+    H,
+    N,
+    P,
+    n_chunks,
+    stride_qb,
+    stride_qh,
+    stride_qt,
+    stride_vb,
+    stride_vh,
+    stride_vt,
+    stride_ab,
+    stride_ah,
+    stride_at,
+    CHUNK: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+    PRECISION: tl.constexpr,
 ):
     """y = (q kᵀ ⊙ decay) v + exp(g) q S_in for one chunk and P-block; grid (chunks, B*H, P/BLOCK_P)."""
     pid_c = tl.program_id(0)
@@ -130,12 +163,32 @@ def _complex_scan_chunk_fwd_kernel(
 
 @triton.jit
 def _complex_scan_chunk_bwd_dq_kernel(
-    q_ptr, k_ptr, v_ptr, a_ptr, do_ptr, s_ptr, dq_ptr, dgq_ptr,
-    T, H, N, P, n_chunks,
-    stride_qb, stride_qh, stride_qt,
-    stride_vb, stride_vh, stride_vt,
-    stride_ab, stride_ah, stride_at,
-    CHUNK: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_P: tl.constexpr, PRECISION: tl.constexpr,
+    q_ptr,
+    k_ptr,
+    v_ptr,
+    a_ptr,
+    do_ptr,
+    s_ptr,
+    dq_ptr,
+    dgq_ptr,
+    T,
+    H,
+    N,
+    P,
+    n_chunks,
+    stride_qb,
+    stride_qh,
+    stride_qt,
+    stride_vb,
+    stride_vh,
+    stride_vt,
+    stride_ab,
+    stride_ah,
+    stride_at,
+    CHUNK: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+    PRECISION: tl.constexpr,
 ):
     """dq = (do vᵀ ⊙ decay) k + exp(g) do S_inᵀ and q·dq per step (float32); grid (chunks, B*H)."""
     pid_c = tl.program_id(0)
@@ -167,12 +220,33 @@ def _complex_scan_chunk_bwd_dq_kernel(
 
 @triton.jit
 def _complex_scan_chunk_bwd_dkv_kernel(
-    q_ptr, k_ptr, v_ptr, a_ptr, do_ptr, ds_ptr, dk_ptr, dv_ptr, dgk_ptr,
-    T, H, N, P, n_chunks,
-    stride_qb, stride_qh, stride_qt,
-    stride_vb, stride_vh, stride_vt,
-    stride_ab, stride_ah, stride_at,
-    CHUNK: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_P: tl.constexpr, PRECISION: tl.constexpr,
+    q_ptr,
+    k_ptr,
+    v_ptr,
+    a_ptr,
+    do_ptr,
+    ds_ptr,
+    dk_ptr,
+    dv_ptr,
+    dgk_ptr,
+    T,
+    H,
+    N,
+    P,
+    n_chunks,
+    stride_qb,
+    stride_qh,
+    stride_qt,
+    stride_vb,
+    stride_vh,
+    stride_vt,
+    stride_ab,
+    stride_ah,
+    stride_at,
+    CHUNK: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+    PRECISION: tl.constexpr,
 ):
     """dk, dv of one chunk: in-chunk terms plus dS (gradient of the state leaving it); grid (chunks, B*H)."""
     pid_c = tl.program_id(0)

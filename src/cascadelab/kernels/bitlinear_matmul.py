@@ -133,9 +133,7 @@ def bitlinear_matmul(
             f"expected int8 activations and uint8 packed weights, got {x_codes.dtype} and {w_packed.dtype}"
         )
     if x_codes.ndim != 2 or x_codes.shape[1] != k or w_packed.shape[0] != -(-k // 4):
-        raise ValueError(
-            f"shape mismatch: x {tuple(x_codes.shape)}, packed {tuple(w_packed.shape)}, in_features {k}"
-        )
+        raise ValueError(f"shape mismatch: x {tuple(x_codes.shape)}, packed {tuple(w_packed.shape)}, in_features {k}")
     if select_backend(x_codes, backend) == "triton":
         return bitlinear_matmul_triton(x_codes, x_scale, w_packed, w_scale, k, out_dtype)
     return bitlinear_matmul_ref(x_codes, x_scale, w_packed, w_scale, k, out_dtype)

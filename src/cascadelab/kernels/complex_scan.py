@@ -194,7 +194,18 @@ class _ChunkScanTriton(torch.autograd.Function):
         block_p = min(meta["BLOCK_P"], 64)
         grid = (entering.shape[2], bsz * heads, -(-p // block_p))
         _kernels._complex_scan_chunk_fwd_kernel[grid](
-            q, k, v, a, entering, y, seqlen, heads, n, p, entering.shape[2], *_strides(q, v, a),
+            q,
+            k,
+            v,
+            a,
+            entering,
+            y,
+            seqlen,
+            heads,
+            n,
+            p,
+            entering.shape[2],
+            *_strides(q, v, a),
             **{**meta, "BLOCK_P": block_p},
         )
         ctx.save_for_backward(q, k, v, a)

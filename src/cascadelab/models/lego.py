@@ -104,9 +104,7 @@ class LEGOConfig(PretrainedConfig):
         if depth < 1:
             raise ValueError(f"num_hidden_layers: must be >= 1, got {depth}")
         if any(b <= a for a, b in itertools.pairwise(exits)) or exits[0] < 1 or exits[-1] != depth:
-            raise ValueError(
-                f"exit_layers: must be strictly increasing in 1..{depth} and end at {depth}, got {exits}"
-            )
+            raise ValueError(f"exit_layers: must be strictly increasing in 1..{depth} and end at {depth}, got {exits}")
         if self.exit_layer not in exits:
             raise ValueError(f"exit_layer: must be one of exit_layers {exits}, got {self.exit_layer}")
         heads = self.num_attention_heads
@@ -119,8 +117,7 @@ class LEGOConfig(PretrainedConfig):
             raise ValueError(f"hard_example_ratio: must be in (0, 1), got {self.hard_example_ratio}")
         if not 1 <= self.phase1_layers < self.phase2_layers:
             raise ValueError(
-                f"phase2_layers: must exceed phase1_layers={self.phase1_layers} >= 1, "
-                f"got {self.phase2_layers}"
+                f"phase2_layers: must exceed phase1_layers={self.phase1_layers} >= 1, got {self.phase2_layers}"
             )
         for name in ("phase1_lr", "phase2_lr"):
             if getattr(self, name) <= 0:
@@ -286,7 +283,6 @@ class LEGOTokenLayer(nn.Module):
         return [self.token_proj, self.mlp.down_proj]
 
 
-
 # --------------------------------------------------------------------------- models
 
 
@@ -429,16 +425,12 @@ def shifted_targets(labels: torch.Tensor) -> torch.Tensor:
     return torch.cat([labels[:, 1:], pad], dim=1)
 
 
-def lm_loss(
-    logits: torch.Tensor, labels: torch.Tensor, num_items_in_batch: int | None = None
-) -> torch.Tensor:
+def lm_loss(logits: torch.Tensor, labels: torch.Tensor, num_items_in_batch: int | None = None) -> torch.Tensor:
     """Next-token cross-entropy over labels != -100 (labels aligned with inputs, shifted here)."""
     targets = shifted_targets(labels)
     if num_items_in_batch is None:
         return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX)
-    total = F.cross_entropy(
-        logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
-    )
+    total = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="sum")
     return total / num_items_in_batch
 
 
@@ -541,9 +533,7 @@ class LEGOTransformer(LEGOPreTrainedModel, GenerationMixin):
         loss = None
         if labels is not None:
             loss = lm_loss(logits, labels, kwargs.get("num_items_in_batch"))
-        return CausalLMOutputWithPast(
-            loss=loss, logits=logits, past_key_values=past_key_values if use_cache else None
-        )
+        return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=past_key_values if use_cache else None)
 
     def forward_all_layers(
         self,

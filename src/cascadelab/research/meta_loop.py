@@ -121,9 +121,7 @@ class MetaLoop:
                 f"lr x{min(factor, 1.0):.4g}{floor}, RL share -{s.rl_share_step:g}",
             )
         if gain >= s.reward_rise_min:
-            return MetaDecision(
-                1.0, s.rl_share_step, f"step {w.step}: {rewards} rose: RL share +{s.rl_share_step:g}"
-            )
+            return MetaDecision(1.0, s.rl_share_step, f"step {w.step}: {rewards} rose: RL share +{s.rl_share_step:g}")
         trend = "fell" if gain < 0 else "plateaued"
         return MetaDecision(
             1.0,

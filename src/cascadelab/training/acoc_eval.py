@@ -33,8 +33,11 @@ def evaluate_batches(model: PreTrainedModel, batches: Sequence[LMBatch]) -> dict
         logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits
         logits, labels = logits[:, :-1].float(), batch.labels[:, 1:]
         mask = labels != -100
-        nll += float(torch.nn.functional.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100, reduction="sum"))
+        nll += float(
+            torch.nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100, reduction="sum"
+            )
+        )
         tokens += int(mask.sum())
         right += int(((logits.argmax(-1) == labels) | ~mask).all(-1).sum())
         rows += labels.shape[0]
@@ -65,8 +68,9 @@ def evaluate_test(
     """Greedy exact match (`em_<task>`, %, and their mean `em`) and response perplexity (`ppl_<task>`, `ppl`)."""
     metrics: dict[str, float] = {}
     for task, records in records_by_task.items():
-        outputs = generate_batched(model, tokenizer, [r["prompt"] for r in records], max_new_tokens,
-                                   batch_size=batch_size, desc=f"test {task}")
+        outputs = generate_batched(
+            model, tokenizer, [r["prompt"] for r in records], max_new_tokens, batch_size=batch_size, desc=f"test {task}"
+        )
         hits = [verify(r["task"], out[0], r["answer"]) for r, out in zip(records, outputs, strict=True)]
         metrics[f"em_{task}"] = 100.0 * sum(hits) / len(hits)
         metrics[f"ppl_{task}"] = response_perplexity(model, tokenizer, records, batch_size=batch_size)

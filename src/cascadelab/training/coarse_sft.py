@@ -80,7 +80,14 @@ def run_coarse_sft(
         [corpus_dir / "train.jsonl", tokenizer_dir / "tokenizer.json"],
     )
     model, result = train_sft(
-        model, tokenizer, train_records, params.train, params.curriculum, params.mix, seed, checkpoints,
+        model,
+        tokenizer,
+        train_records,
+        params.train,
+        params.curriculum,
+        params.mix,
+        seed,
+        checkpoints,
         lora=params.lora,
     )
     if params.lora.enabled:

@@ -134,9 +134,7 @@ class CurriculumCallback(TrainerCallback):
         if state.global_step >= self.max_warmup_steps:
             self.state.decide(state.global_step)
 
-    def on_save(
-        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: object
-    ) -> None:
+    def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: object) -> None:
         """Keep the switch step beside the checkpoint the trainer just wrote."""
         folder = Path(str(args.output_dir)) / f"checkpoint-{state.global_step}"
         if folder.is_dir():

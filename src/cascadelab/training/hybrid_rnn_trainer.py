@@ -38,9 +38,7 @@ class HybridRNNTrainSettings(BaseModel):
     batch_size: int = Field(16, gt=0, description="training pairs per step")
     max_steps: int = Field(3000, gt=0, description="optimizer steps at most")
     warmup_steps: int = Field(100, ge=0, description="linear warmup from 0 to lr")
-    decay_fraction: float = Field(
-        0.2, ge=0, le=1, description="final share of max_steps decayed linearly to 0"
-    )
+    decay_fraction: float = Field(0.2, ge=0, le=1, description="final share of max_steps decayed linearly to 0")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
     grad_clip: float = Field(1.0, gt=0, description="max global gradient norm")
     eval_every: int = Field(200, gt=0, description="steps between validation-loss evaluations")
@@ -95,9 +93,7 @@ def _batch_loss(model: HybridRNNTransformer, batch: Seq2SeqBatch, reduction_sum:
         raise ValueError("a training batch needs labels")
     device = model.device
     labels = batch.labels.to(device)
-    out = model(
-        input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device), labels=labels
-    )
+    out = model(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device), labels=labels)
     if not reduction_sum:
         return out.loss
     config = model.config
@@ -142,9 +138,7 @@ def train_hybrid_rnn(
     if not val_examples:
         raise ValueError("val_examples is empty: early stopping needs a validation set")
     if curriculum is not None and curriculum.num_rows != len(train_examples):
-        raise ValueError(
-            f"curriculum covers {curriculum.num_rows} rows but train_examples has {len(train_examples)}"
-        )
+        raise ValueError(f"curriculum covers {curriculum.num_rows} rows but train_examples has {len(train_examples)}")
     if curriculum is not None and curriculum.batch_size != settings.batch_size:
         raise ValueError(f"curriculum batch_size {curriculum.batch_size} != settings.batch_size {settings.batch_size}")
     _check_tokenizer(model, tokenizer)

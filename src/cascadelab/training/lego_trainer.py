@@ -142,9 +142,7 @@ class Trainer:
 
     def _check_vocab(self, model: LEGOTransformer) -> None:
         if self.vocab_size is not None and model.config.vocab_size != self.vocab_size:
-            raise ValueError(
-                f"vocab_size: trainer has {self.vocab_size}, model has {model.config.vocab_size}"
-            )
+            raise ValueError(f"vocab_size: trainer has {self.vocab_size}, model has {model.config.vocab_size}")
 
     def _check_model(self, model: LEGOTransformer) -> None:
         self._check_vocab(model)
@@ -163,9 +161,7 @@ class Trainer:
         groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
         return torch.optim.AdamW(groups, lr=base_lr)
 
-    def layer_losses(
-        self, model: LEGOTransformer, batch: Batch, reduction: str = "mean"
-    ) -> dict[int, torch.Tensor]:
+    def layer_losses(self, model: LEGOTransformer, batch: Batch, reduction: str = "mean") -> dict[int, torch.Tensor]:
         """Next-token loss of every loss layer of the stages for one batch on ``self.device``."""
         ids, mask, labels = batch["input_ids"], batch.get("attention_mask"), batch["labels"]
         layers = self.config.loss_layers
@@ -302,9 +298,7 @@ class Trainer:
                 run_loss, run_tokens = run_loss + loss * n, run_tokens + n
                 if log_fn is not None and step % cfg.log_every == 0:
                     lr = float(optimizer.param_groups[0]["lr"])
-                    log_fn(
-                        {"train_loss": run_loss / run_tokens, "lr": lr, "train_tokens": float(tokens)}, step
-                    )
+                    log_fn({"train_loss": run_loss / run_tokens, "lr": lr, "train_tokens": float(tokens)}, step)
                     run_loss = run_tokens = 0.0
                 if cfg.eval_every is not None and step % cfg.eval_every == 0 and validate():
                     stopped_early = done = True
@@ -583,9 +577,7 @@ def fit_upper_layers(
     per_epoch = len(dataset) if isinstance(dataset, Sized) else 0
     for epoch in range(1, max_epochs + 1):
         epochs = epoch
-        train_loss = train_upper_layers(
-            model, train_hard, optimizer, vocab, device, num_lower_layers, grad_clip
-        )
+        train_loss = train_upper_layers(model, train_hard, optimizer, vocab, device, num_lower_layers, grad_clip)
         rows += per_epoch
         val = evaluate_on_hard_examples(model, val_hard, vocab, device, num_lower_layers)
         if log_fn is not None:
@@ -769,9 +761,7 @@ def train_full_depth(
     train_tokens) for a same-budget comparison.
     """
     depth = config.phase2_layers
-    full_cfg = config.derive(
-        num_hidden_layers=depth, exit_layers=[depth], exit_layer=depth, routing_threshold=None
-    )
+    full_cfg = config.derive(num_hidden_layers=depth, exit_layers=[depth], exit_layer=depth, routing_threshold=None)
     model = to_device(build_lego_model(full_cfg, seed), device)
     metrics = _fit(
         model,
@@ -811,9 +801,7 @@ def train_phase2(
     cfg = config or source_model.config
     threshold = float(hard_examples["threshold"]) if routing_threshold is None else routing_threshold
     num_lower = source_model.config.depth
-    model = LEGOTransformer.extend_from(
-        source_model, cfg.phase2_layers, threshold, freeze_lower=True, seed=seed
-    )
+    model = LEGOTransformer.extend_from(source_model, cfg.phase2_layers, threshold, freeze_lower=True, seed=seed)
     to_device(model, device)
     if hard_examples["train"]["targets"].numel() == 0 or hard_examples["val"]["targets"].numel() == 0:
         raise ValueError("hard_examples: the train or val set is empty; raise hard_example_ratio or the caps")

@@ -52,16 +52,12 @@ def scan_errors(device: str) -> dict[str, float]:
     gen = torch.Generator().manual_seed(0)
     inputs = _scan_inputs(device, gen)
     prev = _scan_inputs(device, gen, seqlen=1)
-    state = ScanState(
-        prev[6][:, 0], torch.randn(2, 2, 16, 8, generator=gen).to(device), prev[1][:, 0], prev[2][:, 0]
-    )
+    state = ScanState(prev[6][:, 0], torch.randn(2, 2, 16, 8, generator=gen).to(device), prev[1][:, 0], prev[2][:, 0])
     grad_out = torch.randn(2, 40, 2, 8, generator=gen).to(device)
     results = {}
     for backend in ("triton", "ref"):
         leaves = [t.clone().requires_grad_() for t in inputs]
-        y, final = complex_scan(
-            *leaves, initial_state=state, chunk_size=16, return_final_state=True, backend=backend
-        )
+        y, final = complex_scan(*leaves, initial_state=state, chunk_size=16, return_final_state=True, backend=backend)
         assert final is not None
         grads = torch.autograd.grad((y * grad_out).sum() + final.ssm.sum(), leaves)
         results[backend] = (y, final, grads)

@@ -42,9 +42,7 @@ def test_scan_continues_from_a_carried_state() -> None:
     inputs = make_inputs(seqlen=30)
     y_naive, s_naive = complex_scan_naive(*inputs)
     y1, s1 = complex_scan(*(t[:, :17] for t in inputs), chunk_size=8, return_final_state=True)
-    y2, s2 = complex_scan(
-        *(t[:, 17:] for t in inputs), initial_state=s1, chunk_size=8, return_final_state=True
-    )
+    y2, s2 = complex_scan(*(t[:, 17:] for t in inputs), initial_state=s1, chunk_size=8, return_final_state=True)
     assert s2 is not None
     torch.testing.assert_close(torch.cat([y1, y2], 1), y_naive.float(), atol=2e-5, rtol=1e-5)
     torch.testing.assert_close(s2.ssm, s_naive.ssm.float(), atol=2e-5, rtol=1e-5)
@@ -73,9 +71,7 @@ def test_trapezoid_weight_one_is_the_euler_rule() -> None:
             torch.exp(log_decay[:, t])[..., None, None] * state
             + (dt[:, t, :, None] * k_t)[..., None] * v[:, t, :, None, :]
         )
-        torch.testing.assert_close(
-            y[:, t], torch.einsum("bhnp,bhn->bhp", state, q_t).float(), atol=2e-5, rtol=1e-5
-        )
+        torch.testing.assert_close(y[:, t], torch.einsum("bhnp,bhn->bhp", state, q_t).float(), atol=2e-5, rtol=1e-5)
 
 
 def test_rotate_pairs_rotates_only_the_leading_pairs() -> None:

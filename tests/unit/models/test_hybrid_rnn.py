@@ -95,13 +95,9 @@ def test_presets_and_validation() -> None:
         2048,
     )
     assert HybridRNNConfig().d_model == HybridRNNConfig.from_preset("small").d_model
-    with pytest.raises(
-        ValueError, match=r"unknown hybrid_rnn preset 'huge'; choose one of \['seed', 'small'"
-    ):
+    with pytest.raises(ValueError, match=r"unknown hybrid_rnn preset 'huge'; choose one of \['seed', 'small'"):
         HybridRNNConfig.from_preset("huge")
-    with pytest.raises(
-        ValueError, match=r"^HybridRNNConfig.context: must be 'sequence' or 'pooled', got 'x'$"
-    ):
+    with pytest.raises(ValueError, match=r"^HybridRNNConfig.context: must be 'sequence' or 'pooled', got 'x'$"):
         HybridRNNConfig(context="x")
     with pytest.raises(ValueError, match=r"^HybridRNNConfig.decoder_attention_heads: must divide d_model=30"):
         HybridRNNConfig(d_model=30, encoder_attention_heads=5, decoder_attention_heads=4)
@@ -135,9 +131,7 @@ def test_forward_shapes_and_loss_equals_hand_cross_entropy() -> None:
     # Teacher forcing: decoder inputs are the labels shifted behind the start token, -100 read as pad.
     dec = shift_tokens_right(labels, PAD, BOS)
     assert dec[0].tolist() == [BOS, *labels[0, :3].tolist(), PAD]
-    torch.testing.assert_close(
-        model(input_ids=src, attention_mask=mask, decoder_input_ids=dec).logits, out.logits
-    )
+    torch.testing.assert_close(model(input_ids=src, attention_mask=mask, decoder_input_ids=dec).logits, out.logits)
 
 
 def test_loss_ignores_padding_rows() -> None:

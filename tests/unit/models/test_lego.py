@@ -24,9 +24,7 @@ VOCAB = 16
 
 
 def tiny_config(**overrides: object) -> LEGOConfig:
-    base: dict[str, object] = dict(
-        vocab_size=VOCAB, hidden_size=16, intermediate_size=32, num_attention_heads=2
-    )
+    base: dict[str, object] = dict(vocab_size=VOCAB, hidden_size=16, intermediate_size=32, num_attention_heads=2)
     return LEGOConfig(**{**base, **overrides})
 
 
@@ -259,9 +257,7 @@ def test_save_load_round_trip_gives_identical_logits(extended: LEGOTransformer, 
 
 def test_generate_with_cache_and_left_padding_matches_unpadded(extended: LEGOTransformer) -> None:
     prompt = ids(batch=1, length=5)
-    plain = extended.generate(
-        prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=4, do_sample=False
-    )
+    plain = extended.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=4, do_sample=False)
     no_cache = extended.generate(
         prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=4, do_sample=False, use_cache=False
     )

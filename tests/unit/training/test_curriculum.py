@@ -43,8 +43,14 @@ def test_unknown_mix_task_is_a_params_error():
 
 def loop_curriculum(max_warmup_steps=100):
     return LoopCurriculum(
-        TASKS, {"add": 1, "sub": 1, "mul": 2}, ["add", "sub"], switch_loss=0.1,
-        max_warmup_steps=max_warmup_steps, max_steps=40, batch_size=4, seed=0,
+        TASKS,
+        {"add": 1, "sub": 1, "mul": 2},
+        ["add", "sub"],
+        switch_loss=0.1,
+        max_warmup_steps=max_warmup_steps,
+        max_steps=40,
+        batch_size=4,
+        seed=0,
     )
 
 

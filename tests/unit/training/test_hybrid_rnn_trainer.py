@@ -92,9 +92,7 @@ def test_loss_falls_and_logs_each_evaluation() -> None:
     logged: list[tuple[dict[str, float], int]] = []
     settings = HybridRNNTrainSettings(lr=3e-3, batch_size=32, max_steps=120, eval_every=40, warmup_steps=10)
     train, val = add_pairs(1000, 0), add_pairs(64, 1)
-    result = train_hybrid_rnn(
-        model, train, val, tokenizer, settings, log_fn=lambda m, s: logged.append((m, s))
-    )
+    result = train_hybrid_rnn(model, train, val, tokenizer, settings, log_fn=lambda m, s: logged.append((m, s)))
     assert [s for _, s in logged] == [40, 80, 120]
     assert set(logged[0][0]) == {"train_loss", "val_loss", "lr", "tokens_per_s"}
     assert [row["step"] for row in result.train_history] == [50.0, 100.0]  # every log_every (50) steps
@@ -128,7 +126,13 @@ def test_curriculum_warmup_never_stops_early_and_best_weights_come_from_the_mix(
         lr=3.0, batch_size=8, max_steps=60, eval_every=2, log_every=4, warmup_steps=0, patience=2, grad_clip=100.0
     )
     curriculum = LoopCurriculum(
-        tasks, {"add": 1, "copy": 1}, ["copy"], switch_loss=1e-9, max_warmup_steps=20, max_steps=60, batch_size=8,
+        tasks,
+        {"add": 1, "copy": 1},
+        ["copy"],
+        switch_loss=1e-9,
+        max_warmup_steps=20,
+        max_steps=60,
+        batch_size=8,
         seed=0,
     )
     result = train_hybrid_rnn(tiny_model(), train, add_pairs(16, 1), tokenizer, settings, curriculum=curriculum)

@@ -97,9 +97,7 @@ def test_stage_presets_and_validation() -> None:
     ds = create_deep_supervision_config(4)
     assert [s.layers for s in ds.stages] == [(1, 1), (2, 2), (3, 3), (4, 4)]
     assert sum(s.loss_weight for s in ds.stages) == pytest.approx(1.0)
-    cfg = TrainingConfig(
-        stages=[StageConfig(layers=(2, 2), loss_weight=1.0)], routing_threshold=0.8, exit_layer=2
-    )
+    cfg = TrainingConfig(stages=[StageConfig(layers=(2, 2), loss_weight=1.0)], routing_threshold=0.8, exit_layer=2)
     assert (cfg.routing_threshold, cfg.exit_layer, cfg.loss_layers) == (0.8, 2, [2])
     with pytest.raises(ValueError, match=r"layers: need 1 <= first <= last, got \(3, 2\)"):
         StageConfig(layers=(3, 2))
@@ -241,9 +239,9 @@ def test_evaluate_returns_the_four_metrics(phase1: LEGOTransformer) -> None:
     assert (plain["shallow_ratio"], plain["compute_cost"]) == (0.0, 1.0)
     assert 0.0 <= plain["acc"] <= 1.0 and 1.0 <= plain["ppl"] < len(VOCAB)
     threshold = float(exit_confidences(phase1, TEST).median())
-    routed = Trainer(
-        create_standard_config(4, routing_threshold=threshold, exit_layer=2), len(VOCAB)
-    ).evaluate(model, TEST)
+    routed = Trainer(create_standard_config(4, routing_threshold=threshold, exit_layer=2), len(VOCAB)).evaluate(
+        model, TEST
+    )
     assert 0.45 <= routed["shallow_ratio"] <= 0.55
     assert routed["compute_cost"] == pytest.approx((2 + 2 * (1 - routed["shallow_ratio"])) / 4)
     # a freshly extended model predicts like its source, so routing changes nothing but the cost
@@ -281,7 +279,5 @@ def test_entry_points_run_the_three_phases_and_the_baseline(tmp_path: Path) -> N
     } <= m2.keys()
     assert m2["trainable_params"] < m2["params"]
     budget = int(m1["train_tokens"] + m2["train_tokens"])
-    base, m3 = train_full_depth(
-        config, TRAIN, VAL, LoopSettings(max_epochs=50, max_train_tokens=budget), seed=0
-    )
+    base, m3 = train_full_depth(config, TRAIN, VAL, LoopSettings(max_epochs=50, max_train_tokens=budget), seed=0)
     assert base.config.exit_layers == [4] and budget <= m3["train_tokens"] < budget + 32

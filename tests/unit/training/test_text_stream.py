@@ -83,7 +83,8 @@ def test_hybrid_starts_on_corpus_batches_and_mixes_by_seeded_weight() -> None:
 
 
 def test_hybrid_with_an_unreachable_dataset_falls_back_to_the_corpus_and_counts_it(
-    tokenizer, tmp_path: Path  # type: ignore[no-untyped-def]
+    tokenizer,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
 ) -> None:
     stream = {"path": str(tmp_path / "no-such-dataset"), "weight": 0.5}
     data = SigmaDataParams.model_validate({"source": "hybrid", "bootstrap_batches": 2, "stream": stream})

@@ -113,7 +113,9 @@ def task_shares(usage_by_task: Mapping[str, Usage]) -> dict[str, list[torch.Tens
 
 
 def task_parameter_counts(
-    model: ACOCForCausalLM, usage_by_task: Mapping[str, Usage], gated: bool = True,
+    model: ACOCForCausalLM,
+    usage_by_task: Mapping[str, Usage],
+    gated: bool = True,
     counts: ParameterCounts | None = None,
 ) -> dict[str, torch.Tensor]:
     """Per-task parameter counts: shared/T plus the task's routing share of every (gate-weighted) expert.

@@ -48,9 +48,14 @@ class StructureChange:
     def to_event(self) -> dict[str, Any]:
         """A JSON-friendly description (no tensors)."""
         return {
-            "kind": self.kind, "layer": self.layer, "experts": list(self.experts), "new_expert": self.new_expert,
-            "params_before": self.params_before, "params_after": self.params_after,
-            "new_param_count": sum(p.numel() for p in self.new_params), **self.details,
+            "kind": self.kind,
+            "layer": self.layer,
+            "experts": list(self.experts),
+            "new_expert": self.new_expert,
+            "params_before": self.params_before,
+            "params_after": self.params_after,
+            "new_param_count": sum(p.numel() for p in self.new_params),
+            **self.details,
         }
 
 
@@ -100,8 +105,14 @@ def split_expert(
     moe.experts.append(clone)
     sync_config(model)
     return StructureChange(
-        "split", layer, [expert], before, count_parameters(model).total, new_expert=moe.num_experts - 1,
-        new_params=list(clone.parameters()), details={"width": sum(source.widths)},
+        "split",
+        layer,
+        [expert],
+        before,
+        count_parameters(model).total,
+        new_expert=moe.num_experts - 1,
+        new_params=list(clone.parameters()),
+        details={"width": sum(source.widths)},
     )
 
 
@@ -141,7 +152,12 @@ def widen_expert(
     target.blocks.append(block)
     sync_config(model)
     return StructureChange(
-        "widen", layer, [expert], before, count_parameters(model).total, new_params=list(block.parameters()),
+        "widen",
+        layer,
+        [expert],
+        before,
+        count_parameters(model).total,
+        new_params=list(block.parameters()),
         details={"width_before": width, "width_after": width + extra},
     )
 
@@ -198,8 +214,14 @@ def merge_experts(model: ACOCForCausalLM, layer: int, a: int, b: int, weight_a: 
     del moe.experts[drop]
     sync_config(model)
     return StructureChange(
-        "merge", layer, [a, b], before, count_parameters(model).total, new_expert=keep,
-        new_params=list(merged.parameters()), details={"similarity": similarity, "weight_a": weight_a},
+        "merge",
+        layer,
+        [a, b],
+        before,
+        count_parameters(model).total,
+        new_expert=keep,
+        new_params=list(merged.parameters()),
+        details={"similarity": similarity, "weight_a": weight_a},
     )
 
 

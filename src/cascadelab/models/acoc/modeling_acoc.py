@@ -191,8 +191,10 @@ class ACOCMoE(nn.Module):
         self.top_k = config.num_experts_per_tok
         self.norm_topk_prob = config.norm_topk_prob
         self.experts = nn.ModuleList(
-            [ACOCExpert(config.hidden_size, widths, config.hidden_act, config.gate_init)
-             for widths in config.expert_widths[layer_idx]]
+            [
+                ACOCExpert(config.hidden_size, widths, config.hidden_act, config.gate_init)
+                for widths in config.expert_widths[layer_idx]
+            ]
         )
         self.force_experts: list[int] = []
         self.force_share = 0.0
@@ -263,7 +265,10 @@ class ACOCMoE(nn.Module):
         self.last_valid = valid.reshape(-1) if valid is not None else None
         dense = self.top_k == 0 or self.top_k >= len(self.experts)
         record: dict[str, Any] = {
-            "inputs": flat.detach(), "weights": weights.detach(), "valid": self.last_valid, "pre": []
+            "inputs": flat.detach(),
+            "weights": weights.detach(),
+            "valid": self.last_valid,
+            "pre": [],
         }
         experts = self.expert_list()
         if dense and len(experts) > 1 and len({sum(e.widths) for e in experts}) == 1:
@@ -290,7 +295,11 @@ class ACOCMoE(nn.Module):
         return torch.einsum("ne,enh->nh", mix, y)
 
     def _per_expert(
-        self, flat: torch.Tensor, weights: torch.Tensor, experts: list[ACOCExpert], dense: bool,
+        self,
+        flat: torch.Tensor,
+        weights: torch.Tensor,
+        experts: list[ACOCExpert],
+        dense: bool,
         record: dict[str, Any],
     ) -> torch.Tensor:
         """Loop over experts; under top-k each expert sees only the tokens routed to it."""
@@ -369,7 +378,6 @@ class ACOCPreTrainedModel(PreTrainedModel):
             init.constant_(module.gate_logit, self.config.gate_init)
             init.normal_(module.router_weight, mean=0.0, std=std)
             init.zeros_(module.router_bias)
-
 
 
 class ACOCModel(ACOCPreTrainedModel):
@@ -476,8 +484,12 @@ class ACOCForCausalLM(ACOCPreTrainedModel, GenerationMixin):
     ) -> CausalLMOutputWithPast:
         """Logits, and the mean (or sum / `num_items_in_batch`) next-token loss when `labels` are given."""
         out = self.model(
-            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-            past_key_values=past_key_values, inputs_embeds=inputs_embeds, use_cache=use_cache,
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
         )
         hidden = out.last_hidden_state
         if logits_to_keep:

@@ -129,7 +129,5 @@ class HybridRNNConfig(PretrainedConfig):
     def from_preset(cls, name: str, **overrides: Any) -> HybridRNNConfig:
         """Build the named preset (`seed`, `small`, `tiny`), with keyword overrides (e.g. `vocab_size`)."""
         if name not in HYBRID_RNN_PRESETS:
-            raise ValueError(
-                f"unknown hybrid_rnn preset {name!r}; choose one of {sorted(HYBRID_RNN_PRESETS)}"
-            )
+            raise ValueError(f"unknown hybrid_rnn preset {name!r}; choose one of {sorted(HYBRID_RNN_PRESETS)}")
         return cls(**{**HYBRID_RNN_PRESETS[name], **overrides})

@@ -94,9 +94,7 @@ class HybridRNNAttention(nn.Module):
             if key_value_states is None:
                 raise ValueError("cross-attention needs key_value_states (the encoder's hidden states)")
             cross_cache = (
-                past_key_values.cross_attention_cache
-                if isinstance(past_key_values, EncoderDecoderCache)
-                else None
+                past_key_values.cross_attention_cache if isinstance(past_key_values, EncoderDecoderCache) else None
             )
             if cross_cache is not None and past_key_values.is_updated.get(self.layer_idx):  # type: ignore[union-attr]
                 layer = cross_cache.layers[self.layer_idx]
@@ -158,9 +156,7 @@ class HybridRNNEncoder(nn.Module):
             dropout=config.dropout if config.encoder_rnn_layers > 1 else 0.0,
         )
         rnn_out = 2 * config.encoder_rnn_hidden_size
-        self.rnn_proj: nn.Module = (
-            nn.Linear(rnn_out, config.d_model) if rnn_out != config.d_model else nn.Identity()
-        )
+        self.rnn_proj: nn.Module = nn.Linear(rnn_out, config.d_model) if rnn_out != config.d_model else nn.Identity()
         self.self_attn = HybridRNNAttention(
             config.d_model, config.encoder_attention_heads, config.dropout, is_cross=False
         )
@@ -202,9 +198,7 @@ class HybridRNNEncoder(nn.Module):
             else attention_mask.to(torch.bool)
         )
         if mask.shape != (batch, length):
-            raise ValueError(
-                f"attention_mask shape {tuple(mask.shape)} does not match input shape {(batch, length)}"
-            )
+            raise ValueError(f"attention_mask shape {tuple(mask.shape)} does not match input shape {(batch, length)}")
         if not bool(mask.any(dim=1).all()):
             raise ValueError("attention_mask has a source row with no tokens")
         embeds = self.dropout(embeds)
@@ -226,13 +220,9 @@ class HybridRNNDecoderLayer(nn.Module):
         super().__init__()
         d, eps = config.d_model, config.layer_norm_eps
         self.self_attn_norm = nn.LayerNorm(d, eps=eps)
-        self.self_attn = HybridRNNAttention(
-            d, config.decoder_attention_heads, config.dropout, False, layer_idx
-        )
+        self.self_attn = HybridRNNAttention(d, config.decoder_attention_heads, config.dropout, False, layer_idx)
         self.cross_attn_norm = nn.LayerNorm(d, eps=eps)
-        self.cross_attn = HybridRNNAttention(
-            d, config.decoder_attention_heads, config.dropout, True, layer_idx
-        )
+        self.cross_attn = HybridRNNAttention(d, config.decoder_attention_heads, config.dropout, True, layer_idx)
         self.ffn_norm = nn.LayerNorm(d, eps=eps)
         self.fc1 = nn.Linear(d, config.decoder_ffn_dim)
         self.fc2 = nn.Linear(config.decoder_ffn_dim, d)
@@ -300,9 +290,7 @@ class HybridRNNDecoder(nn.Module):
             if attention_mask is not None:
                 position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -length:]
             else:
-                position_ids = torch.arange(past_length, past_length + length, device=inputs_embeds.device)[
-                    None
-                ]
+                position_ids = torch.arange(past_length, past_length + length, device=inputs_embeds.device)[None]
         if int(position_ids.max()) >= self.config.max_position_embeddings:
             raise ValueError(
                 f"decoder position {int(position_ids.max())} exceeds max_position_embeddings="
@@ -382,18 +370,14 @@ class HybridRNNModel(HybridRNNPreTrainedModel):
         if decoder_input_ids is None:
             raise ValueError("hybrid_rnn needs decoder_input_ids (or labels, from which they are shifted)")
         if encoder_outputs is None:
-            encoder_states = self.encoder(
-                input_ids=input_ids, attention_mask=attention_mask
-            ).last_hidden_state
+            encoder_states = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         elif isinstance(encoder_outputs, BaseModelOutput):
             encoder_states = encoder_outputs.last_hidden_state
         else:
             encoder_states = encoder_outputs[0]
         use_cache = self.config.use_cache if use_cache is None else use_cache
         if use_cache and past_key_values is None:
-            past_key_values = EncoderDecoderCache(
-                DynamicCache(config=self.config), DynamicCache(config=self.config)
-            )
+            past_key_values = EncoderDecoderCache(DynamicCache(config=self.config), DynamicCache(config=self.config))
         if not use_cache:
             past_key_values = None
         decoder_outputs = self.decoder(
@@ -501,9 +485,7 @@ class HybridRNNTransformer(HybridRNNPreTrainedModel, GenerationMixin):
         logits = self.lm_head(hidden)
         loss = None
         if labels is not None:
-            loss = seq2seq_loss(
-                logits, labels, self.config.pad_token_id, self.config.eos_token_id, num_items_in_batch
-            )
+            loss = seq2seq_loss(logits, labels, self.config.pad_token_id, self.config.eos_token_id, num_items_in_batch)
         return Seq2SeqLMOutput(
             loss=loss,
             logits=logits,

@@ -26,13 +26,9 @@ def hybrid_attn_layer_idx(num_layers: int, mamba_ratio: int, attention_ratio: in
     Attention layers are spread evenly and close each group, e.g. 4 layers at 3:1 -> [3]; 4 at 1:1 -> [1, 3].
     """
     if mamba_ratio < 0 or attention_ratio < 0 or mamba_ratio + attention_ratio == 0:
-        raise ValueError(
-            f"mamba_ratio and attention_ratio must be >= 0, not both 0: {mamba_ratio}, {attention_ratio}"
-        )
+        raise ValueError(f"mamba_ratio and attention_ratio must be >= 0, not both 0: {mamba_ratio}, {attention_ratio}")
     period = mamba_ratio + attention_ratio
-    return [
-        i for i in range(num_layers) if (i + 1) * attention_ratio // period > i * attention_ratio // period
-    ]
+    return [i for i in range(num_layers) if (i + 1) * attention_ratio // period > i * attention_ratio // period]
 
 
 class SigmaConfig(PreTrainedConfig):
@@ -161,8 +157,7 @@ class SigmaConfig(PreTrainedConfig):
         self.use_cache = use_cache
         self._validate()
         self.layer_types = [
-            "full_attention" if i in self.attn_layer_idx else "linear_attention"
-            for i in range(num_hidden_layers)
+            "full_attention" if i in self.attn_layer_idx else "linear_attention" for i in range(num_hidden_layers)
         ]
         self.number_of_conv_states = 4  # Mamba cache slots: angles, SSM state, last key, last value
         special: dict[str, Any] = {
@@ -223,8 +218,7 @@ class SigmaConfig(PreTrainedConfig):
         if self.moe_num_routed_experts:
             need(
                 self.moe_top_k <= self.moe_num_routed_experts,
-                f"moe_top_k ({self.moe_top_k}) exceeds moe_num_routed_experts "
-                f"({self.moe_num_routed_experts})",
+                f"moe_top_k ({self.moe_top_k}) exceeds moe_num_routed_experts ({self.moe_num_routed_experts})",
             )
         need(
             self.moe_bias_update_rate >= 0 and self.moe_aux_loss_coef >= 0,

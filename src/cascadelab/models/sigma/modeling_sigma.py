@@ -132,9 +132,7 @@ class SigmaMambaMixer(nn.Module):
         self.in_proj = make_linear(
             "mamba_in", config.hidden_size, sum(self.split_sizes), fam, features, use_triton=triton
         )
-        self.out_proj = make_linear(
-            "mamba_out", self.d_inner, config.hidden_size, fam, features, use_triton=triton
-        )
+        self.out_proj = make_linear("mamba_out", self.d_inner, config.hidden_size, fam, features, use_triton=triton)
         self.dt_bias = nn.Parameter(torch.zeros(h))
         self.D = nn.Parameter(torch.ones(h))
         self.B_bias = nn.Parameter(torch.ones(h, n))
@@ -217,9 +215,7 @@ class SigmaMLAttention(nn.Module):
             )
         else:
             self.q_proj = make_linear("mla_q", hidden, q_out, fam, features, use_triton=triton)
-        self.kv_a_proj = make_linear(
-            "mla_kv", hidden, self.kv_lora_rank + self.rope, fam, features, use_triton=triton
-        )
+        self.kv_a_proj = make_linear("mla_kv", hidden, self.kv_lora_rank + self.rope, fam, features, use_triton=triton)
         self.kv_a_norm = SigmaRMSNorm(self.kv_lora_rank, config.rms_norm_eps)
         self.kv_b_proj = make_linear(
             "mla_kv",
@@ -229,9 +225,7 @@ class SigmaMLAttention(nn.Module):
             features,
             use_triton=triton,
         )
-        self.o_proj = make_linear(
-            "mla_out", self.num_heads * self.v_dim, hidden, fam, features, use_triton=triton
-        )
+        self.o_proj = make_linear("mla_out", self.num_heads * self.v_dim, hidden, fam, features, use_triton=triton)
         if self.diff:
             self.lambda_init = 0.8 - 0.6 * math.exp(-0.3 * layer_idx)
             self.lambda_q1 = nn.Parameter(torch.zeros(self.qk_dim))
@@ -261,9 +255,7 @@ class SigmaMLAttention(nn.Module):
             c_all, kpe_all = ctx.cache.update(c_kv.unsqueeze(1), k_pe.unsqueeze(1), self.layer_idx)
             c_kv, k_pe = c_all.squeeze(1), kpe_all.squeeze(1)
         total = c_kv.shape[1]
-        k_nope, v = self.kv_b_proj(c_kv).split(
-            [self.qk_heads * self.nope, self.num_heads * self.v_dim], dim=-1
-        )
+        k_nope, v = self.kv_b_proj(c_kv).split([self.qk_heads * self.nope, self.num_heads * self.v_dim], dim=-1)
         k_nope = k_nope.view(bsz, total, self.qk_heads, self.nope)
         k = torch.cat((k_nope, k_pe.unsqueeze(2).expand(-1, -1, self.qk_heads, -1)), dim=-1)
         q, k = q.transpose(1, 2), k.transpose(1, 2)  # (B, heads, L, qk_dim)
@@ -285,9 +277,7 @@ class SigmaMLAttention(nn.Module):
             )
             out = self.subln(out) * (1.0 - self.lambda_init)
         else:
-            out = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=ctx.attn_mask, is_causal=causal, scale=self.scale
-            )
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=ctx.attn_mask, is_causal=causal, scale=self.scale)
         return self.o_proj(out.transpose(1, 2).reshape(bsz, seqlen, self.num_heads * self.v_dim))
 
 
@@ -381,9 +371,7 @@ class SigmaModel(SigmaPreTrainedModel):
         self.features = FeatureCalls()
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, config.pad_token_id)
         self.layers = nn.ModuleList(
-            SigmaMLABlock(config, i, self.features)
-            if kind == "mla"
-            else SigmaMambaBlock(config, i, self.features)
+            SigmaMLABlock(config, i, self.features) if kind == "mla" else SigmaMambaBlock(config, i, self.features)
             for i, kind in enumerate(config.block_types)
         )
         self.norm = SigmaRMSNorm(config.hidden_size, config.rms_norm_eps)
@@ -459,9 +447,7 @@ class SigmaModel(SigmaPreTrainedModel):
             else:
                 hidden, aux = block(hidden, ctx)
             aux_total = aux_total + aux
-        return SigmaModelOutput(
-            last_hidden_state=self.norm(hidden), past_key_values=cache, aux_loss=aux_total
-        )
+        return SigmaModelOutput(last_hidden_state=self.norm(hidden), past_key_values=cache, aux_loss=aux_total)
 
 
 class SigmaForCausalLM(SigmaPreTrainedModel, GenerationMixin):
@@ -543,15 +529,11 @@ class SigmaForCausalLM(SigmaPreTrainedModel, GenerationMixin):
             keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
             logits = self.lm_head(hidden[:, keep])
             if labels is not None:
-                loss = self.loss_function(
-                    logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs
-                )
+                loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
         aux = out.aux_loss
         if loss is not None and aux is not None and self.training and self.config.moe_aux_loss_coef > 0:
             loss = loss + self.config.moe_aux_loss_coef * aux
-        return MoeCausalLMOutputWithPast(
-            loss=loss, aux_loss=aux, logits=logits, past_key_values=out.past_key_values
-        )
+        return MoeCausalLMOutputWithPast(loss=loss, aux_loss=aux, logits=logits, past_key_values=out.past_key_values)
 
 
 AutoConfig.register("sigma", SigmaConfig)

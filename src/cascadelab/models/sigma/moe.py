@@ -105,8 +105,7 @@ class SigmaMoE(nn.Module):
         self.aux_loss_coef = config.moe_aux_loss_coef
         self.router = SigmaTopKRouter(config)
         self.experts = nn.ModuleList(
-            SigmaMLP(config, config.moe_intermediate_size, "moe_routed", features)
-            for _ in range(self.num_experts)
+            SigmaMLP(config, config.moe_intermediate_size, "moe_routed", features) for _ in range(self.num_experts)
         )
         shared = config.moe_num_shared_experts * config.moe_shared_intermediate_size
         self.shared_experts = SigmaMLP(config, shared, "moe_shared", features) if shared else None
@@ -185,6 +184,4 @@ class SigmaMoE(nn.Module):
 
     def routing_stats(self) -> RoutingStats:
         """Per-expert token fractions of the last forward and the current balancing biases."""
-        return RoutingStats(
-            self.last_load.detach().clone(), self.router.e_score_correction_bias.detach().clone()
-        )
+        return RoutingStats(self.last_load.detach().clone(), self.router.e_score_correction_bias.detach().clone())

@@ -8,8 +8,13 @@ from cascadelab.models.acoc import ACOCConfig, ACOCForCausalLM
 def make_model(num_experts: int = 2, top_k: int = 0, width: int = 16, seed: int = 0) -> ACOCForCausalLM:
     torch.manual_seed(seed)
     config = ACOCConfig(
-        vocab_size=24, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-        num_experts=num_experts, expert_width=width, num_experts_per_tok=top_k,
+        vocab_size=24,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_experts=num_experts,
+        expert_width=width,
+        num_experts_per_tok=top_k,
     )
     return ACOCForCausalLM(config).eval()
 

@@ -34,6 +34,12 @@ def test_cuda_forced_routing_saturation_and_generation():
     stats = measure_saturation(model, [LMBatch("t", **make_batch()).to("cuda")], SaturationParams())
     assert sum(s.load for s in stats[0]) == pytest.approx(1.0, abs=1e-5)
     model.eval()
-    out = model.generate(input_ids=batch["input_ids"][:, :4], attention_mask=batch["attention_mask"][:, :4],
-                         max_new_tokens=3, do_sample=False, pad_token_id=0, eos_token_id=-1)
+    out = model.generate(
+        input_ids=batch["input_ids"][:, :4],
+        attention_mask=batch["attention_mask"][:, :4],
+        max_new_tokens=3,
+        do_sample=False,
+        pad_token_id=0,
+        eos_token_id=-1,
+    )
     assert out.shape == (4, 7) and out.is_cuda

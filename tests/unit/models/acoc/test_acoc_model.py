@@ -31,8 +31,9 @@ def test_cached_generation_matches_full_recompute(top_k):
     ids = torch.randint(3, 24, (2, 6), generator=torch.Generator().manual_seed(3))
     mask = torch.ones_like(ids)
     mask[0, :2] = 0  # left padding, as in batched generation
-    generated = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=5, do_sample=False,
-                               pad_token_id=0, eos_token_id=-1)
+    generated = model.generate(
+        input_ids=ids, attention_mask=mask, max_new_tokens=5, do_sample=False, pad_token_id=0, eos_token_id=-1
+    )
     seq, attention = ids, mask
     for _ in range(5):
         logits = model(input_ids=seq, attention_mask=attention, use_cache=False).logits[:, -1]

@@ -15,8 +15,12 @@ from cascadelab.models.acoc.penalty import GrowthPenalty, PenaltyParams, double_
 
 def test_double_penalty_has_the_seed_formula():
     value = double_penalty(
-        torch.tensor(3.0), 2.0, {"a": torch.tensor(5.0), "b": torch.tensor(1.0)}, {"a": 4.0, "b": 2.0},
-        alpha=0.5, beta=0.25,
+        torch.tensor(3.0),
+        2.0,
+        {"a": torch.tensor(5.0), "b": torch.tensor(1.0)},
+        {"a": 4.0, "b": 2.0},
+        alpha=0.5,
+        beta=0.25,
     )
     assert value.item() == pytest.approx(0.5 * math.log(1 + 3.0 / 2.0) + 0.25 * (5.0 - 4.0) ** 2)
 

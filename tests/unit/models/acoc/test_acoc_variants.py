@@ -11,6 +11,7 @@ def _distance_score(reference):
     def score(model):
         distance = sum(float((p - r).pow(2).sum()) for p, r in zip(model.parameters(), reference, strict=True))
         return math.exp(-distance)
+
     return score
 
 
@@ -21,8 +22,9 @@ def test_relative_threshold_is_95_percent_of_the_mean_of_the_last_5_scores():
         relative_threshold([])
 
 
-@pytest.mark.parametrize(("history", "expand"), [([100.0, 1.0, 1.0, 1.0, 1.0, 1.0], False),
-                                                  ([1.0, 1.0, 1.0, 1.0, 100.0], True)])
+@pytest.mark.parametrize(
+    ("history", "expand"), [([100.0, 1.0, 1.0, 1.0, 1.0, 1.0], False), ([1.0, 1.0, 1.0, 1.0, 100.0], True)]
+)
 def test_vote_uses_only_the_last_five_cycle_scores(history, expand):
     model = make_model()
     reference = [p.detach().clone() for p in model.parameters()]

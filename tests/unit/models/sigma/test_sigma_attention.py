@@ -28,19 +28,13 @@ def test_differential_attention_subtracts_the_second_map() -> None:
     q1, k1, q2, k2 = (torch.randn(1, 2, 6, 8, generator=gen) for _ in range(4))
     v = torch.randn(1, 2, 6, 4, generator=gen)
     out = differential_attention(q1, k1, q2, k2, v, 0.3, is_causal=True)
-    torch.testing.assert_close(
-        out, eager_attention(q1, k1, v) - 0.3 * eager_attention(q2, k2, v), atol=1e-5, rtol=1e-5
-    )
+    torch.testing.assert_close(out, eager_attention(q1, k1, v) - 0.3 * eager_attention(q2, k2, v), atol=1e-5, rtol=1e-5)
 
 
 def test_lambda_follows_the_reparameterisation() -> None:
     model = SigmaForCausalLM(SigmaConfig.from_preset("tiny"))
     attn = model.model.layers[1].mixer
-    want = (
-        torch.exp(attn.lambda_q1 @ attn.lambda_k1)
-        - torch.exp(attn.lambda_q2 @ attn.lambda_k2)
-        + attn.lambda_init
-    )
+    want = torch.exp(attn.lambda_q1 @ attn.lambda_k1) - torch.exp(attn.lambda_q2 @ attn.lambda_k2) + attn.lambda_init
     torch.testing.assert_close(attn.diff_lambda(), want)
     assert abs(attn.lambda_init - (0.8 - 0.6 * torch.exp(torch.tensor(-0.3)).item())) < 1e-6
 

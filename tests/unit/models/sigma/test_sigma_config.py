@@ -20,16 +20,12 @@ from cascadelab.models.sigma import SigmaConfig, hybrid_attn_layer_idx
         (2, 0, 1, [0, 1]),
     ],
 )
-def test_attention_layers_follow_the_ratio(
-    layers: int, mamba: int, attention: int, expected: list[int]
-) -> None:
+def test_attention_layers_follow_the_ratio(layers: int, mamba: int, attention: int, expected: list[int]) -> None:
     assert hybrid_attn_layer_idx(layers, mamba, attention) == expected
     config = SigmaConfig(num_hidden_layers=layers, mamba_ratio=mamba, attention_ratio=attention)
     assert config.attn_layer_idx == expected
     assert config.block_types == ["mla" if i in expected else "mamba" for i in range(layers)]
-    assert config.layer_types == [
-        "full_attention" if i in expected else "linear_attention" for i in range(layers)
-    ]
+    assert config.layer_types == ["full_attention" if i in expected else "linear_attention" for i in range(layers)]
 
 
 def test_explicit_attn_layer_idx_overrides_the_ratio() -> None:

@@ -41,9 +41,7 @@ def test_muon_fp32_step_is_torch_muon_with_a_float32_iteration(monkeypatch: pyte
     theirs.load_state_dict(ours.state_dict())
     initial = ours.weight.detach().clone()
     opt_ours = MuonFP32(ours.parameters(), lr=0.02, weight_decay=0.1, adjust_lr_fn="match_rms_adamw")
-    opt_theirs = torch.optim.Muon(
-        theirs.parameters(), lr=0.02, weight_decay=0.1, adjust_lr_fn="match_rms_adamw"
-    )
+    opt_theirs = torch.optim.Muon(theirs.parameters(), lr=0.02, weight_decay=0.1, adjust_lr_fn="match_rms_adamw")
     x = torch.randn(8, 16)
     for model, opt in ((ours, opt_ours), (theirs, opt_theirs)):
         for _ in range(3):
