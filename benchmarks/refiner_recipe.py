@@ -31,8 +31,7 @@ import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
 from cascadelab.cascade.formatting import refiner_input
-from cascadelab.cascade.settings import RefinerFormatSettings
-from cascadelab.config import CurriculumParams, SFTTrainParams
+from cascadelab.config import CurriculumParams, RefinerFormatSettings, SFTTrainParams
 from cascadelab.data.corpus import load_split
 from cascadelab.data.tasks import get_family
 from cascadelab.data.tokenizer import load_tokenizer

@@ -14,15 +14,18 @@ from cascadelab.cascade.cascade import CascadeTransformer
 from cascadelab.cascade.evaluation import evaluate_cascade
 from cascadelab.cascade.limen import fit_limen
 from cascadelab.cascade.pairs import run_cascade_pairs
-from cascadelab.cascade.settings import (
+from cascadelab.config import (
     CascadeEvalSettings,
     CascadeSettings,
+    CausalLMParams,
+    CurriculumParams,
     LimenSettings,
     PairsSettings,
     RefinerSettings,
     RefinerTrainSettings,
+    SFTTrainParams,
+    TokenizerParams,
 )
-from cascadelab.config import CausalLMParams, CurriculumParams, SFTTrainParams, TokenizerParams
 from cascadelab.data.corpus import CorpusVerifier
 from cascadelab.data.tokenizer import train_tokenizer
 from cascadelab.models.coarse import build_causal_lm

@@ -35,7 +35,7 @@ from cascadelab.cascade.formatting import final_answer
 from cascadelab.cascade.limen import Decision, Intention, Limen
 from cascadelab.cascade.refiner import SHARED, Refiner
 from cascadelab.cascade.scoring import generated_tokens
-from cascadelab.cascade.settings import CASCADE_MODES, CascadeMode, CascadeSettings
+from cascadelab.config import CASCADE_MODES, CascadeMode, CascadeSettings
 from cascadelab.eval.generation import generate_batched
 
 logger = logging.getLogger("cascadelab.cascade")

@@ -28,7 +28,7 @@ from transformers import PreTrainedModel
 from cascadelab.cascade.cascade import CascadeOutput, CascadeTransformer
 from cascadelab.cascade.limen import choose_threshold
 from cascadelab.cascade.scoring import generated_tokens
-from cascadelab.cascade.settings import CascadeEvalSettings
+from cascadelab.config import CascadeEvalSettings
 from cascadelab.eval.generation import generate_batched
 
 Record = dict[str, Any]

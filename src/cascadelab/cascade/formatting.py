@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from cascadelab.cascade.settings import RefinerFormatSettings
+from cascadelab.config import RefinerFormatSettings
 from cascadelab.data.answers import STEP_SEPARATOR
 from cascadelab.data.tokenizer import COARSE, REFINE
 

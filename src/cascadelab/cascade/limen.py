@@ -35,7 +35,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from cascadelab.cascade.formatting import parse_steps
 from cascadelab.cascade.scoring import score_outputs
-from cascadelab.cascade.settings import LimenSettings
+from cascadelab.config import LimenSettings
 from cascadelab.data.tasks import FAMILIES, get_family
 from cascadelab.io import atomic_directory
 

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from cascadelab.cascade.scoring import score_outputs
-from cascadelab.cascade.settings import PairsSettings
+from cascadelab.config import PairsSettings
 from cascadelab.eval.generation import generate_batched
 
 Record = dict[str, Any]

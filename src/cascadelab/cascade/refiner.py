@@ -26,7 +26,7 @@ import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
 from cascadelab.cascade.formatting import refiner_input
-from cascadelab.cascade.settings import RefinerSettings, SeparateRefinerSettings
+from cascadelab.config import RefinerSettings, SeparateRefinerSettings
 from cascadelab.eval.generation import generate_batched
 from cascadelab.io import atomic_directory
 

@@ -22,8 +22,8 @@ from cascadelab.cascade.evaluation import plot_accuracy_vs_compute, run_cascade_
 from cascadelab.cascade.limen import Limen, run_limen
 from cascadelab.cascade.pairs import TrainFoldFn, run_cascade_pairs
 from cascadelab.cascade.refiner import Refiner
-from cascadelab.cascade.settings import CascadeEvalSettings, LimenSettings, PairsSettings, RefinerSettings
 from cascadelab.cascade.stage_io import PAIR_SPLITS, load_inputs, load_model, read_pairs, write_pairs
+from cascadelab.config import CascadeEvalSettings, LimenSettings, PairsSettings, RefinerSettings
 from cascadelab.io import atomic_directory, write_json
 from cascadelab.training.refiner_trainer import run_refiner
 

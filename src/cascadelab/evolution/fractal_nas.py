@@ -40,8 +40,8 @@ from typing import Any
 
 import torch
 
+from cascadelab.config import check_settings
 from cascadelab.models.sigma import SigmaConfig, SigmaForCausalLM, apply_instant_plan
-from cascadelab.params_base import check_settings
 from cascadelab.tracking import StageRun, log_child_run
 from cascadelab.training.data import Batch
 

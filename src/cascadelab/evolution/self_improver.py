@@ -23,10 +23,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from cascadelab.config import check_settings
 from cascadelab.data.answers import AnswerFormat
 from cascadelab.data.corpus import normalise_prompt
 from cascadelab.data.tasks import FAMILIES, get_family
-from cascadelab.params_base import check_settings
 
 Generate = Callable[[list[str]], list[str]]
 Verify = Callable[[str, str, object], bool]

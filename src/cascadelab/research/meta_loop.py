@@ -22,7 +22,7 @@ from collections import deque
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from cascadelab.params_base import check_settings
+from cascadelab.config import check_settings
 
 
 @dataclass(frozen=True)

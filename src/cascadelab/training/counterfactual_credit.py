@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from cascadelab.params_base import check_settings
+from cascadelab.config import check_settings
 from cascadelab.training.optimizers.c3o import gain_shares
 
 

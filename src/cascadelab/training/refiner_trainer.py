@@ -34,8 +34,7 @@ from cascadelab.cascade.formatting import parse_steps, refiner_record
 from cascadelab.cascade.limen import Limen
 from cascadelab.cascade.pairs import TaskVerifier
 from cascadelab.cascade.refiner import SHARED, Refiner, build_separate_model
-from cascadelab.cascade.settings import RefinerSettings, RefinerTrainSettings
-from cascadelab.config import CurriculumParams, LoraParams, SFTTrainParams
+from cascadelab.config import CurriculumParams, LoraParams, RefinerSettings, RefinerTrainSettings, SFTTrainParams
 from cascadelab.data.corpus import normalise_prompt
 from cascadelab.data.tasks import get_family
 from cascadelab.eval.generation import generate_batched

@@ -5,7 +5,7 @@ from typing import ClassVar
 from cascadelab.cascade.cascade import CascadeTransformer
 from cascadelab.cascade.formatting import split_refiner_input
 from cascadelab.cascade.refiner import Refiner
-from cascadelab.cascade.settings import RefinerFormatSettings, RefinerSettings
+from cascadelab.config import RefinerFormatSettings, RefinerSettings
 
 
 class ScriptedRefiner(Refiner):

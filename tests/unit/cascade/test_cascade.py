@@ -8,7 +8,7 @@ from cascade_doubles import ScriptedCascade, ScriptedRefiner
 
 from cascadelab.cascade.cascade import CascadeTransformer
 from cascadelab.cascade.limen import CHEAP_FEATURES, Limen, LimenGate
-from cascadelab.cascade.settings import CascadeSettings, LimenSettings
+from cascadelab.config import CascadeSettings, LimenSettings
 
 TASKS = ["add", "mul"]
 

@@ -18,7 +18,7 @@ from cascadelab.cascade.evaluation import (
     threshold_sweep,
 )
 from cascadelab.cascade.limen import CHEAP_FEATURES, Limen, LimenGate
-from cascadelab.cascade.settings import CascadeEvalSettings, CascadeSettings, LimenSettings
+from cascadelab.config import CascadeEvalSettings, CascadeSettings, LimenSettings
 
 RECORDS = [
     {"id": "a", "task": "add", "difficulty": 1, "prompt": "1+1=", "answer": "2"},

@@ -10,7 +10,7 @@ from cascadelab.cascade.formatting import (
     refiner_target,
     split_refiner_input,
 )
-from cascadelab.cascade.settings import RefinerFormatSettings, RefinerSettings
+from cascadelab.config import RefinerFormatSettings, RefinerSettings
 from cascadelab.data.tasks import FAMILIES, get_family
 
 WITH_COARSE = RefinerFormatSettings(use_coarse=True)

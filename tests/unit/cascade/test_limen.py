@@ -15,7 +15,7 @@ from cascadelab.cascade.limen import (
     fit_limen,
     fit_logistic,
 )
-from cascadelab.cascade.settings import LimenSettings
+from cascadelab.config import LimenSettings
 
 TASKS = ["add", "mul"]
 

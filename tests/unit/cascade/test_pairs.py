@@ -14,7 +14,7 @@ from cascadelab.cascade.pairs import (
     select_prompts,
 )
 from cascadelab.cascade.scoring import generated_tokens, score_outputs
-from cascadelab.cascade.settings import CrossFitSettings, PairsSettings
+from cascadelab.config import CrossFitSettings, PairsSettings
 from cascadelab.data.tasks import get_family
 
 

@@ -7,7 +7,7 @@ import torch
 
 from cascadelab.cascade.formatting import refiner_record
 from cascadelab.cascade.refiner import Refiner, build_separate_model
-from cascadelab.cascade.settings import RefinerSettings, RefinerTrainSettings, SeparateRefinerSettings
+from cascadelab.config import RefinerSettings, RefinerTrainSettings, SeparateRefinerSettings
 from cascadelab.data.tasks import get_family
 from cascadelab.training.refiner_trainer import clone_model, train_teacher_forcing
 

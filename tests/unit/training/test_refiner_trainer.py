@@ -5,8 +5,14 @@ import torch
 
 from cascadelab.cascade.limen import CHEAP_FEATURES, Limen, LimenGate
 from cascadelab.cascade.refiner import Refiner
-from cascadelab.cascade.settings import LimenSettings, RefinerFormatSettings, RefinerSettings, RefinerTrainSettings
-from cascadelab.config import CausalLMParams, TokenizerParams
+from cascadelab.config import (
+    CausalLMParams,
+    LimenSettings,
+    RefinerFormatSettings,
+    RefinerSettings,
+    RefinerTrainSettings,
+    TokenizerParams,
+)
 from cascadelab.data.corpus import CorpusVerifier, normalise_prompt
 from cascadelab.data.tasks import get_family
 from cascadelab.data.tokenizer import train_tokenizer

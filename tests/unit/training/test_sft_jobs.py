@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from cascadelab.cascade.formatting import refiner_record
-from cascadelab.cascade.settings import RefinerSettings, RefinerTrainSettings
-from cascadelab.config import CausalLMParams, SFTTrainParams, TokenizerParams
+from cascadelab.config import CausalLMParams, RefinerSettings, RefinerTrainSettings, SFTTrainParams, TokenizerParams
 from cascadelab.data.tasks import get_family
 from cascadelab.data.tokenizer import train_tokenizer
 from cascadelab.models.coarse import build_causal_lm

@@ -10,12 +10,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from cascadelab.config import OptimizerSettings
 from cascadelab.training.optimizers.adamuon import AdaMuon
 from cascadelab.training.optimizers.c3o import C3O, layer_groups
 from cascadelab.training.optimizers.gnprox import GNProx
 from cascadelab.training.optimizers.muon import _DTYPES, adamw_for, build_muon_adamw, split_for
 from cascadelab.training.optimizers.normuon import NorMuon
-from cascadelab.training.optimizers.settings import OptimizerSettings
 
 
 def _trainable(model: nn.Module) -> list[nn.Parameter]:

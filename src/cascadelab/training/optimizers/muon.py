@@ -14,11 +14,12 @@ from __future__ import annotations
 import fnmatch
 import math
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
+
+from cascadelab.config import MuonAdamWSettings
 
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch.float64}
@@ -88,27 +89,6 @@ class MuonFP32(torch.optim.Muon):
                 p.mul_(1 - lr * wd)
                 p.add_(update, alpha=-lr * self._lr_ratio(group["adjust_lr_fn"], p.shape))
         return loss
-
-
-class MuonAdamWSettings(BaseModel):
-    """Hyper-parameters of the Muon + AdamW pair built by :func:`build_muon_adamw`."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    muon_lr: float = Field(0.02, gt=0)
-    muon_momentum: float = Field(0.95, ge=0, lt=1)
-    muon_weight_decay: float = Field(0.0, ge=0)
-    muon_nesterov: bool = True
-    muon_ns_steps: int = Field(5, ge=1, le=20)
-    muon_ns_dtype: Literal["float32", "bfloat16", "float64"] = "float32"
-    muon_adjust_lr_fn: Literal["original", "match_rms_adamw"] = "original"
-    muon_exclude_embeddings: bool = True
-    muon_exclude_lm_head: bool = True
-    muon_exclude: list[str] = Field(default_factory=list)
-    adamw_lr: float = Field(3e-3, gt=0)
-    adamw_betas: tuple[float, float] = (0.9, 0.95)
-    adamw_weight_decay: float = Field(0.0, ge=0)
-    adamw_eps: float = Field(1e-8, gt=0)
 
 
 def _module_from(model: nn.Module, getter: str) -> nn.Module | None:

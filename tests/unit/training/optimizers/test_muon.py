@@ -7,14 +7,9 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
+from cascadelab.config import MuonAdamWSettings
 from cascadelab.models.sigma import SigmaConfig, SigmaForCausalLM
-from cascadelab.training.optimizers import (
-    MuonAdamWSettings,
-    MuonFP32,
-    build_muon_adamw,
-    newton_schulz_orthogonalize,
-    split_muon_params,
-)
+from cascadelab.training.optimizers import MuonFP32, build_muon_adamw, newton_schulz_orthogonalize, split_muon_params
 
 
 def test_newton_schulz_in_float32_orthogonalises() -> None:

@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from cascadelab.config import ParamsError, parse_params
+from cascadelab.config import OPTIMIZER_NAMES, MuonAdamWSettings, OptimizerSettings, ParamsError, parse_params
 from cascadelab.kernels import gnprox_update
 from cascadelab.models.sigma import SigmaConfig, SigmaForCausalLM
-from cascadelab.training.optimizers import OPTIMIZER_NAMES, MuonAdamWSettings, OptimizerSettings, split_muon_params
+from cascadelab.training.optimizers import split_muon_params
 from cascadelab.training.optimizers.adamuon import AdaMuon
 from cascadelab.training.optimizers.c3o import C3O, layer_groups
 from cascadelab.training.optimizers.factory import build_optimizers, credit_optimizers

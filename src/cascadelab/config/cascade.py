@@ -1,11 +1,7 @@
 """Typed settings of the four cascade stages (`cascade_pairs → limen → refiner → cascade_eval`).
 
-Each class is a pydantic model with unknown keys forbidden and constrained fields, meant to be nested as a
-section of the params schema in `cascadelab.config`. This module imports nothing from `cascadelab.config`
-(which will import it), so there is no import cycle; the shared bases come from `cascadelab.params_base`.
-
-Validator messages start with the offending key (`mix.div: ...`), the form `config._format_error` turns
-into a full key path.
+Validator messages start with the offending key (`mix.div: ...`), the form `config.params.format_error`
+turns into a full key path.
 """
 
 from __future__ import annotations
@@ -14,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from cascadelab.params_base import SFTTrainParams, StrictModel
+from cascadelab.config.base import SFTTrainParams, StrictModel
 
 CascadeMode = Literal["normal", "coarse_only", "always_refine", "skip_coarse"]
 CASCADE_MODES: tuple[CascadeMode, ...] = ("coarse_only", "always_refine", "normal", "skip_coarse")

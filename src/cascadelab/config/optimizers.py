@@ -4,14 +4,34 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from cascadelab.params_base import StrictModel
-from cascadelab.training.optimizers.muon import MuonAdamWSettings
+from cascadelab.config.base import StrictModel
 
 OptimizerName = Literal["adamw", "muon", "normuon", "adamuon", "c3o", "gnprox"]
 OPTIMIZER_NAMES: tuple[str, ...] = ("adamw", "muon", "normuon", "adamuon", "c3o", "gnprox")
 MUON_FAMILY: tuple[str, ...] = ("muon", "normuon", "adamuon", "c3o")
+
+
+class MuonAdamWSettings(BaseModel):
+    """Hyper-parameters of the Muon + AdamW pair built by :func:`build_muon_adamw`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    muon_lr: float = Field(0.02, gt=0)
+    muon_momentum: float = Field(0.95, ge=0, lt=1)
+    muon_weight_decay: float = Field(0.0, ge=0)
+    muon_nesterov: bool = True
+    muon_ns_steps: int = Field(5, ge=1, le=20)
+    muon_ns_dtype: Literal["float32", "bfloat16", "float64"] = "float32"
+    muon_adjust_lr_fn: Literal["original", "match_rms_adamw"] = "original"
+    muon_exclude_embeddings: bool = True
+    muon_exclude_lm_head: bool = True
+    muon_exclude: list[str] = Field(default_factory=list)
+    adamw_lr: float = Field(3e-3, gt=0)
+    adamw_betas: tuple[float, float] = (0.9, 0.95)
+    adamw_weight_decay: float = Field(0.0, ge=0)
+    adamw_eps: float = Field(1e-8, gt=0)
 
 
 class SecondMomentSettings(StrictModel):

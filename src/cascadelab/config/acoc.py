@@ -1,0 +1,154 @@
+"""The `acoc` section: the growing MoE transformer, its cycle loop and every growth component."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from cascadelab.config.base import StrictModel
+
+
+# The ACOC library (models/acoc/, training/acoc_trainer.py) takes these classes as its settings, so that
+# params load without importing the model code.
+class ACOCModelParams(StrictModel):
+    """The initial ACOC architecture: attention sizes, initial experts per layer, expert width, top-k."""
+
+    hidden_size: int = Field(64, gt=0)
+    num_layers: int = Field(2, gt=0)
+    num_heads: int = Field(4, gt=0)
+    initial_experts: int = Field(1, gt=0)
+    expert_width: int = Field(16, gt=0)
+    top_k: int = Field(0, ge=0, description="experts per token; 0 mixes all experts densely")
+    initializer_range: float = Field(0.06, gt=0)
+    gate_init: float = Field(3.0, description="initial gate logit (sigmoid(3) = 0.95)")
+    max_position_embeddings: int = Field(128, gt=0)
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> ACOCModelParams:
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size: must be divisible by num_heads ({self.hidden_size} % {self.num_heads})")
+        return self
+
+
+class GrowthParams(StrictModel):
+    """When and how the ACOC model grows, and when experts are pruned or merged."""
+
+    kind: Literal["auto", "split", "widen"] = Field("auto", description="auto: split, then widen")
+    max_experts: int = Field(4, gt=0, description="per layer")
+    max_width: int = Field(256, gt=0, description="per expert")
+    widen_by: int = Field(16, gt=0)
+    split_noise: float = Field(0.1, ge=0, description="zero-sum ε on the split pair's down projections (× RMS)")
+    all_layers: bool = Field(True, description="grow every layer at once (else only the most saturated layer)")
+    stagnation_tol: float = Field(0.05, ge=0, description="stagnates below this gain")
+    saturation_threshold: float = Field(0.3, ge=0, le=1)
+    min_signals: int = Field(2, ge=1, le=3, description="signals needed to expand")
+    prune_usage: float = Field(0.02, ge=0, description="load × gate under which an expert counts as unused")
+    prune_patience: int = Field(2, gt=0, description="cycles an expert must stay unused before it is pruned")
+    consolidate_threshold: float = Field(0.9, gt=0, le=1, description="merge at this cosine")
+    consolidate_min_age: int = Field(2, ge=0, description="cycles an expert lives before it may be merged")
+
+
+class WarmupParams(StrictModel):
+    """Post-expansion warmup: a higher learning rate for the new tensors and forced routing to new experts."""
+
+    steps: int = Field(100, ge=0)
+    lr_multiplier: float = Field(10.0, gt=0)
+    force_share: float = Field(0.3, ge=0, le=1)
+
+
+class SaturationParams(StrictModel):
+    """How the per-expert saturation metrics are measured and combined."""
+
+    batches: int = Field(4, gt=0, description="batches measured per cycle")
+    flat_eps: float = Field(0.05, gt=0, description="|act'| below this counts as saturated")
+    dead_eps: float = Field(1e-3, ge=0, description="a unit never above this on routed tokens is dead")
+    grad_ref: float = Field(0.01, gt=0, description="relative gradient norm that scores 0.5")
+    weight_grad: float = Field(1.0, ge=0)
+    weight_saturation: float = Field(1.0, ge=0)
+    weight_dead: float = Field(1.0, ge=0)
+    weight_variance: float = Field(1.0, ge=0)
+    weight_load: float = Field(1.0, ge=0)
+
+
+class VoteParams(StrictModel):
+    """The variant vote and the soup merge."""
+
+    variants: int = Field(5, gt=0)
+    noise: float = Field(0.02, ge=0, description="delta std as a fraction of each tensor's RMS")
+    ratio: float = Field(0.95, gt=0, le=1, description="vote expand below ratio × mean(last scores)")
+    window: int = Field(5, gt=0)
+    merge_top: int = Field(3, gt=0, description="deltas averaged into the soup")
+
+
+class PenaltyParams(StrictModel):
+    """Weights and thresholds of the double growth penalty."""
+
+    alpha: float = Field(0.01, ge=0, description="weight of α·log(1 + P_global/P_baseline)")
+    beta: float = Field(0.1, ge=0, description="weight of β·Σ_t max(0, P_t − threshold_t)² (baseline units)")
+    threshold_ratio: float = Field(1.5, gt=0, description="initial threshold = ratio × the task's fair share")
+    relax_factor: float = Field(1.1, ge=1, description="threshold multiplier when the task's loss stagnates")
+    usage_ema: float = Field(0.9, ge=0, lt=1, description="EMA decay of the other tasks' routing usage")
+
+
+class ContinualParams(StrictModel):
+    """Router protection once a new task family appears, and the old tasks' share of later batches."""
+
+    ewc_lambda: float = Field(1.0, ge=0, description="EWC weight (Fisher normalised to mean 1)")
+    fisher_batches: int = Field(8, gt=0)
+    replay_tokens: int = Field(512, ge=0, description="old-task router inputs kept per layer")
+    replay_weight: float = Field(1.0, ge=0)
+    old_task_share: float = Field(0.25, ge=0, le=1, description="older tasks' share of batches")
+    expand_on_new_task: bool = Field(True, description="split the most loaded expert for a new task family")
+
+
+class ACOCParams(StrictModel):
+    """An ACOC run (issue 5): tasks and their first cycle, the cycle loop, and every component's parameters."""
+
+    tasks: dict[str, int] = Field(
+        default_factory=lambda: {"add": 0, "sub": 3},
+        description="task key (family `add` or cell `mul1`) -> cycle at which it enters training",
+    )
+    cycles: int = Field(8, gt=0)
+    steps_per_cycle: int = Field(500, gt=0)
+    batch_size: int = Field(16, gt=0)
+    learning_rate: float = Field(1e-3, gt=0)
+    lr_warmup_steps: int = Field(100, ge=0)
+    decay_fraction: float = Field(0.2, ge=0, le=1, description="linear decay to 0 over the last share of steps")
+    max_grad_norm: float = Field(1.0, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    val_items_per_task: int = Field(100, gt=0)
+    test_items_per_task: int = Field(200, gt=0)
+    eval_batch_size: int = Field(256, gt=0)
+    max_new_tokens: int = Field(12, gt=0)
+    log_every: int = Field(50, gt=0)
+    num_threads: int = Field(2, gt=0)
+    baselines: bool = Field(True, description="also train the static initial-size and final-size models")
+    model: ACOCModelParams = Field(default_factory=lambda: ACOCModelParams())
+    growth: GrowthParams = Field(default_factory=lambda: GrowthParams())
+    warmup: WarmupParams = Field(default_factory=lambda: WarmupParams())
+    saturation: SaturationParams = Field(default_factory=lambda: SaturationParams())
+    vote: VoteParams = Field(default_factory=lambda: VoteParams())
+    penalty: PenaltyParams = Field(default_factory=lambda: PenaltyParams())
+    continual: ContinualParams = Field(default_factory=lambda: ContinualParams())
+
+    @model_validator(mode="after")
+    def _check_schedule(self) -> ACOCParams:
+        if not self.tasks:
+            raise ValueError("tasks: needs at least one task")
+        for task, start in self.tasks.items():
+            if not 0 <= start < self.cycles:
+                raise ValueError(f"tasks.{task}: first cycle must be in [0, {self.cycles - 1}] (got {start})")
+        if min(self.tasks.values()) != 0:
+            raise ValueError("tasks: at least one task must start at cycle 0")
+        if self.model.initial_experts > self.growth.max_experts:
+            raise ValueError(
+                f"model.initial_experts: exceeds growth.max_experts ({self.model.initial_experts} > "
+                f"{self.growth.max_experts})"
+            )
+        return self
+
+    @property
+    def total_steps(self) -> int:
+        """Training steps of the whole run (every model trains exactly these, on the same batches)."""
+        return self.cycles * self.steps_per_cycle

@@ -1,0 +1,83 @@
+"""The blocks every params section shares: the strict base model, the WSD train block, curriculum, eval, mixes.
+
+Nothing under `cascadelab.config` imports the rest of the library at module level, so loading params.yaml
+never imports torch or transformers (`tests/unit/config/test_leaf.py` checks).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+TASK_FAMILIES = ("add", "sub", "mul", "expr", "reverse", "word")
+
+
+class ParamsError(ValueError):
+    """A params.yaml problem, reported as one line naming the key path."""
+
+
+class StrictModel(BaseModel):
+    """Base for every params section: unknown keys are errors, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TrainParams(StrictModel):
+    """The optimisation block shared by the step-based LM trainings: AdamW with a WSD schedule, clipped grads."""
+
+    max_steps: int = Field(8000, gt=0)
+    batch_size: int = Field(16, gt=0)
+    learning_rate: float = Field(1e-3, gt=0)
+    warmup_steps: int = Field(100, ge=0)
+    decay_fraction: float = Field(0.2, ge=0, le=1)
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    logging_steps: int = Field(50, gt=0)
+
+
+class SFTTrainParams(TrainParams):
+    """Optimisation settings of a supervised fine-tuning run (steps, not seconds, so reruns are identical)."""
+
+    save_steps: int = Field(1000, ge=0)
+    bf16: bool = False
+    activation_checkpointing: bool = False
+    num_threads: int = Field(2, gt=0)
+
+
+class CurriculumParams(StrictModel):
+    """Warm-up on easy families, then the full mix (STACK-NOTES: escape the add/sub plateau first)."""
+
+    warmup_tasks: list[str] = Field(default_factory=lambda: ["add", "sub"])
+    switch_loss: float = Field(0.1, gt=0)
+    max_warmup_fraction: float = Field(0.6, ge=0, le=1)
+    group_batches_by_task: bool = True
+
+
+class EvalParams(StrictModel):
+    """Evaluation on the test split."""
+
+    batch_size: int = Field(256, gt=0)
+    max_new_tokens: int = Field(12, gt=0)
+    sample_predictions: int = Field(64, ge=0)
+
+
+def default_mix() -> dict[str, float]:
+    """Sampling weights of the task families after the curriculum's warm-up (the coarse recipe's mix)."""
+    return {"add": 0.3, "sub": 0.3, "mul": 0.16, "expr": 0.08, "reverse": 0.08, "word": 0.08}
+
+
+def check_mix(mix: dict[str, float]) -> None:
+    """Raise ValueError naming the first bad weight of a task mix."""
+    for name, weight in mix.items():
+        if weight < 0:
+            raise ValueError(f"mix.{name}: must be >= 0 (got {weight})")
+    if sum(mix.values()) <= 0:
+        raise ValueError("mix: at least one weight must be > 0")
+
+
+def check_settings(section: str, settings: object, rules: Iterable[tuple[str, bool, str]]) -> None:
+    """Raise one `<section>.<key>: must be <rule>, got <value>` line for the first failed (key, ok, rule)."""
+    for key, ok, rule in rules:
+        if not ok:
+            raise ValueError(f"{section}.{key}: must be {rule}, got {getattr(settings, key)}")

@@ -1,0 +1,57 @@
+"""The `coarse_sft` section: the cascade's coarse causal LM, built from config or a base model, and its SFT."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from cascadelab.config.base import CurriculumParams, EvalParams, SFTTrainParams, StrictModel, check_mix, default_mix
+
+
+class CausalLMParams(StrictModel):
+    """Architecture of a decoder-only LM built from config (Llama or Qwen2 family)."""
+
+    family: Literal["llama", "qwen2"] = "llama"
+    hidden_size: int = Field(128, gt=0)
+    num_layers: int = Field(4, gt=0)
+    num_heads: int = Field(4, gt=0)
+    intermediate_size: int = Field(512, gt=0)
+    initializer_range: float = Field(0.06, gt=0)
+    max_position_embeddings: int = Field(256, gt=0)
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> CausalLMParams:
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size: must be divisible by num_heads ({self.hidden_size} % {self.num_heads})")
+        return self
+
+
+class LoraParams(StrictModel):
+    """Optional LoRA adapters through PEFT (for large base models)."""
+
+    enabled: bool = False
+    r: int = Field(16, gt=0)
+    alpha: int = Field(32, gt=0)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+
+class CoarseSFTParams(StrictModel):
+    """The coarse model of the cascade: built from config (or a base model) and fine-tuned with TRL."""
+
+    base_model: str | None = None
+    model: CausalLMParams = Field(default_factory=lambda: CausalLMParams())
+    train: SFTTrainParams = Field(default_factory=lambda: SFTTrainParams())
+    curriculum: CurriculumParams = Field(default_factory=lambda: CurriculumParams())
+    mix: dict[str, float] = Field(default_factory=default_mix)
+    lora: LoraParams = Field(default_factory=lambda: LoraParams())
+    eval: EvalParams = Field(default_factory=lambda: EvalParams())
+
+    @model_validator(mode="after")
+    def _check_mix(self) -> CoarseSFTParams:
+        check_mix(self.mix)
+        check_mix(self.mix)
+        if self.lora.enabled and self.base_model is None:
+            raise ValueError("lora.enabled: LoRA needs coarse_sft.base_model (a pretrained model to adapt)")
+        return self

@@ -1,0 +1,113 @@
+"""The `lego` section: shallow causal model, hard examples, upper block, full-depth baseline."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from cascadelab.config.base import StrictModel
+
+
+class LegoModelParams(StrictModel):
+    """Width of the LEGO model and its depth: the causal phase-1 block, then the full depth of phase 2."""
+
+    hidden_size: int = Field(128, gt=0)
+    num_heads: int = Field(4, gt=0)
+    intermediate_size: int = Field(512, gt=0)
+    phase1_layers: int = Field(2, gt=0)
+    phase2_layers: int = Field(4, gt=0)
+    initializer_range: float = Field(0.06, gt=0)
+    max_position_embeddings: int = Field(256, gt=0)
+
+    @model_validator(mode="after")
+    def _check_shape(self) -> LegoModelParams:
+        if self.hidden_size % self.num_heads or (self.hidden_size // self.num_heads) % 2:
+            raise ValueError(
+                f"hidden_size: must split into num_heads={self.num_heads} heads of even size (got {self.hidden_size})"
+            )
+        if self.phase2_layers <= self.phase1_layers:
+            raise ValueError(
+                f"phase2_layers: must exceed phase1_layers={self.phase1_layers} (got {self.phase2_layers})"
+            )
+        return self
+
+
+class LegoLoopParams(StrictModel):
+    """A causal training run with early stopping on val loss (phase 1, and the full-depth baseline)."""
+
+    learning_rate: float = Field(1e-3, gt=0)
+    patience: int = Field(1, ge=0)
+    batch_size: int = Field(32, gt=0)
+    max_epochs: int = Field(20, gt=0)
+    max_steps: int | None = Field(None, gt=0)
+    eval_every: int | None = Field(200, gt=0)
+    eval_batch_size: int = Field(256, gt=0)
+    warmup_steps: int = Field(100, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    grad_clip: float | None = Field(1.0, gt=0)
+    log_every: int = Field(50, gt=0)
+
+
+class LegoHardExampleParams(StrictModel):
+    """Threshold on val so that `hard_example_ratio` of its response tokens fall below; rows from train."""
+
+    hard_example_ratio: float = Field(0.5, gt=0, lt=1)
+    max_train_rows: int = Field(200_000, gt=0)
+    max_val_rows: int = Field(20_000, gt=0)
+    batch_size: int = Field(256, gt=0)
+
+
+class LegoPhase2Params(StrictModel):
+    """The upper block trained on the hard examples, lower block frozen; routed evaluation on test."""
+
+    learning_rate: float = Field(1e-4, gt=0)
+    patience: int = Field(3, ge=0)
+    batch_size: int = Field(256, gt=0)
+    max_epochs: int = Field(20, gt=0)
+    grad_clip: float | None = Field(1.0, gt=0)
+    exit_share: float | None = Field(None, gt=0, lt=1)
+
+
+class LegoBaselineParams(StrictModel):
+    """The standard causal model of the full depth, trained from scratch for comparison.
+
+    `budget: compute` gives it LEGO's training FLOPs (phase 1 + hard-example collection + phase 2);
+    `budget: tokens` gives it LEGO's supervised tokens (phase-1 tokens + phase-2 hard-example rows).
+    `max_train_tokens` caps either.
+    """
+
+    budget: Literal["compute", "tokens"] = "compute"
+    max_train_tokens: int | None = Field(None, gt=0)
+    train: LegoLoopParams = Field(default_factory=lambda: LegoLoopParams())
+
+
+class LegoEvalParams(StrictModel):
+    """Test evaluation: teacher-forced metrics, greedy exact match and the exit-share trade-off curve."""
+
+    batch_size: int = Field(256, gt=0)
+    max_new_tokens: int = Field(8, gt=0)
+    tradeoff_exit_shares: list[float] = Field(default_factory=lambda: [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
+
+    @model_validator(mode="after")
+    def _check_shares(self) -> LegoEvalParams:
+        for share in self.tradeoff_exit_shares:
+            if not 0 <= share <= 1:
+                raise ValueError(f"tradeoff_exit_shares: each share must be in [0, 1] (got {share})")
+        return self
+
+
+class LegoParams(StrictModel):
+    """LEGO: shallow model (phase 1) → hard examples → upper block on the hard tokens (phase 2).
+
+    Defaults are the seed's LEGOConfig (phase 1 lr 1e-3 patience 1, hard ratio 0.5, phase 2 lr 1e-4
+    patience 3); params.yaml holds the values calibrated for the default pipeline.
+    """
+
+    model: LegoModelParams = Field(default_factory=lambda: LegoModelParams())
+    phase1: LegoLoopParams = Field(default_factory=lambda: LegoLoopParams())
+    hard_examples: LegoHardExampleParams = Field(default_factory=lambda: LegoHardExampleParams())
+    phase2: LegoPhase2Params = Field(default_factory=lambda: LegoPhase2Params())
+    baseline: LegoBaselineParams = Field(default_factory=lambda: LegoBaselineParams())
+    eval: LegoEvalParams = Field(default_factory=lambda: LegoEvalParams())
+    num_threads: int = Field(2, gt=0)

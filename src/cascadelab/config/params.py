@@ -1,0 +1,96 @@
+"""The whole params.yaml (`Params`), its loader and the one-line error every validation problem becomes.
+
+Loading stops at the first problem with one line naming the key path, e.g.
+``params.yaml: coarse_sft.train.learning_rate: must be greater than 0 (got -1.0)``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, ValidationError, model_validator
+
+from cascadelab.config.acoc import ACOCParams
+from cascadelab.config.base import TASK_FAMILIES, ParamsError, StrictModel
+from cascadelab.config.cascade import CascadeEvalSettings, LimenSettings, PairsSettings, RefinerSettings
+from cascadelab.config.coarse_sft import CoarseSFTParams
+from cascadelab.config.hybrid_rnn import HybridRNNParams
+from cascadelab.config.lego import LegoParams
+from cascadelab.config.prepare import PrepareParams
+from cascadelab.config.report import ReportParams
+from cascadelab.config.sigma_pretrain import SigmaPretrainParams
+from cascadelab.config.sigma_rl import SigmaRLParams
+from cascadelab.config.tracking import TrackingParams
+
+
+class Params(StrictModel):
+    """The whole params.yaml: the global seed plus one section per stage."""
+
+    seed: int = Field(1234, ge=0)
+    tracking: TrackingParams = Field(default_factory=lambda: TrackingParams())
+    prepare: PrepareParams = Field(default_factory=PrepareParams)
+    coarse_sft: CoarseSFTParams = Field(default_factory=CoarseSFTParams)
+    sigma_pretrain: SigmaPretrainParams = Field(default_factory=SigmaPretrainParams)
+    sigma_rl: SigmaRLParams = Field(default_factory=SigmaRLParams)
+    lego: LegoParams = Field(default_factory=LegoParams)
+    hybrid_rnn: HybridRNNParams = Field(default_factory=HybridRNNParams)
+    acoc: ACOCParams = Field(default_factory=ACOCParams)
+    cascade_pairs: PairsSettings = Field(default_factory=PairsSettings)
+    limen: LimenSettings = Field(default_factory=LimenSettings)
+    refiner: RefinerSettings = Field(default_factory=RefinerSettings)
+    cascade_eval: CascadeEvalSettings = Field(default_factory=CascadeEvalSettings)
+    report: ReportParams = Field(default_factory=ReportParams)
+
+    @model_validator(mode="after")
+    def _cascade_families(self) -> Params:
+        for key, names in (
+            ("cascade_pairs.tasks", self.cascade_pairs.tasks or []),
+            ("refiner.mix", list(self.refiner.mix)),
+            ("cascade_eval.cascade.route_tasks", self.cascade_eval.cascade.route_tasks or []),
+        ):
+            for name in names:
+                if name not in TASK_FAMILIES:
+                    raise ValueError(f"{key}.{name}: unknown task family (known: {', '.join(TASK_FAMILIES)})")
+        return self
+
+
+def _format_error(error: ValidationError) -> str:
+    first = error.errors()[0]
+    path = ".".join(str(part) for part in first["loc"])
+    message = first["msg"]
+    kind = first["type"]
+    if kind == "extra_forbidden":
+        message = "unknown key"
+    elif kind == "value_error":
+        message = message.removeprefix("Value error, ")
+        inner_path, sep, rest = message.partition(": ")
+        if sep and " " not in inner_path:
+            path = f"{path}.{inner_path}" if path else inner_path
+            message = rest
+    else:
+        message = f"{message.replace('Input should be', 'must be')} (got {first.get('input')!r})"
+    return f"{path}: {message}" if path else message
+
+
+def parse_params(raw: dict[str, Any], source: str = "params.yaml") -> Params:
+    """Validate a params mapping; raise ParamsError with one line naming the first bad key path."""
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as error:
+        raise ParamsError(f"{source}: {_format_error(error)}") from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate params.yaml."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path}: file not found")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ParamsError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: top level must be a mapping of sections")
+    return parse_params(raw, source=str(path))

@@ -1,0 +1,207 @@
+"""The `sigma_rl` section: GRPO/GSPO on the pretrained SigmaLLM mixed with LM steps."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from cascadelab.config.base import StrictModel, check_mix
+from cascadelab.config.sigma_pretrain import (
+    SIGMA_PROFILES,
+    InstantParams,
+    SigmaDataParams,
+    SigmaFeatureParams,
+    SigmaGuardParams,
+    SigmaOptimizerParams,
+    SigmaProfile,
+    SigmaTrainParams,
+    _merge_under,
+    check_sigma_compatibility,
+)
+
+
+class SigmaRLFeatureParams(SigmaFeatureParams):
+    """The loop's trainer features plus the RL subsystems, each counted in metrics.jsonl."""
+
+    code_rl: bool = True  # code tasks in RL, verified by running the model's code in the sandbox
+    asym_verify: bool = True  # a cheap-check failure is final (never escalated); off: every output gets the full check
+    causal_replay: bool = True  # prompts of high-advantage samples re-enter later RL batches by priority
+    auto_mix: bool = True  # the RL share adapts to held-out reward progress every eval window
+    meta_loop: bool = (
+        False  # Uroboros: every window sets the lr factor and the RL-share change (replaces auto_mix's rule)
+    )
+    research_log: bool = False  # one (hypothesis, change, expected, measured) cycle per window, JSONL artifact
+    self_improver: bool = False  # every window: new template problems, the model's verified answers become LM rows
+    counterfactual_credit: bool = False  # C3O credit from reverting each layer's last RL update on a probe batch
+    fractal_nas: bool = False  # structural-variant trials at a tiny budget after the run (winner reported only)
+    draft_heads: bool = False  # draft heads trained on the final model: acceptance rate and speed-up measured
+
+
+class GRPOParams(StrictModel):
+    """One GRPO (or GSPO) update through TRL's GRPOTrainer."""
+
+    prompts_per_step: int = Field(2, gt=0)  # distinct prompts per update; the batch is prompts x num_generations
+    num_generations: int = Field(4, ge=2)
+    max_completion_length: int = Field(20, gt=0)
+    temperature: float = Field(1.0, gt=0)
+    importance_sampling_level: Literal["token", "sequence"] = "token"  # sequence: GSPO
+    beta: float = Field(0.0, ge=0)  # KL coefficient; 0 loads no reference model
+    epsilon: float = Field(0.2, gt=0)
+    code_share: float = Field(0.5, ge=0, le=1)  # share of RL prompts from the code tasks (ignored without code_rl)
+
+
+class AutoMixParams(StrictModel):
+    """The RL/LM mix: the share of loop steps that also take an RL update, moved by held-out reward."""
+
+    initial_share: float = Field(0.3, ge=0, le=1)
+    min_share: float = Field(0.1, ge=0, le=1)
+    max_share: float = Field(0.6, ge=0, le=1)
+    step: float = Field(0.1, gt=0, le=1)  # change of the share per decision
+    min_gain: float = Field(0.005, ge=0)  # held-out reward gain below this counts as a plateau
+    lm_loss_tolerance: float = Field(0.05, ge=0)  # relative rise of the LM val loss that sends the mix back to LM
+
+    @model_validator(mode="after")
+    def _check(self) -> AutoMixParams:
+        if not self.min_share <= self.initial_share <= self.max_share:
+            raise ValueError(
+                f"initial_share: {self.initial_share} must lie within [min_share, max_share] "
+                f"([{self.min_share}, {self.max_share}])"
+            )
+        return self
+
+
+class ReplayParams(StrictModel):
+    """Causal replay of high-advantage samples."""
+
+    capacity: int = Field(64, gt=0)
+    alpha: float = Field(1.0, ge=0)
+    min_advantage: float = 0.0
+    staleness_decay: float = Field(0.99, gt=0, le=1)
+    per_step: int = Field(1, ge=0)  # replayed prompts per RL update (each replaces a fresh prompt)
+
+
+class SandboxParams(StrictModel):
+    """Limits of one sandboxed run of model-written code."""
+
+    wall_seconds: float = Field(2.0, gt=0)
+    cpu_seconds: int = Field(2, gt=0)
+    memory_mb: int = Field(256, gt=0)
+
+
+class EvolutionParams(StrictModel):
+    """Budgets of the evolution subsystems (each switched in `features`)."""
+
+    self_improver_problems: int = Field(16, gt=0)  # new problems per window
+    nas_trials: int = Field(4, gt=0)  # coarse trials (one round)
+    nas_steps: int = Field(20, gt=0)  # training steps per trial
+    draft_num_heads: int = Field(2, gt=0)
+    draft_steps: int = Field(100, gt=0)
+    draft_learning_rate: float = Field(1.0e-3, gt=0)
+    draft_prompts: int = Field(32, gt=0)  # test prompts the speculative decoding is measured on
+
+
+class RLEvalParams(StrictModel):
+    """Held-out reward (val) and the before/after test evaluation."""
+
+    heldout_math: int = Field(64, gt=0)  # val prompts of the corpus in the held-out reward
+    heldout_code: int = Field(40, gt=0)  # val prompts of the code tasks
+    batch_size: int = Field(256, gt=0)
+    max_new_tokens: int = Field(20, gt=0)  # a level-2 lambda is 16 characters + EOS
+    sample_predictions: int = Field(32, ge=0)
+    test_records: int = Field(0, ge=0)  # first N test records of each kind before/after (0: all)
+
+
+class SigmaRLTrainParams(SigmaTrainParams):
+    """The `sigma_rl` loop (defaults for RL on the pretrained model)."""
+
+    max_steps: int = Field(400, gt=0)
+    warmup_steps: int = Field(0, ge=0)
+    decay_fraction: float = Field(0.2, ge=0, le=1)
+    eval_steps: int = Field(100, ge=0)
+    num_threads: int = Field(2, gt=0)
+    parallel_baseline: bool = False  # unused by sigma_rl
+
+
+# sigma_rl's evolution subsystems (switched and counted by training/sigma_rl_evolution.py)
+RL_EVOLUTION_SWITCHES = ("meta_loop", "research_log", "self_improver", "counterfactual_credit", "fractal_nas",
+                         "draft_heads")  # fmt: skip
+_RL_SWITCHES = ("code_rl", "causal_replay", "auto_mix", *RL_EVOLUTION_SWITCHES)
+_RL_STANDARD = ("code_rl", "causal_replay", "auto_mix", "meta_loop", "research_log", "self_improver", "draft_heads")
+SIGMA_RL_PROFILES: dict[str, dict[str, Any]] = {
+    "minimal": {
+        "optimizer": {"name": "adamw"},
+        "features": {
+            **SIGMA_PROFILES["minimal"]["features"],
+            "asym_verify": True,
+            **dict.fromkeys(_RL_SWITCHES, False),
+        },
+    },
+    # what fits the stage's 4-minute budget: every RL subsystem but the C3O-only credit and NAS
+    "standard": {
+        "optimizer": {"name": "adamw"},
+        "features": {
+            **SIGMA_PROFILES["standard"]["features"],
+            "asym_verify": True,
+            **{name: name in _RL_STANDARD for name in _RL_SWITCHES},
+        },
+    },
+    # every RL subsystem and trainer feature (the proof runs this)
+    "full": {
+        "optimizer": {"name": "c3o"},
+        "features": {**SIGMA_PROFILES["full"]["features"], "asym_verify": True, **dict.fromkeys(_RL_SWITCHES, True)},
+    },
+}
+
+
+class SigmaRLParams(StrictModel):
+    """RL on the pretrained SigmaLLM (GRPO/GSPO through TRL, verifier rewards) mixed with LM steps.
+
+    `profile` expands like `sigma_pretrain`'s (:data:`SIGMA_RL_PROFILES`; keys set in params.yaml win).
+    """
+
+    profile: SigmaProfile = "standard"
+    optimizer: SigmaOptimizerParams = Field(default_factory=lambda: SigmaOptimizerParams())
+    features: SigmaRLFeatureParams = Field(default_factory=lambda: SigmaRLFeatureParams())
+    guards: SigmaGuardParams = Field(default_factory=lambda: SigmaGuardParams())
+    data: SigmaDataParams = Field(default_factory=lambda: SigmaDataParams())
+    instant: InstantParams = Field(default_factory=lambda: InstantParams())
+    train: SigmaRLTrainParams = Field(default_factory=lambda: SigmaRLTrainParams())
+    mix: dict[str, float] = Field(
+        default_factory=lambda: {
+            "add": 0.1,
+            "sub": 0.1,
+            "mul": 0.1,
+            "expr": 0.1,
+            "reverse": 0.1,
+            "word": 0.1,
+            "code": 0.4,
+        }
+    )
+    grpo: GRPOParams = Field(default_factory=lambda: GRPOParams())
+    auto_mix: AutoMixParams = Field(default_factory=lambda: AutoMixParams())
+    replay: ReplayParams = Field(default_factory=lambda: ReplayParams())
+    sandbox: SandboxParams = Field(default_factory=lambda: SandboxParams())
+    format_weight: float = Field(0.1, ge=0, lt=1)  # reward share of a well-formed answer
+    eval: RLEvalParams = Field(default_factory=lambda: RLEvalParams())
+    evolution: EvolutionParams = Field(default_factory=lambda: EvolutionParams())
+
+    @model_validator(mode="before")
+    @classmethod
+    def _expand_profile(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        name = data.get("profile", "standard")
+        return _merge_under(data, SIGMA_RL_PROFILES[name]) if name in SIGMA_RL_PROFILES else data
+
+    @model_validator(mode="after")
+    def _check(self) -> SigmaRLParams:
+        check_mix(self.mix)
+        if self.train.eval_steps == 0:
+            raise ValueError("train.eval_steps: must be > 0 (the held-out reward and the mix are judged per window)")
+        if self.features.counterfactual_credit and self.optimizer.name != "c3o":
+            raise ValueError(
+                f"features.counterfactual_credit: true needs optimizer.name: c3o (got {self.optimizer.name})"
+            )
+        check_sigma_compatibility(self)
+        return self

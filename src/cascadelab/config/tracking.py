@@ -1,0 +1,13 @@
+"""The `tracking` section: where stages log to MLflow."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from cascadelab.config.base import StrictModel
+
+
+class TrackingParams(StrictModel):
+    """Where and how stages log to MLflow."""
+
+    experiment: str = Field("cascadelab", min_length=1)
