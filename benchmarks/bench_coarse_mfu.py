@@ -50,7 +50,7 @@ def main() -> None:
     tokenizer = load_tokenizer(args.tokenizer)
     records = load_split(args.corpus, "train")
     torch.manual_seed(0)
-    model = build_causal_lm(params.model, tokenizer)
+    model = build_causal_lm(params.model.to_config(tokenizer))
     train = params.train.model_copy(update={"max_steps": args.steps})
     curriculum = params.curriculum.model_copy(update={"warmup_tasks": []})  # measure the full mix
     with tempfile.TemporaryDirectory() as scratch:

@@ -48,7 +48,11 @@ def main() -> None:
     rows = TokenizedRows(tokenizer, load_split("data/corpus", "train"))
     muon = SigmaOptimizerParams(name="muon", muon=params.optimizer.muon)
     configs = {
-        "llama baseline": (lambda: build_causal_lm(params.baseline, tokenizer), params.optimizer, params.instant),
+        "llama baseline": (
+            lambda: build_causal_lm(params.baseline.to_config(tokenizer)),
+            params.optimizer,
+            params.instant,
+        ),
         "sigma (chunked CE)": (
             lambda: build_sigma_lm(params.model, tokenizer),
             params.optimizer,

@@ -44,7 +44,7 @@ def cascade_run(tmp_path_factory):
     verifier = CorpusVerifier({"answer_format": "reversed"})
     torch.manual_seed(0)
     coarse = build_causal_lm(
-        CausalLMParams(hidden_size=64, num_layers=2, num_heads=4, intermediate_size=256), tokenizer
+        CausalLMParams(hidden_size=64, num_layers=2, num_heads=4, intermediate_size=256).to_config(tokenizer)
     )
     steps = dict(batch_size=16, learning_rate=3e-3, warmup_steps=20, save_steps=0, num_threads=1)
     coarse, _ = train_sft(

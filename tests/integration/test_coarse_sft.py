@@ -29,7 +29,9 @@ def trained(tmp_path_factory):
         records.append({"task": "add", "difficulty": 1, "prompt": prompt, "response": response, "answer": str(a + b)})
     tokenizer = train_tokenizer([r["prompt"] + r["response"] for r in records], TokenizerParams())
     torch.manual_seed(0)
-    model = build_causal_lm(CausalLMParams(hidden_size=64, num_layers=2, num_heads=2, intermediate_size=256), tokenizer)
+    model = build_causal_lm(
+        CausalLMParams(hidden_size=64, num_layers=2, num_heads=2, intermediate_size=256).to_config(tokenizer)
+    )
     train = SFTTrainParams(
         max_steps=600, batch_size=16, learning_rate=3e-3, warmup_steps=20, logging_steps=50, num_threads=1
     )
@@ -108,7 +110,7 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
     def fit(folder, callbacks=()):
         torch.manual_seed(0)
         model = build_causal_lm(
-            CausalLMParams(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64), tokenizer
+            CausalLMParams(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64).to_config(tokenizer)
         )
         return train_sft(
             model,
@@ -145,7 +147,7 @@ def test_local_base_model_with_lora_trains_and_merges(tmp_path):
     ]
     base_tokenizer = train_tokenizer([r["prompt"] + r["response"] for r in records], TokenizerParams(kind="bpe"))
     base = build_causal_lm(
-        CausalLMParams(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64), base_tokenizer
+        CausalLMParams(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64).to_config(base_tokenizer)
     )
     base.save_pretrained(tmp_path / "base")
     base_tokenizer.save_pretrained(tmp_path / "base")

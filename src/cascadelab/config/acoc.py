@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, model_validator
 
-from cascadelab.config.base import StrictModel
+from cascadelab.config.base import StrictModel, tokenizer_ids
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from cascadelab.models.acoc import ACOCConfig
 
 
 # The ACOC library (models/acoc/, training/acoc_trainer.py) takes these classes as its settings, so that
@@ -29,6 +34,27 @@ class ACOCModelParams(StrictModel):
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size: must be divisible by num_heads ({self.hidden_size} % {self.num_heads})")
         return self
+
+    def to_config(
+        self, tokenizer: PreTrainedTokenizerBase, expert_widths: list[list[list[int]]] | None = None
+    ) -> ACOCConfig:
+        """The `ACOCConfig` of this initial architecture (or of `expert_widths`), ids from `tokenizer`."""
+        # Imported here: loading params.yaml must not import the model code (config is a leaf).
+        from cascadelab.models.acoc import ACOCConfig
+
+        return ACOCConfig(
+            hidden_size=self.hidden_size,
+            num_hidden_layers=self.num_layers,
+            num_attention_heads=self.num_heads,
+            max_position_embeddings=self.max_position_embeddings,
+            num_experts=self.initial_experts,
+            expert_width=self.expert_width,
+            expert_widths=expert_widths,
+            num_experts_per_tok=self.top_k,
+            gate_init=self.gate_init,
+            initializer_range=self.initializer_range,
+            **tokenizer_ids(tokenizer),
+        )
 
 
 class GrowthParams(StrictModel):

@@ -7,8 +7,12 @@ never imports torch or transformers (`tests/unit/config/test_leaf.py` checks).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 TASK_FAMILIES = ("add", "sub", "mul", "expr", "reverse", "word")
 
@@ -74,6 +78,16 @@ def check_mix(mix: dict[str, float]) -> None:
             raise ValueError(f"mix.{name}: must be >= 0 (got {weight})")
     if sum(mix.values()) <= 0:
         raise ValueError("mix: at least one weight must be > 0")
+
+
+def tokenizer_ids(tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
+    """The HF-config fields every model takes from the corpus tokenizer: vocabulary size and special ids."""
+    return {
+        "vocab_size": len(tokenizer),
+        "pad_token_id": tokenizer.pad_token_id,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+    }
 
 
 def check_settings(section: str, settings: object, rules: Iterable[tuple[str, bool, str]]) -> None:

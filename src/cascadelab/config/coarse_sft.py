@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, model_validator
 
-from cascadelab.config.base import CurriculumParams, EvalParams, SFTTrainParams, StrictModel, check_mix, default_mix
+from cascadelab.config.base import (
+    CurriculumParams,
+    EvalParams,
+    SFTTrainParams,
+    StrictModel,
+    check_mix,
+    default_mix,
+    tokenizer_ids,
+)
+
+if TYPE_CHECKING:
+    from transformers import LlamaConfig, PreTrainedTokenizerBase, Qwen2Config
 
 
 class CausalLMParams(StrictModel):
@@ -25,6 +36,25 @@ class CausalLMParams(StrictModel):
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size: must be divisible by num_heads ({self.hidden_size} % {self.num_heads})")
         return self
+
+    def to_config(self, tokenizer: PreTrainedTokenizerBase) -> LlamaConfig | Qwen2Config:
+        """The HF config of this architecture (tied embeddings, full-size KV heads), ids from `tokenizer`."""
+        # Imported here: loading params.yaml must not import transformers (config is a leaf).
+        from transformers import LlamaConfig, Qwen2Config
+
+        config_class = LlamaConfig if self.family == "llama" else Qwen2Config
+        return config_class(
+            hidden_size=self.hidden_size,
+            num_hidden_layers=self.num_layers,
+            num_attention_heads=self.num_heads,
+            num_key_value_heads=self.num_heads,
+            intermediate_size=self.intermediate_size,
+            initializer_range=self.initializer_range,
+            max_position_embeddings=self.max_position_embeddings,
+            tie_word_embeddings=True,
+            use_cache=True,
+            **tokenizer_ids(tokenizer),
+        )
 
 
 class LoraParams(StrictModel):

@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, model_validator
 
-from cascadelab.config.base import CurriculumParams, EvalParams, StrictModel, TrainParams, check_mix, default_mix
+from cascadelab.config.base import (
+    CurriculumParams,
+    EvalParams,
+    StrictModel,
+    TrainParams,
+    check_mix,
+    default_mix,
+    tokenizer_ids,
+)
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from cascadelab.models.hybrid_rnn import HybridRNNConfig
 
 
 class HybridRNNModelParams(StrictModel):
@@ -29,6 +42,19 @@ class HybridRNNModelParams(StrictModel):
     def config_overrides(self) -> dict[str, Any]:
         """The `HybridRNNConfig` fields set here (all but the preset name and the unset sizes)."""
         return {key: value for key, value in self.model_dump(exclude={"preset"}).items() if value is not None}
+
+    def to_config(self, tokenizer: PreTrainedTokenizerBase) -> HybridRNNConfig:
+        """The `HybridRNNConfig` of the preset with the overrides, sized and given token ids by `tokenizer`."""
+        # Imported here: loading params.yaml must not import the model code (config is a leaf).
+        from cascadelab.models.hybrid_rnn import HybridRNNConfig
+
+        ids = tokenizer_ids(tokenizer)
+        missing = [name for name in ("pad_token_id", "bos_token_id", "eos_token_id") if ids[name] is None]
+        if missing:
+            raise ValueError(f"tokenizer has no {missing[0]}; the hybrid model needs pad, bos and eos tokens")
+        return HybridRNNConfig.from_preset(
+            self.preset, decoder_start_token_id=ids["bos_token_id"], **ids, **self.config_overrides()
+        )
 
 
 class HybridRNNTrainParams(TrainParams):

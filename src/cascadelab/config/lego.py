@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, model_validator
 
-from cascadelab.config.base import StrictModel
+from cascadelab.config.base import StrictModel, tokenizer_ids
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from cascadelab.models.lego import LEGOConfig
 
 
 class LegoModelParams(StrictModel):
@@ -111,3 +116,26 @@ class LegoParams(StrictModel):
     baseline: LegoBaselineParams = Field(default_factory=lambda: LegoBaselineParams())
     eval: LegoEvalParams = Field(default_factory=lambda: LegoEvalParams())
     num_threads: int = Field(2, gt=0)
+
+    def to_config(self, tokenizer: PreTrainedTokenizerBase) -> LEGOConfig:
+        """The phase-1 `LEGOConfig`: architecture, phase-1 settings, the tokenizer's vocabulary and special ids.
+
+        Phase-2 settings are left at the seed defaults here and set by `training.lego_stages.phase2_config`,
+        so the phase-1 artifact does not depend on them.
+        """
+        # Imported here: loading params.yaml must not import the model code (config is a leaf).
+        from cascadelab.models.lego import LEGOConfig
+
+        m = self.model
+        return LEGOConfig(
+            hidden_size=m.hidden_size,
+            intermediate_size=m.intermediate_size,
+            num_attention_heads=m.num_heads,
+            max_position_embeddings=m.max_position_embeddings,
+            initializer_range=m.initializer_range,
+            phase1_layers=m.phase1_layers,
+            phase1_lr=self.phase1.learning_rate,
+            phase1_patience=self.phase1.patience,
+            phase2_layers=m.phase2_layers,
+            **tokenizer_ids(tokenizer),
+        )

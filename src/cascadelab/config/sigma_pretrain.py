@@ -6,12 +6,15 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, model_validator
 
-from cascadelab.config.base import EvalParams, ParamsError, StrictModel, check_mix
+from cascadelab.config.base import EvalParams, ParamsError, StrictModel, check_mix, tokenizer_ids
 from cascadelab.config.coarse_sft import CausalLMParams
 from cascadelab.config.optimizers import OptimizerSettings
 
 if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
     from cascadelab.config.sigma_rl import SigmaRLParams
+    from cascadelab.models.sigma import SigmaConfig
 
 # Kept equal to cascadelab.models.sigma.BITLINEAR_FAMILIES (a unit test checks), so that params load
 # without importing the model code.
@@ -56,6 +59,23 @@ class SigmaModelParams(StrictModel):
         if self.num_layers is not None:
             knobs["num_hidden_layers"] = self.num_layers
         return {**knobs, **self.overrides}
+
+    def to_config(self, tokenizer: PreTrainedTokenizerBase) -> SigmaConfig:
+        """The `SigmaConfig` of the preset with the set knobs and overrides, ids from `tokenizer`."""
+        # Imported here: loading params.yaml must not import the model code (config is a leaf).
+        import inspect
+
+        from cascadelab.models.sigma import SigmaConfig
+
+        kwargs = self.config_kwargs()
+        accepted = inspect.signature(SigmaConfig.__init__).parameters
+        for key in self.overrides:
+            if key not in accepted:
+                raise ValueError(f"sigma_pretrain.model.overrides.{key}: not a SigmaConfig argument")
+        try:
+            return SigmaConfig.from_preset(self.preset, **tokenizer_ids(tokenizer), **kwargs)
+        except ValueError as error:
+            raise ValueError(f"sigma_pretrain.model: {error}") from None
 
 
 class InstantParams(StrictModel):

@@ -13,30 +13,14 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
-from cascadelab.config import CausalLMParams
 from cascadelab.data.tokenizer import COARSE, REFINE
 
 
-def build_causal_lm(params: CausalLMParams, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
-    """A randomly initialised causal LM sized by `params`, with ids taken from `tokenizer`."""
-    common = dict(
-        vocab_size=len(tokenizer),
-        hidden_size=params.hidden_size,
-        num_hidden_layers=params.num_layers,
-        num_attention_heads=params.num_heads,
-        num_key_value_heads=params.num_heads,
-        intermediate_size=params.intermediate_size,
-        initializer_range=params.initializer_range,
-        max_position_embeddings=params.max_position_embeddings,
-        tie_word_embeddings=True,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        use_cache=True,
-    )
-    if params.family == "llama":
-        return LlamaForCausalLM(LlamaConfig(**common))
-    return Qwen2ForCausalLM(Qwen2Config(**common))
+def build_causal_lm(config: LlamaConfig | Qwen2Config) -> PreTrainedModel:
+    """A randomly initialised causal LM of `config`'s family (`CausalLMParams.to_config` builds the config)."""
+    if isinstance(config, LlamaConfig):
+        return LlamaForCausalLM(config)
+    return Qwen2ForCausalLM(config)
 
 
 def load_base_model(name_or_path: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:

@@ -36,7 +36,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from cascadelab.config import ACOCModelParams, ACOCParams
-from cascadelab.models.acoc import ACOCConfig, ACOCForCausalLM
+from cascadelab.models.acoc import ACOCForCausalLM
 from cascadelab.models.acoc.accounting import count_parameters, unique_parameters
 from cascadelab.models.acoc.continual import (
     RouterEWC,
@@ -92,22 +92,7 @@ def build_model(
     device: str | torch.device = "cpu",
 ) -> ACOCForCausalLM:
     """A fresh ACOC model sized by `params` (or by `expert_widths`), initialised from `seed`, on `device`."""
-    config = ACOCConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=params.hidden_size,
-        num_hidden_layers=params.num_layers,
-        num_attention_heads=params.num_heads,
-        max_position_embeddings=params.max_position_embeddings,
-        num_experts=params.initial_experts,
-        expert_width=params.expert_width,
-        expert_widths=expert_widths,
-        num_experts_per_tok=params.top_k,
-        gate_init=params.gate_init,
-        initializer_range=params.initializer_range,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
+    config = params.to_config(tokenizer, expert_widths)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = ACOCForCausalLM(config)

@@ -38,7 +38,7 @@ def coarse_model_and_tokenizer(
     if params.base_model:
         return load_base_model(params.base_model)
     tokenizer = load_tokenizer(tokenizer_dir)
-    return build_causal_lm(params.model, tokenizer), tokenizer
+    return build_causal_lm(params.model.to_config(tokenizer)), tokenizer
 
 
 def evaluate_lm(

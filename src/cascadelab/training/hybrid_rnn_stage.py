@@ -24,7 +24,7 @@ from cascadelab.data.tokenizer import load_tokenizer
 from cascadelab.eval.metrics import exact_match_report
 from cascadelab.eval.seq2seq import Decoding, evaluate_seq2seq
 from cascadelab.io import atomic_directory
-from cascadelab.models.hybrid_rnn import HybridRNNConfig, HybridRNNTransformer, init_hybrid_rnn
+from cascadelab.models.hybrid_rnn import HybridRNNTransformer, init_hybrid_rnn
 from cascadelab.training.curriculum import LoopCurriculum
 from cascadelab.training.hybrid_rnn_trainer import HybridRNNTrainSettings, LogFn, TrainResult, train_hybrid_rnn
 
@@ -47,18 +47,7 @@ def build_hybrid_model(
     params: HybridRNNModelParams, tokenizer: PreTrainedTokenizerBase, seed: int
 ) -> HybridRNNTransformer:
     """A fresh model of the preset (with overrides), sized and given token ids by the corpus tokenizer."""
-    ids = {name: getattr(tokenizer, name) for name in ("pad_token_id", "bos_token_id", "eos_token_id")}
-    missing = [name for name, value in ids.items() if value is None]
-    if missing:
-        raise ValueError(f"tokenizer has no {missing[0]}; the hybrid model needs pad, bos and eos tokens")
-    config = HybridRNNConfig.from_preset(
-        params.preset,
-        vocab_size=len(tokenizer),
-        decoder_start_token_id=ids["bos_token_id"],
-        **ids,
-        **params.config_overrides(),
-    )
-    return init_hybrid_rnn(config, seed)
+    return init_hybrid_rnn(params.to_config(tokenizer), seed)
 
 
 def train_settings(params: HybridRNNTrainParams, seed: int) -> HybridRNNTrainSettings:

@@ -84,30 +84,6 @@ class _Curves:
 # --------------------------------------------------------------------------- shared set-up
 
 
-def lego_config(params: LegoParams, tokenizer: PreTrainedTokenizerBase) -> LEGOConfig:
-    """The phase-1 LEGOConfig of the params: architecture, phase-1 settings, the tokenizer's special ids.
-
-    Phase-2 settings are left at the seed defaults here and set by :func:`phase2_config`, so the
-    phase-1 artifact does not depend on them.
-    """
-    m = params.model
-    return LEGOConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=m.hidden_size,
-        intermediate_size=m.intermediate_size,
-        num_attention_heads=m.num_heads,
-        max_position_embeddings=m.max_position_embeddings,
-        initializer_range=m.initializer_range,
-        phase1_layers=m.phase1_layers,
-        phase1_lr=params.phase1.learning_rate,
-        phase1_patience=params.phase1.patience,
-        phase2_layers=m.phase2_layers,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-
-
 def phase2_config(params: LegoParams, shallow: LEGOConfig, hard_example_ratio: float) -> LEGOConfig:
     """The shallow model's config with the phase-2 settings of the params."""
     return shallow.derive(
@@ -192,7 +168,7 @@ def run_lego_phase1(
     pad = int(tokenizer.pad_token_id)
     train = CellBatches(_encoded(corpus_dir, "train", tokenizer), params.phase1.batch_size, pad, seed=seed)
     val = CellBatches(_encoded(corpus_dir, "val", tokenizer), params.phase1.eval_batch_size, pad)
-    config = lego_config(params, tokenizer)
+    config = params.to_config(tokenizer)
     curves = _Curves("", log_fn)
     started = time.perf_counter()
     model, result = train_phase1(config, train, val, loop_settings(params.phase1), seed=seed, log_fn=curves)

@@ -9,7 +9,6 @@ perplexity, generation speed).
 
 from __future__ import annotations
 
-import inspect
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from cascadelab.data.hidden_eval import check_manifest, manifest_path
 from cascadelab.data.tokenizer import load_tokenizer
 from cascadelab.io import atomic_directory, write_json
 from cascadelab.models.coarse import build_causal_lm, count_parameters
-from cascadelab.models.sigma import SigmaConfig, SigmaForCausalLM
+from cascadelab.models.sigma import SigmaForCausalLM
 from cascadelab.training.background import BackgroundCall
 from cascadelab.training.checkpoints import checkpoint_dir, discard
 from cascadelab.training.coarse_sft import evaluate_lm
@@ -50,23 +49,7 @@ class SigmaPretrainOutcome:
 
 def build_sigma_lm(params: SigmaModelParams, tokenizer: PreTrainedTokenizerBase) -> SigmaForCausalLM:
     """A randomly initialised SigmaLLM from a preset and overrides, with ids taken from `tokenizer`."""
-    kwargs = params.config_kwargs()
-    accepted = inspect.signature(SigmaConfig.__init__).parameters
-    for key in params.overrides:
-        if key not in accepted:
-            raise ValueError(f"sigma_pretrain.model.overrides.{key}: not a SigmaConfig argument")
-    try:
-        config = SigmaConfig.from_preset(
-            params.preset,
-            vocab_size=len(tokenizer),
-            pad_token_id=tokenizer.pad_token_id,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            **kwargs,
-        )
-    except ValueError as error:
-        raise ValueError(f"sigma_pretrain.model: {error}") from None
-    return SigmaForCausalLM(config)
+    return SigmaForCausalLM(params.to_config(tokenizer))
 
 
 def _seeded(build: Callable[[], nn.Module], seed: int) -> Any:
@@ -110,7 +93,7 @@ def build_model(name: str, params: SigmaPretrainParams, tokenizer: PreTrainedTok
     if name == "sigma":
         return _seeded(lambda: build_sigma_lm(params.model, tokenizer), seed)
     if name == "baseline":
-        return _seeded(lambda: build_causal_lm(params.baseline, tokenizer), seed)
+        return _seeded(lambda: build_causal_lm(params.baseline.to_config(tokenizer)), seed)
     raise ValueError(f"model name must be one of {', '.join(MODELS)}, got {name!r}")
 
 

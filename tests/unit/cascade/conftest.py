@@ -36,8 +36,9 @@ def make_model(tokenizer, seed=0, hidden=32, layers=1):
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = build_causal_lm(
-            CausalLMParams(hidden_size=hidden, num_layers=layers, num_heads=2, intermediate_size=2 * hidden),
-            tokenizer,
+            CausalLMParams(hidden_size=hidden, num_layers=layers, num_heads=2, intermediate_size=2 * hidden).to_config(
+                tokenizer
+            )
         )
     return model.eval()
 

@@ -12,7 +12,6 @@ from cascadelab.training.lego_stages import (
     exit_tradeoff,
     forward_flops_per_token,
     greedy_outputs,
-    lego_config,
     phase2_config,
 )
 from cascadelab.training.lego_trainer import Trainer, create_standard_config
@@ -39,7 +38,7 @@ def tokenizer():
 
 @pytest.fixture(scope="module")
 def grown(tokenizer):
-    shallow = build_lego_model(lego_config(PARAMS, tokenizer), seed=0)
+    shallow = build_lego_model(PARAMS.to_config(tokenizer), seed=0)
     model = LEGOTransformer.extend_from(shallow, 4, routing_threshold=0.5, seed=1)
     with torch.no_grad():  # untrained but distinct upper layers, so shallow and deep predictions differ
         for p in model.model.layers[2:].parameters():
@@ -48,7 +47,7 @@ def grown(tokenizer):
 
 
 def test_configs_take_the_params_phase_by_phase(tokenizer):
-    shallow = lego_config(PARAMS, tokenizer)
+    shallow = PARAMS.to_config(tokenizer)
     assert (shallow.vocab_size, shallow.hidden_size, shallow.num_attention_heads) == (len(tokenizer), 32, 2)
     assert (shallow.phase1_lr, shallow.phase1_patience, shallow.depth) == (3e-3, 2, 2)
     assert (shallow.phase2_lr, shallow.phase2_patience) == (1e-4, 3)  # seed defaults until phase 2
@@ -59,7 +58,7 @@ def test_configs_take_the_params_phase_by_phase(tokenizer):
 
 
 def test_flop_accounting(tokenizer):
-    per_token = forward_flops_per_token(lego_config(PARAMS, tokenizer).derive(vocab_size=10))
+    per_token = forward_flops_per_token(PARAMS.to_config(tokenizer).derive(vocab_size=10))
     assert per_token == {
         "causal_layer": 2.0 * (4 * 32 * 32 + 3 * 32 * 64),
         "token_layer": 2.0 * (32 * 32 + 3 * 32 * 64),
@@ -86,7 +85,7 @@ def test_one_pass_tradeoff_equals_real_routed_evaluation(tokenizer, grown):
 
 def test_routed_greedy_outputs_at_threshold_zero_are_the_shallow_models(tokenizer, grown):
     prompts = [r["prompt"] for r in RECORDS[:6]]
-    shallow = build_lego_model(lego_config(PARAMS, tokenizer), seed=0)
+    shallow = build_lego_model(PARAMS.to_config(tokenizer), seed=0)
     grown.config.routing_threshold = 0.0
     try:
         routed = greedy_outputs(grown, tokenizer, prompts, 4, batch_size=4, routed=True)

@@ -46,7 +46,7 @@ def model(tokenizer):
     torch.set_num_threads(1)
     torch.manual_seed(0)
     params = CausalLMParams(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64)
-    return build_causal_lm(params, tokenizer).eval()
+    return build_causal_lm(params.to_config(tokenizer)).eval()
 
 
 @pytest.fixture(scope="module")

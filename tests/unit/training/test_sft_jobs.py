@@ -44,7 +44,9 @@ def tokenizer():
 def model(tokenizer):
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    return build_causal_lm(CausalLMParams(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64), tokenizer)
+    return build_causal_lm(
+        CausalLMParams(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64).to_config(tokenizer)
+    )
 
 
 def _jobs(model):
@@ -65,7 +67,7 @@ def test_parallel_jobs_train_the_same_weights_as_sequential_ones(model, tokenize
         assert parallel[key][1].train_tokens == sequential[key][1].train_tokens > 0
         assert len(parallel[key][1].history) == 3
     untouched = build_causal_lm(
-        CausalLMParams(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64), tokenizer
+        CausalLMParams(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64).to_config(tokenizer)
     ).state_dict()
     assert not torch.equal(parallel["add"][0].state_dict()["lm_head.weight"], untouched["lm_head.weight"])
 

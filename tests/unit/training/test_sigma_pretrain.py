@@ -90,7 +90,7 @@ def test_param_gap_beyond_tolerance_is_an_error() -> None:
 def test_default_baseline_matches_default_sigma_within_tolerance(tokenizer) -> None:  # type: ignore[no-untyped-def]
     params = parse_params({}).sigma_pretrain
     sigma = count_parameters(build_sigma_lm(params.model, tokenizer))
-    baseline = count_parameters(build_causal_lm(params.baseline, tokenizer))
+    baseline = count_parameters(build_causal_lm(params.baseline.to_config(tokenizer)))
     assert check_param_gap(sigma, baseline, params.baseline_param_tolerance) < 0.02
 
 

@@ -4,7 +4,7 @@ import pytest
 
 from cascadelab.config import ACOCParams, ParamsError, load_params, parse_params
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_repository_params_are_valid():
