@@ -19,15 +19,15 @@ if TYPE_CHECKING:
 class ACOCModelParams(StrictModel):
     """The initial ACOC architecture: attention sizes, initial experts per layer, expert width, top-k."""
 
-    hidden_size: int = Field(64, gt=0)
-    num_layers: int = Field(2, gt=0)
-    num_heads: int = Field(4, gt=0)
-    initial_experts: int = Field(1, gt=0)
-    expert_width: int = Field(16, gt=0)
+    hidden_size: int = Field(64, gt=0, description="model width; must be divisible by num_heads")
+    num_layers: int = Field(2, gt=0, description="transformer layers, each with an expert MLP")
+    num_heads: int = Field(4, gt=0, description="attention heads")
+    initial_experts: int = Field(1, gt=0, description="experts per layer at the start (<= growth.max_experts)")
+    expert_width: int = Field(16, gt=0, description="hidden width of each initial expert")
     top_k: int = Field(0, ge=0, description="experts per token; 0 mixes all experts densely")
-    initializer_range: float = Field(0.06, gt=0)
+    initializer_range: float = Field(0.06, gt=0, description="standard deviation of the normal weight initialisation")
     gate_init: float = Field(3.0, description="initial gate logit (sigmoid(3) = 0.95)")
-    max_position_embeddings: int = Field(128, gt=0)
+    max_position_embeddings: int = Field(128, gt=0, description="longest sequence in tokens")
 
     @model_validator(mode="after")
     def _heads_divide(self) -> ACOCModelParams:
@@ -63,11 +63,13 @@ class GrowthParams(StrictModel):
     kind: Literal["auto", "split", "widen"] = Field("auto", description="auto: split, then widen")
     max_experts: int = Field(4, gt=0, description="per layer")
     max_width: int = Field(256, gt=0, description="per expert")
-    widen_by: int = Field(16, gt=0)
+    widen_by: int = Field(16, gt=0, description="hidden units a widening adds to an expert")
     split_noise: float = Field(0.1, ge=0, description="zero-sum ε on the split pair's down projections (× RMS)")
     all_layers: bool = Field(True, description="grow every layer at once (else only the most saturated layer)")
     stagnation_tol: float = Field(0.05, ge=0, description="stagnates below this gain")
-    saturation_threshold: float = Field(0.3, ge=0, le=1)
+    saturation_threshold: float = Field(
+        0.3, ge=0, le=1, description="combined saturation score above which a layer counts as saturated"
+    )
     min_signals: int = Field(2, ge=1, le=3, description="signals needed to expand")
     prune_usage: float = Field(0.02, ge=0, description="load × gate under which an expert counts as unused")
     prune_patience: int = Field(2, gt=0, description="cycles an expert must stay unused before it is pruned")
@@ -78,9 +80,13 @@ class GrowthParams(StrictModel):
 class WarmupParams(StrictModel):
     """Post-expansion warmup: a higher learning rate for the new tensors and forced routing to new experts."""
 
-    steps: int = Field(100, ge=0)
-    lr_multiplier: float = Field(10.0, gt=0)
-    force_share: float = Field(0.3, ge=0, le=1)
+    steps: int = Field(100, ge=0, description="steps of the post-expansion warm-up")
+    lr_multiplier: float = Field(
+        10.0, gt=0, description="learning-rate multiplier of the new tensors during the warm-up"
+    )
+    force_share: float = Field(
+        0.3, ge=0, le=1, description="share of tokens forced to the new experts during the warm-up"
+    )
 
 
 class SaturationParams(StrictModel):
@@ -90,20 +96,24 @@ class SaturationParams(StrictModel):
     flat_eps: float = Field(0.05, gt=0, description="|act'| below this counts as saturated")
     dead_eps: float = Field(1e-3, ge=0, description="a unit never above this on routed tokens is dead")
     grad_ref: float = Field(0.01, gt=0, description="relative gradient norm that scores 0.5")
-    weight_grad: float = Field(1.0, ge=0)
-    weight_saturation: float = Field(1.0, ge=0)
-    weight_dead: float = Field(1.0, ge=0)
-    weight_variance: float = Field(1.0, ge=0)
-    weight_load: float = Field(1.0, ge=0)
+    weight_grad: float = Field(1.0, ge=0, description="weight of the gradient-norm signal in the saturation score")
+    weight_saturation: float = Field(
+        1.0, ge=0, description="weight of the flat-activation signal in the saturation score"
+    )
+    weight_dead: float = Field(1.0, ge=0, description="weight of the dead-unit signal in the saturation score")
+    weight_variance: float = Field(
+        1.0, ge=0, description="weight of the activation-variance signal in the saturation score"
+    )
+    weight_load: float = Field(1.0, ge=0, description="weight of the routing-load signal in the saturation score")
 
 
 class VoteParams(StrictModel):
     """The variant vote and the soup merge."""
 
-    variants: int = Field(5, gt=0)
+    variants: int = Field(5, gt=0, description="perturbed copies of the model scored in each vote")
     noise: float = Field(0.02, ge=0, description="delta std as a fraction of each tensor's RMS")
     ratio: float = Field(0.95, gt=0, le=1, description="vote expand below ratio × mean(last scores)")
-    window: int = Field(5, gt=0)
+    window: int = Field(5, gt=0, description="last cycle scores the vote's mean is taken over")
     merge_top: int = Field(3, gt=0, description="deltas averaged into the soup")
 
 
@@ -121,9 +131,9 @@ class ContinualParams(StrictModel):
     """Router protection once a new task family appears, and the old tasks' share of later batches."""
 
     ewc_lambda: float = Field(1.0, ge=0, description="EWC weight (Fisher normalised to mean 1)")
-    fisher_batches: int = Field(8, gt=0)
+    fisher_batches: int = Field(8, gt=0, description="batches the router's Fisher information is estimated on")
     replay_tokens: int = Field(512, ge=0, description="old-task router inputs kept per layer")
-    replay_weight: float = Field(1.0, ge=0)
+    replay_weight: float = Field(1.0, ge=0, description="weight of the routing-replay loss")
     old_task_share: float = Field(0.25, ge=0, le=1, description="older tasks' share of batches")
     expand_on_new_task: bool = Field(True, description="split the most loaded expert for a new task family")
 
@@ -135,28 +145,49 @@ class ACOCParams(StrictModel):
         default_factory=lambda: {"add": 0, "sub": 3},
         description="task key (family `add` or cell `mul1`) -> cycle at which it enters training",
     )
-    cycles: int = Field(8, gt=0)
-    steps_per_cycle: int = Field(500, gt=0)
-    batch_size: int = Field(16, gt=0)
-    learning_rate: float = Field(1e-3, gt=0)
-    lr_warmup_steps: int = Field(100, ge=0)
+    cycles: int = Field(
+        8, gt=0, description="training cycles (train -> checkpoint -> evaluate -> decide -> expand -> warm up)"
+    )
+    steps_per_cycle: int = Field(500, gt=0, description="optimizer steps per cycle")
+    batch_size: int = Field(16, gt=0, description="training sequences per step")
+    learning_rate: float = Field(1e-3, gt=0, description="AdamW peak learning rate")
+    lr_warmup_steps: int = Field(100, ge=0, description="steps of linear learning-rate warm-up at the start of the run")
     decay_fraction: float = Field(0.2, ge=0, le=1, description="linear decay to 0 over the last share of steps")
-    max_grad_norm: float = Field(1.0, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    val_items_per_task: int = Field(100, gt=0)
-    test_items_per_task: int = Field(200, gt=0)
-    eval_batch_size: int = Field(256, gt=0)
-    max_new_tokens: int = Field(12, gt=0)
-    log_every: int = Field(50, gt=0)
-    num_threads: int = Field(2, gt=0)
+    max_grad_norm: float = Field(1.0, gt=0, description="gradients are clipped to this global L2 norm before each step")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW decoupled weight decay")
+    val_items_per_task: int = Field(100, gt=0, description="val items per task in each cycle's evaluation")
+    test_items_per_task: int = Field(200, gt=0, description="test items per task in the final evaluation")
+    eval_batch_size: int = Field(256, gt=0, description="sequences per evaluation batch")
+    max_new_tokens: int = Field(12, gt=0, description="greedy decoding stops after this many generated tokens")
+    log_every: int = Field(
+        50, gt=0, description="steps between two training-loss logs to MLflow (per model, step = global step)"
+    )
+    num_threads: int = Field(2, gt=0, description="torch CPU threads of the stage")
     baselines: bool = Field(True, description="also train the static initial-size and final-size models")
-    model: ACOCModelParams = Field(default_factory=lambda: ACOCModelParams())
-    growth: GrowthParams = Field(default_factory=lambda: GrowthParams())
-    warmup: WarmupParams = Field(default_factory=lambda: WarmupParams())
-    saturation: SaturationParams = Field(default_factory=lambda: SaturationParams())
-    vote: VoteParams = Field(default_factory=lambda: VoteParams())
-    penalty: PenaltyParams = Field(default_factory=lambda: PenaltyParams())
-    continual: ContinualParams = Field(default_factory=lambda: ContinualParams())
+    model: ACOCModelParams = Field(
+        default_factory=lambda: ACOCModelParams(),
+        description="the initial ACOC architecture: attention sizes, initial experts per layer, expert width, top-k",
+    )
+    growth: GrowthParams = Field(
+        default_factory=lambda: GrowthParams(),
+        description="when and how the ACOC model grows, and when experts are pruned or merged",
+    )
+    warmup: WarmupParams = Field(
+        default_factory=lambda: WarmupParams(),
+        description="post-expansion warm-up: a higher lr for the new tensors, tokens forced to the new experts",
+    )
+    saturation: SaturationParams = Field(
+        default_factory=lambda: SaturationParams(),
+        description="how the per-expert saturation metrics are measured and combined",
+    )
+    vote: VoteParams = Field(default_factory=lambda: VoteParams(), description="the variant vote and the soup merge")
+    penalty: PenaltyParams = Field(
+        default_factory=lambda: PenaltyParams(), description="weights and thresholds of the double growth penalty"
+    )
+    continual: ContinualParams = Field(
+        default_factory=lambda: ContinualParams(),
+        description="router protection once a new task family appears, and the old tasks' share of later batches",
+    )
 
     @model_validator(mode="after")
     def _check_schedule(self) -> ACOCParams:

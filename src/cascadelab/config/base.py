@@ -30,40 +30,68 @@ class StrictModel(BaseModel):
 class TrainParams(StrictModel):
     """The optimisation block shared by the step-based LM trainings: AdamW with a WSD schedule, clipped grads."""
 
-    max_steps: int = Field(8000, gt=0)
-    batch_size: int = Field(16, gt=0)
-    learning_rate: float = Field(1e-3, gt=0)
-    warmup_steps: int = Field(100, ge=0)
-    decay_fraction: float = Field(0.2, ge=0, le=1)
-    weight_decay: float = Field(0.0, ge=0)
-    max_grad_norm: float = Field(1.0, gt=0)
-    logging_steps: int = Field(50, gt=0)
+    max_steps: int = Field(
+        8000, gt=0, description="optimizer steps of the run (the schedule is laid over exactly these)"
+    )
+    batch_size: int = Field(16, gt=0, description="training sequences per optimizer step")
+    learning_rate: float = Field(1e-3, gt=0, description="AdamW peak learning rate, held after warm-up until the decay")
+    warmup_steps: int = Field(100, ge=0, description="steps of linear learning-rate warm-up from 0 to learning_rate")
+    decay_fraction: float = Field(
+        0.2,
+        ge=0,
+        le=1,
+        description="share of max_steps at the end over which the learning rate decays linearly to 0 (WSD schedule)",
+    )
+    weight_decay: float = Field(0.0, ge=0, description="AdamW decoupled weight decay")
+    max_grad_norm: float = Field(1.0, gt=0, description="gradients are clipped to this global L2 norm before each step")
+    logging_steps: int = Field(
+        50, gt=0, description="steps between two training-loss log rows (MLflow and the history)"
+    )
 
 
 class SFTTrainParams(TrainParams):
     """Optimisation settings of a supervised fine-tuning run (steps, not seconds, so reruns are identical)."""
 
-    save_steps: int = Field(1000, ge=0)
-    bf16: bool = False
-    activation_checkpointing: bool = False
-    num_threads: int = Field(2, gt=0)
+    save_steps: int = Field(
+        1000, ge=0, description="steps between resumable checkpoints written for a killed run to resume from (0: never)"
+    )
+    bf16: bool = Field(
+        False, description="train in bfloat16 autocast (only on hardware with fast bf16; ~25x slower on this CPU)"
+    )
+    activation_checkpointing: bool = Field(
+        False, description="recompute activations in the backward pass to save memory (gradient checkpointing)"
+    )
+    num_threads: int = Field(2, gt=0, description="torch CPU threads of the training process")
 
 
 class CurriculumParams(StrictModel):
     """Warm-up on easy families, then the full mix (STACK-NOTES: escape the add/sub plateau first)."""
 
-    warmup_tasks: list[str] = Field(default_factory=lambda: ["add", "sub"])
-    switch_loss: float = Field(0.1, gt=0)
-    max_warmup_fraction: float = Field(0.6, ge=0, le=1)
-    group_batches_by_task: bool = True
+    warmup_tasks: list[str] = Field(
+        default_factory=lambda: ["add", "sub"],
+        description="families trained alone first, until the windowed train loss falls below switch_loss ([]: none)",
+    )
+    switch_loss: float = Field(
+        0.1, gt=0, description="windowed training loss under which the warm-up ends and the full mix starts"
+    )
+    max_warmup_fraction: float = Field(
+        0.6, ge=0, le=1, description="the warm-up ends at this share of max_steps at the latest"
+    )
+    group_batches_by_task: bool = Field(
+        True, description="every batch holds one task only, so short items are not padded to word-problem length"
+    )
 
 
 class EvalParams(StrictModel):
     """Evaluation on the test split."""
 
-    batch_size: int = Field(256, gt=0)
-    max_new_tokens: int = Field(12, gt=0)
-    sample_predictions: int = Field(64, ge=0)
+    batch_size: int = Field(256, gt=0, description="prompts per generation batch in the test evaluation")
+    max_new_tokens: int = Field(
+        12, gt=0, description="greedy decoding stops after this many generated tokens (answers are <= 6 tokens + EOS)"
+    )
+    sample_predictions: int = Field(
+        64, ge=0, description="test predictions written to the stage's prediction sample (0: none)"
+    )
 
 
 def default_mix() -> dict[str, float]:

@@ -20,7 +20,12 @@ CASCADE_MODES: tuple[CascadeMode, ...] = ("coarse_only", "always_refine", "norma
 class CrossFitSettings(StrictModel):
     """k-fold cross-fitting: a coarse model trained without fold i answers fold i (0 folds: off)."""
 
-    folds: int = Field(0, ge=0, le=20)
+    folds: int = Field(
+        0,
+        ge=0,
+        le=20,
+        description="k >= 2: k coarse models (coarse_sft recipe), each answers its held-out fold (0: off)",
+    )
 
     @model_validator(mode="after")
     def _not_one(self) -> CrossFitSettings:
@@ -34,8 +39,8 @@ class PairsSettings(StrictModel):
 
     num_samples: int = Field(4, ge=0, description="sampled answers per prompt, besides the greedy one")
     temperature: float = Field(1.2, gt=0, description="sampling temperature of the extra answers")
-    batch_size: int = Field(256, gt=0)
-    max_new_tokens: int = Field(12, gt=0)
+    batch_size: int = Field(256, gt=0, description="prompts per generation batch")
+    max_new_tokens: int = Field(12, gt=0, description="tokens generated per coarse answer")
     right_fraction: float | None = Field(
         0.5, ge=0, le=1, description="share of right coarse answers per task after balancing; null: natural ratio"
     )
@@ -46,8 +51,11 @@ class PairsSettings(StrictModel):
     max_prompts_per_task: int | None = Field(
         500, gt=0, description="seeded subsample of each task's prompts per split (time budget); null: all"
     )
-    cross_fit: CrossFitSettings = Field(default_factory=lambda: CrossFitSettings())
-    num_threads: int = Field(2, gt=0)
+    cross_fit: CrossFitSettings = Field(
+        default_factory=lambda: CrossFitSettings(),
+        description="k-fold cross-fitting: a coarse model trained without fold i answers fold i (0 folds: off)",
+    )
+    num_threads: int = Field(2, gt=0, description="torch CPU threads of the stage")
 
 
 # --------------------------------------------------------------------------------------------- limen
@@ -60,16 +68,18 @@ class LimenSettings(StrictModel):
     max_output_chars: int = Field(96, gt=0, description="longer outputs are refused as malformed")
     l2: float = Field(1e-2, ge=0, description="L2 penalty of the logistic regression (on standardised features)")
     max_iter: int = Field(200, gt=0, description="L-BFGS iterations")
-    calibration: Literal["platt", "temperature", "none"] = "platt"
+    calibration: Literal["platt", "temperature", "none"] = Field(
+        "platt", description="platt: p = σ(a·logit + b) fitted on val | temperature: a only | none: the raw logit"
+    )
     break_rate_budget: float = Field(
         0.02, ge=0, le=1, description="max share of right val outputs the gate may send on (worst case: all broken)"
     )
     refined_threshold: float = Field(1.0, ge=0, le=1, description="approve a well-formed refined output below this")
     silence_threshold: float = Field(1.0, ge=0, le=1, description="no alternative below this tension: silence")
-    silence_text: str = ""
-    ece_bins: int = Field(10, gt=0)
-    batch_size: int = Field(256, gt=0)
-    num_threads: int = Field(2, gt=0)
+    silence_text: str = Field("", description="what the cascade answers when it stays silent")
+    ece_bins: int = Field(10, gt=0, description="bins of the expected calibration error")
+    batch_size: int = Field(256, gt=0, description="outputs per feature-extraction batch")
+    num_threads: int = Field(2, gt=0, description="torch CPU threads of the stage")
 
 
 # --------------------------------------------------------------------------------------------- refiner
@@ -92,45 +102,55 @@ class RefinerFormatSettings(StrictModel):
 class RefinerTrainSettings(SFTTrainParams):
     """Teacher-forcing optimisation: `train_sft`'s settings with the refiner's defaults."""
 
-    max_steps: int = Field(3000, gt=0)
-    warmup_steps: int = Field(50, ge=0)
-    decay_fraction: float = Field(0.5, ge=0, le=1)
-    save_steps: int = Field(0, ge=0)
+    max_steps: int = Field(3000, gt=0, description="optimizer steps per refiner when family_steps does not name it")
+    warmup_steps: int = Field(50, ge=0, description="steps of linear learning-rate warm-up from 0 to learning_rate")
+    decay_fraction: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="share of max_steps at the end over which the learning rate decays linearly to 0 (WSD schedule)",
+    )
+    save_steps: int = Field(
+        0, ge=0, description="steps between resumable checkpoints written for a killed run to resume from (0: never)"
+    )
 
 
 class RefinerLoraSettings(StrictModel):
     """The LoRA adapter of `mode: lora` (PEFT) on the coarse base."""
 
-    r: int = Field(64, gt=0)
-    alpha: int = Field(128, gt=0)
-    dropout: float = Field(0.0, ge=0, lt=1)
+    r: int = Field(64, gt=0, description="LoRA rank")
+    alpha: int = Field(128, gt=0, description="LoRA scaling numerator (the update is scaled by alpha / r)")
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the LoRA input")
     target_modules: list[str] = Field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
         min_length=1,
+        description="module names that receive adapters",
     )
 
 
 class SeparateRefinerSettings(StrictModel):
     """The small transformer of `mode: separate`: own layers, embeddings copied from the coarse model."""
 
-    num_layers: int = Field(4, gt=0)
-    num_heads: int = Field(4, gt=0)
-    intermediate_size: int = Field(512, gt=0)
-    initializer_range: float = Field(0.06, gt=0)
+    num_layers: int = Field(4, gt=0, description="decoder layers of the separate refiner")
+    num_heads: int = Field(4, gt=0, description="attention heads of the separate refiner")
+    intermediate_size: int = Field(512, gt=0, description="hidden size of each layer's MLP")
+    initializer_range: float = Field(0.06, gt=0, description="standard deviation of the normal weight initialisation")
     freeze_embeddings: bool = Field(True, description="keep the shared coarse embeddings (and tied head) frozen")
 
 
 class SelfImprovementSettings(StrictModel):
-    """GRPO after teacher forcing: reward = verified(refined) − verified(coarse) − λ·tension + format term."""
+    """GRPO after teacher forcing: reward = verified(refined) − verified(coarse) − λ·tension + format."""
 
-    max_steps: int = Field(200, gt=0)
-    batch_size: int = Field(8, gt=0)
-    num_generations: int = Field(4, ge=2)
-    learning_rate: float = Field(1e-5, gt=0)
-    temperature: float = Field(1.0, gt=0)
-    tension_weight: float = Field(0.2, ge=0)
-    format_weight: float = Field(0.1, ge=0)
-    logging_steps: int = Field(20, gt=0)
+    max_steps: int = Field(200, gt=0, description="GRPO steps")
+    batch_size: int = Field(8, gt=0, description="completions per GRPO step (a multiple of num_generations)")
+    num_generations: int = Field(4, ge=2, description="completions sampled per prompt")
+    learning_rate: float = Field(1e-5, gt=0, description="GRPO learning rate")
+    temperature: float = Field(1.0, gt=0, description="sampling temperature of the completions")
+    tension_weight: float = Field(
+        0.2, ge=0, description="λ: weight of LIMEN's tension on the refined output in the reward"
+    )
+    format_weight: float = Field(0.1, ge=0, description="reward for a well-formed refined output")
+    logging_steps: int = Field(20, gt=0, description="steps between two GRPO log rows")
     max_prompts: int = Field(2000, gt=0, description="refiner inputs drawn from the training data for the RL phase")
 
     @model_validator(mode="after")
@@ -147,14 +167,14 @@ class AdversarialSettings(StrictModel):
 
     weight: float = Field(0.2, ge=0, description="reward += weight · (P_disc(gold | refined) − 0.5)")
     disc_steps: int = Field(200, gt=0, description="discriminator training steps before RL")
-    disc_hidden: int = Field(64, gt=0)
-    disc_learning_rate: float = Field(1e-3, gt=0)
+    disc_hidden: int = Field(64, gt=0, description="hidden size of the discriminator")
+    disc_learning_rate: float = Field(1e-3, gt=0, description="learning rate of the discriminator")
 
 
 class ControlSettings(StrictModel):
     """The equal-compute control `coarse_more`: the coarse model trained further in its own format."""
 
-    enabled: bool = True
+    enabled: bool = Field(True, description="train the coarse_more control")
     budget: Literal["steps", "tokens"] = Field(
         "steps", description="steps: as many optimizer steps as the refiner(s); tokens: as many training tokens"
     )
@@ -164,10 +184,21 @@ class ControlSettings(StrictModel):
 class RefinerSettings(StrictModel):
     """The refiner: architecture mode, training data, format, strategy and per-family routing/budgets."""
 
-    mode: Literal["lora", "full", "separate"] = "full"
-    data: Literal["pairs", "fresh", "both"] = "fresh"
-    format: RefinerFormatSettings = Field(default_factory=lambda: RefinerFormatSettings())
-    strategy: Literal["teacher_forcing", "self_improvement", "adversarial"] = "teacher_forcing"
+    mode: Literal["lora", "full", "separate"] = Field(
+        "full",
+        description="full: a fine-tuned copy of the coarse model | lora: a LoRA adapter on it | separate: own small model",
+    )
+    data: Literal["pairs", "fresh", "both"] = Field(
+        "fresh", description="fresh: fresh gold items | pairs: cascade_pairs' (coarse, gold) pairs | both"
+    )
+    format: RefinerFormatSettings = Field(
+        default_factory=lambda: RefinerFormatSettings(),
+        description="what the refiner reads and writes: `{prompt}[COARSE]{coarse}[REFINE]` → steps (or answer)",
+    )
+    strategy: Literal["teacher_forcing", "self_improvement", "adversarial"] = Field(
+        "teacher_forcing",
+        description="teacher_forcing | self_improvement (GRPO after it) | adversarial (GRPO with a discriminator)",
+    )
     mix: dict[str, float] = Field(
         default_factory=lambda: {"mul": 0.45, "word": 0.4, "add": 0.075, "sub": 0.075},
         description="training share per family (add/sub keep the base's arithmetic in word problems)",
@@ -188,18 +219,38 @@ class RefinerSettings(StrictModel):
     parallel: bool = Field(
         False, description="train each per-family refiner and the control in its own process (train.num_threads each)"
     )
-    control: ControlSettings = Field(default_factory=lambda: ControlSettings())
+    control: ControlSettings = Field(
+        default_factory=lambda: ControlSettings(),
+        description="the equal-compute control `coarse_more`: the coarse model trained further in its own format",
+    )
     answer_baseline: bool = Field(
         False, description="also train the answer-target refiner (same mode, data, budget) for cascade_eval to compare"
     )
     warmup_tasks: list[str] = Field(default_factory=list, description="curriculum warm-up families (none: mix)")
-    group_batches_by_task: bool = True
-    max_new_tokens: int = Field(48, gt=0)
-    train: RefinerTrainSettings = Field(default_factory=lambda: RefinerTrainSettings())
-    lora: RefinerLoraSettings = Field(default_factory=lambda: RefinerLoraSettings())
-    separate: SeparateRefinerSettings = Field(default_factory=lambda: SeparateRefinerSettings())
-    self_improvement: SelfImprovementSettings = Field(default_factory=lambda: SelfImprovementSettings())
-    adversarial: AdversarialSettings = Field(default_factory=lambda: AdversarialSettings())
+    group_batches_by_task: bool = Field(
+        True, description="every batch holds one task only, so short items are not padded to word-problem length"
+    )
+    max_new_tokens: int = Field(48, gt=0, description="tokens generated per refined output")
+    train: RefinerTrainSettings = Field(
+        default_factory=lambda: RefinerTrainSettings(),
+        description="teacher-forcing optimisation: `train_sft`'s settings with the refiner's defaults",
+    )
+    lora: RefinerLoraSettings = Field(
+        default_factory=lambda: RefinerLoraSettings(),
+        description="the LoRA adapter of `mode: lora` (PEFT) on the coarse base",
+    )
+    separate: SeparateRefinerSettings = Field(
+        default_factory=lambda: SeparateRefinerSettings(),
+        description="the small transformer of `mode: separate`: own layers, embeddings copied from the coarse model",
+    )
+    self_improvement: SelfImprovementSettings = Field(
+        default_factory=lambda: SelfImprovementSettings(),
+        description="GRPO after teacher forcing: reward = verified(refined) − verified(coarse) − λ·tension + format",
+    )
+    adversarial: AdversarialSettings = Field(
+        default_factory=lambda: AdversarialSettings(),
+        description="A discriminator (gold vs refined text) whose score joins the self-improvement reward",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> RefinerSettings:
@@ -241,9 +292,9 @@ class CascadeSettings(StrictModel):
     """Inference of `CascadeTransformer`: lengths, passes, routing, cache."""
 
     max_refinement_steps: int = Field(1, ge=1, le=8, description="refiner passes; stops early when settled")
-    coarse_max_new_tokens: int = Field(12, gt=0)
-    refiner_max_new_tokens: int = Field(48, gt=0)
-    batch_size: int = Field(256, gt=0)
+    coarse_max_new_tokens: int = Field(12, gt=0, description="tokens generated per coarse answer")
+    refiner_max_new_tokens: int = Field(48, gt=0, description="tokens generated per refiner pass")
+    batch_size: int = Field(256, gt=0, description="prompts per generation batch")
     route_tasks: list[str] | None = Field(None, description="families sent to the refiner; null: the refiner's")
     threshold: float | None = Field(None, ge=0, le=1, description="coarse approval threshold; null: LIMEN's own")
     family_thresholds: dict[str, float] = Field(
@@ -255,19 +306,31 @@ class CascadeSettings(StrictModel):
 class CascadeEvalSettings(StrictModel):
     """The `cascade_eval` stage: modes, threshold recalibration, sweep resolution, text metrics."""
 
-    cascade: CascadeSettings = Field(default_factory=lambda: CascadeSettings())
-    modes: list[CascadeMode] = Field(default_factory=lambda: list(CASCADE_MODES), min_length=1)
+    cascade: CascadeSettings = Field(
+        default_factory=lambda: CascadeSettings(),
+        description="inference of `CascadeTransformer`: lengths, passes, routing, cache",
+    )
+    modes: list[CascadeMode] = Field(
+        default_factory=lambda: list(CASCADE_MODES),
+        min_length=1,
+        description="cascade modes evaluated (coarse_only is required: the compute reference)",
+    )
     recalibrate_threshold: bool = Field(
         True, description="re-choose the gate threshold on val with the refiner's real outputs for the budget"
     )
-    break_rate_budget: float = Field(0.02, ge=0, le=1)
+    break_rate_budget: float = Field(
+        0.02,
+        ge=0,
+        le=1,
+        description="max share of right val outputs the recalibrated gate may send on (worst case: all broken)",
+    )
     per_family_thresholds: bool = Field(
         False, description="recalibrate one threshold per routed family, the break budget shared between them"
     )
     sweep_points: int = Field(21, ge=2, description="thresholds in the accuracy-vs-compute sweep")
     text_metrics: bool = Field(True, description="BLEU/ROUGE of refined vs coarse (sacrebleu, rouge-score)")
-    sample_predictions: int = Field(64, ge=0)
-    num_threads: int = Field(2, gt=0)
+    sample_predictions: int = Field(64, ge=0, description="test predictions written to the prediction sample (0: none)")
+    num_threads: int = Field(2, gt=0, description="torch CPU threads of the stage")
 
     @model_validator(mode="after")
     def _has_coarse_only(self) -> CascadeEvalSettings:

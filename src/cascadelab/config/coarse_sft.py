@@ -23,13 +23,15 @@ if TYPE_CHECKING:
 class CausalLMParams(StrictModel):
     """Architecture of a decoder-only LM built from config (Llama or Qwen2 family)."""
 
-    family: Literal["llama", "qwen2"] = "llama"
-    hidden_size: int = Field(128, gt=0)
-    num_layers: int = Field(4, gt=0)
-    num_heads: int = Field(4, gt=0)
-    intermediate_size: int = Field(512, gt=0)
-    initializer_range: float = Field(0.06, gt=0)
-    max_position_embeddings: int = Field(256, gt=0)
+    family: Literal["llama", "qwen2"] = Field("llama", description="llama: LlamaForCausalLM | qwen2: Qwen2ForCausalLM")
+    hidden_size: int = Field(128, gt=0, description="model width (embedding and residual stream size)")
+    num_layers: int = Field(4, gt=0, description="decoder layers")
+    num_heads: int = Field(
+        4, gt=0, description="attention heads (also the KV heads: no grouped-query sharing); must divide hidden_size"
+    )
+    intermediate_size: int = Field(512, gt=0, description="hidden size of each layer's SwiGLU MLP")
+    initializer_range: float = Field(0.06, gt=0, description="standard deviation of the normal weight initialisation")
+    max_position_embeddings: int = Field(256, gt=0, description="longest sequence in tokens (rotary position range)")
 
     @model_validator(mode="after")
     def _heads_divide(self) -> CausalLMParams:
@@ -60,23 +62,41 @@ class CausalLMParams(StrictModel):
 class LoraParams(StrictModel):
     """Optional LoRA adapters through PEFT (for large base models)."""
 
-    enabled: bool = False
-    r: int = Field(16, gt=0)
-    alpha: int = Field(32, gt=0)
-    dropout: float = Field(0.05, ge=0, lt=1)
-    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    enabled: bool = Field(False, description="train LoRA adapters on base_model instead of every weight")
+    r: int = Field(16, gt=0, description="LoRA rank")
+    alpha: int = Field(32, gt=0, description="LoRA scaling numerator (the update is scaled by alpha / r)")
+    dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the LoRA input")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
+        description="module names that receive adapters",
+    )
 
 
 class CoarseSFTParams(StrictModel):
     """The coarse model of the cascade: built from config (or a base model) and fine-tuned with TRL."""
 
-    base_model: str | None = None
-    model: CausalLMParams = Field(default_factory=lambda: CausalLMParams())
-    train: SFTTrainParams = Field(default_factory=lambda: SFTTrainParams())
-    curriculum: CurriculumParams = Field(default_factory=lambda: CurriculumParams())
-    mix: dict[str, float] = Field(default_factory=default_mix)
-    lora: LoraParams = Field(default_factory=lambda: LoraParams())
-    eval: EvalParams = Field(default_factory=lambda: EvalParams())
+    base_model: str | None = Field(
+        None, description="local path or hub id of a pretrained model to fine-tune; null builds `model` from config"
+    )
+    model: CausalLMParams = Field(
+        default_factory=lambda: CausalLMParams(),
+        description="architecture of a decoder-only LM built from config (Llama or Qwen2 family)",
+    )
+    train: SFTTrainParams = Field(
+        default_factory=lambda: SFTTrainParams(),
+        description="optimisation of the supervised fine-tuning run (in steps, so reruns are identical)",
+    )
+    curriculum: CurriculumParams = Field(
+        default_factory=lambda: CurriculumParams(),
+        description="warm-up on easy families, then the full mix (STACK-NOTES: escape the add/sub plateau first)",
+    )
+    mix: dict[str, float] = Field(
+        default_factory=default_mix, description="sampling weight of each task family after the curriculum's warm-up"
+    )
+    lora: LoraParams = Field(
+        default_factory=lambda: LoraParams(), description="optional LoRA adapters through PEFT (for large base models)"
+    )
+    eval: EvalParams = Field(default_factory=lambda: EvalParams(), description="evaluation on the test split")
 
     @model_validator(mode="after")
     def _check_mix(self) -> CoarseSFTParams:

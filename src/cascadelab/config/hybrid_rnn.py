@@ -23,21 +23,40 @@ if TYPE_CHECKING:
 
 
 class HybridRNNModelParams(StrictModel):
-    """A named size of the hybrid RNN-Transformer, with any of its sizes overridden (None keeps the preset's)."""
+    """a named size of the hybrid RNN-Transformer, any of its sizes overridden (null keeps the preset's)."""
 
-    preset: Literal["small", "seed", "tiny"] = "small"
-    context: Literal["sequence", "pooled"] = "sequence"
-    initializer_range: float = Field(0.06, gt=0)
-    encoder_embedding_residual: bool | None = None
-    d_model: int | None = Field(None, gt=0)
-    encoder_rnn_layers: int | None = Field(None, gt=0)
-    encoder_rnn_hidden_size: int | None = Field(None, gt=0)
-    encoder_attention_heads: int | None = Field(None, gt=0)
-    decoder_layers: int | None = Field(None, gt=0)
-    decoder_attention_heads: int | None = Field(None, gt=0)
-    decoder_ffn_dim: int | None = Field(None, gt=0)
-    max_position_embeddings: int | None = Field(None, gt=0)
-    dropout: float | None = Field(None, ge=0, lt=1)
+    preset: Literal["small", "seed", "tiny"] = Field(
+        "small", description="small (1.08 M parameters) | seed (the seed design, ~33 M) | tiny (tests)"
+    )
+    context: Literal["sequence", "pooled"] = Field(
+        "sequence",
+        description="sequence: cross-attend to every encoder state | pooled: to one pooled vector (the seed's)",
+    )
+    initializer_range: float = Field(0.06, gt=0, description="standard deviation of the normal weight initialisation")
+    encoder_embedding_residual: bool | None = Field(
+        None, description="add the token embeddings to the encoder's output states (null: the preset's)"
+    )
+    d_model: int | None = Field(None, gt=0, description="model width of embeddings and decoder (null: the preset's)")
+    encoder_rnn_layers: int | None = Field(
+        None, gt=0, description="stacked biLSTM layers of the encoder (null: the preset's)"
+    )
+    encoder_rnn_hidden_size: int | None = Field(
+        None, gt=0, description="hidden size of each LSTM direction (null: the preset's)"
+    )
+    encoder_attention_heads: int | None = Field(
+        None, gt=0, description="heads of the encoder's self-attention (null: the preset's)"
+    )
+    decoder_layers: int | None = Field(None, gt=0, description="Transformer decoder layers (null: the preset's)")
+    decoder_attention_heads: int | None = Field(
+        None, gt=0, description="heads of the decoder's attention (null: the preset's)"
+    )
+    decoder_ffn_dim: int | None = Field(
+        None, gt=0, description="hidden size of the decoder's feed-forward layers (null: the preset's)"
+    )
+    max_position_embeddings: int | None = Field(
+        None, gt=0, description="longest sequence in tokens (null: the preset's)"
+    )
+    dropout: float | None = Field(None, ge=0, lt=1, description="dropout probability in training (null: the preset's)")
 
     def config_overrides(self) -> dict[str, Any]:
         """The `HybridRNNConfig` fields set here (all but the preset name and the unset sizes)."""
@@ -60,37 +79,53 @@ class HybridRNNModelParams(StrictModel):
 class HybridRNNTrainParams(TrainParams):
     """Teacher-forced training of the hybrid model: steps, WSD schedule, early stopping on val loss."""
 
-    max_steps: int = Field(4000, gt=0)
-    eval_steps: int = Field(500, gt=0)
-    patience: int = Field(4, ge=1)
-    min_delta: float = Field(0.0, ge=0)
-    eval_batch_size: int = Field(256, gt=0)
-    num_threads: int = Field(1, gt=0)
+    max_steps: int = Field(4000, gt=0, description="optimizer steps at most (the schedule is laid over exactly these)")
+    eval_steps: int = Field(500, gt=0, description="steps between two val-loss evaluations for early stopping")
+    patience: int = Field(
+        4, ge=1, description="evaluations of the mix phase without improvement before stopping (the best state is kept)"
+    )
+    min_delta: float = Field(0.0, ge=0, description="a val-loss decrease smaller than this is no improvement")
+    eval_batch_size: int = Field(256, gt=0, description="sequences per val-loss batch")
+    num_threads: int = Field(1, gt=0, description="torch CPU threads of the training")
 
 
 class SamplingParams(StrictModel):
     """Sampled decoding: temperature, top-k (0 = off) and nucleus top-p (1.0 = off)."""
 
-    temperature: float = Field(0.7, gt=0)
-    top_k: int = Field(0, ge=0)
-    top_p: float = Field(0.9, gt=0, le=1)
+    temperature: float = Field(0.7, gt=0, description="sampling temperature")
+    top_k: int = Field(0, ge=0, description="sample among the k most likely tokens (0: off)")
+    top_p: float = Field(0.9, gt=0, le=1, description="nucleus sampling probability mass (1.0: off)")
 
 
 class Seq2SeqEvalParams(EvalParams):
     """Evaluation on the test split with greedy, sampled and beam-search decoding."""
 
-    num_beams: int = Field(4, ge=2)
-    sampling: SamplingParams = Field(default_factory=lambda: SamplingParams())
+    num_beams: int = Field(4, ge=2, description="beams of the beam-search decoding")
+    sampling: SamplingParams = Field(default_factory=lambda: SamplingParams(), description="the sampled decoding")
 
 
 class HybridRNNParams(StrictModel):
     """The hybrid RNN-Transformer (issue 6): biLSTM encoder, Transformer decoder, trained on prompt→response."""
 
-    model: HybridRNNModelParams = Field(default_factory=lambda: HybridRNNModelParams())
-    train: HybridRNNTrainParams = Field(default_factory=lambda: HybridRNNTrainParams())
-    curriculum: CurriculumParams = Field(default_factory=lambda: CurriculumParams())
-    mix: dict[str, float] = Field(default_factory=default_mix)
-    eval: Seq2SeqEvalParams = Field(default_factory=lambda: Seq2SeqEvalParams())
+    model: HybridRNNModelParams = Field(
+        default_factory=lambda: HybridRNNModelParams(),
+        description="a named size of the hybrid RNN-Transformer, any of its sizes overridden (null keeps the preset's)",
+    )
+    train: HybridRNNTrainParams = Field(
+        default_factory=lambda: HybridRNNTrainParams(),
+        description="teacher-forced training of the hybrid model: steps, WSD schedule, early stopping on val loss",
+    )
+    curriculum: CurriculumParams = Field(
+        default_factory=lambda: CurriculumParams(),
+        description="warm-up on easy families, then the full mix (STACK-NOTES: escape the add/sub plateau first)",
+    )
+    mix: dict[str, float] = Field(
+        default_factory=default_mix, description="sampling weight of each task family after the curriculum's warm-up"
+    )
+    eval: Seq2SeqEvalParams = Field(
+        default_factory=lambda: Seq2SeqEvalParams(),
+        description="evaluation on the test split with greedy, sampled and beam-search decoding",
+    )
 
     @model_validator(mode="after")
     def _check_mix(self) -> HybridRNNParams:

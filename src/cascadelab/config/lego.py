@@ -17,13 +17,17 @@ if TYPE_CHECKING:
 class LegoModelParams(StrictModel):
     """Width of the LEGO model and its depth: the causal phase-1 block, then the full depth of phase 2."""
 
-    hidden_size: int = Field(128, gt=0)
-    num_heads: int = Field(4, gt=0)
-    intermediate_size: int = Field(512, gt=0)
-    phase1_layers: int = Field(2, gt=0)
-    phase2_layers: int = Field(4, gt=0)
-    initializer_range: float = Field(0.06, gt=0)
-    max_position_embeddings: int = Field(256, gt=0)
+    hidden_size: int = Field(128, gt=0, description="model width; must split into num_heads heads of even size")
+    num_heads: int = Field(4, gt=0, description="attention heads")
+    intermediate_size: int = Field(512, gt=0, description="hidden size of each layer's MLP")
+    phase1_layers: int = Field(
+        2, gt=0, description="layers of the causal lower block trained in phase 1 (the routing exit)"
+    )
+    phase2_layers: int = Field(
+        4, gt=0, description="full depth after phase 2; the layers above phase1_layers are token-wise"
+    )
+    initializer_range: float = Field(0.06, gt=0, description="standard deviation of the normal weight initialisation")
+    max_position_embeddings: int = Field(256, gt=0, description="longest sequence in tokens")
 
     @model_validator(mode="after")
     def _check_shape(self) -> LegoModelParams:
@@ -41,37 +45,56 @@ class LegoModelParams(StrictModel):
 class LegoLoopParams(StrictModel):
     """A causal training run with early stopping on val loss (phase 1, and the full-depth baseline)."""
 
-    learning_rate: float = Field(1e-3, gt=0)
-    patience: int = Field(1, ge=0)
-    batch_size: int = Field(32, gt=0)
-    max_epochs: int = Field(20, gt=0)
-    max_steps: int | None = Field(None, gt=0)
-    eval_every: int | None = Field(200, gt=0)
-    eval_batch_size: int = Field(256, gt=0)
-    warmup_steps: int = Field(100, ge=0)
-    weight_decay: float = Field(0.0, ge=0)
-    grad_clip: float | None = Field(1.0, gt=0)
-    log_every: int = Field(50, gt=0)
+    learning_rate: float = Field(1e-3, gt=0, description="AdamW peak learning rate")
+    patience: int = Field(
+        1, ge=0, description="validations without val-loss improvement before stopping (the best state is kept)"
+    )
+    batch_size: int = Field(32, gt=0, description="training sequences per step")
+    max_epochs: int = Field(20, gt=0, description="passes over the training split at most")
+    max_steps: int | None = Field(None, gt=0, description="optimizer steps at most (null: no cap)")
+    eval_every: int | None = Field(200, gt=0, description="steps between two validations (null: once per epoch)")
+    eval_batch_size: int = Field(256, gt=0, description="sequences per validation batch")
+    warmup_steps: int = Field(100, ge=0, description="steps of linear learning-rate warm-up")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW decoupled weight decay")
+    grad_clip: float | None = Field(
+        1.0, gt=0, description="gradients are clipped to this global L2 norm (null: no clipping)"
+    )
+    log_every: int = Field(50, gt=0, description="steps between two training-loss logs")
 
 
 class LegoHardExampleParams(StrictModel):
     """Threshold on val so that `hard_example_ratio` of its response tokens fall below; rows from train."""
 
-    hard_example_ratio: float = Field(0.5, gt=0, lt=1)
-    max_train_rows: int = Field(200_000, gt=0)
-    max_val_rows: int = Field(20_000, gt=0)
-    batch_size: int = Field(256, gt=0)
+    hard_example_ratio: float = Field(
+        0.5, gt=0, lt=1, description="share of val response tokens whose exit confidence falls below the threshold"
+    )
+    max_train_rows: int = Field(
+        200_000,
+        gt=0,
+        description="cap on train hard-example rows (276 bytes a row: fp16 state of hidden_size + ids + confidence)",
+    )
+    max_val_rows: int = Field(20_000, gt=0, description="cap on val hard-example rows")
+    batch_size: int = Field(256, gt=0, description="sequences per batch of the collection forward passes")
 
 
 class LegoPhase2Params(StrictModel):
     """The upper block trained on the hard examples, lower block frozen; routed evaluation on test."""
 
-    learning_rate: float = Field(1e-4, gt=0)
-    patience: int = Field(3, ge=0)
-    batch_size: int = Field(256, gt=0)
-    max_epochs: int = Field(20, gt=0)
-    grad_clip: float | None = Field(1.0, gt=0)
-    exit_share: float | None = Field(None, gt=0, lt=1)
+    learning_rate: float = Field(1e-4, gt=0, description="AdamW learning rate of the upper block")
+    patience: int = Field(
+        3, ge=0, description="epochs without val-loss improvement before stopping (the best state is kept)"
+    )
+    batch_size: int = Field(256, gt=0, description="hard-example rows per step")
+    max_epochs: int = Field(20, gt=0, description="passes over the hard examples at most")
+    grad_clip: float | None = Field(
+        1.0, gt=0, description="gradients are clipped to this global L2 norm (null: no clipping)"
+    )
+    exit_share: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="share of val response tokens routed to exit at the lower block (null: the hard-example threshold)",
+    )
 
 
 class LegoBaselineParams(StrictModel):
@@ -82,17 +105,27 @@ class LegoBaselineParams(StrictModel):
     `max_train_tokens` caps either.
     """
 
-    budget: Literal["compute", "tokens"] = "compute"
-    max_train_tokens: int | None = Field(None, gt=0)
-    train: LegoLoopParams = Field(default_factory=lambda: LegoLoopParams())
+    budget: Literal["compute", "tokens"] = Field(
+        "compute", description="compute: LEGO's training FLOPs | tokens: LEGO's supervised tokens"
+    )
+    max_train_tokens: int | None = Field(
+        None, gt=0, description="cap on the baseline's training tokens (null: the budget alone)"
+    )
+    train: LegoLoopParams = Field(
+        default_factory=lambda: LegoLoopParams(),
+        description="A causal training run with early stopping on val loss (phase 1, and the full-depth baseline)",
+    )
 
 
 class LegoEvalParams(StrictModel):
     """Test evaluation: teacher-forced metrics, greedy exact match and the exit-share trade-off curve."""
 
-    batch_size: int = Field(256, gt=0)
-    max_new_tokens: int = Field(8, gt=0)
-    tradeoff_exit_shares: list[float] = Field(default_factory=lambda: [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
+    batch_size: int = Field(256, gt=0, description="sequences per evaluation batch")
+    max_new_tokens: int = Field(8, gt=0, description="greedy decoding stops after this many generated tokens")
+    tradeoff_exit_shares: list[float] = Field(
+        default_factory=lambda: [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9],
+        description="exit shares (0..1) of the accuracy-vs-compute trade-off curve (0 and 1 always added)",
+    )
 
     @model_validator(mode="after")
     def _check_shares(self) -> LegoEvalParams:
@@ -109,13 +142,31 @@ class LegoParams(StrictModel):
     patience 3); params.yaml holds the values calibrated for the default pipeline.
     """
 
-    model: LegoModelParams = Field(default_factory=lambda: LegoModelParams())
-    phase1: LegoLoopParams = Field(default_factory=lambda: LegoLoopParams())
-    hard_examples: LegoHardExampleParams = Field(default_factory=lambda: LegoHardExampleParams())
-    phase2: LegoPhase2Params = Field(default_factory=lambda: LegoPhase2Params())
-    baseline: LegoBaselineParams = Field(default_factory=lambda: LegoBaselineParams())
-    eval: LegoEvalParams = Field(default_factory=lambda: LegoEvalParams())
-    num_threads: int = Field(2, gt=0)
+    model: LegoModelParams = Field(
+        default_factory=lambda: LegoModelParams(),
+        description="width of the LEGO model and its depth: the causal phase-1 block, then the full depth of phase 2",
+    )
+    phase1: LegoLoopParams = Field(
+        default_factory=lambda: LegoLoopParams(),
+        description="A causal training run with early stopping on val loss (phase 1, and the full-depth baseline)",
+    )
+    hard_examples: LegoHardExampleParams = Field(
+        default_factory=lambda: LegoHardExampleParams(),
+        description="threshold on val so that `hard_example_ratio` of its response tokens fall below; rows from train",
+    )
+    phase2: LegoPhase2Params = Field(
+        default_factory=lambda: LegoPhase2Params(),
+        description="the upper block trained on the hard examples, lower block frozen; routed evaluation on test",
+    )
+    baseline: LegoBaselineParams = Field(
+        default_factory=lambda: LegoBaselineParams(),
+        description="the standard causal model of the full depth, trained from scratch for comparison",
+    )
+    eval: LegoEvalParams = Field(
+        default_factory=lambda: LegoEvalParams(),
+        description="test evaluation: teacher-forced metrics, greedy exact match and the exit-share trade-off curve",
+    )
+    num_threads: int = Field(2, gt=0, description="torch CPU threads of every LEGO stage")
 
     def to_config(self, tokenizer: PreTrainedTokenizerBase) -> LEGOConfig:
         """The phase-1 `LEGOConfig`: architecture, phase-1 settings, the tokenizer's vocabulary and special ids.

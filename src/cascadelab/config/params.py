@@ -28,20 +28,57 @@ from cascadelab.config.tracking import TrackingParams
 class Params(StrictModel):
     """The whole params.yaml: the global seed plus one section per stage."""
 
-    seed: int = Field(1234, ge=0)
-    tracking: TrackingParams = Field(default_factory=lambda: TrackingParams())
-    prepare: PrepareParams = Field(default_factory=PrepareParams)
-    coarse_sft: CoarseSFTParams = Field(default_factory=CoarseSFTParams)
-    sigma_pretrain: SigmaPretrainParams = Field(default_factory=SigmaPretrainParams)
-    sigma_rl: SigmaRLParams = Field(default_factory=SigmaRLParams)
-    lego: LegoParams = Field(default_factory=LegoParams)
-    hybrid_rnn: HybridRNNParams = Field(default_factory=HybridRNNParams)
-    acoc: ACOCParams = Field(default_factory=ACOCParams)
-    cascade_pairs: PairsSettings = Field(default_factory=PairsSettings)
-    limen: LimenSettings = Field(default_factory=LimenSettings)
-    refiner: RefinerSettings = Field(default_factory=RefinerSettings)
-    cascade_eval: CascadeEvalSettings = Field(default_factory=CascadeEvalSettings)
-    report: ReportParams = Field(default_factory=ReportParams)
+    seed: int = Field(1234, ge=0, description="global seed every stage derives its random draws from")
+    tracking: TrackingParams = Field(
+        default_factory=lambda: TrackingParams(), description="where and how stages log to MLflow"
+    )
+    prepare: PrepareParams = Field(
+        default_factory=PrepareParams, description="corpus generation and tokenizer training"
+    )
+    coarse_sft: CoarseSFTParams = Field(
+        default_factory=CoarseSFTParams,
+        description="the coarse model of the cascade: built from config (or a base model) and fine-tuned with TRL",
+    )
+    sigma_pretrain: SigmaPretrainParams = Field(
+        default_factory=SigmaPretrainParams,
+        description="SigmaLLM and a same-size Llama baseline pre-trained on the same batches, both evaluated",
+    )
+    sigma_rl: SigmaRLParams = Field(
+        default_factory=SigmaRLParams,
+        description="RL on the pretrained SigmaLLM (GRPO/GSPO through TRL, verifier rewards) mixed with LM steps",
+    )
+    lego: LegoParams = Field(
+        default_factory=LegoParams,
+        description="LEGO: shallow model (phase 1) → hard examples → upper block on the hard tokens (phase 2)",
+    )
+    hybrid_rnn: HybridRNNParams = Field(
+        default_factory=HybridRNNParams,
+        description="the hybrid RNN-Transformer (issue 6): biLSTM encoder, Transformer decoder, prompt→response",
+    )
+    acoc: ACOCParams = Field(
+        default_factory=ACOCParams,
+        description="an ACOC run (issue 5): tasks and their first cycle, the cycle loop, every component",
+    )
+    cascade_pairs: PairsSettings = Field(
+        default_factory=PairsSettings,
+        description="how the frozen coarse model answers train/val prompts to make (coarse, gold) pairs",
+    )
+    limen: LimenSettings = Field(
+        default_factory=LimenSettings,
+        description="the LIMEN gate: a calibrated 'output is wrong' classifier plus a rule layer and thresholds",
+    )
+    refiner: RefinerSettings = Field(
+        default_factory=RefinerSettings,
+        description="the refiner: architecture mode, training data, format, strategy and per-family routing/budgets",
+    )
+    cascade_eval: CascadeEvalSettings = Field(
+        default_factory=CascadeEvalSettings,
+        description="the `cascade_eval` stage: modes, threshold recalibration, sweep resolution, text metrics",
+    )
+    report: ReportParams = Field(
+        default_factory=ReportParams,
+        description="the final report: which stages' models go into the comparison table, in that order",
+    )
 
     @model_validator(mode="after")
     def _cascade_families(self) -> Params:

@@ -12,7 +12,11 @@ from cascadelab.config.base import TASK_FAMILIES, StrictModel
 class FamilyParams(StrictModel):
     """One task family of the generated corpus."""
 
-    difficulties: list[int] = Field(default_factory=lambda: [1], min_length=1)
+    difficulties: list[int] = Field(
+        default_factory=lambda: [1],
+        min_length=1,
+        description="difficulty levels (1..3) generated for this family, one corpus cell each",
+    )
 
     @model_validator(mode="after")
     def _check_levels(self) -> FamilyParams:
@@ -25,22 +29,24 @@ class FamilyParams(StrictModel):
 class SplitSizes(StrictModel):
     """Items per (family, difficulty) cell in each split; small families are capped by their size."""
 
-    train: int = Field(4000, gt=0)
-    val: int = Field(100, gt=0)
-    test: int = Field(200, gt=0)
+    train: int = Field(4000, gt=0, description="train items per cell")
+    val: int = Field(100, gt=0, description="val items per cell")
+    test: int = Field(200, gt=0, description="test items per cell")
 
 
 class UserDatasetParams(StrictModel):
     """A user's own question/answer data (local JSONL or a hub dataset), added as task `user`."""
 
-    path: str | None = None
-    hf_name: str | None = None
-    hf_config: str | None = None
-    question_field: str = "question"
-    answer_field: str = "answer"
-    answer_pattern: str = r"####\s*(-?[\d,\.]+)"
-    val_fraction: float = Field(0.1, gt=0, lt=1)
-    test_fraction: float = Field(0.1, gt=0, lt=1)
+    path: str | None = Field(None, description="local JSONL file of question/answer records (set this or hf_name)")
+    hf_name: str | None = Field(None, description="Hugging Face hub dataset id (set this or path)")
+    hf_config: str | None = Field(None, description="configuration name of the hub dataset (null: its default)")
+    question_field: str = Field("question", description="record field that holds the question (the prompt)")
+    answer_field: str = Field("answer", description="record field that holds the answer text")
+    answer_pattern: str = Field(
+        r"####\s*(-?[\d,\.]+)", description="regex whose first group extracts the final answer from answer_field"
+    )
+    val_fraction: float = Field(0.1, gt=0, lt=1, description="share of the records held out as val")
+    test_fraction: float = Field(0.1, gt=0, lt=1, description="share of the records held out as test")
 
     @model_validator(mode="after")
     def _one_source(self) -> UserDatasetParams:
@@ -52,16 +58,25 @@ class UserDatasetParams(StrictModel):
 class TokenizerParams(StrictModel):
     """Tokenizer trained on the train split with the `tokenizers` library."""
 
-    kind: Literal["char", "bpe"] = "char"
-    vocab_size: int = Field(512, ge=64)
+    kind: Literal["char", "bpe"] = Field(
+        "char", description="char: one token per character | bpe: byte-pair encoding trained to vocab_size"
+    )
+    vocab_size: int = Field(512, ge=64, description="vocabulary size of the bpe tokenizer (unused by char)")
 
 
 class CodeTaskParams(StrictModel):
     """The `code` task family (written to data/code_tasks, apart from the corpus)."""
 
-    enabled: bool = True
-    levels: list[int] = Field(default_factory=lambda: [1, 2, 3], min_length=1)
-    sizes: SplitSizes = Field(default_factory=lambda: SplitSizes(train=400, val=40, test=40))
+    enabled: bool = Field(True, description="generate the code task family (data/code_tasks)")
+    levels: list[int] = Field(
+        default_factory=lambda: [1, 2, 3],
+        min_length=1,
+        description="code levels generated (1: a*b, lambda x:x+k | 2: a*b+c, lambda x:x*k+m | 3: lambda x,y:...)",
+    )
+    sizes: SplitSizes = Field(
+        default_factory=lambda: SplitSizes(train=400, val=40, test=40),
+        description="items per level in each split; small levels keep <= 15 % each for val and test",
+    )
 
     @model_validator(mode="after")
     def _check_levels(self) -> CodeTaskParams:
@@ -75,13 +90,27 @@ class PrepareParams(StrictModel):
     """Corpus generation and tokenizer training."""
 
     families: dict[str, FamilyParams] = Field(
-        default_factory=lambda: {name: FamilyParams() for name in TASK_FAMILIES}, min_length=1
+        default_factory=lambda: {name: FamilyParams() for name in TASK_FAMILIES},
+        min_length=1,
+        description="task families of the corpus and the difficulty levels sampled from each",
     )
-    sizes: SplitSizes = Field(default_factory=lambda: SplitSizes())
-    answer_format: Literal["reversed", "plain"] = "reversed"
-    user_dataset: UserDatasetParams | None = None
-    tokenizer: TokenizerParams = Field(default_factory=lambda: TokenizerParams())
-    code: CodeTaskParams = Field(default_factory=lambda: CodeTaskParams())
+    sizes: SplitSizes = Field(
+        default_factory=lambda: SplitSizes(),
+        description="items per (family, difficulty) cell in each split; small families are capped by their size",
+    )
+    answer_format: Literal["reversed", "plain"] = Field(
+        "reversed", description="reversed: numeric answers written least-significant digit first | plain: as usual"
+    )
+    user_dataset: UserDatasetParams | None = Field(
+        None, description="a user's own question/answer data added as task `user` (null: none)"
+    )
+    tokenizer: TokenizerParams = Field(
+        default_factory=lambda: TokenizerParams(), description="the tokenizer trained on the train split"
+    )
+    code: CodeTaskParams = Field(
+        default_factory=lambda: CodeTaskParams(),
+        description="the code task family (written to data/code_tasks, apart from the corpus)",
+    )
 
     @model_validator(mode="after")
     def _known_families(self) -> PrepareParams:

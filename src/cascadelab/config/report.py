@@ -17,8 +17,9 @@ DEFAULT_REPORT_STAGES: list[ReportStage] = [
 class ReportParams(StrictModel):
     """The final report: which stages' models go into the comparison table, in that order."""
 
-    title: str = "cascadelab: every model on one test split"
+    title: str = Field("cascadelab: every model on one test split", description="title of the report page")
     stages: list[ReportStage] = Field(
         default_factory=lambda: list(DEFAULT_REPORT_STAGES),
         min_length=1,
+        description="stages whose models enter the comparison table, in that order",
     )

@@ -22,27 +22,52 @@ SigmaBitLinearFamily = Literal["mamba_in", "mamba_out", "mla_q", "mla_kv", "mla_
 
 
 class SigmaModelParams(StrictModel):
-    """SigmaLLM architecture: a `SigmaConfig` preset, the usual knobs, and any other `SigmaConfig` argument.
+    """SigmaLLM architecture: a `SigmaConfig` preset, the usual knobs, any other `SigmaConfig` argument.
 
     A knob left at null keeps the preset's value; vocabulary size and special-token ids always come
     from the corpus tokenizer.
     """
 
-    preset: Literal["tiny", "small"] = "small"
-    hidden_size: int | None = Field(None, gt=0)
-    num_layers: int | None = Field(None, gt=0)
-    mamba_ratio: int = Field(1, ge=0)
-    attention_ratio: int = Field(1, ge=0)
-    use_diff_attn: bool = True
-    moe_num_routed_experts: int | None = Field(None, ge=0)
-    moe_num_shared_experts: int | None = Field(None, ge=0)
-    moe_top_k: int | None = Field(None, gt=0)
-    moe_intermediate_size: int | None = Field(None, gt=0)
-    moe_shared_intermediate_size: int | None = Field(None, gt=0)
-    bitlinear_families: list[SigmaBitLinearFamily] = Field(default_factory=list)
-    use_triton: bool = True
-    initializer_range: float | None = Field(None, gt=0)
-    overrides: dict[str, Any] = Field(default_factory=dict)
+    preset: Literal["tiny", "small"] = Field(
+        "small",
+        description="SigmaConfig preset the knobs start from: tiny (tests) | small (~1.1 M parameters, char tokenizer)",
+    )
+    hidden_size: int | None = Field(None, gt=0, description="model width (null: the preset's)")
+    num_layers: int | None = Field(
+        None, gt=0, description="decoder blocks, SigmaConfig's num_hidden_layers (null: the preset's)"
+    )
+    mamba_ratio: int = Field(1, ge=0, description="Mamba-3 blocks per attention_ratio MLA blocks in the layer pattern")
+    attention_ratio: int = Field(
+        1, ge=0, description="MLA attention blocks per mamba_ratio Mamba-3 blocks in the layer pattern"
+    )
+    use_diff_attn: bool = Field(True, description="differential attention in the MLA blocks")
+    moe_num_routed_experts: int | None = Field(
+        None,
+        ge=0,
+        description="routed experts per MoE layer; 0: a dense SwiGLU (the shared expert) instead (null: the preset's)",
+    )
+    moe_num_shared_experts: int | None = Field(
+        None, ge=0, description="always-on shared experts per MoE layer (null: the preset's)"
+    )
+    moe_top_k: int | None = Field(None, gt=0, description="routed experts per token (null: the preset's)")
+    moe_intermediate_size: int | None = Field(
+        None, gt=0, description="hidden size of a routed expert (null: the preset's)"
+    )
+    moe_shared_intermediate_size: int | None = Field(
+        None, gt=0, description="hidden size of a shared expert (null: the preset's)"
+    )
+    bitlinear_families: list[SigmaBitLinearFamily] = Field(
+        default_factory=list,
+        description="ternary BitLinear families: mamba_in mamba_out mla_q mla_kv mla_out moe_routed moe_shared",
+    )
+    use_triton: bool = Field(True, description="Triton kernels on CUDA; the PyTorch reference elsewhere")
+    initializer_range: float | None = Field(
+        None, gt=0, description="standard deviation of the normal weight initialisation (null: the preset's)"
+    )
+    overrides: dict[str, Any] = Field(
+        default_factory=dict,
+        description="any other SigmaConfig argument, e.g. {ssm_state_size: 32} (not vocab_size or the special ids)",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> SigmaModelParams:
@@ -81,8 +106,10 @@ class SigmaModelParams(StrictModel):
 class InstantParams(StrictModel):
     """The INSTANT memory plan applied before the first training forward (chunked CE always on)."""
 
-    chunk_size: int = Field(1024, gt=0)
-    checkpoint_blocks: bool = False
+    chunk_size: int = Field(
+        1024, gt=0, description="tokens per chunk of the chunked cross-entropy (the full logits are never materialised)"
+    )
+    checkpoint_blocks: bool = Field(False, description="per-block activation checkpointing (+~50 % step time on CPU)")
 
 
 # The optimizer block (name + per-optimizer settings) lives beside the optimizers it configures.
@@ -92,60 +119,95 @@ SigmaOptimizerParams = OptimizerSettings
 class SigmaTrainParams(StrictModel):
     """The pre-training loop, shared by SigmaLLM and the baseline (same batches, same token budget)."""
 
-    max_steps: int = Field(2400, gt=0)
-    batch_size: int = Field(16, gt=0)
-    warmup_steps: int = Field(100, ge=0)
-    decay_fraction: float = Field(0.2, ge=0, le=1)
-    max_grad_norm: float = Field(1.0, gt=0)
-    logging_steps: int = Field(50, gt=0)
-    eval_steps: int = Field(0, ge=0)
-    eval_records: int = Field(256, gt=0)
-    num_threads: int = Field(1, gt=0)
-    parallel_baseline: bool = True
-    group_batches_by_task: bool = True
-    checkpoint_steps: int = Field(0, ge=0)  # resumable checkpoint every N steps (0: none); a multiple of logging_steps
-    keep_checkpoints: int = Field(2, gt=0)  # newest checkpoints kept
+    max_steps: int = Field(
+        2400, gt=0, description="optimizer steps of each model (the schedule is laid over exactly these)"
+    )
+    batch_size: int = Field(16, gt=0, description="training sequences per step")
+    warmup_steps: int = Field(
+        100, ge=0, description="steps of linear learning-rate warm-up from 0 (must be < max_steps)"
+    )
+    decay_fraction: float = Field(
+        0.2,
+        ge=0,
+        le=1,
+        description="share of max_steps at the end over which the learning rate decays linearly to 0 (WSD schedule)",
+    )
+    max_grad_norm: float = Field(1.0, gt=0, description="gradients are clipped to this global L2 norm before each step")
+    logging_steps: int = Field(50, gt=0, description="steps between two metrics.jsonl lines and MLflow logs")
+    eval_steps: int = Field(
+        0, ge=0, description="steps between two val-loss evaluations, plus one at the end (0: never)"
+    )
+    eval_records: int = Field(256, gt=0, description="val records in each val-loss evaluation")
+    num_threads: int = Field(1, gt=0, description="torch CPU threads per training process")
+    parallel_baseline: bool = Field(
+        True, description="the baseline trains in a second process at the same time (one core each)"
+    )
+    group_batches_by_task: bool = Field(
+        True, description="every batch holds one task only, so short items are not padded to word-problem length"
+    )
+    checkpoint_steps: int = Field(
+        0,
+        ge=0,
+        description="steps between resumable checkpoints in .cache/checkpoints/ (0: none); a multiple of logging_steps",
+    )
+    keep_checkpoints: int = Field(2, gt=0, description="newest resumable checkpoints kept on disk")
 
 
 class SigmaFeatureParams(StrictModel):
     """Trainer features, each counted in metrics.jsonl (`feature_<name>_enabled` / `_effective_calls`)."""
 
-    c3o_credit: bool = False  # C3O's per-group credit from each group's share of the loss decrease
-    integrity_guards: bool = False  # skip non-finite steps, restore after N in a row, roll back loss spikes
-    prefetch: bool = False  # batches built by a background thread into a bounded queue
-    crash_report: bool = False  # an unhandled exception writes <out>/errors/<UTC>.json
+    c3o_credit: bool = Field(
+        False,
+        description="C3O's per-group credit from each group's share of the loss decrease (needs optimizer.name: c3o)",
+    )
+    integrity_guards: bool = Field(
+        False,
+        description="skip non-finite steps, restore the last good state after some in a row, roll back loss spikes",
+    )
+    prefetch: bool = Field(False, description="batches built by a background thread into a bounded queue")
+    crash_report: bool = Field(False, description="an unhandled exception writes <out>/errors/<UTC>.json")
 
 
 class SigmaGuardParams(StrictModel):
     """Integrity-guard thresholds (used when `features.integrity_guards` is on)."""
 
-    nonfinite_restore_after: int = Field(3, gt=0)  # this many non-finite steps in a row restore the last good state
-    spike_factor: float = Field(5.0, gt=1)  # a loss above factor x the running median is a spike
-    spike_window: int = Field(50, gt=1)  # steps in the running median
-    spike_lr_factor: float = Field(0.5, gt=0, lt=1)  # a rollback multiplies the learning rate by this
-    snapshot_steps: int = Field(50, gt=0)  # how often the last good state is remembered
+    nonfinite_restore_after: int = Field(
+        3, gt=0, description="this many non-finite steps in a row restore the last good state"
+    )
+    spike_factor: float = Field(
+        5.0, gt=1, description="a loss above this factor x the running median is a spike (rolled back)"
+    )
+    spike_window: int = Field(50, gt=1, description="steps in the running median of the loss")
+    spike_lr_factor: float = Field(0.5, gt=0, lt=1, description="a rollback multiplies the learning rate by this")
+    snapshot_steps: int = Field(50, gt=0, description="steps between two snapshots of the last good state")
 
 
 class SigmaStreamParams(StrictModel):
     """A streamed Hugging Face dataset's text field, mixed into the corpus batches (`data.source: hybrid`)."""
 
-    path: str  # hub id, local dataset folder, or a builder name such as `json` (with data_files)
-    name: str | None = None  # dataset configuration
-    split: str = "train"
-    data_files: str | list[str] | None = None
-    text_field: str = "text"
-    weight: float = Field(0.2, ge=0, le=1)  # share of batches drawn from the stream
-    max_length: int = Field(128, gt=1)  # tokens per streamed text (EOS included)
-    shuffle_buffer: int = Field(1000, ge=0)  # seeded shuffle buffer (0: stream order)
+    path: str = Field(description="hub id, local dataset folder, or a builder name such as `json` (with data_files)")
+    name: str | None = Field(None, description="dataset configuration name (null: the default)")
+    split: str = Field("train", description="dataset split streamed")
+    data_files: str | list[str] | None = Field(None, description="files for a builder such as `json` (null: none)")
+    text_field: str = Field("text", description="record field holding the text")
+    weight: float = Field(0.2, ge=0, le=1, description="share of batches drawn from the stream")
+    max_length: int = Field(128, gt=1, description="tokens per streamed text, EOS included")
+    shuffle_buffer: int = Field(1000, ge=0, description="records in the seeded shuffle buffer (0: stream order)")
 
 
 class SigmaDataParams(StrictModel):
     """The training-batch pipeline: its source, and the prefetch used when `features.prefetch` is on."""
 
-    prefetch_batches: int = Field(8, gt=0)  # bound of the prefetch queue
-    source: Literal["local", "hybrid"] = "local"  # hybrid: the corpus mixed with `stream` (the seed's backend)
-    bootstrap_batches: int = Field(50, ge=0)  # hybrid: the first batches always come from the corpus
-    stream: SigmaStreamParams | None = None
+    prefetch_batches: int = Field(8, gt=0, description="bound of the prefetch queue in batches (features.prefetch)")
+    source: Literal["local", "hybrid"] = Field(
+        "local", description="local: the corpus | hybrid: the corpus mixed with `stream` (a streamed HF dataset)"
+    )
+    bootstrap_batches: int = Field(
+        50, ge=0, description="hybrid: the first batches always come from the corpus (a deterministic start)"
+    )
+    stream: SigmaStreamParams | None = Field(
+        None, description="hybrid: the streamed dataset (required then; null otherwise)"
+    )
 
     @model_validator(mode="after")
     def _stream_for_hybrid(self) -> SigmaDataParams:
@@ -201,20 +263,50 @@ class SigmaPretrainParams(StrictModel):
     params.yaml win), so the validated section is exactly what runs and what is logged.
     """
 
-    profile: SigmaProfile = "standard"
-    model: SigmaModelParams = Field(default_factory=lambda: SigmaModelParams())
-    instant: InstantParams = Field(default_factory=lambda: InstantParams())
-    optimizer: SigmaOptimizerParams = Field(default_factory=lambda: SigmaOptimizerParams())
-    features: SigmaFeatureParams = Field(default_factory=lambda: SigmaFeatureParams())
-    guards: SigmaGuardParams = Field(default_factory=lambda: SigmaGuardParams())
-    data: SigmaDataParams = Field(default_factory=lambda: SigmaDataParams())
-    train: SigmaTrainParams = Field(default_factory=lambda: SigmaTrainParams())
-    mix: dict[str, float] = Field(
-        default_factory=lambda: {"add": 0.1, "sub": 0.1, "mul": 0.15, "expr": 0.2, "reverse": 0.2, "word": 0.25}
+    profile: SigmaProfile = Field(
+        "standard",
+        description="minimal | standard | full: expands into optimizer.name and features.*; keys set here win",
     )
-    baseline: CausalLMParams = Field(default_factory=lambda: CausalLMParams(intermediate_size=576))
-    baseline_param_tolerance: float = Field(0.05, ge=0)
-    eval: EvalParams = Field(default_factory=lambda: EvalParams())
+    model: SigmaModelParams = Field(
+        default_factory=lambda: SigmaModelParams(),
+        description="SigmaLLM architecture: a `SigmaConfig` preset, the usual knobs, any other `SigmaConfig` argument",
+    )
+    instant: InstantParams = Field(
+        default_factory=lambda: InstantParams(),
+        description="the INSTANT memory plan applied before the first training forward (chunked CE always on)",
+    )
+    optimizer: SigmaOptimizerParams = Field(
+        default_factory=lambda: SigmaOptimizerParams(),
+        description="which optimizer trains the model and the settings of each (only the chosen one's are used)",
+    )
+    features: SigmaFeatureParams = Field(
+        default_factory=lambda: SigmaFeatureParams(),
+        description="trainer features, each counted in metrics.jsonl (`feature_<name>_enabled` / `_effective_calls`)",
+    )
+    guards: SigmaGuardParams = Field(
+        default_factory=lambda: SigmaGuardParams(),
+        description="integrity-guard thresholds (used when `features.integrity_guards` is on)",
+    )
+    data: SigmaDataParams = Field(
+        default_factory=lambda: SigmaDataParams(),
+        description="the training-batch pipeline: its source, and the prefetch used when `features.prefetch` is on",
+    )
+    train: SigmaTrainParams = Field(
+        default_factory=lambda: SigmaTrainParams(),
+        description="the pre-training loop, shared by SigmaLLM and the baseline (same batches, same token budget)",
+    )
+    mix: dict[str, float] = Field(
+        default_factory=lambda: {"add": 0.1, "sub": 0.1, "mul": 0.15, "expr": 0.2, "reverse": 0.2, "word": 0.25},
+        description="sampling weight of each task family in the training batches",
+    )
+    baseline: CausalLMParams = Field(
+        default_factory=lambda: CausalLMParams(intermediate_size=576),
+        description="the Llama baseline, sized to SigmaLLM's parameter count",
+    )
+    baseline_param_tolerance: float = Field(
+        0.05, ge=0, description="the stage fails if the two parameter counts differ by more than this relative share"
+    )
+    eval: EvalParams = Field(default_factory=lambda: EvalParams(), description="evaluation on the test split")
 
     @model_validator(mode="before")
     @classmethod

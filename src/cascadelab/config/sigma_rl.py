@@ -24,42 +24,70 @@ from cascadelab.config.sigma_pretrain import (
 class SigmaRLFeatureParams(SigmaFeatureParams):
     """The loop's trainer features plus the RL subsystems, each counted in metrics.jsonl."""
 
-    code_rl: bool = True  # code tasks in RL, verified by running the model's code in the sandbox
-    asym_verify: bool = True  # a cheap-check failure is final (never escalated); off: every output gets the full check
-    causal_replay: bool = True  # prompts of high-advantage samples re-enter later RL batches by priority
-    auto_mix: bool = True  # the RL share adapts to held-out reward progress every eval window
-    meta_loop: bool = (
-        False  # Uroboros: every window sets the lr factor and the RL-share change (replaces auto_mix's rule)
+    code_rl: bool = Field(True, description="code tasks in RL, verified by running the model's code in the sandbox")
+    asym_verify: bool = Field(
+        True, description="a cheap-check failure is final (never escalated); off: every output gets the full check"
     )
-    research_log: bool = False  # one (hypothesis, change, expected, measured) cycle per window, JSONL artifact
-    self_improver: bool = False  # every window: new template problems, the model's verified answers become LM rows
-    counterfactual_credit: bool = False  # C3O credit from reverting each layer's last RL update on a probe batch
-    fractal_nas: bool = False  # structural-variant trials at a tiny budget after the run (winner reported only)
-    draft_heads: bool = False  # draft heads trained on the final model: acceptance rate and speed-up measured
+    causal_replay: bool = Field(
+        True, description="prompts of high-advantage samples re-enter later RL batches by priority"
+    )
+    auto_mix: bool = Field(True, description="the RL share adapts to held-out reward progress every eval window")
+    meta_loop: bool = Field(
+        False,
+        description="Uroboros: every window sets the lr factor and the RL-share change (replaces auto_mix's rule)",
+    )
+    research_log: bool = Field(
+        False, description="one (hypothesis, change, expected, measured) cycle per window, a JSONL artifact"
+    )
+    self_improver: bool = Field(
+        False, description="every window: new template problems; the model's verified answers become LM rows"
+    )
+    counterfactual_credit: bool = Field(
+        False,
+        description="C3O credit from reverting each layer's last RL update on a probe batch (needs c3o)",
+    )
+    fractal_nas: bool = Field(
+        False, description="structural-variant trials at a tiny budget after the run (the winner is reported only)"
+    )
+    draft_heads: bool = Field(
+        False, description="draft heads trained on the final model: acceptance rate and speed-up measured"
+    )
 
 
 class GRPOParams(StrictModel):
     """One GRPO (or GSPO) update through TRL's GRPOTrainer."""
 
-    prompts_per_step: int = Field(2, gt=0)  # distinct prompts per update; the batch is prompts x num_generations
-    num_generations: int = Field(4, ge=2)
-    max_completion_length: int = Field(20, gt=0)
-    temperature: float = Field(1.0, gt=0)
-    importance_sampling_level: Literal["token", "sequence"] = "token"  # sequence: GSPO
-    beta: float = Field(0.0, ge=0)  # KL coefficient; 0 loads no reference model
-    epsilon: float = Field(0.2, gt=0)
-    code_share: float = Field(0.5, ge=0, le=1)  # share of RL prompts from the code tasks (ignored without code_rl)
+    prompts_per_step: int = Field(
+        2, gt=0, description="distinct prompts per RL update; the batch is prompts_per_step x num_generations"
+    )
+    num_generations: int = Field(
+        4, ge=2, description="completions sampled per prompt (the group advantages are computed over)"
+    )
+    max_completion_length: int = Field(
+        20, gt=0, description="tokens per sampled completion (a level-2 lambda is 16 characters + EOS)"
+    )
+    temperature: float = Field(1.0, gt=0, description="sampling temperature of the completions")
+    importance_sampling_level: Literal["token", "sequence"] = Field("token", description="token: GRPO | sequence: GSPO")
+    beta: float = Field(0.0, ge=0, description="KL coefficient to the reference model (0 loads no reference model)")
+    epsilon: float = Field(0.2, gt=0, description="clipping range of the importance ratio")
+    code_share: float = Field(
+        0.5, ge=0, le=1, description="share of RL prompts drawn from the code tasks (ignored without features.code_rl)"
+    )
 
 
 class AutoMixParams(StrictModel):
     """The RL/LM mix: the share of loop steps that also take an RL update, moved by held-out reward."""
 
-    initial_share: float = Field(0.3, ge=0, le=1)
-    min_share: float = Field(0.1, ge=0, le=1)
-    max_share: float = Field(0.6, ge=0, le=1)
-    step: float = Field(0.1, gt=0, le=1)  # change of the share per decision
-    min_gain: float = Field(0.005, ge=0)  # held-out reward gain below this counts as a plateau
-    lm_loss_tolerance: float = Field(0.05, ge=0)  # relative rise of the LM val loss that sends the mix back to LM
+    initial_share: float = Field(
+        0.3, ge=0, le=1, description="share of loop steps that also take an RL update at the start"
+    )
+    min_share: float = Field(0.1, ge=0, le=1, description="lowest RL share the mix may move to")
+    max_share: float = Field(0.6, ge=0, le=1, description="highest RL share the mix may move to")
+    step: float = Field(0.1, gt=0, le=1, description="change of the RL share per decision")
+    min_gain: float = Field(0.005, ge=0, description="held-out reward gain below this counts as a plateau")
+    lm_loss_tolerance: float = Field(
+        0.05, ge=0, description="relative rise of the LM val loss that sends the mix back toward LM"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> AutoMixParams:
@@ -74,53 +102,77 @@ class AutoMixParams(StrictModel):
 class ReplayParams(StrictModel):
     """Causal replay of high-advantage samples."""
 
-    capacity: int = Field(64, gt=0)
-    alpha: float = Field(1.0, ge=0)
-    min_advantage: float = 0.0
-    staleness_decay: float = Field(0.99, gt=0, le=1)
-    per_step: int = Field(1, ge=0)  # replayed prompts per RL update (each replaces a fresh prompt)
+    capacity: int = Field(64, gt=0, description="samples the replay buffer holds (the lowest priority is evicted)")
+    alpha: float = Field(1.0, ge=0, description="priority exponent: priority = (advantage - min_advantage) ** alpha")
+    min_advantage: float = Field(0.0, description="a sample is admitted only when its advantage exceeds this")
+    staleness_decay: float = Field(
+        0.99,
+        gt=0,
+        le=1,
+        description="priority is discounted by staleness_decay ** (policy steps since it was generated)",
+    )
+    per_step: int = Field(1, ge=0, description="replayed prompts per RL update (each replaces a fresh prompt)")
 
 
 class SandboxParams(StrictModel):
     """Limits of one sandboxed run of model-written code."""
 
-    wall_seconds: float = Field(2.0, gt=0)
-    cpu_seconds: int = Field(2, gt=0)
-    memory_mb: int = Field(256, gt=0)
+    wall_seconds: float = Field(2.0, gt=0, description="wall-clock limit of one run of model-written code, in seconds")
+    cpu_seconds: int = Field(2, gt=0, description="CPU-time limit (RLIMIT_CPU) of one run, in seconds")
+    memory_mb: int = Field(256, gt=0, description="address-space limit of one run, in MiB")
 
 
 class EvolutionParams(StrictModel):
     """Budgets of the evolution subsystems (each switched in `features`)."""
 
-    self_improver_problems: int = Field(16, gt=0)  # new problems per window
-    nas_trials: int = Field(4, gt=0)  # coarse trials (one round)
-    nas_steps: int = Field(20, gt=0)  # training steps per trial
-    draft_num_heads: int = Field(2, gt=0)
-    draft_steps: int = Field(100, gt=0)
-    draft_learning_rate: float = Field(1.0e-3, gt=0)
-    draft_prompts: int = Field(32, gt=0)  # test prompts the speculative decoding is measured on
+    self_improver_problems: int = Field(
+        16, gt=0, description="new template problems per window (features.self_improver)"
+    )
+    nas_trials: int = Field(
+        4, gt=0, description="structural-variant trials of the one coarse round (features.fractal_nas)"
+    )
+    nas_steps: int = Field(20, gt=0, description="training steps per NAS trial")
+    draft_num_heads: int = Field(2, gt=0, description="draft heads trained (features.draft_heads)")
+    draft_steps: int = Field(100, gt=0, description="training steps of the draft heads")
+    draft_learning_rate: float = Field(1.0e-3, gt=0, description="learning rate of the draft heads")
+    draft_prompts: int = Field(32, gt=0, description="test prompts the speculative decoding is measured on")
 
 
 class RLEvalParams(StrictModel):
     """Held-out reward (val) and the before/after test evaluation."""
 
-    heldout_math: int = Field(64, gt=0)  # val prompts of the corpus in the held-out reward
-    heldout_code: int = Field(40, gt=0)  # val prompts of the code tasks
-    batch_size: int = Field(256, gt=0)
-    max_new_tokens: int = Field(20, gt=0)  # a level-2 lambda is 16 characters + EOS
-    sample_predictions: int = Field(32, ge=0)
-    test_records: int = Field(0, ge=0)  # first N test records of each kind before/after (0: all)
+    heldout_math: int = Field(64, gt=0, description="val prompts of the corpus in the held-out reward")
+    heldout_code: int = Field(40, gt=0, description="val prompts of the code tasks in the held-out reward")
+    batch_size: int = Field(256, gt=0, description="prompts per generation batch")
+    max_new_tokens: int = Field(
+        20, gt=0, description="tokens generated per answer (a level-2 lambda is 16 characters + EOS)"
+    )
+    sample_predictions: int = Field(32, ge=0, description="test predictions written to the prediction sample (0: none)")
+    test_records: int = Field(
+        0, ge=0, description="first N test records of each kind evaluated before and after RL (0: all)"
+    )
 
 
 class SigmaRLTrainParams(SigmaTrainParams):
     """The `sigma_rl` loop (defaults for RL on the pretrained model)."""
 
-    max_steps: int = Field(400, gt=0)
-    warmup_steps: int = Field(0, ge=0)
-    decay_fraction: float = Field(0.2, ge=0, le=1)
-    eval_steps: int = Field(100, ge=0)
-    num_threads: int = Field(2, gt=0)
-    parallel_baseline: bool = False  # unused by sigma_rl
+    max_steps: int = Field(
+        400, gt=0, description="loop steps (every one an LM update, a share of them an RL update too)"
+    )
+    warmup_steps: int = Field(0, ge=0, description="steps of linear learning-rate warm-up from 0 (must be < max_steps)")
+    decay_fraction: float = Field(
+        0.2,
+        ge=0,
+        le=1,
+        description="share of max_steps at the end over which the learning rate decays linearly to 0 (WSD schedule)",
+    )
+    eval_steps: int = Field(
+        100,
+        ge=0,
+        description="steps between two held-out reward evaluations and mix decisions, plus one at the end (> 0)",
+    )
+    num_threads: int = Field(2, gt=0, description="torch CPU threads of the loop")
+    parallel_baseline: bool = Field(False, description="unused by sigma_rl")
 
 
 # sigma_rl's evolution subsystems (switched and counted by training/sigma_rl_evolution.py)
@@ -160,13 +212,34 @@ class SigmaRLParams(StrictModel):
     `profile` expands like `sigma_pretrain`'s (:data:`SIGMA_RL_PROFILES`; keys set in params.yaml win).
     """
 
-    profile: SigmaProfile = "standard"
-    optimizer: SigmaOptimizerParams = Field(default_factory=lambda: SigmaOptimizerParams())
-    features: SigmaRLFeatureParams = Field(default_factory=lambda: SigmaRLFeatureParams())
-    guards: SigmaGuardParams = Field(default_factory=lambda: SigmaGuardParams())
-    data: SigmaDataParams = Field(default_factory=lambda: SigmaDataParams())
-    instant: InstantParams = Field(default_factory=lambda: InstantParams())
-    train: SigmaRLTrainParams = Field(default_factory=lambda: SigmaRLTrainParams())
+    profile: SigmaProfile = Field(
+        "standard",
+        description="minimal | standard | full (every RL subsystem): expanded like sigma_pretrain's; keys set here win",
+    )
+    optimizer: SigmaOptimizerParams = Field(
+        default_factory=lambda: SigmaOptimizerParams(),
+        description="which optimizer trains the model and the settings of each (only the chosen one's are used)",
+    )
+    features: SigmaRLFeatureParams = Field(
+        default_factory=lambda: SigmaRLFeatureParams(),
+        description="the loop's trainer features plus the RL subsystems, each counted in metrics.jsonl",
+    )
+    guards: SigmaGuardParams = Field(
+        default_factory=lambda: SigmaGuardParams(),
+        description="integrity-guard thresholds (used when `features.integrity_guards` is on)",
+    )
+    data: SigmaDataParams = Field(
+        default_factory=lambda: SigmaDataParams(),
+        description="the training-batch pipeline: its source, and the prefetch used when `features.prefetch` is on",
+    )
+    instant: InstantParams = Field(
+        default_factory=lambda: InstantParams(),
+        description="the INSTANT memory plan applied before the first training forward (chunked CE always on)",
+    )
+    train: SigmaRLTrainParams = Field(
+        default_factory=lambda: SigmaRLTrainParams(),
+        description="the `sigma_rl` loop (defaults for RL on the pretrained model)",
+    )
     mix: dict[str, float] = Field(
         default_factory=lambda: {
             "add": 0.1,
@@ -176,15 +249,30 @@ class SigmaRLParams(StrictModel):
             "reverse": 0.1,
             "word": 0.1,
             "code": 0.4,
-        }
+        },
+        description="sampling weight of each task in the LM batches (code: the code tasks)",
     )
-    grpo: GRPOParams = Field(default_factory=lambda: GRPOParams())
-    auto_mix: AutoMixParams = Field(default_factory=lambda: AutoMixParams())
-    replay: ReplayParams = Field(default_factory=lambda: ReplayParams())
-    sandbox: SandboxParams = Field(default_factory=lambda: SandboxParams())
-    format_weight: float = Field(0.1, ge=0, lt=1)  # reward share of a well-formed answer
-    eval: RLEvalParams = Field(default_factory=lambda: RLEvalParams())
-    evolution: EvolutionParams = Field(default_factory=lambda: EvolutionParams())
+    grpo: GRPOParams = Field(
+        default_factory=lambda: GRPOParams(), description="one GRPO (or GSPO) update through TRL's GRPOTrainer"
+    )
+    auto_mix: AutoMixParams = Field(
+        default_factory=lambda: AutoMixParams(),
+        description="the RL/LM mix: the share of loop steps that also take an RL update, moved by held-out reward",
+    )
+    replay: ReplayParams = Field(
+        default_factory=lambda: ReplayParams(), description="causal replay of high-advantage samples"
+    )
+    sandbox: SandboxParams = Field(
+        default_factory=lambda: SandboxParams(), description="limits of one sandboxed run of model-written code"
+    )
+    format_weight: float = Field(0.1, ge=0, lt=1, description="share of the reward given for a well-formed answer")
+    eval: RLEvalParams = Field(
+        default_factory=lambda: RLEvalParams(), description="held-out reward (val) and the before/after test evaluation"
+    )
+    evolution: EvolutionParams = Field(
+        default_factory=lambda: EvolutionParams(),
+        description="budgets of the evolution subsystems (each switched in `features`)",
+    )
 
     @model_validator(mode="before")
     @classmethod
