@@ -61,19 +61,19 @@ class GrowthParams(StrictModel):
     """When and how the ACOC model grows, and when experts are pruned or merged."""
 
     kind: Literal["auto", "split", "widen"] = Field("auto", description="auto: split, then widen")
-    max_experts: int = Field(4, gt=0, description="per layer")
-    max_width: int = Field(256, gt=0, description="per expert")
+    max_experts: int = Field(4, gt=0, description="experts per layer at most")
+    max_width: int = Field(256, gt=0, description="hidden width of an expert at most")
     widen_by: int = Field(16, gt=0, description="hidden units a widening adds to an expert")
     split_noise: float = Field(0.1, ge=0, description="zero-sum ε on the split pair's down projections (× RMS)")
     all_layers: bool = Field(True, description="grow every layer at once (else only the most saturated layer)")
-    stagnation_tol: float = Field(0.05, ge=0, description="stagnates below this gain")
+    stagnation_tol: float = Field(0.05, ge=0, description="a val-loss gain below this counts as stagnation")
     saturation_threshold: float = Field(
         0.3, ge=0, le=1, description="combined saturation score above which a layer counts as saturated"
     )
-    min_signals: int = Field(2, ge=1, le=3, description="signals needed to expand")
+    min_signals: int = Field(2, ge=1, le=3, description="signals (of stagnation, saturation, vote) needed to expand")
     prune_usage: float = Field(0.02, ge=0, description="load × gate under which an expert counts as unused")
     prune_patience: int = Field(2, gt=0, description="cycles an expert must stay unused before it is pruned")
-    consolidate_threshold: float = Field(0.9, gt=0, le=1, description="merge at this cosine")
+    consolidate_threshold: float = Field(0.9, gt=0, le=1, description="experts merge at this cosine similarity")
     consolidate_min_age: int = Field(2, ge=0, description="cycles an expert lives before it may be merged")
 
 

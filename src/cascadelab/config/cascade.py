@@ -186,7 +186,7 @@ class RefinerSettings(StrictModel):
 
     mode: Literal["lora", "full", "separate"] = Field(
         "full",
-        description="full: a fine-tuned copy of the coarse model | lora: a LoRA adapter on it | separate: own small model",
+        description="full: a fine-tuned copy of the coarse model | lora: a LoRA adapter | separate: own small model",
     )
     data: Literal["pairs", "fresh", "both"] = Field(
         "fresh", description="fresh: fresh gold items | pairs: cascade_pairs' (coarse, gold) pairs | both"
