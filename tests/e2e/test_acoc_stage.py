@@ -87,5 +87,6 @@ def test_acoc_stage_grows_a_saturated_model_and_writes_models_history_metrics_an
 def test_bad_acoc_param_fails_with_one_line(project):
     out = run_stage_with_edit(project, "acoc.py", "stagnation_tol: 0.15", "stagnation_tol: -1")
     assert out.strip().splitlines() == [
-        "error: params.yaml: acoc.growth.stagnation_tol: must be greater than or equal to 0 (got -1)"
+        "error: params.yaml: acoc.growth.stagnation_tol: must be greater than or equal to 0 (got -1) "
+        "— a val-loss gain below this counts as stagnation"
     ]

@@ -73,5 +73,6 @@ def test_phase2_param_reruns_phase2_only(project):
 def test_bad_lego_param_fails_with_one_line(project):
     out = run_stage_with_edit(project, "lego_hard_examples.py", "hard_example_ratio: 0.5", "hard_example_ratio: 1.5")
     assert out.strip().splitlines()[-1] == (
-        "error: params.yaml: lego.hard_examples.hard_example_ratio: must be less than 1 (got 1.5)"
+        "error: params.yaml: lego.hard_examples.hard_example_ratio: must be less than 1 (got 1.5) "
+        "— share of val response tokens whose exit confidence falls below the threshold"
     )

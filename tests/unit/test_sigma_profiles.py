@@ -58,7 +58,8 @@ def test_an_explicit_key_wins_over_the_profile() -> None:
         ),
         (
             {"profile": "turbo"},
-            "params.yaml: sigma_pretrain.profile: must be 'minimal', 'standard' or 'full' (got 'turbo')",
+            "params.yaml: sigma_pretrain.profile: must be 'minimal', 'standard' or 'full' (got 'turbo') "
+            "— minimal | standard | full: expands into optimizer.name and features.*; keys set here win",
         ),
     ],
 )

@@ -1,6 +1,7 @@
 """Typed schema of params.yaml (pydantic), one module per section; imports no other library code.
 
-The names below are the package's API: import them from `cascadelab.config`.
+The names below are the package's API: import them from `cascadelab.config`. `python -m
+cascadelab.config.document` rewrites params.yaml's comments from the field descriptions.
 """
 
 from cascadelab.config.acoc import (
@@ -24,6 +25,10 @@ from cascadelab.config.base import (
     check_mix,
     check_settings,
     default_mix,
+    entry_class,
+    field_description,
+    section_class,
+    tokenizer_ids,
 )
 from cascadelab.config.cascade import (
     CASCADE_MODES,
@@ -69,7 +74,7 @@ from cascadelab.config.optimizers import (
     OptimizerSettings,
     SecondMomentSettings,
 )
-from cascadelab.config.params import Params, load_params, parse_params
+from cascadelab.config.params import Params, format_error, load_params, parse_params
 from cascadelab.config.prepare import (
     CodeTaskParams,
     FamilyParams,
@@ -204,7 +209,12 @@ __all__ = [
     "check_sigma_compatibility",
     "check_sigma_runtime",
     "default_mix",
+    "entry_class",
     "expand_profile",
+    "field_description",
+    "format_error",
     "load_params",
     "parse_params",
+    "section_class",
+    "tokenizer_ids",
 ]

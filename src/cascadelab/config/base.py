@@ -6,7 +6,9 @@ never imports torch or transformers (`tests/unit/config/test_leaf.py` checks).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import types
+import typing
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -106,6 +108,42 @@ def check_mix(mix: dict[str, float]) -> None:
             raise ValueError(f"mix.{name}: must be >= 0 (got {weight})")
     if sum(mix.values()) <= 0:
         raise ValueError("mix: at least one weight must be > 0")
+
+
+def section_class(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model of an annotation (`X`, `X | None`), or None for any other type."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        models = [arg for arg in typing.get_args(annotation) if section_class(arg)]
+        return models[0] if len(models) == 1 else None
+    return None
+
+
+def entry_class(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model of a `dict[str, X]` annotation's values, or None."""
+    if typing.get_origin(annotation) is dict:
+        return section_class(typing.get_args(annotation)[1])
+    return None
+
+
+def field_description(model: type[BaseModel], path: Sequence[str | int]) -> str | None:
+    """The description of the field at key `path` below `model` (None where the path names no field)."""
+    field = None
+    current: type[BaseModel] | None = model
+    entries = False  # the next key names an entry of a dict[str, model]
+    for part in path:
+        if current is None:
+            return None
+        if entries:
+            entries = False
+            continue
+        field = current.model_fields.get(str(part))
+        if field is None:
+            return None
+        current = section_class(field.annotation) or entry_class(field.annotation)
+        entries = entry_class(field.annotation) is not None
+    return field.description if field else None
 
 
 def tokenizer_ids(tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:

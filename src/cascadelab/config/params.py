@@ -13,7 +13,7 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from cascadelab.config.acoc import ACOCParams
-from cascadelab.config.base import TASK_FAMILIES, ParamsError, StrictModel
+from cascadelab.config.base import TASK_FAMILIES, ParamsError, StrictModel, field_description
 from cascadelab.config.cascade import CascadeEvalSettings, LimenSettings, PairsSettings, RefinerSettings
 from cascadelab.config.coarse_sft import CoarseSFTParams
 from cascadelab.config.hybrid_rnn import HybridRNNParams
@@ -93,7 +93,8 @@ class Params(StrictModel):
         return self
 
 
-def _format_error(error: ValidationError) -> str:
+def format_error(error: ValidationError) -> str:
+    """The first validation error as `<key path>: <message>`; a bad value's line ends in its field's description."""
     first = error.errors()[0]
     path = ".".join(str(part) for part in first["loc"])
     message = first["msg"]
@@ -108,6 +109,9 @@ def _format_error(error: ValidationError) -> str:
             message = rest
     else:
         message = f"{message.replace('Input should be', 'must be')} (got {first.get('input')!r})"
+        description = field_description(Params, first["loc"])
+        if description:
+            message = f"{message} — {description}"
     return f"{path}: {message}" if path else message
 
 
@@ -116,7 +120,7 @@ def parse_params(raw: dict[str, Any], source: str = "params.yaml") -> Params:
     try:
         return Params.model_validate(raw)
     except ValidationError as error:
-        raise ParamsError(f"{source}: {_format_error(error)}") from None
+        raise ParamsError(f"{source}: {format_error(error)}") from None
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

@@ -21,11 +21,13 @@ def test_repository_params_are_valid():
         (
             {"coarse_sft": {"train": {"batch_size": "big"}}},
             "params.yaml: coarse_sft.train.batch_size: must be a valid integer, unable to parse string as an "
-            "integer (got 'big')",
+            "integer (got 'big') "
+            "— training sequences per optimizer step",
         ),
         (
             {"coarse_sft": {"train": {"learning_rate": -1}}},
-            "params.yaml: coarse_sft.train.learning_rate: must be greater than 0 (got -1)",
+            "params.yaml: coarse_sft.train.learning_rate: must be greater than 0 (got -1) "
+            "— AdamW peak learning rate, held after warm-up until the decay",
         ),
         (
             {"prepare": {"families": {"div": {}}}},
@@ -56,11 +58,13 @@ def test_repository_params_are_valid():
         ),
         (
             {"sigma_rl": {"grpo": {"importance_sampling_level": "seq"}}},
-            "params.yaml: sigma_rl.grpo.importance_sampling_level: must be 'token' or 'sequence' (got 'seq')",
+            "params.yaml: sigma_rl.grpo.importance_sampling_level: must be 'token' or 'sequence' (got 'seq') "
+            "— token: GRPO | sequence: GSPO",
         ),
         (
             {"sigma_rl": {"grpo": {"num_generations": 1}}},
-            "params.yaml: sigma_rl.grpo.num_generations: must be greater than or equal to 2 (got 1)",
+            "params.yaml: sigma_rl.grpo.num_generations: must be greater than or equal to 2 (got 1) "
+            "— completions sampled per prompt (the group advantages are computed over)",
         ),
         (
             {"sigma_rl": {"train": {"checkpoint_steps": 30, "logging_steps": 20}}},
@@ -78,11 +82,13 @@ def test_repository_params_are_valid():
         (
             {"sigma_pretrain": {"optimizer": {"name": "sgd"}}},
             "params.yaml: sigma_pretrain.optimizer.name: must be 'adamw', 'muon', 'normuon', 'adamuon', 'c3o' "
-            "or 'gnprox' (got 'sgd')",
+            "or 'gnprox' (got 'sgd') "
+            "— adamw | muon | normuon | adamuon | c3o | gnprox (README's optimizer table)",
         ),
         (
             {"sigma_pretrain": {"optimizer": {"muon": {"muon_lr": 0}}}},
-            "params.yaml: sigma_pretrain.optimizer.muon.muon_lr: must be greater than 0 (got 0)",
+            "params.yaml: sigma_pretrain.optimizer.muon.muon_lr: must be greater than 0 (got 0) "
+            "— Muon learning rate of the hidden 2-D weights",
         ),
         (
             {"lego": {"model": {"phase2_layers": 2}}},
@@ -94,11 +100,13 @@ def test_repository_params_are_valid():
         ),
         (
             {"lego": {"hard_examples": {"hard_example_ratio": 1.5}}},
-            "params.yaml: lego.hard_examples.hard_example_ratio: must be less than 1 (got 1.5)",
+            "params.yaml: lego.hard_examples.hard_example_ratio: must be less than 1 (got 1.5) "
+            "— share of val response tokens whose exit confidence falls below the threshold",
         ),
         (
             {"lego": {"baseline": {"budget": "time"}}},
-            "params.yaml: lego.baseline.budget: must be 'compute' or 'tokens' (got 'time')",
+            "params.yaml: lego.baseline.budget: must be 'compute' or 'tokens' (got 'time') "
+            "— compute: LEGO's training FLOPs | tokens: LEGO's supervised tokens",
         ),
         (
             {"lego": {"eval": {"tradeoff_exit_shares": [0.5, 2]}}},
@@ -106,15 +114,18 @@ def test_repository_params_are_valid():
         ),
         (
             {"hybrid_rnn": {"model": {"preset": "huge"}}},
-            "params.yaml: hybrid_rnn.model.preset: must be 'small', 'seed' or 'tiny' (got 'huge')",
+            "params.yaml: hybrid_rnn.model.preset: must be 'small', 'seed' or 'tiny' (got 'huge') "
+            "— small (1.08 M parameters) | seed (the seed design, ~33 M) | tiny (tests)",
         ),
         (
             {"hybrid_rnn": {"model": {"decoder_layers": 0}}},
-            "params.yaml: hybrid_rnn.model.decoder_layers: must be greater than 0 (got 0)",
+            "params.yaml: hybrid_rnn.model.decoder_layers: must be greater than 0 (got 0) "
+            "— Transformer decoder layers (null: the preset's)",
         ),
         (
             {"hybrid_rnn": {"eval": {"num_beams": 1}}},
-            "params.yaml: hybrid_rnn.eval.num_beams: must be greater than or equal to 2 (got 1)",
+            "params.yaml: hybrid_rnn.eval.num_beams: must be greater than or equal to 2 (got 1) "
+            "— beams of the beam-search decoding",
         ),
         ({"hybrid_rnn": {"mix": {"word": -1}}}, "params.yaml: hybrid_rnn.mix.word: must be >= 0 (got -1.0)"),
         (
@@ -128,11 +139,13 @@ def test_repository_params_are_valid():
         ({"refiner": {"family_steps": {"expr": 5}}}, "params.yaml: refiner.family_steps.expr: not a routed family"),
         (
             {"refiner": {"control": {"budget": "time"}}},
-            "params.yaml: refiner.control.budget: must be 'steps' or 'tokens' (got 'time')",
+            "params.yaml: refiner.control.budget: must be 'steps' or 'tokens' (got 'time') "
+            "— steps: as many optimizer steps as the refiner(s); tokens: as many training tokens",
         ),
         (
             {"limen": {"break_rate_budget": 2}},
-            "params.yaml: limen.break_rate_budget: must be less than or equal to 1 (got 2)",
+            "params.yaml: limen.break_rate_budget: must be less than or equal to 1 (got 2) "
+            "— max share of right val outputs the gate may send on (worst case: all broken)",
         ),
         (
             {"cascade_pairs": {"cross_fit": {"folds": 1}}},
@@ -145,9 +158,13 @@ def test_repository_params_are_valid():
         ({"acoc": {"cycels": 8}}, "params.yaml: acoc.cycels: unknown key"),
         (
             {"acoc": {"growth": {"kind": "grow"}}},
-            "params.yaml: acoc.growth.kind: must be 'auto', 'split' or 'widen' (got 'grow')",
+            "params.yaml: acoc.growth.kind: must be 'auto', 'split' or 'widen' (got 'grow') — auto: split, then widen",
         ),
-        ({"acoc": {"cycles": 0}}, "params.yaml: acoc.cycles: must be greater than 0 (got 0)"),
+        (
+            {"acoc": {"cycles": 0}},
+            "params.yaml: acoc.cycles: must be greater than 0 (got 0) "
+            "— training cycles (train -> checkpoint -> evaluate -> decide -> expand -> warm up)",
+        ),
         (
             {"acoc": {"tasks": {"add": 0, "sub": 8}}},
             "params.yaml: acoc.tasks.sub: first cycle must be in [0, 7] (got 8)",
@@ -163,9 +180,14 @@ def test_repository_params_are_valid():
         ),
         (
             {"acoc": {"warmup": {"force_share": 1.5}}},
-            "params.yaml: acoc.warmup.force_share: must be less than or equal to 1 (got 1.5)",
+            "params.yaml: acoc.warmup.force_share: must be less than or equal to 1 (got 1.5) "
+            "— share of tokens forced to the new experts during the warm-up",
         ),
-        ({"acoc": {"vote": {"ratio": 0}}}, "params.yaml: acoc.vote.ratio: must be greater than 0 (got 0)"),
+        (
+            {"acoc": {"vote": {"ratio": 0}}},
+            "params.yaml: acoc.vote.ratio: must be greater than 0 (got 0) "
+            "— vote expand below ratio × mean(last scores)",
+        ),
         ({"acoc": {"continual": {"replay": 1}}}, "params.yaml: acoc.continual.replay: unknown key"),
     ],
 )
