@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, model_validator
 
-from cascadelab.config.base import StrictModel, tokenizer_ids
+from cascadelab.config.base import CLIP_DESCRIPTION, INIT_DESCRIPTION, StrictModel, tokenizer_ids
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -25,7 +25,7 @@ class ACOCModelParams(StrictModel):
     initial_experts: int = Field(1, gt=0, description="experts per layer at the start (<= growth.max_experts)")
     expert_width: int = Field(16, gt=0, description="hidden width of each initial expert")
     top_k: int = Field(0, ge=0, description="experts per token; 0 mixes all experts densely")
-    initializer_range: float = Field(0.06, gt=0, description="standard deviation of the normal weight initialisation")
+    initializer_range: float = Field(0.06, gt=0, description=INIT_DESCRIPTION)
     gate_init: float = Field(3.0, description="initial gate logit (sigmoid(3) = 0.95)")
     max_position_embeddings: int = Field(128, gt=0, description="longest sequence in tokens")
 
@@ -153,7 +153,7 @@ class ACOCParams(StrictModel):
     learning_rate: float = Field(1e-3, gt=0, description="AdamW peak learning rate")
     lr_warmup_steps: int = Field(100, ge=0, description="steps of linear learning-rate warm-up at the start of the run")
     decay_fraction: float = Field(0.2, ge=0, le=1, description="linear decay to 0 over the last share of steps")
-    max_grad_norm: float = Field(1.0, gt=0, description="gradients are clipped to this global L2 norm before each step")
+    max_grad_norm: float = Field(1.0, gt=0, description=CLIP_DESCRIPTION)
     weight_decay: float = Field(0.0, ge=0, description="AdamW decoupled weight decay")
     val_items_per_task: int = Field(100, gt=0, description="val items per task in each cycle's evaluation")
     test_items_per_task: int = Field(200, gt=0, description="test items per task in the final evaluation")

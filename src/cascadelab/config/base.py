@@ -18,6 +18,15 @@ if TYPE_CHECKING:
 
 TASK_FAMILIES = ("add", "sub", "mul", "expr", "reverse", "word")
 
+# Descriptions several sections' fields share word for word.
+WARMUP_DESCRIPTION = "steps of linear learning-rate warm-up from 0 to learning_rate"
+DECAY_DESCRIPTION = "share of max_steps at the end over which the learning rate decays linearly to 0 (WSD schedule)"
+CLIP_DESCRIPTION = "gradients are clipped to this global L2 norm before each step"
+GROUP_DESCRIPTION = "every batch holds one task only, so short items are not padded to word-problem length"
+INIT_DESCRIPTION = "standard deviation of the normal weight initialisation"
+MIX_DESCRIPTION = "sampling weight of each task family after the curriculum's warm-up"
+SAVE_DESCRIPTION = "steps between resumable checkpoints written for a killed run to resume from (0: never)"
+
 
 class ParamsError(ValueError):
     """A params.yaml problem, reported as one line naming the key path."""
@@ -37,15 +46,15 @@ class TrainParams(StrictModel):
     )
     batch_size: int = Field(16, gt=0, description="training sequences per optimizer step")
     learning_rate: float = Field(1e-3, gt=0, description="AdamW peak learning rate, held after warm-up until the decay")
-    warmup_steps: int = Field(100, ge=0, description="steps of linear learning-rate warm-up from 0 to learning_rate")
+    warmup_steps: int = Field(100, ge=0, description=WARMUP_DESCRIPTION)
     decay_fraction: float = Field(
         0.2,
         ge=0,
         le=1,
-        description="share of max_steps at the end over which the learning rate decays linearly to 0 (WSD schedule)",
+        description=DECAY_DESCRIPTION,
     )
     weight_decay: float = Field(0.0, ge=0, description="AdamW decoupled weight decay")
-    max_grad_norm: float = Field(1.0, gt=0, description="gradients are clipped to this global L2 norm before each step")
+    max_grad_norm: float = Field(1.0, gt=0, description=CLIP_DESCRIPTION)
     logging_steps: int = Field(
         50, gt=0, description="steps between two training-loss log rows (MLflow and the history)"
     )
@@ -54,9 +63,7 @@ class TrainParams(StrictModel):
 class SFTTrainParams(TrainParams):
     """Optimisation settings of a supervised fine-tuning run (steps, not seconds, so reruns are identical)."""
 
-    save_steps: int = Field(
-        1000, ge=0, description="steps between resumable checkpoints written for a killed run to resume from (0: never)"
-    )
+    save_steps: int = Field(1000, ge=0, description=SAVE_DESCRIPTION)
     bf16: bool = Field(
         False, description="train in bfloat16 autocast (only on hardware with fast bf16; ~25x slower on this CPU)"
     )
@@ -79,9 +86,7 @@ class CurriculumParams(StrictModel):
     max_warmup_fraction: float = Field(
         0.6, ge=0, le=1, description="the warm-up ends at this share of max_steps at the latest"
     )
-    group_batches_by_task: bool = Field(
-        True, description="every batch holds one task only, so short items are not padded to word-problem length"
-    )
+    group_batches_by_task: bool = Field(True, description=GROUP_DESCRIPTION)
 
 
 class EvalParams(StrictModel):

@@ -10,7 +10,15 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from cascadelab.config.base import SFTTrainParams, StrictModel
+from cascadelab.config.base import (
+    DECAY_DESCRIPTION,
+    GROUP_DESCRIPTION,
+    INIT_DESCRIPTION,
+    SAVE_DESCRIPTION,
+    WARMUP_DESCRIPTION,
+    SFTTrainParams,
+    StrictModel,
+)
 
 CascadeMode = Literal["normal", "coarse_only", "always_refine", "skip_coarse"]
 CASCADE_MODES: tuple[CascadeMode, ...] = ("coarse_only", "always_refine", "normal", "skip_coarse")
@@ -103,16 +111,14 @@ class RefinerTrainSettings(SFTTrainParams):
     """Teacher-forcing optimisation: `train_sft`'s settings with the refiner's defaults."""
 
     max_steps: int = Field(3000, gt=0, description="optimizer steps per refiner when family_steps does not name it")
-    warmup_steps: int = Field(50, ge=0, description="steps of linear learning-rate warm-up from 0 to learning_rate")
+    warmup_steps: int = Field(50, ge=0, description=WARMUP_DESCRIPTION)
     decay_fraction: float = Field(
         0.5,
         ge=0,
         le=1,
-        description="share of max_steps at the end over which the learning rate decays linearly to 0 (WSD schedule)",
+        description=DECAY_DESCRIPTION,
     )
-    save_steps: int = Field(
-        0, ge=0, description="steps between resumable checkpoints written for a killed run to resume from (0: never)"
-    )
+    save_steps: int = Field(0, ge=0, description=SAVE_DESCRIPTION)
 
 
 class RefinerLoraSettings(StrictModel):
@@ -134,7 +140,7 @@ class SeparateRefinerSettings(StrictModel):
     num_layers: int = Field(4, gt=0, description="decoder layers of the separate refiner")
     num_heads: int = Field(4, gt=0, description="attention heads of the separate refiner")
     intermediate_size: int = Field(512, gt=0, description="hidden size of each layer's MLP")
-    initializer_range: float = Field(0.06, gt=0, description="standard deviation of the normal weight initialisation")
+    initializer_range: float = Field(0.06, gt=0, description=INIT_DESCRIPTION)
     freeze_embeddings: bool = Field(True, description="keep the shared coarse embeddings (and tied head) frozen")
 
 
@@ -227,9 +233,7 @@ class RefinerSettings(StrictModel):
         False, description="also train the answer-target refiner (same mode, data, budget) for cascade_eval to compare"
     )
     warmup_tasks: list[str] = Field(default_factory=list, description="curriculum warm-up families (none: mix)")
-    group_batches_by_task: bool = Field(
-        True, description="every batch holds one task only, so short items are not padded to word-problem length"
-    )
+    group_batches_by_task: bool = Field(True, description=GROUP_DESCRIPTION)
     max_new_tokens: int = Field(48, gt=0, description="tokens generated per refined output")
     train: RefinerTrainSettings = Field(
         default_factory=lambda: RefinerTrainSettings(),

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field, model_validator
 
 from cascadelab.config.base import (
+    INIT_DESCRIPTION,
+    MIX_DESCRIPTION,
     CurriculumParams,
     EvalParams,
     SFTTrainParams,
@@ -30,7 +32,7 @@ class CausalLMParams(StrictModel):
         4, gt=0, description="attention heads (also the KV heads: no grouped-query sharing); must divide hidden_size"
     )
     intermediate_size: int = Field(512, gt=0, description="hidden size of each layer's SwiGLU MLP")
-    initializer_range: float = Field(0.06, gt=0, description="standard deviation of the normal weight initialisation")
+    initializer_range: float = Field(0.06, gt=0, description=INIT_DESCRIPTION)
     max_position_embeddings: int = Field(256, gt=0, description="longest sequence in tokens (rotary position range)")
 
     @model_validator(mode="after")
@@ -90,9 +92,7 @@ class CoarseSFTParams(StrictModel):
         default_factory=lambda: CurriculumParams(),
         description="warm-up on easy families, then the full mix (STACK-NOTES: escape the add/sub plateau first)",
     )
-    mix: dict[str, float] = Field(
-        default_factory=default_mix, description="sampling weight of each task family after the curriculum's warm-up"
-    )
+    mix: dict[str, float] = Field(default_factory=default_mix, description=MIX_DESCRIPTION)
     lora: LoraParams = Field(
         default_factory=lambda: LoraParams(), description="optional LoRA adapters through PEFT (for large base models)"
     )

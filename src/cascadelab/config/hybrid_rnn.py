@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, model_validator
 
 from cascadelab.config.base import (
+    INIT_DESCRIPTION,
+    MIX_DESCRIPTION,
     CurriculumParams,
     EvalParams,
     StrictModel,
@@ -32,7 +34,7 @@ class HybridRNNModelParams(StrictModel):
         "sequence",
         description="sequence: cross-attend to every encoder state | pooled: to one pooled vector (the seed's)",
     )
-    initializer_range: float = Field(0.06, gt=0, description="standard deviation of the normal weight initialisation")
+    initializer_range: float = Field(0.06, gt=0, description=INIT_DESCRIPTION)
     encoder_embedding_residual: bool | None = Field(
         None, description="add the token embeddings to the encoder's output states (null: the preset's)"
     )
@@ -119,9 +121,7 @@ class HybridRNNParams(StrictModel):
         default_factory=lambda: CurriculumParams(),
         description="warm-up on easy families, then the full mix (STACK-NOTES: escape the add/sub plateau first)",
     )
-    mix: dict[str, float] = Field(
-        default_factory=default_mix, description="sampling weight of each task family after the curriculum's warm-up"
-    )
+    mix: dict[str, float] = Field(default_factory=default_mix, description=MIX_DESCRIPTION)
     eval: Seq2SeqEvalParams = Field(
         default_factory=lambda: Seq2SeqEvalParams(),
         description="evaluation on the test split with greedy, sampled and beam-search decoding",

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, model_validator
 
-from cascadelab.config.base import StrictModel, tokenizer_ids
+from cascadelab.config.base import INIT_DESCRIPTION, StrictModel, tokenizer_ids
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -26,7 +26,7 @@ class LegoModelParams(StrictModel):
     phase2_layers: int = Field(
         4, gt=0, description="full depth after phase 2; the layers above phase1_layers are token-wise"
     )
-    initializer_range: float = Field(0.06, gt=0, description="standard deviation of the normal weight initialisation")
+    initializer_range: float = Field(0.06, gt=0, description=INIT_DESCRIPTION)
     max_position_embeddings: int = Field(256, gt=0, description="longest sequence in tokens")
 
     @model_validator(mode="after")

@@ -6,7 +6,16 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, model_validator
 
-from cascadelab.config.base import EvalParams, ParamsError, StrictModel, check_mix, tokenizer_ids
+from cascadelab.config.base import (
+    CLIP_DESCRIPTION,
+    DECAY_DESCRIPTION,
+    GROUP_DESCRIPTION,
+    EvalParams,
+    ParamsError,
+    StrictModel,
+    check_mix,
+    tokenizer_ids,
+)
 from cascadelab.config.coarse_sft import CausalLMParams
 from cascadelab.config.optimizers import OptimizerSettings
 
@@ -130,9 +139,9 @@ class SigmaTrainParams(StrictModel):
         0.2,
         ge=0,
         le=1,
-        description="share of max_steps at the end over which the learning rate decays linearly to 0 (WSD schedule)",
+        description=DECAY_DESCRIPTION,
     )
-    max_grad_norm: float = Field(1.0, gt=0, description="gradients are clipped to this global L2 norm before each step")
+    max_grad_norm: float = Field(1.0, gt=0, description=CLIP_DESCRIPTION)
     logging_steps: int = Field(50, gt=0, description="steps between two metrics.jsonl lines and MLflow logs")
     eval_steps: int = Field(
         0, ge=0, description="steps between two val-loss evaluations, plus one at the end (0: never)"
@@ -142,9 +151,7 @@ class SigmaTrainParams(StrictModel):
     parallel_baseline: bool = Field(
         True, description="the baseline trains in a second process at the same time (one core each)"
     )
-    group_batches_by_task: bool = Field(
-        True, description="every batch holds one task only, so short items are not padded to word-problem length"
-    )
+    group_batches_by_task: bool = Field(True, description=GROUP_DESCRIPTION)
     checkpoint_steps: int = Field(
         0,
         ge=0,

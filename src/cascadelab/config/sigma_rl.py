@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from cascadelab.config.base import StrictModel, check_mix
+from cascadelab.config.base import DECAY_DESCRIPTION, StrictModel, check_mix
 from cascadelab.config.sigma_pretrain import (
     SIGMA_PROFILES,
     InstantParams,
@@ -164,7 +164,7 @@ class SigmaRLTrainParams(SigmaTrainParams):
         0.2,
         ge=0,
         le=1,
-        description="share of max_steps at the end over which the learning rate decays linearly to 0 (WSD schedule)",
+        description=DECAY_DESCRIPTION,
     )
     eval_steps: int = Field(
         100,
