@@ -47,7 +47,9 @@ class LegoLoopParams(StrictModel):
 
     learning_rate: float = Field(1e-3, gt=0, description="AdamW peak learning rate")
     patience: int = Field(
-        1, ge=0, description="validations without val-loss improvement before stopping (the best state is kept)"
+        1,
+        ge=0,
+        description="validations without val-loss improvement tolerated; one more stops (best weights restored)",
     )
     batch_size: int = Field(32, gt=0, description="training sequences per step")
     max_epochs: int = Field(20, gt=0, description="passes over the training split at most")
@@ -82,7 +84,9 @@ class LegoPhase2Params(StrictModel):
 
     learning_rate: float = Field(1e-4, gt=0, description="AdamW learning rate of the upper block")
     patience: int = Field(
-        3, ge=0, description="epochs without val-loss improvement before stopping (the best state is kept)"
+        3,
+        ge=0,
+        description="epochs without val-loss improvement tolerated; one more stops (best weights restored)",
     )
     batch_size: int = Field(256, gt=0, description="hard-example rows per step")
     max_epochs: int = Field(20, gt=0, description="passes over the hard examples at most")

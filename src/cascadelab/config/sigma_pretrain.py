@@ -146,7 +146,7 @@ class SigmaTrainParams(StrictModel):
     eval_steps: int = Field(
         0, ge=0, description="steps between two val-loss evaluations, plus one at the end (0: never)"
     )
-    eval_records: int = Field(256, gt=0, description="val records in each val-loss evaluation")
+    eval_records: int = Field(256, gt=0, description="first N val records in each val-loss evaluation")
     num_threads: int = Field(1, gt=0, description="torch CPU threads per training process")
     parallel_baseline: bool = Field(
         True, description="the baseline trains in a second process at the same time (one core each)"
