@@ -47,12 +47,7 @@ class TrainParams(StrictModel):
     batch_size: int = Field(16, gt=0, description="training sequences per optimizer step")
     learning_rate: float = Field(1e-3, gt=0, description="AdamW peak learning rate, held after warm-up until the decay")
     warmup_steps: int = Field(100, ge=0, description=WARMUP_DESCRIPTION)
-    decay_fraction: float = Field(
-        0.2,
-        ge=0,
-        le=1,
-        description=DECAY_DESCRIPTION,
-    )
+    decay_fraction: float = Field(0.2, ge=0, le=1, description=DECAY_DESCRIPTION)
     weight_decay: float = Field(0.0, ge=0, description="AdamW decoupled weight decay")
     max_grad_norm: float = Field(1.0, gt=0, description=CLIP_DESCRIPTION)
     logging_steps: int = Field(

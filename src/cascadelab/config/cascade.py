@@ -112,12 +112,7 @@ class RefinerTrainSettings(SFTTrainParams):
 
     max_steps: int = Field(3000, gt=0, description="optimizer steps per refiner when family_steps does not name it")
     warmup_steps: int = Field(50, ge=0, description=WARMUP_DESCRIPTION)
-    decay_fraction: float = Field(
-        0.5,
-        ge=0,
-        le=1,
-        description=DECAY_DESCRIPTION,
-    )
+    decay_fraction: float = Field(0.5, ge=0, le=1, description=DECAY_DESCRIPTION)
     save_steps: int = Field(0, ge=0, description=SAVE_DESCRIPTION)
 
 

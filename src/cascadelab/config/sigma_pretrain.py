@@ -135,12 +135,7 @@ class SigmaTrainParams(StrictModel):
     warmup_steps: int = Field(
         100, ge=0, description="steps of linear learning-rate warm-up from 0 (must be < max_steps)"
     )
-    decay_fraction: float = Field(
-        0.2,
-        ge=0,
-        le=1,
-        description=DECAY_DESCRIPTION,
-    )
+    decay_fraction: float = Field(0.2, ge=0, le=1, description=DECAY_DESCRIPTION)
     max_grad_norm: float = Field(1.0, gt=0, description=CLIP_DESCRIPTION)
     logging_steps: int = Field(50, gt=0, description="steps between two metrics.jsonl lines and MLflow logs")
     eval_steps: int = Field(

@@ -160,12 +160,7 @@ class SigmaRLTrainParams(SigmaTrainParams):
         400, gt=0, description="loop steps (every one an LM update, a share of them an RL update too)"
     )
     warmup_steps: int = Field(0, ge=0, description="steps of linear learning-rate warm-up from 0 (must be < max_steps)")
-    decay_fraction: float = Field(
-        0.2,
-        ge=0,
-        le=1,
-        description=DECAY_DESCRIPTION,
-    )
+    decay_fraction: float = Field(0.2, ge=0, le=1, description=DECAY_DESCRIPTION)
     eval_steps: int = Field(
         100,
         ge=0,
