@@ -198,6 +198,28 @@ def test_bad_params_give_one_line_naming_the_key(raw, message):
     assert "\n" not in str(error.value)
 
 
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (
+            {"prepare": {"families": {"add": {"difficulties": "x"}}}},
+            "params.yaml: prepare.families.add.difficulties: must be a valid list (got 'x') "
+            "— difficulty levels (1..3) generated for this family, one corpus cell each",
+        ),
+        (
+            {"sigma_pretrain": {"data": {"source": "hybrid", "stream": {"path": "p", "weight": 3}}}},
+            "params.yaml: sigma_pretrain.data.stream.weight: must be less than or equal to 1 (got 3) "
+            "— share of batches drawn from the stream",
+        ),
+    ],
+)
+def test_a_bad_value_error_ends_with_the_description_of_its_field(raw, message):
+    """Descriptions are found through dict entries (families.add) and optional sections (stream)."""
+    with pytest.raises(ParamsError) as excinfo:
+        parse_params(raw)
+    assert str(excinfo.value) == message
+
+
 def test_acoc_section_defaults_are_the_measured_settings_with_a_continual_schedule():
     params = load_params(ROOT / "params.yaml").acoc
     assert params == ACOCParams()  # params.yaml spells out the schema's (measured) defaults
