@@ -2,8 +2,8 @@
 
 One :class:`~cascadelab.training.sigma_trainer.SigmaTrainer` loop drives the run. Every loop step is an
 LM update on the corpus mix plus the code family's train split (the pretrained model has never seen
-code); a share of the steps (:class:`~cascadelab.training.rl_lm_mix.RLMix`) also takes one GRPO/GSPO
-update through TRL (:class:`~cascadelab.training.grpo_trl_bridge.GRPOBridge`) in the loop's ``rl``
+code); a share of the steps (:class:`~cascadelab.training.sigma.rl_lm_mix.RLMix`) also takes one GRPO/GSPO
+update through TRL (:class:`~cascadelab.training.sigma.grpo_bridge.GRPOBridge`) in the loop's ``rl``
 phase. Every ``train.eval_steps`` the held-out mean reward (greedy, on val prompts of both kinds)
 and the LM val loss are measured and the mix decides. Before and after the run the test splits are
 evaluated: math exact match per task (:func:`~cascadelab.training.coarse_sft.evaluate_lm`) and the
@@ -30,18 +30,18 @@ from cascadelab.data.tokenizer import load_tokenizer
 from cascadelab.eval.generation import generate_batched
 from cascadelab.io import write_json
 from cascadelab.models.sigma import SigmaForCausalLM
+from cascadelab.sandbox import Limits, Sandbox, TestCase
 from cascadelab.training.checkpoints import checkpoint_dir, discard
 from cascadelab.training.coarse_sft import evaluate_lm
-from cascadelab.training.code_sandbox import Limits, Sandbox, TestCase
 from cascadelab.training.data import TokenizedRows, mixed_batches
-from cascadelab.training.grpo_trl_bridge import GRPOBridge, RLTask
-from cascadelab.training.replay_causal import CausalReplay
-from cascadelab.training.rl_lm_mix import RLMix
 from cascadelab.training.run_checkpoints import CheckpointStore
+from cascadelab.training.sigma.causal_replay import CausalReplay
+from cascadelab.training.sigma.evolution import Evolution
+from cascadelab.training.sigma.grpo_bridge import GRPOBridge, RLTask
+from cascadelab.training.sigma.rl_lm_mix import RLMix
+from cascadelab.training.sigma.verifier import CodeSpec, CodeVerifier, MathVerifier, VerifierCascade
 from cascadelab.training.sigma_pretrain import _save
-from cascadelab.training.sigma_rl_evolution import Evolution
 from cascadelab.training.sigma_trainer import LogFn, SigmaTrainer, build_optimizers, mean_loss
-from cascadelab.training.sigma_verifier import CodeSpec, CodeVerifier, MathVerifier, VerifierCascade
 
 
 def code_spec(record: Record) -> CodeSpec:

@@ -6,7 +6,7 @@ its ``rl`` hook calls :meth:`GRPOBridge.step`, which
 
 1. draws ``prompts_per_step`` tasks (math tasks of the corpus, code tasks; a seeded `random.Random`), and
    with causal replay replaces the last ones by prompts of past high-advantage samples, drawn by
-   priority (:class:`~cascadelab.training.replay_causal.CausalReplay`); each prompt is repeated
+   priority (:class:`~cascadelab.training.sigma.causal_replay.CausalReplay`); each prompt is repeated
    ``num_generations`` times, the group GRPO normalises over;
 2. hands that batch to ``GRPOTrainer.training_step``: TRL samples the completions, scores them with
    the reward function below, computes group advantages and the clipped policy loss, and
@@ -19,7 +19,7 @@ The KL term: with ``beta > 0`` TRL adds ``beta * KL`` per token and reduces the 
 (the masked mean over completion tokens, then the mean over the batch); it logs the KL as a scalar
 mean too (``_metrics["train"]["kl"]``), which is the seed's fix — nothing to patch here.
 
-Rewards come from a :class:`~cascadelab.training.sigma_verifier.VerifierCascade` (cheap check, then
+Rewards come from a :class:`~cascadelab.training.sigma.verifier.VerifierCascade` (cheap check, then
 the full check; code runs in the sandbox, which is warmed up explicitly before the first reward).
 Verdicts of identical (prompt, completion) pairs are reused, so a completion the policy repeats is
 executed once. The bridge's counters (RL steps, rewards, verifier calls, replay adds and replays) and
@@ -44,8 +44,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from trl import GRPOConfig, GRPOTrainer
 
 from cascadelab.config import GRPOParams, ReplayParams
-from cascadelab.training.replay_causal import CausalReplay, ReplaySample
-from cascadelab.training.sigma_verifier import VerifierCascade
+from cascadelab.training.sigma.causal_replay import CausalReplay, ReplaySample
+from cascadelab.training.sigma.verifier import VerifierCascade
 
 
 @dataclass(frozen=True)

@@ -2,17 +2,17 @@
 
 Per eval window (:meth:`Evolution.window`):
 
-- **Uroboros meta-loop** (:class:`~cascadelab.research.meta_loop.MetaLoop`): decides the learning-rate
+- **Uroboros meta-loop** (:class:`~cascadelab.training.sigma.meta_loop.MetaLoop`): decides the learning-rate
   factor (applied to every optimizer's schedule) and the RL-share change, which replaces the auto-mix's
-  own rule (:meth:`~cascadelab.training.rl_lm_mix.RLMix.apply`, reason kept);
-- **research log** (:class:`~cascadelab.research.research_log.ResearchLog`): one cycle per window —
+  own rule (:meth:`~cascadelab.training.sigma.rl_lm_mix.RLMix.apply`, reason kept);
+- **research log** (:class:`~cascadelab.training.sigma.research_log.ResearchLog`): one cycle per window —
   hypothesis "the current RL share raises the held-out reward without hurting the LM loss", the change
   (share, lr factor), the expected effect and the measured one — in ``<out>/research_log.jsonl``
   (the stage logs the folder as an MLflow artifact);
-- **self-improver** (:class:`~cascadelab.evolution.self_improver.SelfImprover`): new template problems
+- **self-improver** (:class:`~cascadelab.training.sigma.self_improver.SelfImprover`): new template problems
   (val and test prompts excluded) answered greedily by the model; the verified answers become one extra
   LM update;
-- **counterfactual credit** (:class:`~cascadelab.training.counterfactual_credit.CounterfactualCredit`,
+- **counterfactual credit** (:class:`~cascadelab.training.sigma.counterfactual_credit.CounterfactualCredit`,
   C3O only): every RL update is bracketed by ``before_step`` / ``after_step``; at the window the probe
   loss with each layer group's last update reverted gives the credit that `C3O.set_credit` takes.
 
@@ -36,16 +36,17 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from cascadelab.config import RL_EVOLUTION_SWITCHES, SigmaRLParams
 from cascadelab.data.corpus import CorpusVerifier, Record
-from cascadelab.evolution.self_improver import SelfImprover, SelfImproverSettings
 from cascadelab.io import atomic_write_text
 from cascadelab.models.sigma import SigmaConfig
-from cascadelab.research.meta_loop import MetaLoop
-from cascadelab.research.research_log import ResearchLog
-from cascadelab.training.counterfactual_credit import CounterfactualCredit
 from cascadelab.training.data import IGNORE_INDEX, Batch, TokenizedRows
 from cascadelab.training.integrity_guards import scale_learning_rate
 from cascadelab.training.optimizers.factory import credit_optimizers
-from cascadelab.training.rl_lm_mix import RLMix
+from cascadelab.training.sigma.counterfactual_credit import CounterfactualCredit
+from cascadelab.training.sigma.fractal_nas import NASSettings, run_nas, sigma_trial
+from cascadelab.training.sigma.meta_loop import MetaLoop
+from cascadelab.training.sigma.research_log import ResearchLog
+from cascadelab.training.sigma.rl_lm_mix import RLMix
+from cascadelab.training.sigma.self_improver import SelfImprover, SelfImproverSettings
 from cascadelab.training.sigma_trainer import mean_loss
 
 EVOLUTION_FEATURES = RL_EVOLUTION_SWITCHES
@@ -179,8 +180,6 @@ class Evolution:
         if self.params.features.draft_heads:
             metrics.update(self._draft_heads(model, test_records, train_batches))
         if self.params.features.fractal_nas:
-            from cascadelab.evolution.fractal_nas import NASSettings, run_nas, sigma_trial
-
             started = time.perf_counter()
             settings = NASSettings(rounds=1, coarse_trials=e.nas_trials, coarse_steps=e.nas_steps, seed=self.seed)
             trial = sigma_trial(list(train_batches), list(val_batches), seed=self.seed)

@@ -10,7 +10,8 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from cascadelab import tracking
-from cascadelab.evolution.fractal_nas import (
+from cascadelab.models.sigma import SigmaConfig, SigmaForCausalLM
+from cascadelab.training.sigma.fractal_nas import (
     AXES,
     NASSettings,
     run_nas,
@@ -18,7 +19,6 @@ from cascadelab.evolution.fractal_nas import (
     variant_config,
     variant_overrides,
 )
-from cascadelab.models.sigma import SigmaConfig, SigmaForCausalLM
 
 BASE = SigmaConfig.from_preset("small", vocab_size=64)
 

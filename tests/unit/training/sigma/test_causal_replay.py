@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from cascadelab.training.replay_causal import CausalReplay, ReplaySample
+from cascadelab.training.sigma.causal_replay import CausalReplay, ReplaySample
 
 
 def _s(name: str, advantage: float, step: int = 0, reward: float = 1.0) -> ReplaySample:

@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from cascadelab.training.code_sandbox import Limits, Sandbox, Status, TestCase, find_leftovers
+from cascadelab.sandbox import Limits, Sandbox, Status, TestCase, find_leftovers
 
 HOSTILE_LIMITS = Limits(
     wall_seconds=1.5,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cascadelab.research.meta_loop import MetaDecision, MetaLoop, MetaLoopSettings, WindowOutcome
+from cascadelab.training.sigma.meta_loop import MetaDecision, MetaLoop, MetaLoopSettings, WindowOutcome
 
 
 def test_each_rule_gives_its_decision_and_reason() -> None:

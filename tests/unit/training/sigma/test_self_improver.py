@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cascadelab.data.corpus import CorpusVerifier
-from cascadelab.evolution.self_improver import SelfImprover, SelfImproverSettings
+from cascadelab.training.sigma.self_improver import SelfImprover, SelfImproverSettings
 
 VERIFIER = CorpusVerifier({"answer_format": "reversed"})
 

@@ -9,8 +9,8 @@ import pytest
 from cascadelab.data.answers import format_number
 from cascadelab.data.tasks import Item, get_family
 from cascadelab.data.user_dataset import RegexVerifier
-from cascadelab.training.code_sandbox import Limits, Sandbox, Status, TestCase
-from cascadelab.training.sigma_verifier import (
+from cascadelab.sandbox import Limits, Sandbox, Status, TestCase
+from cascadelab.training.sigma.verifier import (
     CodeSpec,
     CodeVerifier,
     MathVerifier,

@@ -44,6 +44,7 @@ from cascadelab.config import check_settings
 from cascadelab.models.sigma import SigmaConfig, SigmaForCausalLM, apply_instant_plan
 from cascadelab.tracking import StageRun, log_child_run
 from cascadelab.training.data import Batch
+from cascadelab.training.sigma_trainer import mean_loss
 
 AXES = ("width", "depth", "mix", "experts")
 TrainAndEval = Callable[[SigmaConfig, int], tuple[float, float]]
@@ -262,9 +263,6 @@ def sigma_trial(
     seed: int = 0,
 ) -> TrainAndEval:
     """A `train_and_eval` for SIGMA: AdamW on the cycled batches; val loss and compute 6 · N_active · tokens."""
-    # imported here: the SIGMA trainer may itself run NAS, and this module must not import it at load time
-    from cascadelab.training.sigma_trainer import mean_loss
-
     val = list(val_batches)
 
     def train_and_eval(config: SigmaConfig, steps: int) -> tuple[float, float]:

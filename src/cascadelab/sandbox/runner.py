@@ -7,7 +7,7 @@ One process per call, in layers:
   process left in it; `/proc` shows only the sandbox); as root, the program runs as ``nobody`` so the
   file system's own permissions and ``RLIMIT_NPROC`` apply; a scratch working directory deleted
   afterwards; a scrubbed environment; stdout/stderr capped.
-- **Interpreter** (`sandbox_child`, always): ``RLIMIT_CPU/AS/FSIZE/NPROC`` and an audit hook that ends
+- **Interpreter** (`child`, always): ``RLIMIT_CPU/AS/FSIZE/NPROC`` and an audit hook that ends
   the process on sockets, process creation, signals, ctypes and file access outside the scratch
   directory. Where no namespace is possible the hook is the network barrier; `Isolation` says which
   layers ran.
@@ -43,7 +43,7 @@ from typing import Any
 
 import psutil
 
-from cascadelab.training import sandbox_child
+from cascadelab.sandbox import child as sandbox_child
 
 _CHILD_SOURCE = Path(sandbox_child.__file__).read_text()
 RUN_MARKER = "CASCADELAB_SANDBOX_RUN"

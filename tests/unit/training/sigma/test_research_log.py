@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from cascadelab.research.research_log import ResearchLog
+from cascadelab.training.sigma.research_log import ResearchLog
 
 
 def test_cycles_are_numbered_appended_and_read_back(tmp_path) -> None:

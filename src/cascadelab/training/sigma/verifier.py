@@ -6,9 +6,9 @@
   ``1 - format_weight`` when it is also correct.
 - **Code** (`CodeVerifier`): the output is a Python expression (bound to ``candidate``) or a short
   program; the cheap check parses it and checks the spec's static constraints, the full check runs it in
-  the `code_sandbox` against the spec's test expressions. Reward = ``format_weight`` for code that parses
-  plus ``1 - format_weight`` times the share of tests passed (0 for a timeout, crash, memory or forbidden
-  verdict).
+  the code sandbox (`cascadelab.sandbox`) against the spec's test expressions. Reward = ``format_weight``
+  for code that parses plus ``1 - format_weight`` times the share of tests passed (0 for a timeout,
+  crash, memory or forbidden verdict).
 
 **Verifier cascade**: every output gets the cheap check (format / parse); only outputs that pass it
 reach the full check (exact compare, sandbox execution). Both are counted separately.
@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from cascadelab.data.corpus import CorpusVerifier, Verifier
-from cascadelab.training.code_sandbox import Sandbox, Status, TestCase
+from cascadelab.sandbox import Sandbox, Status, TestCase
 
 
 class Check(Protocol):

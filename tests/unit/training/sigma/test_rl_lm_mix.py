@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from cascadelab.config import AutoMixParams
-from cascadelab.training.rl_lm_mix import RLMix
+from cascadelab.training.sigma.rl_lm_mix import RLMix
 
 
 def test_rl_steps_are_spread_evenly_at_the_share() -> None:

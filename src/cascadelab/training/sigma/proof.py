@@ -17,7 +17,7 @@ output reaches the full check and no sample has an advantage to replay), so it s
 ``--rl-model`` (default ``models/sigma``, the `sigma_pretrain` output) when that exists, else from the
 model the proof just trained.
 
-    PYTHONPATH=src python -m cascadelab.training.sigma_proof [--steps 48] [--data data] [--out runs/sigma_proof]
+    PYTHONPATH=src python -m cascadelab.training.sigma.proof [--steps 48] [--data data] [--out runs/sigma_proof]
         [--rl-model models/sigma]
 """
 

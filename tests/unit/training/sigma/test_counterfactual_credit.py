@@ -9,9 +9,9 @@ from torch import nn
 
 from cascadelab.config import OptimizerSettings
 from cascadelab.models.sigma import SigmaConfig, SigmaForCausalLM, apply_instant_plan
-from cascadelab.training.counterfactual_credit import CounterfactualCredit, CreditSettings
 from cascadelab.training.optimizers.c3o import layer_groups
 from cascadelab.training.optimizers.factory import build_optimizers, credit_optimizers
+from cascadelab.training.sigma.counterfactual_credit import CounterfactualCredit, CreditSettings
 
 
 class _TwoHeads(nn.Module):

@@ -1,6 +1,6 @@
 """Trusted bootstrap that runs inside the sandbox process before the untrusted code (stdlib only).
 
-`code_sandbox` sends this file's source with ``python -I -S -c`` and a JSON payload on stdin. The
+`runner` sends this file's source with ``python -I -S -c`` and a JSON payload on stdin. The
 bootstrap sets its own resource limits, installs an audit hook that ends the process on a forbidden
 action (sockets, process creation, signals to other processes, ctypes, files outside the scratch
 directory, ...), runs the candidate code, then evaluates each test expression and sends its `repr`

@@ -1,1 +1,0 @@
-"""Evolution: self-improvement from verified problems and fractal architecture search over SIGMA variants."""
