@@ -7,16 +7,14 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from cascadelab.models.lego import (
-    LEGOConfig,
-    LEGOTransformer,
-    build_lego_model,
+from cascadelab.models.lego import LEGOConfig, LEGOTransformer, build_lego_model
+from cascadelab.models.lego.calibration import (
     compute_confidence,
     compute_confidence_threshold,
     exit_confidences,
-    lm_loss,
     threshold_for_ratio,
 )
+from cascadelab.models.lego.modeling_lego import lm_loss
 
 torch.set_num_threads(1)
 
