@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal, Protocol
+
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -13,11 +15,22 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
-from cascadelab.config import CausalLMParams
 from cascadelab.data.tokenizer import COARSE, REFINE
 
 
-def build_causal_lm(params: CausalLMParams, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
+class CausalLMSizes(Protocol):
+    """The architecture fields `build_causal_lm` reads (the `CausalLMParams` section of params.yaml)."""
+
+    family: Literal["llama", "qwen2"]
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    intermediate_size: int
+    initializer_range: float
+    max_position_embeddings: int
+
+
+def build_causal_lm(params: CausalLMSizes, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
     """A randomly initialised causal LM sized by `params`, with ids taken from `tokenizer`."""
     common = dict(
         vocab_size=len(tokenizer),
@@ -51,14 +64,3 @@ def load_base_model(name_or_path: str) -> tuple[PreTrainedModel, PreTrainedToken
         model.resize_token_embeddings(len(tokenizer))
     model.config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
-
-
-def count_parameters(model: PreTrainedModel, trainable_only: bool = False) -> int:
-    """Number of (unique) parameters; tied weights count once."""
-    seen, total = set(), 0
-    for parameter in model.parameters():
-        if id(parameter) in seen or (trainable_only and not parameter.requires_grad):
-            continue
-        seen.add(id(parameter))
-        total += parameter.numel()
-    return total
