@@ -41,6 +41,7 @@ from transformers.cache_utils import Cache, DynamicCache
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
 from cascadelab.models.attention_masks import causal_padding_mask
+from cascadelab.models.layers import RMSNorm, RotaryCausalSelfAttention
 from cascadelab.models.lego.configuration_lego import LEGOConfig
 from cascadelab.models.utils import to_device
 
@@ -48,20 +49,6 @@ IGNORE_INDEX = -100
 
 
 # --------------------------------------------------------------------------- layers
-
-
-class LEGORMSNorm(nn.Module):
-    """Root-mean-square layer norm with a learned scale."""
-
-    def __init__(self, dim: int, eps: float) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(dim))
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalise the last dimension to unit RMS, then scale."""
-        var = x.float().pow(2).mean(-1, keepdim=True)
-        return (x.float() * torch.rsqrt(var + self.eps)).to(x.dtype) * self.weight
 
 
 class LEGOMLP(nn.Module):
@@ -88,54 +75,14 @@ def rotary_cos_sin(
     return emb.cos().to(dtype), emb.sin().to(dtype)
 
 
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat([-x[..., half:], x[..., :half]], dim=-1)
-
-
-class LEGOAttention(nn.Module):
-    """Causal multi-head self-attention with RoPE and an optional KV cache."""
-
-    def __init__(self, config: LEGOConfig, layer_idx: int) -> None:
-        super().__init__()
-        d = config.hidden_size
-        self.num_heads = config.num_attention_heads
-        self.head_dim = d // self.num_heads
-        self.layer_idx = layer_idx
-        self.q_proj = nn.Linear(d, d, bias=False)
-        self.k_proj = nn.Linear(d, d, bias=False)
-        self.v_proj = nn.Linear(d, d, bias=False)
-        self.o_proj = nn.Linear(d, d, bias=False)
-
-    def forward(
-        self,
-        x: torch.Tensor,
-        cos_sin: tuple[torch.Tensor, torch.Tensor],
-        mask: torch.Tensor,
-        past_key_values: Cache | None,
-    ) -> torch.Tensor:
-        """Attend from every query position to the allowed keys of ``mask`` (B, 1, T, S)."""
-        b, t, _ = x.shape
-        q = self.q_proj(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
-        k = self.k_proj(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
-        v = self.v_proj(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
-        cos, sin = cos_sin
-        q = q * cos + _rotate_half(q) * sin
-        k = k * cos + _rotate_half(k) * sin
-        if past_key_values is not None:
-            k, v = past_key_values.update(k, v, self.layer_idx)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        return self.o_proj(y.transpose(1, 2).reshape(b, t, -1))
-
-
 class LEGODecoderLayer(nn.Module):
     """Pre-norm causal decoder layer (the lower, contextual block)."""
 
     def __init__(self, config: LEGOConfig, layer_idx: int) -> None:
         super().__init__()
-        self.input_layernorm = LEGORMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.self_attn = LEGOAttention(config, layer_idx)
-        self.post_attention_layernorm = LEGORMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.self_attn = RotaryCausalSelfAttention(config.hidden_size, config.num_attention_heads, layer_idx)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.mlp = LEGOMLP(config)
 
     def forward(
@@ -146,7 +93,7 @@ class LEGODecoderLayer(nn.Module):
         past_key_values: Cache | None,
     ) -> torch.Tensor:
         """Residual attention then residual MLP."""
-        x = x + self.self_attn(self.input_layernorm(x), cos_sin, mask, past_key_values)
+        x = x + self.self_attn(self.input_layernorm(x), *cos_sin, mask, past_key_values)
         return x + self.mlp(self.post_attention_layernorm(x))
 
     def output_projections(self) -> list[nn.Linear]:
@@ -164,9 +111,9 @@ class LEGOTokenLayer(nn.Module):
 
     def __init__(self, config: LEGOConfig) -> None:
         super().__init__()
-        self.input_layernorm = LEGORMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.token_proj = nn.Linear(config.hidden_size, config.hidden_size, bias=False)
-        self.post_attention_layernorm = LEGORMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.mlp = LEGOMLP(config)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -195,7 +142,7 @@ class LEGOPreTrainedModel(PreTrainedModel):
         std = self.config.initializer_range
         if isinstance(module, nn.Linear | nn.Embedding):
             init.normal_(module.weight, mean=0.0, std=std)
-        elif isinstance(module, LEGORMSNorm):
+        elif isinstance(module, RMSNorm):
             init.ones_(module.weight)
 
 
@@ -209,9 +156,7 @@ class LEGOModel(LEGOPreTrainedModel):
         layers: list[nn.Module] = [LEGODecoderLayer(config, i) for i in range(ctx)]
         layers += [LEGOTokenLayer(config) for _ in range(ctx, config.depth)]
         self.layers = nn.ModuleList(layers)
-        self.exit_norms = nn.ModuleList(
-            [LEGORMSNorm(config.hidden_size, config.rms_norm_eps) for _ in config.exit_points]
-        )
+        self.exit_norms = nn.ModuleList([RMSNorm(config.hidden_size, config.rms_norm_eps) for _ in config.exit_points])
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Module:
