@@ -1,4 +1,4 @@
-"""Layers shared by the decoder-only models: RMSNorm (LEGO, ACOC, SIGMA) and rotary self-attention (LEGO, ACOC)."""
+"""Layers shared by the decoder-only models: RMSNorm, RoPE tables and rotary self-attention."""
 
 from __future__ import annotations
 
@@ -21,6 +21,14 @@ class RMSNorm(nn.Module):
         x32 = x.float()
         x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * x32.to(x.dtype)
+
+
+def rope_cos_sin(position_ids: torch.Tensor, dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """RoPE tables for positions (B, T): cos, sin of shape (B, T, dim) in rotate-half layout."""
+    inv_freq = 1.0 / theta ** (torch.arange(0, dim, 2, device=position_ids.device, dtype=torch.float32) / dim)
+    freqs = position_ids.float()[..., None] * inv_freq
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return emb.cos(), emb.sin()
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -67,4 +75,4 @@ class RotaryCausalSelfAttention(nn.Module):
         return self.o_proj(y.transpose(1, 2).reshape(b, t, -1))
 
 
-__all__ = ["RMSNorm", "RotaryCausalSelfAttention", "rotate_half"]
+__all__ = ["RMSNorm", "RotaryCausalSelfAttention", "rope_cos_sin", "rotate_half"]

@@ -41,7 +41,7 @@ from transformers.cache_utils import Cache, DynamicCache
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
 from cascadelab.models.attention_masks import causal_padding_mask
-from cascadelab.models.layers import RMSNorm, RotaryCausalSelfAttention
+from cascadelab.models.layers import RMSNorm, RotaryCausalSelfAttention, rope_cos_sin
 from cascadelab.models.lego.configuration_lego import LEGOConfig
 from cascadelab.models.utils import to_device
 
@@ -63,16 +63,6 @@ class LEGOMLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply down(silu(gate(x)) * up(x))."""
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
-
-
-def rotary_cos_sin(
-    position_ids: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return RoPE cos/sin of shape (B, 1, T, head_dim) for integer positions (B, T)."""
-    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=position_ids.device).float() / head_dim))
-    freqs = position_ids.float()[..., None] * inv_freq  # (B, T, hd/2)
-    emb = torch.cat([freqs, freqs], dim=-1)[:, None]  # (B, 1, T, hd)
-    return emb.cos().to(dtype), emb.sin().to(dtype)
 
 
 class LEGODecoderLayer(nn.Module):
@@ -192,7 +182,8 @@ class LEGOModel(LEGOPreTrainedModel):
             else:
                 position_ids = torch.arange(past_len, past_len + t, device=x.device)[None].expand(b, t)
         head_dim = self.config.hidden_size // self.config.num_attention_heads
-        cos_sin = rotary_cos_sin(position_ids, head_dim, self.config.rope_theta, x.dtype)
+        cos, sin = rope_cos_sin(position_ids, head_dim, self.config.rope_theta)
+        cos_sin = cos[:, None].to(x.dtype), sin[:, None].to(x.dtype)  # (B, 1, T, hd): broadcast over heads
         mask = causal_padding_mask(attention_mask, b, t, past_len, x.device)
         for layer in self.layers[: self.config.contextual_layers]:
             x = layer(x, cos_sin, mask, past_key_values)

@@ -37,7 +37,7 @@ from transformers.cache_utils import Cache, DynamicCache
 from transformers.modeling_outputs import BaseModelOutputWithPast, MoeCausalLMOutputWithPast
 
 from cascadelab.kernels import TRITON_AVAILABLE, ScanState, complex_scan, select_backend
-from cascadelab.models.layers import RMSNorm
+from cascadelab.models.layers import RMSNorm, rope_cos_sin, rotate_half
 from cascadelab.models.sigma.bitlinear import make_linear
 from cascadelab.models.sigma.configuration_sigma import SigmaConfig
 from cascadelab.models.sigma.features import FeatureCalls
@@ -50,20 +50,11 @@ from cascadelab.models.sigma.instant import (
 from cascadelab.models.sigma.moe import SigmaMLP, SigmaMoE, SigmaTopKRouter
 
 
-def rope_cos_sin(position_ids: torch.Tensor, dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """RoPE tables for positions (B, T): cos, sin of shape (B, T, dim) in rotate-half layout."""
-    inv_freq = 1.0 / theta ** (torch.arange(0, dim, 2, device=position_ids.device, dtype=torch.float32) / dim)
-    freqs = position_ids.float()[..., None] * inv_freq
-    emb = torch.cat((freqs, freqs), dim=-1)
-    return emb.cos(), emb.sin()
-
-
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate x (B, T, [heads,] dim) by RoPE tables (B, T, dim)."""
     if x.ndim == 4:
         cos, sin = cos.unsqueeze(2), sin.unsqueeze(2)
-    x1, x2 = x.chunk(2, dim=-1)
-    return x * cos.to(x.dtype) + torch.cat((-x2, x1), dim=-1) * sin.to(x.dtype)
+    return x * cos.to(x.dtype) + rotate_half(x) * sin.to(x.dtype)
 
 
 def differential_attention(
