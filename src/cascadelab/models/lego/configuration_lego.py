@@ -34,7 +34,9 @@ class LEGOConfig(PretrainedConfig):
     initializer_range: float = 0.06
     routing_threshold: float | None = None
     exit_layer: int | None = None
-    # Seed defaults for the two training phases (overridable from params).
+    # Seed defaults for the two training phases (overridable from params). Still here because the LEGO
+    # trainer and stages read them from the config and saved models carry them in config.json; they
+    # leave once the trainer reads its `lego` params section instead (issue 26).
     phase1_layers: int = 2
     phase1_lr: float = 1e-3
     phase1_patience: int = 1
