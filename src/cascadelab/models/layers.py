@@ -53,16 +53,16 @@ class RotaryCausalSelfAttention(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
-        cos: torch.Tensor,
-        sin: torch.Tensor,
+        cos_sin: tuple[torch.Tensor, torch.Tensor],
         mask: torch.Tensor,
         past_key_values: Cache | None,
     ) -> torch.Tensor:
         """Attend over the cached and current keys.
 
-        ``cos``/``sin`` broadcast against (B, H, T, head_dim), e.g. (B, 1, T, head_dim); ``mask``
-        (B, 1, T, S) is True where attention is allowed.
+        ``cos_sin`` are RoPE tables that broadcast against (B, H, T, head_dim), e.g. (B, 1, T, head_dim);
+        ``mask`` (B, 1, T, S) is True where attention is allowed.
         """
+        cos, sin = cos_sin
         b, t, _ = x.shape
         q = self.q_proj(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
         k = self.k_proj(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)

@@ -287,7 +287,7 @@ class ACOCDecoderLayer(nn.Module):
         past_key_values: Cache | None,
     ) -> torch.Tensor:
         """One decoder layer."""
-        x = x + self.self_attn(self.input_layernorm(x), cos[:, None], sin[:, None], mask, past_key_values)
+        x = x + self.self_attn(self.input_layernorm(x), (cos[:, None], sin[:, None]), mask, past_key_values)
         return x + self.mlp(self.post_attention_layernorm(x), valid)
 
 

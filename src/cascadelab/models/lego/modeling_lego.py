@@ -83,7 +83,7 @@ class LEGODecoderLayer(nn.Module):
         past_key_values: Cache | None,
     ) -> torch.Tensor:
         """Residual attention then residual MLP."""
-        x = x + self.self_attn(self.input_layernorm(x), *cos_sin, mask, past_key_values)
+        x = x + self.self_attn(self.input_layernorm(x), cos_sin, mask, past_key_values)
         return x + self.mlp(self.post_attention_layernorm(x))
 
     def output_projections(self) -> list[nn.Linear]:
