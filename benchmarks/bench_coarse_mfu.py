@@ -20,7 +20,8 @@ import torch
 from cascadelab.config import load_params
 from cascadelab.data.corpus import load_split
 from cascadelab.data.tokenizer import load_tokenizer
-from cascadelab.models.coarse import build_causal_lm, count_parameters
+from cascadelab.models.coarse import build_causal_lm
+from cascadelab.models.utils import count_parameters
 from cascadelab.training.sft import train_sft
 
 

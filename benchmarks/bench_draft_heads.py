@@ -26,7 +26,8 @@ from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, Pr
 import cascadelab.models.sigma  # noqa: F401  (registers SigmaForCausalLM with the Auto classes)
 from cascadelab.data.corpus import load_split
 from cascadelab.data.tokenizer import load_tokenizer
-from cascadelab.models.draft_heads import DraftHeads, measure_speculative, plain_greedy, train_draft_heads
+from cascadelab.models.draft_heads import DraftHeads, measure_speculative, plain_greedy
+from cascadelab.training.draft_heads import train_draft_heads
 
 
 def _random_prompts(count: int, seed: int, vocab: int) -> list[list[int]]:

@@ -19,7 +19,8 @@ import time
 
 import torch
 
-from cascadelab.models.lego import LEGOConfig, compute_confidence_threshold
+from cascadelab.models.lego import LEGOConfig
+from cascadelab.models.lego.calibration import compute_confidence_threshold
 from cascadelab.training.lego_trainer import (
     LoopSettings,
     Trainer,

@@ -31,7 +31,8 @@ import cascadelab  # noqa: F401  (first: sets OMP_WAIT_POLICY=PASSIVE before tor
 # isort: split
 import torch
 
-from cascadelab.models.lego import LEGOConfig, LEGOTransformer, build_lego_model, threshold_for_ratio
+from cascadelab.models.lego import LEGOConfig, LEGOTransformer, build_lego_model
+from cascadelab.models.lego.calibration import threshold_for_ratio
 
 Batch = dict[str, torch.Tensor]
 

@@ -35,14 +35,3 @@ def load_base_model(name_or_path: str) -> tuple[PreTrainedModel, PreTrainedToken
         model.resize_token_embeddings(len(tokenizer))
     model.config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
-
-
-def count_parameters(model: PreTrainedModel, trainable_only: bool = False) -> int:
-    """Number of (unique) parameters; tied weights count once."""
-    seen, total = set(), 0
-    for parameter in model.parameters():
-        if id(parameter) in seen or (trainable_only and not parameter.requires_grad):
-            continue
-        seen.add(id(parameter))
-        total += parameter.numel()
-    return total

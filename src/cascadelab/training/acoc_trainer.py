@@ -9,8 +9,8 @@ the same point. An expansion splits the most loaded expert of each layer (Net2Ne
 or widens it (Net2WiderNet); the validation loss right before and after every structural change is
 recorded. The next `warmup.steps` steps give the new tensors `lr × warmup.lr_multiplier` through their
 own optimizer param group, and the router sends `warmup.force_share` of the tokens to the new experts.
-The double penalty (`models/acoc/penalty.py`) is added to the loss at every step; once a second task
-family has arrived the router is protected by EWC and routing replay (`models/acoc/continual.py`).
+The double penalty (`training/acoc/penalty.py`) is added to the loss at every step; once a second task
+family has arrived the router is protected by EWC and routing replay (`training/acoc/continual.py`).
 
 Every decision is an event (a dict with `type`, `cycle`, `step` and its reasons); `history` has one row
 per cycle. The static baselines train on exactly the same batches for the same number of steps.
@@ -38,14 +38,6 @@ from transformers import PreTrainedTokenizerBase
 from cascadelab.config import ACOCModelParams, ACOCParams
 from cascadelab.models.acoc import ACOCForCausalLM
 from cascadelab.models.acoc.accounting import count_parameters, unique_parameters
-from cascadelab.models.acoc.continual import (
-    RouterEWC,
-    RoutingReplay,
-    active_tasks,
-    forgetting,
-    new_tasks,
-    stage_tasks,
-)
 from cascadelab.models.acoc.growth import (
     StructureChange,
     merge_experts,
@@ -54,9 +46,17 @@ from cascadelab.models.acoc.growth import (
     split_expert,
     widen_expert,
 )
-from cascadelab.models.acoc.penalty import GrowthPenalty
-from cascadelab.models.acoc.saturation import ExpertSaturation, measure_saturation
-from cascadelab.models.acoc.variants import vote_and_merge
+from cascadelab.training.acoc.continual import (
+    RouterEWC,
+    RoutingReplay,
+    active_tasks,
+    forgetting,
+    new_tasks,
+    stage_tasks,
+)
+from cascadelab.training.acoc.penalty import GrowthPenalty
+from cascadelab.training.acoc.saturation import ExpertSaturation, measure_saturation
+from cascadelab.training.acoc.variants import vote_and_merge
 from cascadelab.training.acoc_eval import VerifyFn, evaluate_tasks, evaluate_test
 from cascadelab.training.task_batches import LMBatch, TaskBatches, group_records
 

@@ -16,7 +16,8 @@ from cascadelab.data.tokenizer import load_tokenizer
 from cascadelab.eval.generation import generate_batched
 from cascadelab.eval.metrics import exact_match_report, response_perplexity
 from cascadelab.io import atomic_directory
-from cascadelab.models.coarse import build_causal_lm, count_parameters, load_base_model
+from cascadelab.models.coarse import build_causal_lm, load_base_model
+from cascadelab.models.utils import count_parameters
 from cascadelab.training.checkpoints import checkpoint_dir, discard
 from cascadelab.training.sft import SFTResult, train_sft
 

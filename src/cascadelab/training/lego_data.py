@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from cascadelab.models.lego import IGNORE_INDEX
+from cascadelab.models.lego.modeling_lego import IGNORE_INDEX
 
 Batch = dict[str, torch.Tensor]
 

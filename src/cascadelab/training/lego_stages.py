@@ -29,14 +29,9 @@ from cascadelab.data.corpus import CorpusVerifier, load_meta, load_split
 from cascadelab.data.tokenizer import load_tokenizer
 from cascadelab.eval.metrics import exact_match_report
 from cascadelab.io import atomic_directory, write_json
-from cascadelab.models.lego import (
-    IGNORE_INDEX,
-    LEGOConfig,
-    LEGOTransformer,
-    exit_confidences,
-    shifted_targets,
-    threshold_for_ratio,
-)
+from cascadelab.models.lego import LEGOConfig, LEGOTransformer
+from cascadelab.models.lego.calibration import exit_confidences, threshold_for_ratio
+from cascadelab.models.lego.modeling_lego import IGNORE_INDEX, shifted_targets
 from cascadelab.training.lego_data import Batch, CellBatches, EncodedRecord, encode_records
 from cascadelab.training.lego_trainer import (
     LoopSettings,

@@ -31,18 +31,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from cascadelab.models.lego import (
-    IGNORE_INDEX,
-    LEGOConfig,
-    LEGOTransformer,
-    batch_to_device,
-    build_lego_model,
-    compute_confidence,
-    compute_confidence_threshold,
-    count_parameters,
-    shifted_targets,
-    to_device,
-)
+from cascadelab.models.lego import LEGOConfig, LEGOTransformer, build_lego_model
+from cascadelab.models.lego.calibration import compute_confidence, compute_confidence_threshold
+from cascadelab.models.lego.modeling_lego import IGNORE_INDEX, shifted_targets
+from cascadelab.models.utils import batch_to_device, count_parameters, to_device
 
 Batch = Mapping[str, torch.Tensor]
 LogFn = Callable[[dict[str, float], int], None]

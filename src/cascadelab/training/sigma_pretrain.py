@@ -24,8 +24,9 @@ from cascadelab.data.corpus import CorpusVerifier, load_meta, load_split
 from cascadelab.data.hidden_eval import check_manifest, manifest_path
 from cascadelab.data.tokenizer import load_tokenizer
 from cascadelab.io import atomic_directory, write_json
-from cascadelab.models.coarse import build_causal_lm, count_parameters
+from cascadelab.models.coarse import build_causal_lm
 from cascadelab.models.sigma import SigmaForCausalLM
+from cascadelab.models.utils import count_parameters
 from cascadelab.training.background import BackgroundCall
 from cascadelab.training.checkpoints import checkpoint_dir, discard
 from cascadelab.training.coarse_sft import evaluate_lm

@@ -5,7 +5,8 @@ import torch
 
 from cascadelab.config import LegoParams, TokenizerParams
 from cascadelab.data.tokenizer import train_tokenizer
-from cascadelab.models.lego import LEGOTransformer, build_lego_model, exit_confidences, threshold_for_ratio
+from cascadelab.models.lego import LEGOTransformer, build_lego_model
+from cascadelab.models.lego.calibration import exit_confidences, threshold_for_ratio
 from cascadelab.training.lego_data import CellBatches, encode_records
 from cascadelab.training.lego_stages import (
     causal_training_flops,

@@ -11,7 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cascadelab.models.lego import LEGOConfig, LEGOTransformer, build_lego_model, exit_confidences
+from cascadelab.models.lego import LEGOConfig, LEGOTransformer, build_lego_model
+from cascadelab.models.lego.calibration import exit_confidences
 from cascadelab.training.lego_trainer import (
     HardExampleSets,
     LoopSettings,

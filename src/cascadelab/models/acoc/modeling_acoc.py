@@ -29,21 +29,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 
 from cascadelab.models.acoc.configuration_acoc import ACOCConfig
 from cascadelab.models.attention_masks import causal_padding_mask
-
-
-class ACOCRMSNorm(nn.Module):
-    """Root-mean-square layer norm with a learned scale."""
-
-    def __init__(self, hidden_size: int, eps: float = 1e-6) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(hidden_size))
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalise the last dimension."""
-        x32 = x.float()
-        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x32.to(x.dtype)
+from cascadelab.models.layers import RMSNorm, RotaryCausalSelfAttention
 
 
 class ACOCRotaryEmbedding(nn.Module):
@@ -65,51 +51,6 @@ class ACOCRotaryEmbedding(nn.Module):
         freqs = position_ids[..., None].float() * self.inv_freq  # (B, T, hd/2)
         emb = torch.cat([freqs, freqs], dim=-1)
         return emb.cos().to(x.dtype), emb.sin().to(x.dtype)
-
-
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat([-x[..., half:], x[..., :half]], dim=-1)
-
-
-def apply_rotary(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Rotate queries and keys (B, nh, T, hd) by the position tables (B, T, hd)."""
-    cos, sin = cos[:, None], sin[:, None]
-    return q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
-
-
-class ACOCAttention(nn.Module):
-    """Multi-head causal self-attention with rotary positions and a `DynamicCache` for generation."""
-
-    def __init__(self, config: ACOCConfig, layer_idx: int) -> None:
-        super().__init__()
-        self.layer_idx = layer_idx
-        self.num_heads = config.num_attention_heads
-        self.head_dim = config.hidden_size // config.num_attention_heads
-        size = config.hidden_size
-        self.q_proj = nn.Linear(size, size, bias=False)
-        self.k_proj = nn.Linear(size, size, bias=False)
-        self.v_proj = nn.Linear(size, size, bias=False)
-        self.o_proj = nn.Linear(size, size, bias=False)
-
-    def forward(
-        self,
-        x: torch.Tensor,
-        cos: torch.Tensor,
-        sin: torch.Tensor,
-        mask: torch.Tensor,
-        past_key_values: Cache | None,
-    ) -> torch.Tensor:
-        """Attend over the cached and current keys; `mask` (B, 1, T, S) is True where attention is allowed."""
-        B, T, C = x.shape
-        q = self.q_proj(x).view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hd)
-        k = self.k_proj(x).view(B, T, self.num_heads, self.head_dim).transpose(1, 2)
-        v = self.v_proj(x).view(B, T, self.num_heads, self.head_dim).transpose(1, 2)
-        q, k = apply_rotary(q, k, cos, sin)
-        if past_key_values is not None:
-            k, v = past_key_values.update(k, v, self.layer_idx)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        return self.o_proj(y.transpose(1, 2).reshape(B, T, C))
 
 
 class ACOCExpertBlock(nn.Module):
@@ -331,9 +272,9 @@ class ACOCDecoderLayer(nn.Module):
 
     def __init__(self, config: ACOCConfig, layer_idx: int) -> None:
         super().__init__()
-        self.input_layernorm = ACOCRMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.self_attn = ACOCAttention(config, layer_idx)
-        self.post_attention_layernorm = ACOCRMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.self_attn = RotaryCausalSelfAttention(config.hidden_size, config.num_attention_heads, layer_idx)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.mlp = ACOCMoE(config, layer_idx)
 
     def forward(
@@ -346,7 +287,7 @@ class ACOCDecoderLayer(nn.Module):
         past_key_values: Cache | None,
     ) -> torch.Tensor:
         """One decoder layer."""
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, past_key_values)
+        x = x + self.self_attn(self.input_layernorm(x), (cos[:, None], sin[:, None]), mask, past_key_values)
         return x + self.mlp(self.post_attention_layernorm(x), valid)
 
 
@@ -369,7 +310,7 @@ class ACOCPreTrainedModel(PreTrainedModel):
                 init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):
             init.normal_(module.weight, mean=0.0, std=std)
-        elif isinstance(module, ACOCRMSNorm):
+        elif isinstance(module, RMSNorm):
             init.ones_(module.weight)
         elif isinstance(module, ACOCRotaryEmbedding):
             # A non-persistent buffer: from_pretrained builds on the meta device and never loads it.
@@ -387,7 +328,7 @@ class ACOCModel(ACOCPreTrainedModel):
         super().__init__(config)
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, config.pad_token_id)
         self.layers = nn.ModuleList([ACOCDecoderLayer(config, i) for i in range(config.num_hidden_layers)])
-        self.norm = ACOCRMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.rotary_emb = ACOCRotaryEmbedding(config.hidden_size // config.num_attention_heads, config.rope_theta)
         self.post_init()
 

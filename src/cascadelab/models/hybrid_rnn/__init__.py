@@ -5,6 +5,7 @@ Importing this package registers `hybrid_rnn` with `AutoConfig` and `AutoModelFo
 
 from cascadelab.models.hybrid_rnn.configuration_hybrid_rnn import HYBRID_RNN_PRESETS, HybridRNNConfig
 from cascadelab.models.hybrid_rnn.modeling_hybrid_rnn import (
+    HybridRNNForConditionalGeneration,
     HybridRNNModel,
     HybridRNNPreTrainedModel,
     HybridRNNTransformer,
@@ -18,6 +19,7 @@ from cascadelab.models.hybrid_rnn.response import ResponseGenerator
 __all__ = [
     "HYBRID_RNN_PRESETS",
     "HybridRNNConfig",
+    "HybridRNNForConditionalGeneration",
     "HybridRNNModel",
     "HybridRNNPreTrainedModel",
     "HybridRNNTransformer",

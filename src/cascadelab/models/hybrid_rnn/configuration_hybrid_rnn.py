@@ -52,7 +52,7 @@ HYBRID_RNN_PRESETS: dict[str, dict[str, Any]] = {
 
 
 class HybridRNNConfig(PretrainedConfig):
-    """Sizes and token ids of `HybridRNNTransformer`; field defaults are the `small` preset.
+    """Sizes and token ids of `HybridRNNForConditionalGeneration`; field defaults are the `small` preset.
 
     `context` picks what the decoder cross-attends to: `"sequence"` (every encoder state, the default) or
     `"pooled"` (one attention-pooled vector per source, the seed's `(batch, 1, d_model)` context).

@@ -395,7 +395,7 @@ class HybridRNNModel(HybridRNNPreTrainedModel):
         )
 
 
-class HybridRNNTransformer(HybridRNNPreTrainedModel, GenerationMixin):
+class HybridRNNForConditionalGeneration(HybridRNNPreTrainedModel, GenerationMixin):
     """The seed's `HybridRNNTransformer`: encoder-decoder with a tied LM head; trains and `generate`s."""
 
     _tied_weights_keys = {"lm_head.weight": "model.encoder.embed_tokens.weight"}  # noqa: RUF012
@@ -598,12 +598,15 @@ def seq2seq_loss(
     return total / torch.as_tensor(num_items_in_batch, device=total.device)
 
 
-def init_hybrid_rnn(config: HybridRNNConfig, seed: int) -> HybridRNNTransformer:
+HybridRNNTransformer = HybridRNNForConditionalGeneration  # the seed's name, kept as an alias
+
+
+def init_hybrid_rnn(config: HybridRNNConfig, seed: int) -> HybridRNNForConditionalGeneration:
     """A fresh model whose weights depend only on `config` and `seed`; the caller's RNG is untouched."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return HybridRNNTransformer(config)
+        return HybridRNNForConditionalGeneration(config)
 
 
 AutoConfig.register(HybridRNNConfig.model_type, HybridRNNConfig, exist_ok=True)
-AutoModelForSeq2SeqLM.register(HybridRNNConfig, HybridRNNTransformer, exist_ok=True)
+AutoModelForSeq2SeqLM.register(HybridRNNConfig, HybridRNNForConditionalGeneration, exist_ok=True)

@@ -9,10 +9,10 @@ import torch
 from torch import nn
 from torch.ao.quantization import quantize_dynamic
 
-from cascadelab.models.hybrid_rnn.modeling_hybrid_rnn import HybridRNNTransformer
+from cascadelab.models.hybrid_rnn.modeling_hybrid_rnn import HybridRNNForConditionalGeneration
 
 
-def quantize_dynamic_int8(model: HybridRNNTransformer) -> HybridRNNTransformer:
+def quantize_dynamic_int8(model: HybridRNNForConditionalGeneration) -> HybridRNNForConditionalGeneration:
     """A copy of `model` whose Linear and LSTM weights are int8 (activations quantised on the fly), for CPU.
 
     The embedding, positions and LayerNorms stay fp32; the tied LM head gets its own int8 copy of the

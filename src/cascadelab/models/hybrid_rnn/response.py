@@ -6,7 +6,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from cascadelab.data.seq2seq import encode_source
-from cascadelab.models.hybrid_rnn.modeling_hybrid_rnn import HybridRNNTransformer
+from cascadelab.models.hybrid_rnn.modeling_hybrid_rnn import HybridRNNForConditionalGeneration
 
 
 class ResponseGenerator:
@@ -16,7 +16,9 @@ class ResponseGenerator:
     message, joined by `context_separator`, so that it goes through the same tokenizer as the message.
     """
 
-    def __init__(self, model: HybridRNNTransformer, tokenizer: PreTrainedTokenizerBase, context_separator: str = " "):
+    def __init__(
+        self, model: HybridRNNForConditionalGeneration, tokenizer: PreTrainedTokenizerBase, context_separator: str = " "
+    ):
         config = model.config
         if config.decoder_start_token_id is None or config.eos_token_id is None:
             raise ValueError("model config needs decoder_start_token_id and eos_token_id to generate text")

@@ -37,6 +37,7 @@ from transformers.cache_utils import Cache, DynamicCache
 from transformers.modeling_outputs import BaseModelOutputWithPast, MoeCausalLMOutputWithPast
 
 from cascadelab.kernels import TRITON_AVAILABLE, ScanState, complex_scan, select_backend
+from cascadelab.models.layers import RMSNorm, rope_cos_sin, rotate_half
 from cascadelab.models.sigma.bitlinear import make_linear
 from cascadelab.models.sigma.configuration_sigma import SigmaConfig
 from cascadelab.models.sigma.features import FeatureCalls
@@ -49,35 +50,11 @@ from cascadelab.models.sigma.instant import (
 from cascadelab.models.sigma.moe import SigmaMLP, SigmaMoE, SigmaTopKRouter
 
 
-class SigmaRMSNorm(nn.Module):
-    """Root-mean-square layer norm with a learned scale."""
-
-    def __init__(self, dim: int, eps: float = 1e-6) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(dim))
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalise the last dimension."""
-        xf = x.float()
-        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * xf.to(x.dtype)
-
-
-def rope_cos_sin(position_ids: torch.Tensor, dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """RoPE tables for positions (B, T): cos, sin of shape (B, T, dim) in rotate-half layout."""
-    inv_freq = 1.0 / theta ** (torch.arange(0, dim, 2, device=position_ids.device, dtype=torch.float32) / dim)
-    freqs = position_ids.float()[..., None] * inv_freq
-    emb = torch.cat((freqs, freqs), dim=-1)
-    return emb.cos(), emb.sin()
-
-
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate x (B, T, [heads,] dim) by RoPE tables (B, T, dim)."""
     if x.ndim == 4:
         cos, sin = cos.unsqueeze(2), sin.unsqueeze(2)
-    x1, x2 = x.chunk(2, dim=-1)
-    return x * cos.to(x.dtype) + torch.cat((-x2, x1), dim=-1) * sin.to(x.dtype)
+    return x * cos.to(x.dtype) + rotate_half(x) * sin.to(x.dtype)
 
 
 def differential_attention(
@@ -137,8 +114,8 @@ class SigmaMambaMixer(nn.Module):
         self.D = nn.Parameter(torch.ones(h))
         self.B_bias = nn.Parameter(torch.ones(h, n))
         self.C_bias = nn.Parameter(torch.ones(h, n))
-        self.B_norm = SigmaRMSNorm(n, eps=1e-5)
-        self.C_norm = SigmaRMSNorm(n, eps=1e-5)
+        self.B_norm = RMSNorm(n, eps=1e-5)
+        self.C_norm = RMSNorm(n, eps=1e-5)
 
     def _cached_state(self, cache: Cache | None) -> ScanState | None:
         if cache is None or self.layer_idx >= len(cache.layers):
@@ -210,13 +187,13 @@ class SigmaMLAttention(nn.Module):
         if config.q_lora_rank > 0:
             self.q_proj: nn.Module = nn.Sequential(
                 make_linear("mla_q", hidden, config.q_lora_rank, fam, features, use_triton=triton),
-                SigmaRMSNorm(config.q_lora_rank, config.rms_norm_eps),
+                RMSNorm(config.q_lora_rank, config.rms_norm_eps),
                 make_linear("mla_q", config.q_lora_rank, q_out, fam, features, use_triton=triton),
             )
         else:
             self.q_proj = make_linear("mla_q", hidden, q_out, fam, features, use_triton=triton)
         self.kv_a_proj = make_linear("mla_kv", hidden, self.kv_lora_rank + self.rope, fam, features, use_triton=triton)
-        self.kv_a_norm = SigmaRMSNorm(self.kv_lora_rank, config.rms_norm_eps)
+        self.kv_a_norm = RMSNorm(self.kv_lora_rank, config.rms_norm_eps)
         self.kv_b_proj = make_linear(
             "mla_kv",
             self.kv_lora_rank,
@@ -232,7 +209,7 @@ class SigmaMLAttention(nn.Module):
             self.lambda_k1 = nn.Parameter(torch.zeros(self.qk_dim))
             self.lambda_q2 = nn.Parameter(torch.zeros(self.qk_dim))
             self.lambda_k2 = nn.Parameter(torch.zeros(self.qk_dim))
-            self.subln = SigmaRMSNorm(self.v_dim, eps=1e-5)
+            self.subln = RMSNorm(self.v_dim, eps=1e-5)
 
     def diff_lambda(self) -> torch.Tensor:
         """λ = exp(λq1·λk1) − exp(λq2·λk2) + λ_init."""
@@ -288,8 +265,8 @@ class _SigmaBlock(nn.Module):
 
     def __init__(self, config: SigmaConfig, features: FeatureCalls) -> None:
         super().__init__()
-        self.input_norm = SigmaRMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.ffn_norm = SigmaRMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.input_norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.ffn_norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.ffn: nn.Module
         if config.moe_num_routed_experts > 0:
             self.ffn = SigmaMoE(config, features)
@@ -374,7 +351,7 @@ class SigmaModel(SigmaPreTrainedModel):
             SigmaMLABlock(config, i, self.features) if kind == "mla" else SigmaMambaBlock(config, i, self.features)
             for i, kind in enumerate(config.block_types)
         )
-        self.norm = SigmaRMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.checkpoint_blocks = False
         self.post_init()
 

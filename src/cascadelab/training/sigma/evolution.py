@@ -201,7 +201,8 @@ class Evolution:
     def _draft_heads(
         self, model: PreTrainedModel, test_records: Sequence[Record], train_batches: Sequence[Batch]
     ) -> dict[str, Any]:
-        from cascadelab.models.draft_heads import DraftHeads, measure_speculative, train_draft_heads
+        from cascadelab.models.draft_heads import DraftHeads, measure_speculative
+        from cascadelab.training.draft_heads import train_draft_heads
 
         e = self.params.evolution
         torch.manual_seed(self.seed)

@@ -2,7 +2,7 @@
 
 A LEGO model is a stack of blocks. Block 1 (layers ``1..exit_layers[0]``) is an ordinary causal
 Transformer trained first to stand alone (phase 1). Every later block is added by
-:meth:`LEGOTransformer.extend_from`, trained on the hard tokens only (phase 2), and has its own exit
+:meth:`LEGOForCausalLM.extend_from`, trained on the hard tokens only (phase 2), and has its own exit
 head (RMSNorm + linear) after its last layer.
 
 Design choice, and why: the upper blocks are *token-wise*. Each upper layer is a pre-norm decoder
@@ -28,144 +28,27 @@ confident adaptive LM / CALM (Schuster et al., 2022) for the routing rule.
 
 from __future__ import annotations
 
-import itertools
-import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoConfig, AutoModelForCausalLM, GenerationMixin, PretrainedConfig, PreTrainedModel
+from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
 from cascadelab.models.attention_masks import causal_padding_mask
+from cascadelab.models.layers import RMSNorm, RotaryCausalSelfAttention, rope_cos_sin
+from cascadelab.models.lego.configuration_lego import LEGOConfig
+from cascadelab.models.utils import to_device
 
 IGNORE_INDEX = -100
 
 
-class LEGOConfig(PretrainedConfig):
-    """Configuration of a LEGO model, plus the seed's two-phase training defaults.
-
-    Architecture: ``num_hidden_layers`` layers, exit heads after each layer in ``exit_layers``
-    (strictly increasing, the last one equal to ``num_hidden_layers``). Layers up to
-    ``exit_layers[0]`` are causal self-attention layers; later layers are token-wise.
-    Routing: ``exit_layer`` is the layer whose exit head decides, ``routing_threshold`` the
-    confidence at or above which a token stops there. The ``phase*`` and ``hard_example_ratio``
-    fields are the seed's LEGOConfig defaults used by the training entry points.
-    """
-
-    model_type = "lego"
-    keys_to_ignore_at_inference = ["past_key_values"]  # noqa: RUF012 (HF class attribute)
-
-    vocab_size: int = 128
-    hidden_size: int = 128
-    intermediate_size: int = 512
-    num_attention_heads: int = 4
-    num_hidden_layers: int | None = None
-    exit_layers: list[int] | None = None
-    max_position_embeddings: int = 512
-    rope_theta: float = 10000.0
-    rms_norm_eps: float = 1e-6
-    initializer_range: float = 0.06
-    routing_threshold: float | None = None
-    exit_layer: int | None = None
-    # Seed defaults for the two training phases (overridable from params).
-    phase1_layers: int = 2
-    phase1_lr: float = 1e-3
-    phase1_patience: int = 1
-    hard_example_ratio: float = 0.5
-    phase2_layers: int = 4
-    phase2_lr: float = 1e-4
-    phase2_patience: int = 3
-    use_cache: bool = True
-    pad_token_id: int | None = 0
-    bos_token_id: int | None = 1
-    eos_token_id: int | list[int] | None = 2
-    tie_word_embeddings: bool = True
-
-    def __post_init__(self, **kwargs: Any) -> None:
-        if self.num_hidden_layers is None:
-            self.num_hidden_layers = self.phase1_layers
-        if self.exit_layers is None:
-            self.exit_layers = [self.num_hidden_layers]
-        self.exit_layers = [int(x) for x in self.exit_layers]
-        if self.exit_layer is None:
-            self.exit_layer = self.exit_layers[0]
-        super().__post_init__(**kwargs)
-        self._check()
-
-    def _check(self) -> None:
-        """Raise ValueError naming the first inconsistent field."""
-        depth, exits = self.depth, self.exit_points
-        if depth < 1:
-            raise ValueError(f"num_hidden_layers: must be >= 1, got {depth}")
-        if any(b <= a for a, b in itertools.pairwise(exits)) or exits[0] < 1 or exits[-1] != depth:
-            raise ValueError(f"exit_layers: must be strictly increasing in 1..{depth} and end at {depth}, got {exits}")
-        if self.exit_layer not in exits:
-            raise ValueError(f"exit_layer: must be one of exit_layers {exits}, got {self.exit_layer}")
-        heads = self.num_attention_heads
-        if self.hidden_size % heads != 0 or (self.hidden_size // heads) % 2:
-            raise ValueError(
-                f"hidden_size: must split into num_attention_heads={self.num_attention_heads} heads of even "
-                f"size, got {self.hidden_size}"
-            )
-        if not 0.0 < self.hard_example_ratio < 1.0:
-            raise ValueError(f"hard_example_ratio: must be in (0, 1), got {self.hard_example_ratio}")
-        if not 1 <= self.phase1_layers < self.phase2_layers:
-            raise ValueError(
-                f"phase2_layers: must exceed phase1_layers={self.phase1_layers} >= 1, got {self.phase2_layers}"
-            )
-        for name in ("phase1_lr", "phase2_lr"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name}: must be > 0, got {getattr(self, name)}")
-        for name in ("phase1_patience", "phase2_patience"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
-
-    def derive(self, **overrides: Any) -> LEGOConfig:
-        """A new config equal to this one except for ``overrides`` (validated again)."""
-        kwargs = self.to_dict()
-        for key in ("architectures", "transformers_version", "model_type"):
-            kwargs.pop(key, None)
-        return LEGOConfig(**{**kwargs, **overrides})
-
-    @property
-    def depth(self) -> int:
-        """Total number of layers."""
-        assert self.num_hidden_layers is not None
-        return int(self.num_hidden_layers)
-
-    @property
-    def exit_points(self) -> list[int]:
-        """Layers (1-based) followed by an exit head, ascending; the last is the full depth."""
-        assert self.exit_layers is not None
-        return list(self.exit_layers)
-
-    @property
-    def contextual_layers(self) -> int:
-        """Number of causal self-attention layers (the first block); the rest are token-wise."""
-        return self.exit_points[0]
-
-
 # --------------------------------------------------------------------------- layers
-
-
-class LEGORMSNorm(nn.Module):
-    """Root-mean-square layer norm with a learned scale."""
-
-    def __init__(self, dim: int, eps: float) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(dim))
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalise the last dimension to unit RMS, then scale."""
-        var = x.float().pow(2).mean(-1, keepdim=True)
-        return (x.float() * torch.rsqrt(var + self.eps)).to(x.dtype) * self.weight
 
 
 class LEGOMLP(nn.Module):
@@ -182,64 +65,14 @@ class LEGOMLP(nn.Module):
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
-def rotary_cos_sin(
-    position_ids: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return RoPE cos/sin of shape (B, 1, T, head_dim) for integer positions (B, T)."""
-    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=position_ids.device).float() / head_dim))
-    freqs = position_ids.float()[..., None] * inv_freq  # (B, T, hd/2)
-    emb = torch.cat([freqs, freqs], dim=-1)[:, None]  # (B, 1, T, hd)
-    return emb.cos().to(dtype), emb.sin().to(dtype)
-
-
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat([-x[..., half:], x[..., :half]], dim=-1)
-
-
-class LEGOAttention(nn.Module):
-    """Causal multi-head self-attention with RoPE and an optional KV cache."""
-
-    def __init__(self, config: LEGOConfig, layer_idx: int) -> None:
-        super().__init__()
-        d = config.hidden_size
-        self.num_heads = config.num_attention_heads
-        self.head_dim = d // self.num_heads
-        self.layer_idx = layer_idx
-        self.q_proj = nn.Linear(d, d, bias=False)
-        self.k_proj = nn.Linear(d, d, bias=False)
-        self.v_proj = nn.Linear(d, d, bias=False)
-        self.o_proj = nn.Linear(d, d, bias=False)
-
-    def forward(
-        self,
-        x: torch.Tensor,
-        cos_sin: tuple[torch.Tensor, torch.Tensor],
-        mask: torch.Tensor,
-        past_key_values: Cache | None,
-    ) -> torch.Tensor:
-        """Attend from every query position to the allowed keys of ``mask`` (B, 1, T, S)."""
-        b, t, _ = x.shape
-        q = self.q_proj(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
-        k = self.k_proj(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
-        v = self.v_proj(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
-        cos, sin = cos_sin
-        q = q * cos + _rotate_half(q) * sin
-        k = k * cos + _rotate_half(k) * sin
-        if past_key_values is not None:
-            k, v = past_key_values.update(k, v, self.layer_idx)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        return self.o_proj(y.transpose(1, 2).reshape(b, t, -1))
-
-
 class LEGODecoderLayer(nn.Module):
     """Pre-norm causal decoder layer (the lower, contextual block)."""
 
     def __init__(self, config: LEGOConfig, layer_idx: int) -> None:
         super().__init__()
-        self.input_layernorm = LEGORMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.self_attn = LEGOAttention(config, layer_idx)
-        self.post_attention_layernorm = LEGORMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.self_attn = RotaryCausalSelfAttention(config.hidden_size, config.num_attention_heads, layer_idx)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.mlp = LEGOMLP(config)
 
     def forward(
@@ -268,9 +101,9 @@ class LEGOTokenLayer(nn.Module):
 
     def __init__(self, config: LEGOConfig) -> None:
         super().__init__()
-        self.input_layernorm = LEGORMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.token_proj = nn.Linear(config.hidden_size, config.hidden_size, bias=False)
-        self.post_attention_layernorm = LEGORMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.mlp = LEGOMLP(config)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -299,7 +132,7 @@ class LEGOPreTrainedModel(PreTrainedModel):
         std = self.config.initializer_range
         if isinstance(module, nn.Linear | nn.Embedding):
             init.normal_(module.weight, mean=0.0, std=std)
-        elif isinstance(module, LEGORMSNorm):
+        elif isinstance(module, RMSNorm):
             init.ones_(module.weight)
 
 
@@ -313,9 +146,7 @@ class LEGOModel(LEGOPreTrainedModel):
         layers: list[nn.Module] = [LEGODecoderLayer(config, i) for i in range(ctx)]
         layers += [LEGOTokenLayer(config) for _ in range(ctx, config.depth)]
         self.layers = nn.ModuleList(layers)
-        self.exit_norms = nn.ModuleList(
-            [LEGORMSNorm(config.hidden_size, config.rms_norm_eps) for _ in config.exit_points]
-        )
+        self.exit_norms = nn.ModuleList([RMSNorm(config.hidden_size, config.rms_norm_eps) for _ in config.exit_points])
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Module:
@@ -351,7 +182,8 @@ class LEGOModel(LEGOPreTrainedModel):
             else:
                 position_ids = torch.arange(past_len, past_len + t, device=x.device)[None].expand(b, t)
         head_dim = self.config.hidden_size // self.config.num_attention_heads
-        cos_sin = rotary_cos_sin(position_ids, head_dim, self.config.rope_theta, x.dtype)
+        cos, sin = rope_cos_sin(position_ids, head_dim, self.config.rope_theta)
+        cos_sin = cos[:, None].to(x.dtype), sin[:, None].to(x.dtype)  # (B, 1, T, hd): broadcast over heads
         mask = causal_padding_mask(attention_mask, b, t, past_len, x.device)
         for layer in self.layers[: self.config.contextual_layers]:
             x = layer(x, cos_sin, mask, past_key_values)
@@ -434,7 +266,7 @@ def lm_loss(logits: torch.Tensor, labels: torch.Tensor, num_items_in_batch: int 
     return total / num_items_in_batch
 
 
-class LEGOTransformer(LEGOPreTrainedModel, GenerationMixin):
+class LEGOForCausalLM(LEGOPreTrainedModel, GenerationMixin):
     """Causal LM with an exit head after every block and confidence-routed inference.
 
     ``forward`` is the standard full-depth pass (loss, KV cache, ``generate``); ``forward(routed=True)``
@@ -651,12 +483,12 @@ class LEGOTransformer(LEGOPreTrainedModel, GenerationMixin):
     @classmethod
     def extend_from(
         cls,
-        source_model: LEGOTransformer,
+        source_model: LEGOForCausalLM,
         num_layers: int,
         routing_threshold: float | None = None,
         freeze_lower: bool = True,
         seed: int = 0,
-    ) -> LEGOTransformer:
+    ) -> LEGOForCausalLM:
         """Grow ``source_model`` to ``num_layers`` by adding one token-wise block on top.
 
         Copies every source weight exactly; the new block's exit norm and head start as copies of the
@@ -696,125 +528,25 @@ class LEGOTransformer(LEGOPreTrainedModel, GenerationMixin):
         return model
 
 
-# --------------------------------------------------------------------------- confidence
+LEGOTransformer = LEGOForCausalLM  # the seed's name, kept as an alias
 
 
-def compute_confidence(
-    model: LEGOTransformer, hidden_state: torch.Tensor, exit_layer: int | None = None
-) -> torch.Tensor:
-    """Max softmax probability of the exit head at ``exit_layer`` for exit-layer states (..., D)."""
-    layer = model._resolve_exit_layer(exit_layer)
-    logits = model.exit_logits(hidden_state.to(next(model.parameters()).dtype), layer)
-    return F.softmax(logits.float(), dim=-1).max(dim=-1).values
-
-
-def batch_to_device(batch: Mapping[str, torch.Tensor], device: torch.device | str) -> dict[str, torch.Tensor]:
-    """Move a batch dict (input_ids, attention_mask, labels) to ``device``; require ids and labels."""
-    for key in ("input_ids", "labels"):
-        if key not in batch:
-            raise ValueError(f"batch: missing '{key}' (need input_ids, labels and optionally attention_mask)")
-    return {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask", "labels")}
-
-
-@torch.no_grad()
-def exit_confidences(
-    model: LEGOTransformer,
-    batches: Iterable[Mapping[str, torch.Tensor]],
-    device: torch.device | str = "cpu",
-    exit_layer: int | None = None,
-) -> torch.Tensor:
-    """Exit-layer confidences of every response token (labels != -100) in ``batches``, in order."""
-    model.eval()
-    out = []
-    for raw in batches:
-        batch = batch_to_device(raw, device)
-        h = model.exit_hidden_states(batch["input_ids"], batch.get("attention_mask"), exit_layer)
-        mask = shifted_targets(batch["labels"]) != IGNORE_INDEX
-        out.append(compute_confidence(model, h[mask], exit_layer).cpu())
-    return torch.cat(out) if out else torch.empty(0)
-
-
-def threshold_for_ratio(confidences: torch.Tensor, target_ratio: float) -> float:
-    """Threshold with ``round(target_ratio * n)`` of ``confidences`` strictly below it.
-
-    The midpoint between the k-th and (k+1)-th smallest values, so the split is exact whenever those
-    two differ; 0.0 when k = 0 and just above the maximum when k = n. The result is a float32 value,
-    so comparing it with float32 or float64 confidences gives the same split.
-    """
-    if not 0.0 <= target_ratio <= 1.0:
-        raise ValueError(f"target_ratio: must be in [0, 1], got {target_ratio}")
-    n = confidences.numel()
-    if n == 0:
-        raise ValueError("confidences: no response tokens to calibrate the threshold on")
-    values = confidences.float().flatten().sort().values
-    k = round(target_ratio * n)
-    if k == 0:
-        return 0.0
-    if k == n:
-        return float(torch.nextafter(values[-1], torch.tensor(math.inf)))
-    lo, hi = values[k - 1], values[k]
-    mid = ((lo.double() + hi.double()) / 2).float()
-    return float(mid if mid > lo else hi)
-
-
-def compute_confidence_threshold(
-    model: LEGOTransformer,
-    val_batches: Iterable[Mapping[str, torch.Tensor]],
-    target_ratio: float,
-    device: torch.device | str = "cpu",
-    exit_layer: int | None = None,
-) -> float:
-    """Confidence threshold below which ``target_ratio`` of the response tokens of ``val_batches`` fall."""
-    return threshold_for_ratio(exit_confidences(model, val_batches, device, exit_layer), target_ratio)
-
-
-def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
-    """Number of (trainable) parameters, counting tied tensors once."""
-    seen: set[int] = set()
-    total = 0
-    for p in model.parameters():
-        if id(p) in seen or (trainable_only and not p.requires_grad):
-            continue
-        seen.add(id(p))
-        total += p.numel()
-    return total
-
-
-ModuleT = TypeVar("ModuleT", bound=nn.Module)
-
-
-def to_device(model: ModuleT, device: torch.device | str, dtype: torch.dtype | None = None) -> ModuleT:
-    """``model.to(device, dtype)`` in place, typed (PreTrainedModel.to's decorator hides its signature)."""
-    cast(nn.Module, model).to(device=device, dtype=dtype)
-    return model
-
-
-def build_lego_model(config: LEGOConfig, seed: int = 0) -> LEGOTransformer:
+def build_lego_model(config: LEGOConfig, seed: int = 0) -> LEGOForCausalLM:
     """Build a freshly initialised model with a local RNG seeded by ``seed`` (global RNG untouched)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return LEGOTransformer(config)
+        return LEGOForCausalLM(config)
 
-
-AutoConfig.register("lego", LEGOConfig)
-AutoModelForCausalLM.register(LEGOConfig, LEGOTransformer)
 
 __all__ = [
     "IGNORE_INDEX",
-    "LEGOConfig",
+    "LEGOForCausalLM",
     "LEGOInferenceOutput",
     "LEGOModel",
     "LEGOPreTrainedModel",
     "LEGOTrainOutput",
     "LEGOTransformer",
-    "batch_to_device",
     "build_lego_model",
-    "compute_confidence",
-    "compute_confidence_threshold",
-    "count_parameters",
-    "exit_confidences",
     "lm_loss",
     "shifted_targets",
-    "threshold_for_ratio",
-    "to_device",
 ]

@@ -4,7 +4,7 @@ import pytest
 import torch
 from tests.unit.models.acoc.acoc_helpers import make_model
 
-from cascadelab.models.acoc.variants import VoteParams, relative_threshold, vote_and_merge
+from cascadelab.training.acoc.variants import VoteParams, relative_threshold, vote_and_merge
 
 
 def _distance_score(reference):

@@ -10,7 +10,7 @@ from cascadelab.models.acoc.accounting import (
     soft_parameter_count,
     task_parameter_counts,
 )
-from cascadelab.models.acoc.penalty import GrowthPenalty, PenaltyParams, double_penalty
+from cascadelab.training.acoc.penalty import GrowthPenalty, PenaltyParams, double_penalty
 
 
 def test_double_penalty_has_the_seed_formula():

@@ -2,7 +2,8 @@ import pytest
 import torch
 from tests.unit.models.acoc.acoc_helpers import make_batch, make_model
 
-from cascadelab.models.acoc.continual import (
+from cascadelab.models.acoc.growth import split_expert
+from cascadelab.training.acoc.continual import (
     RouterEWC,
     RoutingReplay,
     active_tasks,
@@ -11,7 +12,6 @@ from cascadelab.models.acoc.continual import (
     router_parameters,
     stage_tasks,
 )
-from cascadelab.models.acoc.growth import split_expert
 from cascadelab.training.task_batches import LMBatch
 
 SCHEDULE = {"add": 0, "sub": 0, "mul1": 3}

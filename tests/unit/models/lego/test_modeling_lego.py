@@ -1,95 +1,15 @@
-"""LEGO model: config, exits, routed inference, growth, confidence threshold, HF round trips."""
+"""LEGO model: exits, routed inference, growth from a shallow model, HF round trips."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 import torch.nn.functional as F
+from tests.unit.models.lego.lego_helpers import batch, ids
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from cascadelab.models.lego import (
-    LEGOConfig,
-    LEGOTransformer,
-    build_lego_model,
-    compute_confidence,
-    compute_confidence_threshold,
-    exit_confidences,
-    lm_loss,
-    threshold_for_ratio,
-)
-
-torch.set_num_threads(1)
-
-VOCAB = 16
-
-
-def tiny_config(**overrides: object) -> LEGOConfig:
-    base: dict[str, object] = dict(vocab_size=VOCAB, hidden_size=16, intermediate_size=32, num_attention_heads=2)
-    return LEGOConfig(**{**base, **overrides})
-
-
-@pytest.fixture(scope="module")
-def shallow() -> LEGOTransformer:
-    return build_lego_model(tiny_config(), seed=0).eval()
-
-
-@pytest.fixture(scope="module")
-def extended(shallow: LEGOTransformer) -> LEGOTransformer:
-    model = LEGOTransformer.extend_from(shallow, 4, routing_threshold=0.5, freeze_lower=True, seed=1)
-    with torch.no_grad():  # move the upper block off its function-preserving zero init
-        for layer in model.model.layers[2:]:
-            for p in layer.parameters():
-                p.add_(0.2 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
-    return model.eval()
-
-
-def ids(batch: int = 3, length: int = 9, seed: int = 0) -> torch.Tensor:
-    return torch.randint(3, VOCAB, (batch, length), generator=torch.Generator().manual_seed(seed))
-
-
-def batch(seed: int = 0) -> dict[str, torch.Tensor]:
-    x = ids(seed=seed)
-    labels = x.clone()
-    labels[:, :4] = -100  # prompt
-    return {"input_ids": x, "attention_mask": torch.ones_like(x), "labels": labels}
-
-
-# ----------------------------------------------------------------------------- config
-
-
-def test_config_defaults_follow_the_seed() -> None:
-    cfg = LEGOConfig()
-    assert (cfg.phase1_layers, cfg.phase1_lr, cfg.phase1_patience) == (2, 1e-3, 1)
-    assert cfg.hard_example_ratio == 0.5
-    assert (cfg.phase2_layers, cfg.phase2_lr, cfg.phase2_patience) == (4, 1e-4, 3)
-    assert (cfg.num_hidden_layers, cfg.exit_layers, cfg.exit_layer) == (2, [2], 2)
-    over = LEGOConfig(phase1_layers=3, phase2_layers=6, phase2_lr=3e-4, hard_example_ratio=0.4)
-    assert (over.num_hidden_layers, over.phase2_layers, over.phase2_lr, over.hard_example_ratio) == (
-        3,
-        6,
-        3e-4,
-        0.4,
-    )
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "message"),
-    [
-        ({"num_hidden_layers": 4, "exit_layers": [3, 2]}, "exit_layers: must be strictly increasing"),
-        ({"num_hidden_layers": 4, "exit_layers": [2]}, "exit_layers: must be strictly increasing"),
-        ({"num_hidden_layers": 4, "exit_layers": [2, 4], "exit_layer": 3}, "exit_layer: must be one of"),
-        ({"hard_example_ratio": 1.0}, "hard_example_ratio: must be in (0, 1), got 1.0"),
-        ({"phase2_layers": 2}, "phase2_layers: must exceed phase1_layers=2 >= 1, got 2"),
-        (
-            {"hidden_size": 15},
-            "hidden_size: must split into num_attention_heads=2 heads of even size, got 15",
-        ),
-    ],
-)
-def test_config_rejects_bad_values(kwargs: dict[str, object], message: str) -> None:
-    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        tiny_config(**kwargs)
-
+from cascadelab.models.lego import LEGOConfig, LEGOTransformer
+from cascadelab.models.lego.modeling_lego import lm_loss
 
 # ----------------------------------------------------------------------------- passes
 
@@ -198,46 +118,6 @@ def test_extend_from_copies_freezes_and_preserves_predictions(shallow: LEGOTrans
     assert torch.allclose(grown(input_ids=x).logits, shallow(input_ids=x).logits, atol=1e-6)
     with pytest.raises(ValueError, match="num_layers: must exceed the source depth 2, got 2"):
         LEGOTransformer.extend_from(shallow, 2)
-
-
-# ----------------------------------------------------------------------------- confidence
-
-
-def test_threshold_for_ratio_is_exact_on_known_confidences() -> None:
-    conf = torch.tensor([0.9, 0.1, 0.5, 0.3, 0.7, 0.2, 1.0, 0.4, 0.8, 0.6])
-    for ratio, expected in [(0.3, 0.35), (0.5, 0.55), (0.0, 0.0)]:
-        t = threshold_for_ratio(conf, ratio)
-        assert t == pytest.approx(expected)
-        assert int((conf < t).sum()) == round(ratio * 10)
-    assert int((conf < threshold_for_ratio(conf, 1.0)).sum()) == 10
-    with pytest.raises(ValueError, match=r"target_ratio: must be in \[0, 1\], got 1.5"):
-        threshold_for_ratio(conf, 1.5)
-
-
-def test_compute_confidence_is_max_softmax_of_the_exit_head(extended: LEGOTransformer) -> None:
-    h = extended.exit_hidden_states(ids())
-    expected = F.softmax(extended.forward_all_layers(ids())[1], -1).max(-1).values
-    assert torch.allclose(compute_confidence(extended, h), expected, atol=1e-6)
-
-
-def test_confidence_threshold_puts_the_target_ratio_below_it(shallow: LEGOTransformer) -> None:
-    val = [batch(seed=s) for s in range(4)]
-    conf = exit_confidences(shallow, val)
-    assert conf.numel() == 4 * 3 * 5  # 4 batches x 3 rows x 5 positions whose next label is a response token
-    for ratio in (0.25, 0.5, 0.75):
-        t = compute_confidence_threshold(shallow, val, ratio)
-        assert float((conf < t).float().mean()) == ratio
-
-
-# Seeded tiny model (seed 0), first batch: values recorded once; a change is a behaviour change.
-GOLDEN_CONFIDENCES = [0.122243, 0.096093, 0.100217, 0.13285]
-GOLDEN_THRESHOLD = 0.123978
-
-
-def test_golden_confidences_stay_exact(shallow: LEGOTransformer) -> None:
-    conf = exit_confidences(shallow, [batch(seed=0)])
-    assert [round(float(c), 6) for c in conf[:4]] == GOLDEN_CONFIDENCES
-    assert round(compute_confidence_threshold(shallow, [batch(seed=0)], 0.5), 6) == GOLDEN_THRESHOLD
 
 
 # ----------------------------------------------------------------------------- HF round trips

@@ -2,7 +2,7 @@ import pytest
 import torch
 from tests.unit.models.acoc.acoc_helpers import make_batch, make_model
 
-from cascadelab.models.acoc.saturation import SaturationParams, combined_score, measure_saturation
+from cascadelab.training.acoc.saturation import SaturationParams, combined_score, measure_saturation
 from cascadelab.training.task_batches import LMBatch
 
 
