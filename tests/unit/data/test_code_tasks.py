@@ -9,9 +9,9 @@ import pytest
 from cascadelab.config import PrepareParams
 from cascadelab.data.code_tasks import LEVELS, build_code_splits, level_items
 from cascadelab.data.corpus import normalise_prompt
-from cascadelab.data.prepare import prepare
+from cascadelab.pipeline.prepare import prepare
+from cascadelab.pipeline.sigma_rl import build_cascade, code_spec
 from cascadelab.training.code_sandbox import Limits, Sandbox
-from cascadelab.training.sigma_rl import build_cascade, code_spec
 from cascadelab.training.sigma_verifier import VerifierCascade
 
 

@@ -13,10 +13,10 @@ from cascadelab.data.code_tasks import level_items
 from cascadelab.data.tasks import get_family
 from cascadelab.data.tokenizer import train_tokenizer
 from cascadelab.models.sigma import SigmaConfig, SigmaForCausalLM, apply_instant_plan
+from cascadelab.pipeline.sigma_rl import build_cascade, code_spec
 from cascadelab.training.code_sandbox import Limits, Sandbox
 from cascadelab.training.grpo_trl_bridge import GRPOBridge, RLTask, VerifierReward, group_advantages
 from cascadelab.training.replay_causal import CausalReplay
-from cascadelab.training.sigma_rl import build_cascade, code_spec
 
 META = {"answer_format": "reversed"}
 

@@ -17,6 +17,7 @@ from cascadelab.eval.generation import generate_batched
 from cascadelab.eval.metrics import exact_match_report, response_perplexity
 from cascadelab.io import atomic_directory
 from cascadelab.models.coarse import build_causal_lm, count_parameters, load_base_model
+from cascadelab.pipeline.paths import Paths
 from cascadelab.training.checkpoints import checkpoint_dir, discard
 from cascadelab.training.sft import SFTResult, train_sft
 
@@ -65,10 +66,9 @@ def evaluate_lm(
     return metrics, outputs
 
 
-def run_coarse_sft(
-    params: CoarseSFTParams, seed: int, corpus_dir: Path, tokenizer_dir: Path, model_dir: Path
-) -> CoarseOutcome:
+def run(params: CoarseSFTParams, seed: int, paths: Paths) -> CoarseOutcome:
     """Train the coarse model, save it with `save_pretrained`, evaluate it on the test split."""
+    corpus_dir, tokenizer_dir, model_dir = paths.corpus, paths.tokenizer, paths.coarse
     torch.set_num_threads(params.train.num_threads)
     meta = load_meta(corpus_dir)
     train_records = load_split(corpus_dir, "train")

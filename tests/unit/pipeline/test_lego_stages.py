@@ -6,15 +6,9 @@ import torch
 from cascadelab.config import LegoParams, TokenizerParams
 from cascadelab.data.tokenizer import train_tokenizer
 from cascadelab.models.lego import LEGOTransformer, build_lego_model, exit_confidences, threshold_for_ratio
+from cascadelab.pipeline.lego_common import causal_training_flops, forward_flops_per_token, lego_config, phase2_config
+from cascadelab.pipeline.lego_phase2 import exit_tradeoff, greedy_outputs
 from cascadelab.training.lego_data import CellBatches, encode_records
-from cascadelab.training.lego_stages import (
-    causal_training_flops,
-    exit_tradeoff,
-    forward_flops_per_token,
-    greedy_outputs,
-    lego_config,
-    phase2_config,
-)
 from cascadelab.training.lego_trainer import Trainer, create_standard_config
 
 torch.set_num_threads(1)

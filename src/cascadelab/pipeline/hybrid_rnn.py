@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,6 +24,7 @@ from cascadelab.eval.metrics import exact_match_report
 from cascadelab.eval.seq2seq import Decoding, evaluate_seq2seq
 from cascadelab.io import atomic_directory
 from cascadelab.models.hybrid_rnn import HybridRNNConfig, HybridRNNTransformer, init_hybrid_rnn
+from cascadelab.pipeline.paths import Paths
 from cascadelab.training.curriculum import LoopCurriculum
 from cascadelab.training.hybrid_rnn_trainer import HybridRNNTrainSettings, LogFn, TrainResult, train_hybrid_rnn
 
@@ -134,18 +134,12 @@ def evaluate_decodings(
     return metrics, outputs
 
 
-def run_hybrid_rnn(
-    params: HybridRNNParams,
-    seed: int,
-    corpus_dir: Path,
-    tokenizer_dir: Path,
-    model_dir: Path,
-    log_fn: LogFn | None = None,
-) -> HybridOutcome:
+def run(params: HybridRNNParams, seed: int, paths: Paths, log_fn: LogFn | None = None) -> HybridOutcome:
     """Train the hybrid model, save it (+ tokenizer) with `save_pretrained`, evaluate it on the test split.
 
     `log_fn(metrics, step)` receives the trainer's evaluation-time metrics (train/val loss, lr, tokens/s).
     """
+    corpus_dir, tokenizer_dir, model_dir = paths.corpus, paths.tokenizer, paths.hybrid_rnn
     torch.set_num_threads(params.train.num_threads)
     verifier = CorpusVerifier(load_meta(corpus_dir))
     train_records = load_split(corpus_dir, "train")
