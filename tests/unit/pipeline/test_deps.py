@@ -28,7 +28,7 @@ def _package(root: Path) -> Path:
         "cascadelab/a/c.py": "X = 1\n",
         "cascadelab/d.py": "def f():\n    import cascadelab.e\n",
         "cascadelab/e.py": "",
-        "cascadelab/typed.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from cascadelab import unused\n",
+        "cascadelab/typed.py": "import typing\nif typing.TYPE_CHECKING:\n    from cascadelab import unused\n",
         "cascadelab/unused.py": "",
     }
     for name, text in files.items():
