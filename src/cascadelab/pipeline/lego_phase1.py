@@ -8,38 +8,28 @@ import torch
 
 from cascadelab.config import LegoParams
 from cascadelab.data.tokenizer import load_tokenizer
-from cascadelab.pipeline.lego_common import (
-    CurveLog,
-    LegoOutcome,
-    LogFn,
-    causal_training_flops,
-    encoded_split,
-    forward_flops_per_token,
-    lego_config,
-    loop_settings,
-    save_lego,
-)
+from cascadelab.pipeline import lego_common as common
 from cascadelab.pipeline.paths import Paths
 from cascadelab.training.lego_data import CellBatches
 from cascadelab.training.lego_trainer import train_phase1
 
 
-def run(params: LegoParams, seed: int, paths: Paths, log_fn: LogFn | None = None) -> LegoOutcome:
+def run(params: LegoParams, seed: int, paths: Paths, log_fn: common.LogFn | None = None) -> common.LegoOutcome:
     """Train the shallow ``phase1_layers`` model on train with early stopping on val; save it."""
     corpus_dir, tokenizer_dir, model_dir = paths.corpus, paths.tokenizer, paths.lego_phase1
     torch.set_num_threads(params.num_threads)
     tokenizer = load_tokenizer(tokenizer_dir)
     pad = int(tokenizer.pad_token_id)
-    train = CellBatches(encoded_split(corpus_dir, "train", tokenizer), params.phase1.batch_size, pad, seed=seed)
-    val = CellBatches(encoded_split(corpus_dir, "val", tokenizer), params.phase1.eval_batch_size, pad)
-    config = lego_config(params, tokenizer)
-    curves = CurveLog("", log_fn)
+    train = CellBatches(common.encoded_split(corpus_dir, "train", tokenizer), params.phase1.batch_size, pad, seed=seed)
+    val = CellBatches(common.encoded_split(corpus_dir, "val", tokenizer), params.phase1.eval_batch_size, pad)
+    config = common.lego_config(params, tokenizer)
+    curves = common.CurveLog("", log_fn)
     started = time.perf_counter()
-    model, result = train_phase1(config, train, val, loop_settings(params.phase1), seed=seed, log_fn=curves)
+    model, result = train_phase1(config, train, val, common.loop_settings(params.phase1), seed=seed, log_fn=curves)
     seconds = time.perf_counter() - started
-    flops = causal_training_flops(train.positions, config.phase1_layers, forward_flops_per_token(config))
+    flops = common.causal_training_flops(train.positions, config.phase1_layers, common.forward_flops_per_token(config))
     record = {"train_tokens": result["train_tokens"], "train_positions": train.positions, "train_flops": flops}
-    save_lego(model, tokenizer, model_dir, record)
+    common.save_lego(model, tokenizer, model_dir, record)
     metrics = {
         "val_ppl": result["val_ppl"],
         "val_acc": result["val_acc"],
@@ -54,4 +44,4 @@ def run(params: LegoParams, seed: int, paths: Paths, log_fn: LogFn | None = None
         "train_tokens_per_s": train.tokens / seconds if seconds else 0.0,
         "train_flops": flops,
     }
-    return LegoOutcome(metrics=metrics, curves=curves.curves)
+    return common.LegoOutcome(metrics=metrics, curves=curves.curves)
