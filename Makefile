@@ -33,7 +33,7 @@ ui: setup  ## MLflow UI on the project's store (http://127.0.0.1:5000)
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --backend-store-uri sqlite:///$(abspath mlflow.db) --port 5000
 
 proof: setup  ## run the SIGMA `full` profile 48 steps; fail naming any feature whose counter contradicts it
-	PYTHONPATH=src python -m cascadelab.training.sigma.proof
+	PYTHONPATH=src python -m cascadelab.pipeline.sigma_proof
 
 bench: setup  ## speed benchmarks (print ratios)
 	PYTHONPATH=src python benchmarks/bench_coarse_mfu.py

@@ -26,8 +26,8 @@ from cascadelab.config import InstantParams, SigmaOptimizerParams, load_params
 from cascadelab.data.corpus import load_split
 from cascadelab.data.tokenizer import load_tokenizer
 from cascadelab.models.coarse import build_causal_lm
+from cascadelab.pipeline.sigma_pretrain import build_sigma_lm
 from cascadelab.training.data import TokenizedRows, mixed_batches
-from cascadelab.training.sigma_pretrain import build_sigma_lm
 from cascadelab.training.sigma_trainer import SigmaTrainer, build_optimizers
 
 

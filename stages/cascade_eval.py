@@ -1,17 +1,14 @@
 """DVC stage `cascade_eval`: the cascade's modes on test, the equal-compute control, the accuracy-vs-compute curve."""
 
 from collections import defaultdict
-from pathlib import Path
 
-from cascadelab.cascade.stages import run_cascade_eval_stage
 from cascadelab.data.corpus import write_jsonl
 from cascadelab.io import write_tsv
-from cascadelab.stage import load_or_fail, run_stage, stage_context, write_stage_metrics
+from cascadelab.pipeline import cascade_eval
+from cascadelab.pipeline.paths import PATHS
+from cascadelab.pipeline.runtime import load_or_fail, run_stage, stage_context, write_stage_metrics
 
-CORPUS_DIR, COARSE_DIR = Path("data/corpus"), Path("models/coarse")
-LIMEN_DIR, REFINER_DIR, CONTROL_DIR = Path("models/limen"), Path("models/refiner"), Path("models/coarse_more")
-BASELINE_DIR = Path("models/refiner_answer")
-PLOTS_DIR = Path("plots/cascade_eval")
+PLOTS_DIR = PATHS.plots_of("cascade_eval")
 SWEEP_COLUMNS = ["curve", "threshold", "tokens_per_item", "em", "refined_share"]
 
 
@@ -19,16 +16,7 @@ def main() -> None:
     """Read params, evaluate, write metrics, the sweep and per-family tables, the PNG and a prediction sample."""
     params = load_or_fail()
     with stage_context("cascade_eval", params, params.cascade_eval, script=__file__) as run:
-        outcome = run_cascade_eval_stage(
-            params.cascade_eval,
-            CORPUS_DIR,
-            COARSE_DIR,
-            LIMEN_DIR,
-            REFINER_DIR,
-            CONTROL_DIR,
-            BASELINE_DIR,
-            PLOTS_DIR / "accuracy_vs_compute.png",
-        )
+        outcome = cascade_eval.run(params.cascade_eval, params.seed, PATHS)
         write_tsv(PLOTS_DIR / "sweep.tsv", outcome.curves["sweep"], SWEEP_COLUMNS)
         write_tsv(PLOTS_DIR / "families.tsv", outcome.curves["families"])
         write_jsonl(PLOTS_DIR / "predictions.jsonl", outcome.predictions)

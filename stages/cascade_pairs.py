@@ -1,16 +1,13 @@
 """DVC stage `cascade_pairs`: the frozen coarse model answers train and val prompts; (coarse, gold) pairs."""
 
 from collections import defaultdict
-from pathlib import Path
 
-from cascadelab.cascade.stages import run_pairs_stage
 from cascadelab.io import write_tsv
-from cascadelab.stage import load_or_fail, run_stage, stage_context, write_stage_metrics
-from cascadelab.training.cascade_folds import coarse_fold_trainer
+from cascadelab.pipeline import cascade_pairs
+from cascadelab.pipeline.paths import PATHS
+from cascadelab.pipeline.runtime import load_or_fail, run_stage, stage_context, write_stage_metrics
 
-CORPUS_DIR, COARSE_DIR = Path("data/corpus"), Path("models/coarse")
-PAIRS_DIR = Path("data/cascade_pairs")
-PLOTS_DIR = Path("plots/cascade_pairs")
+PLOTS_DIR = PATHS.plots_of("cascade_pairs")
 
 
 def main() -> None:
@@ -18,8 +15,7 @@ def main() -> None:
     params = load_or_fail()
     settings = params.cascade_pairs
     with stage_context("cascade_pairs", params, settings, script=__file__) as run:
-        fold_fn = coarse_fold_trainer(params.coarse_sft, params.seed, COARSE_DIR) if settings.cross_fit.folds else None
-        outcome = run_pairs_stage(settings, params.seed, CORPUS_DIR, COARSE_DIR, PAIRS_DIR, fold_fn)
+        outcome = cascade_pairs.run(settings, params.seed, PATHS, params.coarse_sft)
         write_tsv(PLOTS_DIR / "error_rates.tsv", outcome.curves["error_rates"])
         write_stage_metrics("cascade_pairs", outcome.metrics, run)
         run.log_artifact(PLOTS_DIR)

@@ -1,22 +1,19 @@
 """DVC stage `coarse_sft`: fine-tune the coarse model of the cascade with TRL and evaluate it on test."""
 
-from pathlib import Path
-
 from cascadelab.data.corpus import write_jsonl
 from cascadelab.io import write_tsv
-from cascadelab.stage import load_or_fail, run_stage, stage_context, write_stage_metrics
-from cascadelab.training.coarse_sft import run_coarse_sft
+from cascadelab.pipeline import coarse_sft
+from cascadelab.pipeline.paths import PATHS
+from cascadelab.pipeline.runtime import load_or_fail, run_stage, stage_context, write_stage_metrics
 
-CORPUS_DIR, TOKENIZER_DIR = Path("data/corpus"), Path("data/tokenizer")
-MODEL_DIR = Path("models/coarse")
-PLOTS_DIR = Path("plots/coarse_sft")
+PLOTS_DIR = PATHS.plots_of("coarse_sft")
 
 
 def main() -> None:
     """Read params, train + evaluate, write the model, metrics, curves and a prediction sample."""
     params = load_or_fail()
     with stage_context("coarse_sft", params, params.coarse_sft, script=__file__) as run:
-        outcome = run_coarse_sft(params.coarse_sft, params.seed, CORPUS_DIR, TOKENIZER_DIR, MODEL_DIR)
+        outcome = coarse_sft.run(params.coarse_sft, params.seed, PATHS)
         write_tsv(PLOTS_DIR / "train.tsv", outcome.history, ["step", "loss", "learning_rate", "grad_norm"])
         write_jsonl(PLOTS_DIR / "predictions.jsonl", outcome.predictions)
         write_stage_metrics("coarse_sft", outcome.metrics, run)

@@ -1,22 +1,19 @@
 """DVC stage `hybrid_rnn`: train the hybrid RNN-Transformer on prompt → response and evaluate it on test."""
 
-from pathlib import Path
-
 from cascadelab.data.corpus import write_jsonl
 from cascadelab.io import write_tsv
-from cascadelab.stage import load_or_fail, run_stage, stage_context, write_stage_metrics
-from cascadelab.training.hybrid_rnn_stage import run_hybrid_rnn
+from cascadelab.pipeline import hybrid_rnn
+from cascadelab.pipeline.paths import PATHS
+from cascadelab.pipeline.runtime import load_or_fail, run_stage, stage_context, write_stage_metrics
 
-CORPUS_DIR, TOKENIZER_DIR = Path("data/corpus"), Path("data/tokenizer")
-MODEL_DIR = Path("models/hybrid_rnn")
-PLOTS_DIR = Path("plots/hybrid_rnn")
+PLOTS_DIR = PATHS.plots_of("hybrid_rnn")
 
 
 def main() -> None:
     """Read params, train + evaluate, write the model, metrics, curves and a prediction sample."""
     params = load_or_fail()
     with stage_context("hybrid_rnn", params, params.hybrid_rnn, script=__file__) as run:
-        outcome = run_hybrid_rnn(params.hybrid_rnn, params.seed, CORPUS_DIR, TOKENIZER_DIR, MODEL_DIR, run.log_metrics)
+        outcome = hybrid_rnn.run(params.hybrid_rnn, params.seed, PATHS, run.log_metrics)
         write_tsv(PLOTS_DIR / "train.tsv", outcome.train_history, ["step", "loss", "learning_rate"])
         write_tsv(PLOTS_DIR / "val.tsv", outcome.val_history, ["step", "val_loss"])
         write_jsonl(PLOTS_DIR / "predictions.jsonl", outcome.predictions)

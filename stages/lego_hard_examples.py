@@ -1,22 +1,18 @@
 """DVC stage `lego_hard_examples`: confidence threshold on val, token-level hard examples from train."""
 
-from pathlib import Path
-
 from cascadelab.io import write_tsv
-from cascadelab.stage import load_or_fail, run_stage, stage_context, write_stage_metrics
-from cascadelab.training.lego_stages import run_lego_hard_examples
+from cascadelab.pipeline import lego_hard_examples
+from cascadelab.pipeline.paths import PATHS
+from cascadelab.pipeline.runtime import load_or_fail, run_stage, stage_context, write_stage_metrics
 
-CORPUS_DIR, TOKENIZER_DIR = Path("data/corpus"), Path("data/tokenizer")
-PHASE1_DIR = Path("models/lego_phase1")
-OUT_DIR = Path("data/lego_hard_examples")
-PLOTS_DIR = Path("plots/lego_hard_examples")
+PLOTS_DIR = PATHS.plots_of("lego_hard_examples")
 
 
 def main() -> None:
     """Read params, collect the hard examples, write them (fp16 safetensors), metrics and a histogram."""
     params = load_or_fail()
     with stage_context("lego_hard_examples", params, params.lego, script=__file__) as run:
-        outcome = run_lego_hard_examples(params.lego, params.seed, CORPUS_DIR, TOKENIZER_DIR, PHASE1_DIR, OUT_DIR)
+        outcome = lego_hard_examples.run(params.lego, params.seed, PATHS)
         write_tsv(PLOTS_DIR / "confidence.tsv", outcome.curves["confidence"], ["confidence", "share", "hard"])
         write_stage_metrics("lego_hard_examples", outcome.metrics, run)
         run.log_artifact(PLOTS_DIR)

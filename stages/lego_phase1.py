@@ -1,23 +1,18 @@
 """DVC stage `lego_phase1`: train LEGO's shallow model on train, early-stopped on val."""
 
-from pathlib import Path
-
 from cascadelab.io import write_tsv
-from cascadelab.stage import load_or_fail, run_stage, stage_context, write_stage_metrics
-from cascadelab.training.lego_stages import run_lego_phase1
+from cascadelab.pipeline import lego_phase1
+from cascadelab.pipeline.paths import PATHS
+from cascadelab.pipeline.runtime import load_or_fail, run_stage, stage_context, write_stage_metrics
 
-CORPUS_DIR, TOKENIZER_DIR = Path("data/corpus"), Path("data/tokenizer")
-MODEL_DIR = Path("models/lego_phase1")
-PLOTS_DIR = Path("plots/lego_phase1")
+PLOTS_DIR = PATHS.plots_of("lego_phase1")
 
 
 def main() -> None:
     """Read params, train the shallow model, write it, its metrics and its curves."""
     params = load_or_fail()
     with stage_context("lego_phase1", params, params.lego, script=__file__) as run:
-        outcome = run_lego_phase1(
-            params.lego, params.seed, CORPUS_DIR, TOKENIZER_DIR, MODEL_DIR, log_fn=run.log_metrics
-        )
+        outcome = lego_phase1.run(params.lego, params.seed, PATHS, log_fn=run.log_metrics)
         columns = ["step", "train_loss", "lr", "train_tokens"]
         write_tsv(PLOTS_DIR / "train.tsv", outcome.curves.get("train", []), columns)
         write_tsv(PLOTS_DIR / "val.tsv", outcome.curves.get("val", []), ["step", "val_loss", "val_ppl"])

@@ -1,15 +1,11 @@
 """DVC stage `lego_phase2`: upper block on the hard examples, routed test evaluation vs a full-depth baseline."""
 
-from pathlib import Path
-
 from cascadelab.io import write_tsv
-from cascadelab.stage import load_or_fail, run_stage, stage_context, write_stage_metrics
-from cascadelab.training.lego_stages import run_lego_phase2
+from cascadelab.pipeline import lego_phase2
+from cascadelab.pipeline.paths import PATHS
+from cascadelab.pipeline.runtime import load_or_fail, run_stage, stage_context, write_stage_metrics
 
-CORPUS_DIR, TOKENIZER_DIR = Path("data/corpus"), Path("data/tokenizer")
-PHASE1_DIR, HARD_DIR = Path("models/lego_phase1"), Path("data/lego_hard_examples")
-MODEL_DIR, BASELINE_DIR = Path("models/lego"), Path("models/lego_baseline")
-PLOTS_DIR = Path("plots/lego_phase2")
+PLOTS_DIR = PATHS.plots_of("lego_phase2")
 COLUMNS = {
     "upper": ["epoch", "train_hard_loss", "val_hard_loss", "val_hard_ppl"],
     "baseline_train": ["step", "train_loss", "lr", "train_tokens"],
@@ -22,17 +18,7 @@ def main() -> None:
     """Read params, train phase 2 and the baseline, write both models, metrics and curves."""
     params = load_or_fail()
     with stage_context("lego_phase2", params, params.lego, script=__file__) as run:
-        outcome = run_lego_phase2(
-            params.lego,
-            params.seed,
-            CORPUS_DIR,
-            TOKENIZER_DIR,
-            PHASE1_DIR,
-            HARD_DIR,
-            MODEL_DIR,
-            BASELINE_DIR,
-            log_fn=run.log_metrics,
-        )
+        outcome = lego_phase2.run(params.lego, params.seed, PATHS, log_fn=run.log_metrics)
         for name, columns in COLUMNS.items():
             write_tsv(PLOTS_DIR / f"{name}.tsv", outcome.curves.get(name, []), columns)
         write_stage_metrics("lego_phase2", outcome.metrics, run)

@@ -1,22 +1,20 @@
 """DVC stage `limen`: fit the LIMEN gate on the train pairs, calibrate it and choose its threshold on val."""
 
 from collections import defaultdict
-from pathlib import Path
 
-from cascadelab.cascade.stages import run_limen_stage
 from cascadelab.io import write_tsv
-from cascadelab.stage import load_or_fail, run_stage, stage_context, write_stage_metrics
+from cascadelab.pipeline import limen
+from cascadelab.pipeline.paths import PATHS
+from cascadelab.pipeline.runtime import load_or_fail, run_stage, stage_context, write_stage_metrics
 
-CORPUS_DIR, COARSE_DIR = Path("data/corpus"), Path("models/coarse")
-PAIRS_DIR, LIMEN_DIR = Path("data/cascade_pairs"), Path("models/limen")
-PLOTS_DIR = Path("plots/limen")
+PLOTS_DIR = PATHS.plots_of("limen")
 
 
 def main() -> None:
     """Read params, fit and save LIMEN, write its metrics and reliability diagram."""
     params = load_or_fail()
     with stage_context("limen", params, params.limen, script=__file__) as run:
-        outcome = run_limen_stage(params.limen, CORPUS_DIR, COARSE_DIR, PAIRS_DIR, LIMEN_DIR)
+        outcome = limen.run(params.limen, params.seed, PATHS)
         write_tsv(PLOTS_DIR / "reliability.tsv", outcome.curves["reliability"], ["predicted", "observed", "count"])
         write_stage_metrics("limen", outcome.metrics, run)
         run.log_artifact(PLOTS_DIR)

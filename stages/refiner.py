@@ -1,17 +1,13 @@
 """DVC stage `refiner`: train the worked-steps refiner and the equal-compute control `coarse_more`."""
 
 from collections import defaultdict
-from pathlib import Path
 
-from cascadelab.cascade.stages import run_refiner_stage
 from cascadelab.io import write_tsv
-from cascadelab.stage import load_or_fail, run_stage, stage_context, write_stage_metrics
+from cascadelab.pipeline import refiner
+from cascadelab.pipeline.paths import PATHS
+from cascadelab.pipeline.runtime import load_or_fail, run_stage, stage_context, write_stage_metrics
 
-CORPUS_DIR, COARSE_DIR = Path("data/corpus"), Path("models/coarse")
-PAIRS_DIR, LIMEN_DIR = Path("data/cascade_pairs"), Path("models/limen")
-REFINER_DIR, CONTROL_DIR = Path("models/refiner"), Path("models/coarse_more")
-BASELINE_DIR = Path("models/refiner_answer")
-PLOTS_DIR = Path("plots/refiner")
+PLOTS_DIR = PATHS.plots_of("refiner")
 COLUMNS = ["step", "loss", "learning_rate", "grad_norm"]
 
 
@@ -19,18 +15,8 @@ def main() -> None:
     """Read params, train and save the refiner(s) and the control, write metrics and training curves."""
     params = load_or_fail()
     with stage_context("refiner", params, params.refiner, script=__file__) as run:
-        outcome = run_refiner_stage(
-            params.refiner,
-            params.seed,
-            CORPUS_DIR,
-            COARSE_DIR,
-            PAIRS_DIR,
-            LIMEN_DIR,
-            REFINER_DIR,
-            CONTROL_DIR,
-            BASELINE_DIR,
-            report_to=["mlflow"] if not params.refiner.parallel else [],
-        )
+        report_to = ["mlflow"] if not params.refiner.parallel else []
+        outcome = refiner.run(params.refiner, params.seed, PATHS, report_to=report_to)
         write_tsv(PLOTS_DIR / "train.tsv", outcome.curves["train"], ["model", *COLUMNS])
         write_tsv(PLOTS_DIR / "control_train.tsv", outcome.curves["control_train"], COLUMNS)
         write_stage_metrics("refiner", outcome.metrics, run)

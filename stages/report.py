@@ -1,12 +1,8 @@
 """DVC stage `report`: every trained model in one table (Markdown, TSV plot, PNG) and one MLflow run."""
 
-from pathlib import Path
-
-from cascadelab.report.stage import build_report
-from cascadelab.stage import load_or_fail, run_stage, stage_context, write_stage_metrics
-
-METRICS_DIR = Path("metrics")
-OUT_DIR = Path("plots/report")
+from cascadelab.pipeline import report
+from cascadelab.pipeline.paths import PATHS
+from cascadelab.pipeline.runtime import load_or_fail, run_stage, stage_context, write_stage_metrics
 
 
 def main() -> None:
@@ -14,11 +10,11 @@ def main() -> None:
     params = load_or_fail()
     section = params.report
     with stage_context("report", params, section, script=__file__) as run:
-        outputs = build_report(list(section.stages), METRICS_DIR, OUT_DIR, section.title)
+        outputs = report.run(section, params.seed, PATHS)
         write_stage_metrics("report", outputs.metrics, run)
         for path in outputs.files:
             run.log_artifact(path)
-    print((OUT_DIR / "report.md").read_text(encoding="utf-8"))
+    print((PATHS.plots_of("report") / "report.md").read_text(encoding="utf-8"))
 
 
 if __name__ == "__main__":

@@ -1,16 +1,13 @@
 """DVC stage `sigma_pretrain`: pre-train SigmaLLM and a same-size Llama baseline, evaluate both on test."""
 
-from pathlib import Path
-
 from cascadelab.data.corpus import write_jsonl
 from cascadelab.io import write_tsv
-from cascadelab.stage import load_or_fail, run_stage, stage_context, write_stage_metrics
-from cascadelab.training.sigma_pretrain import MODELS, run_sigma_pretrain
+from cascadelab.pipeline import sigma_pretrain
+from cascadelab.pipeline.paths import PATHS
+from cascadelab.pipeline.runtime import load_or_fail, run_stage, stage_context, write_stage_metrics
 
-CORPUS_DIR, TOKENIZER_DIR = Path("data/corpus"), Path("data/tokenizer")
-MODEL_DIR = Path("models/sigma")
-OUT_DIR = Path("runs/sigma_pretrain")  # the trainer's output folder: metrics.jsonl (SigmaLLM), baseline/
-PLOTS_DIR = Path("plots/sigma_pretrain")
+OUT_DIR = PATHS.sigma_pretrain_run  # the trainer's output folder: metrics.jsonl (SigmaLLM), baseline/
+PLOTS_DIR = PATHS.plots_of("sigma_pretrain")
 CURVE_COLUMNS = ["step", "loss", "val_loss", "learning_rate", "grad_norm", "core_tokens_per_s"]
 
 
@@ -19,26 +16,23 @@ def main() -> None:
     params = load_or_fail()
     with stage_context("sigma_pretrain", params, params.sigma_pretrain, script=__file__) as run:
         try:
-            outcome = run_sigma_pretrain(
+            outcome = sigma_pretrain.run(
                 params.sigma_pretrain,
                 params.seed,
-                CORPUS_DIR,
-                TOKENIZER_DIR,
-                MODEL_DIR,
-                OUT_DIR,
+                PATHS,
                 log_fn=lambda metrics, step: run.log_metrics(metrics, step=step),
             )
         except Exception:
             if (OUT_DIR / "errors").is_dir():  # the trainer's crash reports go to the run before it fails
                 run.log_artifact(OUT_DIR / "errors", artifact_path="sigma_pretrain/errors")
             raise
-        for name in MODELS:
+        for name in sigma_pretrain.MODELS:
             write_tsv(PLOTS_DIR / f"{name}.tsv", outcome.histories[name], CURVE_COLUMNS)
         write_jsonl(PLOTS_DIR / "predictions.jsonl", outcome.predictions)
         write_stage_metrics("sigma_pretrain", outcome.metrics, run)
         run.log_artifact(OUT_DIR, artifact_path="sigma_pretrain")
         run.log_artifact(PLOTS_DIR)
-        run.log_artifact(MODEL_DIR / "config.json", artifact_path="sigma_model")
+        run.log_artifact(PATHS.sigma / "config.json", artifact_path="sigma_model")
     m = outcome.metrics
     print(
         f"sigma_pretrain: test ppl SigmaLLM {m['sigma_test_ppl']:.3f} vs Llama {m['baseline_test_ppl']:.3f} "

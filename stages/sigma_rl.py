@@ -1,16 +1,13 @@
 """DVC stage `sigma_rl`: GRPO/GSPO with verifier rewards on the pretrained SigmaLLM, mixed with LM steps."""
 
-from pathlib import Path
-
 from cascadelab.data.corpus import write_jsonl
 from cascadelab.io import write_tsv
-from cascadelab.stage import load_or_fail, run_stage, stage_context, write_stage_metrics
-from cascadelab.training.sigma_rl import run_sigma_rl
+from cascadelab.pipeline import sigma_rl
+from cascadelab.pipeline.paths import PATHS
+from cascadelab.pipeline.runtime import load_or_fail, run_stage, stage_context, write_stage_metrics
 
-CORPUS_DIR, TOKENIZER_DIR, CODE_DIR = Path("data/corpus"), Path("data/tokenizer"), Path("data/code_tasks")
-SIGMA_DIR, MODEL_DIR = Path("models/sigma"), Path("models/sigma_rl")
-OUT_DIR = Path("runs/sigma_rl")  # the trainer's output folder: metrics.jsonl, resolved_settings.json
-PLOTS_DIR = Path("plots/sigma_rl")
+OUT_DIR = PATHS.sigma_rl_run  # the trainer's output folder: metrics.jsonl, resolved_settings.json
+PLOTS_DIR = PATHS.plots_of("sigma_rl")
 REWARD_COLUMNS = ["step", "heldout_reward", "heldout_reward_math", "heldout_reward_code", "val_loss", "rl_share"]
 MIX_COLUMNS = ["step", "share_before", "share_after", "heldout_reward", "lm_val_loss", "reason"]
 
@@ -20,15 +17,10 @@ def main() -> None:
     params = load_or_fail()
     with stage_context("sigma_rl", params, params.sigma_rl, script=__file__) as run:
         try:
-            outcome = run_sigma_rl(
+            outcome = sigma_rl.run(
                 params.sigma_rl,
                 params.seed,
-                CORPUS_DIR,
-                TOKENIZER_DIR,
-                CODE_DIR,
-                SIGMA_DIR,
-                MODEL_DIR,
-                OUT_DIR,
+                PATHS,
                 log_fn=lambda metrics, step: run.log_metrics(metrics, step=step),
                 tracking_run=run,
             )

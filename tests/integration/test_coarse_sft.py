@@ -138,7 +138,7 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
 def test_local_base_model_with_lora_trains_and_merges(tmp_path):
     torch.set_num_threads(1)
     from cascadelab.config import CoarseSFTParams
-    from cascadelab.training.coarse_sft import coarse_model_and_tokenizer
+    from cascadelab.pipeline.coarse_sft import coarse_model_and_tokenizer
 
     records = [
         {"task": "add", "difficulty": 1, "prompt": f"{a}+{b}=", "response": str(a + b), "answer": str(a + b)}

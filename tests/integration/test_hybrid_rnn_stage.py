@@ -2,6 +2,7 @@
 
 import json
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -9,10 +10,11 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 from cascadelab.config import HybridRNNParams, PrepareParams
 from cascadelab.data.corpus import load_split
-from cascadelab.data.prepare import prepare
 from cascadelab.data.seq2seq import collate_seq2seq, encode_source
 from cascadelab.models.hybrid_rnn import HybridRNNTransformer
-from cascadelab.training.hybrid_rnn_stage import run_hybrid_rnn
+from cascadelab.pipeline import hybrid_rnn
+from cascadelab.pipeline.paths import PATHS
+from cascadelab.pipeline.prepare import prepare
 
 TINY = {
     "model": {"preset": "tiny"},
@@ -43,7 +45,9 @@ def runs(corpus, tmp_path_factory):
     previous = torch.get_num_threads()
     params = HybridRNNParams.model_validate(TINY)
     out = tmp_path_factory.mktemp("models")
-    outcomes = [run_hybrid_rnn(params, 7, *corpus, out / f"m{i}") for i in range(2)]
+    corpus_dir, tokenizer_dir = corpus
+    paths = [replace(PATHS, corpus=corpus_dir, tokenizer=tokenizer_dir, hybrid_rnn=out / f"m{i}") for i in range(2)]
+    outcomes = [hybrid_rnn.run(params, 7, p) for p in paths]
     torch.set_num_threads(previous)
     return outcomes, out
 

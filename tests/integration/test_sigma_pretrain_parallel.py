@@ -1,16 +1,18 @@
-"""run_sigma_pretrain on a tiny real corpus: the baseline in its own process gives the same run as in line."""
+"""The sigma_pretrain stage on a tiny real corpus: the baseline in its own process gives the same run as in line."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from cascadelab.config import PrepareParams, SigmaPretrainParams
-from cascadelab.data.prepare import prepare
 from cascadelab.models.sigma import FEATURES
-from cascadelab.training.sigma_pretrain import run_sigma_pretrain
+from cascadelab.pipeline import sigma_pretrain
+from cascadelab.pipeline.paths import PATHS
+from cascadelab.pipeline.prepare import prepare
 
 TINY = {
     "model": {"preset": "tiny"},
@@ -34,9 +36,9 @@ def run(data: tuple[Path, Path], out: Path, parallel: bool) -> tuple[dict, dict]
     raw = {**TINY, "train": {**TINY["train"], "parallel_baseline": parallel}}
     params = SigmaPretrainParams.model_validate(raw)
     logged: dict[str, float] = {}
-    outcome = run_sigma_pretrain(
-        params, 3, *data, out / "model", out / "runs", log_fn=lambda row, step: logged.update(row)
-    )
+    corpus, tokenizer = data
+    paths = replace(PATHS, corpus=corpus, tokenizer=tokenizer, sigma=out / "model", sigma_pretrain_run=out / "runs")
+    outcome = sigma_pretrain.run(params, 3, paths, log_fn=lambda row, step: logged.update(row))
     return outcome.__dict__, logged
 
 

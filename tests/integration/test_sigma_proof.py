@@ -13,7 +13,7 @@ from cascadelab.config import TokenizerParams
 from cascadelab.data.code_tasks import build_code_splits, write_code_tasks
 from cascadelab.data.hidden_eval import manifest_path, write_manifest
 from cascadelab.data.tokenizer import train_tokenizer
-from cascadelab.training.sigma.proof import check_row, main, proof_rl_section, proof_section, run_proof
+from cascadelab.pipeline.sigma_proof import check_row, main, proof_rl_section, proof_section, run_proof
 
 
 @pytest.fixture(autouse=True)

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
 from cascadelab.config import PrepareParams, parse_params
-from cascadelab.data.prepare import prepare
 from cascadelab.data.tokenizer import load_tokenizer
 from cascadelab.models.sigma import SigmaConfig, SigmaForCausalLM
-from cascadelab.training.sigma_rl import run_sigma_rl
+from cascadelab.pipeline import sigma_rl
+from cascadelab.pipeline.paths import PATHS
+from cascadelab.pipeline.prepare import prepare
 
 TINY_RL = {
     "optimizer": {"learning_rate": 3.0e-3},
@@ -67,16 +69,16 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_held_out_reward_rises_and_every_rl_counter_is_logged(project: Path) -> None:
     section = parse_params({"sigma_rl": TINY_RL}).sigma_rl
     out = project / "runs"
-    outcome = run_sigma_rl(
-        section,
-        3,
-        project / "corpus",
-        project / "tokenizer",
-        project / "code",
-        project / "sigma",
-        project / "sigma_rl",
-        out,
+    paths = replace(
+        PATHS,
+        corpus=project / "corpus",
+        tokenizer=project / "tokenizer",
+        code_tasks=project / "code",
+        sigma=project / "sigma",
+        sigma_rl=project / "sigma_rl",
+        sigma_rl_run=out,
     )
+    outcome = sigma_rl.run(section, 3, paths)
     m = outcome.metrics
     assert m["end_heldout_reward"] > m["start_heldout_reward"]
     first, _ = outcome.decisions  # one meta-loop decision per window (its reference: the start)

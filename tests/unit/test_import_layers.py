@@ -19,7 +19,7 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 # stages → pipeline → training/cascade → models/data → kernels. A unit may import its own modules, the
 # leaves, and the units of every layer below its own; within a layer only the one-way edges listed.
 LAYERS = (
-    ("pipeline", "stage", "report"),  # stage logic, the stage scripts' wiring (stage.py), the report's rendering
+    ("pipeline", "report"),  # stage logic and its runtime, the report's rendering
     ("training", "cascade"),
     ("eval",),  # metrics and generation helpers, used by training and cascade
     ("models", "data"),
@@ -27,30 +27,13 @@ LAYERS = (
 )
 WITHIN_LAYER = {("pipeline", "report"), ("training", "cascade"), ("models", "data")}
 # Leaves every layer may use; a leaf imports only leaves.
-LEAVES = ("config", "params_base", "io", "tracking")  # params_base: the schema's base, part of config's job
+LEAVES = ("config", "io", "tracking")
 # Units that import nothing of cascadelab but themselves: the schema, and the sandbox (a security boundary).
 SELF_CONTAINED = ("config", "sandbox")
 # Leaves a unit may not use: models hold only models (no schema, no tracking).
-BANNED_LEAVES = {"models": ("config", "params_base", "tracking")}
+BANNED_LEAVES = {"models": ("config", "tracking")}
 # Third-party packages a unit may not import: the batch layer stays free of TRL.
 BANNED_THIRD_PARTY = {"data": ("trl",)}
-
-# Edges that break the rules above on this branch, fixed by the config, models and pipeline rebuilds of
-# issue 26 (importer -> imported). Nothing may be added here; the list only shrinks to empty.
-KNOWN_VIOLATIONS = frozenset(
-    {
-        "cascadelab.config -> cascadelab.cascade.settings",
-        "cascadelab.config -> cascadelab.params_base",
-        "cascadelab.config -> cascadelab.training.optimizers.settings",
-        "cascadelab.cascade.stages -> cascadelab.training.refiner_trainer",
-        "cascadelab.models.acoc.continual -> cascadelab.training.task_batches",
-        "cascadelab.models.acoc.penalty -> cascadelab.config",
-        "cascadelab.models.acoc.saturation -> cascadelab.config",
-        "cascadelab.models.acoc.saturation -> cascadelab.training.task_batches",
-        "cascadelab.models.acoc.variants -> cascadelab.config",
-        "cascadelab.models.coarse -> cascadelab.config",
-    }
-)
 
 
 # ---- The import graph ---------------------------------------------------------------------------------
@@ -127,15 +110,14 @@ def _cross_unit_edges() -> set[tuple[str, str]]:
 
 # ---- The checks -----------------------------------------------------------------------------------------
 def test_imports_run_one_way() -> None:
-    violations = {f"{a} -> {b}" for a, b in _cross_unit_edges() if not _allowed(_unit(a), _unit(b))} - KNOWN_VIOLATIONS
+    violations = {f"{a} -> {b}" for a, b in _cross_unit_edges() if not _allowed(_unit(a), _unit(b))}
     assert not violations, "imports against DESIGN's direction:\n" + "\n".join(sorted(violations))
 
 
 def test_units_form_no_cycle() -> None:
     graph: dict[str, set[str]] = {}
     for a, b in _cross_unit_edges():
-        if f"{a} -> {b}" not in KNOWN_VIOLATIONS:
-            graph.setdefault(_unit(a), set()).add(_unit(b))
+        graph.setdefault(_unit(a), set()).add(_unit(b))
     try:
         tuple(graphlib.TopologicalSorter(graph).static_order())
     except graphlib.CycleError as error:
@@ -150,12 +132,6 @@ def test_banned_third_party_packages_are_not_imported() -> None:
         if name.split(".")[0] in BANNED_THIRD_PARTY.get(_unit(module), ())
     }
     assert not found, "banned imports:\n" + "\n".join(sorted(found))
-
-
-def test_every_known_violation_still_occurs() -> None:
-    edges = {f"{a} -> {b}" for a, b in _edges()}
-    fixed = KNOWN_VIOLATIONS - edges
-    assert not fixed, "fixed; remove from KNOWN_VIOLATIONS:\n" + "\n".join(sorted(fixed))
 
 
 def test_the_rules_say_what_design_says() -> None:

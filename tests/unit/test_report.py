@@ -10,7 +10,7 @@ import pytest
 
 from cascadelab.config import ReportStage
 from cascadelab.io import read_tsv
-from cascadelab.report.stage import build_report
+from cascadelab.pipeline.report import build_report
 from cascadelab.report.table import BUILDERS, collect_rows
 
 FAMILIES = {"add": 100.0, "sub": 90.0, "mul": 5.0, "expr": 4.0, "reverse": 0.0, "word": 2.5}

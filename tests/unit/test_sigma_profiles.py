@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from cascadelab.config import SIGMA_PROFILES, ParamsError, check_sigma_runtime, parse_params
-from cascadelab.training.sigma_pretrain import write_resolved_settings
+from cascadelab.pipeline.sigma_pretrain import write_resolved_settings
 
 
 def _section(**raw: Any) -> Any:

@@ -6,12 +6,10 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, model_validator
 
-from cascadelab.config.base import CLIP_DESCRIPTION, INIT_DESCRIPTION, StrictModel, tokenizer_ids
+from cascadelab.config.base import CLIP_DESCRIPTION, INIT_DESCRIPTION, StrictModel, registered_config, tokenizer_ids
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedTokenizerBase
-
-    from cascadelab.models.acoc import ACOCConfig
+    from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
 
 # The ACOC library (models/acoc/, training/acoc_trainer.py) takes these classes as its settings, so that
@@ -37,10 +35,9 @@ class ACOCModelParams(StrictModel):
 
     def to_config(
         self, tokenizer: PreTrainedTokenizerBase, expert_widths: list[list[list[int]]] | None = None
-    ) -> ACOCConfig:
+    ) -> PretrainedConfig:
         """The `ACOCConfig` of this initial architecture (or of `expert_widths`), ids from `tokenizer`."""
-        # Imported here: loading params.yaml must not import the model code (config is a leaf).
-        from cascadelab.models.acoc import ACOCConfig
+        ACOCConfig = registered_config("acoc")
 
         return ACOCConfig(
             hidden_size=self.hidden_size,

@@ -146,6 +146,21 @@ def field_description(model: type[BaseModel], path: Sequence[str | int]) -> str 
     return field.description if field else None
 
 
+def registered_config(model_type: str) -> Any:
+    """The Hugging Face config class registered under `model_type` with `AutoConfig.register`.
+
+    The schema imports no library code (config is a leaf), so a model section's `to_config` reaches its
+    config class through transformers' registry, which the model package fills when it is imported.
+    """
+    from transformers import CONFIG_MAPPING  # here, not at the top: loading params.yaml must not import torch
+
+    if model_type not in CONFIG_MAPPING:
+        raise ValueError(
+            f"model type {model_type!r} is not registered with AutoConfig: import its cascadelab.models package first"
+        )
+    return CONFIG_MAPPING[model_type]
+
+
 def tokenizer_ids(tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
     """The HF-config fields every model takes from the corpus tokenizer: vocabulary size and special ids."""
     return {

@@ -15,13 +15,12 @@ from cascadelab.config.base import (
     TrainParams,
     check_mix,
     default_mix,
+    registered_config,
     tokenizer_ids,
 )
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedTokenizerBase
-
-    from cascadelab.models.hybrid_rnn import HybridRNNConfig
+    from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
 
 class HybridRNNModelParams(StrictModel):
@@ -64,10 +63,9 @@ class HybridRNNModelParams(StrictModel):
         """The `HybridRNNConfig` fields set here (all but the preset name and the unset sizes)."""
         return {key: value for key, value in self.model_dump(exclude={"preset"}).items() if value is not None}
 
-    def to_config(self, tokenizer: PreTrainedTokenizerBase) -> HybridRNNConfig:
+    def to_config(self, tokenizer: PreTrainedTokenizerBase) -> PretrainedConfig:
         """The `HybridRNNConfig` of the preset with the overrides, sized and given token ids by `tokenizer`."""
-        # Imported here: loading params.yaml must not import the model code (config is a leaf).
-        from cascadelab.models.hybrid_rnn import HybridRNNConfig
+        HybridRNNConfig = registered_config("hybrid_rnn")
 
         ids = tokenizer_ids(tokenizer)
         missing = [name for name in ("pad_token_id", "bos_token_id", "eos_token_id") if ids[name] is None]

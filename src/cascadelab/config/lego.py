@@ -6,12 +6,10 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, model_validator
 
-from cascadelab.config.base import INIT_DESCRIPTION, StrictModel, tokenizer_ids
+from cascadelab.config.base import INIT_DESCRIPTION, StrictModel, registered_config, tokenizer_ids
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedTokenizerBase
-
-    from cascadelab.models.lego import LEGOConfig
+    from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
 
 class LegoModelParams(StrictModel):
@@ -172,14 +170,13 @@ class LegoParams(StrictModel):
     )
     num_threads: int = Field(2, gt=0, description="torch CPU threads of every LEGO stage")
 
-    def to_config(self, tokenizer: PreTrainedTokenizerBase) -> LEGOConfig:
+    def to_config(self, tokenizer: PreTrainedTokenizerBase) -> PretrainedConfig:
         """The phase-1 `LEGOConfig`: architecture, phase-1 settings, the tokenizer's vocabulary and special ids.
 
-        Phase-2 settings are left at the seed defaults here and set by `training.lego_stages.phase2_config`,
+        Phase-2 settings are left at the seed defaults here and set by `pipeline.lego_common.phase2_config`,
         so the phase-1 artifact does not depend on them.
         """
-        # Imported here: loading params.yaml must not import the model code (config is a leaf).
-        from cascadelab.models.lego import LEGOConfig
+        LEGOConfig = registered_config("lego")
 
         m = self.model
         return LEGOConfig(

@@ -14,16 +14,16 @@ from cascadelab.config.base import (
     ParamsError,
     StrictModel,
     check_mix,
+    registered_config,
     tokenizer_ids,
 )
 from cascadelab.config.coarse_sft import CausalLMParams
 from cascadelab.config.optimizers import OptimizerSettings
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedTokenizerBase
+    from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
     from cascadelab.config.sigma_rl import SigmaRLParams
-    from cascadelab.models.sigma import SigmaConfig
 
 # Kept equal to cascadelab.models.sigma.BITLINEAR_FAMILIES (a unit test checks), so that params load
 # without importing the model code.
@@ -94,12 +94,11 @@ class SigmaModelParams(StrictModel):
             knobs["num_hidden_layers"] = self.num_layers
         return {**knobs, **self.overrides}
 
-    def to_config(self, tokenizer: PreTrainedTokenizerBase) -> SigmaConfig:
+    def to_config(self, tokenizer: PreTrainedTokenizerBase) -> PretrainedConfig:
         """The `SigmaConfig` of the preset with the set knobs and overrides, ids from `tokenizer`."""
-        # Imported here: loading params.yaml must not import the model code (config is a leaf).
         import inspect
 
-        from cascadelab.models.sigma import SigmaConfig
+        SigmaConfig = registered_config("sigma")
 
         kwargs = self.config_kwargs()
         accepted = inspect.signature(SigmaConfig.__init__).parameters

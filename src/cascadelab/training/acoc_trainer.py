@@ -36,7 +36,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from cascadelab.config import ACOCModelParams, ACOCParams
-from cascadelab.models.acoc import ACOCForCausalLM
+from cascadelab.models.acoc import ACOCConfig, ACOCForCausalLM
 from cascadelab.models.acoc.accounting import count_parameters, unique_parameters
 from cascadelab.models.acoc.growth import (
     StructureChange,
@@ -93,6 +93,7 @@ def build_model(
 ) -> ACOCForCausalLM:
     """A fresh ACOC model sized by `params` (or by `expert_widths`), initialised from `seed`, on `device`."""
     config = params.to_config(tokenizer, expert_widths)
+    assert isinstance(config, ACOCConfig)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = ACOCForCausalLM(config)

@@ -9,10 +9,10 @@ import pytest
 from cascadelab.config import PrepareParams
 from cascadelab.data.code_tasks import LEVELS, build_code_splits, level_items
 from cascadelab.data.corpus import normalise_prompt
-from cascadelab.data.prepare import prepare
+from cascadelab.pipeline.prepare import prepare
+from cascadelab.pipeline.sigma_rl import build_cascade, code_spec
 from cascadelab.sandbox import Limits, Sandbox
 from cascadelab.training.sigma.verifier import VerifierCascade
-from cascadelab.training.sigma_rl import build_cascade, code_spec
 
 
 @pytest.fixture(scope="module")

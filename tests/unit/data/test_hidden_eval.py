@@ -10,8 +10,8 @@ import pytest
 from cascadelab.config import PrepareParams
 from cascadelab.data.corpus import load_split
 from cascadelab.data.hidden_eval import check_manifest, manifest_path, prompt_hash
-from cascadelab.data.prepare import prepare
-from cascadelab.training.sigma_pretrain import check_hidden_eval
+from cascadelab.pipeline.prepare import prepare
+from cascadelab.pipeline.sigma_pretrain import check_hidden_eval
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,8 @@ from cascadelab.data.tokenizer import train_tokenizer
 from cascadelab.models.coarse import build_causal_lm
 from cascadelab.models.sigma import BITLINEAR_FAMILIES
 from cascadelab.models.utils import count_parameters
+from cascadelab.pipeline.sigma_pretrain import build_sigma_lm, check_param_gap
 from cascadelab.training.data import TokenizedRows, count_tokens, mixed_batches
-from cascadelab.training.sigma_pretrain import build_sigma_lm, check_param_gap
 
 RECORDS = [
     {"task": "add", "prompt": "12+30=", "response": "+24"},

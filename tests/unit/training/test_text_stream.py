@@ -33,7 +33,7 @@ def texts_file(tmp_path: Path) -> Path:
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     from cascadelab.config import PrepareParams
-    from cascadelab.data.prepare import prepare
+    from cascadelab.pipeline.prepare import prepare
 
     root = tmp_path_factory.mktemp("tok")
     sizes = {"train": 30, "val": 5, "test": 5}

@@ -13,10 +13,10 @@ from cascadelab.data.code_tasks import level_items
 from cascadelab.data.tasks import get_family
 from cascadelab.data.tokenizer import train_tokenizer
 from cascadelab.models.sigma import SigmaConfig, SigmaForCausalLM, apply_instant_plan
+from cascadelab.pipeline.sigma_rl import build_cascade, code_spec
 from cascadelab.sandbox import Limits, Sandbox
 from cascadelab.training.sigma.causal_replay import CausalReplay
 from cascadelab.training.sigma.grpo_bridge import GRPOBridge, RLTask, VerifierReward, group_advantages
-from cascadelab.training.sigma_rl import build_cascade, code_spec
 
 META = {"answer_format": "reversed"}
 

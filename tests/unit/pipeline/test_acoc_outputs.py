@@ -5,7 +5,8 @@ import pytest
 
 from cascadelab.config import ACOCParams, TokenizerParams
 from cascadelab.data.tokenizer import train_tokenizer
-from cascadelab.training.acoc_outputs import (
+from cascadelab.pipeline.acoc import check_tasks
+from cascadelab.pipeline.acoc_outputs import (
     cycle_series,
     event_records,
     history_dataset,
@@ -13,7 +14,6 @@ from cascadelab.training.acoc_outputs import (
     plot_tables,
     stage_metrics,
 )
-from cascadelab.training.acoc_stage import check_tasks
 from cascadelab.training.acoc_trainer import run_acoc
 from cascadelab.training.task_batches import build_task_batches
 

@@ -6,7 +6,7 @@ code); a share of the steps (:class:`~cascadelab.training.sigma.rl_lm_mix.RLMix`
 update through TRL (:class:`~cascadelab.training.sigma.grpo_bridge.GRPOBridge`) in the loop's ``rl``
 phase. Every ``train.eval_steps`` the held-out mean reward (greedy, on val prompts of both kinds)
 and the LM val loss are measured and the mix decides. Before and after the run the test splits are
-evaluated: math exact match per task (:func:`~cascadelab.training.coarse_sft.evaluate_lm`) and the
+evaluated: math exact match per task (:func:`~cascadelab.pipeline.coarse_sft.evaluate_lm`) and the
 code pass rate (every test passed in the sandbox).
 """
 
@@ -30,9 +30,11 @@ from cascadelab.data.tokenizer import load_tokenizer
 from cascadelab.eval.generation import generate_batched
 from cascadelab.io import write_json
 from cascadelab.models.sigma import SigmaForCausalLM
+from cascadelab.pipeline.coarse_sft import evaluate_lm
+from cascadelab.pipeline.paths import Paths
+from cascadelab.pipeline.sigma_pretrain import _save
 from cascadelab.sandbox import Limits, Sandbox, TestCase
 from cascadelab.training.checkpoints import checkpoint_dir, discard
-from cascadelab.training.coarse_sft import evaluate_lm
 from cascadelab.training.data import TokenizedRows, mixed_batches
 from cascadelab.training.run_checkpoints import CheckpointStore
 from cascadelab.training.sigma.causal_replay import CausalReplay
@@ -40,7 +42,6 @@ from cascadelab.training.sigma.evolution import Evolution
 from cascadelab.training.sigma.grpo_bridge import GRPOBridge, RLTask
 from cascadelab.training.sigma.rl_lm_mix import RLMix
 from cascadelab.training.sigma.verifier import CodeSpec, CodeVerifier, MathVerifier, VerifierCascade
-from cascadelab.training.sigma_pretrain import _save
 from cascadelab.training.sigma_trainer import LogFn, SigmaTrainer, build_optimizers, mean_loss
 
 
@@ -215,22 +216,15 @@ def _test_report(
     return metrics, math_outputs, code_outputs
 
 
-def run_sigma_rl(
-    params: SigmaRLParams,
-    seed: int,
-    corpus_dir: Path,
-    tokenizer_dir: Path,
-    code_dir: Path,
-    sigma_dir: Path,
-    model_dir: Path,
-    out_dir: Path,
-    log_fn: LogFn | None = None,
-    tracking_run: Any = None,
+def run(
+    params: SigmaRLParams, seed: int, paths: Paths, log_fn: LogFn | None = None, tracking_run: Any = None
 ) -> SigmaRLOutcome:
-    """RL the pretrained SigmaLLM in `sigma_dir`, save it to `model_dir`, log to `out_dir` (see module doc).
+    """RL the pretrained SigmaLLM in `paths.sigma`, save it to `paths.sigma_rl`, log to `paths.sigma_rl_run`.
 
     `tracking_run` (the stage's MLflow run) parents the NAS trials' child runs.
     """
+    corpus_dir, tokenizer_dir, code_dir = paths.corpus, paths.tokenizer, paths.code_tasks
+    sigma_dir, model_dir, out_dir = paths.sigma, paths.sigma_rl, paths.sigma_rl_run
     started = time.perf_counter()
     torch.set_num_threads(params.train.num_threads)
     torch.manual_seed(seed)
@@ -397,5 +391,5 @@ __all__ = [
     "code_spec",
     "heldout_reward",
     "rl_tasks",
-    "run_sigma_rl",
+    "run",
 ]

@@ -3,7 +3,7 @@
 Both models see the same batches (corpus train split, prompt + response, loss on the response only)
 for the same number of steps, with the same optimizer settings and schedule, through the same loop
 (:class:`cascadelab.training.sigma_trainer.SigmaTrainer`). Both are evaluated on the test split like
-`coarse_sft` (:func:`cascadelab.training.coarse_sft.evaluate_lm`: exact match per task, response
+`coarse_sft` (:func:`cascadelab.pipeline.coarse_sft.evaluate_lm`: exact match per task, response
 perplexity, generation speed).
 """
 
@@ -25,11 +25,12 @@ from cascadelab.data.hidden_eval import check_manifest, manifest_path
 from cascadelab.data.tokenizer import load_tokenizer
 from cascadelab.io import atomic_directory, write_json
 from cascadelab.models.coarse import build_causal_lm
-from cascadelab.models.sigma import SigmaForCausalLM
+from cascadelab.models.sigma import SigmaConfig, SigmaForCausalLM
 from cascadelab.models.utils import count_parameters
+from cascadelab.pipeline.coarse_sft import evaluate_lm
+from cascadelab.pipeline.paths import Paths
 from cascadelab.training.background import BackgroundCall
 from cascadelab.training.checkpoints import checkpoint_dir, discard
-from cascadelab.training.coarse_sft import evaluate_lm
 from cascadelab.training.data import TokenizedRows, mixed_batches
 from cascadelab.training.run_checkpoints import CheckpointStore
 from cascadelab.training.sigma_trainer import LogFn, SigmaTrainer, TrainResult, build_optimizers, mean_loss
@@ -50,7 +51,9 @@ class SigmaPretrainOutcome:
 
 def build_sigma_lm(params: SigmaModelParams, tokenizer: PreTrainedTokenizerBase) -> SigmaForCausalLM:
     """A randomly initialised SigmaLLM from a preset and overrides, with ids taken from `tokenizer`."""
-    return SigmaForCausalLM(params.to_config(tokenizer))
+    config = params.to_config(tokenizer)
+    assert isinstance(config, SigmaConfig)
+    return SigmaForCausalLM(config)
 
 
 def _seeded(build: Callable[[], nn.Module], seed: int) -> Any:
@@ -159,23 +162,17 @@ def train_and_evaluate(
     return ModelRun(evaluation, result.history, outputs, result.metrics_path)
 
 
-def run_sigma_pretrain(
-    params: SigmaPretrainParams,
-    seed: int,
-    corpus_dir: Path,
-    tokenizer_dir: Path,
-    model_dir: Path,
-    out_dir: Path,
-    log_fn: LogFn | None = None,
-) -> SigmaPretrainOutcome:
-    """Train and evaluate SigmaLLM (saved to `model_dir`) and the baseline on test; compare them.
+def run(params: SigmaPretrainParams, seed: int, paths: Paths, log_fn: LogFn | None = None) -> SigmaPretrainOutcome:
+    """Train and evaluate SigmaLLM (saved to `paths.sigma`) and the baseline on test; compare them.
 
     With `train.parallel_baseline` the baseline trains in a second process at the same time (one core
     each on a 2-core machine); otherwise after SigmaLLM. The loop writes `out_dir/metrics.jsonl` for
-    SigmaLLM and `out_dir/baseline/metrics.jsonl` for the baseline. `log_fn(metrics, step)` receives
+    SigmaLLM and `out_dir/baseline/metrics.jsonl` for the baseline (`out_dir`: `paths.sigma_pretrain_run`).
+    `log_fn(metrics, step)` receives
     each logged row with keys prefixed `sigma/` or `baseline/` (the baseline's rows once it is done,
     when it runs in the other process).
     """
+    corpus_dir, tokenizer_dir, model_dir, out_dir = paths.corpus, paths.tokenizer, paths.sigma, paths.sigma_pretrain_run
     started = time.perf_counter()
     check_sigma_runtime(params, torch.cuda.is_available())
     write_resolved_settings(params, seed, out_dir)

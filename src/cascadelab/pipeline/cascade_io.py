@@ -1,9 +1,14 @@
-"""Files shared by the cascade stages: the frozen coarse model, the corpus splits, the pairs JSONL."""
+"""Files shared by the cascade stages: the frozen coarse model, the corpus splits, the pairs JSONL, the control.
+
+Every stage reads the frozen coarse model saved by `coarse_sft` (`models/coarse`, its tokenizer beside it)
+and the corpus of `prepare`.
+"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +17,27 @@ from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokeni
 
 from cascadelab.data.corpus import CorpusVerifier, load_meta, load_split, write_jsonl
 from cascadelab.data.tokenizer import load_tokenizer
+from cascadelab.io import atomic_directory, write_json
 
 Record = dict[str, Any]
 PAIR_SPLITS = ("train", "val")
+DISABLED = "disabled.json"  # what a disabled optional model's folder holds (DVC outs must exist)
+
+
+@dataclass
+class StageOutcome:
+    """A cascade stage's metrics, its curves (name → rows, one TSV each) and a prediction sample.
+
+    Undefined rates (e.g. a break rate over no coarse-right items) are dropped from `metrics`, so the
+    metrics file stays strict JSON; the curves keep them as empty cells.
+    """
+
+    metrics: dict[str, Any]
+    curves: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    predictions: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.metrics = {k: v for k, v in self.metrics.items() if not (isinstance(v, float) and math.isnan(v))}
 
 
 @dataclass
@@ -66,3 +89,18 @@ def read_pairs(folder: str | Path, split: str) -> list[Record]:
         raise FileNotFoundError(f"{path}: missing (run the cascade_pairs stage)")
     with open(path, encoding="utf-8") as handle:
         return [json.loads(line) for line in handle if line.strip()]
+
+
+def save_control(model: PreTrainedModel | None, tokenizer: Any, folder: Path) -> None:
+    """Write `coarse_more` like the coarse model (`save_pretrained` + tokenizer), or a marker when disabled."""
+    with atomic_directory(folder) as tmp:
+        if model is None:
+            write_json(tmp / DISABLED, {"enabled": False})
+            return
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        tokenizer.save_pretrained(str(tmp))
+
+
+def load_control(folder: Path) -> PreTrainedModel | None:
+    """The saved control, or None when the refiner stage ran with `control.enabled: false`."""
+    return None if (folder / DISABLED).is_file() else load_model(folder)

@@ -2,7 +2,10 @@
 
 import math
 
-from cascadelab.cascade.stages import StageOutcome, error_rate_rows, family_rows, operating_points, reliability_rows
+from cascadelab.pipeline.cascade_eval import family_rows, operating_points
+from cascadelab.pipeline.cascade_io import StageOutcome
+from cascadelab.pipeline.cascade_pairs import error_rate_rows
+from cascadelab.pipeline.limen import reliability_rows
 
 
 def test_reliability_rows_bin_tension_against_the_observed_wrong_rate():

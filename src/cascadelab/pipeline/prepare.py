@@ -11,6 +11,12 @@ from cascadelab.data.corpus import SPLITS, build_splits, corpus_meta, iter_texts
 from cascadelab.data.hidden_eval import HIDDEN_SPLITS, manifest_path, write_manifest
 from cascadelab.data.tokenizer import round_trip_failures, train_tokenizer
 from cascadelab.io import atomic_directory
+from cascadelab.pipeline.paths import Paths
+
+
+def run(params: PrepareParams, seed: int, paths: Paths) -> dict[str, Any]:
+    """Write the corpus, the tokenizer, the hidden-eval manifest beside the corpus and the code tasks."""
+    return prepare(params, seed, paths.corpus, paths.tokenizer, paths.code_tasks)
 
 
 def prepare(

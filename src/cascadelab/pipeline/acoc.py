@@ -19,7 +19,8 @@ from cascadelab.config import ACOCParams
 from cascadelab.data.corpus import CorpusVerifier, load_meta, load_split
 from cascadelab.data.tokenizer import load_tokenizer
 from cascadelab.io import atomic_directory
-from cascadelab.training.acoc_outputs import plot_tables, stage_metrics
+from cascadelab.pipeline.acoc_outputs import plot_tables, stage_metrics
+from cascadelab.pipeline.paths import Paths
 from cascadelab.training.acoc_trainer import ACOCResult, LogFn, run_acoc
 from cascadelab.training.task_batches import TaskBatches, build_task_batches
 
@@ -72,23 +73,16 @@ def load_acoc_data(params: ACOCParams, corpus_dir: Path, tokenizer_dir: Path) ->
     return ACOCData(tokenizer, CorpusVerifier(meta), train, val, load_split(corpus_dir, "test"))
 
 
-def run_acoc_stage(
-    params: ACOCParams,
-    seed: int,
-    corpus_dir: Path,
-    tokenizer_dir: Path,
-    model_dir: Path,
-    baselines_dir: Path,
-    log_fn: LogFn | None = None,
-) -> ACOCOutcome:
-    """Grow ACOC (checkpoint per cycle under `model_dir/checkpoints`), train the baselines, save all three.
+def run(params: ACOCParams, seed: int, paths: Paths, log_fn: LogFn | None = None) -> ACOCOutcome:
+    """Grow ACOC (checkpoint per cycle under `paths.acoc/checkpoints`), train the baselines, save all three.
 
-    The baselines go to `baselines_dir/static_initial` and `baselines_dir/static_final`.
+    The baselines go to `paths.acoc_baselines/static_initial` and `.../static_final`.
 
     `log_fn(metrics, step)` gets the training losses (step = global step) and the ACOC loop's per-cycle
     metrics (step = cycle).
     """
-    data = load_acoc_data(params, corpus_dir, tokenizer_dir)
+    model_dir, baselines_dir = paths.acoc, paths.acoc_baselines
+    data = load_acoc_data(params, paths.corpus, paths.tokenizer)
     with atomic_directory(model_dir) as tmp:
         result = run_acoc(
             params,

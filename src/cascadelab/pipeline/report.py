@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cascadelab.config import ReportParams
 from cascadelab.io import atomic_write_text, write_tsv
+from cascadelab.pipeline.paths import Paths
 from cascadelab.report.render import COLUMNS, markdown_table, plot_accuracy
 from cascadelab.report.table import ModelRow, collect_rows
 
@@ -24,6 +26,11 @@ class ReportOutputs:
 def _key(model: str) -> str:
     """An ASCII metric-name prefix for a model label (`Transformer² cascade (gated)` -> `transformer_cascade_gated`)."""
     return re.sub(r"[^a-z0-9]+", "_", model.lower()).strip("_")
+
+
+def run(section: ReportParams, seed: int, paths: Paths) -> ReportOutputs:
+    """The report of `section.stages` from `paths.metrics` into `plots/report` (`seed` is unused: nothing is drawn)."""
+    return build_report(list(section.stages), paths.metrics, paths.plots_of("report"), section.title)
 
 
 def build_report(stages: list[str], metrics_dir: Path, out_dir: Path, title: str) -> ReportOutputs:

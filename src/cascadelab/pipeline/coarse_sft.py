@@ -18,6 +18,7 @@ from cascadelab.eval.metrics import exact_match_report, response_perplexity
 from cascadelab.io import atomic_directory
 from cascadelab.models.coarse import build_causal_lm, load_base_model
 from cascadelab.models.utils import count_parameters
+from cascadelab.pipeline.paths import Paths
 from cascadelab.training.checkpoints import checkpoint_dir, discard
 from cascadelab.training.sft import SFTResult, train_sft
 
@@ -66,10 +67,9 @@ def evaluate_lm(
     return metrics, outputs
 
 
-def run_coarse_sft(
-    params: CoarseSFTParams, seed: int, corpus_dir: Path, tokenizer_dir: Path, model_dir: Path
-) -> CoarseOutcome:
+def run(params: CoarseSFTParams, seed: int, paths: Paths) -> CoarseOutcome:
     """Train the coarse model, save it with `save_pretrained`, evaluate it on the test split."""
+    corpus_dir, tokenizer_dir, model_dir = paths.corpus, paths.tokenizer, paths.coarse
     torch.set_num_threads(params.train.num_threads)
     meta = load_meta(corpus_dir)
     train_records = load_split(corpus_dir, "train")

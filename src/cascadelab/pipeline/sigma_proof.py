@@ -27,6 +27,7 @@ import argparse
 import shutil
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -123,8 +124,8 @@ def run_proof(
 
     from cascadelab.data.corpus import load_split
     from cascadelab.data.tokenizer import load_tokenizer
+    from cascadelab.pipeline.sigma_pretrain import build_model, write_resolved_settings
     from cascadelab.training.data import TokenizedRows, mixed_batches
-    from cascadelab.training.sigma_pretrain import build_model, write_resolved_settings
     from cascadelab.training.sigma_trainer import SigmaTrainer, build_optimizers, mean_loss
 
     shutil.rmtree(out_dir, ignore_errors=True)
@@ -187,7 +188,8 @@ def _run_rl_proof(
     rl_model_dir: Path | None = None,
 ) -> tuple[dict[str, float], list[str]]:
     """`sigma_rl` on `rl_model_dir` (else the model the proof just trained); its last row and problems."""
-    from cascadelab.training.sigma_rl import run_sigma_rl
+    from cascadelab.pipeline.paths import PATHS
+    from cascadelab.pipeline.sigma_rl import run
 
     if rl_model_dir is None:
         rl_model_dir = out_dir / "sigma"
@@ -195,9 +197,16 @@ def _run_rl_proof(
         tokenizer.save_pretrained(str(rl_model_dir))
     rl_out = out_dir / "rl"
     try:
-        outcome = run_sigma_rl(
-            section, seed, corpus_dir, tokenizer_dir, code_dir, rl_model_dir, out_dir / "sigma_rl", rl_out
+        paths = replace(
+            PATHS,
+            corpus=corpus_dir,
+            tokenizer=tokenizer_dir,
+            code_tasks=code_dir,
+            sigma=rl_model_dir,
+            sigma_rl=out_dir / "sigma_rl",
+            sigma_rl_run=rl_out,
         )
+        outcome = run(section, seed, paths)
     except Exception as error:
         return {}, [f"run crashed: {type(error).__name__}: {error}", *_crash_reports(rl_out)]
     row = outcome.history[-1]

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -24,7 +23,8 @@ from cascadelab.data.tokenizer import load_tokenizer
 from cascadelab.eval.metrics import exact_match_report
 from cascadelab.eval.seq2seq import Decoding, evaluate_seq2seq
 from cascadelab.io import atomic_directory
-from cascadelab.models.hybrid_rnn import HybridRNNTransformer, init_hybrid_rnn
+from cascadelab.models.hybrid_rnn import HybridRNNConfig, HybridRNNTransformer, init_hybrid_rnn
+from cascadelab.pipeline.paths import Paths
 from cascadelab.training.curriculum import LoopCurriculum
 from cascadelab.training.hybrid_rnn_trainer import HybridRNNTrainSettings, LogFn, TrainResult, train_hybrid_rnn
 
@@ -47,7 +47,9 @@ def build_hybrid_model(
     params: HybridRNNModelParams, tokenizer: PreTrainedTokenizerBase, seed: int
 ) -> HybridRNNTransformer:
     """A fresh model of the preset (with overrides), sized and given token ids by the corpus tokenizer."""
-    return init_hybrid_rnn(params.to_config(tokenizer), seed)
+    config = params.to_config(tokenizer)
+    assert isinstance(config, HybridRNNConfig)
+    return init_hybrid_rnn(config, seed)
 
 
 def train_settings(params: HybridRNNTrainParams, seed: int) -> HybridRNNTrainSettings:
@@ -123,18 +125,12 @@ def evaluate_decodings(
     return metrics, outputs
 
 
-def run_hybrid_rnn(
-    params: HybridRNNParams,
-    seed: int,
-    corpus_dir: Path,
-    tokenizer_dir: Path,
-    model_dir: Path,
-    log_fn: LogFn | None = None,
-) -> HybridOutcome:
+def run(params: HybridRNNParams, seed: int, paths: Paths, log_fn: LogFn | None = None) -> HybridOutcome:
     """Train the hybrid model, save it (+ tokenizer) with `save_pretrained`, evaluate it on the test split.
 
     `log_fn(metrics, step)` receives the trainer's evaluation-time metrics (train/val loss, lr, tokens/s).
     """
+    corpus_dir, tokenizer_dir, model_dir = paths.corpus, paths.tokenizer, paths.hybrid_rnn
     torch.set_num_threads(params.train.num_threads)
     verifier = CorpusVerifier(load_meta(corpus_dir))
     train_records = load_split(corpus_dir, "train")

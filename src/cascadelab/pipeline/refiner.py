@@ -1,0 +1,53 @@
+"""The `refiner` stage's logic: train the worked-steps refiner and the equal-compute control `coarse_more`."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from cascadelab.cascade.limen import Limen
+from cascadelab.config import RefinerSettings
+from cascadelab.io import atomic_directory, write_json
+from cascadelab.pipeline.cascade_io import DISABLED, StageOutcome, load_inputs, read_pairs, save_control
+from cascadelab.pipeline.paths import Paths
+from cascadelab.training.refiner_trainer import run_refiner
+
+
+def run(settings: RefinerSettings, seed: int, paths: Paths, report_to: Sequence[str] = ()) -> StageOutcome:
+    """Train the refiner, the equal-compute control `coarse_more` and, if asked, the answer-target baseline;
+    save them (a marker file for a disabled one) and report val exact match."""
+    inputs = load_inputs(paths.corpus, paths.coarse, settings.train.num_threads)
+    train, val, test = (inputs.split(name) for name in ("train", "val", "test"))
+    limen = None
+    if settings.strategy != "teacher_forcing" and settings.self_improvement.tension_weight:
+        limen = Limen.load(paths.limen, inputs.coarse, inputs.tokenizer, inputs.verifier)
+    work_dir = Path(tempfile.mkdtemp(prefix="refiner-"))
+    try:
+        outcome = run_refiner(
+            inputs.coarse,
+            inputs.tokenizer,
+            inputs.verifier,
+            settings,
+            seed,
+            work_dir,
+            read_pairs(paths.cascade_pairs, "train"),
+            train,
+            [*val, *test],
+            str(inputs.meta.get("answer_format", "reversed")),
+            limen,
+            val_records=val,
+            report_to=report_to,
+        )
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+    outcome.refiner.save(paths.refiner)
+    save_control(outcome.control, inputs.tokenizer, paths.coarse_more)
+    if outcome.answer_baseline is not None:
+        outcome.answer_baseline.save(paths.refiner_answer)
+    else:
+        with atomic_directory(paths.refiner_answer) as tmp:
+            write_json(tmp / DISABLED, {"enabled": False})
+    curves = {"train": outcome.history, "control_train": outcome.control_history}
+    return StageOutcome(dict(outcome.metrics), curves)
