@@ -22,8 +22,8 @@ from pathlib import Path
 
 from cascadelab.config import SigmaFeatureParams, load_params
 from cascadelab.data.corpus import load_split
+from cascadelab.data.mixed_batches import TokenizedRows, mixed_batches
 from cascadelab.data.tokenizer import load_tokenizer
-from cascadelab.training.data import TokenizedRows, mixed_batches
 from cascadelab.training.optimizers import OPTIMIZER_NAMES
 from cascadelab.training.optimizers.factory import build_optimizers
 from cascadelab.training.sigma_pretrain import build_model

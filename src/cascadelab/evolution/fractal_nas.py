@@ -40,10 +40,10 @@ from typing import Any
 
 import torch
 
+from cascadelab.data.batches import Batch
 from cascadelab.models.sigma import SigmaConfig, SigmaForCausalLM, apply_instant_plan
 from cascadelab.params_base import check_settings
 from cascadelab.tracking import StageRun, log_child_run
-from cascadelab.training.data import Batch
 
 AXES = ("width", "depth", "mix", "experts")
 TrainAndEval = Callable[[SigmaConfig, int], tuple[float, float]]

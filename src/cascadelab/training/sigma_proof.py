@@ -122,8 +122,8 @@ def run_proof(
     import torch
 
     from cascadelab.data.corpus import load_split
+    from cascadelab.data.mixed_batches import TokenizedRows, mixed_batches
     from cascadelab.data.tokenizer import load_tokenizer
-    from cascadelab.training.data import TokenizedRows, mixed_batches
     from cascadelab.training.sigma_pretrain import build_model, write_resolved_settings
     from cascadelab.training.sigma_trainer import SigmaTrainer, build_optimizers, mean_loss
 

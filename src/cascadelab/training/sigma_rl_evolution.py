@@ -35,14 +35,15 @@ from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from cascadelab.config import RL_EVOLUTION_SWITCHES, SigmaRLParams
+from cascadelab.data.batches import IGNORE_INDEX, Batch
 from cascadelab.data.corpus import CorpusVerifier, Record
+from cascadelab.data.mixed_batches import TokenizedRows
 from cascadelab.evolution.self_improver import SelfImprover, SelfImproverSettings
 from cascadelab.io import atomic_write_text
 from cascadelab.models.sigma import SigmaConfig
 from cascadelab.research.meta_loop import MetaLoop
 from cascadelab.research.research_log import ResearchLog
 from cascadelab.training.counterfactual_credit import CounterfactualCredit
-from cascadelab.training.data import IGNORE_INDEX, Batch, TokenizedRows
 from cascadelab.training.integrity_guards import scale_learning_rate
 from cascadelab.training.optimizers.factory import credit_optimizers
 from cascadelab.training.rl_lm_mix import RLMix

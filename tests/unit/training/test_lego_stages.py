@@ -4,14 +4,14 @@ import pytest
 import torch
 
 from cascadelab.config import LegoParams, TokenizerParams
+from cascadelab.data.cell_batches import CellBatches, encode_records
 from cascadelab.data.tokenizer import train_tokenizer
+from cascadelab.eval.generation import greedy_outputs
 from cascadelab.models.lego import LEGOTransformer, build_lego_model, exit_confidences, threshold_for_ratio
-from cascadelab.training.lego_data import CellBatches, encode_records
 from cascadelab.training.lego_stages import (
     causal_training_flops,
     exit_tradeoff,
     forward_flops_per_token,
-    greedy_outputs,
     lego_config,
     phase2_config,
 )

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from cascadelab.config import SigmaBitLinearFamily, SigmaModelParams, TokenizerParams, parse_params
+from cascadelab.data.mixed_batches import TokenizedRows, count_tokens, mixed_batches
 from cascadelab.data.tokenizer import train_tokenizer
 from cascadelab.models.coarse import build_causal_lm, count_parameters
 from cascadelab.models.sigma import BITLINEAR_FAMILIES
-from cascadelab.training.data import TokenizedRows, count_tokens, mixed_batches
 from cascadelab.training.sigma_pretrain import build_sigma_lm, check_param_gap
 
 RECORDS = [

@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from cascadelab.config import ParamsError, SigmaDataParams, parse_params
+from cascadelab.data.batches import Batch
+from cascadelab.data.text_stream import HybridBatches, stream_texts, text_batches
 from cascadelab.data.tokenizer import load_tokenizer
 from cascadelab.training.batch_pipeline import FallbackSource
-from cascadelab.training.data import Batch
-from cascadelab.training.text_stream import HybridBatches, build_batch_source, stream_texts, text_batches
+from cascadelab.training.batch_source import build_batch_source
 
 ROOT = Path(__file__).resolve().parents[3]
 
