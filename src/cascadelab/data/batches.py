@@ -74,7 +74,9 @@ class EncodedRow:
 def encode_texts(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) -> list[list[int]]:
     """Token ids of each text without special tokens (straight through the Rust tokenizer when fast)."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None:  # same ids, without building a BatchEncoding (half the time on the train split)
+    # The Rust tokenizer gives the same ids without building a BatchEncoding (half the time on the train
+    # split), unless an earlier padded or truncated call left padding/truncation switched on in it.
+    if backend is not None and backend.padding is None and backend.truncation is None:
         return [encoding.ids for encoding in backend.encode_batch(list(texts), add_special_tokens=False)]
     return [list(ids) for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
 

@@ -64,3 +64,10 @@ def test_a_batch_is_a_mapping_of_its_tensors_without_a_missing_mask() -> None:
 def test_an_empty_batch_names_its_task() -> None:
     with pytest.raises(ValueError, match=r"^add: cannot collate an empty batch$"):
         collate_rows([], 0, task="add")
+
+
+def test_encoding_ignores_padding_a_batched_tokenizer_call_left_behind(tokenizer) -> None:  # type: ignore[no-untyped-def]
+    plain = encode_texts(tokenizer, ["1+2=", "10+2="])
+    tokenizer(["1+2=", "10+2=+21"], padding=True, add_special_tokens=False)  # may leave padding on in the backend
+    assert encode_texts(tokenizer, ["1+2=", "10+2="]) == plain == [[*ids] for ids in plain]
+    assert len(plain[0]) == 4
