@@ -107,7 +107,7 @@ class CurriculumSampler(Sampler[int]):
 
 
 class LoopCurriculum:
-    """The curriculum in a plain PyTorch loop: `CurriculumSampler` batches, switched like `CurriculumCallback`.
+    """The curriculum in a plain PyTorch loop: `CurriculumSampler` batches, switched as in the SFT trainer.
 
     The switch is decided on a windowed training loss below `switch_loss`, or at `max_warmup_steps`.
     """
