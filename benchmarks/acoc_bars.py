@@ -17,9 +17,9 @@ import torch
 
 from cascadelab.config import ACOCParams, PrepareParams, TokenizerParams
 from cascadelab.data.corpus import CorpusVerifier, build_splits, iter_texts
+from cascadelab.data.task_streams import build_task_batches
 from cascadelab.data.tokenizer import train_tokenizer
 from cascadelab.training.acoc_trainer import bars, comparison, run_acoc
-from cascadelab.training.task_batches import build_task_batches
 
 COLUMNS = ("model", "em", "ppl", "params", "parameter_steps", "forgetting", "train_cpu_seconds", "run_seconds")
 

@@ -24,10 +24,10 @@ from pathlib import Path
 
 from cascadelab.config import InstantParams, SigmaOptimizerParams, load_params
 from cascadelab.data.corpus import load_split
+from cascadelab.data.mixed_batches import TokenizedRows, mixed_batches
 from cascadelab.data.tokenizer import load_tokenizer
 from cascadelab.models.coarse import build_causal_lm
 from cascadelab.pipeline.sigma_pretrain import build_sigma_lm
-from cascadelab.training.data import TokenizedRows, mixed_batches
 from cascadelab.training.sigma_trainer import SigmaTrainer, build_optimizers
 
 

@@ -69,9 +69,9 @@ def synthetic_models(exit_share: float, batch: int, seq: int) -> tuple[LEGOTrans
 
 def stage_models(args: argparse.Namespace) -> tuple[LEGOTransformer, LEGOTransformer | None, list[Batch]]:
     """The stage's LEGO model (and baseline if present) with the test split as batches."""
+    from cascadelab.data.cell_batches import CellBatches, encode_records
     from cascadelab.data.corpus import load_split
     from cascadelab.data.tokenizer import load_tokenizer
-    from cascadelab.training.lego_data import CellBatches, encode_records
 
     lego = LEGOTransformer.from_pretrained(args.model_dir)
     baseline = None

@@ -22,9 +22,9 @@ from pathlib import Path
 
 from cascadelab.config import OPTIMIZER_NAMES, SigmaFeatureParams, load_params
 from cascadelab.data.corpus import load_split
+from cascadelab.data.mixed_batches import TokenizedRows, mixed_batches
 from cascadelab.data.tokenizer import load_tokenizer
 from cascadelab.pipeline.sigma_pretrain import build_model
-from cascadelab.training.data import TokenizedRows, mixed_batches
 from cascadelab.training.optimizers.factory import build_optimizers
 from cascadelab.training.sigma_trainer import SigmaTrainer, mean_loss
 

@@ -32,12 +32,13 @@ from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokeni
 
 from cascadelab.cascade.formatting import refiner_input
 from cascadelab.config import CurriculumParams, RefinerFormatSettings, SFTTrainParams
+from cascadelab.data.batches import collate_rows, encode_prompt_response
 from cascadelab.data.corpus import load_split
 from cascadelab.data.tasks import get_family
 from cascadelab.data.tokenizer import load_tokenizer
 from cascadelab.eval.generation import generate_batched
 from cascadelab.training.refiner_trainer import fresh_records
-from cascadelab.training.sft import encode_prompt_completion, train_sft
+from cascadelab.training.sft import train_sft
 
 Record = dict[str, Any]
 
@@ -60,7 +61,7 @@ def train_torch(
     evaluate: Callable[[int], None],
 ) -> None:
     """The minimal loop: random batches of `rows`, right padding, loss on the target tokens only."""
-    ids, labels = encode_prompt_completion(tokenizer, [r["prompt"] for r in rows], [r["target"] for r in rows])
+    encoded = encode_prompt_response(tokenizer, [r["prompt"] for r in rows], [r["target"] for r in rows])
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
     rng = random.Random(args.seed)
     pad = int(tokenizer.pad_token_id or 0)
@@ -69,11 +70,7 @@ def train_torch(
         for group in optimizer.param_groups:
             group["lr"] = args.lr * lr_factor(step, args.steps, args.warmup, args.schedule, args.decay)
         batch = [rng.randrange(len(rows)) for _ in range(args.batch_size)]
-        width = max(len(ids[i]) for i in batch)
-        input_ids = torch.tensor([ids[i] + [pad] * (width - len(ids[i])) for i in batch])
-        target = torch.tensor([labels[i] + [-100] * (width - len(labels[i])) for i in batch])
-        mask = torch.tensor([[1] * len(ids[i]) + [0] * (width - len(ids[i])) for i in batch])
-        loss = model(input_ids=input_ids, attention_mask=mask, labels=target).loss
+        loss = model(**collate_rows([encoded[i] for i in batch], pad)).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from cascadelab.data.batches import encode_prompt_response, encode_texts, pad_rows, padding_mask
+
 
 @dataclass
 class Scores:
@@ -22,12 +24,6 @@ class Scores:
     mean_logprob: torch.Tensor  # [N] mean log-prob of the output tokens and EOS
     num_tokens: torch.Tensor  # [N] scored tokens (output tokens + EOS)
     pooled_hidden: torch.Tensor | None  # [N, H] last-layer states at the scored positions, averaged
-
-
-def _ids(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) -> list[list[int]]:
-    if not texts:
-        return []
-    return [list(x) for x in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
 
 
 @torch.no_grad()
@@ -44,26 +40,21 @@ def score_outputs(
         raise ValueError(f"{len(prompts)} prompts but {len(outputs)} outputs")
     model.eval()
     device = next(model.parameters()).device
-    prompt_ids, output_ids = _ids(tokenizer, prompts), _ids(tokenizer, outputs)
+    sequences = encode_prompt_response(tokenizer, prompts, outputs, jointly=False) if prompts else []
     eos = int(tokenizer.eos_token_id)
     pad = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos)
-    sequences = [[*p, *o, eos] for p, o in zip(prompt_ids, output_ids, strict=True)]
     n = len(sequences)
     mean_logprob, num_tokens = torch.zeros(n), torch.zeros(n, dtype=torch.long)
     pooled: torch.Tensor | None = None
-    order = sorted(range(n), key=lambda i: (len(sequences[i]), i))
+    order = sorted(range(n), key=lambda i: (len(sequences[i].input_ids), i))
     for start in range(0, n, batch_size):
         batch = order[start : start + batch_size]
-        width = max(len(sequences[i]) for i in batch)
-        ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        attention = torch.zeros((len(batch), width), dtype=torch.long)
-        scored = torch.zeros((len(batch), width), dtype=torch.bool)  # positions predicting output/EOS tokens
+        rows_ids = [sequences[i].input_ids for i in batch]
+        ids, attention = pad_rows(rows_ids, pad), padding_mask(rows_ids)
+        scored = torch.zeros(ids.shape, dtype=torch.bool)  # positions predicting output/EOS tokens
         for row, index in enumerate(batch):
             seq = sequences[index]
-            ids[row, : len(seq)] = torch.tensor(seq)
-            attention[row, : len(seq)] = 1
-            first = max(len(prompt_ids[index]) - 1, 0)
-            scored[row, first : len(seq) - 1] = True
+            scored[row, max(seq.prompt_len - 1, 0) : len(seq.input_ids) - 1] = True
         result = model(
             input_ids=ids.to(device), attention_mask=attention.to(device), output_hidden_states=hidden, use_cache=False
         )
@@ -87,4 +78,4 @@ def score_outputs(
 
 def generated_tokens(tokenizer: PreTrainedTokenizerBase, outputs: Sequence[str], max_new_tokens: int) -> list[int]:
     """Tokens each generation cost: its output tokens plus the EOS that stopped it, capped at the limit."""
-    return [min(len(ids) + 1, max_new_tokens) for ids in _ids(tokenizer, outputs)]
+    return [min(len(ids) + 1, max_new_tokens) for ids in (encode_texts(tokenizer, outputs) if outputs else [])]

@@ -2,7 +2,9 @@
 
 The source is the prompt's tokens without special tokens (the biLSTM needs no markers); the target is the
 response's tokens followed by EOS, and the decoder starts from the model's `decoder_start_token_id`.
-Batches are padded to their longest row: source padding is masked, target padding becomes -100.
+Batches are padded to their longest row (:mod:`cascadelab.data.batches`' helpers): source padding is
+masked, target padding becomes -100. The batch is its own type because the labels are the decoder's, not
+aligned with the inputs as an :class:`~cascadelab.data.batches.LMBatch`'s are, and may be absent.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from dataclasses import dataclass
 
 import torch
 from transformers import PreTrainedTokenizerBase
+
+from cascadelab.data.batches import IGNORE_INDEX, encode_prompt_response, encode_texts, pad_rows, padding_mask
 
 
 @dataclass
@@ -24,7 +28,7 @@ class Seq2SeqBatch:
 
     def num_target_tokens(self) -> int:
         """Label positions that count in the loss."""
-        return 0 if self.labels is None else int((self.labels != -100).sum())
+        return 0 if self.labels is None else int((self.labels != IGNORE_INDEX).sum())
 
 
 def _token_id(tokenizer: PreTrainedTokenizerBase, name: str) -> int:
@@ -36,7 +40,7 @@ def _token_id(tokenizer: PreTrainedTokenizerBase, name: str) -> int:
 
 def encode_source(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
     """Token ids of a prompt, without special tokens."""
-    ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    ids = encode_texts(tokenizer, [text])[0]
     if not ids:
         raise ValueError(f"source text {text!r} encodes to no tokens")
     return ids
@@ -44,22 +48,19 @@ def encode_source(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
 
 def encode_target(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
     """Token ids of a response followed by EOS."""
-    return [*tokenizer(text, add_special_tokens=False)["input_ids"], _token_id(tokenizer, "eos_token_id")]
+    return [*encode_texts(tokenizer, [text])[0], _token_id(tokenizer, "eos_token_id")]
 
 
 def encode_pairs(
     tokenizer: PreTrainedTokenizerBase, pairs: Sequence[tuple[str, str]]
 ) -> list[tuple[list[int], list[int]]]:
-    """Encode (prompt, response) pairs into (source ids, target ids + EOS)."""
-    return [(encode_source(tokenizer, prompt), encode_target(tokenizer, response)) for prompt, response in pairs]
-
-
-def _pad(rows: Sequence[Sequence[int]], value: int) -> torch.Tensor:
-    width = max(len(row) for row in rows)
-    out = torch.full((len(rows), width), value, dtype=torch.long)
-    for i, row in enumerate(rows):
-        out[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-    return out
+    """Encode (prompt, response) pairs into (source ids, target ids + EOS): the prompt and response tokenized apart."""
+    _token_id(tokenizer, "eos_token_id")
+    rows = encode_prompt_response(tokenizer, [p for p, _ in pairs], [r for _, r in pairs], jointly=False)
+    for (prompt, _), row in zip(pairs, rows, strict=True):
+        if not row.prompt_len:
+            raise ValueError(f"source text {prompt!r} encodes to no tokens")
+    return [(list(row.input_ids[: row.prompt_len]), list(row.input_ids[row.prompt_len :])) for row in rows]
 
 
 def collate_seq2seq(
@@ -70,12 +71,8 @@ def collate_seq2seq(
         raise ValueError("cannot collate an empty batch")
     if targets is not None and len(targets) != len(sources):
         raise ValueError(f"got {len(sources)} sources but {len(targets)} targets")
-    input_ids = _pad(sources, pad_token_id)
-    attention_mask = torch.zeros_like(input_ids)
-    for i, row in enumerate(sources):
-        attention_mask[i, : len(row)] = 1
-    labels = _pad(targets, -100) if targets is not None else None
-    return Seq2SeqBatch(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
+    labels = pad_rows(targets, IGNORE_INDEX) if targets is not None else None
+    return Seq2SeqBatch(input_ids=pad_rows(sources, pad_token_id), attention_mask=padding_mask(sources), labels=labels)
 
 
 def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:

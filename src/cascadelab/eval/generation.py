@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -21,8 +22,12 @@ def generate_batched(
     num_return_sequences: int = 1,
     seed: int = 0,
     desc: str = "generate",
+    **model_kwargs: Any,
 ) -> list[list[str]]:
-    """Generate for every prompt; returns, per prompt, `num_return_sequences` completions (prompt removed)."""
+    """Generate for every prompt; returns, per prompt, `num_return_sequences` completions (prompt removed).
+
+    `model_kwargs` go to the model's `generate` as they are (e.g. LEGO's `routed`).
+    """
     model.eval()
     tokenizer.padding_side = "left"
     order = sorted(range(len(prompts)), key=lambda i: (len(prompts[i]), i))
@@ -47,9 +52,23 @@ def generate_batched(
             pad_token_id=tokenizer.pad_token_id,
             eos_token_id=tokenizer.eos_token_id,
             use_cache=True,
+            **model_kwargs,
         )
         new_tokens = generated[:, encoded["input_ids"].shape[1] :]
         texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False)
         for row, index in enumerate(batch):
             outputs[index] = texts[row * num_return_sequences : (row + 1) * num_return_sequences]
     return outputs
+
+
+def greedy_outputs(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    max_new_tokens: int,
+    batch_size: int,
+    routed: bool = False,
+) -> list[str]:
+    """Greedy completions (prompt removed) of a LEGO model, optionally routed (tokens exit early by confidence)."""
+    outputs = generate_batched(model, tokenizer, prompts, max_new_tokens, batch_size, desc="greedy", routed=routed)
+    return [texts[0] for texts in outputs]

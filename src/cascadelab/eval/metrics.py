@@ -10,6 +10,8 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from cascadelab.data.batches import collate_rows, encode_prompt_response
+
 Record = dict[str, Any]
 VerifyFn = Callable[[str, str, str], bool]
 
@@ -42,20 +44,10 @@ def response_perplexity(
     order = sorted(range(len(records)), key=lambda i: len(records[i]["prompt"]) + len(records[i][target_field]))
     for start in range(0, len(order), batch_size):
         batch = [records[i] for i in order[start : start + batch_size]]
-        ids, labels = [], []
-        for record in batch:
-            prompt = tokenizer(record["prompt"], add_special_tokens=False)["input_ids"]
-            full = tokenizer(record["prompt"] + record[target_field], add_special_tokens=False)["input_ids"]
-            full = [*full, tokenizer.eos_token_id]
-            ids.append(full)
-            labels.append([-100] * len(prompt) + full[len(prompt) :])
-        width = max(len(x) for x in ids)
-        pad = tokenizer.pad_token_id
-        input_ids = torch.tensor([x + [pad] * (width - len(x)) for x in ids], device=device)
-        attention = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids], device=device)
-        label_ids = torch.tensor([x + [-100] * (width - len(x)) for x in labels], device=device)
-        logits = model(input_ids=input_ids, attention_mask=attention).logits[:, :-1].float()
-        targets = label_ids[:, 1:]
+        rows = encode_prompt_response(tokenizer, [r["prompt"] for r in batch], [r[target_field] for r in batch])
+        padded = collate_rows(rows, int(tokenizer.pad_token_id)).to(device)
+        logits = model(input_ids=padded.input_ids, attention_mask=padded.attention_mask).logits[:, :-1].float()
+        targets = padded.labels[:, 1:]
         nll = torch.nn.functional.cross_entropy(
             logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100, reduction="sum"
         )

@@ -17,12 +17,12 @@ from transformers import PreTrainedTokenizerBase
 
 from cascadelab.config import ACOCParams
 from cascadelab.data.corpus import CorpusVerifier, load_meta, load_split
+from cascadelab.data.task_streams import TaskBatches, build_task_batches
 from cascadelab.data.tokenizer import load_tokenizer
 from cascadelab.io import atomic_directory
 from cascadelab.pipeline.acoc_outputs import plot_tables, stage_metrics
 from cascadelab.pipeline.paths import Paths
 from cascadelab.training.acoc_trainer import ACOCResult, LogFn, run_acoc
-from cascadelab.training.task_batches import TaskBatches, build_task_batches
 
 Record = dict[str, Any]
 VAL_BATCH_SIZE = 128  # fixed validation batches: one forward each, no effect on results

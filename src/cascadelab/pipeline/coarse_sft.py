@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,8 +12,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed
 from cascadelab.config import CoarseSFTParams
 from cascadelab.data.corpus import CorpusVerifier, load_meta, load_split
 from cascadelab.data.tokenizer import load_tokenizer
-from cascadelab.eval.generation import generate_batched
-from cascadelab.eval.metrics import exact_match_report, response_perplexity
+from cascadelab.eval.lm import evaluate_lm
 from cascadelab.io import atomic_directory
 from cascadelab.models.coarse import build_causal_lm, load_base_model
 from cascadelab.models.utils import count_parameters
@@ -41,30 +39,6 @@ def coarse_model_and_tokenizer(
         return load_base_model(params.base_model)
     tokenizer = load_tokenizer(tokenizer_dir)
     return build_causal_lm(params.model.to_config(tokenizer)), tokenizer
-
-
-def evaluate_lm(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    records: list[dict[str, Any]],
-    verifier: CorpusVerifier,
-    batch_size: int,
-    max_new_tokens: int,
-    target_field: str = "response",
-) -> tuple[dict[str, float], list[str]]:
-    """Greedy exact match (overall, per task and cell), target perplexity and generation speed."""
-    started = time.perf_counter()
-    outputs = [
-        o[0]
-        for o in generate_batched(
-            model, tokenizer, [r["prompt"] for r in records], max_new_tokens, batch_size, desc="eval"
-        )
-    ]
-    seconds = time.perf_counter() - started
-    metrics = exact_match_report(records, outputs, verifier.verify)
-    metrics["test_ppl"] = response_perplexity(model, tokenizer, records, target_field=target_field)
-    metrics["eval_sequences_per_s"] = len(records) / seconds if seconds else 0.0
-    return metrics, outputs
 
 
 def run(params: CoarseSFTParams, seed: int, paths: Paths) -> CoarseOutcome:

@@ -19,13 +19,13 @@ from transformers import PreTrainedTokenizerBase
 
 from cascadelab.config import HybridRNNModelParams, HybridRNNParams, HybridRNNTrainParams, Seq2SeqEvalParams
 from cascadelab.data.corpus import CorpusVerifier, load_meta, load_split
+from cascadelab.data.curriculum import LoopCurriculum
 from cascadelab.data.tokenizer import load_tokenizer
 from cascadelab.eval.metrics import exact_match_report
 from cascadelab.eval.seq2seq import Decoding, evaluate_seq2seq
 from cascadelab.io import atomic_directory
 from cascadelab.models.hybrid_rnn import HybridRNNConfig, HybridRNNTransformer, init_hybrid_rnn
 from cascadelab.pipeline.paths import Paths
-from cascadelab.training.curriculum import LoopCurriculum
 from cascadelab.training.hybrid_rnn_trainer import HybridRNNTrainSettings, LogFn, TrainResult, train_hybrid_rnn
 
 Record = dict[str, Any]

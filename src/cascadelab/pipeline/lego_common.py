@@ -16,10 +16,10 @@ from typing import Any
 from transformers import PreTrainedTokenizerBase
 
 from cascadelab.config import LegoLoopParams, LegoParams
+from cascadelab.data.cell_batches import EncodedRecord, encode_records
 from cascadelab.data.corpus import load_split
 from cascadelab.io import atomic_directory, write_json
 from cascadelab.models.lego import LEGOConfig, LEGOTransformer
-from cascadelab.training.lego_data import EncodedRecord, encode_records
 from cascadelab.training.lego_trainer import LoopSettings
 
 HARD_FILE = "hard_examples.safetensors"

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from cascadelab.config import LegoParams
+from cascadelab.data.cell_batches import CellBatches, EncodedRecord
 from cascadelab.data.tokenizer import load_tokenizer
 from cascadelab.io import atomic_directory, write_json
 from cascadelab.models.lego import LEGOTransformer
@@ -22,7 +23,6 @@ from cascadelab.pipeline.lego_common import (
     load_lego,
 )
 from cascadelab.pipeline.paths import Paths
-from cascadelab.training.lego_data import CellBatches, EncodedRecord
 from cascadelab.training.lego_trainer import prepare_hard_examples, save_hard_examples
 
 

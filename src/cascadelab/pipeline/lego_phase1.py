@@ -7,11 +7,11 @@ import time
 import torch
 
 from cascadelab.config import LegoParams
+from cascadelab.data.cell_batches import CellBatches
 from cascadelab.data.tokenizer import load_tokenizer
 from cascadelab.models.lego import LEGOConfig
 from cascadelab.pipeline import lego_common as common
 from cascadelab.pipeline.paths import Paths
-from cascadelab.training.lego_data import CellBatches
 from cascadelab.training.lego_trainer import train_phase1
 
 

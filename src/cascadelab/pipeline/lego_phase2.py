@@ -19,8 +19,11 @@ import torch.nn.functional as F
 from transformers import PreTrainedTokenizerBase
 
 from cascadelab.config import LegoParams
+from cascadelab.data.batches import Batch
+from cascadelab.data.cell_batches import CellBatches, encode_records
 from cascadelab.data.corpus import CorpusVerifier, load_meta, load_split
 from cascadelab.data.tokenizer import load_tokenizer
+from cascadelab.eval.generation import greedy_outputs
 from cascadelab.eval.metrics import exact_match_report
 from cascadelab.models.lego import LEGOConfig, LEGOTransformer
 from cascadelab.models.lego.calibration import exit_confidences, threshold_for_ratio
@@ -40,7 +43,6 @@ from cascadelab.pipeline.lego_common import (
     save_lego,
 )
 from cascadelab.pipeline.paths import Paths
-from cascadelab.training.lego_data import Batch, CellBatches, encode_records
 from cascadelab.training.lego_trainer import (
     LoopSettings,
     Trainer,
@@ -245,36 +247,3 @@ def exit_tradeoff(
             }
         )
     return rows
-
-
-@torch.no_grad()
-def greedy_outputs(
-    model: LEGOTransformer,
-    tokenizer: PreTrainedTokenizerBase,
-    prompts: Sequence[str],
-    max_new_tokens: int,
-    batch_size: int,
-    routed: bool = False,
-) -> list[str]:
-    """Greedy completions (prompt removed), left-padded batches of similar length; optionally routed."""
-    model.eval()
-    tokenizer.padding_side = "left"
-    order = sorted(range(len(prompts)), key=lambda i: (len(prompts[i]), i))
-    outputs = [""] * len(prompts)
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        encoded = tokenizer([prompts[i] for i in chunk], return_tensors="pt", padding=True, add_special_tokens=False)
-        generated = model.generate(  # type: ignore[misc]  # transformers types generate loosely
-            **encoded,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            routed=routed,
-        )
-        texts = tokenizer.batch_decode(
-            generated[:, encoded["input_ids"].shape[1] :], skip_special_tokens=True, clean_up_tokenization_spaces=False
-        )
-        for index, text in zip(chunk, texts, strict=True):
-            outputs[index] = text
-    return outputs

@@ -3,7 +3,7 @@
 Both models see the same batches (corpus train split, prompt + response, loss on the response only)
 for the same number of steps, with the same optimizer settings and schedule, through the same loop
 (:class:`cascadelab.training.sigma_trainer.SigmaTrainer`). Both are evaluated on the test split like
-`coarse_sft` (:func:`cascadelab.pipeline.coarse_sft.evaluate_lm`: exact match per task, response
+`coarse_sft` (:func:`cascadelab.eval.lm.evaluate_lm`: exact match per task, response
 perplexity, generation speed).
 """
 
@@ -22,19 +22,19 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from cascadelab.config import SigmaModelParams, SigmaPretrainParams, check_sigma_runtime
 from cascadelab.data.corpus import CorpusVerifier, load_meta, load_split
 from cascadelab.data.hidden_eval import check_manifest, manifest_path
+from cascadelab.data.mixed_batches import TokenizedRows, mixed_batches
 from cascadelab.data.tokenizer import load_tokenizer
+from cascadelab.eval.lm import evaluate_lm
 from cascadelab.io import atomic_directory, write_json
 from cascadelab.models.coarse import build_causal_lm
 from cascadelab.models.sigma import SigmaConfig, SigmaForCausalLM
 from cascadelab.models.utils import count_parameters
-from cascadelab.pipeline.coarse_sft import evaluate_lm
 from cascadelab.pipeline.paths import Paths
 from cascadelab.training.background import BackgroundCall
+from cascadelab.training.batch_source import build_batch_source
 from cascadelab.training.checkpoints import checkpoint_dir, discard
-from cascadelab.training.data import TokenizedRows, mixed_batches
 from cascadelab.training.run_checkpoints import CheckpointStore
 from cascadelab.training.sigma_trainer import LogFn, SigmaTrainer, TrainResult, build_optimizers, mean_loss
-from cascadelab.training.text_stream import build_batch_source
 
 MODELS = ("sigma", "baseline")
 

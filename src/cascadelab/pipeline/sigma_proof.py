@@ -123,9 +123,9 @@ def run_proof(
     import torch
 
     from cascadelab.data.corpus import load_split
+    from cascadelab.data.mixed_batches import TokenizedRows, mixed_batches
     from cascadelab.data.tokenizer import load_tokenizer
     from cascadelab.pipeline.sigma_pretrain import build_model, write_resolved_settings
-    from cascadelab.training.data import TokenizedRows, mixed_batches
     from cascadelab.training.sigma_trainer import SigmaTrainer, build_optimizers, mean_loss
 
     shutil.rmtree(out_dir, ignore_errors=True)

@@ -6,7 +6,7 @@ code); a share of the steps (:class:`~cascadelab.training.sigma.rl_lm_mix.RLMix`
 update through TRL (:class:`~cascadelab.training.sigma.grpo_bridge.GRPOBridge`) in the loop's ``rl``
 phase. Every ``train.eval_steps`` the held-out mean reward (greedy, on val prompts of both kinds)
 and the LM val loss are measured and the mix decides. Before and after the run the test splits are
-evaluated: math exact match per task (:func:`~cascadelab.pipeline.coarse_sft.evaluate_lm`) and the
+evaluated: math exact match per task (:func:`~cascadelab.eval.lm.evaluate_lm`) and the
 code pass rate (every test passed in the sandbox).
 """
 
@@ -26,16 +26,16 @@ from cascadelab.data.code_tasks import TASK as CODE_TASK
 from cascadelab.data.code_tasks import load_code_split
 from cascadelab.data.corpus import CorpusVerifier, Record, load_meta, load_split
 from cascadelab.data.hidden_eval import check_manifest, manifest_path
+from cascadelab.data.mixed_batches import TokenizedRows, mixed_batches
 from cascadelab.data.tokenizer import load_tokenizer
 from cascadelab.eval.generation import generate_batched
+from cascadelab.eval.lm import evaluate_lm
 from cascadelab.io import write_json
 from cascadelab.models.sigma import SigmaForCausalLM
-from cascadelab.pipeline.coarse_sft import evaluate_lm
 from cascadelab.pipeline.paths import Paths
 from cascadelab.pipeline.sigma_pretrain import _save
 from cascadelab.sandbox import Limits, Sandbox, TestCase
 from cascadelab.training.checkpoints import checkpoint_dir, discard
-from cascadelab.training.data import TokenizedRows, mixed_batches
 from cascadelab.training.run_checkpoints import CheckpointStore
 from cascadelab.training.sigma.causal_replay import CausalReplay
 from cascadelab.training.sigma.evolution import Evolution

@@ -14,9 +14,9 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from cascadelab.data.batches import LMBatch
 from cascadelab.eval.generation import generate_batched
 from cascadelab.eval.metrics import response_perplexity
-from cascadelab.training.task_batches import LMBatch
 
 Record = dict[str, Any]
 VerifyFn = Callable[[str, str, str], bool]

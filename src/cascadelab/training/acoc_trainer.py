@@ -36,6 +36,8 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from cascadelab.config import ACOCModelParams, ACOCParams
+from cascadelab.data.batches import LMBatch
+from cascadelab.data.task_streams import TaskBatches, group_records
 from cascadelab.models.acoc import ACOCConfig, ACOCForCausalLM
 from cascadelab.models.acoc.accounting import count_parameters, unique_parameters
 from cascadelab.models.acoc.growth import (
@@ -58,7 +60,6 @@ from cascadelab.training.acoc.penalty import GrowthPenalty
 from cascadelab.training.acoc.saturation import ExpertSaturation, measure_saturation
 from cascadelab.training.acoc.variants import vote_and_merge
 from cascadelab.training.acoc_eval import VerifyFn, evaluate_tasks, evaluate_test
-from cascadelab.training.task_batches import LMBatch, TaskBatches, group_records
 
 Record = dict[str, Any]
 LogFn = Callable[[dict[str, float], int], None]

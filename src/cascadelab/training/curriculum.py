@@ -1,110 +1,15 @@
-"""A two-phase sampling curriculum for SFT: easy families alone first, then the full mix.
+"""The curriculum in a Hugging Face trainer: the callback that decides the switch and saves it with checkpoints.
 
-STACK-NOTES (coarse recipe): 2-digit add/sub sits on a plateau and escapes late and stochastically;
-training add+sub alone until the loss falls below a threshold (capped at a share of the steps), then
-switching to the full mix, made the escape happen on 4 of 4 seeds.
-
-The switch is decided by the (deterministic) training loss at a logging step `s`, and takes effect at
-batch `s + SWITCH_LAG`: a fixed batch index rather than "whenever the data loader next asks", so a run
-resumed from a checkpoint draws exactly the same batches as an uninterrupted one.
+The sampler and its state are in :mod:`cascadelab.data.curriculum`.
 """
 
 from __future__ import annotations
 
-import json
-import random
-from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
-from torch.utils.data import Sampler
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-# Batches the data loader may have drawn ahead of the step being trained (accelerate prefetches one).
-SWITCH_LAG = 4
-STATE_FILE = "curriculum.json"
-
-
-class CurriculumState:
-    """The step at which the mix phase was decided, and how far the sampler has drawn."""
-
-    def __init__(self, switch_step: int | None = None) -> None:
-        self.switch_step = switch_step
-        self.batches_drawn = 0
-
-    def mixing_at(self, batch_index: int) -> bool:
-        """Whether batch `batch_index` is drawn from the full mix."""
-        return self.switch_step is not None and batch_index >= self.switch_step + SWITCH_LAG
-
-    def decide(self, step: int) -> None:
-        """Start the mix phase after `step` (once); fails if the loader already drew past the lag."""
-        if self.switch_step is not None:
-            return
-        if self.batches_drawn > step + SWITCH_LAG:
-            raise RuntimeError(f"curriculum: loader drew {self.batches_drawn} batches by step {step}; raise SWITCH_LAG")
-        self.switch_step = step
-
-    def save(self, folder: Path) -> None:
-        """Write the state beside a trainer checkpoint."""
-        (folder / STATE_FILE).write_text(json.dumps({"switch_step": self.switch_step}))
-
-    @classmethod
-    def load(cls, folder: Path) -> CurriculumState:
-        """Read the state saved with a checkpoint (none saved: still warming up)."""
-        path = folder / STATE_FILE
-        return cls(json.loads(path.read_text())["switch_step"] if path.is_file() else None)
-
-
-class CurriculumSampler(Sampler[int]):
-    """Yields `num_samples` row indices: warm-up tasks by their mix weights, then every task by its weight.
-
-    With `group_by_task`, each batch (`batch_size` consecutive indices) comes from one task: short add/sub
-    batches are then not padded to the length of a word problem, which buys 2-3x more steps in the same
-    time on CPU (STACK-NOTES, refiner: "one family per batch").
-    """
-
-    def __init__(
-        self,
-        tasks: Sequence[str],
-        mix: Mapping[str, float],
-        warmup_tasks: Sequence[str],
-        num_samples: int,
-        seed: int,
-        state: CurriculumState,
-        batch_size: int,
-        group_by_task: bool = True,
-    ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size: must be >= 1 (got {batch_size})")
-        self.pools: dict[str, list[int]] = {}
-        for index, task in enumerate(tasks):
-            self.pools.setdefault(task, []).append(index)
-        missing = [task for task, weight in mix.items() if weight > 0 and task not in self.pools]
-        if missing:
-            raise ValueError(f"mix.{missing[0]}: no training rows for this task in the corpus")
-        self.mix = {task: weight for task, weight in mix.items() if weight > 0}
-        self.warmup = {task: self.mix.get(task, 1.0) for task in warmup_tasks if task in self.pools}
-        if not self.warmup and state.switch_step is None:
-            state.switch_step = -SWITCH_LAG  # nothing to warm up on: mix from the first batch
-        self.num_samples = num_samples
-        self.batch_size = batch_size
-        self.group_size = batch_size if group_by_task else 1
-        self.seed = seed
-        self.state = state
-
-    def __len__(self) -> int:
-        return self.num_samples
-
-    def __iter__(self) -> Iterator[int]:
-        rng = random.Random(self.seed)
-        task = ""
-        for position in range(self.num_samples):
-            batch = position // self.batch_size
-            self.state.batches_drawn = batch + 1
-            if position % self.group_size == 0:
-                weights = self.mix if self.state.mixing_at(batch) else self.warmup
-                task = rng.choices(list(weights), weights=list(weights.values()))[0]
-            pool = self.pools[task]
-            yield pool[rng.randrange(len(pool))]
+from cascadelab.data.curriculum import CurriculumState
 
 
 class CurriculumCallback(TrainerCallback):
@@ -139,46 +44,3 @@ class CurriculumCallback(TrainerCallback):
         folder = Path(str(args.output_dir)) / f"checkpoint-{state.global_step}"
         if folder.is_dir():
             self.state.save(folder)
-
-
-class LoopCurriculum:
-    """The curriculum in a plain PyTorch loop: `CurriculumSampler` batches, switched like `CurriculumCallback`.
-
-    The switch is decided on a windowed training loss below `switch_loss`, or at `max_warmup_steps`.
-    """
-
-    def __init__(
-        self,
-        tasks: Sequence[str],
-        mix: Mapping[str, float],
-        warmup_tasks: Sequence[str],
-        switch_loss: float,
-        max_warmup_steps: int,
-        max_steps: int,
-        batch_size: int,
-        seed: int,
-        group_by_task: bool = True,
-    ) -> None:
-        self.state = CurriculumState()
-        self.num_rows = len(tasks)
-        self.batch_size = batch_size
-        self.switch_loss = switch_loss
-        self.max_warmup_steps = max_warmup_steps
-        sampler = CurriculumSampler(
-            tasks, mix, warmup_tasks, max_steps * batch_size, seed, self.state, batch_size, group_by_task
-        )
-        self._indices = iter(sampler)
-
-    def next_batch(self) -> list[int]:
-        """Row indices of the next training batch."""
-        return [next(self._indices) for _ in range(self.batch_size)]
-
-    def observe(self, step: int, window_loss: float | None) -> None:
-        """After optimizer step `step`: switch on a low windowed loss (None: no window ended) or at the cap."""
-        low = window_loss is not None and window_loss < self.switch_loss
-        if low or step >= self.max_warmup_steps:
-            self.state.decide(step)
-
-    def mixing_at(self, step: int) -> bool:
-        """Whether the batch of optimizer step `step` (1-based) came from the full mix."""
-        return self.state.mixing_at(step - 1)

@@ -22,9 +22,9 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from transformers import PreTrainedTokenizerBase
 
+from cascadelab.data.curriculum import LoopCurriculum
 from cascadelab.data.seq2seq import Seq2SeqBatch, collate_seq2seq, encode_pairs, length_sorted_batches
 from cascadelab.models.hybrid_rnn.modeling_hybrid_rnn import HybridRNNTransformer, seq2seq_loss
-from cascadelab.training.curriculum import LoopCurriculum
 
 LogFn = Callable[[dict[str, float], int], None]
 

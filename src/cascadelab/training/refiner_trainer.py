@@ -35,6 +35,7 @@ from cascadelab.cascade.limen import Limen
 from cascadelab.cascade.pairs import TaskVerifier
 from cascadelab.cascade.refiner import SHARED, Refiner, build_separate_model
 from cascadelab.config import CurriculumParams, LoraParams, RefinerSettings, RefinerTrainSettings, SFTTrainParams
+from cascadelab.data.batches import pad_rows, padding_mask
 from cascadelab.data.corpus import normalise_prompt
 from cascadelab.data.tasks import get_family
 from cascadelab.eval.generation import generate_batched
@@ -318,10 +319,7 @@ def _pad(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) -> tuple[torc
         list(x) or [int(tokenizer.pad_token_id or 0)]
         for x in tokenizer(list(texts), add_special_tokens=False)["input_ids"]
     ]
-    width = max(len(r) for r in rows)
-    ids = torch.tensor([r + [int(tokenizer.pad_token_id or 0)] * (width - len(r)) for r in rows])
-    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
-    return ids, mask
+    return pad_rows(rows, int(tokenizer.pad_token_id or 0)), padding_mask(rows)
 
 
 def train_discriminator(

@@ -29,7 +29,9 @@ from transformers.trainer_utils import get_last_checkpoint
 from trl import SFTConfig, SFTTrainer
 
 from cascadelab.config import CurriculumParams, LoraParams, SFTTrainParams
-from cascadelab.training.curriculum import CurriculumCallback, CurriculumSampler, CurriculumState
+from cascadelab.data.batches import encode_prompt_response
+from cascadelab.data.curriculum import CurriculumSampler, CurriculumState
+from cascadelab.training.curriculum import CurriculumCallback
 
 Record = dict[str, Any]
 
@@ -81,35 +83,19 @@ class _CurriculumSFTTrainer(SFTTrainer):
         return self.curriculum_sampler or super()._get_train_sampler(train_dataset)
 
 
-def encode_prompt_completion(
-    tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], completions: Sequence[str]
-) -> tuple[list[list[int]], list[list[int]]]:
-    """Token ids of prompt + completion + EOS, and labels with -100 on the prompt, in two batched tokenizer calls."""
-    prompt_ids = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
-    full_ids = tokenizer([p + c for p, c in zip(prompts, completions, strict=True)], add_special_tokens=False)[
-        "input_ids"
-    ]
-    input_ids, labels = [], []
-    for prompt, full in zip(prompt_ids, full_ids, strict=True):
-        if full[: len(prompt)] != prompt:
-            raise ValueError(f"tokenizer: prompt tokens are not a prefix of prompt+completion for {prompt!r}")
-        ids = [*full, tokenizer.eos_token_id]
-        input_ids.append(ids)
-        labels.append([-100] * len(prompt) + ids[len(prompt) :])
-    return input_ids, labels
-
-
 def tokenize_prompt_completion(
     tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], completions: Sequence[str]
 ) -> Dataset:
     """Pre-tokenized prompt/completion rows: `input_ids` (EOS appended) and `labels` (-100 on the prompt).
 
-    Equivalent to TRL's own prompt-completion preparation with `completion_only_loss`, done in two batched
-    tokenizer calls instead of several per-row passes (seconds saved on every stage start); the trainer
-    is told to skip its own preparation.
+    Equivalent to TRL's own prompt-completion preparation with `completion_only_loss`, done by the data
+    layer's encoder in two batched tokenizer calls instead of several per-row passes (seconds saved on
+    every stage start); the trainer is told to skip its own preparation.
     """
-    input_ids, labels = encode_prompt_completion(tokenizer, prompts, completions)
-    return Dataset.from_dict({"input_ids": input_ids, "labels": labels})
+    rows = encode_prompt_response(tokenizer, prompts, completions)
+    return Dataset.from_dict(
+        {"input_ids": [list(row.input_ids) for row in rows], "labels": [row.labels for row in rows]}
+    )
 
 
 def sft_config(train: SFTTrainParams, seed: int, output_dir: Path, report_to: Sequence[str]) -> SFTConfig:

@@ -51,10 +51,11 @@ from cascadelab.config import (
     SigmaGuardParams,
     SigmaTrainParams,
 )
+from cascadelab.data.batches import Batch
+from cascadelab.data.mixed_batches import count_tokens
 from cascadelab.models.sigma import apply_instant_plan
 from cascadelab.training.batch_pipeline import Prefetcher
 from cascadelab.training.crash_report import write_crash_report
-from cascadelab.training.data import Batch, count_tokens
 from cascadelab.training.integrity_guards import GoodState, IntegrityGuards, scale_learning_rate
 from cascadelab.training.optimizers.factory import build_optimizers, credit_optimizers
 from cascadelab.training.run_checkpoints import CheckpointStore, rng_state, set_rng_state

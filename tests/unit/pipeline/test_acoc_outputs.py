@@ -4,6 +4,7 @@ import random
 import pytest
 
 from cascadelab.config import ACOCParams, TokenizerParams
+from cascadelab.data.task_streams import build_task_batches
 from cascadelab.data.tokenizer import train_tokenizer
 from cascadelab.pipeline.acoc import check_tasks
 from cascadelab.pipeline.acoc_outputs import (
@@ -15,7 +16,6 @@ from cascadelab.pipeline.acoc_outputs import (
     stage_metrics,
 )
 from cascadelab.training.acoc_trainer import run_acoc
-from cascadelab.training.task_batches import build_task_batches
 
 
 def _lookup_records(task: str, seed: int) -> list[dict]:

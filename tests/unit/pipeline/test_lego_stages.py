@@ -4,12 +4,13 @@ import pytest
 import torch
 
 from cascadelab.config import LegoParams, TokenizerParams
+from cascadelab.data.cell_batches import CellBatches, encode_records
 from cascadelab.data.tokenizer import train_tokenizer
+from cascadelab.eval.generation import greedy_outputs
 from cascadelab.models.lego import LEGOTransformer, build_lego_model
 from cascadelab.models.lego.calibration import exit_confidences, threshold_for_ratio
 from cascadelab.pipeline.lego_common import causal_training_flops, forward_flops_per_token, phase2_config
-from cascadelab.pipeline.lego_phase2 import exit_tradeoff, greedy_outputs
-from cascadelab.training.lego_data import CellBatches, encode_records
+from cascadelab.pipeline.lego_phase2 import exit_tradeoff
 from cascadelab.training.lego_trainer import Trainer, create_standard_config
 
 torch.set_num_threads(1)

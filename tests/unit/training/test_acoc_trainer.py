@@ -5,6 +5,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from cascadelab.config import ACOCParams, TokenizerParams
+from cascadelab.data.task_streams import build_task_batches
 from cascadelab.data.tokenizer import train_tokenizer
 from cascadelab.models.acoc.accounting import count_parameters
 from cascadelab.models.acoc.growth import split_expert, widen_expert
@@ -18,7 +19,6 @@ from cascadelab.training.acoc_trainer import (
     run_acoc,
     task_schedule,
 )
-from cascadelab.training.task_batches import build_task_batches
 
 LETTERS = "abcdefgh"
 

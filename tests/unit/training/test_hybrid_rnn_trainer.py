@@ -7,9 +7,9 @@ from pydantic import ValidationError
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
+from cascadelab.data.curriculum import SWITCH_LAG, LoopCurriculum
 from cascadelab.data.seq2seq import encode_pairs
 from cascadelab.models.hybrid_rnn import HybridRNNConfig, HybridRNNTransformer
-from cascadelab.training.curriculum import SWITCH_LAG, LoopCurriculum
 from cascadelab.training.hybrid_rnn_trainer import (
     HybridRNNTrainSettings,
     lr_multiplier,

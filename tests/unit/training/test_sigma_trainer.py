@@ -11,8 +11,8 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from cascadelab.config import InstantParams, SigmaOptimizerParams, SigmaTrainParams
+from cascadelab.data.batches import Batch
 from cascadelab.models.sigma import FEATURES, SigmaConfig, SigmaForCausalLM
-from cascadelab.training.data import Batch
 from cascadelab.training.sigma_trainer import (
     PHASES,
     TRAINER_FEATURES,

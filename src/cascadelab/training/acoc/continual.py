@@ -20,8 +20,8 @@ from collections.abc import Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
+from cascadelab.data.batches import LMBatch
 from cascadelab.models.acoc.modeling_acoc import ACOCForCausalLM
-from cascadelab.training.task_batches import LMBatch
 
 
 def active_tasks(schedule: Mapping[str, int], cycle: int) -> list[str]:

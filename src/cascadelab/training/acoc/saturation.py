@@ -22,8 +22,8 @@ from dataclasses import asdict, dataclass
 import torch
 
 from cascadelab.config import SaturationParams
+from cascadelab.data.batches import LMBatch
 from cascadelab.models.acoc.modeling_acoc import ACOCExpert, ACOCForCausalLM
-from cascadelab.training.task_batches import LMBatch
 
 
 @dataclass(frozen=True)

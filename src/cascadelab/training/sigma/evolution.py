@@ -35,10 +35,11 @@ from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from cascadelab.config import RL_EVOLUTION_SWITCHES, SigmaRLParams
+from cascadelab.data.batches import IGNORE_INDEX, Batch
 from cascadelab.data.corpus import CorpusVerifier, Record
+from cascadelab.data.mixed_batches import TokenizedRows
 from cascadelab.io import atomic_write_text
 from cascadelab.models.sigma import SigmaConfig
-from cascadelab.training.data import IGNORE_INDEX, Batch, TokenizedRows
 from cascadelab.training.integrity_guards import scale_learning_rate
 from cascadelab.training.optimizers.factory import credit_optimizers
 from cascadelab.training.sigma.counterfactual_credit import CounterfactualCredit

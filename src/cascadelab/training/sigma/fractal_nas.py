@@ -41,9 +41,9 @@ from typing import Any
 import torch
 
 from cascadelab.config import check_settings
+from cascadelab.data.batches import Batch
 from cascadelab.models.sigma import SigmaConfig, SigmaForCausalLM, apply_instant_plan
 from cascadelab.tracking import StageRun, log_child_run
-from cascadelab.training.data import Batch
 from cascadelab.training.sigma_trainer import mean_loss
 
 AXES = ("width", "depth", "mix", "experts")

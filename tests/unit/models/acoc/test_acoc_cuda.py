@@ -4,9 +4,9 @@ import pytest
 import torch
 from tests.unit.models.acoc.acoc_helpers import make_batch, make_model
 
+from cascadelab.data.batches import LMBatch
 from cascadelab.models.acoc.growth import split_expert, widen_expert
 from cascadelab.training.acoc.saturation import SaturationParams, measure_saturation
-from cascadelab.training.task_batches import LMBatch
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

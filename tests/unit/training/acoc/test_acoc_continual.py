@@ -2,6 +2,7 @@ import pytest
 import torch
 from tests.unit.models.acoc.acoc_helpers import make_batch, make_model
 
+from cascadelab.data.batches import LMBatch
 from cascadelab.models.acoc.growth import split_expert
 from cascadelab.training.acoc.continual import (
     RouterEWC,
@@ -12,7 +13,6 @@ from cascadelab.training.acoc.continual import (
     router_parameters,
     stage_tasks,
 )
-from cascadelab.training.task_batches import LMBatch
 
 SCHEDULE = {"add": 0, "sub": 0, "mul1": 3}
 

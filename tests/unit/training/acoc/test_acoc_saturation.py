@@ -2,8 +2,8 @@ import pytest
 import torch
 from tests.unit.models.acoc.acoc_helpers import make_batch, make_model
 
+from cascadelab.data.batches import LMBatch
 from cascadelab.training.acoc.saturation import SaturationParams, combined_score, measure_saturation
-from cascadelab.training.task_batches import LMBatch
 
 
 def _batches(count=2):

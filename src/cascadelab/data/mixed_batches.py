@@ -1,11 +1,11 @@
 """Training batches from the local corpus: prompt + response token ids, loss on the response only.
 
-Rows are tokenized once (:func:`cascadelab.training.sft.encode_prompt_completion`: EOS appended,
-labels -100 on the prompt). Batches draw row indices from a :class:`CurriculumSampler` (one task per
-batch by default, so short items are not padded to the length of a word problem) and are padded on
-the right. Right padding needs no attention mask in training: every real token precedes the pads,
-and both the attention and the SSM scan are causal, so the pads change no real token's output; their
-labels are -100, so they add nothing to the loss.
+Rows are encoded once (:func:`cascadelab.data.batches.encode_prompt_response`: EOS appended, labels
+-100 on the prompt). Batches draw row indices from a :class:`CurriculumSampler` (one task per batch by
+default, so short items are not padded to the length of a word problem) and are padded on the right.
+Right padding needs no attention mask in training: every real token precedes the pads, and both the
+attention and the SSM scan are causal, so the pads change no real token's output; their labels are
+-100, so they add nothing to the loss. The batches therefore carry no mask.
 """
 
 from __future__ import annotations
@@ -13,23 +13,12 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-import torch
 from transformers import PreTrainedTokenizerBase
 
-from cascadelab.training.curriculum import CurriculumSampler, CurriculumState
-from cascadelab.training.sft import encode_prompt_completion
+from cascadelab.data.batches import IGNORE_INDEX, Batch, LMBatch, collate_rows, encode_prompt_response
+from cascadelab.data.curriculum import CurriculumSampler, CurriculumState
 
-Batch = dict[str, torch.Tensor]
 Record = Mapping[str, Any]
-IGNORE_INDEX = -100
-
-
-def pad_batch(input_ids: Sequence[list[int]], labels: Sequence[list[int]], pad_id: int) -> Batch:
-    """Right-pad rows to the longest: ids with `pad_id`, labels with -100 (ignored by the loss)."""
-    width = max(len(row) for row in input_ids)
-    ids = [row + [pad_id] * (width - len(row)) for row in input_ids]
-    targets = [row + [IGNORE_INDEX] * (width - len(row)) for row in labels]
-    return {"input_ids": torch.tensor(ids), "labels": torch.tensor(targets)}
 
 
 class TokenizedRows:
@@ -40,7 +29,7 @@ class TokenizedRows:
     ) -> None:
         if not records:
             raise ValueError("records: no rows to tokenize")
-        self.input_ids, self.labels = encode_prompt_completion(
+        self.rows = encode_prompt_response(
             tokenizer, [r["prompt"] for r in records], [r[target_field] for r in records]
         )
         self.tasks = [str(r["task"]) for r in records]
@@ -49,15 +38,15 @@ class TokenizedRows:
         self.pad_id = int(tokenizer.pad_token_id)
 
     def __len__(self) -> int:
-        return len(self.input_ids)
+        return len(self.rows)
 
-    def collate(self, indices: Sequence[int]) -> Batch:
+    def collate(self, indices: Sequence[int]) -> LMBatch:
         """Right-padded `input_ids` and `labels` (-100 on prompt and padding) of the rows at `indices`."""
-        return pad_batch([self.input_ids[i] for i in indices], [self.labels[i] for i in indices], self.pad_id)
+        return collate_rows([self.rows[i] for i in indices], self.pad_id, with_mask=False)
 
-    def sequential_batches(self, batch_size: int, limit: int | None = None) -> list[Batch]:
+    def sequential_batches(self, batch_size: int, limit: int | None = None) -> list[LMBatch]:
         """The first `limit` rows (all by default) in fixed batches, grouped by length to limit padding."""
-        order = sorted(range(min(limit or len(self), len(self))), key=lambda i: (len(self.input_ids[i]), i))
+        order = sorted(range(min(limit or len(self), len(self))), key=lambda i: (len(self.rows[i].input_ids), i))
         return [self.collate(order[start : start + batch_size]) for start in range(0, len(order), batch_size)]
 
 
@@ -68,7 +57,7 @@ def mixed_batches(
     batch_size: int,
     seed: int,
     group_by_task: bool = True,
-) -> Iterator[Batch]:
+) -> Iterator[LMBatch]:
     """`num_batches` training batches whose tasks are drawn by `mix` weights; the same seed gives the same batches."""
     sampler = CurriculumSampler(
         rows.tasks,

@@ -1,4 +1,4 @@
-"""The hybrid data backend: a streamed text dataset mixed into corpus batches, with a counted fallback."""
+"""The hybrid data backend: a streamed text dataset, its LM batches, and their seeded mix into corpus batches."""
 
 from __future__ import annotations
 
@@ -8,11 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from cascadelab.config import ParamsError, SigmaDataParams, parse_params
+from cascadelab.data.batches import Batch
+from cascadelab.data.text_stream import HybridBatches, stream_texts, text_batches
 from cascadelab.data.tokenizer import load_tokenizer
-from cascadelab.training.batch_pipeline import FallbackSource
-from cascadelab.training.data import Batch
-from cascadelab.training.text_stream import HybridBatches, build_batch_source, stream_texts, text_batches
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -80,29 +78,3 @@ def test_hybrid_starts_on_corpus_batches_and_mixes_by_seeded_weight() -> None:
     assert from_stream == list(range(1000, 1000 + len(from_stream)))  # the stream in its order
     assert 15 <= len(from_stream) <= 40  # ~30 % of the 90 mixed batches
     assert firsts(5) == ids and firsts(6) != ids
-
-
-def test_hybrid_with_an_unreachable_dataset_falls_back_to_the_corpus_and_counts_it(
-    tokenizer,
-    tmp_path: Path,  # type: ignore[no-untyped-def]
-) -> None:
-    stream = {"path": str(tmp_path / "no-such-dataset"), "weight": 0.5}
-    data = SigmaDataParams.model_validate({"source": "hybrid", "bootstrap_batches": 2, "stream": stream})
-    source = build_batch_source(corpus(12), data, tokenizer, batch_size=2, seed=0)
-    assert isinstance(source, FallbackSource)
-    ids = [int(b["input_ids"].flatten()[0]) for b in source]
-    assert ids == list(range(12))  # every corpus batch, in order, none lost at the switch
-    assert source.fallbacks == 1 and source.last_error is not None
-
-
-def test_a_local_source_is_the_corpus_batches_unchanged(tokenizer) -> None:  # type: ignore[no-untyped-def]
-    batches = corpus(3)
-    assert build_batch_source(batches, SigmaDataParams(), tokenizer, batch_size=2, seed=0) is batches
-
-
-def test_hybrid_without_a_stream_is_one_line_naming_the_key() -> None:
-    with pytest.raises(ParamsError) as error:
-        parse_params({"sigma_pretrain": {"data": {"source": "hybrid"}}})
-    assert str(error.value) == (
-        "params.yaml: sigma_pretrain.data.stream: required when source is hybrid (set stream.path to a dataset)"
-    )

@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from cascadelab.config import TokenizerParams
+from cascadelab.data.batches import collate_rows
+from cascadelab.data.cell_batches import CellBatches, encode_records, response_tokens, sequence_tokens
 from cascadelab.data.tokenizer import train_tokenizer
-from cascadelab.training.lego_data import CellBatches, collate, encode_records, response_tokens, sequence_tokens
 
 RECORDS = [
     {"id": "a", "task": "add", "difficulty": 1, "prompt": "1+2=", "response": "+3"},
@@ -33,7 +34,7 @@ def test_encoding_is_prompt_then_response_then_eos(tokenizer):
 
 def test_labels_are_minus_100_outside_the_response_and_eos(tokenizer):
     items = encode_records(RECORDS[:2], tokenizer)
-    batch = collate(items, tokenizer.pad_token_id)
+    batch = collate_rows(items, tokenizer.pad_token_id)
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
     long = [*tokenizer.convert_tokens_to_ids(list("10+2=+21")), eos]
     short = [*tokenizer.convert_tokens_to_ids(list("1+2=+3")), eos]

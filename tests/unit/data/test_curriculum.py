@@ -1,6 +1,6 @@
 import pytest
 
-from cascadelab.training.curriculum import SWITCH_LAG, CurriculumSampler, CurriculumState, LoopCurriculum
+from cascadelab.data.curriculum import SWITCH_LAG, CurriculumSampler, CurriculumState, LoopCurriculum
 
 TASKS = ["add"] * 10 + ["sub"] * 10 + ["mul"] * 10
 

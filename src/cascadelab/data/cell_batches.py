@@ -14,65 +14,31 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from transformers import PreTrainedTokenizerBase
 
-from cascadelab.models.lego.modeling_lego import IGNORE_INDEX
-
-Batch = dict[str, torch.Tensor]
+from cascadelab.data.batches import EncodedRow, LMBatch, collate_rows, encode_prompt_response
 
 
 @dataclass(frozen=True)
-class EncodedRecord:
-    """Token ids of one record and how many of them are prompt."""
+class EncodedRecord(EncodedRow):
+    """Token ids of one record, how many of them are prompt, and its (task, difficulty) cell."""
 
     cell: str
-    input_ids: tuple[int, ...]
-    prompt_len: int
 
 
 def encode_records(records: Sequence[dict[str, Any]], tokenizer: PreTrainedTokenizerBase) -> list[EncodedRecord]:
-    """Encode ``prompt`` and ``response`` of each record (no special tokens) and append EOS."""
+    """Encode ``prompt`` and ``response`` of each record apart (no special tokens) and append EOS."""
     if tokenizer.eos_token_id is None or tokenizer.pad_token_id is None:
         raise ValueError("tokenizer: needs eos and pad tokens")
     if not records:
         return []
-    prompts = _encode_texts(tokenizer, [r["prompt"] for r in records])
-    responses = _encode_texts(tokenizer, [r["response"] for r in records])
+    rows = encode_prompt_response(tokenizer, [r["prompt"] for r in records], [r["response"] for r in records], False)
     out = []
-    for record, prompt, response in zip(records, prompts, responses, strict=True):
-        if not prompt:
+    for record, row in zip(records, rows, strict=True):
+        if not row.prompt_len:
             raise ValueError(f"record {record.get('id', '?')}: empty prompt")
-        out.append(
-            EncodedRecord(
-                cell=f"{record['task']}{record.get('difficulty', '')}",
-                input_ids=(*prompt, *response, int(tokenizer.eos_token_id)),
-                prompt_len=len(prompt),
-            )
-        )
+        out.append(EncodedRecord(row.input_ids, row.prompt_len, f"{record['task']}{record.get('difficulty', '')}"))
     return out
-
-
-def _encode_texts(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> list[list[int]]:
-    """Token ids of each text without special tokens (straight through the Rust tokenizer when fast)."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None:  # same ids, without building a BatchEncoding (half the time on the train split)
-        return [encoding.ids for encoding in backend.encode_batch(texts, add_special_tokens=False)]
-    return list(tokenizer(texts, add_special_tokens=False)["input_ids"])
-
-
-def collate(items: Sequence[EncodedRecord], pad_id: int) -> Batch:
-    """Right-padded ``input_ids``, ``attention_mask`` and ``labels`` (-100 outside the response + EOS)."""
-    width = max(len(item.input_ids) for item in items)
-    ids = torch.full((len(items), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(items), width), dtype=torch.long)
-    labels = torch.full((len(items), width), IGNORE_INDEX, dtype=torch.long)
-    for row, item in enumerate(items):
-        n = len(item.input_ids)
-        ids[row, :n] = torch.tensor(item.input_ids)
-        mask[row, :n] = 1
-        labels[row, item.prompt_len : n] = ids[row, item.prompt_len : n]
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
 class CellBatches:
@@ -100,7 +66,7 @@ class CellBatches:
     def __len__(self) -> int:
         return sum(-(-len(v) // self.batch_size) for v in self.cells.values())
 
-    def __iter__(self) -> Iterator[Batch]:
+    def __iter__(self) -> Iterator[LMBatch]:
         rng = None if self.seed is None else random.Random(f"{self.seed}:{self.passes}")
         self.passes += 1
         chunks: list[list[EncodedRecord]] = []
@@ -112,9 +78,9 @@ class CellBatches:
         if rng is not None:
             rng.shuffle(chunks)
         for chunk in chunks:
-            batch = collate(chunk, self.pad_id)
+            batch = collate_rows(chunk, self.pad_id)
             self.positions += batch["input_ids"].numel()
-            self.tokens += int(batch["attention_mask"].sum())
+            self.tokens += batch.num_tokens
             yield batch
 
 

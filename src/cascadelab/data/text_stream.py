@@ -10,27 +10,19 @@ batches of a streamed dataset's text field into the corpus batches:
 - :class:`HybridBatches` draws each batch from the stream with probability `weight` (a seeded
   choice), except the first `bootstrap_batches`, which always come from the corpus, so every run
   starts on the same deterministic batches however the stream behaves;
-- :func:`build_batch_source` wraps that in a :class:`~cascadelab.training.batch_pipeline.FallbackSource`:
-  when the stream fails (no network, a missing field), the rest of the run draws from the corpus and
-  the trainer reports the fallback as ``data_fallbacks``.
-
-The corpus batches are drawn from one iterator in either case, so the fallback continues exactly where
-the mixed source stopped.
+- :func:`cascadelab.training.batch_source.build_batch_source` wraps that in a fallback: when the
+  stream fails (no network, a missing field), the rest of the run draws from the corpus and the
+  trainer reports the fallback as ``data_fallbacks``.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
 
 from transformers import PreTrainedTokenizerBase
 
-from cascadelab.training.batch_pipeline import FallbackSource
-from cascadelab.training.data import Batch, pad_batch
-
-if TYPE_CHECKING:
-    from cascadelab.config import SigmaDataParams, SigmaStreamParams
+from cascadelab.data.batches import Batch, EncodedRow, LMBatch, collate_rows, encode_texts
 
 
 def stream_texts(
@@ -58,17 +50,17 @@ def stream_texts(
 
 def text_batches(
     texts: Iterable[str], tokenizer: PreTrainedTokenizerBase, batch_size: int, max_length: int
-) -> Iterator[Batch]:
+) -> Iterator[LMBatch]:
     """Right-padded language-modelling batches: each text's ids (truncated, EOS appended) are all targets."""
     if tokenizer.pad_token_id is None or tokenizer.eos_token_id is None:
         raise ValueError("tokenizer: needs pad and eos tokens")
     pad, eos = int(tokenizer.pad_token_id), int(tokenizer.eos_token_id)
-    rows: list[list[int]] = []
+    rows: list[EncodedRow] = []
     for text in texts:
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"][: max_length - 1]
-        rows.append([*ids, eos])
+        ids = encode_texts(tokenizer, [text])[0][: max_length - 1]
+        rows.append(EncodedRow((*ids, eos), 0))  # no prompt: every token is a target
         if len(rows) == batch_size:
-            yield pad_batch(rows, rows, pad)
+            yield collate_rows(rows, pad, with_mask=False)
             rows = []
 
 
@@ -109,31 +101,3 @@ class HybridBatches:
             raise RuntimeError("stream: exhausted")  # a finite dataset ran out: the corpus takes over
         self.stream_batches += 1
         return batch
-
-
-def build_batch_source(
-    corpus: Iterable[Batch],
-    data: SigmaDataParams,
-    tokenizer: PreTrainedTokenizerBase,
-    batch_size: int,
-    seed: int,
-) -> Iterable[Batch]:
-    """The training batches `data.source` asks for: the corpus alone, or hybrid with a counted fallback."""
-    if data.source == "local":
-        return corpus
-    stream = data.stream
-    assert stream is not None  # config validation requires it for `hybrid`
-    corpus_batches = iter(corpus)
-    hybrid = HybridBatches(
-        corpus_batches,
-        lambda: text_batches(_texts(stream, seed), tokenizer, batch_size, stream.max_length),
-        stream.weight,
-        seed,
-        data.bootstrap_batches,
-    )
-    return FallbackSource(hybrid, corpus_batches)
-
-
-def _texts(stream: SigmaStreamParams, seed: int) -> Iterator[str]:
-    options: dict[str, Any] = {"name": stream.name, "split": stream.split, "data_files": stream.data_files}
-    return stream_texts(stream.path, stream.text_field, seed, shuffle_buffer=stream.shuffle_buffer, **options)

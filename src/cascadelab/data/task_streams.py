@@ -1,9 +1,8 @@
 """Per-task batches of prompt/response records for plain PyTorch training loops.
 
-Each record becomes `prompt + response + EOS` token ids with labels -100 on the prompt (loss on the
-response and EOS only, as `sft.tokenize_prompt_completion` does for TRL; not imported from there, which
-would cost the stage TRL's ~9 s import). A batch holds one task only and is padded
-on the right with the pad id; padding is masked out of attention and ignored by the loss. Training
+Each record becomes `prompt + response + EOS` token ids with labels -100 on the prompt
+(:func:`cascadelab.data.batches.encode_prompt_response`, as the SFT rows). A batch holds one task only
+and is padded on the right with the pad id; padding is masked out of attention and ignored by the loss. Training
 streams reshuffle every epoch from a seed, so two streams built with the same seed yield the same batches.
 
 A task key is a family name (`add`, every difficulty) or a cell name (`mul1`, family + difficulty).
@@ -13,53 +12,19 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-import torch
 from transformers import PreTrainedTokenizerBase
 
+from cascadelab.data.batches import EncodedRow, LMBatch, collate_rows, encode_prompt_response
+
 Record = dict[str, Any]
-
-
-@dataclass(frozen=True)
-class LMBatch:
-    """One right-padded batch of one task: ids, attention mask and labels (-100 = no loss)."""
-
-    task: str
-    input_ids: torch.Tensor
-    attention_mask: torch.Tensor
-    labels: torch.Tensor
-
-    @property
-    def num_tokens(self) -> int:
-        """Non-padding tokens in the batch (what the token budget counts)."""
-        return int(self.attention_mask.sum())
-
-    def to(self, device: torch.device | str) -> LMBatch:
-        """The batch on `device`."""
-        return LMBatch(self.task, self.input_ids.to(device), self.attention_mask.to(device), self.labels.to(device))
-
-
-def collate(task: str, rows: Sequence[tuple[list[int], list[int]]], pad_id: int) -> LMBatch:
-    """Pad `(input_ids, labels)` rows on the right into one batch."""
-    if not rows:
-        raise ValueError(f"{task}: cannot collate an empty batch")
-    width = max(len(ids) for ids, _ in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    labels = torch.full((len(rows), width), -100, dtype=torch.long)
-    for row, (row_ids, row_labels) in enumerate(rows):
-        ids[row, : len(row_ids)] = torch.tensor(row_ids)
-        mask[row, : len(row_ids)] = 1
-        labels[row, : len(row_labels)] = torch.tensor(row_labels)
-    return LMBatch(task, ids, mask, labels)
 
 
 class TaskBatches:
     """The tokenized rows of one task, served as fixed batches (evaluation) or as an endless stream (training)."""
 
-    def __init__(self, task: str, rows: Sequence[tuple[list[int], list[int]]], batch_size: int, pad_id: int) -> None:
+    def __init__(self, task: str, rows: Sequence[EncodedRow], batch_size: int, pad_id: int) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size: must be >= 1 (got {batch_size})")
         if not rows:
@@ -76,7 +41,7 @@ class TaskBatches:
         """The rows in order (at most `limit` of them) as consecutive batches."""
         rows = self.rows[:limit] if limit is not None else self.rows
         size = self.batch_size
-        return [collate(self.task, rows[i : i + size], self.pad_id) for i in range(0, len(rows), size)]
+        return [collate_rows(rows[i : i + size], self.pad_id, self.task) for i in range(0, len(rows), size)]
 
     def stream(self, seed: int) -> Iterator[LMBatch]:
         """Endless batches, reshuffled every epoch from `seed`; the same seed gives the same stream."""
@@ -85,25 +50,10 @@ class TaskBatches:
             order = list(range(len(self.rows)))
             random.Random(f"{seed}:{self.task}:{epoch}").shuffle(order)
             for start in range(0, len(order) - self.batch_size + 1, self.batch_size):
-                yield collate(self.task, [self.rows[i] for i in order[start : start + self.batch_size]], self.pad_id)
+                yield collate_rows(
+                    [self.rows[i] for i in order[start : start + self.batch_size]], self.pad_id, self.task
+                )
             epoch += 1
-
-
-def tokenize_rows(
-    tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], responses: Sequence[str]
-) -> list[tuple[list[int], list[int]]]:
-    """`(input_ids, labels)` per record: prompt + response + EOS, labels -100 on the prompt tokens."""
-    prompt_ids = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
-    full_ids = tokenizer([p + r for p, r in zip(prompts, responses, strict=True)], add_special_tokens=False)[
-        "input_ids"
-    ]
-    rows = []
-    for prompt, full in zip(prompt_ids, full_ids, strict=True):
-        if full[: len(prompt)] != prompt:
-            raise ValueError(f"tokenizer: prompt tokens are not a prefix of prompt+response for {prompt!r}")
-        ids = [*full, tokenizer.eos_token_id]
-        rows.append((ids, [-100] * len(prompt) + ids[len(prompt) :]))
-    return rows
 
 
 def task_key(record: Record, keys: Iterable[str]) -> str | None:
@@ -139,7 +89,7 @@ def build_task_batches(
     batches = {}
     for key, group in group_records(records, keys).items():
         group = group[:limit_per_task] if limit_per_task is not None else group
-        rows = tokenize_rows(tokenizer, [r["prompt"] for r in group], [r["response"] for r in group])
+        rows = encode_prompt_response(tokenizer, [r["prompt"] for r in group], [r["response"] for r in group])
         batches[key] = TaskBatches(key, rows, batch_size, int(tokenizer.pad_token_id))
     return batches
 
