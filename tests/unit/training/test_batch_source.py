@@ -21,7 +21,7 @@ def corpus(n: int) -> list[Batch]:
 
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    from cascadelab.data.prepare import prepare
+    from cascadelab.pipeline.prepare import prepare
 
     from cascadelab.config import PrepareParams
 
