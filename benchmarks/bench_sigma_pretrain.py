@@ -27,8 +27,9 @@ from cascadelab.data.corpus import load_split
 from cascadelab.data.tokenizer import load_tokenizer
 from cascadelab.models.coarse import build_causal_lm
 from cascadelab.training.data import TokenizedRows, mixed_batches
+from cascadelab.training.optimizers.factory import build_optimizers
+from cascadelab.training.sigma_loop import SigmaTrainer
 from cascadelab.training.sigma_pretrain import build_sigma_lm
-from cascadelab.training.sigma_trainer import SigmaTrainer, build_optimizers
 
 
 def main() -> None:

@@ -26,8 +26,9 @@ from cascadelab.data.tokenizer import load_tokenizer
 from cascadelab.training.data import TokenizedRows, mixed_batches
 from cascadelab.training.optimizers import OPTIMIZER_NAMES
 from cascadelab.training.optimizers.factory import build_optimizers
+from cascadelab.training.sigma_loop import SigmaTrainer
 from cascadelab.training.sigma_pretrain import build_model
-from cascadelab.training.sigma_trainer import SigmaTrainer, mean_loss
+from cascadelab.training.trainer import mean_loss
 
 
 def main() -> None:

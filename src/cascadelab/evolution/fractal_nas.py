@@ -263,7 +263,7 @@ def sigma_trial(
 ) -> TrainAndEval:
     """A `train_and_eval` for SIGMA: AdamW on the cycled batches; val loss and compute 6 · N_active · tokens."""
     # imported here: the SIGMA trainer may itself run NAS, and this module must not import it at load time
-    from cascadelab.training.sigma_trainer import mean_loss
+    from cascadelab.training.trainer import mean_loss
 
     val = list(val_batches)
 

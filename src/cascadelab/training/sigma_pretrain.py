@@ -31,9 +31,11 @@ from cascadelab.training.background import BackgroundCall
 from cascadelab.training.checkpoints import checkpoint_dir, discard
 from cascadelab.training.coarse_sft import evaluate_lm
 from cascadelab.training.data import TokenizedRows, mixed_batches
+from cascadelab.training.optimizers.factory import build_optimizers
 from cascadelab.training.run_checkpoints import CheckpointStore
-from cascadelab.training.sigma_trainer import LogFn, SigmaTrainer, TrainResult, build_optimizers, mean_loss
+from cascadelab.training.sigma_loop import SigmaTrainer
 from cascadelab.training.text_stream import build_batch_source
+from cascadelab.training.trainer import LogFn, TrainResult, mean_loss
 
 MODELS = ("sigma", "baseline")
 

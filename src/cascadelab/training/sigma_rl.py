@@ -35,13 +35,15 @@ from cascadelab.training.coarse_sft import evaluate_lm
 from cascadelab.training.code_sandbox import Limits, Sandbox, TestCase
 from cascadelab.training.data import TokenizedRows, mixed_batches
 from cascadelab.training.grpo_trl_bridge import GRPOBridge, RLTask
+from cascadelab.training.optimizers.factory import build_optimizers
 from cascadelab.training.replay_causal import CausalReplay
 from cascadelab.training.rl_lm_mix import RLMix
 from cascadelab.training.run_checkpoints import CheckpointStore
+from cascadelab.training.sigma_loop import SigmaTrainer
 from cascadelab.training.sigma_pretrain import _save
 from cascadelab.training.sigma_rl_evolution import Evolution
-from cascadelab.training.sigma_trainer import LogFn, SigmaTrainer, build_optimizers, mean_loss
 from cascadelab.training.sigma_verifier import CodeSpec, CodeVerifier, MathVerifier, VerifierCascade
+from cascadelab.training.trainer import LogFn, mean_loss
 
 
 def code_spec(record: Record) -> CodeSpec:

@@ -46,7 +46,7 @@ from cascadelab.training.data import IGNORE_INDEX, Batch, TokenizedRows
 from cascadelab.training.integrity_guards import scale_learning_rate
 from cascadelab.training.optimizers.factory import credit_optimizers
 from cascadelab.training.rl_lm_mix import RLMix
-from cascadelab.training.sigma_trainer import mean_loss
+from cascadelab.training.trainer import mean_loss
 
 EVOLUTION_FEATURES = RL_EVOLUTION_SWITCHES
 Generate = Callable[[list[str]], list[str]]
