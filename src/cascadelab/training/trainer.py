@@ -320,6 +320,7 @@ class LMTrainer:
         self.callbacks = list(callbacks)
         self.should_stop = False
         self.window = _Window()
+        self.progress = _Progress()
         self.log_fn = log_fn
         self.eval_fn = eval_fn
         self.checkpoint_fn = checkpoint_fn
@@ -355,6 +356,11 @@ class LMTrainer:
 
     def prepare_model(self) -> None:
         """Get the model ready for its first training forward (nothing here; a family's subclass may override)."""
+
+    @property
+    def tokens_seen(self) -> int:
+        """Tokens the run has trained on so far (the `tokens` stat of `compute_loss`, summed)."""
+        return self.progress.tokens
 
     def window_loss(self, step: int) -> float | None:
         """Mean loss of the logging window that ends at `step` (None unless `step` ends one); call before the row."""
@@ -478,6 +484,7 @@ class LMTrainer:
 
     def _loop(self, source: Iterator[Any], progress: _Progress) -> TrainResult:
         metrics_path = self.out_dir / "metrics.jsonl" if self.out_dir is not None else None
+        self.progress = progress
         history = progress.history
         extra: dict[str, float] = {}  # evaluation figures waiting for the next row
         last_loss = history[-1].get("loss", float("nan")) if history else float("nan")

@@ -12,10 +12,11 @@ from cascadelab.models.hybrid_rnn import HybridRNNConfig, HybridRNNTransformer
 from cascadelab.training.curriculum import SWITCH_LAG, LoopCurriculum
 from cascadelab.training.hybrid_rnn_trainer import (
     HybridRNNTrainSettings,
-    lr_multiplier,
+    loop_settings,
     train_hybrid_rnn,
     validation_loss,
 )
+from cascadelab.training.schedules import wsd_schedule
 
 CHARS = "0123456789+="
 
@@ -60,13 +61,14 @@ def test_settings_reject_unknown_keys_and_bad_values() -> None:
 
 
 def test_lr_schedule_warms_up_holds_then_decays_to_zero() -> None:
-    s = HybridRNNTrainSettings(max_steps=100, warmup_steps=10, decay_fraction=0.2)
-    assert lr_multiplier(0, s) == pytest.approx(0.1)
-    assert lr_multiplier(9, s) == pytest.approx(1.0)
-    assert lr_multiplier(50, s) == 1.0
-    assert lr_multiplier(80, s) == pytest.approx(1.0)
-    assert lr_multiplier(90, s) == pytest.approx(0.5)
-    assert lr_multiplier(99, s) == pytest.approx(0.05)
+    loop = loop_settings(HybridRNNTrainSettings(max_steps=100, warmup_steps=10, decay_fraction=0.2))
+    factor = wsd_schedule(loop.max_steps, loop.warmup_steps, loop.decay_fraction)
+    assert factor(0) == pytest.approx(0.1)
+    assert factor(9) == pytest.approx(1.0)
+    assert factor(50) == 1.0
+    assert factor(80) == pytest.approx(1.0)
+    assert factor(90) == pytest.approx(0.5)
+    assert factor(99) == pytest.approx(0.05)
 
 
 def test_training_is_deterministic_and_leaves_caller_rng_alone() -> None:
