@@ -4,7 +4,7 @@ The family's part of the LM trainer (:class:`~cascadelab.training.trainer.LMTrai
 seq2seq loss, the validation loss and the settings. AdamW, linear warmup,
 constant rate, then linear decay to zero over the last `decay_fraction` of `max_steps` (the schedule that
 met the coarse bar); random batches padded to their longest row, padding ignored in the loss; validation
-loss every `eval_every` steps, stop after `patience` evaluations without improvement, best weights restored.
+loss every `eval_steps` steps, stop after `patience` evaluations without improvement, best weights restored.
 With a `LoopCurriculum`, batches come from it instead (warm-up tasks first, then the full mix, one task per
 batch) and early stopping only counts evaluations of the mix phase: the warm-up does not train the other
 tasks, so their validation loss is not expected to fall yet.
@@ -26,29 +26,30 @@ from cascadelab.data.seq2seq import Seq2SeqBatch, collate_seq2seq, encode_pairs,
 from cascadelab.models.hybrid_rnn.modeling_hybrid_rnn import HybridRNNTransformer, seq2seq_loss
 from cascadelab.training.callbacks import CurriculumSwitch, EarlyStopping, TrainerCallback
 from cascadelab.training.curriculum import LoopCurriculum
-from cascadelab.training.trainer import LMTrainer, LoopSettings
+from cascadelab.training.trainer import LMTrainer
 
 LogFn = Callable[[dict[str, float], int], None]
 
 
 class HybridRNNTrainSettings(BaseModel):
-    """Optimisation settings of `train_hybrid_rnn` (one params.yaml section)."""
+    """Settings of `train_hybrid_rnn`: the params section's keys plus the seed (the trainer's `LoopParams`)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    lr: float = Field(1e-3, gt=0, description="peak AdamW learning rate")
+    learning_rate: float = Field(1e-3, gt=0, description="peak AdamW learning rate")
     batch_size: int = Field(16, gt=0, description="training pairs per step")
     max_steps: int = Field(3000, gt=0, description="optimizer steps at most")
-    warmup_steps: int = Field(100, ge=0, description="linear warmup from 0 to lr")
+    warmup_steps: int = Field(100, ge=0, description="linear warmup from 0 to learning_rate")
     decay_fraction: float = Field(0.2, ge=0, le=1, description="final share of max_steps decayed linearly to 0")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
-    grad_clip: float = Field(1.0, gt=0, description="max global gradient norm")
-    eval_every: int = Field(200, gt=0, description="steps between validation-loss evaluations")
-    log_every: int = Field(50, gt=0, description="steps per training-loss row (the curriculum's loss window)")
+    max_grad_norm: float = Field(1.0, gt=0, description="max global gradient norm")
+    eval_steps: int = Field(200, gt=0, description="steps between validation-loss evaluations")
+    logging_steps: int = Field(50, gt=0, description="steps per training-loss row (the curriculum's loss window)")
     patience: int = Field(5, ge=1, description="evaluations without val-loss improvement before stopping")
     min_delta: float = Field(0.0, ge=0, description="val-loss decrease that counts as an improvement")
     eval_batch_size: int = Field(128, gt=0, description="pairs per validation batch")
     seed: int = Field(0, description="seed of shuffling and dropout")
+    checkpoint_steps: int = Field(0, ge=0, description="steps between resumable checkpoints (0: none)")
 
 
 @dataclass
@@ -65,18 +66,6 @@ class TrainResult:
     train_history: list[dict[str, float]] = field(default_factory=list)
     curriculum_switch_step: int | None = None
     train_tokens: int = 0
-
-
-def loop_settings(settings: HybridRNNTrainSettings) -> LoopSettings:
-    """The LM trainer's loop settings under this family's names."""
-    return LoopSettings(
-        max_steps=settings.max_steps,
-        max_grad_norm=settings.grad_clip,
-        logging_steps=settings.log_every,
-        eval_steps=settings.eval_every,
-        warmup_steps=settings.warmup_steps,
-        decay_fraction=settings.decay_fraction,
-    )
 
 
 def _check_tokenizer(model: HybridRNNTransformer, tokenizer: PreTrainedTokenizerBase) -> None:
@@ -139,7 +128,7 @@ def train_hybrid_rnn(
 
     `log_fn(metrics, step)` gets `train_loss` (mean since the last evaluation), `val_loss`, `lr` and
     `tokens_per_s` at every evaluation; `TrainResult.train_history` has the mean loss and the rate every
-    `log_every` steps. `curriculum` (built over the rows of `train_examples`) replaces random batches.
+    `logging_steps` steps. `curriculum` (built over the rows of `train_examples`) replaces random batches.
     The model is left in eval mode.
     """
     if not train_examples:
@@ -161,7 +150,7 @@ def train_hybrid_rnn(
         # The fused AdamW kernel is ~5x faster than the default loop on CPU at this size (~15 % of a step).
         fused = model.device.type in ("cpu", "cuda")
         optimizer = torch.optim.AdamW(
-            model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay, fused=fused
+            model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay, fused=fused
         )
         stopping = EarlyStopping(settings.patience, settings.min_delta)
         log = _HybridLog(log_fn)
@@ -171,7 +160,7 @@ def train_hybrid_rnn(
         trainer = LMTrainer(
             model,
             [optimizer],
-            loop_settings(settings),
+            settings,
             out_dir=None,
             eval_fn=lambda m: {"val_loss": validation_loss(m, val, settings.eval_batch_size)},
             compute_loss=train_loss,
