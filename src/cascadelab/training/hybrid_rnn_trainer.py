@@ -162,7 +162,7 @@ def train_hybrid_rnn(
             [optimizer],
             settings,
             out_dir=None,
-            eval_fn=lambda m: {"val_loss": validation_loss(m, val, settings.eval_batch_size)},
+            eval_fn=lambda _: {"val_loss": validation_loss(model, val, settings.eval_batch_size)},
             compute_loss=train_loss,
             callbacks=callbacks,
         )

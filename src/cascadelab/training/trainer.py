@@ -68,9 +68,9 @@ TRAINER_FEATURES: tuple[str, ...] = ("c3o_credit", "integrity_guards", "prefetch
 LogFn = Callable[[dict[str, float], int], None]
 EvalFn = Callable[[nn.Module], dict[str, float]]
 CheckpointFn = Callable[[nn.Module, int], None]
-StepHook = Callable[["LMTrainer", int], None]
+StepHook = Callable[[Any, int], None]  # (the trainer, a family's subclass included; step)
 LossStats = dict[str, float]
-ComputeLoss = Callable[[nn.Module, Any], tuple[torch.Tensor, LossStats]]
+ComputeLoss = Callable[[Any, Any], tuple[torch.Tensor, LossStats]]  # (model, batch) of the family
 
 
 class LoopParams(Protocol):
@@ -264,7 +264,7 @@ class TrainResult:
     """What a finished run reports: the logged rows (the lines of metrics.jsonl) and totals."""
 
     history: list[dict[str, float]]
-    metrics_path: Path | None
+    metrics_file: Path | None
     steps: int
     train_seconds: float
     train_tokens: int
@@ -272,6 +272,13 @@ class TrainResult:
     final_loss: float
     phase_seconds: dict[str, float]
     features: dict[str, float]
+
+    @property
+    def metrics_path(self) -> Path:
+        """The metrics.jsonl the run wrote (fails for a run without an `out_dir`)."""
+        if self.metrics_file is None:
+            raise ValueError("metrics_path: this run wrote no metrics.jsonl (the trainer had no out_dir)")
+        return self.metrics_file
 
     @property
     def tokens_per_second(self) -> float:
@@ -521,7 +528,7 @@ class LMTrainer:
                     break
         return TrainResult(
             history=history,
-            metrics_path=metrics_path,
+            metrics_file=metrics_path,
             steps=self.step,
             train_seconds=time.perf_counter() - started,
             train_tokens=progress.tokens,

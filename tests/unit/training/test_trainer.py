@@ -57,7 +57,7 @@ def test_loss_falls_with_a_custom_compute_loss() -> None:
     losses = [row["loss"] for row in result.history]
     assert [row["step"] for row in result.history] == [float(s) for s in range(5, 61, 5)]
     assert losses[-1] < 0.5 * losses[0]
-    assert result.train_tokens == 60 * 8 and result.metrics_path is None and result.steps == 60
+    assert result.train_tokens == 60 * 8 and result.metrics_file is None and result.steps == 60
 
 
 def test_schedule_values_are_exact() -> None:
