@@ -43,6 +43,7 @@ from cascadelab.models.lego import (
     shifted_targets,
     to_device,
 )
+from cascadelab.training.schedules import warmup_factor
 
 Batch = Mapping[str, torch.Tensor]
 LogFn = Callable[[dict[str, float], int], None]
@@ -679,7 +680,7 @@ def load_hard_examples(path: str | Path) -> HardExampleSets:
 
 
 def _warmup(optimizer: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / steps) if steps else 1.0)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_factor(s, steps))
 
 
 def _fit(

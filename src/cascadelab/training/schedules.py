@@ -22,6 +22,11 @@ def wsd_factor(step: int, max_steps: int, warmup_steps: int, decay_fraction: flo
     """
     if warmup_steps and step < warmup_steps:
         return warmup_factor(step, warmup_steps)
+    return decay_factor(step, max_steps, decay_fraction)
+
+
+def decay_factor(step: int, max_steps: int, decay_fraction: float) -> float:
+    """1, then linear decay to 0 over the last `decay_fraction` of `max_steps`."""
     decay_steps = int(max_steps * decay_fraction)
     if decay_steps and step >= max_steps - decay_steps:
         return max(0.0, (max_steps - step) / decay_steps)

@@ -11,7 +11,7 @@ from torch import nn
 
 from cascadelab.training.callbacks import EarlyStopping, TrainerCallback, clone_state
 from cascadelab.training.run_checkpoints import CheckpointStore
-from cascadelab.training.schedules import warmup_factor, wsd_factor, wsd_schedule
+from cascadelab.training.schedules import decay_factor, warmup_factor, wsd_factor, wsd_schedule
 from cascadelab.training.trainer import LMTrainer, LoopSettings
 
 Batch = dict[str, torch.Tensor]
@@ -64,6 +64,7 @@ def test_schedule_values_are_exact() -> None:
     assert [wsd_factor(step, 10, 2, 0.5) for step in range(10)] == [0.5, 1.0, 1.0, 1.0, 1.0, 1.0, 0.8, 0.6, 0.4, 0.2]
     assert [warmup_factor(step, 4) for step in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
     assert warmup_factor(0, 0) == 1.0
+    assert [decay_factor(step, 10, 0.3) for step in (0, 6, 7, 8, 9)] == [1.0, 1.0, 1.0, 2 / 3, 1 / 3]
     settings = LoopSettings(max_steps=10, max_grad_norm=1.0, logging_steps=1, warmup_steps=2, decay_fraction=0.5)
     seen: list[float] = []
 
