@@ -74,16 +74,21 @@ class EarlyStopping(TrainerCallback):
         """The starting weights are the best until an evaluation improves on them."""
         self.best_state = clone_state(trainer.model)
 
-    def on_evaluate(self, trainer: LMTrainer, step: int, metrics: dict[str, float]) -> None:
-        """Keep improved weights; count a worse evaluation and stop when the patience is used up."""
-        value = metrics[self.monitor]
+    def observe(self, model: torch.nn.Module, step: int, value: float) -> bool:
+        """Judge `model`'s evaluation `value` at `step`: keep improved weights; True when it uses up the patience."""
         if value < self.best_value - self.min_delta:
             self.best_value, self.best_step, self.bad_evals = value, step, 0
-            self.best_state = clone_state(trainer.model)
-        elif self.counting:
-            self.bad_evals += 1
-            if self.bad_evals >= self.patience:
-                self.stopped_early = trainer.should_stop = True
+            self.best_state = clone_state(model)
+            return False
+        if not self.counting:
+            return False
+        self.bad_evals += 1
+        return self.bad_evals >= self.patience
+
+    def on_evaluate(self, trainer: LMTrainer, step: int, metrics: dict[str, float]) -> None:
+        """Judge the monitored figure; stop the run when the patience is used up."""
+        if self.observe(trainer.model, step, metrics[self.monitor]):
+            self.stopped_early = trainer.should_stop = True
 
     def on_train_end(self, trainer: LMTrainer) -> None:
         """Load the best weights back."""

@@ -43,6 +43,7 @@ from cascadelab.models.lego import (
     shifted_targets,
     to_device,
 )
+from cascadelab.training.callbacks import EarlyStopping, clone_state
 from cascadelab.training.schedules import warmup_factor
 
 Batch = Mapping[str, torch.Tensor]
@@ -262,8 +263,8 @@ class Trainer:
         """
         cfg = self.config
         self._check_model(model)
-        best_loss, best_step, bad_evals = math.inf, 0, 0
-        best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        stopping = EarlyStopping(cfg.patience + 1, cfg.min_delta)  # stops once more than `patience` evaluations fail
+        stopping.best_state = clone_state(model)
         step = tokens = epochs = 0
         last_eval_step = -1
         stopped_early = False
@@ -271,17 +272,12 @@ class Trainer:
 
         def validate() -> bool:
             """Validate at the current step; return True when patience is exhausted."""
-            nonlocal best_loss, best_step, bad_evals, best_state, last_eval_step
+            nonlocal last_eval_step
             last_eval_step = step
             val = self.validation_loss(model, val_loader)
             if log_fn is not None:
                 log_fn({"val_loss": val, "val_ppl": math.exp(min(val, 50.0))}, step)
-            if val < best_loss - cfg.min_delta:
-                best_loss, best_step, bad_evals = val, step, 0
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                return False
-            bad_evals += 1
-            return bad_evals > cfg.patience
+            return stopping.observe(model, step, val)
 
         def budget_spent() -> bool:
             return (cfg.max_steps is not None and step >= cfg.max_steps) or (
@@ -311,11 +307,12 @@ class Trainer:
                 stopped_early = done = True
         if last_eval_step != step:
             validate()
-        model.load_state_dict(best_state)
+        model.load_state_dict(stopping.best_state)
+        best_loss = stopping.best_value
         return {
             "best_val_loss": best_loss,
             "best_val_ppl": math.exp(min(best_loss, 50.0)),
-            "best_step": float(best_step),
+            "best_step": float(stopping.best_step),
             "steps": float(step),
             "epochs": float(epochs),
             "train_tokens": float(tokens),
@@ -571,8 +568,9 @@ def fit_upper_layers(
 ) -> dict[str, float]:
     """Epochs of ``train_upper_layers`` with early stopping on val hard-example ppl; best weights kept."""
     vocab = model.config.vocab_size
-    best, best_epoch, bad, epochs, rows = math.inf, 0, 0, 0, 0
-    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    epochs = rows = 0
+    stopping = EarlyStopping(patience + 1)  # stops once more than `patience` epochs fail to improve
+    stopping.best_state = clone_state(model)
     stopped = False
     dataset = getattr(train_hard, "dataset", None)
     per_epoch = len(dataset) if isinstance(dataset, Sized) else 0
@@ -586,19 +584,15 @@ def fit_upper_layers(
                 {"train_hard_loss": train_loss, "val_hard_loss": val["loss"], "val_hard_ppl": val["ppl"]},
                 epoch,
             )
-        if val["loss"] < best:
-            best, best_epoch, bad = val["loss"], epoch, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
-            bad += 1
-            if bad > patience:
-                stopped = True
-                break
-    model.load_state_dict(best_state)
+        if stopping.observe(model, epoch, val["loss"]):
+            stopped = True
+            break
+    model.load_state_dict(stopping.best_state)
+    best = stopping.best_value
     return {
         "best_val_hard_loss": best,
         "best_val_hard_ppl": math.exp(min(best, 50.0)),
-        "best_epoch": float(best_epoch),
+        "best_epoch": float(stopping.best_step),
         "epochs": float(epochs),
         "train_tokens": float(rows),
         "stopped_early": float(stopped),
