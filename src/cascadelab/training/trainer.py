@@ -112,19 +112,6 @@ class LoopParams(Protocol):
         ...
 
 
-@dataclass(frozen=True)
-class LoopSettings:
-    """`LoopParams` for a family whose params section names them otherwise."""
-
-    max_steps: int
-    max_grad_norm: float
-    logging_steps: int
-    eval_steps: int = 0
-    checkpoint_steps: int = 0
-    warmup_steps: int = 0
-    decay_fraction: float = 0.0
-
-
 class TrainerPlugin(Protocol):
     """A subsystem riding on the loop (e.g. RL): its feature counters, row columns and resumable state."""
 
@@ -649,7 +636,6 @@ __all__ = [
     "TRAINER_FEATURES",
     "LMTrainer",
     "LoopParams",
-    "LoopSettings",
     "PhaseTimer",
     "TrainResult",
     "TrainerPlugin",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -12,9 +13,22 @@ from torch import nn
 from cascadelab.training.callbacks import EarlyStopping, TrainerCallback, clone_state
 from cascadelab.training.run_checkpoints import CheckpointStore
 from cascadelab.training.schedules import decay_factor, warmup_factor, wsd_factor, wsd_schedule
-from cascadelab.training.trainer import LMTrainer, LoopSettings
+from cascadelab.training.trainer import LMTrainer
 
 Batch = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """The trainer's `LoopParams`, as a family's settings would carry them."""
+
+    max_steps: int
+    max_grad_norm: float
+    logging_steps: int
+    eval_steps: int = 0
+    checkpoint_steps: int = 0
+    warmup_steps: int = 0
+    decay_fraction: float = 0.0
 
 
 @pytest.fixture(autouse=True)
