@@ -108,7 +108,8 @@ class EarlyStopping(TrainerCallback):
 class CurriculumSwitch(TrainerCallback):
     """Feeds a `LoopCurriculum` each step's windowed loss; once its batches come from the mix, restarts `stopping`.
 
-    The warm-up does not train the other tasks, so early stopping counts only evaluations of the mix phase.
+    The warm-up does not train the other tasks, so early stopping counts only evaluations of the mix phase:
+    `stopping` stops counting from construction until the first mix batch.
     """
 
     def __init__(self, curriculum: LoopCurriculum, stopping: EarlyStopping) -> None:
