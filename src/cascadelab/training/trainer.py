@@ -82,8 +82,8 @@ class LoopParams(Protocol):
         ...
 
     @property
-    def max_grad_norm(self) -> float:
-        """Max global gradient norm."""
+    def max_grad_norm(self) -> float | None:
+        """Max global gradient norm (None: no clipping, and `grad_norm` is not measured: it logs 0)."""
         ...
 
     @property
@@ -110,6 +110,19 @@ class LoopParams(Protocol):
     def decay_fraction(self) -> float:
         """Final share of `max_steps` decayed linearly to 0 by the default WSD schedule."""
         ...
+
+
+@dataclass(frozen=True)
+class StepSettings:
+    """`LoopParams` for a family whose settings name them otherwise."""
+
+    max_steps: int
+    max_grad_norm: float | None
+    logging_steps: int
+    eval_steps: int = 0
+    checkpoint_steps: int = 0
+    warmup_steps: int = 0
+    decay_fraction: float = 0.0
 
 
 class TrainerPlugin(Protocol):
@@ -283,6 +296,8 @@ class LMTrainer:
     callbacks' `on_evaluate` and join the next log line; `checkpoint_fn(model, step)` runs after the last step.
     A callback that sets `should_stop` ends the run after the current step (its row is still logged).
     With `out_dir` None, no metrics.jsonl is written (and `features.crash_report` needs an `out_dir`).
+    With `until_data_ends`, running out of batches ends the run (the last step is then the last batch's);
+    otherwise it is an error.
     """
 
     def __init__(
@@ -303,6 +318,7 @@ class LMTrainer:
         compute_loss: ComputeLoss = causal_lm_loss,
         schedule: Schedule | None = None,
         callbacks: Iterable[TrainerCallback] = (),
+        until_data_ends: bool = False,
     ) -> None:
         if not optimizers:
             raise ValueError("optimizers: need at least one optimizer")
@@ -312,6 +328,7 @@ class LMTrainer:
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.compute_loss = compute_loss
         self.callbacks = list(callbacks)
+        self.until_data_ends = until_data_ends
         self.should_stop = False
         self.window = _Window()
         self.progress = _Progress()
@@ -378,7 +395,10 @@ class LMTrainer:
 
     def _optimizer_step(self, step: int, loss: float) -> tuple[float, str]:
         """Clip, let the guards judge, step (or skip / restore / roll back), advance the schedule."""
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.train.max_grad_norm))
+        max_norm = self.train.max_grad_norm
+        grad_norm = (
+            float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)) if max_norm is not None else 0.0
+        )
         verdict = self.guards.check(loss, grad_norm) if self.guards is not None else "step"
         if verdict == "step":
             for optimizer in self.optimizers:
@@ -490,7 +510,9 @@ class LMTrainer:
                 sink(row)
             for step in range(progress.step + 1, self.train.max_steps + 1):
                 self.step = step
-                self._train_step(step, source, progress)
+                if not self._train_step(step, source, progress):
+                    self.step = step - 1
+                    break
                 extra.update(self._evaluate(step))
                 last = step == self.train.max_steps or self.should_stop
                 if step == self.train.max_steps and self.checkpoint_fn is not None:
@@ -525,10 +547,15 @@ class LMTrainer:
             features=self.features_now(),
         )
 
-    def _train_step(self, step: int, source: Iterator[Any], progress: _Progress) -> None:
-        """One optimizer step on the next batch, its hooks and callbacks; adds it to the window and the totals."""
+    def _train_step(self, step: int, source: Iterator[Any], progress: _Progress) -> bool:
+        """One optimizer step on the next batch, its hooks and callbacks; adds it to the window and the totals.
+
+        False when the batches ran out (with `until_data_ends`; otherwise that is an error).
+        """
         with self.timer.phase("data"):
             batch = next(source, None)
+            if batch is None and self.until_data_ends:
+                return False
             if batch is None:
                 raise ValueError(f"batches: ran out at step {step} of {self.train.max_steps}")
         with self.timer.phase("forward"):
@@ -557,6 +584,7 @@ class LMTrainer:
         progress.targets += targets
         for callback in self.callbacks:
             callback.on_step_end(self, step, loss_value)
+        return True
 
     def _evaluate(self, step: int) -> dict[str, float]:
         """Run `eval_fn` when due (every `eval_steps`, and at the last step) and pass its figures to the callbacks."""
@@ -637,6 +665,7 @@ __all__ = [
     "LMTrainer",
     "LoopParams",
     "PhaseTimer",
+    "StepSettings",
     "TrainResult",
     "TrainerPlugin",
     "causal_lm_loss",

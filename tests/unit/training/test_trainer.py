@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -13,22 +12,9 @@ from torch import nn
 from cascadelab.training.callbacks import EarlyStopping, TrainerCallback, clone_state
 from cascadelab.training.run_checkpoints import CheckpointStore
 from cascadelab.training.schedules import decay_factor, warmup_factor, wsd_factor, wsd_schedule
-from cascadelab.training.trainer import LMTrainer
+from cascadelab.training.trainer import LMTrainer, StepSettings
 
 Batch = dict[str, torch.Tensor]
-
-
-@dataclass(frozen=True)
-class LoopSettings:
-    """The trainer's `LoopParams`, as a family's settings would carry them."""
-
-    max_steps: int
-    max_grad_norm: float
-    logging_steps: int
-    eval_steps: int = 0
-    checkpoint_steps: int = 0
-    warmup_steps: int = 0
-    decay_fraction: float = 0.0
 
 
 @pytest.fixture(autouse=True)
@@ -61,7 +47,7 @@ def mse_loss(model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, fl
 
 
 def trainer_for(model: nn.Module, steps: int, **kwargs: object) -> LMTrainer:
-    settings = kwargs.pop("settings", None) or LoopSettings(max_steps=steps, max_grad_norm=1.0, logging_steps=5)
+    settings = kwargs.pop("settings", None) or StepSettings(max_steps=steps, max_grad_norm=1.0, logging_steps=5)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
     return LMTrainer(model, [optimizer], settings, None, compute_loss=mse_loss, **kwargs)  # type: ignore[arg-type]
 
@@ -79,7 +65,7 @@ def test_schedule_values_are_exact() -> None:
     assert [warmup_factor(step, 4) for step in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
     assert warmup_factor(0, 0) == 1.0
     assert [decay_factor(step, 10, 0.3) for step in (0, 6, 7, 8, 9)] == [1.0, 1.0, 1.0, 2 / 3, 1 / 3]
-    settings = LoopSettings(max_steps=10, max_grad_norm=1.0, logging_steps=1, warmup_steps=2, decay_fraction=0.5)
+    settings = StepSettings(max_steps=10, max_grad_norm=1.0, logging_steps=1, warmup_steps=2, decay_fraction=0.5)
     seen: list[float] = []
 
     class LearningRates(TrainerCallback):
@@ -101,7 +87,7 @@ def test_early_stopping_stops_and_restores_the_best_state() -> None:
         return {"val_loss": next(scripted)}
 
     stopping = EarlyStopping(patience=2)
-    settings = LoopSettings(max_steps=50, max_grad_norm=1.0, logging_steps=5, eval_steps=2)
+    settings = StepSettings(max_steps=50, max_grad_norm=1.0, logging_steps=5, eval_steps=2)
     result = trainer_for(model, 50, settings=settings, eval_fn=evaluate, callbacks=[stopping]).fit(
         regression_batches(50)
     )
@@ -127,7 +113,7 @@ def test_early_stopping_counts_only_while_counting() -> None:
 
 
 def test_resume_continues_to_identical_weights(tmp_path: Path) -> None:
-    settings = LoopSettings(max_steps=12, max_grad_norm=1.0, logging_steps=2, eval_steps=3, checkpoint_steps=4)
+    settings = StepSettings(max_steps=12, max_grad_norm=1.0, logging_steps=2, eval_steps=3, checkpoint_steps=4)
 
     def run(batches: list[Batch], store: CheckpointStore | None) -> tuple[nn.Module, EarlyStopping]:
         model = toy_model()
