@@ -194,45 +194,6 @@ class Trainer:
         """Training objective of one batch (already on the device)."""
         return self.combine(self.layer_losses(model, batch))
 
-    def train_step(
-        self,
-        model: LEGOTransformer,
-        raw_batch: Batch,
-        optimizer: torch.optim.Optimizer,
-        lr_scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
-    ) -> tuple[float, int]:
-        """One optimiser step; returns (loss, supervised tokens). Skips batches without targets."""
-        batch = batch_to_device(raw_batch, self.device)
-        n = _n_targets(batch["labels"])
-        if n == 0:
-            return 0.0, 0
-        model.train()
-        loss = self.compute_loss(model, batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.config.grad_clip is not None:
-            trainable = [p for p in model.parameters() if p.requires_grad]
-            torch.nn.utils.clip_grad_norm_(trainable, self.config.grad_clip)
-        optimizer.step()
-        if lr_scheduler is not None:
-            lr_scheduler.step()
-        return float(loss.detach()), n
-
-    def train_epoch(
-        self,
-        model: LEGOTransformer,
-        batches: Iterable[Batch],
-        optimizer: torch.optim.Optimizer,
-        lr_scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
-    ) -> float:
-        """One pass over ``batches``; returns the token-weighted mean training loss."""
-        self._check_model(model)
-        total, tokens = 0.0, 0
-        for batch in batches:
-            loss, n = self.train_step(model, batch, optimizer, lr_scheduler)
-            total, tokens = total + loss * n, tokens + n
-        return total / max(tokens, 1)
-
     @torch.no_grad()
     def validation_loss(self, model: LEGOTransformer, batches: Iterable[Batch]) -> float:
         """The training objective on ``batches``, token-weighted across batches."""
@@ -347,8 +308,11 @@ def _constant(step: int) -> float:
 
 
 class _EarlyStoppingRun(TrainerCallback):
-    """LEGO's part of one LM-trainer run: epochs over the loader (batches without targets skipped), the
-    training-loss log, validation every ``eval_every`` steps (else at each epoch's end), the token budget."""
+    """LEGO's part of one LM-trainer run: epochs, training-loss log, validation and the token budget.
+
+    Batches without targets are skipped (they are not steps); validation runs every ``eval_every`` steps, else at
+    each epoch's end; more than ``patience`` evaluations without improvement stop the run.
+    """
 
     def __init__(
         self,
@@ -361,7 +325,6 @@ class _EarlyStoppingRun(TrainerCallback):
         self.owner, self.model, self.log_fn = owner, model, log_fn
         self.train_loader, self.val_loader = train_loader, val_loader
         self.config = owner.config
-        # more than `patience` evaluations without improvement stop the run
         self.stopping = EarlyStopping(self.config.patience + 1, self.config.min_delta)
         self.stopping.best_state = clone_state(model)
         self.step = self.tokens = self.epochs = self.targets = 0
