@@ -62,7 +62,7 @@ def build_hybrid_model(
 
 
 def train_settings(params: HybridRNNTrainParams, seed: int) -> HybridRNNTrainSettings:
-    """The trainer's settings from the params section (names follow coarse_sft's `train` keys)."""
+    """The trainer's settings: the params section's keys (the same names) and the seed."""
     return HybridRNNTrainSettings(**params.model_dump(include=set(HybridRNNTrainSettings.model_fields)), seed=seed)
 
 

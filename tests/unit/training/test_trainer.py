@@ -137,3 +137,28 @@ def test_resume_continues_to_identical_weights(tmp_path: Path) -> None:
     assert resumed_stopping.best_step == straight_stopping.best_step
     for key, value in straight.state_dict().items():
         torch.testing.assert_close(resumed.state_dict()[key], value, atol=0, rtol=0)
+
+
+def test_until_data_ends_stops_at_the_last_batch() -> None:
+    trainer = trainer_for(toy_model(), 20, until_data_ends=True)
+    result = trainer.fit(regression_batches(7))
+    assert result.steps == 7 and trainer.step == 7 and result.train_tokens == 7 * 8
+    with pytest.raises(ValueError, match=r"^batches: ran out at step 8 of 20$"):
+        trainer_for(toy_model(), 20).fit(regression_batches(7))
+
+
+def test_no_max_grad_norm_means_plain_unclipped_steps() -> None:
+    settings = StepSettings(max_steps=6, max_grad_norm=None, logging_steps=3)
+    model = toy_model()
+    torch.manual_seed(3)
+    rows = trainer_for(model, 6, settings=settings, schedule=lambda step: 1.0).fit(regression_batches(6)).history
+    assert [row["grad_norm"] for row in rows] == [0.0, 0.0]  # not measured
+    reference = toy_model()
+    torch.manual_seed(3)
+    optimizer = torch.optim.AdamW(reference.parameters(), lr=1e-2)
+    for batch in regression_batches(6):
+        mse_loss(reference, batch)[0].backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    for key, value in reference.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[key], value, atol=0, rtol=0)
