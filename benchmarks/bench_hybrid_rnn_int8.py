@@ -77,10 +77,10 @@ def build_model(args: argparse.Namespace) -> tuple[HybridRNNTransformer, PreTrai
     train = [(r["prompt"], r["response"]) for r in addition_records(20000, args.seed)]
     val = [(r["prompt"], r["response"]) for r in addition_records(128, args.seed + 1)]
     settings = HybridRNNTrainSettings(
-        lr=2e-3,
+        learning_rate=2e-3,
         batch_size=32,
         max_steps=max(1, args.train_steps),
-        eval_every=max(1, args.train_steps // 4),
+        eval_steps=max(1, args.train_steps // 4),
         seed=args.seed,
     )
     if args.train_steps > 0:

@@ -28,7 +28,8 @@ from cascadelab.data.mixed_batches import TokenizedRows, mixed_batches
 from cascadelab.data.tokenizer import load_tokenizer
 from cascadelab.models.coarse import build_causal_lm
 from cascadelab.pipeline.sigma_pretrain import build_sigma_lm
-from cascadelab.training.sigma_trainer import SigmaTrainer, build_optimizers
+from cascadelab.training.optimizers.factory import build_optimizers
+from cascadelab.training.sigma_loop import SigmaTrainer
 
 
 def main() -> None:

@@ -26,7 +26,8 @@ from cascadelab.data.mixed_batches import TokenizedRows, mixed_batches
 from cascadelab.data.tokenizer import load_tokenizer
 from cascadelab.pipeline.sigma_pretrain import build_model
 from cascadelab.training.optimizers.factory import build_optimizers
-from cascadelab.training.sigma_trainer import SigmaTrainer, mean_loss
+from cascadelab.training.sigma_loop import SigmaTrainer
+from cascadelab.training.trainer import mean_loss
 
 
 def main() -> None:

@@ -14,8 +14,9 @@ import torch
 
 from cascadelab.config import parse_params
 from cascadelab.models.sigma import SigmaConfig, SigmaForCausalLM
+from cascadelab.training.optimizers.factory import build_optimizers
 from cascadelab.training.run_checkpoints import CheckpointStore
-from cascadelab.training.sigma_trainer import SigmaTrainer, build_optimizers
+from cascadelab.training.sigma_loop import SigmaTrainer
 
 VOCAB = 48
 STEPS = 24

@@ -53,22 +53,8 @@ def build_hybrid_model(
 
 
 def train_settings(params: HybridRNNTrainParams, seed: int) -> HybridRNNTrainSettings:
-    """The trainer's settings from the params section (names follow coarse_sft's `train` keys)."""
-    return HybridRNNTrainSettings(
-        lr=params.learning_rate,
-        batch_size=params.batch_size,
-        max_steps=params.max_steps,
-        warmup_steps=params.warmup_steps,
-        decay_fraction=params.decay_fraction,
-        weight_decay=params.weight_decay,
-        grad_clip=params.max_grad_norm,
-        eval_every=params.eval_steps,
-        log_every=params.logging_steps,
-        patience=params.patience,
-        min_delta=params.min_delta,
-        eval_batch_size=params.eval_batch_size,
-        seed=seed,
-    )
+    """The trainer's settings: the params section's keys (the same names) and the seed."""
+    return HybridRNNTrainSettings(**params.model_dump(include=set(HybridRNNTrainSettings.model_fields)), seed=seed)
 
 
 def build_curriculum(params: HybridRNNParams, tasks: Sequence[str], seed: int) -> LoopCurriculum:

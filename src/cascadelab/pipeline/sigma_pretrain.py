@@ -2,7 +2,7 @@
 
 Both models see the same batches (corpus train split, prompt + response, loss on the response only)
 for the same number of steps, with the same optimizer settings and schedule, through the same loop
-(:class:`cascadelab.training.sigma_trainer.SigmaTrainer`). Both are evaluated on the test split like
+(:class:`cascadelab.training.sigma_loop.SigmaTrainer`). Both are evaluated on the test split like
 `coarse_sft` (:func:`cascadelab.eval.lm.evaluate_lm`: exact match per task, response
 perplexity, generation speed).
 """
@@ -33,8 +33,10 @@ from cascadelab.pipeline.paths import Paths
 from cascadelab.training.background import BackgroundCall
 from cascadelab.training.batch_source import build_batch_source
 from cascadelab.training.checkpoints import checkpoint_dir, discard
+from cascadelab.training.optimizers.factory import build_optimizers
 from cascadelab.training.run_checkpoints import CheckpointStore
-from cascadelab.training.sigma_trainer import LogFn, SigmaTrainer, TrainResult, build_optimizers, mean_loss
+from cascadelab.training.sigma_loop import SigmaTrainer
+from cascadelab.training.trainer import LogFn, TrainResult, mean_loss
 
 MODELS = ("sigma", "baseline")
 

@@ -126,7 +126,9 @@ def run_proof(
     from cascadelab.data.mixed_batches import TokenizedRows, mixed_batches
     from cascadelab.data.tokenizer import load_tokenizer
     from cascadelab.pipeline.sigma_pretrain import build_model, write_resolved_settings
-    from cascadelab.training.sigma_trainer import SigmaTrainer, build_optimizers, mean_loss
+    from cascadelab.training.optimizers.factory import build_optimizers
+    from cascadelab.training.sigma_loop import SigmaTrainer
+    from cascadelab.training.trainer import mean_loss
 
     shutil.rmtree(out_dir, ignore_errors=True)
     check_sigma_runtime(section, torch.cuda.is_available())

@@ -1,6 +1,6 @@
 """The `sigma_rl` stage's logic: RL on the pretrained SigmaLLM with verifier rewards, mixed with LM steps.
 
-One :class:`~cascadelab.training.sigma_trainer.SigmaTrainer` loop drives the run. Every loop step is an
+One :class:`~cascadelab.training.sigma_loop.SigmaTrainer` loop drives the run. Every loop step is an
 LM update on the corpus mix plus the code family's train split (the pretrained model has never seen
 code); a share of the steps (:class:`~cascadelab.training.sigma.rl_lm_mix.RLMix`) also takes one GRPO/GSPO
 update through TRL (:class:`~cascadelab.training.sigma.grpo_bridge.GRPOBridge`) in the loop's ``rl``
@@ -36,13 +36,15 @@ from cascadelab.pipeline.paths import Paths
 from cascadelab.pipeline.sigma_pretrain import _save
 from cascadelab.sandbox import Limits, Sandbox, TestCase
 from cascadelab.training.checkpoints import checkpoint_dir, discard
+from cascadelab.training.optimizers.factory import build_optimizers
 from cascadelab.training.run_checkpoints import CheckpointStore
 from cascadelab.training.sigma.causal_replay import CausalReplay
 from cascadelab.training.sigma.evolution import Evolution
 from cascadelab.training.sigma.grpo_bridge import GRPOBridge, RLTask
 from cascadelab.training.sigma.rl_lm_mix import RLMix
 from cascadelab.training.sigma.verifier import CodeSpec, CodeVerifier, MathVerifier, VerifierCascade
-from cascadelab.training.sigma_trainer import LogFn, SigmaTrainer, build_optimizers, mean_loss
+from cascadelab.training.sigma_loop import SigmaTrainer
+from cascadelab.training.trainer import LogFn, mean_loss
 
 
 def code_spec(record: Record) -> CodeSpec:

@@ -60,6 +60,7 @@ from cascadelab.training.acoc.penalty import GrowthPenalty
 from cascadelab.training.acoc.saturation import ExpertSaturation, measure_saturation
 from cascadelab.training.acoc.variants import vote_and_merge
 from cascadelab.training.acoc_eval import VerifyFn, evaluate_tasks, evaluate_test
+from cascadelab.training.schedules import decay_factor, warmup_factor
 
 Record = dict[str, Any]
 LogFn = Callable[[dict[str, float], int], None]
@@ -180,14 +181,13 @@ class CycleEngine:
         return optimizer
 
     def lr_at(self, step: int) -> float:
-        """Warmup-stable-decay: linear warmup, constant, linear decay to 0 over the last `decay_fraction`."""
+        """Warmup-stable-decay: linear warmup, constant, linear decay to 0 over the last `decay_fraction`.
+
+        Unlike `wsd_factor`, the warm-up and the decay multiply where they overlap.
+        """
         s = self.settings
-        total = s.total_steps
-        rate = s.learning_rate * min(1.0, (step + 1) / max(1, s.lr_warmup_steps))
-        decay_steps = int(total * s.decay_fraction)
-        if decay_steps and step >= total - decay_steps:
-            rate *= max(0.0, (total - step) / decay_steps)
-        return rate
+        warm = s.learning_rate * warmup_factor(step, max(1, s.lr_warmup_steps))
+        return warm * decay_factor(step, s.total_steps, s.decay_fraction)
 
     def _apply_lr(self) -> None:
         optimizer = getattr(self, "optimizer", None)

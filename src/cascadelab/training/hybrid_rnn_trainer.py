@@ -1,9 +1,10 @@
 """Teacher-forced training of the hybrid RNN-Transformer on (prompt, response) pairs, with early stopping.
 
-A plain PyTorch loop (the HF Trainer adds nothing measurable on CPU, STACK-NOTES): AdamW, linear warmup,
+The family's part of the LM trainer (:class:`~cascadelab.training.trainer.LMTrainer` runs the loop): the
+seq2seq loss, the validation loss and the settings. AdamW, linear warmup,
 constant rate, then linear decay to zero over the last `decay_fraction` of `max_steps` (the schedule that
 met the coarse bar); random batches padded to their longest row, padding ignored in the loss; validation
-loss every `eval_every` steps, stop after `patience` evaluations without improvement, best weights restored.
+loss every `eval_steps` steps, stop after `patience` evaluations without improvement, best weights restored.
 With a `LoopCurriculum`, batches come from it instead (warm-up tasks first, then the full mix, one task per
 batch) and early stopping only counts evaluations of the mix phase: the warm-up does not train the other
 tasks, so their validation loss is not expected to fall yet.
@@ -13,9 +14,8 @@ inputs give the same weights and the caller's RNG state is left as it was.
 
 from __future__ import annotations
 
-import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -25,28 +25,31 @@ from transformers import PreTrainedTokenizerBase
 from cascadelab.data.curriculum import LoopCurriculum
 from cascadelab.data.seq2seq import Seq2SeqBatch, collate_seq2seq, encode_pairs, length_sorted_batches
 from cascadelab.models.hybrid_rnn.modeling_hybrid_rnn import HybridRNNTransformer, seq2seq_loss
+from cascadelab.training.callbacks import CurriculumSwitch, EarlyStopping, TrainerCallback
+from cascadelab.training.trainer import LMTrainer
 
 LogFn = Callable[[dict[str, float], int], None]
 
 
 class HybridRNNTrainSettings(BaseModel):
-    """Optimisation settings of `train_hybrid_rnn` (one params.yaml section)."""
+    """Settings of `train_hybrid_rnn`: the params section's keys plus the seed (the trainer's `LoopParams`)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    lr: float = Field(1e-3, gt=0, description="peak AdamW learning rate")
+    learning_rate: float = Field(1e-3, gt=0, description="peak AdamW learning rate")
     batch_size: int = Field(16, gt=0, description="training pairs per step")
     max_steps: int = Field(3000, gt=0, description="optimizer steps at most")
-    warmup_steps: int = Field(100, ge=0, description="linear warmup from 0 to lr")
+    warmup_steps: int = Field(100, ge=0, description="linear warmup from 0 to learning_rate")
     decay_fraction: float = Field(0.2, ge=0, le=1, description="final share of max_steps decayed linearly to 0")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
-    grad_clip: float = Field(1.0, gt=0, description="max global gradient norm")
-    eval_every: int = Field(200, gt=0, description="steps between validation-loss evaluations")
-    log_every: int = Field(50, gt=0, description="steps per training-loss row (the curriculum's loss window)")
+    max_grad_norm: float = Field(1.0, gt=0, description="max global gradient norm")
+    eval_steps: int = Field(200, gt=0, description="steps between validation-loss evaluations")
+    logging_steps: int = Field(50, gt=0, description="steps per training-loss row (the curriculum's loss window)")
     patience: int = Field(5, ge=1, description="evaluations without val-loss improvement before stopping")
     min_delta: float = Field(0.0, ge=0, description="val-loss decrease that counts as an improvement")
     eval_batch_size: int = Field(128, gt=0, description="pairs per validation batch")
     seed: int = Field(0, description="seed of shuffling and dropout")
+    checkpoint_steps: int = Field(0, ge=0, description="steps between resumable checkpoints (0: none)")
 
 
 @dataclass
@@ -65,17 +68,6 @@ class TrainResult:
     train_tokens: int = 0
 
 
-def lr_multiplier(step: int, settings: HybridRNNTrainSettings) -> float:
-    """Warmup-stable-decay factor on `settings.lr` for optimizer step `step` (0-based)."""
-    if settings.warmup_steps and step < settings.warmup_steps:
-        return (step + 1) / settings.warmup_steps
-    decay_steps = int(settings.max_steps * settings.decay_fraction)
-    decay_start = settings.max_steps - decay_steps
-    if decay_steps and step >= decay_start:
-        return max(0.0, (settings.max_steps - step) / decay_steps)
-    return 1.0
-
-
 def _check_tokenizer(model: HybridRNNTransformer, tokenizer: PreTrainedTokenizerBase) -> None:
     config = model.config
     for name in ("pad_token_id", "eos_token_id"):
@@ -85,6 +77,12 @@ def _check_tokenizer(model: HybridRNNTransformer, tokenizer: PreTrainedTokenizer
             )
     if len(tokenizer) > config.vocab_size:
         raise ValueError(f"tokenizer has {len(tokenizer)} tokens but model vocab_size is {config.vocab_size}")
+
+
+def train_loss(model: HybridRNNTransformer, batch: Seq2SeqBatch) -> tuple[torch.Tensor, dict[str, float]]:
+    """`compute_loss` of the LM trainer: mean target cross-entropy; stats: source + target tokens."""
+    tokens = int(batch.attention_mask.sum()) + batch.num_target_tokens()
+    return _batch_loss(model, batch, reduction_sum=False), {"tokens": tokens}
 
 
 def _batch_loss(model: HybridRNNTransformer, batch: Seq2SeqBatch, reduction_sum: bool) -> torch.Tensor:
@@ -130,7 +128,7 @@ def train_hybrid_rnn(
 
     `log_fn(metrics, step)` gets `train_loss` (mean since the last evaluation), `val_loss`, `lr` and
     `tokens_per_s` at every evaluation; `TrainResult.train_history` has the mean loss and the rate every
-    `log_every` steps. `curriculum` (built over the rows of `train_examples`) replaces random batches.
+    `logging_steps` steps. `curriculum` (built over the rows of `train_examples`) replaces random batches.
     The model is left in eval mode.
     """
     if not train_examples:
@@ -152,81 +150,89 @@ def train_hybrid_rnn(
         # The fused AdamW kernel is ~5x faster than the default loop on CPU at this size (~15 % of a step).
         fused = model.device.type in ("cpu", "cuda")
         optimizer = torch.optim.AdamW(
-            model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay, fused=fused
+            model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay, fused=fused
         )
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_multiplier(s, settings))
-        best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        best_val, best_step, bad_evals, stopped_early = math.inf, 0, 0, False
-        history: list[dict[str, float]] = []
-        train_history: list[dict[str, float]] = []
-        order: list[int] = []
-        loss_sum, loss_count, tokens, step = 0.0, 0, 0, 0
-        window_sum, mixing = 0.0, curriculum is None
-        start = time.perf_counter()
-        model.train()
-        while step < settings.max_steps:
-            if curriculum is not None:
-                idx = curriculum.next_batch()
-            else:
-                if len(order) < settings.batch_size:
-                    order += torch.randperm(len(train), generator=shuffle).tolist()
-                idx, order = order[: settings.batch_size], order[settings.batch_size :]
-            batch = collate_seq2seq([train[i][0] for i in idx], [train[i][1] for i in idx], pad)
-            loss = _batch_loss(model, batch, reduction_sum=False)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            step += 1
-            loss_value = float(loss.detach())
-            loss_sum, loss_count, window_sum = loss_sum + loss_value, loss_count + 1, window_sum + loss_value
-            tokens += int(batch.attention_mask.sum()) + batch.num_target_tokens()
-            window_loss = None
-            if step % settings.log_every == 0:
-                window_loss, window_sum = window_sum / settings.log_every, 0.0
-                train_history.append(
-                    {"step": float(step), "loss": window_loss, "learning_rate": optimizer.param_groups[0]["lr"]}
-                )
-            if curriculum is not None:
-                curriculum.observe(step, window_loss)
-                if not mixing and curriculum.mixing_at(step):
-                    # New objective: pick the best weights (and count patience) among mix-phase evaluations.
-                    mixing, best_val, bad_evals = True, math.inf, 0
-            if step % settings.eval_every and step != settings.max_steps:
-                continue
-            val_loss = validation_loss(model, val, settings.eval_batch_size)
-            elapsed = time.perf_counter() - start
-            metrics = {
-                "train_loss": loss_sum / loss_count,
-                "val_loss": val_loss,
-                "lr": optimizer.param_groups[0]["lr"],
-                "tokens_per_s": tokens / elapsed,
-            }
-            history.append({"step": float(step), **metrics})
-            if log_fn is not None:
-                log_fn(metrics, step)
-            loss_sum, loss_count = 0.0, 0
-            if val_loss < best_val - settings.min_delta:
-                best_val, best_step, bad_evals = val_loss, step, 0
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            elif mixing:
-                bad_evals += 1
-                if bad_evals >= settings.patience:
-                    stopped_early = True
-                    break
-        elapsed = time.perf_counter() - start
-    model.load_state_dict(best_state)
+        stopping = EarlyStopping(settings.patience, settings.min_delta)
+        log = _HybridLog(log_fn)
+        callbacks: list[TrainerCallback] = [log, stopping]
+        if curriculum is not None:
+            callbacks.insert(0, CurriculumSwitch(curriculum, stopping))
+        trainer = LMTrainer(
+            model,
+            [optimizer],
+            settings,
+            out_dir=None,
+            eval_fn=lambda _: {"val_loss": validation_loss(model, val, settings.eval_batch_size)},
+            compute_loss=train_loss,
+            callbacks=callbacks,
+        )
+        batches = _batches(train, settings.batch_size, pad, shuffle, curriculum)
+        result = trainer.fit(batches)
     model.eval()
     return TrainResult(
-        steps=step,
-        best_step=best_step,
-        best_val_loss=best_val,
-        stopped_early=stopped_early,
-        train_seconds=elapsed,
-        tokens_per_s=tokens / elapsed,
-        history=history,
-        train_history=train_history,
+        steps=result.steps,
+        best_step=stopping.best_step,
+        best_val_loss=stopping.best_value,
+        stopped_early=stopping.stopped_early,
+        train_seconds=result.train_seconds,
+        tokens_per_s=result.train_tokens / result.train_seconds,
+        history=log.history,
+        train_history=log.train_history,
         curriculum_switch_step=None if curriculum is None else curriculum.state.switch_step,
-        train_tokens=tokens,
+        train_tokens=result.train_tokens,
     )
+
+
+def _batches(
+    encoded: Sequence[tuple[list[int], list[int]]],
+    batch_size: int,
+    pad: int,
+    shuffle: torch.Generator,
+    curriculum: LoopCurriculum | None,
+) -> Iterator[Seq2SeqBatch]:
+    """Padded training batches, drawn lazily: from the curriculum, else from reshuffled passes over the rows."""
+    order: list[int] = []
+    while True:
+        if curriculum is not None:
+            idx = curriculum.next_batch()
+        else:
+            if len(order) < batch_size:
+                order += torch.randperm(len(encoded), generator=shuffle).tolist()
+            idx, order = order[:batch_size], order[batch_size:]
+        yield collate_seq2seq([encoded[i][0] for i in idx], [encoded[i][1] for i in idx], pad)
+
+
+class _HybridLog(TrainerCallback):
+    """The family's records: mean training loss every logging window, evaluation rows (sent to `log_fn`)."""
+
+    def __init__(self, log_fn: LogFn | None) -> None:
+        self.log_fn = log_fn
+        self.history: list[dict[str, float]] = []
+        self.train_history: list[dict[str, float]] = []
+        self.loss_sum, self.loss_count = 0.0, 0
+        self.started = time.perf_counter()
+
+    def on_train_begin(self, trainer: LMTrainer) -> None:
+        """Start the clock of `tokens_per_s`."""
+        self.started = time.perf_counter()
+
+    def on_step_end(self, trainer: LMTrainer, step: int, loss: float) -> None:
+        """Add the step's loss to the evaluation window; record the logging window's mean when one ends."""
+        self.loss_sum, self.loss_count = self.loss_sum + loss, self.loss_count + 1
+        window_loss = trainer.window_loss(step)
+        if window_loss is not None:
+            lr = trainer.optimizers[0].param_groups[0]["lr"]
+            self.train_history.append({"step": float(step), "loss": window_loss, "learning_rate": lr})
+
+    def on_evaluate(self, trainer: LMTrainer, step: int, metrics: dict[str, float]) -> None:
+        """One evaluation row: mean training loss since the last evaluation, val loss, rate, throughput."""
+        row = {
+            "train_loss": self.loss_sum / self.loss_count,
+            "val_loss": metrics["val_loss"],
+            "lr": trainer.optimizers[0].param_groups[0]["lr"],
+            "tokens_per_s": trainer.tokens_seen / (time.perf_counter() - self.started),
+        }
+        self.history.append({"step": float(step), **row})
+        if self.log_fn is not None:
+            self.log_fn(row, step)
+        self.loss_sum, self.loss_count = 0.0, 0

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import tempfile
-from collections.abc import Callable, Iterable, Mapping, Sized
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -35,6 +36,9 @@ from cascadelab.models.lego import LEGOConfig, LEGOTransformer, build_lego_model
 from cascadelab.models.lego.calibration import compute_confidence, compute_confidence_threshold
 from cascadelab.models.lego.modeling_lego import IGNORE_INDEX, shifted_targets
 from cascadelab.models.utils import batch_to_device, count_parameters, to_device
+from cascadelab.training.callbacks import EarlyStopping, TrainerCallback, clone_state
+from cascadelab.training.schedules import Schedule, warmup_factor
+from cascadelab.training.trainer import LMTrainer, StepSettings
 
 Batch = Mapping[str, torch.Tensor]
 LogFn = Callable[[dict[str, float], int], None]
@@ -182,45 +186,6 @@ class Trainer:
         """Training objective of one batch (already on the device)."""
         return self.combine(self.layer_losses(model, batch))
 
-    def train_step(
-        self,
-        model: LEGOTransformer,
-        raw_batch: Batch,
-        optimizer: torch.optim.Optimizer,
-        lr_scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
-    ) -> tuple[float, int]:
-        """One optimiser step; returns (loss, supervised tokens). Skips batches without targets."""
-        batch = batch_to_device(raw_batch, self.device)
-        n = _n_targets(batch["labels"])
-        if n == 0:
-            return 0.0, 0
-        model.train()
-        loss = self.compute_loss(model, batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.config.grad_clip is not None:
-            trainable = [p for p in model.parameters() if p.requires_grad]
-            torch.nn.utils.clip_grad_norm_(trainable, self.config.grad_clip)
-        optimizer.step()
-        if lr_scheduler is not None:
-            lr_scheduler.step()
-        return float(loss.detach()), n
-
-    def train_epoch(
-        self,
-        model: LEGOTransformer,
-        batches: Iterable[Batch],
-        optimizer: torch.optim.Optimizer,
-        lr_scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
-    ) -> float:
-        """One pass over ``batches``; returns the token-weighted mean training loss."""
-        self._check_model(model)
-        total, tokens = 0.0, 0
-        for batch in batches:
-            loss, n = self.train_step(model, batch, optimizer, lr_scheduler)
-            total, tokens = total + loss * n, tokens + n
-        return total / max(tokens, 1)
-
     @torch.no_grad()
     def validation_loss(self, model: LEGOTransformer, batches: Iterable[Batch]) -> float:
         """The training objective on ``batches``, token-weighted across batches."""
@@ -243,74 +208,44 @@ class Trainer:
         train_loader: Iterable[Batch],
         val_loader: Iterable[Batch],
         optimizer: torch.optim.Optimizer,
-        lr_scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+        schedule: Schedule | None = None,
         log_fn: LogFn | None = None,
     ) -> dict[str, float]:
         """Train until val stops improving for ``patience`` evaluations; restore the best weights.
 
-        Stops also at ``max_epochs``, ``max_steps`` or ``max_train_tokens``. Returns best_val_loss,
-        best_val_ppl, best_step, steps, epochs, train_tokens and stopped_early (1.0 or 0.0).
+        Stops also at ``max_epochs``, ``max_steps`` or ``max_train_tokens``. ``schedule(step)`` multiplies the
+        optimizer's rates (None: constant). Returns best_val_loss, best_val_ppl, best_step, steps, epochs,
+        train_tokens and stopped_early (1.0 or 0.0).
         """
         cfg = self.config
         self._check_model(model)
-        best_loss, best_step, bad_evals = math.inf, 0, 0
-        best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        step = tokens = epochs = 0
-        last_eval_step = -1
-        stopped_early = False
-        run_loss = run_tokens = 0.0
-
-        def validate() -> bool:
-            """Validate at the current step; return True when patience is exhausted."""
-            nonlocal best_loss, best_step, bad_evals, best_state, last_eval_step
-            last_eval_step = step
-            val = self.validation_loss(model, val_loader)
-            if log_fn is not None:
-                log_fn({"val_loss": val, "val_ppl": math.exp(min(val, 50.0))}, step)
-            if val < best_loss - cfg.min_delta:
-                best_loss, best_step, bad_evals = val, step, 0
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                return False
-            bad_evals += 1
-            return bad_evals > cfg.patience
-
-        def budget_spent() -> bool:
-            return (cfg.max_steps is not None and step >= cfg.max_steps) or (
-                cfg.max_train_tokens is not None and tokens >= cfg.max_train_tokens
-            )
-
-        done = False
-        while not done and epochs < cfg.max_epochs:
-            epochs += 1
-            for batch in train_loader:
-                loss, n = self.train_step(model, batch, optimizer, lr_scheduler)
-                if n == 0:
-                    continue
-                step, tokens = step + 1, tokens + n
-                run_loss, run_tokens = run_loss + loss * n, run_tokens + n
-                if log_fn is not None and step % cfg.log_every == 0:
-                    lr = float(optimizer.param_groups[0]["lr"])
-                    log_fn({"train_loss": run_loss / run_tokens, "lr": lr, "train_tokens": float(tokens)}, step)
-                    run_loss = run_tokens = 0.0
-                if cfg.eval_every is not None and step % cfg.eval_every == 0 and validate():
-                    stopped_early = done = True
-                    break
-                if budget_spent():
-                    done = True
-                    break
-            if not done and cfg.eval_every is None and validate():
-                stopped_early = done = True
-        if last_eval_step != step:
-            validate()
-        model.load_state_dict(best_state)
+        run = _EarlyStoppingRun(self, model, train_loader, val_loader, log_fn)
+        loop = StepSettings(
+            max_steps=cfg.max_steps or sys.maxsize, max_grad_norm=cfg.grad_clip, logging_steps=cfg.log_every
+        )
+        trainer = LMTrainer(
+            model,
+            [optimizer],
+            loop,
+            None,
+            compute_loss=run.compute_loss,
+            schedule=schedule or _constant,
+            callbacks=[run],
+            until_data_ends=True,
+        )
+        trainer.fit(run.batches())
+        if run.last_eval_step != run.step:
+            run.validate()
+        model.load_state_dict(run.stopping.best_state)
+        best_loss = run.stopping.best_value
         return {
             "best_val_loss": best_loss,
             "best_val_ppl": math.exp(min(best_loss, 50.0)),
-            "best_step": float(best_step),
-            "steps": float(step),
-            "epochs": float(epochs),
-            "train_tokens": float(tokens),
-            "stopped_early": float(stopped_early),
+            "best_step": float(run.stopping.best_step),
+            "steps": float(run.step),
+            "epochs": float(run.epochs),
+            "train_tokens": float(run.tokens),
+            "stopped_early": float(run.stopped_early),
         }
 
     @torch.no_grad()
@@ -358,6 +293,78 @@ class Trainer:
 
 
 # --------------------------------------------------------------------------- hard examples
+
+
+def _constant(step: int) -> float:
+    return 1.0
+
+
+class _EarlyStoppingRun(TrainerCallback):
+    """LEGO's part of one LM-trainer run: epochs, training-loss log, validation and the token budget.
+
+    Batches without targets are skipped (they are not steps); validation runs every ``eval_every`` steps, else at
+    each epoch's end; more than ``patience`` evaluations without improvement stop the run.
+    """
+
+    def __init__(
+        self,
+        owner: Trainer,
+        model: LEGOTransformer,
+        train_loader: Iterable[Batch],
+        val_loader: Iterable[Batch],
+        log_fn: LogFn | None,
+    ) -> None:
+        self.owner, self.model, self.log_fn = owner, model, log_fn
+        self.train_loader, self.val_loader = train_loader, val_loader
+        self.config = owner.config
+        self.stopping = EarlyStopping(self.config.patience + 1, self.config.min_delta)
+        self.stopping.best_state = clone_state(model)
+        self.step = self.tokens = self.epochs = self.targets = 0
+        self.last_eval_step = -1
+        self.stopped_early = False
+        self.run_loss = self.run_tokens = 0.0
+
+    def batches(self) -> Iterator[Batch]:
+        """Batches with targets, on the device, epoch after epoch; validates at an epoch's end without `eval_every`."""
+        while self.epochs < self.config.max_epochs:
+            self.epochs += 1
+            for raw in self.train_loader:
+                batch = batch_to_device(raw, self.owner.device)
+                if _n_targets(batch["labels"]):
+                    yield batch
+            if self.config.eval_every is None and self.validate():
+                self.stopped_early = True
+                return
+
+    def compute_loss(self, model: LEGOTransformer, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        """The stage-weighted loss in train mode; stats: the supervised tokens."""
+        self.targets = _n_targets(batch["labels"])
+        model.train()
+        return self.owner.compute_loss(model, batch), {"tokens": self.targets, "target_tokens": self.targets}
+
+    def validate(self) -> bool:
+        """Validate at the current step; True when the patience is used up."""
+        self.last_eval_step = self.step
+        val = self.owner.validation_loss(self.model, self.val_loader)
+        if self.log_fn is not None:
+            self.log_fn({"val_loss": val, "val_ppl": math.exp(min(val, 50.0))}, self.step)
+        return self.stopping.observe(self.model, self.step, val)
+
+    def on_step_end(self, trainer: LMTrainer, step: int, loss: float) -> None:
+        """Log the training loss when due, validate when due, stop on used-up patience or a spent token budget."""
+        cfg, n = self.config, self.targets
+        self.step, self.tokens = step, self.tokens + n
+        self.run_loss, self.run_tokens = self.run_loss + loss * n, self.run_tokens + n
+        if self.log_fn is not None and step % cfg.log_every == 0:
+            lr = float(trainer.optimizers[0].param_groups[0]["lr"])
+            self.log_fn(
+                {"train_loss": self.run_loss / self.run_tokens, "lr": lr, "train_tokens": float(self.tokens)}, step
+            )
+            self.run_loss = self.run_tokens = 0.0
+        if cfg.eval_every is not None and step % cfg.eval_every == 0 and self.validate():
+            self.stopped_early = trainer.should_stop = True
+        elif cfg.max_train_tokens is not None and self.tokens >= cfg.max_train_tokens:
+            trainer.should_stop = True
 
 
 class HardExamples(TypedDict):
@@ -562,8 +569,9 @@ def fit_upper_layers(
 ) -> dict[str, float]:
     """Epochs of ``train_upper_layers`` with early stopping on val hard-example ppl; best weights kept."""
     vocab = model.config.vocab_size
-    best, best_epoch, bad, epochs, rows = math.inf, 0, 0, 0, 0
-    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    epochs = rows = 0
+    stopping = EarlyStopping(patience + 1)  # stops once more than `patience` epochs fail to improve
+    stopping.best_state = clone_state(model)
     stopped = False
     dataset = getattr(train_hard, "dataset", None)
     per_epoch = len(dataset) if isinstance(dataset, Sized) else 0
@@ -577,19 +585,15 @@ def fit_upper_layers(
                 {"train_hard_loss": train_loss, "val_hard_loss": val["loss"], "val_hard_ppl": val["ppl"]},
                 epoch,
             )
-        if val["loss"] < best:
-            best, best_epoch, bad = val["loss"], epoch, 0
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
-            bad += 1
-            if bad > patience:
-                stopped = True
-                break
-    model.load_state_dict(best_state)
+        if stopping.observe(model, epoch, val["loss"]):
+            stopped = True
+            break
+    model.load_state_dict(stopping.best_state)
+    best = stopping.best_value
     return {
         "best_val_hard_loss": best,
         "best_val_hard_ppl": math.exp(min(best, 50.0)),
-        "best_epoch": float(best_epoch),
+        "best_epoch": float(stopping.best_step),
         "epochs": float(epochs),
         "train_tokens": float(rows),
         "stopped_early": float(stopped),
@@ -670,10 +674,6 @@ def load_hard_examples(path: str | Path) -> HardExampleSets:
 # --------------------------------------------------------------------------- entry points
 
 
-def _warmup(optimizer: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / steps) if steps else 1.0)
-
-
 def _fit(
     model: LEGOTransformer,
     train_loader: Iterable[Batch],
@@ -699,8 +699,9 @@ def _fit(
     )
     trainer = Trainer(training, model.config.vocab_size, device)
     optimizer = trainer.create_optimizer(model, lr, loop.weight_decay)
+    warmup = loop.warmup_steps
     result = trainer.train_with_early_stopping(
-        model, train_loader, val_loader, optimizer, _warmup(optimizer, loop.warmup_steps), log_fn
+        model, train_loader, val_loader, optimizer, lambda step: warmup_factor(step, warmup), log_fn
     )
     full = Trainer(create_standard_config(depth), model.config.vocab_size, device)
     val = full.evaluate(model, val_loader)

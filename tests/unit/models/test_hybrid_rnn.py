@@ -76,7 +76,7 @@ def trained() -> tuple[HybridRNNTransformer, PreTrainedTokenizerFast, list[tuple
     tokenizer = char_tokenizer()
     model = tiny_model()
     settings = HybridRNNTrainSettings(
-        lr=3e-3, batch_size=32, max_steps=200, eval_every=50, warmup_steps=10, patience=3, seed=0
+        learning_rate=3e-3, batch_size=32, max_steps=200, eval_steps=50, warmup_steps=10, patience=3, seed=0
     )
     result = train_hybrid_rnn(model, copy_pairs(2000, 0), copy_pairs(64, 1), tokenizer, settings)
     assert result.history[-1]["val_loss"] < 0.25 * result.history[0]["val_loss"]

@@ -21,9 +21,8 @@ def corpus(n: int) -> list[Batch]:
 
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    from cascadelab.pipeline.prepare import prepare
-
     from cascadelab.config import PrepareParams
+    from cascadelab.pipeline.prepare import prepare
 
     root = tmp_path_factory.mktemp("tok")
     sizes = {"train": 30, "val": 5, "test": 5}

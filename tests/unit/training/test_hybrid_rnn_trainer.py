@@ -12,10 +12,10 @@ from cascadelab.data.seq2seq import encode_pairs
 from cascadelab.models.hybrid_rnn import HybridRNNConfig, HybridRNNTransformer
 from cascadelab.training.hybrid_rnn_trainer import (
     HybridRNNTrainSettings,
-    lr_multiplier,
     train_hybrid_rnn,
     validation_loss,
 )
+from cascadelab.training.schedules import wsd_schedule
 
 CHARS = "0123456789+="
 
@@ -54,24 +54,25 @@ def tiny_model() -> HybridRNNTransformer:
 
 def test_settings_reject_unknown_keys_and_bad_values() -> None:
     with pytest.raises(ValidationError, match="extra_forbidden"):
-        HybridRNNTrainSettings(learning_rate=1e-3)
+        HybridRNNTrainSettings(lr=1e-3)
     with pytest.raises(ValidationError, match="greater than 0"):
-        HybridRNNTrainSettings(lr=0)
+        HybridRNNTrainSettings(learning_rate=0)
 
 
 def test_lr_schedule_warms_up_holds_then_decays_to_zero() -> None:
     s = HybridRNNTrainSettings(max_steps=100, warmup_steps=10, decay_fraction=0.2)
-    assert lr_multiplier(0, s) == pytest.approx(0.1)
-    assert lr_multiplier(9, s) == pytest.approx(1.0)
-    assert lr_multiplier(50, s) == 1.0
-    assert lr_multiplier(80, s) == pytest.approx(1.0)
-    assert lr_multiplier(90, s) == pytest.approx(0.5)
-    assert lr_multiplier(99, s) == pytest.approx(0.05)
+    factor = wsd_schedule(s.max_steps, s.warmup_steps, s.decay_fraction)
+    assert factor(0) == pytest.approx(0.1)
+    assert factor(9) == pytest.approx(1.0)
+    assert factor(50) == 1.0
+    assert factor(80) == pytest.approx(1.0)
+    assert factor(90) == pytest.approx(0.5)
+    assert factor(99) == pytest.approx(0.05)
 
 
 def test_training_is_deterministic_and_leaves_caller_rng_alone() -> None:
     tokenizer = char_tokenizer()
-    settings = HybridRNNTrainSettings(lr=3e-3, batch_size=8, max_steps=12, eval_every=6, seed=5)
+    settings = HybridRNNTrainSettings(learning_rate=3e-3, batch_size=8, max_steps=12, eval_steps=6, seed=5)
     torch.manual_seed(123)
     expected_next_draw = torch.rand(1)
     results, states = [], []
@@ -90,12 +91,12 @@ def test_loss_falls_and_logs_each_evaluation() -> None:
     tokenizer = char_tokenizer()
     model = tiny_model()
     logged: list[tuple[dict[str, float], int]] = []
-    settings = HybridRNNTrainSettings(lr=3e-3, batch_size=32, max_steps=120, eval_every=40, warmup_steps=10)
+    settings = HybridRNNTrainSettings(learning_rate=3e-3, batch_size=32, max_steps=120, eval_steps=40, warmup_steps=10)
     train, val = add_pairs(1000, 0), add_pairs(64, 1)
     result = train_hybrid_rnn(model, train, val, tokenizer, settings, log_fn=lambda m, s: logged.append((m, s)))
     assert [s for _, s in logged] == [40, 80, 120]
     assert set(logged[0][0]) == {"train_loss", "val_loss", "lr", "tokens_per_s"}
-    assert [row["step"] for row in result.train_history] == [50.0, 100.0]  # every log_every (50) steps
+    assert [row["step"] for row in result.train_history] == [50.0, 100.0]  # every logging_steps (50) steps
     assert result.train_history[-1]["loss"] < result.train_history[0]["loss"]
     assert result.curriculum_switch_step is None and result.train_tokens > 0
     assert result.history[-1]["val_loss"] < 0.7 * result.history[0]["val_loss"]
@@ -108,7 +109,7 @@ def test_early_stopping_restores_best_weights() -> None:
     val = add_pairs(32, 1)
     # A huge learning rate makes validation loss worse after the first evaluation.
     settings = HybridRNNTrainSettings(
-        lr=3.0, batch_size=8, max_steps=200, eval_every=2, warmup_steps=0, patience=2, grad_clip=100.0
+        learning_rate=3.0, batch_size=8, max_steps=200, eval_steps=2, warmup_steps=0, patience=2, max_grad_norm=100.0
     )
     result = train_hybrid_rnn(model, add_pairs(64, 0), val, tokenizer, settings)
     assert result.stopped_early and result.steps < 200
@@ -123,7 +124,14 @@ def test_curriculum_warmup_never_stops_early_and_best_weights_come_from_the_mix(
     tasks = ["add"] * 64 + ["copy"] * 40
     # The huge rate of test_early_stopping_restores_best_weights: val loss worsens from the first evaluation.
     settings = HybridRNNTrainSettings(
-        lr=3.0, batch_size=8, max_steps=60, eval_every=2, log_every=4, warmup_steps=0, patience=2, grad_clip=100.0
+        learning_rate=3.0,
+        batch_size=8,
+        max_steps=60,
+        eval_steps=2,
+        logging_steps=4,
+        warmup_steps=0,
+        patience=2,
+        max_grad_norm=100.0,
     )
     curriculum = LoopCurriculum(
         tasks,

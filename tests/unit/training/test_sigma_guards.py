@@ -18,7 +18,8 @@ from cascadelab.config import SigmaFeatureParams, SigmaGuardParams, SigmaOptimiz
 from cascadelab.data.hidden_eval import check_manifest, write_manifest
 from cascadelab.training.batch_pipeline import FallbackSource, Prefetcher
 from cascadelab.training.integrity_guards import IntegrityGuards
-from cascadelab.training.sigma_trainer import SigmaTrainer, build_optimizers
+from cascadelab.training.optimizers.factory import build_optimizers
+from cascadelab.training.sigma_loop import SigmaTrainer
 
 VOCAB = 32
 ROOT = Path(__file__).resolve().parents[3]

@@ -13,15 +13,10 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from cascadelab.config import InstantParams, SigmaOptimizerParams, SigmaTrainParams
 from cascadelab.data.batches import Batch
 from cascadelab.models.sigma import FEATURES, SigmaConfig, SigmaForCausalLM
-from cascadelab.training.sigma_trainer import (
-    PHASES,
-    TRAINER_FEATURES,
-    PhaseTimer,
-    SigmaTrainer,
-    build_optimizers,
-    mean_loss,
-    wsd_factor,
-)
+from cascadelab.training.optimizers.factory import build_optimizers
+from cascadelab.training.schedules import wsd_factor
+from cascadelab.training.sigma_loop import SigmaTrainer
+from cascadelab.training.trainer import PHASES, TRAINER_FEATURES, PhaseTimer, mean_loss
 
 VOCAB = 64
 

@@ -48,7 +48,7 @@ from cascadelab.training.sigma.meta_loop import MetaLoop
 from cascadelab.training.sigma.research_log import ResearchLog
 from cascadelab.training.sigma.rl_lm_mix import RLMix
 from cascadelab.training.sigma.self_improver import SelfImprover, SelfImproverSettings
-from cascadelab.training.sigma_trainer import mean_loss
+from cascadelab.training.trainer import mean_loss
 
 EVOLUTION_FEATURES = RL_EVOLUTION_SWITCHES
 Generate = Callable[[list[str]], list[str]]

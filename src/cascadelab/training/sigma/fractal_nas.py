@@ -44,7 +44,7 @@ from cascadelab.config import check_settings
 from cascadelab.data.batches import Batch
 from cascadelab.models.sigma import SigmaConfig, SigmaForCausalLM, apply_instant_plan
 from cascadelab.tracking import StageRun, log_child_run
-from cascadelab.training.sigma_trainer import mean_loss
+from cascadelab.training.trainer import mean_loss
 
 AXES = ("width", "depth", "mix", "experts")
 TrainAndEval = Callable[[SigmaConfig, int], tuple[float, float]]

@@ -1,11 +1,16 @@
-"""The SIGMA training loop: one loop, every phase of every step timed, feature counters logged.
+"""The LM training loop: one loop for every model family, every phase of every step timed, feature counters logged.
+
+A model family supplies ``compute_loss(model, batch) -> (loss, stats)`` (default: a Hugging Face causal LM's
+loss, see :func:`causal_lm_loss`), an evaluation and callbacks (:mod:`cascadelab.training.callbacks`: early
+stopping, the curriculum); the schedule is a multiplier of the peak rate (:mod:`cascadelab.training.schedules`,
+warmup-stable-decay by default).
 
 Each step runs the phases ``data`` (next batch), ``forward``, ``backward`` and ``optimizer`` (gradient
 clipping, integrity guards, optimizer and schedule step, C3O credit); ``rl`` and ``verify`` (hooks
-that the RL and verifier subsystems register; 0 s without them); ``eval`` (a callback, every
+that the RL and verifier subsystems register; 0 s without them); ``eval`` (``eval_fn``, every
 ``eval_steps``) and ``checkpoint`` (a callback, at the end) run when due. Every ``logging_steps``
-the loop writes one line to ``<out_dir>/metrics.jsonl`` and passes the same figures to ``log_fn``
-(the stage sends them to MLflow):
+the loop logs one row, writes it to ``<out_dir>/metrics.jsonl`` (with an ``out_dir``) and passes it
+to ``log_fn`` (the stage sends them to MLflow):
 
 - ``loss`` (mean next-token cross-entropy of the window, without the MoE balance term), ``moe_aux_loss``,
   ``learning_rate``, ``grad_norm``, ``tokens`` (non-padding, cumulative), ``elapsed_s``;
@@ -25,8 +30,9 @@ the loop writes one line to ``<out_dir>/metrics.jsonl`` and passes the same figu
 With ``features.crash_report`` an unhandled exception writes ``<out_dir>/errors/<UTC>.json`` before it
 propagates.
 
-The loop trains any Hugging Face causal LM: SigmaLLM (the INSTANT plan is applied before the first
-forward) and the Llama baseline go through the same code, batches and schedule.
+SigmaLLM and the Llama baseline go through the same code, batches and schedule
+(:class:`~cascadelab.training.sigma_loop.SigmaTrainer` applies SIGMA's INSTANT plan first); the hybrid
+RNN-Transformer brings its seq2seq loss, validation and early stopping.
 """
 
 from __future__ import annotations
@@ -44,21 +50,16 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from cascadelab.config import (
-    InstantParams,
-    SigmaDataParams,
-    SigmaFeatureParams,
-    SigmaGuardParams,
-    SigmaTrainParams,
-)
+from cascadelab.config import SigmaDataParams, SigmaFeatureParams, SigmaGuardParams
 from cascadelab.data.batches import Batch
 from cascadelab.data.mixed_batches import count_tokens
-from cascadelab.models.sigma import apply_instant_plan
 from cascadelab.training.batch_pipeline import Prefetcher
+from cascadelab.training.callbacks import TrainerCallback
 from cascadelab.training.crash_report import write_crash_report
 from cascadelab.training.integrity_guards import GoodState, IntegrityGuards, scale_learning_rate
-from cascadelab.training.optimizers.factory import build_optimizers, credit_optimizers
+from cascadelab.training.optimizers.factory import credit_optimizers
 from cascadelab.training.run_checkpoints import CheckpointStore, rng_state, set_rng_state
+from cascadelab.training.schedules import Schedule, lambda_schedulers, wsd_schedule
 
 PHASES: tuple[str, ...] = ("data", "forward", "backward", "optimizer", "rl", "verify", "eval", "checkpoint")
 CORE_PHASES: tuple[str, ...] = ("forward", "backward", "optimizer")
@@ -68,7 +69,61 @@ TRAINER_FEATURES: tuple[str, ...] = ("c3o_credit", "integrity_guards", "prefetch
 LogFn = Callable[[dict[str, float], int], None]
 EvalFn = Callable[[nn.Module], dict[str, float]]
 CheckpointFn = Callable[[nn.Module, int], None]
-StepHook = Callable[["SigmaTrainer", int], None]
+StepHook = Callable[[Any, int], None]  # (the trainer, a family's subclass included; step)
+LossStats = dict[str, float]
+ComputeLoss = Callable[[Any, Any], tuple[torch.Tensor, LossStats]]  # (model, batch) of the family
+
+
+class LoopParams(Protocol):
+    """The loop's settings, as a params section carries them (e.g. ``SigmaTrainParams``)."""
+
+    @property
+    def max_steps(self) -> int:
+        """Optimizer steps of the run (an early stop may end it sooner)."""
+        ...
+
+    @property
+    def max_grad_norm(self) -> float | None:
+        """Max global gradient norm (None: no clipping, and `grad_norm` is not measured: it logs 0)."""
+        ...
+
+    @property
+    def logging_steps(self) -> int:
+        """Steps per logged row."""
+        ...
+
+    @property
+    def eval_steps(self) -> int:
+        """Steps between evaluations (0: never)."""
+        ...
+
+    @property
+    def checkpoint_steps(self) -> int:
+        """Steps between resumable checkpoints (0: none)."""
+        ...
+
+    @property
+    def warmup_steps(self) -> int:
+        """Linear warm-up steps of the default WSD schedule."""
+        ...
+
+    @property
+    def decay_fraction(self) -> float:
+        """Final share of `max_steps` decayed linearly to 0 by the default WSD schedule."""
+        ...
+
+
+@dataclass(frozen=True)
+class StepSettings:
+    """`LoopParams` for a family whose settings name them otherwise."""
+
+    max_steps: int
+    max_grad_norm: float | None
+    logging_steps: int
+    eval_steps: int = 0
+    checkpoint_steps: int = 0
+    warmup_steps: int = 0
+    decay_fraction: float = 0.0
 
 
 class TrainerPlugin(Protocol):
@@ -91,23 +146,15 @@ class TrainerPlugin(Protocol):
         ...
 
 
-def wsd_factor(step: int, max_steps: int, warmup_steps: int, decay_fraction: float) -> float:
-    """Warmup-stable-decay multiplier of the learning rate before optimizer step `step` (0-based).
-
-    Linear warm-up over `warmup_steps`, constant, then linear decay to 0 over the last
-    `decay_fraction` of `max_steps` (the coarse SFT schedule).
-    """
-    if warmup_steps and step < warmup_steps:
-        return (step + 1) / warmup_steps
-    decay_steps = int(max_steps * decay_fraction)
-    if decay_steps and step >= max_steps - decay_steps:
-        return max(0.0, (max_steps - step) / decay_steps)
-    return 1.0
-
-
-def supports_instant(model: nn.Module) -> bool:
-    """Whether `model` is a SIGMA model that takes the INSTANT memory plan."""
-    return hasattr(model, "instant_plan") and hasattr(model, "model")
+def causal_lm_loss(model: nn.Module, batch: Batch) -> tuple[torch.Tensor, LossStats]:
+    """A Hugging Face causal LM's loss on `batch`; stats: its MoE balance term (`aux_loss`) and token counts."""
+    config = getattr(model, "config", None)
+    tokens, targets = count_tokens(batch, int(getattr(config, "pad_token_id", None) or 0))
+    aux_coef = float(getattr(config, "moe_aux_loss_coef", 0.0) or 0.0)
+    out = model(**batch)
+    aux = getattr(out, "aux_loss", None)
+    aux_term = aux_coef * float(aux.detach()) if aux is not None and aux_coef > 0 else 0.0
+    return out.loss, {"aux_loss": aux_term, "tokens": tokens, "target_tokens": targets}
 
 
 def feature_snapshot(
@@ -198,12 +245,27 @@ class _Progress:
     elapsed: float = 0.0
 
 
+@contextmanager
+def _metrics_sink(path: Path | None) -> Iterator[Callable[[dict[str, float]], None]]:
+    """A writer of rows to `path` as JSON lines, flushed per row (None: rows are not written)."""
+    if path is None:
+        yield lambda row: None
+        return
+    with path.open("w", encoding="utf-8") as handle:
+
+        def write(row: dict[str, float]) -> None:
+            handle.write(json.dumps(row, sort_keys=True) + "\n")
+            handle.flush()
+
+        yield write
+
+
 @dataclass
 class TrainResult:
     """What a finished run reports: the logged rows (the lines of metrics.jsonl) and totals."""
 
     history: list[dict[str, float]]
-    metrics_path: Path
+    metrics_file: Path | None
     steps: int
     train_seconds: float
     train_tokens: int
@@ -213,26 +275,38 @@ class TrainResult:
     features: dict[str, float]
 
     @property
+    def metrics_path(self) -> Path:
+        """The metrics.jsonl the run wrote (fails for a run without an `out_dir`)."""
+        if self.metrics_file is None:
+            raise ValueError("metrics_path: this run wrote no metrics.jsonl (the trainer had no out_dir)")
+        return self.metrics_file
+
+    @property
     def tokens_per_second(self) -> float:
         """Non-padding training tokens per second of the whole loop."""
         return self.train_tokens / self.train_seconds if self.train_seconds else 0.0
 
 
-class SigmaTrainer:
-    """Trains one causal LM for `train.max_steps` steps on the given batches, timing and logging each phase.
+class LMTrainer:
+    """Trains one LM for `train.max_steps` steps on the given batches, timing and logging each phase.
 
-    `eval_fn(model)` runs every `train.eval_steps` steps and after the last (0: never); its figures join the next log
-    line; `checkpoint_fn(model, step)` runs after the last step. `instant` is applied to SIGMA models
-    before the first forward (plain models ignore it).
+    `compute_loss(model, batch)` gives the loss to back-propagate and its stats (`aux_loss`: a part left out of
+    the logged loss; `tokens`, `target_tokens`: counts); `schedule(step)` multiplies each optimizer's initial
+    rates (default: WSD from `train.warmup_steps` and `train.decay_fraction`).
+    `eval_fn(model)` runs every `train.eval_steps` steps and after the last (0: never); its figures go to the
+    callbacks' `on_evaluate` and join the next log line; `checkpoint_fn(model, step)` runs after the last step.
+    A callback that sets `should_stop` ends the run after the current step (its row is still logged).
+    With `out_dir` None, no metrics.jsonl is written (and `features.crash_report` needs an `out_dir`).
+    With `until_data_ends`, running out of batches ends the run (the last step is then the last batch's);
+    otherwise it is an error.
     """
 
     def __init__(
         self,
         model: nn.Module,
         optimizers: list[torch.optim.Optimizer],
-        train: SigmaTrainParams,
-        out_dir: Path,
-        instant: InstantParams | None = None,
+        train: LoopParams,
+        out_dir: Path | None,
         log_fn: LogFn | None = None,
         eval_fn: EvalFn | None = None,
         checkpoint_fn: CheckpointFn | None = None,
@@ -242,14 +316,23 @@ class SigmaTrainer:
         credit_interval: int = 50,
         settings: dict[str, object] | None = None,
         checkpoints: CheckpointStore | None = None,
+        compute_loss: ComputeLoss = causal_lm_loss,
+        schedule: Schedule | None = None,
+        callbacks: Iterable[TrainerCallback] = (),
+        until_data_ends: bool = False,
     ) -> None:
         if not optimizers:
             raise ValueError("optimizers: need at least one optimizer")
         self.model = model
         self.optimizers = optimizers
         self.train = train
-        self.out_dir = Path(out_dir)
-        self.instant = instant
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.compute_loss = compute_loss
+        self.callbacks = list(callbacks)
+        self.until_data_ends = until_data_ends
+        self.should_stop = False
+        self.window = _Window()
+        self.progress = _Progress()
         self.log_fn = log_fn
         self.eval_fn = eval_fn
         self.checkpoint_fn = checkpoint_fn
@@ -278,27 +361,24 @@ class SigmaTrainer:
         self.checkpoints = checkpoints
         self.prefetched_before = 0  # batches the prefetch thread delivered before a resume
         self.resumed_from = 0
-        self.batch_source: Iterable[Batch] | None = None
-        config = getattr(model, "config", None)
-        self.pad_id = int(getattr(config, "pad_token_id", None) or 0)
-        self.aux_coef = float(getattr(config, "moe_aux_loss_coef", 0.0) or 0.0)
-        schedule = train.max_steps, train.warmup_steps, train.decay_fraction
-        self.schedulers = [
-            torch.optim.lr_scheduler.LambdaLR(o, lambda step: wsd_factor(step, *schedule)) for o in optimizers
-        ]
+        self.batch_source: Iterable[Any] | None = None
+        if schedule is None:
+            schedule = wsd_schedule(train.max_steps, train.warmup_steps, train.decay_fraction)
+        self.schedulers = lambda_schedulers(optimizers, schedule)
 
     def prepare_model(self) -> None:
-        """Apply the INSTANT memory plan to a SIGMA model (its training forward refuses to run without it)."""
-        if supports_instant(self.model):
-            plan = self.instant or InstantParams()
-            apply_instant_plan(self.model, plan.chunk_size, checkpoint_blocks=plan.checkpoint_blocks)
+        """Get the model ready for its first training forward (nothing here; a family's subclass may override)."""
 
-    def _forward(self, batch: Batch) -> tuple[torch.Tensor, float]:
-        """Training loss to back-propagate, and its MoE balance term."""
-        out = self.model(**batch)
-        aux = getattr(out, "aux_loss", None)
-        aux_term = self.aux_coef * float(aux.detach()) if aux is not None and self.aux_coef > 0 else 0.0
-        return out.loss, aux_term
+    @property
+    def tokens_seen(self) -> int:
+        """Tokens the run has trained on so far (the `tokens` stat of `compute_loss`, summed)."""
+        return self.progress.tokens
+
+    def window_loss(self, step: int) -> float | None:
+        """Mean loss of the logging window that ends at `step` (None unless `step` ends one); call before the row."""
+        if step % self.train.logging_steps or not self.window.good:
+            return None
+        return self.window.loss / self.window.good
 
     def enabled_trainer_features(self) -> dict[str, bool]:
         """Which trainer features this run has on."""
@@ -316,7 +396,10 @@ class SigmaTrainer:
 
     def _optimizer_step(self, step: int, loss: float) -> tuple[float, str]:
         """Clip, let the guards judge, step (or skip / restore / roll back), advance the schedule."""
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.train.max_grad_norm))
+        max_norm = self.train.max_grad_norm
+        grad_norm = (
+            float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)) if max_norm is not None else 0.0
+        )
         verdict = self.guards.check(loss, grad_norm) if self.guards is not None else "step"
         if verdict == "step":
             for optimizer in self.optimizers:
@@ -337,31 +420,37 @@ class SigmaTrainer:
                 self.feature_calls["c3o_credit"] += 1
         return grad_norm, verdict
 
-    def fit(self, batches: Iterable[Batch]) -> TrainResult:
+    def fit(self, batches: Iterable[Any]) -> TrainResult:
         """Run the loop; returns the logged rows and totals. metrics.jsonl is rewritten from scratch."""
         self.prepare_model()
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if self.out_dir is not None:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
         self.batch_source = batches  # a FallbackSource reports its fallbacks in every row
         if self.guards is not None:
             self.good_state.take(0, self.model, self.optimizers, self.schedulers)
+        for callback in self.callbacks:
+            callback.on_train_begin(self)
         resumed = self.checkpoints.latest() if self.checkpoints is not None else None
         progress = self._restore(resumed) if resumed is not None else _Progress()
         # the data position: the batches the checkpointed steps consumed are drawn and dropped
         remaining = itertools.islice(iter(batches), progress.step, None)
-        source: Iterator[Batch] = remaining
+        source: Iterator[Any] = remaining
         if self.features.prefetch:
             self.prefetcher = Prefetcher(remaining, self.data_params.prefetch_batches)
             source = self.prefetcher
         try:
-            return self._loop(source, progress)
+            result = self._loop(source, progress)
         except Exception as error:
-            if self.features.crash_report:
+            if self.features.crash_report and self.out_dir is not None:
                 device = str(next(self.model.parameters()).device)
                 write_crash_report(self.out_dir, error, self.step, self.settings, self.last_row, device)
             raise
         finally:
             if self.prefetcher is not None:
                 self.prefetcher.close()
+        for callback in self.callbacks:
+            callback.on_train_end(self)
+        return result
 
     def _payload(self, progress: _Progress) -> dict[str, Any]:
         """Everything a resumed run needs to continue exactly where this one stands."""
@@ -378,6 +467,7 @@ class SigmaTrainer:
             "guards": self.guards.state_dict() if self.guards is not None else None,
             "good_state": (self.good_state.step, self.good_state.state),
             "plugins": {name: plugin.state_dict() for name, plugin in self.plugins.items()},
+            "callbacks": [callback.state_dict() for callback in self.callbacks],
         }
 
     def _restore(self, payload: dict[str, Any]) -> _Progress:
@@ -401,81 +491,55 @@ class SigmaTrainer:
         self.good_state.step, self.good_state.state = payload["good_state"]
         for name, plugin in self.plugins.items():
             plugin.load_state_dict(payload["plugins"][name])
+        for callback, state in zip(self.callbacks, payload["callbacks"], strict=True):
+            callback.load_state_dict(state)
         progress: _Progress = payload["progress"]
         self.resumed_from = progress.step
         return progress
 
-    def _loop(self, source: Iterator[Batch], progress: _Progress) -> TrainResult:
-        metrics_path = self.out_dir / "metrics.jsonl"
+    def _loop(self, source: Iterator[Any], progress: _Progress) -> TrainResult:
+        metrics_path = self.out_dir / "metrics.jsonl" if self.out_dir is not None else None
+        self.progress = progress
         history = progress.history
-        extra: dict[str, float] = {}
+        extra: dict[str, float] = {}  # evaluation figures waiting for the next row
         last_loss = history[-1].get("loss", float("nan")) if history else float("nan")
         self.model.train()
         started = time.perf_counter() - progress.elapsed
-        window = _Window()
-        with metrics_path.open("w", encoding="utf-8") as sink:
+        self.window = _Window()
+        with _metrics_sink(metrics_path) as sink:
             for row in history:  # a resumed run keeps the lines logged before its checkpoint
-                sink.write(json.dumps(row, sort_keys=True) + "\n")
+                sink(row)
             for step in range(progress.step + 1, self.train.max_steps + 1):
                 self.step = step
-                with self.timer.phase("data"):
-                    batch = next(source, None)
-                    if batch is None:
-                        raise ValueError(f"batches: ran out at step {step} of {self.train.max_steps}")
-                    tokens, targets = count_tokens(batch, self.pad_id)
-                with self.timer.phase("forward"):
-                    loss, aux_term = self._forward(batch)
-                with self.timer.phase("backward"):
-                    loss.backward()
-                loss_value = float(loss.detach())
-                with self.timer.phase("optimizer"):
-                    grad_norm, verdict = self._optimizer_step(step, loss_value)
-                for phase in HOOK_PHASES:
-                    if self.hooks[phase]:
-                        with self.timer.phase(phase):
-                            for hook in self.hooks[phase]:
-                                hook(self, step)
-                window.steps += 1
-                if verdict == "step":
-                    window.good += 1
-                    window.loss += loss_value - aux_term
-                    window.aux += aux_term
-                    window.grad_norm += grad_norm
-                window.tokens += tokens
-                progress.tokens += tokens
-                progress.targets += targets
-                every = self.train.eval_steps
-                if self.eval_fn is not None and every and (step % every == 0 or step == self.train.max_steps):
-                    with self.timer.phase("eval"):
-                        extra.update(self.eval_fn(self.model))
-                    self.model.train()
+                if not self._train_step(step, source, progress):
+                    self.step = step - 1
+                    break
+                extra.update(self._evaluate(step))
+                last = step == self.train.max_steps or self.should_stop
                 if step == self.train.max_steps and self.checkpoint_fn is not None:
                     with self.timer.phase("checkpoint"):
                         self.checkpoint_fn(self.model, step)
-                if step % self.train.logging_steps == 0 or step == self.train.max_steps:
-                    row = self._row(step, window, progress.tokens, time.perf_counter() - started, extra)
+                if step % self.train.logging_steps == 0 or last:
+                    row = self._row(step, self.window, progress.tokens, time.perf_counter() - started, extra)
                     last_loss = row.get("loss", last_loss)
                     history.append(row)
                     self.last_row = row
-                    sink.write(json.dumps(row, sort_keys=True) + "\n")
-                    sink.flush()
+                    sink(row)
                     if self.log_fn is not None:
                         self.log_fn(row, step)
-                    window, extra = _Window(), {}
+                    self.window, extra = _Window(), {}
                 every_ckpt = self.train.checkpoint_steps
-                if (
-                    self.checkpoints is not None
-                    and every_ckpt
-                    and (step % every_ckpt == 0 or step == self.train.max_steps)
-                ):
+                if self.checkpoints is not None and every_ckpt and (step % every_ckpt == 0 or last):
                     with self.timer.phase("checkpoint"):
                         progress.step, progress.elapsed = step, time.perf_counter() - started
                         self.features_now()
                         self.checkpoints.save(step, self._payload(progress))
+                if self.should_stop:
+                    break
         return TrainResult(
             history=history,
-            metrics_path=metrics_path,
-            steps=self.train.max_steps,
+            metrics_file=metrics_path,
+            steps=self.step,
             train_seconds=time.perf_counter() - started,
             train_tokens=progress.tokens,
             target_tokens=progress.targets,
@@ -483,6 +547,58 @@ class SigmaTrainer:
             phase_seconds=dict(self.timer.totals),
             features=self.features_now(),
         )
+
+    def _train_step(self, step: int, source: Iterator[Any], progress: _Progress) -> bool:
+        """One optimizer step on the next batch, its hooks and callbacks; adds it to the window and the totals.
+
+        False when the batches ran out (with `until_data_ends`; otherwise that is an error).
+        """
+        with self.timer.phase("data"):
+            batch = next(source, None)
+            if batch is None and self.until_data_ends:
+                return False
+            if batch is None:
+                raise ValueError(f"batches: ran out at step {step} of {self.train.max_steps}")
+        with self.timer.phase("forward"):
+            loss, stats = self.compute_loss(self.model, batch)
+        with self.timer.phase("backward"):
+            loss.backward()
+        loss_value = float(loss.detach())
+        with self.timer.phase("optimizer"):
+            grad_norm, verdict = self._optimizer_step(step, loss_value)
+        for phase in HOOK_PHASES:
+            if self.hooks[phase]:
+                with self.timer.phase(phase):
+                    for hook in self.hooks[phase]:
+                        hook(self, step)
+        window = self.window
+        window.steps += 1
+        aux_term = float(stats.get("aux_loss", 0.0))
+        if verdict == "step":
+            window.good += 1
+            window.loss += loss_value - aux_term
+            window.aux += aux_term
+            window.grad_norm += grad_norm
+        tokens, targets = int(stats.get("tokens", 0)), int(stats.get("target_tokens", 0))
+        window.tokens += tokens
+        progress.tokens += tokens
+        progress.targets += targets
+        for callback in self.callbacks:
+            callback.on_step_end(self, step, loss_value)
+        return True
+
+    def _evaluate(self, step: int) -> dict[str, float]:
+        """Run `eval_fn` when due (every `eval_steps`, and at the last step) and pass its figures to the callbacks."""
+        every = self.train.eval_steps
+        last = step == self.train.max_steps or self.should_stop
+        if self.eval_fn is None or not every or (step % every and not last):
+            return {}
+        with self.timer.phase("eval"):
+            figures = self.eval_fn(self.model)
+        self.model.train()
+        for callback in self.callbacks:
+            callback.on_evaluate(self, step, figures)
+        return figures
 
     def features_now(self) -> dict[str, float]:
         """The feature columns of a row: model and trainer features, enabled flags and effective calls."""
@@ -547,13 +663,13 @@ class SigmaTrainer:
 __all__ = [
     "PHASES",
     "TRAINER_FEATURES",
+    "LMTrainer",
+    "LoopParams",
     "PhaseTimer",
-    "SigmaTrainer",
+    "StepSettings",
     "TrainResult",
     "TrainerPlugin",
-    "build_optimizers",
+    "causal_lm_loss",
     "feature_snapshot",
     "mean_loss",
-    "supports_instant",
-    "wsd_factor",
 ]
