@@ -3,7 +3,8 @@
 A stage depends on every `cascadelab` module its script imports, directly or through other modules
 (imports inside functions count, `if TYPE_CHECKING:` blocks do not), and on each enclosing package's
 `__init__.py`. dvc.yaml lists them under the stage's `deps:` (a listed folder covers its files), after
-the script and the stage's data deps, which this tool keeps as they are, in their order.
+the script and the stage's data deps, which this tool keeps as they are, in their order. A folder whose
+every module the stage loads is written as the folder (`.dvcignore` keeps `__pycache__` out of its hash).
 
     PYTHONPATH=src python -m cascadelab.pipeline.deps          # report what dvc.yaml lacks or lists in vain
     PYTHONPATH=src python -m cascadelab.pipeline.deps --write  # rewrite every stage's code deps from imports
@@ -91,6 +92,24 @@ def code_deps(script: Path, src: Path = SRC) -> list[Path]:
     return sorted(path for path in files if path is not None)
 
 
+def collapse(files: Iterable[Path], root: Path) -> list[Path]:
+    """`files` with each largest folder below `root` whose every `.py` file is among them written as the folder."""
+    wanted = set(files)
+
+    def full(folder: Path) -> bool:
+        return all(path in wanted for path in folder.rglob("*.py") if "__pycache__" not in path.parts)
+
+    kept = set()
+    for path in wanted:
+        top = path
+        for folder in path.parents:
+            if folder == root or root not in folder.parents or not full(folder):
+                break
+            top = folder
+        kept.add(top)
+    return sorted(kept)
+
+
 @dataclass(frozen=True)
 class StageDeps:
     """One dvc.yaml stage: its script, its listed deps, and the code deps its imports call for."""
@@ -101,7 +120,7 @@ class StageDeps:
     derived: list[str]
 
     def missing(self) -> list[str]:
-        """Derived files that no listed dep (a file, or a folder above it) covers."""
+        """Derived deps (files, or folders the stage loads whole) that no listed dep covers."""
         return [path for path in self.derived if not any(_covers(dep, path) for dep in self.listed)]
 
     def stale(self) -> list[str]:
@@ -132,7 +151,8 @@ def stage_deps(dvc_yaml: Path = DVC_YAML, src: Path = SRC) -> list[StageDeps]:
         if match is None:
             continue
         script = match.group(1)
-        derived = [path.relative_to(root).as_posix() for path in code_deps(root / script, root / src)]
+        files = collapse(code_deps(root / script, root / src), root / src)
+        derived = [path.relative_to(root).as_posix() for path in files]
         result.append(StageDeps(name, script, [str(dep) for dep in stage.get("deps", [])], derived))
     return result
 

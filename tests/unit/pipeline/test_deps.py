@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cascadelab.pipeline.deps import DVC_YAML, code_deps, imported_modules, main, rewrite, stage_deps
+from cascadelab.pipeline.deps import DVC_YAML, code_deps, collapse, imported_modules, main, rewrite, stage_deps
 
 
 def test_dvc_yaml_lists_every_module_each_stage_imports_and_none_it_does_not() -> None:
@@ -91,3 +91,13 @@ def test_the_tool_reports_a_missing_dep_then_writes_it_keeping_data_deps_and_com
         "      - seed\n"
     )
     assert main(["--dvc-yaml", str(dvc_yaml)]) == 0
+
+
+def test_a_folder_the_stage_loads_whole_is_one_dep_and_a_partly_loaded_one_lists_its_files(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    for name in ("pkg/__init__.py", "pkg/a.py", "pkg/sub/__init__.py", "pkg/sub/c.py", "pkg/__pycache__/a.py"):
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        (src / name).write_text("")
+    whole = [src / "pkg/__init__.py", src / "pkg/a.py", src / "pkg/sub/__init__.py", src / "pkg/sub/c.py"]
+    assert collapse(whole, src) == [src / "pkg"]
+    assert collapse(whole[1:], src) == [src / "pkg/a.py", src / "pkg/sub"]
