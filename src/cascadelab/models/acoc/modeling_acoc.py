@@ -29,7 +29,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 
 from cascadelab.models.acoc.configuration_acoc import ACOCConfig
 from cascadelab.models.attention_masks import causal_padding_mask
-from cascadelab.models.layers import RMSNorm, RotaryCausalSelfAttention
+from cascadelab.models.layers import RMSNorm, RotaryCausalSelfAttention, default_position_ids
 
 
 class ACOCRotaryEmbedding(nn.Module):
@@ -369,10 +369,7 @@ class ACOCModel(ACOCPreTrainedModel):
         past_len = past_key_values.get_seq_length() if past_key_values is not None else 0
         device = inputs_embeds.device
         if position_ids is None:
-            if attention_mask is not None:
-                position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -T:]
-            else:
-                position_ids = torch.arange(past_len, past_len + T, device=device)[None].expand(B, T)
+            position_ids = default_position_ids(attention_mask, past_len, B, T, device)
         mask = causal_padding_mask(attention_mask, B, T, past_len, device)
         valid = attention_mask[:, -T:].bool() if attention_mask is not None else None
         cos, sin = self.rotary_emb(inputs_embeds, position_ids)

@@ -37,7 +37,7 @@ from transformers.cache_utils import Cache, DynamicCache
 from transformers.modeling_outputs import BaseModelOutputWithPast, MoeCausalLMOutputWithPast
 
 from cascadelab.kernels import TRITON_AVAILABLE, ScanState, complex_scan, select_backend
-from cascadelab.models.layers import RMSNorm, rope_cos_sin, rotate_half
+from cascadelab.models.layers import RMSNorm, default_position_ids, rope_cos_sin, rotate_half
 from cascadelab.models.sigma.bitlinear import make_linear
 from cascadelab.models.sigma.configuration_sigma import SigmaConfig
 from cascadelab.models.sigma.features import FeatureCalls
@@ -375,10 +375,7 @@ class SigmaModel(SigmaPreTrainedModel):
         past = cache.get_seq_length() if cache is not None and has_mla else 0
         padded = attention_mask is not None and not bool(attention_mask.all())
         if position_ids is None:
-            if attention_mask is not None:
-                position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -seqlen:]
-            else:
-                position_ids = torch.arange(past, past + seqlen, device=hidden.device).expand(bsz, -1)
+            position_ids = default_position_ids(attention_mask, past, bsz, seqlen, hidden.device)
         cos, sin = rope_cos_sin(position_ids, self.config.qk_rope_head_dim, self.config.rope_theta)
         token_mask = attention_mask[:, -seqlen:].float() if padded and attention_mask is not None else None
         attn_mask = None
