@@ -24,7 +24,6 @@ from cascadelab.config.optimizers import OptimizerSettings
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
-    from cascadelab.config.sigma_rl import SigmaRLParams
 
 # Kept equal to cascadelab.models.sigma.BITLINEAR_FAMILIES (a unit test checks), so that params load
 # without importing the model code.
@@ -258,7 +257,18 @@ def expand_profile(raw: dict[str, Any]) -> dict[str, Any]:
     return _merge_under(raw, SIGMA_PROFILES[name])
 
 
-class SigmaPretrainParams(StrictModel):
+class SigmaLoopParams(StrictModel):
+    """What SIGMA's pre-training and RL sections share: memory plan, optimizer, features, guards, batches, loop."""
+
+    instant: InstantParams = section_field(InstantParams)
+    optimizer: SigmaOptimizerParams = section_field(SigmaOptimizerParams)
+    features: SigmaFeatureParams = section_field(SigmaFeatureParams)
+    guards: SigmaGuardParams = section_field(SigmaGuardParams)
+    data: SigmaDataParams = section_field(SigmaDataParams)
+    train: SigmaTrainParams = section_field(SigmaTrainParams)
+
+
+class SigmaPretrainParams(SigmaLoopParams):
     """Pre-train SigmaLLM on the corpus and a same-size Llama baseline on the same batches; evaluate both.
 
     `profile` expands into explicit settings before validation (:data:`SIGMA_PROFILES`; keys set in
@@ -270,12 +280,6 @@ class SigmaPretrainParams(StrictModel):
         description="minimal | standard | full: expands into optimizer.name and features.*; keys set here win",
     )
     model: SigmaModelParams = section_field(SigmaModelParams)
-    instant: InstantParams = section_field(InstantParams)
-    optimizer: SigmaOptimizerParams = section_field(SigmaOptimizerParams)
-    features: SigmaFeatureParams = section_field(SigmaFeatureParams)
-    guards: SigmaGuardParams = section_field(SigmaGuardParams)
-    data: SigmaDataParams = section_field(SigmaDataParams)
-    train: SigmaTrainParams = section_field(SigmaTrainParams)
     mix: dict[str, float] = Field(
         default_factory=lambda: {"add": 0.1, "sub": 0.1, "mul": 0.15, "expr": 0.2, "reverse": 0.2, "word": 0.25},
         description="sampling weight of each task family in the training batches",
@@ -301,7 +305,7 @@ class SigmaPretrainParams(StrictModel):
         return self
 
 
-def check_sigma_compatibility(section: SigmaPretrainParams | SigmaRLParams) -> None:
+def check_sigma_compatibility(section: SigmaLoopParams) -> None:
     """Combinations of the SIGMA loop's settings that cannot work: a ValueError naming the keys."""
     opt, train = section.optimizer, section.train
     if section.features.c3o_credit and opt.name != "c3o":

@@ -9,11 +9,8 @@ from pydantic import Field, model_validator
 from cascadelab.config.base import DECAY_DESCRIPTION, StrictModel, check_mix, section_field
 from cascadelab.config.sigma_pretrain import (
     SIGMA_PROFILES,
-    InstantParams,
-    SigmaDataParams,
     SigmaFeatureParams,
-    SigmaGuardParams,
-    SigmaOptimizerParams,
+    SigmaLoopParams,
     SigmaProfile,
     SigmaTrainParams,
     _merge_under,
@@ -201,7 +198,7 @@ SIGMA_RL_PROFILES: dict[str, dict[str, Any]] = {
 }
 
 
-class SigmaRLParams(StrictModel):
+class SigmaRLParams(SigmaLoopParams):
     """RL on the pretrained SigmaLLM (GRPO/GSPO through TRL, verifier rewards) mixed with LM steps.
 
     `profile` expands like `sigma_pretrain`'s (:data:`SIGMA_RL_PROFILES`; keys set in params.yaml win).
@@ -211,11 +208,7 @@ class SigmaRLParams(StrictModel):
         "standard",
         description="minimal | standard | full (every RL subsystem): expanded like sigma_pretrain's; keys set here win",
     )
-    optimizer: SigmaOptimizerParams = section_field(SigmaOptimizerParams)
     features: SigmaRLFeatureParams = section_field(SigmaRLFeatureParams)
-    guards: SigmaGuardParams = section_field(SigmaGuardParams)
-    data: SigmaDataParams = section_field(SigmaDataParams)
-    instant: InstantParams = section_field(InstantParams)
     train: SigmaRLTrainParams = section_field(SigmaRLTrainParams)
     mix: dict[str, float] = Field(
         default_factory=lambda: {

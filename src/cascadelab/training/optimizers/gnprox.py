@@ -57,7 +57,7 @@ class GNProx(torch.optim.Optimizer):
         loss = closure_loss(closure)
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
-            for p in params_with_grad(group):
+            for p, grad in params_with_grad(group):
                 state = self.state[p]
                 if not state:
                     state["step"] = 0
@@ -67,7 +67,7 @@ class GNProx(torch.optim.Optimizer):
                 state["step"] += 1
                 gnprox_update(
                     p,
-                    p.grad.contiguous(),
+                    grad.contiguous(),
                     state["exp_avg"],
                     state["hessian"],
                     float(group["lr"]),

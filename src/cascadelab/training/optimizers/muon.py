@@ -72,13 +72,13 @@ class MuonFP32(torch.optim.Muon):
         loss = closure_loss(closure)
         for group in self.param_groups:
             lr, momentum, wd = float(group["lr"]), group["momentum"], group["weight_decay"]
-            for p in params_with_grad(group):
+            for p, grad in params_with_grad(group):
                 state = self.state[p]
                 if "momentum_buffer" not in state:
-                    state["momentum_buffer"] = torch.zeros_like(p.grad)
+                    state["momentum_buffer"] = torch.zeros_like(grad)
                 buf = state["momentum_buffer"]
-                buf.lerp_(p.grad, 1 - momentum)
-                update = p.grad.lerp(buf, momentum) if group["nesterov"] else buf
+                buf.lerp_(grad, 1 - momentum)
+                update = grad.lerp(buf, momentum) if group["nesterov"] else buf
                 update = newton_schulz_orthogonalize(
                     update, group["ns_steps"], group["ns_coefficients"], group["eps"], self.ns_dtype
                 )

@@ -89,7 +89,7 @@ class OrthogonalMomentum(torch.optim.Optimizer):
         loss = closure_loss(closure)
         for group in self.param_groups:
             lr = float(group["lr"]) * self.group_scale(group)
-            for p in params_with_grad(group):
+            for p, _grad in params_with_grad(group):
                 update = self.shape_update(p, group, self.orthogonal(p, group))
                 scaled_lr = lr * muon_lr_ratio(p.shape)
                 p.mul_(1 - float(group["lr"]) * group["weight_decay"])

@@ -16,6 +16,8 @@ def closure_loss(closure: Callable[[], Any] | None) -> Any:
         return closure()
 
 
-def params_with_grad(group: dict[str, Any]) -> Iterator[torch.Tensor]:
-    """The group's parameters that have a gradient, in the group's order."""
-    return (p for p in group["params"] if p.grad is not None)
+def params_with_grad(group: dict[str, Any]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(parameter, gradient) for each of the group's parameters that has a gradient, in the group's order."""
+    for p in group["params"]:
+        if p.grad is not None:
+            yield p, p.grad
