@@ -332,14 +332,6 @@ class ACOCModel(ACOCPreTrainedModel):
         self.rotary_emb = ACOCRotaryEmbedding(config.hidden_size // config.num_attention_heads, config.rope_theta)
         self.post_init()
 
-    def get_input_embeddings(self) -> nn.Embedding:
-        """Token embeddings."""
-        return self.embed_tokens
-
-    def set_input_embeddings(self, value: nn.Module) -> None:
-        """Replace the token embeddings."""
-        self.embed_tokens = value  # type: ignore[assignment]
-
     @property
     def moe_layers(self) -> list[ACOCMoE]:
         """The mixture-of-experts module of every layer."""
@@ -389,18 +381,6 @@ class ACOCForCausalLM(ACOCPreTrainedModel, GenerationMixin):
         self.model = ACOCModel(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
-
-    def get_input_embeddings(self) -> nn.Embedding:
-        """Token embeddings."""
-        return self.model.embed_tokens
-
-    def get_output_embeddings(self) -> nn.Linear:
-        """The LM head."""
-        return self.lm_head
-
-    def set_output_embeddings(self, value: nn.Module) -> None:
-        """Replace the LM head."""
-        self.lm_head = value
 
     @property
     def moe_layers(self) -> list[ACOCMoE]:

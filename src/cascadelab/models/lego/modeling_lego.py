@@ -149,14 +149,6 @@ class LEGOModel(LEGOPreTrainedModel):
         self.exit_norms = nn.ModuleList([RMSNorm(config.hidden_size, config.rms_norm_eps) for _ in config.exit_points])
         self.post_init()
 
-    def get_input_embeddings(self) -> nn.Module:
-        """Token embedding table."""
-        return self.embed_tokens
-
-    def set_input_embeddings(self, value: nn.Module) -> None:
-        """Replace the token embedding table."""
-        self.embed_tokens = value  # type: ignore[assignment]
-
     def contextual(
         self,
         input_ids: torch.Tensor | None = None,
@@ -281,14 +273,6 @@ class LEGOForCausalLM(LEGOPreTrainedModel, GenerationMixin):
         self.post_init()
 
     # ----------------------------------------------------------------- HF plumbing
-
-    def get_input_embeddings(self) -> nn.Module:
-        """Token embedding table."""
-        return self.model.embed_tokens
-
-    def set_input_embeddings(self, value: nn.Module) -> None:
-        """Replace the token embedding table."""
-        self.model.embed_tokens = value
 
     def get_output_embeddings(self) -> nn.Module:
         """The final exit's projection (what ``last_hidden_state`` is decoded with)."""

@@ -355,14 +355,6 @@ class SigmaModel(SigmaPreTrainedModel):
         self.checkpoint_blocks = False
         self.post_init()
 
-    def get_input_embeddings(self) -> nn.Module:
-        """The token embedding."""
-        return self.embed_tokens
-
-    def set_input_embeddings(self, value: nn.Module) -> None:
-        """Replace the token embedding."""
-        self.embed_tokens = value  # type: ignore[assignment]
-
     def _block_inputs(
         self,
         hidden: torch.Tensor,
@@ -440,14 +432,6 @@ class SigmaForCausalLM(SigmaPreTrainedModel, GenerationMixin):
     def feature_calls(self) -> FeatureCalls:
         """Executions per feature (mamba, mla, diff_attn, moe, bitlinear, instant, triton)."""
         return self.model.features
-
-    def get_output_embeddings(self) -> nn.Module:
-        """The LM head."""
-        return self.lm_head
-
-    def set_output_embeddings(self, new_embeddings: nn.Module) -> None:
-        """Replace the LM head."""
-        self.lm_head = new_embeddings
 
     def enabled_features(self) -> dict[str, bool]:
         """Features this model will run: the config's, with Triton only on CUDA and INSTANT once applied."""
