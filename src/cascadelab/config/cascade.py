@@ -226,9 +226,7 @@ class RefinerSettings(StrictModel):
     lora: RefinerLoraSettings = section_field(RefinerLoraSettings)
     separate: SeparateRefinerSettings = section_field(SeparateRefinerSettings)
     self_improvement: SelfImprovementSettings = section_field(SelfImprovementSettings)
-    adversarial: AdversarialSettings = section_field(
-        AdversarialSettings, "A discriminator (gold vs refined text) whose score joins the self-improvement reward"
-    )
+    adversarial: AdversarialSettings = section_field(AdversarialSettings)
 
     @model_validator(mode="after")
     def _consistent(self) -> RefinerSettings:

@@ -113,9 +113,7 @@ class LegoBaselineParams(StrictModel):
     max_train_tokens: int | None = Field(
         None, gt=0, description="cap on the baseline's training tokens (null: the budget alone)"
     )
-    train: LegoLoopParams = section_field(
-        LegoLoopParams, "A causal training run with early stopping on val loss (phase 1, and the full-depth baseline)"
-    )
+    train: LegoLoopParams = section_field(LegoLoopParams)
 
 
 class LegoEvalParams(StrictModel):
@@ -144,9 +142,7 @@ class LegoParams(StrictModel):
     """
 
     model: LegoModelParams = section_field(LegoModelParams)
-    phase1: LegoLoopParams = section_field(
-        LegoLoopParams, "A causal training run with early stopping on val loss (phase 1, and the full-depth baseline)"
-    )
+    phase1: LegoLoopParams = section_field(LegoLoopParams)
     hard_examples: LegoHardExampleParams = section_field(LegoHardExampleParams)
     phase2: LegoPhase2Params = section_field(LegoPhase2Params)
     baseline: LegoBaselineParams = section_field(LegoBaselineParams)
