@@ -6,7 +6,14 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, model_validator
 
-from cascadelab.config.base import CLIP_DESCRIPTION, INIT_DESCRIPTION, StrictModel, registered_config, tokenizer_ids
+from cascadelab.config.base import (
+    CLIP_DESCRIPTION,
+    INIT_DESCRIPTION,
+    StrictModel,
+    registered_config,
+    section_field,
+    tokenizer_ids,
+)
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedTokenizerBase
@@ -161,30 +168,15 @@ class ACOCParams(StrictModel):
     )
     num_threads: int = Field(2, gt=0, description="torch CPU threads of the stage")
     baselines: bool = Field(True, description="also train the static initial-size and final-size models")
-    model: ACOCModelParams = Field(
-        default_factory=lambda: ACOCModelParams(),
-        description="the initial ACOC architecture: attention sizes, initial experts per layer, expert width, top-k",
+    model: ACOCModelParams = section_field(ACOCModelParams)
+    growth: GrowthParams = section_field(GrowthParams)
+    warmup: WarmupParams = section_field(
+        WarmupParams, "post-expansion warm-up: a higher lr for the new tensors, tokens forced to the new experts"
     )
-    growth: GrowthParams = Field(
-        default_factory=lambda: GrowthParams(),
-        description="when and how the ACOC model grows, and when experts are pruned or merged",
-    )
-    warmup: WarmupParams = Field(
-        default_factory=lambda: WarmupParams(),
-        description="post-expansion warm-up: a higher lr for the new tensors, tokens forced to the new experts",
-    )
-    saturation: SaturationParams = Field(
-        default_factory=lambda: SaturationParams(),
-        description="how the per-expert saturation metrics are measured and combined",
-    )
-    vote: VoteParams = Field(default_factory=lambda: VoteParams(), description="the variant vote and the soup merge")
-    penalty: PenaltyParams = Field(
-        default_factory=lambda: PenaltyParams(), description="weights and thresholds of the double growth penalty"
-    )
-    continual: ContinualParams = Field(
-        default_factory=lambda: ContinualParams(),
-        description="router protection once a new task family appears, and the old tasks' share of later batches",
-    )
+    saturation: SaturationParams = section_field(SaturationParams)
+    vote: VoteParams = section_field(VoteParams)
+    penalty: PenaltyParams = section_field(PenaltyParams)
+    continual: ContinualParams = section_field(ContinualParams)
 
     @model_validator(mode="after")
     def _check_schedule(self) -> ACOCParams:

@@ -6,6 +6,7 @@ never imports torch or transformers (`tests/unit/config/test_leaf.py` checks).
 
 from __future__ import annotations
 
+import inspect
 import types
 import typing
 from collections.abc import Iterable, Sequence
@@ -36,6 +37,24 @@ class StrictModel(BaseModel):
     """Base for every params section: unknown keys are errors, values are validated on assignment."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def section_description(model: type[BaseModel]) -> str:
+    """The first paragraph of `model`'s docstring as a field description: no final period, lower-case start.
+
+    The start stays as written when the first word holds another capital (an acronym or a name: GRPO, SigmaLLM).
+    """
+    text = " ".join(inspect.cleandoc(model.__doc__ or "").split("\n\n")[0].split())
+    text = text.removesuffix(".")
+    first_word = text.split(" ", 1)[0]
+    if first_word[1:] == first_word[1:].lower():
+        text = text[:1].lower() + text[1:]
+    return text
+
+
+def section_field(model: type[BaseModel], description: str | None = None) -> Any:
+    """A nested section that defaults to `model()`, described by `description` or else by `model`'s docstring."""
+    return Field(default_factory=model, description=description or section_description(model))
 
 
 class TrainParams(StrictModel):

@@ -18,6 +18,7 @@ from cascadelab.config.base import (
     WARMUP_DESCRIPTION,
     SFTTrainParams,
     StrictModel,
+    section_field,
 )
 
 CascadeMode = Literal["normal", "coarse_only", "always_refine", "skip_coarse"]
@@ -59,10 +60,7 @@ class PairsSettings(StrictModel):
     max_prompts_per_task: int | None = Field(
         500, gt=0, description="seeded subsample of each task's prompts per split (time budget); null: all"
     )
-    cross_fit: CrossFitSettings = Field(
-        default_factory=lambda: CrossFitSettings(),
-        description="k-fold cross-fitting: a coarse model trained without fold i answers fold i (0 folds: off)",
-    )
+    cross_fit: CrossFitSettings = section_field(CrossFitSettings)
     num_threads: int = Field(2, gt=0, description="torch CPU threads of the stage")
 
 
@@ -192,10 +190,7 @@ class RefinerSettings(StrictModel):
     data: Literal["pairs", "fresh", "both"] = Field(
         "fresh", description="fresh: fresh gold items | pairs: cascade_pairs' (coarse, gold) pairs | both"
     )
-    format: RefinerFormatSettings = Field(
-        default_factory=lambda: RefinerFormatSettings(),
-        description="what the refiner reads and writes: `{prompt}[COARSE]{coarse}[REFINE]` → steps (or answer)",
-    )
+    format: RefinerFormatSettings = section_field(RefinerFormatSettings)
     strategy: Literal["teacher_forcing", "self_improvement", "adversarial"] = Field(
         "teacher_forcing",
         description="teacher_forcing | self_improvement (GRPO after it) | adversarial (GRPO with a discriminator)",
@@ -220,36 +215,18 @@ class RefinerSettings(StrictModel):
     parallel: bool = Field(
         False, description="train each per-family refiner and the control in its own process (train.num_threads each)"
     )
-    control: ControlSettings = Field(
-        default_factory=lambda: ControlSettings(),
-        description="the equal-compute control `coarse_more`: the coarse model trained further in its own format",
-    )
+    control: ControlSettings = section_field(ControlSettings)
     answer_baseline: bool = Field(
         False, description="also train the answer-target refiner (same mode, data, budget) for cascade_eval to compare"
     )
     warmup_tasks: list[str] = Field(default_factory=list, description="curriculum warm-up families (none: mix)")
     group_batches_by_task: bool = Field(True, description=GROUP_DESCRIPTION)
     max_new_tokens: int = Field(48, gt=0, description="tokens generated per refined output")
-    train: RefinerTrainSettings = Field(
-        default_factory=lambda: RefinerTrainSettings(),
-        description="teacher-forcing optimisation: `train_sft`'s settings with the refiner's defaults",
-    )
-    lora: RefinerLoraSettings = Field(
-        default_factory=lambda: RefinerLoraSettings(),
-        description="the LoRA adapter of `mode: lora` (PEFT) on the coarse base",
-    )
-    separate: SeparateRefinerSettings = Field(
-        default_factory=lambda: SeparateRefinerSettings(),
-        description="the small transformer of `mode: separate`: own layers, embeddings copied from the coarse model",
-    )
-    self_improvement: SelfImprovementSettings = Field(
-        default_factory=lambda: SelfImprovementSettings(),
-        description="GRPO after teacher forcing: reward = verified(refined) − verified(coarse) − λ·tension + format",
-    )
-    adversarial: AdversarialSettings = Field(
-        default_factory=lambda: AdversarialSettings(),
-        description="A discriminator (gold vs refined text) whose score joins the self-improvement reward",
-    )
+    train: RefinerTrainSettings = section_field(RefinerTrainSettings)
+    lora: RefinerLoraSettings = section_field(RefinerLoraSettings)
+    separate: SeparateRefinerSettings = section_field(SeparateRefinerSettings)
+    self_improvement: SelfImprovementSettings = section_field(SelfImprovementSettings)
+    adversarial: AdversarialSettings = section_field(AdversarialSettings)
 
     @model_validator(mode="after")
     def _consistent(self) -> RefinerSettings:
@@ -305,10 +282,7 @@ class CascadeSettings(StrictModel):
 class CascadeEvalSettings(StrictModel):
     """The `cascade_eval` stage: modes, threshold recalibration, sweep resolution, text metrics."""
 
-    cascade: CascadeSettings = Field(
-        default_factory=lambda: CascadeSettings(),
-        description="inference of `CascadeTransformer`: lengths, passes, routing, cache",
-    )
+    cascade: CascadeSettings = section_field(CascadeSettings)
     modes: list[CascadeMode] = Field(
         default_factory=lambda: list(CASCADE_MODES),
         min_length=1,

@@ -15,6 +15,7 @@ from cascadelab.config.base import (
     StrictModel,
     check_mix,
     default_mix,
+    section_field,
     tokenizer_ids,
 )
 
@@ -80,23 +81,14 @@ class CoarseSFTParams(StrictModel):
     base_model: str | None = Field(
         None, description="local path or hub id of a pretrained model to fine-tune; null builds `model` from config"
     )
-    model: CausalLMParams = Field(
-        default_factory=lambda: CausalLMParams(),
-        description="architecture of a decoder-only LM built from config (Llama or Qwen2 family)",
+    model: CausalLMParams = section_field(CausalLMParams)
+    train: SFTTrainParams = section_field(
+        SFTTrainParams, "optimisation of the supervised fine-tuning run (in steps, so reruns are identical)"
     )
-    train: SFTTrainParams = Field(
-        default_factory=lambda: SFTTrainParams(),
-        description="optimisation of the supervised fine-tuning run (in steps, so reruns are identical)",
-    )
-    curriculum: CurriculumParams = Field(
-        default_factory=lambda: CurriculumParams(),
-        description="warm-up on easy families, then the full mix (STACK-NOTES: escape the add/sub plateau first)",
-    )
+    curriculum: CurriculumParams = section_field(CurriculumParams)
     mix: dict[str, float] = Field(default_factory=default_mix, description=MIX_DESCRIPTION)
-    lora: LoraParams = Field(
-        default_factory=lambda: LoraParams(), description="optional LoRA adapters through PEFT (for large base models)"
-    )
-    eval: EvalParams = Field(default_factory=lambda: EvalParams(), description="evaluation on the test split")
+    lora: LoraParams = section_field(LoraParams)
+    eval: EvalParams = section_field(EvalParams)
 
     @model_validator(mode="after")
     def _check_mix(self) -> CoarseSFTParams:

@@ -16,6 +16,7 @@ from cascadelab.config.base import (
     check_mix,
     default_mix,
     registered_config,
+    section_field,
     tokenizer_ids,
 )
 
@@ -101,29 +102,17 @@ class Seq2SeqEvalParams(EvalParams):
     """Evaluation on the test split with greedy, sampled and beam-search decoding."""
 
     num_beams: int = Field(4, ge=2, description="beams of the beam-search decoding")
-    sampling: SamplingParams = Field(default_factory=lambda: SamplingParams(), description="the sampled decoding")
+    sampling: SamplingParams = section_field(SamplingParams, "the sampled decoding")
 
 
 class HybridRNNParams(StrictModel):
     """The hybrid RNN-Transformer (issue 6): biLSTM encoder, Transformer decoder, trained on prompt→response."""
 
-    model: HybridRNNModelParams = Field(
-        default_factory=lambda: HybridRNNModelParams(),
-        description="a named size of the hybrid RNN-Transformer, any of its sizes overridden (null keeps the preset's)",
-    )
-    train: HybridRNNTrainParams = Field(
-        default_factory=lambda: HybridRNNTrainParams(),
-        description="teacher-forced training of the hybrid model: steps, WSD schedule, early stopping on val loss",
-    )
-    curriculum: CurriculumParams = Field(
-        default_factory=lambda: CurriculumParams(),
-        description="warm-up on easy families, then the full mix (STACK-NOTES: escape the add/sub plateau first)",
-    )
+    model: HybridRNNModelParams = section_field(HybridRNNModelParams)
+    train: HybridRNNTrainParams = section_field(HybridRNNTrainParams)
+    curriculum: CurriculumParams = section_field(CurriculumParams)
     mix: dict[str, float] = Field(default_factory=default_mix, description=MIX_DESCRIPTION)
-    eval: Seq2SeqEvalParams = Field(
-        default_factory=lambda: Seq2SeqEvalParams(),
-        description="evaluation on the test split with greedy, sampled and beam-search decoding",
-    )
+    eval: Seq2SeqEvalParams = section_field(Seq2SeqEvalParams)
 
     @model_validator(mode="after")
     def _check_mix(self) -> HybridRNNParams:

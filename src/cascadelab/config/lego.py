@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, model_validator
 
-from cascadelab.config.base import INIT_DESCRIPTION, StrictModel, registered_config, tokenizer_ids
+from cascadelab.config.base import INIT_DESCRIPTION, StrictModel, registered_config, section_field, tokenizer_ids
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedTokenizerBase
@@ -113,10 +113,7 @@ class LegoBaselineParams(StrictModel):
     max_train_tokens: int | None = Field(
         None, gt=0, description="cap on the baseline's training tokens (null: the budget alone)"
     )
-    train: LegoLoopParams = Field(
-        default_factory=lambda: LegoLoopParams(),
-        description="A causal training run with early stopping on val loss (phase 1, and the full-depth baseline)",
-    )
+    train: LegoLoopParams = section_field(LegoLoopParams)
 
 
 class LegoEvalParams(StrictModel):
@@ -144,30 +141,12 @@ class LegoParams(StrictModel):
     patience 3); params.yaml holds the values calibrated for the default pipeline.
     """
 
-    model: LegoModelParams = Field(
-        default_factory=lambda: LegoModelParams(),
-        description="width of the LEGO model and its depth: the causal phase-1 block, then the full depth of phase 2",
-    )
-    phase1: LegoLoopParams = Field(
-        default_factory=lambda: LegoLoopParams(),
-        description="A causal training run with early stopping on val loss (phase 1, and the full-depth baseline)",
-    )
-    hard_examples: LegoHardExampleParams = Field(
-        default_factory=lambda: LegoHardExampleParams(),
-        description="threshold on val so that `hard_example_ratio` of its response tokens fall below; rows from train",
-    )
-    phase2: LegoPhase2Params = Field(
-        default_factory=lambda: LegoPhase2Params(),
-        description="the upper block trained on the hard examples, lower block frozen; routed evaluation on test",
-    )
-    baseline: LegoBaselineParams = Field(
-        default_factory=lambda: LegoBaselineParams(),
-        description="the standard causal model of the full depth, trained from scratch for comparison",
-    )
-    eval: LegoEvalParams = Field(
-        default_factory=lambda: LegoEvalParams(),
-        description="test evaluation: teacher-forced metrics, greedy exact match and the exit-share trade-off curve",
-    )
+    model: LegoModelParams = section_field(LegoModelParams)
+    phase1: LegoLoopParams = section_field(LegoLoopParams)
+    hard_examples: LegoHardExampleParams = section_field(LegoHardExampleParams)
+    phase2: LegoPhase2Params = section_field(LegoPhase2Params)
+    baseline: LegoBaselineParams = section_field(LegoBaselineParams)
+    eval: LegoEvalParams = section_field(LegoEvalParams)
     num_threads: int = Field(2, gt=0, description="torch CPU threads of every LEGO stage")
 
     def to_config(self, tokenizer: PreTrainedTokenizerBase) -> PretrainedConfig:

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from cascadelab.config.base import StrictModel
+from cascadelab.config.base import StrictModel, section_field
 
 OptimizerName = Literal["adamw", "muon", "normuon", "adamuon", "c3o", "gnprox"]
 OPTIMIZER_NAMES: tuple[str, ...] = ("adamw", "muon", "normuon", "adamuon", "c3o", "gnprox")
@@ -98,20 +98,13 @@ class OptimizerSettings(StrictModel):
     )
     betas: tuple[float, float] = Field((0.9, 0.95), description="AdamW (beta1, beta2) (adamw only)")
     weight_decay: float = Field(0.0, ge=0, description="AdamW decoupled weight decay (adamw only)")
-    muon: MuonAdamWSettings = Field(
-        default_factory=lambda: MuonAdamWSettings(),
-        description="Muon + AdamW split and rates (muon, normuon, adamuon, c3o)",
+    muon: MuonAdamWSettings = section_field(
+        MuonAdamWSettings, "Muon + AdamW split and rates (muon, normuon, adamuon, c3o)"
     )
-    normuon: SecondMomentSettings = Field(
-        default_factory=lambda: SecondMomentSettings(), description="NorMuon's second moment (normuon only)"
-    )
-    adamuon: SecondMomentSettings = Field(
-        default_factory=lambda: SecondMomentSettings(), description="AdaMuon's second moment (adamuon only)"
-    )
-    c3o: C3OSettings = Field(default_factory=lambda: C3OSettings(), description="C3O's credit (c3o only)")
-    gnprox: GNProxSettings = Field(
-        default_factory=lambda: GNProxSettings(), description="GNProx's settings (gnprox only)"
-    )
+    normuon: SecondMomentSettings = section_field(SecondMomentSettings, "NorMuon's second moment (normuon only)")
+    adamuon: SecondMomentSettings = section_field(SecondMomentSettings, "AdaMuon's second moment (adamuon only)")
+    c3o: C3OSettings = section_field(C3OSettings, "C3O's credit (c3o only)")
+    gnprox: GNProxSettings = section_field(GNProxSettings, "GNProx's settings (gnprox only)")
 
     @model_validator(mode="after")
     def _check_bounds(self) -> OptimizerSettings:

@@ -13,7 +13,7 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from cascadelab.config.acoc import ACOCParams
-from cascadelab.config.base import TASK_FAMILIES, ParamsError, StrictModel, field_description
+from cascadelab.config.base import TASK_FAMILIES, ParamsError, StrictModel, field_description, section_field
 from cascadelab.config.cascade import CascadeEvalSettings, LimenSettings, PairsSettings, RefinerSettings
 from cascadelab.config.coarse_sft import CoarseSFTParams
 from cascadelab.config.hybrid_rnn import HybridRNNParams
@@ -29,9 +29,7 @@ class Params(StrictModel):
     """The whole params.yaml: the global seed plus one section per stage."""
 
     seed: int = Field(1234, ge=0, description="global seed every stage derives its random draws from")
-    tracking: TrackingParams = Field(
-        default_factory=lambda: TrackingParams(), description="where and how stages log to MLflow"
-    )
+    tracking: TrackingParams = section_field(TrackingParams)
     prepare: PrepareParams = Field(
         default_factory=PrepareParams, description="corpus generation and tokenizer training"
     )

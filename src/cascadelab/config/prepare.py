@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from cascadelab.config.base import TASK_FAMILIES, StrictModel
+from cascadelab.config.base import TASK_FAMILIES, StrictModel, section_field
 
 
 class FamilyParams(StrictModel):
@@ -94,22 +94,16 @@ class PrepareParams(StrictModel):
         min_length=1,
         description="task families of the corpus and the difficulty levels sampled from each",
     )
-    sizes: SplitSizes = Field(
-        default_factory=lambda: SplitSizes(),
-        description="items per (family, difficulty) cell in each split; small families are capped by their size",
-    )
+    sizes: SplitSizes = section_field(SplitSizes)
     answer_format: Literal["reversed", "plain"] = Field(
         "reversed", description="reversed: numeric answers written least-significant digit first | plain: as usual"
     )
     user_dataset: UserDatasetParams | None = Field(
         None, description="a user's own question/answer data added as task `user` (null: none)"
     )
-    tokenizer: TokenizerParams = Field(
-        default_factory=lambda: TokenizerParams(), description="the tokenizer trained on the train split"
-    )
-    code: CodeTaskParams = Field(
-        default_factory=lambda: CodeTaskParams(),
-        description="the code task family (written to data/code_tasks, apart from the corpus)",
+    tokenizer: TokenizerParams = section_field(TokenizerParams, "the tokenizer trained on the train split")
+    code: CodeTaskParams = section_field(
+        CodeTaskParams, "the code task family (written to data/code_tasks, apart from the corpus)"
     )
 
     @model_validator(mode="after")

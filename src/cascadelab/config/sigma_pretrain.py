@@ -15,6 +15,7 @@ from cascadelab.config.base import (
     StrictModel,
     check_mix,
     registered_config,
+    section_field,
     tokenizer_ids,
 )
 from cascadelab.config.coarse_sft import CausalLMParams
@@ -23,7 +24,6 @@ from cascadelab.config.optimizers import OptimizerSettings
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
-    from cascadelab.config.sigma_rl import SigmaRLParams
 
 # Kept equal to cascadelab.models.sigma.BITLINEAR_FAMILIES (a unit test checks), so that params load
 # without importing the model code.
@@ -257,7 +257,18 @@ def expand_profile(raw: dict[str, Any]) -> dict[str, Any]:
     return _merge_under(raw, SIGMA_PROFILES[name])
 
 
-class SigmaPretrainParams(StrictModel):
+class SigmaLoopParams(StrictModel):
+    """What SIGMA's pre-training and RL sections share: memory plan, optimizer, features, guards, batches, loop."""
+
+    instant: InstantParams = section_field(InstantParams)
+    optimizer: SigmaOptimizerParams = section_field(SigmaOptimizerParams)
+    features: SigmaFeatureParams = section_field(SigmaFeatureParams)
+    guards: SigmaGuardParams = section_field(SigmaGuardParams)
+    data: SigmaDataParams = section_field(SigmaDataParams)
+    train: SigmaTrainParams = section_field(SigmaTrainParams)
+
+
+class SigmaPretrainParams(SigmaLoopParams):
     """Pre-train SigmaLLM on the corpus and a same-size Llama baseline on the same batches; evaluate both.
 
     `profile` expands into explicit settings before validation (:data:`SIGMA_PROFILES`; keys set in
@@ -268,34 +279,7 @@ class SigmaPretrainParams(StrictModel):
         "standard",
         description="minimal | standard | full: expands into optimizer.name and features.*; keys set here win",
     )
-    model: SigmaModelParams = Field(
-        default_factory=lambda: SigmaModelParams(),
-        description="SigmaLLM architecture: a `SigmaConfig` preset, the usual knobs, any other `SigmaConfig` argument",
-    )
-    instant: InstantParams = Field(
-        default_factory=lambda: InstantParams(),
-        description="the INSTANT memory plan applied before the first training forward (chunked CE always on)",
-    )
-    optimizer: SigmaOptimizerParams = Field(
-        default_factory=lambda: SigmaOptimizerParams(),
-        description="which optimizer trains the model and the settings of each (only the chosen one's are used)",
-    )
-    features: SigmaFeatureParams = Field(
-        default_factory=lambda: SigmaFeatureParams(),
-        description="trainer features, each counted in metrics.jsonl (`feature_<name>_enabled` / `_effective_calls`)",
-    )
-    guards: SigmaGuardParams = Field(
-        default_factory=lambda: SigmaGuardParams(),
-        description="integrity-guard thresholds (used when `features.integrity_guards` is on)",
-    )
-    data: SigmaDataParams = Field(
-        default_factory=lambda: SigmaDataParams(),
-        description="the training-batch pipeline: its source, and the prefetch used when `features.prefetch` is on",
-    )
-    train: SigmaTrainParams = Field(
-        default_factory=lambda: SigmaTrainParams(),
-        description="the pre-training loop, shared by SigmaLLM and the baseline (same batches, same token budget)",
-    )
+    model: SigmaModelParams = section_field(SigmaModelParams)
     mix: dict[str, float] = Field(
         default_factory=lambda: {"add": 0.1, "sub": 0.1, "mul": 0.15, "expr": 0.2, "reverse": 0.2, "word": 0.25},
         description="sampling weight of each task family in the training batches",
@@ -307,7 +291,7 @@ class SigmaPretrainParams(StrictModel):
     baseline_param_tolerance: float = Field(
         0.05, ge=0, description="the stage fails if the two parameter counts differ by more than this relative share"
     )
-    eval: EvalParams = Field(default_factory=lambda: EvalParams(), description="evaluation on the test split")
+    eval: EvalParams = section_field(EvalParams)
 
     @model_validator(mode="before")
     @classmethod
@@ -321,7 +305,7 @@ class SigmaPretrainParams(StrictModel):
         return self
 
 
-def check_sigma_compatibility(section: SigmaPretrainParams | SigmaRLParams) -> None:
+def check_sigma_compatibility(section: SigmaLoopParams) -> None:
     """Combinations of the SIGMA loop's settings that cannot work: a ValueError naming the keys."""
     opt, train = section.optimizer, section.train
     if section.features.c3o_credit and opt.name != "c3o":

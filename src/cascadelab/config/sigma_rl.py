@@ -6,14 +6,11 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from cascadelab.config.base import DECAY_DESCRIPTION, StrictModel, check_mix
+from cascadelab.config.base import DECAY_DESCRIPTION, StrictModel, check_mix, section_field
 from cascadelab.config.sigma_pretrain import (
     SIGMA_PROFILES,
-    InstantParams,
-    SigmaDataParams,
     SigmaFeatureParams,
-    SigmaGuardParams,
-    SigmaOptimizerParams,
+    SigmaLoopParams,
     SigmaProfile,
     SigmaTrainParams,
     _merge_under,
@@ -201,7 +198,7 @@ SIGMA_RL_PROFILES: dict[str, dict[str, Any]] = {
 }
 
 
-class SigmaRLParams(StrictModel):
+class SigmaRLParams(SigmaLoopParams):
     """RL on the pretrained SigmaLLM (GRPO/GSPO through TRL, verifier rewards) mixed with LM steps.
 
     `profile` expands like `sigma_pretrain`'s (:data:`SIGMA_RL_PROFILES`; keys set in params.yaml win).
@@ -211,30 +208,8 @@ class SigmaRLParams(StrictModel):
         "standard",
         description="minimal | standard | full (every RL subsystem): expanded like sigma_pretrain's; keys set here win",
     )
-    optimizer: SigmaOptimizerParams = Field(
-        default_factory=lambda: SigmaOptimizerParams(),
-        description="which optimizer trains the model and the settings of each (only the chosen one's are used)",
-    )
-    features: SigmaRLFeatureParams = Field(
-        default_factory=lambda: SigmaRLFeatureParams(),
-        description="the loop's trainer features plus the RL subsystems, each counted in metrics.jsonl",
-    )
-    guards: SigmaGuardParams = Field(
-        default_factory=lambda: SigmaGuardParams(),
-        description="integrity-guard thresholds (used when `features.integrity_guards` is on)",
-    )
-    data: SigmaDataParams = Field(
-        default_factory=lambda: SigmaDataParams(),
-        description="the training-batch pipeline: its source, and the prefetch used when `features.prefetch` is on",
-    )
-    instant: InstantParams = Field(
-        default_factory=lambda: InstantParams(),
-        description="the INSTANT memory plan applied before the first training forward (chunked CE always on)",
-    )
-    train: SigmaRLTrainParams = Field(
-        default_factory=lambda: SigmaRLTrainParams(),
-        description="the `sigma_rl` loop (defaults for RL on the pretrained model)",
-    )
+    features: SigmaRLFeatureParams = section_field(SigmaRLFeatureParams)
+    train: SigmaRLTrainParams = section_field(SigmaRLTrainParams)
     mix: dict[str, float] = Field(
         default_factory=lambda: {
             "add": 0.1,
@@ -247,27 +222,13 @@ class SigmaRLParams(StrictModel):
         },
         description="sampling weight of each task in the LM batches (code: the code tasks)",
     )
-    grpo: GRPOParams = Field(
-        default_factory=lambda: GRPOParams(), description="one GRPO (or GSPO) update through TRL's GRPOTrainer"
-    )
-    auto_mix: AutoMixParams = Field(
-        default_factory=lambda: AutoMixParams(),
-        description="the RL/LM mix: the share of loop steps that also take an RL update, moved by held-out reward",
-    )
-    replay: ReplayParams = Field(
-        default_factory=lambda: ReplayParams(), description="causal replay of high-advantage samples"
-    )
-    sandbox: SandboxParams = Field(
-        default_factory=lambda: SandboxParams(), description="limits of one sandboxed run of model-written code"
-    )
+    grpo: GRPOParams = section_field(GRPOParams)
+    auto_mix: AutoMixParams = section_field(AutoMixParams)
+    replay: ReplayParams = section_field(ReplayParams)
+    sandbox: SandboxParams = section_field(SandboxParams)
     format_weight: float = Field(0.1, ge=0, lt=1, description="share of the reward given for a well-formed answer")
-    eval: RLEvalParams = Field(
-        default_factory=lambda: RLEvalParams(), description="held-out reward (val) and the before/after test evaluation"
-    )
-    evolution: EvolutionParams = Field(
-        default_factory=lambda: EvolutionParams(),
-        description="budgets of the evolution subsystems (each switched in `features`)",
-    )
+    eval: RLEvalParams = section_field(RLEvalParams)
+    evolution: EvolutionParams = section_field(EvolutionParams)
 
     @model_validator(mode="before")
     @classmethod

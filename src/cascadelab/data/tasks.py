@@ -62,40 +62,54 @@ class TaskFamily(ABC):
         return format_number(value, width, self.answer_format)
 
 
-class AddFamily(TaskFamily):
+class TwoOperandFamily(TaskFamily):
+    """`a<op>b=` with two operands drawn below 10**difficulty; subclasses give the operator."""
+
+    symbol: ClassVar[str] = ""
+    extra_digits: ClassVar[int] = 0  # the answer's padded width beyond `difficulty` digits
+
+    @staticmethod
+    @abstractmethod
+    def apply(a: int, b: int) -> int:
+        """The operator's value on the two operands."""
+
+    def sample(self, rng: random.Random, difficulty: int) -> Item:
+        """Draw `a<op>b=` with operands below 10**difficulty."""
+        self._check_level(difficulty)
+        top = 10**difficulty - 1
+        a, b = rng.randint(0, top), rng.randint(0, top)
+        value = self.apply(a, b)
+        response = self._number(value, difficulty + self.extra_digits)
+        return Item(f"{a}{self.symbol}{b}=", response, str(value), response, difficulty)
+
+    def space_size(self, difficulty: int) -> int:
+        """(10**d)**2 ordered pairs."""
+        return (10**difficulty) ** 2
+
+
+class AddFamily(TwoOperandFamily):
     """a+b with d-digit operands; one-step."""
 
     name = "add"
+    symbol = "+"
+    extra_digits = 1
 
-    def sample(self, rng: random.Random, difficulty: int) -> Item:
-        """Draw `a+b=` with operands below 10**difficulty."""
-        self._check_level(difficulty)
-        top = 10**difficulty - 1
-        a, b = rng.randint(0, top), rng.randint(0, top)
-        response = self._number(a + b, difficulty + 1)
-        return Item(f"{a}+{b}=", response, str(a + b), response, difficulty)
-
-    def space_size(self, difficulty: int) -> int:
-        """(10**d)**2 ordered pairs."""
-        return (10**difficulty) ** 2
+    @staticmethod
+    def apply(a: int, b: int) -> int:
+        """a + b."""
+        return a + b
 
 
-class SubFamily(TaskFamily):
+class SubFamily(TwoOperandFamily):
     """a-b with d-digit operands (results may be negative); one-step."""
 
     name = "sub"
+    symbol = "-"
 
-    def sample(self, rng: random.Random, difficulty: int) -> Item:
-        """Draw `a-b=` with operands below 10**difficulty."""
-        self._check_level(difficulty)
-        top = 10**difficulty - 1
-        a, b = rng.randint(0, top), rng.randint(0, top)
-        response = self._number(a - b, difficulty)
-        return Item(f"{a}-{b}=", response, str(a - b), response, difficulty)
-
-    def space_size(self, difficulty: int) -> int:
-        """(10**d)**2 ordered pairs."""
-        return (10**difficulty) ** 2
+    @staticmethod
+    def apply(a: int, b: int) -> int:
+        """a - b."""
+        return a - b
 
 
 class MulFamily(TaskFamily):

@@ -31,6 +31,19 @@ def rope_cos_sin(position_ids: torch.Tensor, dim: int, theta: float) -> tuple[to
     return emb.cos(), emb.sin()
 
 
+def default_position_ids(
+    attention_mask: torch.Tensor | None, past_len: int, batch: int, seqlen: int, device: torch.device
+) -> torch.Tensor:
+    """Positions (B, T) of the new tokens when none are given.
+
+    With a mask they count real tokens, so left padding does not shift them (generation); without one
+    they run on from the cache's length.
+    """
+    if attention_mask is not None:
+        return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -seqlen:]
+    return torch.arange(past_len, past_len + seqlen, device=device)[None].expand(batch, seqlen)
+
+
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
     """Rotate the two halves of the last dimension: (x1, x2) -> (-x2, x1)."""
     half = x.shape[-1] // 2
@@ -75,4 +88,4 @@ class RotaryCausalSelfAttention(nn.Module):
         return self.o_proj(y.transpose(1, 2).reshape(b, t, -1))
 
 
-__all__ = ["RMSNorm", "RotaryCausalSelfAttention", "rope_cos_sin", "rotate_half"]
+__all__ = ["RMSNorm", "RotaryCausalSelfAttention", "default_position_ids", "rope_cos_sin", "rotate_half"]

@@ -3,6 +3,7 @@ from pathlib import Path
 import pytest
 
 from cascadelab.config import ACOCParams, ParamsError, load_params, parse_params
+from cascadelab.config.base import StrictModel, section_field
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -242,3 +243,27 @@ def test_missing_and_malformed_files(tmp_path):
     bad.write_text("- 1\n")
     with pytest.raises(ParamsError, match="top level must be a mapping"):
         load_params(bad)
+
+
+def test_a_section_field_is_described_by_its_class_docstring_unless_told():
+    class Tiny(StrictModel):
+        """Tiny section of a test.
+
+        Later paragraphs are not part of the description.
+        """
+
+        size: int = 1
+
+    class GRPOLike(StrictModel):
+        """GRPO settings."""
+
+    class Holder(StrictModel):
+        tiny: Tiny = section_field(Tiny)
+        grpo: GRPOLike = section_field(GRPOLike)
+        told: Tiny = section_field(Tiny, "A description of its own")
+
+    fields = Holder.model_fields
+    assert fields["tiny"].description == "tiny section of a test"
+    assert fields["grpo"].description == "GRPO settings"
+    assert fields["told"].description == "A description of its own"
+    assert Holder().tiny == Tiny() and Holder().tiny is not Holder().tiny

@@ -29,7 +29,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 
 from cascadelab.models.acoc.configuration_acoc import ACOCConfig
 from cascadelab.models.attention_masks import causal_padding_mask
-from cascadelab.models.layers import RMSNorm, RotaryCausalSelfAttention
+from cascadelab.models.layers import RMSNorm, RotaryCausalSelfAttention, default_position_ids
 
 
 class ACOCRotaryEmbedding(nn.Module):
@@ -332,14 +332,6 @@ class ACOCModel(ACOCPreTrainedModel):
         self.rotary_emb = ACOCRotaryEmbedding(config.hidden_size // config.num_attention_heads, config.rope_theta)
         self.post_init()
 
-    def get_input_embeddings(self) -> nn.Embedding:
-        """Token embeddings."""
-        return self.embed_tokens
-
-    def set_input_embeddings(self, value: nn.Module) -> None:
-        """Replace the token embeddings."""
-        self.embed_tokens = value  # type: ignore[assignment]
-
     @property
     def moe_layers(self) -> list[ACOCMoE]:
         """The mixture-of-experts module of every layer."""
@@ -369,10 +361,7 @@ class ACOCModel(ACOCPreTrainedModel):
         past_len = past_key_values.get_seq_length() if past_key_values is not None else 0
         device = inputs_embeds.device
         if position_ids is None:
-            if attention_mask is not None:
-                position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -T:]
-            else:
-                position_ids = torch.arange(past_len, past_len + T, device=device)[None].expand(B, T)
+            position_ids = default_position_ids(attention_mask, past_len, B, T, device)
         mask = causal_padding_mask(attention_mask, B, T, past_len, device)
         valid = attention_mask[:, -T:].bool() if attention_mask is not None else None
         cos, sin = self.rotary_emb(inputs_embeds, position_ids)
@@ -392,18 +381,6 @@ class ACOCForCausalLM(ACOCPreTrainedModel, GenerationMixin):
         self.model = ACOCModel(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
-
-    def get_input_embeddings(self) -> nn.Embedding:
-        """Token embeddings."""
-        return self.model.embed_tokens
-
-    def get_output_embeddings(self) -> nn.Linear:
-        """The LM head."""
-        return self.lm_head
-
-    def set_output_embeddings(self, value: nn.Module) -> None:
-        """Replace the LM head."""
-        self.lm_head = value
 
     @property
     def moe_layers(self) -> list[ACOCMoE]:

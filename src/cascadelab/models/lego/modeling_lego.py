@@ -41,7 +41,7 @@ from transformers.cache_utils import Cache, DynamicCache
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
 from cascadelab.models.attention_masks import causal_padding_mask
-from cascadelab.models.layers import RMSNorm, RotaryCausalSelfAttention, rope_cos_sin
+from cascadelab.models.layers import RMSNorm, RotaryCausalSelfAttention, default_position_ids, rope_cos_sin
 from cascadelab.models.lego.configuration_lego import LEGOConfig
 from cascadelab.models.utils import to_device
 
@@ -149,14 +149,6 @@ class LEGOModel(LEGOPreTrainedModel):
         self.exit_norms = nn.ModuleList([RMSNorm(config.hidden_size, config.rms_norm_eps) for _ in config.exit_points])
         self.post_init()
 
-    def get_input_embeddings(self) -> nn.Module:
-        """Token embedding table."""
-        return self.embed_tokens
-
-    def set_input_embeddings(self, value: nn.Module) -> None:
-        """Replace the token embedding table."""
-        self.embed_tokens = value  # type: ignore[assignment]
-
     def contextual(
         self,
         input_ids: torch.Tensor | None = None,
@@ -176,11 +168,7 @@ class LEGOModel(LEGOPreTrainedModel):
         b, t, _ = x.shape
         past_len = past_key_values.get_seq_length() if past_key_values is not None else 0
         if position_ids is None:
-            if attention_mask is not None:
-                # Positions count real tokens, so left padding does not shift them (generation).
-                position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -t:]
-            else:
-                position_ids = torch.arange(past_len, past_len + t, device=x.device)[None].expand(b, t)
+            position_ids = default_position_ids(attention_mask, past_len, b, t, x.device)
         head_dim = self.config.hidden_size // self.config.num_attention_heads
         cos, sin = rope_cos_sin(position_ids, head_dim, self.config.rope_theta)
         cos_sin = cos[:, None].to(x.dtype), sin[:, None].to(x.dtype)  # (B, 1, T, hd): broadcast over heads
@@ -285,14 +273,6 @@ class LEGOForCausalLM(LEGOPreTrainedModel, GenerationMixin):
         self.post_init()
 
     # ----------------------------------------------------------------- HF plumbing
-
-    def get_input_embeddings(self) -> nn.Module:
-        """Token embedding table."""
-        return self.model.embed_tokens
-
-    def set_input_embeddings(self, value: nn.Module) -> None:
-        """Replace the token embedding table."""
-        self.model.embed_tokens = value
 
     def get_output_embeddings(self) -> nn.Module:
         """The final exit's projection (what ``last_hidden_state`` is decoded with)."""

@@ -37,7 +37,7 @@ from transformers.cache_utils import Cache, DynamicCache
 from transformers.modeling_outputs import BaseModelOutputWithPast, MoeCausalLMOutputWithPast
 
 from cascadelab.kernels import TRITON_AVAILABLE, ScanState, complex_scan, select_backend
-from cascadelab.models.layers import RMSNorm, rope_cos_sin, rotate_half
+from cascadelab.models.layers import RMSNorm, default_position_ids, rope_cos_sin, rotate_half
 from cascadelab.models.sigma.bitlinear import make_linear
 from cascadelab.models.sigma.configuration_sigma import SigmaConfig
 from cascadelab.models.sigma.features import FeatureCalls
@@ -355,14 +355,6 @@ class SigmaModel(SigmaPreTrainedModel):
         self.checkpoint_blocks = False
         self.post_init()
 
-    def get_input_embeddings(self) -> nn.Module:
-        """The token embedding."""
-        return self.embed_tokens
-
-    def set_input_embeddings(self, value: nn.Module) -> None:
-        """Replace the token embedding."""
-        self.embed_tokens = value  # type: ignore[assignment]
-
     def _block_inputs(
         self,
         hidden: torch.Tensor,
@@ -375,10 +367,7 @@ class SigmaModel(SigmaPreTrainedModel):
         past = cache.get_seq_length() if cache is not None and has_mla else 0
         padded = attention_mask is not None and not bool(attention_mask.all())
         if position_ids is None:
-            if attention_mask is not None:
-                position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -seqlen:]
-            else:
-                position_ids = torch.arange(past, past + seqlen, device=hidden.device).expand(bsz, -1)
+            position_ids = default_position_ids(attention_mask, past, bsz, seqlen, hidden.device)
         cos, sin = rope_cos_sin(position_ids, self.config.qk_rope_head_dim, self.config.rope_theta)
         token_mask = attention_mask[:, -seqlen:].float() if padded and attention_mask is not None else None
         attn_mask = None
@@ -443,14 +432,6 @@ class SigmaForCausalLM(SigmaPreTrainedModel, GenerationMixin):
     def feature_calls(self) -> FeatureCalls:
         """Executions per feature (mamba, mla, diff_attn, moe, bitlinear, instant, triton)."""
         return self.model.features
-
-    def get_output_embeddings(self) -> nn.Module:
-        """The LM head."""
-        return self.lm_head
-
-    def set_output_embeddings(self, new_embeddings: nn.Module) -> None:
-        """Replace the LM head."""
-        self.lm_head = new_embeddings
 
     def enabled_features(self) -> dict[str, bool]:
         """Features this model will run: the config's, with Triton only on CUDA and INSTANT once applied."""

@@ -23,6 +23,7 @@ import torch
 
 from cascadelab.kernels._triton import Backend
 from cascadelab.kernels.gnprox_update import gnprox_update
+from cascadelab.training.optimizers.stepping import closure_loss, params_with_grad
 
 
 class GNProx(torch.optim.Optimizer):
@@ -53,15 +54,10 @@ class GNProx(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure: Any = None) -> Any:
         """One fused GNProx step per parameter; the curvature estimate refreshes every `hessian_interval` steps."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
+            for p, grad in params_with_grad(group):
                 state = self.state[p]
                 if not state:
                     state["step"] = 0
@@ -71,7 +67,7 @@ class GNProx(torch.optim.Optimizer):
                 state["step"] += 1
                 gnprox_update(
                     p,
-                    p.grad.contiguous(),
+                    grad.contiguous(),
                     state["exp_avg"],
                     state["hessian"],
                     float(group["lr"]),

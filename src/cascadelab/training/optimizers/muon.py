@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from cascadelab.config import MuonAdamWSettings
+from cascadelab.training.optimizers.stepping import closure_loss, params_with_grad
 
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float64": torch.float64}
@@ -68,21 +69,16 @@ class MuonFP32(torch.optim.Muon):
     @torch.no_grad()
     def step(self, closure: Any = None) -> Any:
         """One Muon step: momentum, (Nesterov) update, orthogonalisation, decoupled weight decay."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         for group in self.param_groups:
             lr, momentum, wd = float(group["lr"]), group["momentum"], group["weight_decay"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
+            for p, grad in params_with_grad(group):
                 state = self.state[p]
                 if "momentum_buffer" not in state:
-                    state["momentum_buffer"] = torch.zeros_like(p.grad)
+                    state["momentum_buffer"] = torch.zeros_like(grad)
                 buf = state["momentum_buffer"]
-                buf.lerp_(p.grad, 1 - momentum)
-                update = p.grad.lerp(buf, momentum) if group["nesterov"] else buf
+                buf.lerp_(grad, 1 - momentum)
+                update = grad.lerp(buf, momentum) if group["nesterov"] else buf
                 update = newton_schulz_orthogonalize(
                     update, group["ns_steps"], group["ns_coefficients"], group["eps"], self.ns_dtype
                 )

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from cascadelab.training.optimizers.muon import NS_COEFFICIENTS, newton_schulz_orthogonalize
+from cascadelab.training.optimizers.stepping import closure_loss, params_with_grad
 
 
 def muon_lr_ratio(shape: torch.Size) -> float:
@@ -85,15 +86,10 @@ class OrthogonalMomentum(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure: Any = None) -> Any:
         """One step over every parameter that has a gradient."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = closure_loss(closure)
         for group in self.param_groups:
             lr = float(group["lr"]) * self.group_scale(group)
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
+            for p, _grad in params_with_grad(group):
                 update = self.shape_update(p, group, self.orthogonal(p, group))
                 scaled_lr = lr * muon_lr_ratio(p.shape)
                 p.mul_(1 - float(group["lr"]) * group["weight_decay"])
