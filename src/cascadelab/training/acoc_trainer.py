@@ -156,7 +156,7 @@ class CycleEngine:
         self.warmup_left = 0
         self.warm_params: list[nn.Parameter] = []
         self.extra_loss: Callable[[str], tuple[torch.Tensor, dict[str, float]]] | None = None
-        self.last_step = _StepRecord("", 0.0, {})
+        self.step_record = _StepRecord("", 0.0, {})
         self.force_generator = torch.Generator().manual_seed(seed + 7919)
         self._params_now = count_parameters(model).total
         self.build_optimizer([])
@@ -246,7 +246,7 @@ class CycleEngine:
         if self.extra_loss is not None:
             extra, logged = self.extra_loss(task)
             loss = loss + extra
-        self.last_step = _StepRecord(task, float(out.loss.detach()), logged)
+        self.step_record = _StepRecord(task, float(out.loss.detach()), logged)
         return loss, {"tokens": batch.num_tokens}
 
     def train_cycle(self, cycle: int) -> dict[str, float]:
@@ -300,7 +300,7 @@ class _CycleSteps(TrainerCallback):
         engine = self.engine
         engine.step = step
         engine.param_steps += engine._params_now
-        record = engine.last_step
+        record = engine.step_record
         self.losses.setdefault(record.task, []).append(record.lm_loss)
         self.window.append(record.lm_loss)
         if engine.warmup_left:
