@@ -32,7 +32,9 @@ propagates.
 
 SigmaLLM and the Llama baseline go through the same code, batches and schedule
 (:class:`~cascadelab.training.sigma_loop.SigmaTrainer` applies SIGMA's INSTANT plan first); the hybrid
-RNN-Transformer brings its seq2seq loss, validation and early stopping.
+RNN-Transformer brings its seq2seq loss, validation and early stopping; ACOC runs each growth cycle as one
+run that continues the step count (`start_step`), with per-group rates (`GroupRateSchedule`) after every
+rebuild of its optimizer.
 """
 
 from __future__ import annotations
