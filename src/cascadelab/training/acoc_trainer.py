@@ -60,7 +60,9 @@ from cascadelab.training.acoc.penalty import GrowthPenalty
 from cascadelab.training.acoc.saturation import ExpertSaturation, measure_saturation
 from cascadelab.training.acoc.variants import vote_and_merge
 from cascadelab.training.acoc_eval import VerifyFn, evaluate_tasks, evaluate_test
-from cascadelab.training.schedules import decay_factor, warmup_factor
+from cascadelab.training.callbacks import TrainerCallback
+from cascadelab.training.schedules import GroupRateSchedule, decay_factor, warmup_factor
+from cascadelab.training.trainer import LMTrainer, LossStats, StepSettings
 
 Record = dict[str, Any]
 LogFn = Callable[[dict[str, float], int], None]
@@ -118,6 +120,9 @@ def task_schedule(settings: ACOCParams, cycle: int, seed: int) -> list[str]:
 class CycleEngine:
     """Trains one model on the scheduled batch stream: optimizer groups, WSD schedule, warmup, accounting.
 
+    Each cycle is one run of the LM trainer (:class:`~cascadelab.training.trainer.LMTrainer`) that continues the
+    step count; ACOC supplies its loss (`compute_loss`) and its per-step records (`_CycleSteps`). Between cycles
+    the optimizer is rebuilt over the changed structure, carrying the Adam moments over.
     `extra_loss(task)` (optional) returns a tensor added to the LM loss and a dict of logged values; the
     ACOC loop uses it for the growth penalty and the router protection.
     """
@@ -151,19 +156,20 @@ class CycleEngine:
         self.warmup_left = 0
         self.warm_params: list[nn.Parameter] = []
         self.extra_loss: Callable[[str], tuple[torch.Tensor, dict[str, float]]] | None = None
+        self.step_record = _StepRecord("", 0.0, {})
         self.force_generator = torch.Generator().manual_seed(seed + 7919)
         self._params_now = count_parameters(model).total
-        self.optimizer = self.build_optimizer([])
+        self.build_optimizer([])
 
     # -- optimizer
-    def build_optimizer(self, new_params: Sequence[nn.Parameter], multiplier: float = 1.0) -> torch.optim.AdamW:
-        """AdamW over the current parameters; `new_params` get their own group with `lr_mult = multiplier`.
+    def build_optimizer(self, new_params: Sequence[nn.Parameter], multiplier: float = 1.0) -> None:
+        """AdamW over the current parameters (`optimizer`, with its `rates`); `new_params` get their own group with
+        `lr_mult = multiplier`.
 
         Adam moments of parameters that already existed are carried over.
         """
         new_ids = {id(p) for p in new_params}
         params = unique_parameters(self.model)
-        self._params = params
         groups: list[dict[str, Any]] = [
             {"params": [p for p in params if id(p) not in new_ids], "lr_mult": 1.0, "name": "base"}
         ]
@@ -175,10 +181,8 @@ class CycleEngine:
             for param in params:
                 if param in old.state:
                     optimizer.state[param] = old.state[param]
-        base = self.lr_at(self.step)
-        for group in optimizer.param_groups:
-            group["lr"] = base * group["lr_mult"]
-        return optimizer
+        self.optimizer = optimizer
+        self.rates = GroupRateSchedule(optimizer, self.lr_at, start_step=self.step)
 
     def lr_at(self, step: int) -> float:
         """Warmup-stable-decay: linear warmup, constant, linear decay to 0 over the last `decay_fraction`.
@@ -190,17 +194,14 @@ class CycleEngine:
         return warm * decay_factor(step, s.total_steps, s.decay_fraction)
 
     def _apply_lr(self) -> None:
-        optimizer = getattr(self, "optimizer", None)
-        if optimizer is not None:
-            base = self.lr_at(self.step)
-            for group in optimizer.param_groups:
-                group["lr"] = base * group["lr_mult"]
+        """Set the param groups' rates for the next step (after a group's `lr_mult` changed)."""
+        self.rates.seek(self.step)
 
     def structure_changed(self) -> None:
         """Rebuild the optimizer after a structural edit (keeping a running warmup group) and refresh the size."""
         alive = {id(p) for p in self.model.parameters()}
         self.warm_params = [p for p in self.warm_params if id(p) in alive] if self.warmup_left else []
-        self.optimizer = self.build_optimizer(self.warm_params, self.settings.warmup.lr_multiplier)
+        self.build_optimizer(self.warm_params, self.settings.warmup.lr_multiplier)
         self._params_now = count_parameters(self.model).total
 
     # -- warmup
@@ -208,7 +209,7 @@ class CycleEngine:
         """Give the tensors created by `changes` a ×lr_multiplier group and force routing to new experts."""
         warmup = self.settings.warmup
         self.warm_params = [p for change in changes for p in change.new_params]
-        self.optimizer = self.build_optimizer(self.warm_params, warmup.lr_multiplier)
+        self.build_optimizer(self.warm_params, warmup.lr_multiplier)
         self._params_now = count_parameters(self.model).total
         for moe in self.model.moe_layers:
             moe.force_experts, moe.force_share = [], 0.0
@@ -233,55 +234,88 @@ class CycleEngine:
         self._apply_lr()
 
     # -- training
+    def compute_loss(self, model: ACOCForCausalLM, item: tuple[str, LMBatch]) -> tuple[torch.Tensor, LossStats]:
+        """`compute_loss` of the LM trainer: the LM loss plus `extra_loss` of the batch's task; stats: its tokens."""
+        task, batch = item
+        out = model(
+            input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels, use_cache=False
+        )
+        assert out.loss is not None
+        loss = out.loss
+        logged: dict[str, float] = {}
+        if self.extra_loss is not None:
+            extra, logged = self.extra_loss(task)
+            loss = loss + extra
+        self.step_record = _StepRecord(task, float(out.loss.detach()), logged)
+        return loss, {"tokens": batch.num_tokens}
+
     def train_cycle(self, cycle: int) -> dict[str, float]:
         """Train `steps_per_cycle` steps of the cycle's schedule; returns mean train loss per task."""
         s = self.settings
-        self.model.train()
-        losses: dict[str, list[float]] = {}
+        schedule = task_schedule(s, cycle, self.seed)
+        steps = _CycleSteps(self)
+        trainer = LMTrainer(
+            self.model,
+            [self.optimizer],
+            StepSettings(max_steps=self.step + len(schedule), max_grad_norm=s.max_grad_norm, logging_steps=s.log_every),
+            out_dir=None,
+            compute_loss=self.compute_loss,
+            callbacks=[steps],
+            schedulers=[self.rates],
+            start_step=self.step,
+        )
+        batches = ((task, next(self.streams[task]).to(self.model.device)) for task in schedule)
+        self.optimizer.zero_grad(set_to_none=True)  # the trainer clears gradients after each step, not before
         start, start_cpu = time.perf_counter(), time.process_time()
-        window: list[float] = []
-        for task in task_schedule(s, cycle, self.seed):
-            batch = next(self.streams[task]).to(self.model.device)
-            self._apply_lr()
-            out = self.model(
-                input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels, use_cache=False
-            )
-            assert out.loss is not None
-            loss = out.loss
-            logged: dict[str, float] = {}
-            if self.extra_loss is not None:
-                extra, logged = self.extra_loss(task)
-                loss = loss + extra
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self._params, s.max_grad_norm)
-            self.optimizer.step()
-            self.step += 1
-            self.param_steps += self._params_now
-            self.train_tokens += batch.num_tokens
-            value = float(out.loss.detach())
-            losses.setdefault(task, []).append(value)
-            window.append(value)
-            if self.warmup_left:
-                self.warmup_left -= 1
-                if self.warmup_left == 0:
-                    self.end_warmup()
-            if self.log_fn is not None and self.step % s.log_every == 0:
-                metrics = {
-                    "train_loss": sum(window) / len(window),
-                    "lr": self.lr_at(self.step - 1),
-                    "params": float(self._params_now),
-                    **logged,
-                }
-                self.log_fn({f"{self.name}/{k}": v for k, v in metrics.items()}, self.step)
-                window = []
+        result = trainer.fit(batches)
         self.train_seconds += time.perf_counter() - start
         self.train_cpu_seconds += time.process_time() - start_cpu
-        return {task: sum(v) / len(v) for task, v in losses.items()}
+        self.train_tokens += result.train_tokens
+        return {task: sum(v) / len(v) for task, v in steps.losses.items()}
 
     def evaluate(self, tasks: Sequence[str]) -> dict[str, Any]:
         """Validation loss and accuracy per task (and means) on the fixed validation batches."""
         return evaluate_tasks(self.model, self.val, tasks)
+
+
+@dataclass(frozen=True)
+class _StepRecord:
+    """What `compute_loss` saw of the last step: its task, LM loss (without the extra loss) and logged figures."""
+
+    task: str
+    lm_loss: float
+    logged: dict[str, float]
+
+
+class _CycleSteps(TrainerCallback):
+    """Per step of a cycle: the engine's step and parameter-step counts, the warm-up countdown, the logged rows."""
+
+    def __init__(self, engine: CycleEngine) -> None:
+        self.engine = engine
+        self.losses: dict[str, list[float]] = {}
+        self.window: list[float] = []
+
+    def on_step_end(self, trainer: LMTrainer, step: int, loss: float) -> None:
+        """Count the step; end a finished warm-up; every `log_every` steps send the window's row to `log_fn`."""
+        engine = self.engine
+        engine.step = step
+        engine.param_steps += engine._params_now
+        record = engine.step_record
+        self.losses.setdefault(record.task, []).append(record.lm_loss)
+        self.window.append(record.lm_loss)
+        if engine.warmup_left:
+            engine.warmup_left -= 1
+            if engine.warmup_left == 0:
+                engine.end_warmup()
+        if engine.log_fn is not None and step % engine.settings.log_every == 0:
+            metrics = {
+                "train_loss": sum(self.window) / len(self.window),
+                "lr": engine.lr_at(step - 1),
+                "params": float(engine._params_now),
+                **record.logged,
+            }
+            engine.log_fn({f"{engine.name}/{k}": v for k, v in metrics.items()}, step)
+            self.window = []
 
 
 # --------------------------------------------------------------------------------------------- ACOC loop

@@ -1,8 +1,12 @@
-"""Learning-rate schedules, written once: multipliers of the peak rate before optimizer step `step` (0-based)."""
+"""Learning-rate schedules, written once: multipliers of the peak rate before optimizer step `step` (0-based).
+
+`GroupRateSchedule` is the scheduler for optimizers whose param groups each scale one rate (`lr_mult`).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -43,3 +47,39 @@ def lambda_schedulers(
 ) -> list[torch.optim.lr_scheduler.LambdaLR]:
     """One `LambdaLR` per optimizer, each multiplying its initial rates by `schedule(step)`."""
     return [torch.optim.lr_scheduler.LambdaLR(optimizer, schedule) for optimizer in optimizers]
+
+
+class GroupRateSchedule(torch.optim.lr_scheduler.LRScheduler):
+    """Sets every param group's rate to `rate(step) × group["lr_mult"]` (1 without one) before optimizer step `step`.
+
+    `rate` gives the rate itself (not a multiplier of the initial rates) of the 0-based step; the count starts at
+    `start_step`, so the schedule of a rebuilt optimizer goes on where the last one stood. A group's `lr_mult` may
+    change between steps: `seek` applies it at once.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, rate: Schedule, start_step: int = 0) -> None:
+        self.rate = rate
+        self.start_step = start_step
+        super().__init__(optimizer)
+
+    @property
+    def position(self) -> int:
+        """The 0-based step whose rates the param groups hold."""
+        return self.start_step + self.last_epoch
+
+    def get_lr(self) -> list[float | torch.Tensor]:
+        """The rates of every param group at `position`."""
+        base = self.rate(self.position)
+        return [base * group.get("lr_mult", 1.0) for group in self.optimizer.param_groups]
+
+    def seek(self, step: int) -> None:
+        """Move to the 0-based `step` and set the param groups' rates for it (with their current `lr_mult`)."""
+        self.last_epoch = step - self.start_step
+        rates = self.get_lr()
+        for group, lr in zip(self.optimizer.param_groups, rates, strict=True):
+            group["lr"] = lr
+        self._last_lr = rates
+
+    def state_dict(self) -> dict[str, Any]:
+        """The position (the `rate` function is code, not state)."""
+        return {key: value for key, value in super().state_dict().items() if key != "rate"}

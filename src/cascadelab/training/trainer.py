@@ -32,7 +32,9 @@ propagates.
 
 SigmaLLM and the Llama baseline go through the same code, batches and schedule
 (:class:`~cascadelab.training.sigma_loop.SigmaTrainer` applies SIGMA's INSTANT plan first); the hybrid
-RNN-Transformer brings its seq2seq loss, validation and early stopping.
+RNN-Transformer brings its seq2seq loss, validation and early stopping; ACOC runs each growth cycle as one
+run that continues the step count (`start_step`), with per-group rates (`GroupRateSchedule`) after every
+rebuild of its optimizer.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ import itertools
 import json
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +51,7 @@ from typing import Any, Protocol
 
 import torch
 from torch import nn
+from torch.optim.lr_scheduler import LRScheduler
 
 from cascadelab.config import SigmaDataParams, SigmaFeatureParams, SigmaGuardParams
 from cascadelab.data.batches import Batch
@@ -292,7 +295,10 @@ class LMTrainer:
 
     `compute_loss(model, batch)` gives the loss to back-propagate and its stats (`aux_loss`: a part left out of
     the logged loss; `tokens`, `target_tokens`: counts); `schedule(step)` multiplies each optimizer's initial
-    rates (default: WSD from `train.warmup_steps` and `train.decay_fraction`).
+    rates (default: WSD from `train.warmup_steps` and `train.decay_fraction`), unless `schedulers` (stepped
+    after every optimizer step, e.g. a `GroupRateSchedule` for per-group rates) take its place.
+    A run that continues another's step count (ACOC's cycles) starts after `start_step`: its steps are numbered
+    `start_step + 1` to `train.max_steps`.
     `eval_fn(model)` runs every `train.eval_steps` steps and after the last (0: never); its figures go to the
     callbacks' `on_evaluate` and join the next log line; `checkpoint_fn(model, step)` runs after the last step.
     A callback that sets `should_stop` ends the run after the current step (its row is still logged).
@@ -320,6 +326,8 @@ class LMTrainer:
         schedule: Schedule | None = None,
         callbacks: Iterable[TrainerCallback] = (),
         until_data_ends: bool = False,
+        schedulers: Sequence[LRScheduler] | None = None,
+        start_step: int = 0,
     ) -> None:
         if not optimizers:
             raise ValueError("optimizers: need at least one optimizer")
@@ -357,14 +365,17 @@ class LMTrainer:
         self.good_state = GoodState()
         self.prefetcher: Prefetcher[Batch] | None = None
         self.last_row: dict[str, float] = {}
-        self.step = 0
+        self.start_step = start_step
+        self.step = start_step
         self.checkpoints = checkpoints
         self.prefetched_before = 0  # batches the prefetch thread delivered before a resume
         self.resumed_from = 0
         self.batch_source: Iterable[Any] | None = None
-        if schedule is None:
-            schedule = wsd_schedule(train.max_steps, train.warmup_steps, train.decay_fraction)
-        self.schedulers = lambda_schedulers(optimizers, schedule)
+        self.schedulers: list[LRScheduler] = list(schedulers) if schedulers is not None else []
+        if schedulers is None:
+            if schedule is None:
+                schedule = wsd_schedule(train.max_steps, train.warmup_steps, train.decay_fraction)
+            self.schedulers += lambda_schedulers(optimizers, schedule)
 
     def prepare_model(self) -> None:
         """Get the model ready for its first training forward (nothing here; a family's subclass may override)."""
@@ -431,9 +442,9 @@ class LMTrainer:
         for callback in self.callbacks:
             callback.on_train_begin(self)
         resumed = self.checkpoints.latest() if self.checkpoints is not None else None
-        progress = self._restore(resumed) if resumed is not None else _Progress()
+        progress = self._restore(resumed) if resumed is not None else _Progress(step=self.start_step)
         # the data position: the batches the checkpointed steps consumed are drawn and dropped
-        remaining = itertools.islice(iter(batches), progress.step, None)
+        remaining = itertools.islice(iter(batches), progress.step - self.start_step, None)
         source: Iterator[Any] = remaining
         if self.features.prefetch:
             self.prefetcher = Prefetcher(remaining, self.data_params.prefetch_batches)

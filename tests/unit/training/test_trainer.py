@@ -11,7 +11,7 @@ from torch import nn
 
 from cascadelab.training.callbacks import EarlyStopping, TrainerCallback, clone_state
 from cascadelab.training.run_checkpoints import CheckpointStore
-from cascadelab.training.schedules import decay_factor, warmup_factor, wsd_factor, wsd_schedule
+from cascadelab.training.schedules import GroupRateSchedule, decay_factor, warmup_factor, wsd_factor, wsd_schedule
 from cascadelab.training.trainer import LMTrainer, StepSettings
 
 Batch = dict[str, torch.Tensor]
@@ -162,3 +162,57 @@ def test_no_max_grad_norm_means_plain_unclipped_steps() -> None:
         optimizer.zero_grad(set_to_none=True)
     for key, value in reference.state_dict().items():
         torch.testing.assert_close(model.state_dict()[key], value, atol=0, rtol=0)
+
+
+def test_group_rate_schedule_scales_each_group_and_continues_from_start_step() -> None:
+    model = toy_model()
+    params = list(model.parameters())
+    groups = [{"params": params[:1], "lr_mult": 1.0}, {"params": params[1:], "lr_mult": 4.0}]
+    optimizer = torch.optim.AdamW(groups, lr=1.0)
+    rate = wsd_schedule(10, 3, 0.5)
+    schedule = GroupRateSchedule(optimizer, rate, start_step=2)
+    assert [g["lr"] for g in optimizer.param_groups] == [rate(2), rate(2) * 4.0] and schedule.position == 2
+    optimizer.step()
+    schedule.step()
+    assert [g["lr"] for g in optimizer.param_groups] == [rate(3), rate(3) * 4.0]
+    optimizer.param_groups[1]["lr_mult"] = 1.0
+    schedule.seek(7)
+    assert [g["lr"] for g in optimizer.param_groups] == [rate(7), rate(7)] and schedule.position == 7
+    assert "rate" not in schedule.state_dict() and schedule.state_dict()["last_epoch"] == 5
+
+
+def test_a_run_continued_from_start_step_matches_one_straight_run() -> None:
+    rate = wsd_schedule(12, 4, 0.5)
+    batches = regression_batches(12)
+
+    def run(parts: list[tuple[int, int]]) -> tuple[nn.Module, list[int]]:
+        model = toy_model()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1.0)
+        schedule = GroupRateSchedule(optimizer, rate)
+        steps: list[int] = []
+
+        class Steps(TrainerCallback):
+            def on_step_end(self, trainer: LMTrainer, step: int, loss: float) -> None:
+                steps.append(step)
+
+        for start, stop in parts:
+            settings = StepSettings(max_steps=stop, max_grad_norm=1.0, logging_steps=5)
+            trainer = LMTrainer(
+                model,
+                [optimizer],
+                settings,
+                None,
+                compute_loss=mse_loss,  # type: ignore[arg-type]
+                schedulers=[schedule],
+                callbacks=[Steps()],
+                start_step=start,
+            )
+            result = trainer.fit(batches[start:stop])
+            assert result.steps == stop and [row["step"] for row in result.history][-1] == float(stop)
+        return model, steps
+
+    straight, straight_steps = run([(0, 12)])
+    cycled, cycled_steps = run([(0, 5), (5, 12)])
+    assert straight_steps == cycled_steps == list(range(1, 13))
+    for key, value in straight.state_dict().items():
+        torch.testing.assert_close(cycled.state_dict()[key], value, atol=0, rtol=0)
