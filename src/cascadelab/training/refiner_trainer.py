@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
@@ -41,6 +41,10 @@ from cascadelab.data.tasks import get_family
 from cascadelab.eval.generation import generate_batched
 from cascadelab.training.sft import SFTResult, train_sft
 from cascadelab.training.sft_jobs import SFTJob, run_jobs
+from cascadelab.training.trl_config import trl_args
+
+if TYPE_CHECKING:
+    from trl import GRPOConfig
 
 Record = dict[str, Any]
 ANSWER_PREFIX = "answer-"  # job keys of the answer-target baseline's refiners
@@ -392,6 +396,31 @@ def refinement_reward(
     return reward
 
 
+def self_improvement_config(
+    settings: RefinerSettings, output_dir: Path, seed: int, report_to: Sequence[str] = ()
+) -> GRPOConfig:
+    """TRL's GRPO arguments of one refiner's self-improvement run (no KL term: beta 0)."""
+    from trl import GRPOConfig
+
+    rl = settings.self_improvement
+    return trl_args(
+        GRPOConfig,
+        output_dir,
+        seed,
+        report_to=report_to,
+        max_steps=rl.max_steps,
+        per_device_train_batch_size=rl.batch_size,
+        num_generations=rl.num_generations,
+        learning_rate=rl.learning_rate,
+        temperature=rl.temperature,
+        max_completion_length=settings.max_new_tokens,
+        beta=0.0,
+        logging_steps=rl.logging_steps,
+        save_strategy="no",
+        disable_tqdm=True,
+    )
+
+
 def train_self_improvement(
     refiner: Refiner,
     rows: Sequence[Record],
@@ -404,7 +433,7 @@ def train_self_improvement(
 ) -> list[dict[str, float]]:
     """GRPO on the refiner's own samples (in place, every model of the refiner); returns the logged rows."""
     from datasets import Dataset
-    from trl import GRPOConfig, GRPOTrainer
+    from trl import GRPOTrainer
 
     settings = refiner.settings
     rl = settings.self_improvement
@@ -427,26 +456,7 @@ def train_self_improvement(
                 for r in part
             ]
         )
-        config = GRPOConfig(
-            output_dir=str(output_dir / f"grpo-{key}"),
-            max_steps=rl.max_steps,
-            per_device_train_batch_size=rl.batch_size,
-            num_generations=rl.num_generations,
-            learning_rate=rl.learning_rate,
-            temperature=rl.temperature,
-            max_completion_length=settings.max_new_tokens,
-            beta=0.0,
-            logging_steps=rl.logging_steps,
-            save_strategy="no",
-            report_to=list(report_to),
-            bf16=False,
-            activation_checkpointing=False,
-            use_cpu=not torch.cuda.is_available(),
-            seed=seed,
-            data_seed=seed,
-            dataloader_num_workers=0,
-            disable_tqdm=True,
-        )
+        config = self_improvement_config(settings, output_dir / f"grpo-{key}", seed, report_to)
         model.train()
         trainer = GRPOTrainer(
             model=model,
