@@ -34,7 +34,7 @@ from cascadelab.cascade.formatting import parse_steps, refiner_record
 from cascadelab.cascade.limen import Limen
 from cascadelab.cascade.pairs import TaskVerifier
 from cascadelab.cascade.refiner import SHARED, Refiner, build_separate_model
-from cascadelab.config import CurriculumParams, LoraParams, RefinerSettings, RefinerTrainSettings, SFTTrainParams
+from cascadelab.config import CurriculumParams, LoraParams, RefinerSettings, RefinerTrainSettings
 from cascadelab.data.batches import pad_rows, padding_mask
 from cascadelab.data.corpus import normalise_prompt
 from cascadelab.data.tasks import get_family
@@ -151,14 +151,6 @@ def training_rows(
 
 
 # ---------------------------------------------------------------------------------------------- teacher forcing
-def sft_params(train: RefinerTrainSettings, max_steps: int | None = None) -> SFTTrainParams:
-    """The refiner's train settings as `train_sft` parameters (optionally with another step budget)."""
-    values = train.model_dump()
-    if max_steps is not None:
-        values["max_steps"] = max_steps
-    return SFTTrainParams(**values)
-
-
 def clone_model(model: PreTrainedModel) -> PreTrainedModel:
     """An independent trainable copy: rebuilt from the config, weights copied.
 
@@ -212,7 +204,7 @@ def refiner_jobs(coarse_model: PreTrainedModel, rows: Sequence[Record], settings
             key=key,
             model=initial_model(coarse_model, settings),
             rows=[r for r in rows if r["task"] in mix],
-            train=sft_params(settings.train, steps),
+            train=settings.train.model_copy(update={"max_steps": steps}),
             mix=mix,
             curriculum=curriculum,
             target_field="target",
@@ -264,7 +256,7 @@ def control_job(
     their total budget: as many training tokens (`control.budget: tokens`, equal compute) or as many steps."""
     mix = {t: w for t, w in settings.mix.items() if w > 0}
     rows = [r for r in train_records if r["task"] in mix]
-    train = sft_params(settings.train).model_copy(update={"num_threads": settings.control.num_threads})
+    train = settings.train.model_copy(update={"num_threads": settings.control.num_threads})
     job = SFTJob("coarse_more", clone_model(coarse_model), rows, train, mix, target_field="response")
     steps = sum(j.train.max_steps for j in refiners)
     if settings.control.budget == "tokens":
@@ -495,7 +487,7 @@ def train_equal_compute_control(
         model,
         tokenizer,
         list(train_records),
-        sft_params(train, steps),
+        train.model_copy(update={"max_steps": steps}),
         CurriculumParams(warmup_tasks=[]),
         mix,
         seed,
