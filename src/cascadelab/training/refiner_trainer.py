@@ -397,17 +397,14 @@ def self_improvement_config(
     rl = settings.self_improvement
     return trl_args(
         GRPOConfig,
-        output_dir,
+        rl,
         seed,
+        output_dir,
         report_to=report_to,
-        max_steps=rl.max_steps,
-        per_device_train_batch_size=rl.batch_size,
         num_generations=rl.num_generations,
-        learning_rate=rl.learning_rate,
         temperature=rl.temperature,
         max_completion_length=settings.max_new_tokens,
         beta=0.0,
-        logging_steps=rl.logging_steps,
         save_strategy="no",
         disable_tqdm=True,
     )

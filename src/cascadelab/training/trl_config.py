@@ -2,15 +2,16 @@
 
 Every TRL run shares the CPU-safe settings of STACK-NOTES: bf16 and activation checkpointing off unless a
 params section asks for them (TRL's defaults are ~25x slower on a CPU without fast bf16), the CPU when no
-GPU is present, seeded model init and data order, data loaded in-process, the caller's trackers. The
-caller adds its method's own fields (schedule, batch, generation, saving, logging).
+GPU is present, seeded model init and data order, data loaded in-process, the caller's trackers; and the
+step budget of the run's params section. The caller adds its method's own fields (schedule, generation,
+saving).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import torch
 from transformers import TrainingArguments
@@ -18,10 +19,35 @@ from transformers import TrainingArguments
 ArgsT = TypeVar("ArgsT", bound=TrainingArguments)
 
 
+class TRLStepParams(Protocol):
+    """The step budget a TRL run reads from its params section (e.g. `SFTTrainParams`)."""
+
+    @property
+    def max_steps(self) -> int:
+        """Optimizer steps of the run."""
+        ...
+
+    @property
+    def batch_size(self) -> int:
+        """Training rows (completions, for GRPO) per optimizer step."""
+        ...
+
+    @property
+    def learning_rate(self) -> float:
+        """Peak learning rate."""
+        ...
+
+    @property
+    def logging_steps(self) -> int:
+        """Steps between two log rows."""
+        ...
+
+
 def trl_args(
     config_class: type[ArgsT],
-    output_dir: Path,
+    train: TRLStepParams | None,
     seed: int,
+    output_dir: Path,
     *,
     report_to: Sequence[str] = (),
     bf16: bool = False,
@@ -31,6 +57,7 @@ def trl_args(
 ) -> ArgsT:
     """`config_class` (TRL's `SFTConfig`, `GRPOConfig`) with the shared settings and the method's own fields.
 
+    `train` None leaves the step budget to `method_specific` (a caller that drives the updates itself);
     `use_cpu` None trains on the CPU exactly when no GPU is present; `method_specific` may override a
     shared field (e.g. `data_seed=None` where TRL's sampler draws nothing).
     """
@@ -45,7 +72,14 @@ def trl_args(
         "data_seed": seed,
         "dataloader_num_workers": 0,
     }
+    if train is not None:
+        shared.update(
+            max_steps=train.max_steps,
+            per_device_train_batch_size=train.batch_size,
+            learning_rate=train.learning_rate,
+            logging_steps=train.logging_steps,
+        )
     return config_class(**{**shared, **method_specific})
 
 
-__all__ = ["trl_args"]
+__all__ = ["TRLStepParams", "trl_args"]

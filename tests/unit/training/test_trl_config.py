@@ -109,8 +109,15 @@ def test_refiner_grpo_config_equals_the_hand_built_one(tmp_path: Path) -> None:
 
 
 def test_shared_settings_are_cpu_safe_and_seeded(tmp_path: Path) -> None:
-    args = trl_args(SFTConfig, tmp_path, 11, report_to=("mlflow",), use_cpu=True, logging_steps=3)
+    train = SFTTrainParams(max_steps=9, batch_size=4, learning_rate=2e-4, logging_steps=3)
+    args = trl_args(SFTConfig, train, 11, tmp_path, report_to=("mlflow",), use_cpu=True)
     assert (args.bf16, args.activation_checkpointing, args.gradient_checkpointing) == (False, False, False)
     assert (args.use_cpu, args.seed, args.data_seed, args.dataloader_num_workers) == (True, 11, 11, 0)
-    assert (args.output_dir, args.report_to, args.logging_steps) == (str(tmp_path), ["mlflow"], 3)
-    assert trl_args(GRPOConfig, tmp_path, 11, data_seed=None).data_seed is None  # a method may override
+    assert (args.output_dir, args.report_to) == (str(tmp_path), ["mlflow"])
+    assert (args.max_steps, args.per_device_train_batch_size, args.learning_rate, args.logging_steps) == (
+        9,
+        4,
+        2e-4,
+        3,
+    )
+    assert trl_args(GRPOConfig, None, 11, tmp_path, data_seed=None).data_seed is None  # a method may override

@@ -97,8 +97,9 @@ def grpo_config(settings: GRPOParams, out_dir: Path, seed: int) -> GRPOConfig:
     batch = settings.prompts_per_step * settings.num_generations
     return trl_args(
         GRPOConfig,
-        out_dir,
+        None,  # the bridge drives each update itself: no step budget or schedule of TRL's
         seed,
+        out_dir,
         use_cpu=True,
         data_seed=None,  # TRL samples no data here: each update gets its prompts from the caller
         per_device_train_batch_size=batch,
