@@ -11,8 +11,11 @@ train, evaluation on test):
    examples with early stopping on the val hard examples, routed evaluation on test.
    ``train_full_depth`` trains the standard baseline of the same depth for a given token budget.
 
-Every loss is next-token cross-entropy on response tokens only (labels -100 elsewhere); batches are
-dicts of tensors ``input_ids``, ``attention_mask`` (optional) and ``labels`` aligned with the inputs.
+The loops read the `lego` params section's blocks as they are (``LegoLoopParams`` for phase 1 and the
+baseline, ``LegoPhase2Params`` for phase 2); what no params key sets (the loss stages, the token budget,
+the routing of an evaluation) is an argument. Every loss is next-token cross-entropy on response tokens
+only (labels -100 elsewhere); batches are dicts of tensors ``input_ids``, ``attention_mask`` (optional)
+and ``labels`` aligned with the inputs.
 """
 
 from __future__ import annotations
