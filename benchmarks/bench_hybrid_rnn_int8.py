@@ -32,10 +32,11 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from cascadelab.config import HybridRNNTrainParams
 from cascadelab.eval.seq2seq import Seq2SeqEvalResult, evaluate_seq2seq
 from cascadelab.models.hybrid_rnn import HybridRNNConfig, HybridRNNTransformer
 from cascadelab.models.hybrid_rnn.quantization import quantize_dynamic_int8
-from cascadelab.training.hybrid_rnn_trainer import HybridRNNTrainSettings, train_hybrid_rnn
+from cascadelab.training.hybrid_rnn_trainer import train_hybrid_rnn
 
 
 def char_tokenizer() -> PreTrainedTokenizerFast:
@@ -76,16 +77,17 @@ def build_model(args: argparse.Namespace) -> tuple[HybridRNNTransformer, PreTrai
     model = HybridRNNTransformer(config)
     train = [(r["prompt"], r["response"]) for r in addition_records(20000, args.seed)]
     val = [(r["prompt"], r["response"]) for r in addition_records(128, args.seed + 1)]
-    settings = HybridRNNTrainSettings(
+    settings = HybridRNNTrainParams(
         learning_rate=2e-3,
         batch_size=32,
         max_steps=max(1, args.train_steps),
         eval_steps=max(1, args.train_steps // 4),
-        seed=args.seed,
+        patience=5,
+        eval_batch_size=128,
     )
     if args.train_steps > 0:
         start = time.perf_counter()
-        result = train_hybrid_rnn(model, train, val, tokenizer, settings)
+        result = train_hybrid_rnn(model, train, val, tokenizer, settings, seed=args.seed)
         seconds = time.perf_counter() - start
         print(f"trained {result.steps} steps in {seconds:.1f} s, best val loss {result.best_val_loss:.3f}")
     model.eval()

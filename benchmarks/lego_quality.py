@@ -19,13 +19,13 @@ import time
 
 import torch
 
+from cascadelab.config import LegoLoopParams, LegoPhase2Params
 from cascadelab.models.lego import LEGOConfig
 from cascadelab.models.lego.calibration import compute_confidence_threshold
 from cascadelab.training.lego_trainer import (
-    LoopSettings,
     Trainer,
-    create_standard_config,
     prepare_hard_examples,
+    standard_stages,
     train_full_depth,
     train_phase1,
     train_phase2,
@@ -105,26 +105,26 @@ def main() -> None:
 
     config = LEGOConfig(
         vocab_size=len(VOCAB), hidden_size=128, intermediate_size=512, num_attention_heads=4,
-        phase2_lr=args.phase2_lr, hard_example_ratio=args.hard_ratio,
     )  # fmt: skip
     t0 = time.time()
-    loop1 = LoopSettings(max_epochs=50, eval_every=200, max_steps=args.phase1_steps, warmup_steps=100)
+    # The seed's phase-1 lr 1e-3 and patience 1 are the section's defaults.
+    loop1 = LegoLoopParams(max_epochs=50, eval_every=200, max_steps=args.phase1_steps, warmup_steps=100)
     shallow, m1 = train_phase1(config, train, val, loop1, seed=args.seed)
     t1 = time.time()
     sets = prepare_hard_examples(shallow, train, val, hard_example_ratio=args.hard_ratio)
     t2 = time.time()
-    loop2 = LoopSettings(max_epochs=args.phase2_epochs)
-    lego, m2 = train_phase2(shallow, sets, test, loop2, batch_size=args.phase2_batch)
+    phase2 = LegoPhase2Params(learning_rate=args.phase2_lr, max_epochs=args.phase2_epochs, batch_size=args.phase2_batch)
+    lego, m2 = train_phase2(shallow, sets, test, phase2, num_layers=4)
     t3 = time.time()
     budget = args.baseline_tokens or int(m1["train_tokens"] + m2["train_tokens"])
-    loop_b = LoopSettings(max_epochs=50, eval_every=200, max_train_tokens=budget, warmup_steps=100)
-    base, _ = train_full_depth(config, train, val, loop_b, seed=args.seed)
+    loop_b = LegoLoopParams(max_epochs=50, eval_every=200, warmup_steps=100)
+    base, _ = train_full_depth(config, train, val, loop_b, num_layers=4, max_train_tokens=budget, seed=args.seed)
     t4 = time.time()
 
     vocab = len(VOCAB)
-    base_eval = Trainer(create_standard_config(4), vocab).evaluate(base, test)
-    shallow_eval = Trainer(create_standard_config(2), vocab).evaluate(shallow, test)
-    lego_full = Trainer(create_standard_config(4), vocab).evaluate(lego, test)
+    base_eval = Trainer(standard_stages(4), vocab).evaluate(base, test)
+    shallow_eval = Trainer(standard_stages(2), vocab).evaluate(shallow, test)
+    lego_full = Trainer(standard_stages(4), vocab).evaluate(lego, test)
     n_hard = (sets["train"]["targets"].numel(), sets["val"]["targets"].numel())
     print(
         f"phase1 {t1 - t0:.0f}s ({m1['steps']:.0f} steps, {m1['train_tokens']:.0f} tok), "
@@ -140,8 +140,7 @@ def main() -> None:
     best = {0.01: 0.0, 0.02: 0.0}
     for share in [0.3, 0.4, 0.5, 0.55, 0.6, 0.7, 0.8, 0.9]:
         threshold = compute_confidence_threshold(shallow, val, 1.0 - share)
-        cfg = create_standard_config(4, routing_threshold=threshold, exit_layer=2)
-        ev = Trainer(cfg, vocab).evaluate(lego, test)
+        ev = Trainer(standard_stages(4), vocab).evaluate(lego, test, routing_threshold=threshold, exit_layer=2)
         ratio = ev["ppl"] / base_eval["ppl"]
         for tol in best:
             if ratio <= 1 + tol:

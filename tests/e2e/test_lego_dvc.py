@@ -50,7 +50,9 @@ def test_lego_stages_run_in_order_and_write_their_outputs(project):
     lego = LEGOTransformer.from_pretrained(str(repo / "models" / "lego"))
     assert lego.config.depth == 4 and lego.config.exit_layer == 2
     assert lego.config.routing_threshold == pytest.approx(phase2["threshold"])
-    assert lego.config.phase2_lr == pytest.approx(1e-3)  # from params, not the seed default 1e-4
+    record = json.loads((repo / "models" / "lego" / "lego_training.json").read_text())
+    assert record["phase2"]["learning_rate"] == pytest.approx(1e-3)  # from params, not the seed default 1e-4
+    assert not hasattr(lego.config, "phase2_lr")  # the config holds the architecture only
     baseline = LEGOTransformer.from_pretrained(str(repo / "models" / "lego_baseline"))
     assert baseline.config.exit_layers == [4]
 

@@ -89,6 +89,11 @@ class HybridRNNTrainParams(TrainParams):
     eval_batch_size: int = Field(256, gt=0, description="sequences per val-loss batch")
     num_threads: int = Field(1, gt=0, description="torch CPU threads of the training")
 
+    @property
+    def checkpoint_steps(self) -> int:
+        """Steps between resumable checkpoints, as the LM trainer reads them: never (a run takes minutes)."""
+        return 0
+
 
 class SamplingParams(StrictModel):
     """Sampled decoding: temperature, top-k (0 = off) and nucleus top-p (1.0 = off)."""

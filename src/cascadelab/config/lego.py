@@ -150,10 +150,10 @@ class LegoParams(StrictModel):
     num_threads: int = Field(2, gt=0, description="torch CPU threads of every LEGO stage")
 
     def to_config(self, tokenizer: PreTrainedTokenizerBase) -> PretrainedConfig:
-        """The phase-1 `LEGOConfig`: architecture, phase-1 settings, the tokenizer's vocabulary and special ids.
+        """The phase-1 `LEGOConfig`: the shallow block's architecture, the tokenizer's vocabulary and special ids.
 
-        Phase-2 settings are left at the seed defaults here and set by `pipeline.lego_common.phase2_config`,
-        so the phase-1 artifact does not depend on them.
+        Phase 2 grows it to `model.phase2_layers` (`LEGOForCausalLM.extend_from`); the training settings of
+        both phases stay in this section, so the saved models' config.json holds the architecture only.
         """
         LEGOConfig = registered_config("lego")
 
@@ -164,9 +164,6 @@ class LegoParams(StrictModel):
             num_attention_heads=m.num_heads,
             max_position_embeddings=m.max_position_embeddings,
             initializer_range=m.initializer_range,
-            phase1_layers=m.phase1_layers,
-            phase1_lr=self.phase1.learning_rate,
-            phase1_patience=self.phase1.patience,
-            phase2_layers=m.phase2_layers,
+            num_hidden_layers=m.phase1_layers,
             **tokenizer_ids(tokenizer),
         )

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from cascadelab.config import HybridRNNModelParams, HybridRNNParams, HybridRNNTrainParams, Seq2SeqEvalParams
+from cascadelab.config import HybridRNNModelParams, HybridRNNParams, Seq2SeqEvalParams
 from cascadelab.data.corpus import CorpusVerifier, load_meta, load_split
 from cascadelab.data.curriculum import LoopCurriculum
 from cascadelab.data.tokenizer import load_tokenizer
@@ -26,7 +26,7 @@ from cascadelab.eval.seq2seq import Decoding, evaluate_seq2seq
 from cascadelab.io import atomic_directory
 from cascadelab.models.hybrid_rnn import HybridRNNConfig, HybridRNNTransformer, init_hybrid_rnn
 from cascadelab.pipeline.paths import Paths
-from cascadelab.training.hybrid_rnn_trainer import HybridRNNTrainSettings, LogFn, TrainResult, train_hybrid_rnn
+from cascadelab.training.hybrid_rnn_trainer import LogFn, TrainResult, train_hybrid_rnn
 
 Record = dict[str, Any]
 # Metric-key prefix of each decoding; greedy has none, so its keys line up with coarse_sft's.
@@ -50,11 +50,6 @@ def build_hybrid_model(
     config = params.to_config(tokenizer)
     assert isinstance(config, HybridRNNConfig)
     return init_hybrid_rnn(config, seed)
-
-
-def train_settings(params: HybridRNNTrainParams, seed: int) -> HybridRNNTrainSettings:
-    """The trainer's settings: the params section's keys (the same names) and the seed."""
-    return HybridRNNTrainSettings(**params.model_dump(include=set(HybridRNNTrainSettings.model_fields)), seed=seed)
 
 
 def build_curriculum(params: HybridRNNParams, tasks: Sequence[str], seed: int) -> LoopCurriculum:
@@ -129,9 +124,10 @@ def run(params: HybridRNNParams, seed: int, paths: Paths, log_fn: LogFn | None =
         [(r["prompt"], r["response"]) for r in train_records],
         [(r["prompt"], r["response"]) for r in val_records],
         tokenizer,
-        train_settings(params.train, seed),
+        params.train,
         log_fn=log_fn,
         curriculum=build_curriculum(params, [r["task"] for r in train_records], seed),
+        seed=seed,
     )
     with atomic_directory(model_dir) as tmp:
         model.save_pretrained(str(tmp), safe_serialization=True)

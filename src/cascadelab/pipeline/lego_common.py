@@ -1,4 +1,4 @@
-"""What the three LEGO stages share: their outcome, curve logging, configs from params, saved records, FLOPs.
+"""What the three LEGO stages share: their outcome, curve logging, saved records, FLOPs.
 
 Splits are kept apart as the issue asks: phase 1 trains on train and early-stops on val; the
 confidence threshold is calibrated on val and the hard examples are collected from train (val hard
@@ -15,12 +15,10 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
-from cascadelab.config import LegoLoopParams, LegoParams
 from cascadelab.data.cell_batches import EncodedRecord, encode_records
 from cascadelab.data.corpus import load_split
 from cascadelab.io import atomic_directory, write_json
 from cascadelab.models.lego import LEGOConfig, LEGOTransformer
-from cascadelab.training.lego_trainer import LoopSettings
 
 HARD_FILE = "hard_examples.safetensors"
 RECORD_FILE = "lego_training.json"  # what a later LEGO stage needs to know about how this one trained
@@ -52,30 +50,6 @@ class CurveLog:
         self.curves.setdefault(f"{self.prefix}{name}", []).append({self.step_name: float(step), **metrics})
         if self.log_fn is not None:
             self.log_fn({f"{self.prefix}{k}": v for k, v in metrics.items()}, step)
-
-
-def phase2_config(params: LegoParams, shallow: LEGOConfig, hard_example_ratio: float) -> LEGOConfig:
-    """The shallow model's config with the phase-2 settings of the params."""
-    return shallow.derive(
-        phase2_layers=params.model.phase2_layers,
-        phase2_lr=params.phase2.learning_rate,
-        phase2_patience=params.phase2.patience,
-        hard_example_ratio=hard_example_ratio,
-    )
-
-
-def loop_settings(loop: LegoLoopParams, max_train_tokens: int | None = None) -> LoopSettings:
-    """The library's loop settings for a causal run (lr and patience travel in the LEGOConfig)."""
-    return LoopSettings(
-        max_epochs=loop.max_epochs,
-        eval_every=loop.eval_every,
-        max_steps=loop.max_steps,
-        max_train_tokens=max_train_tokens,
-        warmup_steps=loop.warmup_steps,
-        weight_decay=loop.weight_decay,
-        grad_clip=loop.grad_clip,
-        log_every=loop.log_every,
-    )
 
 
 def encoded_split(corpus_dir: Path, split: str, tokenizer: PreTrainedTokenizerBase) -> list[EncodedRecord]:

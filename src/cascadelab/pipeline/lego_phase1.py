@@ -27,9 +27,9 @@ def run(params: LegoParams, seed: int, paths: Paths, log_fn: common.LogFn | None
     assert isinstance(config, LEGOConfig)
     curves = common.CurveLog("", log_fn)
     started = time.perf_counter()
-    model, result = train_phase1(config, train, val, common.loop_settings(params.phase1), seed=seed, log_fn=curves)
+    model, result = train_phase1(config, train, val, params.phase1, seed=seed, log_fn=curves)
     seconds = time.perf_counter() - started
-    flops = common.causal_training_flops(train.positions, config.phase1_layers, common.forward_flops_per_token(config))
+    flops = common.causal_training_flops(train.positions, config.depth, common.forward_flops_per_token(config))
     record = {"train_tokens": result["train_tokens"], "train_positions": train.positions, "train_flops": flops}
     common.save_lego(model, tokenizer, model_dir, record)
     metrics = {

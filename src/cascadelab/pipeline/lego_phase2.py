@@ -37,17 +37,14 @@ from cascadelab.pipeline.lego_common import (
     encoded_split,
     forward_flops_per_token,
     load_lego,
-    loop_settings,
-    phase2_config,
     read_record,
     save_lego,
 )
 from cascadelab.pipeline.paths import Paths
 from cascadelab.training.lego_trainer import (
-    LoopSettings,
     Trainer,
-    create_standard_config,
     load_hard_examples,
+    standard_stages,
     train_full_depth,
     train_phase2,
 )
@@ -74,46 +71,41 @@ def run(params: LegoParams, seed: int, paths: Paths, log_fn: LogFn | None = None
     val = CellBatches(encoded_split(corpus_dir, "val", tokenizer), batch, pad)
     test_records = load_split(corpus_dir, "test")
     test = CellBatches(encode_records(test_records, tokenizer), batch, pad)
-    config = phase2_config(params, shallow.config, float(hard_record["hard_example_ratio"]))
-    for key in ("phase2_layers", "phase2_lr", "phase2_patience", "hard_example_ratio"):
-        setattr(shallow.config, key, getattr(config, key))  # extend_from copies them into the saved model
+    config = shallow.config
+    depth = params.model.phase2_layers
     val_conf = exit_confidences(shallow, val)
     share = params.phase2.exit_share
     threshold = sets["threshold"] if share is None else threshold_for_ratio(val_conf, 1.0 - share)
 
     curves = CurveLog("", log_fn, step_name="epoch", name="upper")
     started = time.perf_counter()
-    loop = LoopSettings(max_epochs=params.phase2.max_epochs, grad_clip=params.phase2.grad_clip)
     model, m2 = train_phase2(
-        shallow,
-        sets,
-        test,
-        loop,
-        config=config,
-        routing_threshold=threshold,
-        batch_size=params.phase2.batch_size,
-        seed=seed,
-        log_fn=curves,
+        shallow, sets, test, params.phase2, num_layers=depth, routing_threshold=threshold, seed=seed, log_fn=curves
     )
     phase2_seconds = time.perf_counter() - started
     per_token = forward_flops_per_token(config)
-    upper = config.phase2_layers - shallow.config.depth
+    upper = depth - shallow.config.depth
     phase2_flops = 3.0 * m2["train_tokens"] * (upper * per_token["token_layer"] + per_token["head"])
     lego_flops = float(phase1_record["train_flops"]) + float(hard_record["collection_flops"]) + phase2_flops
-    save_lego(model, tokenizer, model_dir, {"train_flops": lego_flops, "routing_threshold": threshold})
+    record = {"train_flops": lego_flops, "routing_threshold": threshold, "phase2": params.phase2.model_dump()}
+    save_lego(model, tokenizer, model_dir, record)
 
     budget = baseline_budget(params, phase1_record, lego_flops, m2["train_tokens"], config)
     train = CellBatches(encoded_split(corpus_dir, "train", tokenizer), params.baseline.train.batch_size, pad, seed=seed)
-    base_config = config.derive(
-        phase1_lr=params.baseline.train.learning_rate, phase1_patience=params.baseline.train.patience
-    )
     base_curves = CurveLog("baseline_", log_fn)
     started = time.perf_counter()
     baseline, mb = train_full_depth(
-        base_config, train, val, loop_settings(params.baseline.train, budget), seed=seed, log_fn=base_curves
+        config,
+        train,
+        val,
+        params.baseline.train,
+        num_layers=depth,
+        max_train_tokens=budget,
+        seed=seed,
+        log_fn=base_curves,
     )
     baseline_seconds = time.perf_counter() - started
-    baseline_flops = causal_training_flops(train.positions, config.phase2_layers, per_token)
+    baseline_flops = causal_training_flops(train.positions, depth, per_token)
     save_lego(baseline, tokenizer, baseline_dir, {"train_flops": baseline_flops, "train_tokens": mb["train_tokens"]})
 
     report, tradeoff = _test_report(model, baseline, tokenizer, test_records, test, val_conf, params, corpus_dir)
@@ -154,7 +146,8 @@ def baseline_budget(
     ``tokens``: phase-1 supervised tokens + phase-2 hard-example rows.
     """
     if params.baseline.budget == "compute":
-        positions = lego_flops / causal_training_flops(1, config.phase2_layers, forward_flops_per_token(config))
+        depth = params.model.phase2_layers
+        positions = lego_flops / causal_training_flops(1, depth, forward_flops_per_token(config))
         per_position = float(phase1_record["train_tokens"]) / max(float(phase1_record["train_positions"]), 1.0)
         budget = int(positions * per_position)
     else:
@@ -179,7 +172,7 @@ def _test_report(
     1, threshold 0); its other thresholds are calibrated on val like the routing threshold.
     """
     depth, lower = model.config.depth, model.config.exit_points[0]
-    base_eval = Trainer(create_standard_config(depth), model.config.vocab_size).evaluate(baseline, test)
+    base_eval = Trainer(standard_stages(depth), model.config.vocab_size).evaluate(baseline, test)
     shares = sorted({0.0, 1.0, *params.eval.tradeoff_exit_shares})
     thresholds = [2.0 if s == 0 else 0.0 if s == 1 else threshold_for_ratio(val_conf, 1.0 - s) for s in shares]
     tradeoff = [

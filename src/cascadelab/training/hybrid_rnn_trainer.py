@@ -1,14 +1,14 @@
 """Teacher-forced training of the hybrid RNN-Transformer on (prompt, response) pairs, with early stopping.
 
 The family's part of the LM trainer (:class:`~cascadelab.training.trainer.LMTrainer` runs the loop): the
-seq2seq loss, the validation loss and the settings. AdamW, linear warmup,
+seq2seq loss and the validation loss; the settings are the `hybrid_rnn.train` section as it is. AdamW, linear warmup,
 constant rate, then linear decay to zero over the last `decay_fraction` of `max_steps` (the schedule that
 met the coarse bar); random batches padded to their longest row, padding ignored in the loss; validation
 loss every `eval_steps` steps, stop after `patience` evaluations without improvement, best weights restored.
 With a `LoopCurriculum`, batches come from it instead (warm-up tasks first, then the full mix, one task per
 batch) and early stopping only counts evaluations of the mix phase: the warm-up does not train the other
 tasks, so their validation loss is not expected to fall yet.
-Everything random (shuffling, dropout) is drawn from `settings.seed` inside a forked RNG, so the same
+Everything random (shuffling, dropout) is drawn from `seed` inside a forked RNG, so the same
 inputs give the same weights and the caller's RNG state is left as it was.
 """
 
@@ -19,9 +19,9 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from transformers import PreTrainedTokenizerBase
 
+from cascadelab.config import HybridRNNTrainParams
 from cascadelab.data.curriculum import LoopCurriculum
 from cascadelab.data.seq2seq import Seq2SeqBatch, collate_seq2seq, encode_pairs, length_sorted_batches
 from cascadelab.models.hybrid_rnn.modeling_hybrid_rnn import HybridRNNTransformer, seq2seq_loss
@@ -29,27 +29,6 @@ from cascadelab.training.callbacks import CurriculumSwitch, EarlyStopping, Train
 from cascadelab.training.trainer import LMTrainer
 
 LogFn = Callable[[dict[str, float], int], None]
-
-
-class HybridRNNTrainSettings(BaseModel):
-    """Settings of `train_hybrid_rnn`: the params section's keys plus the seed (the trainer's `LoopParams`)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    learning_rate: float = Field(1e-3, gt=0, description="peak AdamW learning rate")
-    batch_size: int = Field(16, gt=0, description="training pairs per step")
-    max_steps: int = Field(3000, gt=0, description="optimizer steps at most")
-    warmup_steps: int = Field(100, ge=0, description="linear warmup from 0 to learning_rate")
-    decay_fraction: float = Field(0.2, ge=0, le=1, description="final share of max_steps decayed linearly to 0")
-    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
-    max_grad_norm: float = Field(1.0, gt=0, description="max global gradient norm")
-    eval_steps: int = Field(200, gt=0, description="steps between validation-loss evaluations")
-    logging_steps: int = Field(50, gt=0, description="steps per training-loss row (the curriculum's loss window)")
-    patience: int = Field(5, ge=1, description="evaluations without val-loss improvement before stopping")
-    min_delta: float = Field(0.0, ge=0, description="val-loss decrease that counts as an improvement")
-    eval_batch_size: int = Field(128, gt=0, description="pairs per validation batch")
-    seed: int = Field(0, description="seed of shuffling and dropout")
-    checkpoint_steps: int = Field(0, ge=0, description="steps between resumable checkpoints (0: none)")
 
 
 @dataclass
@@ -120,9 +99,11 @@ def train_hybrid_rnn(
     train_examples: Sequence[tuple[str, str]],
     val_examples: Sequence[tuple[str, str]],
     tokenizer: PreTrainedTokenizerBase,
-    settings: HybridRNNTrainSettings,
+    settings: HybridRNNTrainParams,
     log_fn: LogFn | None = None,
     curriculum: LoopCurriculum | None = None,
+    *,
+    seed: int = 0,
 ) -> TrainResult:
     """Train `model` in place on (prompt, response) pairs; returns with the best-val-loss weights loaded.
 
@@ -145,8 +126,8 @@ def train_hybrid_rnn(
     val = encode_pairs(tokenizer, val_examples)
 
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(settings.seed)
-        shuffle = torch.Generator().manual_seed(settings.seed)
+        torch.manual_seed(seed)
+        shuffle = torch.Generator().manual_seed(seed)
         # The fused AdamW kernel is ~5x faster than the default loop on CPU at this size (~15 % of a step).
         fused = model.device.type in ("cpu", "cuda")
         optimizer = torch.optim.AdamW(

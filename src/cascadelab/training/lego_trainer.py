@@ -11,8 +11,11 @@ train, evaluation on test):
    examples with early stopping on the val hard examples, routed evaluation on test.
    ``train_full_depth`` trains the standard baseline of the same depth for a given token budget.
 
-Every loss is next-token cross-entropy on response tokens only (labels -100 elsewhere); batches are
-dicts of tensors ``input_ids``, ``attention_mask`` (optional) and ``labels`` aligned with the inputs.
+The loops read the `lego` params section's blocks as they are (``LegoLoopParams`` for phase 1 and the
+baseline, ``LegoPhase2Params`` for phase 2); what no params key sets (the loss stages, the token budget,
+the routing of an evaluation) is an argument. Every loss is next-token cross-entropy on response tokens
+only (labels -100 elsewhere); batches are dicts of tensors ``input_ids``, ``attention_mask`` (optional)
+and ``labels`` aligned with the inputs.
 """
 
 from __future__ import annotations
@@ -21,17 +24,17 @@ import math
 import os
 import sys
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import TypedDict
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from cascadelab.config import LegoLoopParams, LegoPhase2Params
 from cascadelab.models.lego import LEGOConfig, LEGOTransformer, build_lego_model
 from cascadelab.models.lego.calibration import compute_confidence, compute_confidence_threshold
 from cascadelab.models.lego.modeling_lego import IGNORE_INDEX, shifted_targets
@@ -44,79 +47,32 @@ Batch = Mapping[str, torch.Tensor]
 LogFn = Callable[[dict[str, float], int], None]
 
 
-# --------------------------------------------------------------------------- settings
+# --------------------------------------------------------------------------- loss stages
+
+# A loss term: weight x the next-token loss averaged over layers first..last (1-based, inclusive).
+LossStage = tuple[int, int, float]
 
 
-class StageConfig(BaseModel):
-    """A loss term: next-token loss averaged over layers ``layers[0]..layers[1]`` (1-based, inclusive)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    layers: tuple[int, int]
-    loss_weight: float = Field(default=1.0, ge=0.0)
-
-    @model_validator(mode="after")
-    def _ordered(self) -> StageConfig:
-        first, last = self.layers
-        if not 1 <= first <= last:
-            raise ValueError(f"layers: need 1 <= first <= last, got {self.layers}")
-        return self
+def standard_stages(num_layers: int) -> list[LossStage]:
+    """Standard LM: one loss at the last layer."""
+    return [(num_layers, num_layers, 1.0)]
 
 
-class TrainingConfig(BaseModel):
-    """Loss stages, routing used by ``evaluate``, and the early-stopping loop of one training run.
-
-    ``routing_threshold`` None evaluates at full depth (shallow_ratio 0, compute_cost 1);
-    ``exit_layer`` None uses the model's. ``eval_every`` None validates once per epoch.
-    ``max_train_tokens`` stops training once that many supervised tokens were seen (token budget).
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    stages: list[StageConfig] = Field(min_length=1)
-    routing_threshold: float | None = Field(default=None, ge=0.0)
-    exit_layer: int | None = Field(default=None, ge=1)
-    max_epochs: int = Field(default=20, ge=1)
-    patience: int = Field(default=1, ge=0)
-    min_delta: float = Field(default=0.0, ge=0.0)
-    eval_every: int | None = Field(default=None, ge=1)
-    max_steps: int | None = Field(default=None, ge=1)
-    max_train_tokens: int | None = Field(default=None, ge=1)
-    grad_clip: float | None = Field(default=1.0, gt=0.0)
-    log_every: int = Field(default=50, ge=1)
-
-    @property
-    def loss_layers(self) -> list[int]:
-        """Every layer that carries a loss term, ascending."""
-        return sorted({x for s in self.stages for x in range(s.layers[0], s.layers[1] + 1)})
-
-
-class LoopSettings(BaseModel):
-    """Loop settings of one LEGO run for the entry points; lr and patience come from LEGOConfig."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    max_epochs: int = Field(default=20, ge=1)
-    eval_every: int | None = Field(default=None, ge=1)
-    max_steps: int | None = Field(default=None, ge=1)
-    max_train_tokens: int | None = Field(default=None, ge=1)
-    warmup_steps: int = Field(default=0, ge=0)
-    weight_decay: float = Field(default=0.0, ge=0.0)
-    grad_clip: float | None = Field(default=1.0, gt=0.0)
-    deep_supervision: bool = False
-    log_every: int = Field(default=50, ge=1)
-
-
-def create_standard_config(num_layers: int = 2, **kwargs: Any) -> TrainingConfig:
-    """Standard LM: one loss at the last layer (``layers=(num_layers, num_layers)``)."""
-    stages = [StageConfig(layers=(num_layers, num_layers), loss_weight=1.0)]
-    return TrainingConfig(stages=stages, **kwargs)
-
-
-def create_deep_supervision_config(num_layers: int = 2, **kwargs: Any) -> TrainingConfig:
+def deep_supervision_stages(num_layers: int) -> list[LossStage]:
     """Deep supervision: an equal-weight loss at every layer (each through its block's exit head)."""
-    stages = [StageConfig(layers=(i, i), loss_weight=1.0 / num_layers) for i in range(1, num_layers + 1)]
-    return TrainingConfig(stages=stages, **kwargs)
+    return [(i, i, 1.0 / num_layers) for i in range(1, num_layers + 1)]
+
+
+def _check_stages(stages: Sequence[LossStage]) -> list[LossStage]:
+    """The stages as a list; ValueError naming the first bad one."""
+    if not stages:
+        raise ValueError("stages: need at least one loss stage")
+    for first, last, weight in stages:
+        if not 1 <= first <= last:
+            raise ValueError(f"layers: need 1 <= first <= last, got {(first, last)}")
+        if weight < 0:
+            raise ValueError(f"loss_weight: must be >= 0, got {weight}")
+    return list(stages)
 
 
 # --------------------------------------------------------------------------- trainer
@@ -127,14 +83,19 @@ def _n_targets(labels: torch.Tensor) -> int:
 
 
 class Trainer:
-    """Trains and evaluates LEGO models under a :class:`TrainingConfig`."""
+    """Trains LEGO models on a stage-weighted loss and evaluates them, full depth or routed."""
 
     def __init__(
-        self, config: TrainingConfig, vocab_size: int | None = None, device: torch.device | str = "cpu"
+        self, stages: Sequence[LossStage], vocab_size: int | None = None, device: torch.device | str = "cpu"
     ) -> None:
-        self.config = config
+        self.stages = _check_stages(stages)
         self.vocab_size = vocab_size
         self.device = torch.device(device)
+
+    @property
+    def loss_layers(self) -> list[int]:
+        """Every layer that carries a loss term, ascending."""
+        return sorted({x for first, last, _ in self.stages for x in range(first, last + 1)})
 
     def _check_vocab(self, model: LEGOTransformer) -> None:
         if self.vocab_size is not None and model.config.vocab_size != self.vocab_size:
@@ -142,10 +103,8 @@ class Trainer:
 
     def _check_model(self, model: LEGOTransformer) -> None:
         self._check_vocab(model)
-        if self.config.loss_layers[-1] > model.config.depth:
-            raise ValueError(
-                f"stages: layer {self.config.loss_layers[-1]} exceeds the model depth {model.config.depth}"
-            )
+        if self.loss_layers[-1] > model.config.depth:
+            raise ValueError(f"stages: layer {self.loss_layers[-1]} exceeds the model depth {model.config.depth}")
 
     def create_optimizer(
         self, model: nn.Module, base_lr: float = 1e-3, weight_decay: float = 0.0
@@ -160,7 +119,7 @@ class Trainer:
     def layer_losses(self, model: LEGOTransformer, batch: Batch, reduction: str = "mean") -> dict[int, torch.Tensor]:
         """Next-token loss of every loss layer of the stages for one batch on ``self.device``."""
         ids, mask, labels = batch["input_ids"], batch.get("attention_mask"), batch["labels"]
-        layers = self.config.loss_layers
+        layers = self.loss_layers
         if layers == [model.config.depth]:
             all_logits = [model(input_ids=ids, attention_mask=mask, use_cache=False).logits]
         else:
@@ -176,10 +135,9 @@ class Trainer:
     def combine(self, per_layer: Mapping[int, torch.Tensor]) -> torch.Tensor:
         """Weighted sum over stages of the mean loss over each stage's layers."""
         total = torch.zeros((), device=next(iter(per_layer.values())).device)
-        for stage in self.config.stages:
-            first, last = stage.layers
+        for first, last, weight in self.stages:
             terms = [per_layer[x] for x in range(first, last + 1)]
-            total = total + stage.loss_weight * torch.stack(terms).mean()
+            total = total + weight * torch.stack(terms).mean()
         return total
 
     def compute_loss(self, model: LEGOTransformer, batch: Batch) -> torch.Tensor:
@@ -208,25 +166,27 @@ class Trainer:
         train_loader: Iterable[Batch],
         val_loader: Iterable[Batch],
         optimizer: torch.optim.Optimizer,
+        loop: LegoLoopParams,
         schedule: Schedule | None = None,
         log_fn: LogFn | None = None,
+        max_train_tokens: int | None = None,
     ) -> dict[str, float]:
-        """Train until val stops improving for ``patience`` evaluations; restore the best weights.
+        """Train until val stops improving for ``loop.patience`` evaluations; restore the best weights.
 
-        Stops also at ``max_epochs``, ``max_steps`` or ``max_train_tokens``. ``schedule(step)`` multiplies the
-        optimizer's rates (None: constant). Returns best_val_loss, best_val_ppl, best_step, steps, epochs,
-        train_tokens and stopped_early (1.0 or 0.0).
+        Stops also at ``loop.max_epochs``, ``loop.max_steps`` or ``max_train_tokens`` supervised tokens (a
+        token budget). ``schedule(step)`` multiplies the optimizer's rates (None: constant); the optimizer
+        brings its own rate. Returns best_val_loss, best_val_ppl, best_step, steps, epochs, train_tokens and
+        stopped_early (1.0 or 0.0).
         """
-        cfg = self.config
         self._check_model(model)
-        run = _EarlyStoppingRun(self, model, train_loader, val_loader, log_fn)
-        loop = StepSettings(
-            max_steps=cfg.max_steps or sys.maxsize, max_grad_norm=cfg.grad_clip, logging_steps=cfg.log_every
+        run = _EarlyStoppingRun(self, model, train_loader, val_loader, loop, max_train_tokens, log_fn)
+        steps = StepSettings(
+            max_steps=loop.max_steps or sys.maxsize, max_grad_norm=loop.grad_clip, logging_steps=loop.log_every
         )
         trainer = LMTrainer(
             model,
             [optimizer],
-            loop,
+            steps,
             None,
             compute_loss=run.compute_loss,
             schedule=schedule or _constant,
@@ -249,18 +209,23 @@ class Trainer:
         }
 
     @torch.no_grad()
-    def evaluate(self, model: LEGOTransformer, batches: Iterable[Batch]) -> dict[str, float]:
+    def evaluate(
+        self,
+        model: LEGOTransformer,
+        batches: Iterable[Batch],
+        routing_threshold: float | None = None,
+        exit_layer: int | None = None,
+    ) -> dict[str, float]:
         """Teacher-forced metrics on response tokens: acc, ppl, shallow_ratio, compute_cost.
 
-        With ``routing_threshold`` set, tokens are routed at ``exit_layer`` (``forward_inference``):
-        shallow_ratio is the share that exits there, compute_cost the layers run per token over the
-        depth. Without it the model runs at full depth (0.0 and 1.0).
+        With ``routing_threshold`` set, tokens are routed at ``exit_layer`` (None: the model's) with
+        ``forward_inference``: shallow_ratio is the share that exits there, compute_cost the layers run
+        per token over the depth. Without it the model runs at full depth (0.0 and 1.0).
         """
-        cfg = self.config
         self._check_vocab(model)
         model.eval()
         depth = model.config.depth
-        exit_layer = cfg.exit_layer if cfg.exit_layer is not None else model.config.exit_layer
+        exit_layer = exit_layer if exit_layer is not None else model.config.exit_layer
         assert exit_layer is not None
         nll = correct = tokens = exited = 0.0
         for raw in batches:
@@ -268,8 +233,8 @@ class Trainer:
             ids, attn = batch["input_ids"], batch.get("attention_mask")
             targets = shifted_targets(batch["labels"])
             mask = targets != IGNORE_INDEX
-            if cfg.routing_threshold is not None:
-                out = model.forward_inference(ids, attn, cfg.routing_threshold, exit_layer, mask)
+            if routing_threshold is not None:
+                out = model.forward_inference(ids, attn, routing_threshold, exit_layer, mask)
                 logits = out.logits
                 exited += float(out.exited[mask].sum())
             else:
@@ -282,7 +247,7 @@ class Trainer:
             raise ValueError("batches: no response tokens (all labels are -100)")
         shallow_ratio = exited / tokens
         cost = 1.0
-        if cfg.routing_threshold is not None:
+        if routing_threshold is not None:
             cost = (exit_layer + (depth - exit_layer) * (1.0 - shallow_ratio)) / depth
         return {
             "acc": correct / tokens,
@@ -312,12 +277,14 @@ class _EarlyStoppingRun(TrainerCallback):
         model: LEGOTransformer,
         train_loader: Iterable[Batch],
         val_loader: Iterable[Batch],
+        loop: LegoLoopParams,
+        max_train_tokens: int | None,
         log_fn: LogFn | None,
     ) -> None:
         self.owner, self.model, self.log_fn = owner, model, log_fn
         self.train_loader, self.val_loader = train_loader, val_loader
-        self.config = owner.config
-        self.stopping = EarlyStopping(self.config.patience + 1, self.config.min_delta)
+        self.loop, self.max_train_tokens = loop, max_train_tokens
+        self.stopping = EarlyStopping(loop.patience + 1)
         self.stopping.best_state = clone_state(model)
         self.step = self.tokens = self.epochs = self.targets = 0
         self.last_eval_step = -1
@@ -326,13 +293,13 @@ class _EarlyStoppingRun(TrainerCallback):
 
     def batches(self) -> Iterator[Batch]:
         """Batches with targets, on the device, epoch after epoch; validates at an epoch's end without `eval_every`."""
-        while self.epochs < self.config.max_epochs:
+        while self.epochs < self.loop.max_epochs:
             self.epochs += 1
             for raw in self.train_loader:
                 batch = batch_to_device(raw, self.owner.device)
                 if _n_targets(batch["labels"]):
                     yield batch
-            if self.config.eval_every is None and self.validate():
+            if self.loop.eval_every is None and self.validate():
                 self.stopped_early = True
                 return
 
@@ -352,18 +319,18 @@ class _EarlyStoppingRun(TrainerCallback):
 
     def on_step_end(self, trainer: LMTrainer, step: int, loss: float) -> None:
         """Log the training loss when due, validate when due, stop on used-up patience or a spent token budget."""
-        cfg, n = self.config, self.targets
+        loop, n = self.loop, self.targets
         self.step, self.tokens = step, self.tokens + n
         self.run_loss, self.run_tokens = self.run_loss + loss * n, self.run_tokens + n
-        if self.log_fn is not None and step % cfg.log_every == 0:
+        if self.log_fn is not None and step % loop.log_every == 0:
             lr = float(trainer.optimizers[0].param_groups[0]["lr"])
             self.log_fn(
                 {"train_loss": self.run_loss / self.run_tokens, "lr": lr, "train_tokens": float(self.tokens)}, step
             )
             self.run_loss = self.run_tokens = 0.0
-        if cfg.eval_every is not None and step % cfg.eval_every == 0 and self.validate():
+        if loop.eval_every is not None and step % loop.eval_every == 0 and self.validate():
             self.stopped_early = trainer.should_stop = True
-        elif cfg.max_train_tokens is not None and self.tokens >= cfg.max_train_tokens:
+        elif self.max_train_tokens is not None and self.tokens >= self.max_train_tokens:
             trainer.should_stop = True
 
 
@@ -678,32 +645,29 @@ def _fit(
     model: LEGOTransformer,
     train_loader: Iterable[Batch],
     val_loader: Iterable[Batch],
+    loop: LegoLoopParams,
     *,
-    lr: float,
-    patience: int,
-    loop: LoopSettings,
+    max_train_tokens: int | None,
+    deep_supervision: bool,
     device: torch.device | str,
     log_fn: LogFn | None,
 ) -> dict[str, float]:
     depth = model.config.depth
-    make = create_deep_supervision_config if loop.deep_supervision else create_standard_config
-    training = make(
-        depth,
-        patience=patience,
-        max_epochs=loop.max_epochs,
-        eval_every=loop.eval_every,
-        max_steps=loop.max_steps,
-        max_train_tokens=loop.max_train_tokens,
-        grad_clip=loop.grad_clip,
-        log_every=loop.log_every,
-    )
-    trainer = Trainer(training, model.config.vocab_size, device)
-    optimizer = trainer.create_optimizer(model, lr, loop.weight_decay)
+    stages = deep_supervision_stages(depth) if deep_supervision else standard_stages(depth)
+    trainer = Trainer(stages, model.config.vocab_size, device)
+    optimizer = trainer.create_optimizer(model, loop.learning_rate, loop.weight_decay)
     warmup = loop.warmup_steps
     result = trainer.train_with_early_stopping(
-        model, train_loader, val_loader, optimizer, lambda step: warmup_factor(step, warmup), log_fn
+        model,
+        train_loader,
+        val_loader,
+        optimizer,
+        loop,
+        lambda step: warmup_factor(step, warmup),
+        log_fn,
+        max_train_tokens=max_train_tokens,
     )
-    full = Trainer(create_standard_config(depth), model.config.vocab_size, device)
+    full = Trainer(standard_stages(depth), model.config.vocab_size, device)
     val = full.evaluate(model, val_loader)
     return {**result, "val_acc": val["acc"], "val_ppl": val["ppl"], "params": float(count_parameters(model))}
 
@@ -712,26 +676,28 @@ def train_phase1(
     config: LEGOConfig,
     train_loader: Iterable[Batch],
     val_loader: Iterable[Batch],
-    loop: LoopSettings | None = None,
+    loop: LegoLoopParams,
     *,
+    deep_supervision: bool = False,
     seed: int = 0,
     device: torch.device | str = "cpu",
     log_fn: LogFn | None = None,
 ) -> tuple[LEGOTransformer, dict[str, float]]:
-    """Phase 1: build a ``phase1_layers`` model from ``config`` and train it to stand alone.
+    """Phase 1: build the shallow model of ``config`` (one exit, at its top) and train it to stand alone.
 
-    lr ``phase1_lr``, patience ``phase1_patience``; returns the model (best val weights) and metrics.
+    lr, patience and the loop come from ``loop`` (the section's ``phase1``); returns the model (best val
+    weights) and metrics.
     """
-    n = config.phase1_layers
-    shallow_cfg = config.derive(num_hidden_layers=n, exit_layers=[n], exit_layer=n, routing_threshold=None)
+    n = config.depth
+    shallow_cfg = config.derive(exit_layers=[n], exit_layer=n, routing_threshold=None)
     model = to_device(build_lego_model(shallow_cfg, seed), device)
     metrics = _fit(
         model,
         train_loader,
         val_loader,
-        lr=config.phase1_lr,
-        patience=config.phase1_patience,
-        loop=loop or LoopSettings(),
+        loop,
+        max_train_tokens=None,
+        deep_supervision=deep_supervision,
         device=device,
         log_fn=log_fn,
     )
@@ -742,27 +708,31 @@ def train_full_depth(
     config: LEGOConfig,
     train_loader: Iterable[Batch],
     val_loader: Iterable[Batch],
-    loop: LoopSettings | None = None,
+    loop: LegoLoopParams,
     *,
+    num_layers: int,
+    max_train_tokens: int | None = None,
+    deep_supervision: bool = False,
     seed: int = 0,
     device: torch.device | str = "cpu",
     log_fn: LogFn | None = None,
 ) -> tuple[LEGOTransformer, dict[str, float]]:
-    """Baseline: a standard causal model of ``phase2_layers`` layers, trained like phase 1.
+    """Baseline: a standard causal model of ``num_layers`` layers (``config``'s width), trained like phase 1.
 
-    Set ``loop.max_train_tokens`` to the LEGO run's token budget (phase-1 train_tokens + phase-2
-    train_tokens) for a same-budget comparison.
+    Set ``max_train_tokens`` to the LEGO run's token budget (phase-1 train_tokens + phase-2 train_tokens)
+    for a same-budget comparison.
     """
-    depth = config.phase2_layers
-    full_cfg = config.derive(num_hidden_layers=depth, exit_layers=[depth], exit_layer=depth, routing_threshold=None)
+    full_cfg = config.derive(
+        num_hidden_layers=num_layers, exit_layers=[num_layers], exit_layer=num_layers, routing_threshold=None
+    )
     model = to_device(build_lego_model(full_cfg, seed), device)
     metrics = _fit(
         model,
         train_loader,
         val_loader,
-        lr=config.phase1_lr,
-        patience=config.phase1_patience,
-        loop=loop or LoopSettings(),
+        loop,
+        max_train_tokens=max_train_tokens,
+        deep_supervision=deep_supervision,
         device=device,
         log_fn=log_fn,
     )
@@ -773,49 +743,46 @@ def train_phase2(
     source_model: LEGOTransformer,
     hard_examples: HardExampleSets,
     test_loader: Iterable[Batch],
-    loop: LoopSettings | None = None,
+    params: LegoPhase2Params,
     *,
-    config: LEGOConfig | None = None,
+    num_layers: int,
     routing_threshold: float | None = None,
-    batch_size: int = 256,
     seed: int = 0,
     device: torch.device | str = "cpu",
     log_fn: LogFn | None = None,
 ) -> tuple[LEGOTransformer, dict[str, float]]:
-    """Phase 2: extend to ``phase2_layers`` (lower frozen), train the upper block on hard examples.
+    """Phase 2: extend to ``num_layers`` (lower frozen), train the upper block on hard examples.
 
-    ``phase2_layers``, ``phase2_lr`` and ``phase2_patience`` come from ``config`` (default: the
-    source model's config; pass the current params' config so a changed phase-2 setting is used).
-    Early stopping on the val hard examples. Routing uses ``routing_threshold`` if given, else the
-    hard-example threshold. Returns the extended model (threshold stored in its config) and metrics:
-    routed test acc/ppl/shallow_ratio/compute_cost (``test_*``) plus the phase-2 loop's numbers.
+    lr, patience, batch size, epochs and clipping come from ``params`` (the section's ``phase2``). Early
+    stopping on the val hard examples. Routing uses ``routing_threshold`` if given, else the hard-example
+    threshold. Returns the extended model (threshold stored in its config) and metrics: routed test
+    acc/ppl/shallow_ratio/compute_cost (``test_*``) plus the phase-2 loop's numbers.
     """
-    loop = loop or LoopSettings()
-    cfg = config or source_model.config
     threshold = float(hard_examples["threshold"]) if routing_threshold is None else routing_threshold
     num_lower = source_model.config.depth
-    model = LEGOTransformer.extend_from(source_model, cfg.phase2_layers, threshold, freeze_lower=True, seed=seed)
+    vocab = source_model.config.vocab_size
+    model = LEGOTransformer.extend_from(source_model, num_layers, threshold, freeze_lower=True, seed=seed)
     to_device(model, device)
     if hard_examples["train"]["targets"].numel() == 0 or hard_examples["val"]["targets"].numel() == 0:
         raise ValueError("hard_examples: the train or val set is empty; raise hard_example_ratio or the caps")
+    batch_size = params.batch_size
     train_hard = create_hard_example_loader(hard_examples["train"], batch_size, shuffle=True, seed=seed)
     val_hard = create_hard_example_loader(hard_examples["val"], batch_size, shuffle=False)
-    trainer = Trainer(create_standard_config(cfg.phase2_layers), cfg.vocab_size, device)
-    optimizer = trainer.create_optimizer(model, cfg.phase2_lr, loop.weight_decay)
+    trainer = Trainer(standard_stages(num_layers), vocab, device)
+    optimizer = trainer.create_optimizer(model, params.learning_rate)
     fit = fit_upper_layers(
         model,
         train_hard,
         val_hard,
         optimizer,
         num_lower_layers=num_lower,
-        max_epochs=loop.max_epochs,
-        patience=cfg.phase2_patience,
+        max_epochs=params.max_epochs,
+        patience=params.patience,
         device=device,
-        grad_clip=loop.grad_clip,
+        grad_clip=params.grad_clip,
         log_fn=log_fn,
     )
-    routing = create_standard_config(cfg.phase2_layers, routing_threshold=threshold, exit_layer=num_lower)
-    routed = Trainer(routing, cfg.vocab_size, device).evaluate(model, test_loader)
+    routed = trainer.evaluate(model, test_loader, routing_threshold=threshold, exit_layer=num_lower)
     return model, {
         **{f"test_{k}": v for k, v in routed.items()},
         **fit,
@@ -830,14 +797,11 @@ __all__ = [
     "HardExampleDataset",
     "HardExampleSets",
     "HardExamples",
-    "LoopSettings",
-    "StageConfig",
+    "LossStage",
     "Trainer",
-    "TrainingConfig",
     "collect_hard_examples",
-    "create_deep_supervision_config",
     "create_hard_example_loader",
-    "create_standard_config",
+    "deep_supervision_stages",
     "evaluate_on_hard_examples",
     "fit_upper_layers",
     "hard_examples_nbytes",
@@ -845,6 +809,7 @@ __all__ = [
     "load_hard_examples",
     "prepare_hard_examples",
     "save_hard_examples",
+    "standard_stages",
     "train_full_depth",
     "train_phase1",
     "train_phase2",

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
@@ -34,13 +34,17 @@ from cascadelab.cascade.formatting import parse_steps, refiner_record
 from cascadelab.cascade.limen import Limen
 from cascadelab.cascade.pairs import TaskVerifier
 from cascadelab.cascade.refiner import SHARED, Refiner, build_separate_model
-from cascadelab.config import CurriculumParams, LoraParams, RefinerSettings, RefinerTrainSettings, SFTTrainParams
+from cascadelab.config import CurriculumParams, LoraParams, RefinerSettings, RefinerTrainSettings
 from cascadelab.data.batches import pad_rows, padding_mask
 from cascadelab.data.corpus import normalise_prompt
 from cascadelab.data.tasks import get_family
 from cascadelab.eval.generation import generate_batched
 from cascadelab.training.sft import SFTResult, train_sft
 from cascadelab.training.sft_jobs import SFTJob, run_jobs
+from cascadelab.training.trl_config import trl_args
+
+if TYPE_CHECKING:
+    from trl import GRPOConfig
 
 Record = dict[str, Any]
 ANSWER_PREFIX = "answer-"  # job keys of the answer-target baseline's refiners
@@ -147,14 +151,6 @@ def training_rows(
 
 
 # ---------------------------------------------------------------------------------------------- teacher forcing
-def sft_params(train: RefinerTrainSettings, max_steps: int | None = None) -> SFTTrainParams:
-    """The refiner's train settings as `train_sft` parameters (optionally with another step budget)."""
-    values = train.model_dump()
-    if max_steps is not None:
-        values["max_steps"] = max_steps
-    return SFTTrainParams(**values)
-
-
 def clone_model(model: PreTrainedModel) -> PreTrainedModel:
     """An independent trainable copy: rebuilt from the config, weights copied.
 
@@ -208,7 +204,7 @@ def refiner_jobs(coarse_model: PreTrainedModel, rows: Sequence[Record], settings
             key=key,
             model=initial_model(coarse_model, settings),
             rows=[r for r in rows if r["task"] in mix],
-            train=sft_params(settings.train, steps),
+            train=settings.train.model_copy(update={"max_steps": steps}),
             mix=mix,
             curriculum=curriculum,
             target_field="target",
@@ -260,7 +256,7 @@ def control_job(
     their total budget: as many training tokens (`control.budget: tokens`, equal compute) or as many steps."""
     mix = {t: w for t, w in settings.mix.items() if w > 0}
     rows = [r for r in train_records if r["task"] in mix]
-    train = sft_params(settings.train).model_copy(update={"num_threads": settings.control.num_threads})
+    train = settings.train.model_copy(update={"num_threads": settings.control.num_threads})
     job = SFTJob("coarse_more", clone_model(coarse_model), rows, train, mix, target_field="response")
     steps = sum(j.train.max_steps for j in refiners)
     if settings.control.budget == "tokens":
@@ -392,6 +388,28 @@ def refinement_reward(
     return reward
 
 
+def self_improvement_config(
+    settings: RefinerSettings, output_dir: Path, seed: int, report_to: Sequence[str] = ()
+) -> GRPOConfig:
+    """TRL's GRPO arguments of one refiner's self-improvement run (no KL term: beta 0)."""
+    from trl import GRPOConfig
+
+    rl = settings.self_improvement
+    return trl_args(
+        GRPOConfig,
+        rl,
+        seed,
+        output_dir,
+        report_to=report_to,
+        num_generations=rl.num_generations,
+        temperature=rl.temperature,
+        max_completion_length=settings.max_new_tokens,
+        beta=0.0,
+        save_strategy="no",
+        disable_tqdm=True,
+    )
+
+
 def train_self_improvement(
     refiner: Refiner,
     rows: Sequence[Record],
@@ -404,7 +422,7 @@ def train_self_improvement(
 ) -> list[dict[str, float]]:
     """GRPO on the refiner's own samples (in place, every model of the refiner); returns the logged rows."""
     from datasets import Dataset
-    from trl import GRPOConfig, GRPOTrainer
+    from trl import GRPOTrainer
 
     settings = refiner.settings
     rl = settings.self_improvement
@@ -427,26 +445,7 @@ def train_self_improvement(
                 for r in part
             ]
         )
-        config = GRPOConfig(
-            output_dir=str(output_dir / f"grpo-{key}"),
-            max_steps=rl.max_steps,
-            per_device_train_batch_size=rl.batch_size,
-            num_generations=rl.num_generations,
-            learning_rate=rl.learning_rate,
-            temperature=rl.temperature,
-            max_completion_length=settings.max_new_tokens,
-            beta=0.0,
-            logging_steps=rl.logging_steps,
-            save_strategy="no",
-            report_to=list(report_to),
-            bf16=False,
-            activation_checkpointing=False,
-            use_cpu=not torch.cuda.is_available(),
-            seed=seed,
-            data_seed=seed,
-            dataloader_num_workers=0,
-            disable_tqdm=True,
-        )
+        config = self_improvement_config(settings, output_dir / f"grpo-{key}", seed, report_to)
         model.train()
         trainer = GRPOTrainer(
             model=model,
@@ -485,7 +484,7 @@ def train_equal_compute_control(
         model,
         tokenizer,
         list(train_records),
-        sft_params(train, steps),
+        train.model_copy(update={"max_steps": steps}),
         CurriculumParams(warmup_tasks=[]),
         mix,
         seed,

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from datasets import Dataset
 from torch.utils.data import Sampler
 from transformers import (
@@ -32,6 +31,7 @@ from cascadelab.config import CurriculumParams, LoraParams, SFTTrainParams
 from cascadelab.data.batches import encode_prompt_response
 from cascadelab.data.curriculum import CurriculumSampler, CurriculumState
 from cascadelab.training.curriculum import CurriculumCallback
+from cascadelab.training.trl_config import trl_args
 
 Record = dict[str, Any]
 
@@ -101,33 +101,27 @@ def tokenize_prompt_completion(
 def sft_config(train: SFTTrainParams, seed: int, output_dir: Path, report_to: Sequence[str]) -> SFTConfig:
     """TRL settings for a run: steps-based WSD schedule, periodic checkpoints, CPU-safe precision defaults."""
     decay_steps = max(1, int(train.max_steps * train.decay_fraction))
-    return SFTConfig(
-        output_dir=str(output_dir),
-        max_steps=train.max_steps,
-        per_device_train_batch_size=train.batch_size,
-        learning_rate=train.learning_rate,
+    return trl_args(
+        SFTConfig,
+        train,
+        seed,
+        output_dir,
+        report_to=report_to,
+        bf16=train.bf16,
+        activation_checkpointing=train.activation_checkpointing,
         lr_scheduler_type="warmup_stable_decay",
         lr_scheduler_kwargs={"num_decay_steps": decay_steps, "decay_type": "linear", "min_lr_ratio": 0.0},
         warmup_steps=train.warmup_steps,
         weight_decay=train.weight_decay,
         max_grad_norm=train.max_grad_norm,
-        logging_steps=train.logging_steps,
         save_strategy="steps" if train.save_steps else "no",
         save_steps=train.save_steps or 500,
         save_total_limit=1,
-        report_to=list(report_to),
-        bf16=train.bf16,
-        activation_checkpointing=train.activation_checkpointing,
-        gradient_checkpointing=train.activation_checkpointing,
-        use_cpu=not torch.cuda.is_available(),
-        seed=seed,
-        data_seed=seed,
         completion_only_loss=True,
         eos_token="[EOS]",
         max_length=None,
         dataset_kwargs={"skip_prepare_dataset": True},
         include_num_input_tokens_seen="non_padding",
-        dataloader_num_workers=0,
         disable_tqdm=os.environ.get("CASCADELAB_NO_PROGRESS") == "1",
     )
 

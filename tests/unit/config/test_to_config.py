@@ -62,10 +62,7 @@ def test_lego_config_matches_the_translator(tokenizer):
         num_attention_heads=2,
         max_position_embeddings=m.max_position_embeddings,
         initializer_range=m.initializer_range,
-        phase1_layers=m.phase1_layers,
-        phase1_lr=3e-3,
-        phase1_patience=params.phase1.patience,
-        phase2_layers=m.phase2_layers,
+        num_hidden_layers=m.phase1_layers,
         **_ids(tokenizer),
     )
     assert params.to_config(tokenizer).to_dict() == expected.to_dict()

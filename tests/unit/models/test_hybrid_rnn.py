@@ -9,6 +9,7 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import AutoConfig, AutoModelForSeq2SeqLM, PreTrainedTokenizerFast
 from transformers.cache_utils import EncoderDecoderCache
 
+from cascadelab.config import HybridRNNTrainParams
 from cascadelab.data.seq2seq import encode_source
 from cascadelab.eval.seq2seq import evaluate_seq2seq
 from cascadelab.models.hybrid_rnn import (
@@ -20,7 +21,7 @@ from cascadelab.models.hybrid_rnn import (
 )
 from cascadelab.models.hybrid_rnn.quantization import quantize_dynamic_int8
 from cascadelab.models.hybrid_rnn.response import ResponseGenerator
-from cascadelab.training.hybrid_rnn_trainer import HybridRNNTrainSettings, train_hybrid_rnn
+from cascadelab.training.hybrid_rnn_trainer import train_hybrid_rnn
 
 PAD, BOS, EOS = 0, 1, 2
 CHARS = "0123456789+-=abcdef "
@@ -75,10 +76,10 @@ def trained() -> tuple[HybridRNNTransformer, PreTrainedTokenizerFast, list[tuple
     """A tiny model trained 200 steps to copy 2-4 letter strings (~3 s on one core)."""
     tokenizer = char_tokenizer()
     model = tiny_model()
-    settings = HybridRNNTrainSettings(
-        learning_rate=3e-3, batch_size=32, max_steps=200, eval_steps=50, warmup_steps=10, patience=3, seed=0
+    settings = HybridRNNTrainParams(
+        learning_rate=3e-3, batch_size=32, max_steps=200, eval_steps=50, warmup_steps=10, patience=3
     )
-    result = train_hybrid_rnn(model, copy_pairs(2000, 0), copy_pairs(64, 1), tokenizer, settings)
+    result = train_hybrid_rnn(model, copy_pairs(2000, 0), copy_pairs(64, 1), tokenizer, settings, seed=0)
     assert result.history[-1]["val_loss"] < 0.25 * result.history[0]["val_loss"]
     return model, tokenizer, copy_pairs(64, 1)
 

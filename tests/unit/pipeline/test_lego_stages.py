@@ -9,9 +9,9 @@ from cascadelab.data.tokenizer import train_tokenizer
 from cascadelab.eval.generation import greedy_outputs
 from cascadelab.models.lego import LEGOTransformer, build_lego_model
 from cascadelab.models.lego.calibration import exit_confidences, threshold_for_ratio
-from cascadelab.pipeline.lego_common import causal_training_flops, forward_flops_per_token, phase2_config
+from cascadelab.pipeline.lego_common import causal_training_flops, forward_flops_per_token
 from cascadelab.pipeline.lego_phase2 import exit_tradeoff
-from cascadelab.training.lego_trainer import Trainer, create_standard_config
+from cascadelab.training.lego_trainer import Trainer, standard_stages
 
 torch.set_num_threads(1)
 
@@ -43,15 +43,14 @@ def grown(tokenizer):
     return model.eval()
 
 
-def test_configs_take_the_params_phase_by_phase(tokenizer):
+def test_config_is_the_shallow_architecture_and_the_section_keeps_the_training(tokenizer):
     shallow = PARAMS.to_config(tokenizer)
     assert (shallow.vocab_size, shallow.hidden_size, shallow.num_attention_heads) == (len(tokenizer), 32, 2)
-    assert (shallow.phase1_lr, shallow.phase1_patience, shallow.depth) == (3e-3, 2, 2)
-    assert (shallow.phase2_lr, shallow.phase2_patience) == (1e-4, 3)  # seed defaults until phase 2
+    assert (shallow.depth, shallow.exit_layers, shallow.exit_layer) == (2, [2], 2)
     assert shallow.eos_token_id == tokenizer.eos_token_id and shallow.pad_token_id == tokenizer.pad_token_id
-    deep = phase2_config(PARAMS, shallow, hard_example_ratio=0.4)
-    assert (deep.phase2_lr, deep.phase2_patience, deep.phase2_layers, deep.hard_example_ratio) == (2e-3, 4, 4, 0.4)
-    assert deep.phase1_lr == 3e-3
+    assert not any(key.startswith("phase") or key == "hard_example_ratio" for key in shallow.to_dict())
+    assert (PARAMS.phase1.learning_rate, PARAMS.phase1.patience) == (3e-3, 2)
+    assert (PARAMS.phase2.learning_rate, PARAMS.phase2.patience, PARAMS.model.phase2_layers) == (2e-3, 4, 4)
 
 
 def test_flop_accounting(tokenizer):
@@ -71,8 +70,8 @@ def test_one_pass_tradeoff_equals_real_routed_evaluation(tokenizer, grown):
     rows = exit_tradeoff(grown, batches, thresholds, exit_layer=2)
     assert [row["shallow_ratio"] for row in rows] == pytest.approx([1.0, 0.7, 0.3, 0.0], abs=0.02)
     for threshold, row in zip(thresholds, rows, strict=True):
-        routing = create_standard_config(4, routing_threshold=threshold, exit_layer=2)
-        real = Trainer(routing, grown.config.vocab_size).evaluate(grown, batches)
+        trainer = Trainer(standard_stages(4), grown.config.vocab_size)
+        real = trainer.evaluate(grown, batches, routing_threshold=threshold, exit_layer=2)
         assert row["threshold"] == threshold
         assert row["shallow_ratio"] == real["shallow_ratio"]
         assert row["compute_cost"] == pytest.approx(real["compute_cost"], abs=1e-12)

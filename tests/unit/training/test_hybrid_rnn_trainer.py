@@ -7,11 +7,11 @@ from pydantic import ValidationError
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
+from cascadelab.config import HybridRNNTrainParams
 from cascadelab.data.curriculum import SWITCH_LAG, LoopCurriculum
 from cascadelab.data.seq2seq import encode_pairs
 from cascadelab.models.hybrid_rnn import HybridRNNConfig, HybridRNNTransformer
 from cascadelab.training.hybrid_rnn_trainer import (
-    HybridRNNTrainSettings,
     train_hybrid_rnn,
     validation_loss,
 )
@@ -54,13 +54,14 @@ def tiny_model() -> HybridRNNTransformer:
 
 def test_settings_reject_unknown_keys_and_bad_values() -> None:
     with pytest.raises(ValidationError, match="extra_forbidden"):
-        HybridRNNTrainSettings(lr=1e-3)
+        HybridRNNTrainParams(lr=1e-3)
     with pytest.raises(ValidationError, match="greater than 0"):
-        HybridRNNTrainSettings(learning_rate=0)
+        HybridRNNTrainParams(learning_rate=0)
+    assert HybridRNNTrainParams().checkpoint_steps == 0  # the trainer takes the section as it is: no checkpoints
 
 
 def test_lr_schedule_warms_up_holds_then_decays_to_zero() -> None:
-    s = HybridRNNTrainSettings(max_steps=100, warmup_steps=10, decay_fraction=0.2)
+    s = HybridRNNTrainParams(max_steps=100, warmup_steps=10, decay_fraction=0.2)
     factor = wsd_schedule(s.max_steps, s.warmup_steps, s.decay_fraction)
     assert factor(0) == pytest.approx(0.1)
     assert factor(9) == pytest.approx(1.0)
@@ -72,14 +73,14 @@ def test_lr_schedule_warms_up_holds_then_decays_to_zero() -> None:
 
 def test_training_is_deterministic_and_leaves_caller_rng_alone() -> None:
     tokenizer = char_tokenizer()
-    settings = HybridRNNTrainSettings(learning_rate=3e-3, batch_size=8, max_steps=12, eval_steps=6, seed=5)
+    settings = HybridRNNTrainParams(learning_rate=3e-3, batch_size=8, max_steps=12, eval_steps=6)
     torch.manual_seed(123)
     expected_next_draw = torch.rand(1)
     results, states = [], []
     for _ in range(2):
         model = tiny_model()
         torch.manual_seed(123)
-        results.append(train_hybrid_rnn(model, add_pairs(64, 0), add_pairs(16, 1), tokenizer, settings))
+        results.append(train_hybrid_rnn(model, add_pairs(64, 0), add_pairs(16, 1), tokenizer, settings, seed=5))
         torch.testing.assert_close(torch.rand(1), expected_next_draw)  # the caller's RNG state is restored
         states.append(model.state_dict())
     assert [h["val_loss"] for h in results[0].history] == [h["val_loss"] for h in results[1].history]
@@ -91,7 +92,7 @@ def test_loss_falls_and_logs_each_evaluation() -> None:
     tokenizer = char_tokenizer()
     model = tiny_model()
     logged: list[tuple[dict[str, float], int]] = []
-    settings = HybridRNNTrainSettings(learning_rate=3e-3, batch_size=32, max_steps=120, eval_steps=40, warmup_steps=10)
+    settings = HybridRNNTrainParams(learning_rate=3e-3, batch_size=32, max_steps=120, eval_steps=40, warmup_steps=10)
     train, val = add_pairs(1000, 0), add_pairs(64, 1)
     result = train_hybrid_rnn(model, train, val, tokenizer, settings, log_fn=lambda m, s: logged.append((m, s)))
     assert [s for _, s in logged] == [40, 80, 120]
@@ -108,8 +109,15 @@ def test_early_stopping_restores_best_weights() -> None:
     model = tiny_model()
     val = add_pairs(32, 1)
     # A huge learning rate makes validation loss worse after the first evaluation.
-    settings = HybridRNNTrainSettings(
-        learning_rate=3.0, batch_size=8, max_steps=200, eval_steps=2, warmup_steps=0, patience=2, max_grad_norm=100.0
+    settings = HybridRNNTrainParams(
+        learning_rate=3.0,
+        batch_size=8,
+        max_steps=200,
+        eval_steps=2,
+        warmup_steps=0,
+        patience=2,
+        max_grad_norm=100.0,
+        eval_batch_size=128,
     )
     result = train_hybrid_rnn(model, add_pairs(64, 0), val, tokenizer, settings)
     assert result.stopped_early and result.steps < 200
@@ -123,7 +131,7 @@ def test_curriculum_warmup_never_stops_early_and_best_weights_come_from_the_mix(
     train = add_pairs(64, 0) + [(f"{a}{a}=", f"{a}") for a in range(10)] * 4
     tasks = ["add"] * 64 + ["copy"] * 40
     # The huge rate of test_early_stopping_restores_best_weights: val loss worsens from the first evaluation.
-    settings = HybridRNNTrainSettings(
+    settings = HybridRNNTrainParams(
         learning_rate=3.0,
         batch_size=8,
         max_steps=60,
@@ -132,6 +140,7 @@ def test_curriculum_warmup_never_stops_early_and_best_weights_come_from_the_mix(
         warmup_steps=0,
         patience=2,
         max_grad_norm=100.0,
+        eval_batch_size=128,
     )
     curriculum = LoopCurriculum(
         tasks,
@@ -153,7 +162,7 @@ def test_curriculum_warmup_never_stops_early_and_best_weights_come_from_the_mix(
 
 def test_bad_inputs_are_rejected() -> None:
     tokenizer = char_tokenizer()
-    settings = HybridRNNTrainSettings(max_steps=1)
+    settings = HybridRNNTrainParams(max_steps=1)
     with pytest.raises(ValueError, match=r"^val_examples is empty: early stopping needs a validation set$"):
         train_hybrid_rnn(tiny_model(), add_pairs(4, 0), [], tokenizer, settings)
     small = HybridRNNTransformer(HybridRNNConfig.from_preset("tiny", vocab_size=8))

@@ -11,23 +11,21 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from cascadelab.config import LegoLoopParams, LegoPhase2Params
 from cascadelab.models.lego import LEGOConfig, LEGOTransformer, build_lego_model
 from cascadelab.models.lego.calibration import exit_confidences
 from cascadelab.training.lego_trainer import (
     HardExampleSets,
-    LoopSettings,
-    StageConfig,
     Trainer,
-    TrainingConfig,
     collect_hard_examples,
-    create_deep_supervision_config,
     create_hard_example_loader,
-    create_standard_config,
+    deep_supervision_stages,
     evaluate_on_hard_examples,
     hard_examples_nbytes,
     load_hard_examples,
     prepare_hard_examples,
     save_hard_examples,
+    standard_stages,
     train_full_depth,
     train_phase1,
     train_phase2,
@@ -81,12 +79,19 @@ def tiny_config(**overrides: object) -> LEGOConfig:
     return LEGOConfig(**{**base, **overrides})
 
 
+def loop(**overrides: object) -> LegoLoopParams:
+    """A causal loop that validates once per epoch, without warm-up (the section's defaults otherwise)."""
+    return LegoLoopParams.model_validate({"eval_every": None, "warmup_steps": 0, **overrides})
+
+
 @pytest.fixture(scope="module")
 def phase1() -> LEGOTransformer:
     """A shallow model trained briefly, so confidences spread out."""
     model = build_lego_model(tiny_config(), seed=0)
-    trainer = Trainer(create_standard_config(2, max_epochs=6, patience=6), len(VOCAB))
-    trainer.train_with_early_stopping(model, TRAIN, VAL, trainer.create_optimizer(model, 3e-3))
+    trainer = Trainer(standard_stages(2), len(VOCAB))
+    trainer.train_with_early_stopping(
+        model, TRAIN, VAL, trainer.create_optimizer(model, 3e-3), loop(max_epochs=6, patience=6)
+    )
     return model.eval()
 
 
@@ -94,25 +99,25 @@ def phase1() -> LEGOTransformer:
 
 
 def test_stage_presets_and_validation() -> None:
-    assert create_standard_config(4).stages == [StageConfig(layers=(4, 4), loss_weight=1.0)]
-    ds = create_deep_supervision_config(4)
-    assert [s.layers for s in ds.stages] == [(1, 1), (2, 2), (3, 3), (4, 4)]
-    assert sum(s.loss_weight for s in ds.stages) == pytest.approx(1.0)
-    cfg = TrainingConfig(stages=[StageConfig(layers=(2, 2), loss_weight=1.0)], routing_threshold=0.8, exit_layer=2)
-    assert (cfg.routing_threshold, cfg.exit_layer, cfg.loss_layers) == (0.8, 2, [2])
+    assert standard_stages(4) == [(4, 4, 1.0)]
+    ds = deep_supervision_stages(4)
+    assert [(first, last) for first, last, _ in ds] == [(1, 1), (2, 2), (3, 3), (4, 4)]
+    assert sum(weight for _, _, weight in ds) == pytest.approx(1.0)
+    assert Trainer([(1, 2, 0.5), (2, 3, 0.5)]).loss_layers == [1, 2, 3]
     with pytest.raises(ValueError, match=r"layers: need 1 <= first <= last, got \(3, 2\)"):
-        StageConfig(layers=(3, 2))
+        Trainer([(3, 2, 1.0)])
+    with pytest.raises(ValueError, match=r"loss_weight: must be >= 0, got -1\.0"):
+        Trainer([(1, 1, -1.0)])
+    with pytest.raises(ValueError, match="stages: need at least one loss stage"):
+        Trainer([])
     with pytest.raises(ValueError, match="extra_forbidden"):
-        TrainingConfig(stages=cfg.stages, learning_rate=1e-3)  # type: ignore[call-arg]
+        loop(learning_rate=1e-3, stages=[])
 
 
 def test_stage_loss_averages_the_layers_of_each_stage() -> None:
     model = build_lego_model(tiny_config(num_hidden_layers=3, exit_layers=[3]), seed=0)
-    cfg = TrainingConfig(
-        stages=[StageConfig(layers=(1, 2), loss_weight=0.7), StageConfig(layers=(3, 3), loss_weight=0.3)]
-    )
     batch = TRAIN[0]
-    loss = Trainer(cfg).compute_loss(model, batch)
+    loss = Trainer([(1, 2, 0.7), (3, 3, 0.3)]).compute_loss(model, batch)
     logits = model.forward_all_layers(batch["input_ids"])
     ce = [F.cross_entropy(x[:, :-1].flatten(0, 1), batch["labels"][:, 1:].flatten()) for x in logits]
     assert torch.allclose(loss, 0.7 * (ce[0] + ce[1]) / 2 + 0.3 * ce[2])
@@ -123,11 +128,16 @@ def test_stage_loss_averages_the_layers_of_each_stage() -> None:
 
 def test_training_lowers_the_loss_and_keeps_the_best_weights() -> None:
     model = build_lego_model(tiny_config(), seed=0)
-    trainer = Trainer(create_standard_config(2, max_epochs=8, patience=8), len(VOCAB))
+    trainer = Trainer(standard_stages(2), len(VOCAB))
     before = trainer.validation_loss(model, VAL)
     logged: list[tuple[dict[str, float], int]] = []
     result = trainer.train_with_early_stopping(
-        model, TRAIN, VAL, trainer.create_optimizer(model, 3e-3), log_fn=lambda m, s: logged.append((m, s))
+        model,
+        TRAIN,
+        VAL,
+        trainer.create_optimizer(model, 3e-3),
+        loop(max_epochs=8, patience=8),
+        log_fn=lambda m, s: logged.append((m, s)),
     )
     after = trainer.validation_loss(model, VAL)
     assert after < 0.7 * before
@@ -138,16 +148,17 @@ def test_training_lowers_the_loss_and_keeps_the_best_weights() -> None:
 
 def test_early_stopping_stops_when_val_stalls() -> None:
     model = build_lego_model(tiny_config(), seed=0)
-    trainer = Trainer(create_standard_config(2, max_epochs=10, patience=1), len(VOCAB))
+    trainer = Trainer(standard_stages(2), len(VOCAB))
     frozen_lr = trainer.create_optimizer(model, base_lr=0.0)  # val never improves after the first check
-    result = trainer.train_with_early_stopping(model, TRAIN, VAL, frozen_lr)
+    result = trainer.train_with_early_stopping(model, TRAIN, VAL, frozen_lr, loop(max_epochs=10, patience=1))
     assert (result["epochs"], result["stopped_early"], result["best_step"]) == (3.0, 1.0, 10.0)
 
 
 def test_token_budget_stops_training() -> None:
     model = build_lego_model(tiny_config(), seed=0)
-    trainer = Trainer(create_standard_config(2, max_train_tokens=100, eval_every=2), len(VOCAB))
-    result = trainer.train_with_early_stopping(model, TRAIN, VAL, trainer.create_optimizer(model))
+    trainer = Trainer(standard_stages(2), len(VOCAB))
+    optimizer = trainer.create_optimizer(model)
+    result = trainer.train_with_early_stopping(model, TRAIN, VAL, optimizer, loop(eval_every=2), max_train_tokens=100)
     assert result["train_tokens"] == 128.0 and result["steps"] == 4.0  # 32 tokens per batch
 
 
@@ -219,7 +230,7 @@ def test_train_upper_layers_learns_hard_tokens_with_lower_block_frozen(phase1: L
     loader = create_hard_example_loader(hard, batch_size=32, seed=0)
     before = evaluate_on_hard_examples(model, loader, len(VOCAB), num_lower_layers=2)
     assert before["ppl"] == pytest.approx(before["shallow_ppl"], rel=1e-5)  # extension starts as the source
-    optimizer = Trainer(create_standard_config(4)).create_optimizer(model, 3e-3)
+    optimizer = Trainer(standard_stages(4)).create_optimizer(model, 3e-3)
     for _ in range(5):
         train_upper_layers(model, loader, optimizer, len(VOCAB), num_lower_layers=2)
     after = evaluate_on_hard_examples(model, loader, len(VOCAB), num_lower_layers=2)
@@ -235,14 +246,13 @@ def test_train_upper_layers_learns_hard_tokens_with_lower_block_frozen(phase1: L
 
 def test_evaluate_returns_the_four_metrics(phase1: LEGOTransformer) -> None:
     model = LEGOTransformer.extend_from(phase1, 4, routing_threshold=0.5, seed=0)
-    plain = Trainer(create_standard_config(4), len(VOCAB)).evaluate(model, TEST)
+    trainer = Trainer(standard_stages(4), len(VOCAB))
+    plain = trainer.evaluate(model, TEST)
     assert plain.keys() == {"acc", "ppl", "shallow_ratio", "compute_cost"}
     assert (plain["shallow_ratio"], plain["compute_cost"]) == (0.0, 1.0)
     assert 0.0 <= plain["acc"] <= 1.0 and 1.0 <= plain["ppl"] < len(VOCAB)
     threshold = float(exit_confidences(phase1, TEST).median())
-    routed = Trainer(create_standard_config(4, routing_threshold=threshold, exit_layer=2), len(VOCAB)).evaluate(
-        model, TEST
-    )
+    routed = trainer.evaluate(model, TEST, routing_threshold=threshold, exit_layer=2)
     assert 0.45 <= routed["shallow_ratio"] <= 0.55
     assert routed["compute_cost"] == pytest.approx((2 + 2 * (1 - routed["shallow_ratio"])) / 4)
     # a freshly extended model predicts like its source, so routing changes nothing but the cost
@@ -262,14 +272,15 @@ def _close(got: dict[str, float], golden: dict[str, float]) -> bool:
 
 
 def test_entry_points_run_the_three_phases_and_the_baseline(tmp_path: Path) -> None:
-    config = tiny_config(phase1_lr=3e-3, phase2_lr=3e-3, phase2_patience=1)
-    loop = LoopSettings(max_epochs=3, warmup_steps=2)
-    shallow, m1 = train_phase1(config, TRAIN, VAL, loop, seed=0)
+    config = tiny_config()
+    phase1 = loop(learning_rate=3e-3, max_epochs=3, warmup_steps=2)
+    shallow, m1 = train_phase1(config, TRAIN, VAL, phase1, seed=0)
     assert shallow.config.num_hidden_layers == 2 and m1["val_ppl"] < len(VOCAB)
     sets: HardExampleSets = prepare_hard_examples(shallow, TRAIN, VAL, hard_example_ratio=0.5)
     save_hard_examples(tmp_path / "hard.safetensors", sets)
     hard = load_hard_examples(tmp_path / "hard.safetensors")
-    deep, m2 = train_phase2(shallow, hard, TEST, loop, config=config.derive(phase2_layers=3), batch_size=16)
+    phase2 = LegoPhase2Params(learning_rate=3e-3, patience=1, batch_size=16, max_epochs=3)
+    deep, m2 = train_phase2(shallow, hard, TEST, phase2, num_layers=3)
     assert deep.config.exit_layers == [2, 3] and deep.config.routing_threshold == sets["threshold"]
     assert {
         "test_acc",
@@ -280,5 +291,6 @@ def test_entry_points_run_the_three_phases_and_the_baseline(tmp_path: Path) -> N
     } <= m2.keys()
     assert m2["trainable_params"] < m2["params"]
     budget = int(m1["train_tokens"] + m2["train_tokens"])
-    base, m3 = train_full_depth(config, TRAIN, VAL, LoopSettings(max_epochs=50, max_train_tokens=budget), seed=0)
+    baseline = loop(learning_rate=3e-3, max_epochs=50)
+    base, m3 = train_full_depth(config, TRAIN, VAL, baseline, num_layers=4, max_train_tokens=budget, seed=0)
     assert base.config.exit_layers == [4] and budget <= m3["train_tokens"] < budget + 32

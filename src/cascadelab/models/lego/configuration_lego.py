@@ -9,14 +9,13 @@ from transformers import PretrainedConfig
 
 
 class LEGOConfig(PretrainedConfig):
-    """Configuration of a LEGO model, plus the seed's two-phase training defaults.
+    """Configuration of a LEGO model: its architecture and routing (training settings live in the `lego` section).
 
     Architecture: ``num_hidden_layers`` layers, exit heads after each layer in ``exit_layers``
     (strictly increasing, the last one equal to ``num_hidden_layers``). Layers up to
     ``exit_layers[0]`` are causal self-attention layers; later layers are token-wise.
     Routing: ``exit_layer`` is the layer whose exit head decides, ``routing_threshold`` the
-    confidence at or above which a token stops there. The ``phase*`` and ``hard_example_ratio``
-    fields are the seed's LEGOConfig defaults used by the training entry points.
+    confidence at or above which a token stops there.
     """
 
     model_type = "lego"
@@ -26,7 +25,7 @@ class LEGOConfig(PretrainedConfig):
     hidden_size: int = 128
     intermediate_size: int = 512
     num_attention_heads: int = 4
-    num_hidden_layers: int | None = None
+    num_hidden_layers: int = 2
     exit_layers: list[int] | None = None
     max_position_embeddings: int = 512
     rope_theta: float = 10000.0
@@ -34,16 +33,6 @@ class LEGOConfig(PretrainedConfig):
     initializer_range: float = 0.06
     routing_threshold: float | None = None
     exit_layer: int | None = None
-    # Seed defaults for the two training phases (overridable from params). Still here because the LEGO
-    # trainer and stages read them from the config and saved models carry them in config.json; they
-    # leave once the trainer reads its `lego` params section instead (issue 26).
-    phase1_layers: int = 2
-    phase1_lr: float = 1e-3
-    phase1_patience: int = 1
-    hard_example_ratio: float = 0.5
-    phase2_layers: int = 4
-    phase2_lr: float = 1e-4
-    phase2_patience: int = 3
     use_cache: bool = True
     pad_token_id: int | None = 0
     bos_token_id: int | None = 1
@@ -51,8 +40,6 @@ class LEGOConfig(PretrainedConfig):
     tie_word_embeddings: bool = True
 
     def __post_init__(self, **kwargs: Any) -> None:
-        if self.num_hidden_layers is None:
-            self.num_hidden_layers = self.phase1_layers
         if self.exit_layers is None:
             self.exit_layers = [self.num_hidden_layers]
         self.exit_layers = [int(x) for x in self.exit_layers]
@@ -76,18 +63,6 @@ class LEGOConfig(PretrainedConfig):
                 f"hidden_size: must split into num_attention_heads={self.num_attention_heads} heads of even "
                 f"size, got {self.hidden_size}"
             )
-        if not 0.0 < self.hard_example_ratio < 1.0:
-            raise ValueError(f"hard_example_ratio: must be in (0, 1), got {self.hard_example_ratio}")
-        if not 1 <= self.phase1_layers < self.phase2_layers:
-            raise ValueError(
-                f"phase2_layers: must exceed phase1_layers={self.phase1_layers} >= 1, got {self.phase2_layers}"
-            )
-        for name in ("phase1_lr", "phase2_lr"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name}: must be > 0, got {getattr(self, name)}")
-        for name in ("phase1_patience", "phase2_patience"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
 
     def derive(self, **overrides: Any) -> LEGOConfig:
         """A new config equal to this one except for ``overrides`` (validated again)."""
@@ -99,7 +74,6 @@ class LEGOConfig(PretrainedConfig):
     @property
     def depth(self) -> int:
         """Total number of layers."""
-        assert self.num_hidden_layers is not None
         return int(self.num_hidden_layers)
 
     @property

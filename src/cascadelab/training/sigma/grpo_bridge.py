@@ -46,6 +46,7 @@ from trl import GRPOConfig, GRPOTrainer
 from cascadelab.config import GRPOParams, ReplayParams
 from cascadelab.training.sigma.causal_replay import CausalReplay, ReplaySample
 from cascadelab.training.sigma.verifier import VerifierCascade
+from cascadelab.training.trl_config import trl_args
 
 
 @dataclass(frozen=True)
@@ -94,11 +95,13 @@ class VerifierReward:
 def grpo_config(settings: GRPOParams, out_dir: Path, seed: int) -> GRPOConfig:
     """TRL's config for one-update-per-call use on CPU (STACK-NOTES: use_cpu, no bf16, no checkpointing)."""
     batch = settings.prompts_per_step * settings.num_generations
-    return GRPOConfig(
-        output_dir=str(out_dir),
+    return trl_args(
+        GRPOConfig,
+        None,  # the bridge drives each update itself: no step budget or schedule of TRL's
+        seed,
+        out_dir,
         use_cpu=True,
-        bf16=False,
-        activation_checkpointing=False,
+        data_seed=None,  # TRL samples no data here: each update gets its prompts from the caller
         per_device_train_batch_size=batch,
         num_generations=settings.num_generations,
         max_completion_length=settings.max_completion_length,
@@ -108,10 +111,7 @@ def grpo_config(settings: GRPOParams, out_dir: Path, seed: int) -> GRPOConfig:
         epsilon=settings.epsilon,
         loss_type="grpo",
         logging_steps=10**9,  # the SIGMA loop logs
-        report_to=[],
         save_strategy="no",
-        seed=seed,
-        dataloader_num_workers=0,
     )
 
 
