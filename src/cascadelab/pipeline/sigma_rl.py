@@ -321,11 +321,10 @@ def run(
         figures["val_loss"] = mean_loss(m, val_batches)
         figures.update(
             evolution.window(
-                trainer.step,
+                trainer,
                 figures["heldout_reward"],
                 figures["val_loss"],
                 mix,
-                trainer.schedulers,
                 lambda prompts: greedy(model, tokenizer, prompts, params),
             )
         )

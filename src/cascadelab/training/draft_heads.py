@@ -10,13 +10,16 @@ accepts.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel
 
 from cascadelab.models.draft_heads import DraftHeads
+from cascadelab.training.callbacks import TrainerCallback
+from cascadelab.training.schedules import constant_schedule
+from cascadelab.training.trainer import LMTrainer, StepSettings
 
 
 def draft_loss(
@@ -59,7 +62,8 @@ def train_draft_heads(
 ) -> list[float]:
     """Train `heads` on the frozen `model` (id batches ``[B, L]``, reshuffled each pass by `seed`); loss per step.
 
-    ``target_masks`` (one per batch, see `draft_loss`) restricts the loss to the marked targets.
+    ``target_masks`` (one per batch, see `draft_loss`) restricts the loss to the marked targets. The steps run on
+    the LM trainer with `heads` as its model: AdamW at a constant rate, no clipping.
     """
     if not batches or steps <= 0:
         raise ValueError("train_draft_heads: need at least one batch and steps > 0")
@@ -70,25 +74,43 @@ def train_draft_heads(
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     model.eval()
-    heads.train()
-    rng = random.Random(seed)
+    losses = _StepLosses()
+
+    def compute_loss(heads: DraftHeads, index: int) -> tuple[torch.Tensor, dict[str, float]]:
+        mask = None if target_masks is None else target_masks[index]
+        return draft_loss(model, heads, batches[index], mask), {}
+
     optimizer = torch.optim.AdamW(heads.parameters(), lr=lr)
-    order: list[int] = []
-    losses: list[float] = []
+    loop = StepSettings(max_steps=steps, max_grad_norm=None, logging_steps=steps)
+    trainer = LMTrainer(
+        heads, [optimizer], loop, None, compute_loss=compute_loss, schedule=constant_schedule, callbacks=[losses]
+    )
     try:
-        for _ in range(steps):
-            if not order:
-                order = list(range(len(batches)))
-                rng.shuffle(order)
-            optimizer.zero_grad()
-            index = order.pop()
-            loss = draft_loss(model, heads, batches[index], None if target_masks is None else target_masks[index])
-            loss.backward()
-            optimizer.step()
-            losses.append(float(loss.detach()))
+        trainer.fit(_shuffled_passes(len(batches), seed))
     finally:
         for parameter, flag in zip(model.parameters(), flags, strict=True):
             parameter.requires_grad_(flag)
         model.train(was_training)
     heads.eval()
-    return losses
+    return losses.values
+
+
+def _shuffled_passes(count: int, seed: int) -> Iterator[int]:
+    """Batch indices, pass after pass, each pass in an order shuffled by `seed` and taken from its end."""
+    rng = random.Random(seed)
+    while True:
+        order = list(range(count))
+        rng.shuffle(order)
+        while order:
+            yield order.pop()
+
+
+class _StepLosses(TrainerCallback):
+    """The loss of every step."""
+
+    def __init__(self) -> None:
+        self.values: list[float] = []
+
+    def on_step_end(self, trainer: LMTrainer, step: int, loss: float) -> None:
+        """Keep the step's loss."""
+        self.values.append(loss)

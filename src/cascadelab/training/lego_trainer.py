@@ -40,7 +40,7 @@ from cascadelab.models.lego.calibration import compute_confidence, compute_confi
 from cascadelab.models.lego.modeling_lego import IGNORE_INDEX, shifted_targets
 from cascadelab.models.utils import batch_to_device, count_parameters, to_device
 from cascadelab.training.callbacks import EarlyStopping, TrainerCallback, clone_state
-from cascadelab.training.schedules import Schedule, warmup_factor
+from cascadelab.training.schedules import Schedule, constant_schedule, warmup_factor
 from cascadelab.training.trainer import LMTrainer, StepSettings
 
 Batch = Mapping[str, torch.Tensor]
@@ -189,7 +189,7 @@ class Trainer:
             steps,
             None,
             compute_loss=run.compute_loss,
-            schedule=schedule or _constant,
+            schedule=schedule or constant_schedule,
             callbacks=[run],
             until_data_ends=True,
         )
@@ -258,10 +258,6 @@ class Trainer:
 
 
 # --------------------------------------------------------------------------- hard examples
-
-
-def _constant(step: int) -> float:
-    return 1.0
 
 
 class _EarlyStoppingRun(TrainerCallback):
@@ -461,6 +457,75 @@ def _check_upper(model: LEGOTransformer, vocab_size: int, num_lower_layers: int)
         )
 
 
+class _UpperBlockRun(TrainerCallback):
+    """LEGO phase 2's part of one LM-trainer run: the upper block's loss on hard-example states, epoch by epoch.
+
+    After each pass over `hard_batches`, `end_epoch()` (if given) judges the epoch; True ends the run.
+    """
+
+    def __init__(
+        self,
+        model: LEGOTransformer,
+        hard_batches: Iterable[Mapping[str, torch.Tensor]],
+        device: torch.device | str,
+        num_lower_layers: int,
+        max_epochs: int = 1,
+        end_epoch: Callable[[int, float], bool] | None = None,
+    ) -> None:
+        self.model, self.hard_batches, self.device = model, hard_batches, device
+        self.num_lower_layers, self.max_epochs, self.end_epoch = num_lower_layers, max_epochs, end_epoch
+        self.epochs = self.targets = 0
+        self.total, self.tokens = 0.0, 0
+
+    @property
+    def mean_loss(self) -> float:
+        """Token-weighted mean training loss of the current epoch."""
+        return self.total / max(self.tokens, 1)
+
+    def batches(self) -> Iterator[dict[str, torch.Tensor]]:
+        """Hard-example batches on the device, epoch after epoch, until `max_epochs` or `end_epoch` says stop."""
+        while self.epochs < self.max_epochs:
+            self.epochs += 1
+            self.total, self.tokens = 0.0, 0
+            for batch in self.hard_batches:
+                yield {
+                    "hidden_states": batch["hidden_states"].to(self.device),
+                    "targets": batch["targets"].to(self.device),
+                }
+            if self.end_epoch is not None and self.end_epoch(self.epochs, self.mean_loss):
+                return
+
+    def compute_loss(
+        self, model: LEGOTransformer, batch: Mapping[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Cross-entropy of the upper block's final exit on the hard-example states; stats: the targets."""
+        targets = batch["targets"]
+        self.targets = targets.numel()
+        model.train()
+        loss = F.cross_entropy(_upper_logits(model, batch["hidden_states"], self.num_lower_layers).float(), targets)
+        return loss, {"tokens": self.targets, "target_tokens": self.targets}
+
+    def on_step_end(self, trainer: LMTrainer, step: int, loss: float) -> None:
+        """Add the step to the epoch's token-weighted loss."""
+        n = self.targets
+        self.total, self.tokens = self.total + loss * n, self.tokens + n
+
+    def fit(self, optimizer: torch.optim.Optimizer, grad_clip: float | None) -> None:
+        """Run the epochs on the LM trainer: clipped steps at the optimizer's constant rates."""
+        loop = StepSettings(max_steps=sys.maxsize, max_grad_norm=grad_clip, logging_steps=sys.maxsize)
+        trainer = LMTrainer(
+            self.model,
+            [optimizer],
+            loop,
+            None,
+            compute_loss=self.compute_loss,
+            schedule=constant_schedule,
+            callbacks=[self],
+            until_data_ends=True,
+        )
+        trainer.fit(self.batches())
+
+
 def train_upper_layers(
     model: LEGOTransformer,
     hard_batches: Iterable[Mapping[str, torch.Tensor]],
@@ -476,19 +541,9 @@ def train_upper_layers(
     and the embeddings get no gradient (``extend_from(freeze_lower=True)`` also freezes them).
     """
     _check_upper(model, vocab_size, num_lower_layers)
-    model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    total, tokens = 0.0, 0
-    for batch in hard_batches:
-        hidden, targets = batch["hidden_states"].to(device), batch["targets"].to(device)
-        loss = F.cross_entropy(_upper_logits(model, hidden, num_lower_layers).float(), targets)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(params, grad_clip)
-        optimizer.step()
-        total, tokens = total + float(loss.detach()) * targets.numel(), tokens + targets.numel()
-    return total / max(tokens, 1)
+    run = _UpperBlockRun(model, hard_batches, device, num_lower_layers)
+    run.fit(optimizer, grad_clip)
+    return run.mean_loss
 
 
 @torch.no_grad()
@@ -534,35 +589,33 @@ def fit_upper_layers(
     grad_clip: float | None = 1.0,
     log_fn: LogFn | None = None,
 ) -> dict[str, float]:
-    """Epochs of ``train_upper_layers`` with early stopping on val hard-example ppl; best weights kept."""
+    """Epochs of the upper block's training with early stopping on val hard-example ppl; best weights kept."""
     vocab = model.config.vocab_size
-    epochs = rows = 0
+    _check_upper(model, vocab, num_lower_layers)
     stopping = EarlyStopping(patience + 1)  # stops once more than `patience` epochs fail to improve
     stopping.best_state = clone_state(model)
     stopped = False
-    dataset = getattr(train_hard, "dataset", None)
-    per_epoch = len(dataset) if isinstance(dataset, Sized) else 0
-    for epoch in range(1, max_epochs + 1):
-        epochs = epoch
-        train_loss = train_upper_layers(model, train_hard, optimizer, vocab, device, num_lower_layers, grad_clip)
-        rows += per_epoch
+
+    def end_epoch(epoch: int, train_loss: float) -> bool:
+        nonlocal stopped
         val = evaluate_on_hard_examples(model, val_hard, vocab, device, num_lower_layers)
         if log_fn is not None:
-            log_fn(
-                {"train_hard_loss": train_loss, "val_hard_loss": val["loss"], "val_hard_ppl": val["ppl"]},
-                epoch,
-            )
-        if stopping.observe(model, epoch, val["loss"]):
-            stopped = True
-            break
+            log_fn({"train_hard_loss": train_loss, "val_hard_loss": val["loss"], "val_hard_ppl": val["ppl"]}, epoch)
+        stopped = stopping.observe(model, epoch, val["loss"])
+        return stopped
+
+    run = _UpperBlockRun(model, train_hard, device, num_lower_layers, max_epochs, end_epoch)
+    run.fit(optimizer, grad_clip)
     model.load_state_dict(stopping.best_state)
+    dataset = getattr(train_hard, "dataset", None)
+    per_epoch = len(dataset) if isinstance(dataset, Sized) else 0
     best = stopping.best_value
     return {
         "best_val_hard_loss": best,
         "best_val_hard_ppl": math.exp(min(best, 50.0)),
         "best_epoch": float(stopping.best_step),
-        "epochs": float(epochs),
-        "train_tokens": float(rows),
+        "epochs": float(run.epochs),
+        "train_tokens": float(per_epoch * run.epochs),
         "stopped_early": float(stopped),
     }
 

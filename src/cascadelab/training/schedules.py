@@ -13,6 +13,11 @@ import torch
 Schedule = Callable[[int], float]
 
 
+def constant_schedule(step: int) -> float:
+    """The peak rate at every step: the multiplier 1."""
+    return 1.0
+
+
 def warmup_factor(step: int, warmup_steps: int) -> float:
     """Linear warm-up over `warmup_steps` (0: none), then constant 1."""
     return min(1.0, (step + 1) / warmup_steps) if warmup_steps else 1.0

@@ -32,9 +32,11 @@ propagates.
 
 SigmaLLM and the Llama baseline go through the same code, batches and schedule
 (:class:`~cascadelab.training.sigma_loop.SigmaTrainer` applies SIGMA's INSTANT plan first); the hybrid
-RNN-Transformer brings its seq2seq loss, validation and early stopping; ACOC runs each growth cycle as one
-run that continues the step count (`start_step`), with per-group rates (`GroupRateSchedule`) after every
-rebuild of its optimizer.
+RNN-Transformer brings its seq2seq loss, validation and early stopping; LEGO's upper block (phase 2), the draft
+heads and the fractal-NAS trials bring their losses; ACOC runs each growth cycle as one run that continues the
+step count (`start_step`), with per-group rates (`GroupRateSchedule`) after every rebuild of its optimizer. A
+subsystem's own batch between two steps (sigma_rl's self-improver) goes through
+:meth:`LMTrainer.update_between_steps`: the same clipping and guards.
 """
 
 from __future__ import annotations
@@ -405,8 +407,35 @@ class LMTrainer:
         """Log `plugin`'s features and columns in every row and keep its state in every checkpoint."""
         self.plugins[name] = plugin
 
+    def update_between_steps(self, loss: torch.Tensor) -> str:
+        """One update from `loss` between two steps, back-propagated, clipped and judged by the guards like a step's.
+
+        For a subsystem's own batch (e.g. sigma_rl's self-improver): the schedule does not advance and the step count
+        does not change. Returns the guards' verdict ("step" without guards).
+        """
+        loss.backward()
+        _, verdict = self._update(float(loss.detach()))
+        for optimizer in self.optimizers:
+            optimizer.zero_grad(set_to_none=True)
+        return verdict
+
     def _optimizer_step(self, step: int, loss: float) -> tuple[float, str]:
         """Clip, let the guards judge, step (or skip / restore / roll back), advance the schedule."""
+        grad_norm, verdict = self._update(loss)
+        for scheduler in self.schedulers:
+            scheduler.step()
+        for optimizer in self.optimizers:
+            optimizer.zero_grad(set_to_none=True)
+        if self.guards is not None and verdict == "step" and step % self.guard_params.snapshot_steps == 0:
+            self.good_state.take(step, self.model, self.optimizers, self.schedulers)
+        if self.features.c3o_credit and step % self.credit_interval == 0:
+            for optimizer in self.credit_optimizers:
+                optimizer.update_credit()
+                self.feature_calls["c3o_credit"] += 1
+        return grad_norm, verdict
+
+    def _update(self, loss: float) -> tuple[float, str]:
+        """Clip the gradients, let the guards judge `loss` and the norm, then step (or skip / restore / roll back)."""
         max_norm = self.train.max_grad_norm
         grad_norm = (
             float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)) if max_norm is not None else 0.0
@@ -419,16 +448,6 @@ class LMTrainer:
             self.good_state.restore(self.model, self.optimizers, self.schedulers)
             if verdict == "rollback":
                 scale_learning_rate(self.schedulers, self.guard_params.spike_lr_factor)
-        for scheduler in self.schedulers:
-            scheduler.step()
-        for optimizer in self.optimizers:
-            optimizer.zero_grad(set_to_none=True)
-        if self.guards is not None and verdict == "step" and step % self.guard_params.snapshot_steps == 0:
-            self.good_state.take(step, self.model, self.optimizers, self.schedulers)
-        if self.features.c3o_credit and step % self.credit_interval == 0:
-            for optimizer in self.credit_optimizers:
-                optimizer.update_credit()
-                self.feature_calls["c3o_credit"] += 1
         return grad_norm, verdict
 
     def fit(self, batches: Iterable[Any]) -> TrainResult:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +12,14 @@ from torch import nn
 
 from cascadelab.training.callbacks import EarlyStopping, TrainerCallback, clone_state
 from cascadelab.training.run_checkpoints import CheckpointStore
-from cascadelab.training.schedules import GroupRateSchedule, decay_factor, warmup_factor, wsd_factor, wsd_schedule
+from cascadelab.training.schedules import (
+    GroupRateSchedule,
+    constant_schedule,
+    decay_factor,
+    warmup_factor,
+    wsd_factor,
+    wsd_schedule,
+)
 from cascadelab.training.trainer import LMTrainer, StepSettings
 
 Batch = dict[str, torch.Tensor]
@@ -64,6 +72,7 @@ def test_schedule_values_are_exact() -> None:
     assert [wsd_factor(step, 10, 2, 0.5) for step in range(10)] == [0.5, 1.0, 1.0, 1.0, 1.0, 1.0, 0.8, 0.6, 0.4, 0.2]
     assert [warmup_factor(step, 4) for step in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
     assert warmup_factor(0, 0) == 1.0
+    assert constant_schedule(0) == constant_schedule(10**9) == 1.0
     assert [decay_factor(step, 10, 0.3) for step in (0, 6, 7, 8, 9)] == [1.0, 1.0, 1.0, 2 / 3, 1 / 3]
     settings = StepSettings(max_steps=10, max_grad_norm=1.0, logging_steps=1, warmup_steps=2, decay_fraction=0.5)
     seen: list[float] = []
@@ -216,3 +225,35 @@ def test_a_run_continued_from_start_step_matches_one_straight_run() -> None:
     assert straight_steps == cycled_steps == list(range(1, 13))
     for key, value in straight.state_dict().items():
         torch.testing.assert_close(cycled.state_dict()[key], value, atol=0, rtol=0)
+
+
+def test_an_update_between_steps_is_clipped_and_guarded_and_leaves_the_schedule() -> None:
+    from cascadelab.config import SigmaFeatureParams
+
+    settings = StepSettings(max_steps=8, max_grad_norm=0.5, logging_steps=2, decay_fraction=0.5)
+    model = toy_model()
+    features = SigmaFeatureParams(integrity_guards=True)
+    trainer = trainer_for(model, 8, settings=settings, features=features, until_data_ends=True)
+    trainer.fit(regression_batches(4))
+    rate = trainer.optimizers[0].param_groups[0]["lr"]
+    assert rate == 1e-2  # the next step's rate would be 0.75e-2
+    reference = {k: v.clone() for k, v in model.state_dict().items()}
+    assert trainer.update_between_steps(mse_loss(model, regression_batches(1)[0])[0] * float("nan")) == "skip"
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in reference.items())
+    assert all(p.grad is None for p in model.parameters())
+    assert trainer.guards is not None and trainer.guards.counts["nonfinite_skips"] == 1
+    batch = regression_batches(1, seed=5)[0]
+    clone = toy_model()
+    clone.load_state_dict(reference)
+    optimizer = torch.optim.AdamW(clone.parameters(), lr=1e-2)
+    optimizer.load_state_dict(copy.deepcopy(trainer.optimizers[0].state_dict()))  # its own moment tensors
+    model.eval()  # no dropout: the two forwards must match
+    clone.eval()
+    assert trainer.update_between_steps(mse_loss(model, batch)[0]) == "step"
+    mse_loss(clone, batch)[0].backward()
+    nn.utils.clip_grad_norm_(clone.parameters(), 0.5)
+    optimizer.step()
+    for key, value in clone.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[key], value, atol=0, rtol=0)
+    assert trainer.optimizers[0].param_groups[0]["lr"] == rate  # the schedule did not advance
+    assert trainer.guards.counts["checks"] == 6

@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from cascadelab.config import RL_EVOLUTION_SWITCHES, SigmaRLParams
@@ -48,7 +47,7 @@ from cascadelab.training.sigma.meta_loop import MetaLoop
 from cascadelab.training.sigma.research_log import ResearchLog
 from cascadelab.training.sigma.rl_lm_mix import RLMix
 from cascadelab.training.sigma.self_improver import SelfImprover, SelfImproverSettings
-from cascadelab.training.trainer import mean_loss
+from cascadelab.training.trainer import LMTrainer, mean_loss
 
 EVOLUTION_FEATURES = RL_EVOLUTION_SWITCHES
 Generate = Callable[[list[str]], list[str]]
@@ -119,9 +118,10 @@ class Evolution:
             self.meta.observe(0, val_loss, heldout)
 
     def window(
-        self, step: int, heldout: float, val_loss: float, mix: RLMix, schedulers: Sequence[Any], generate: Generate
+        self, trainer: LMTrainer, heldout: float, val_loss: float, mix: RLMix, generate: Generate
     ) -> dict[str, float]:
-        """Meta-loop (or auto-mix), research-log cycle, self-improver round and credit for one window."""
+        """Meta-loop (or auto-mix), research-log cycle, self-improver round and credit at the trainer's step."""
+        step = trainer.step
         share_before = mix.share
         factor = 1.0
         if self.meta is not None:
@@ -130,7 +130,7 @@ class Evolution:
                 mix.apply(step, decision.rl_share_delta, heldout, val_loss, f"meta-loop: {decision.reason}")
             factor = decision.lr_factor
             if factor != 1.0:
-                scale_learning_rate(list(schedulers), factor)
+                scale_learning_rate(trainer.schedulers, factor)
         else:
             mix.decide(step, heldout, val_loss)
         out: dict[str, float] = {"lr_scale": self.meta.lr_scale if self.meta is not None else 1.0}
@@ -147,23 +147,22 @@ class Evolution:
             out["self_improver_kept"] = float(self.improver.kept)
             out["self_improver_rejected"] = float(self.improver.rejected)
             if rows:
-                self._lm_update(rows)
+                self._lm_update(rows, trainer)
         if self.credit is not None and self.credit.has_update and self.c3o is not None:
             estimates = self.credit.estimate(lambda: mean_loss(self.model, self.probe))
             self.last_credit = self.credit.to_c3o_credit(estimates)
             self.c3o.set_credit(self.last_credit)
         return out
 
-    def _lm_update(self, rows: list[dict[str, Any]]) -> None:
-        """One LM update on the self-improver's verified rows (the model's own completions as targets)."""
+    def _lm_update(self, rows: list[dict[str, Any]], trainer: LMTrainer) -> None:
+        """One LM update on the self-improver's verified rows (the model's own completions as targets).
+
+        It goes through the trainer's clipping and integrity guards, between two steps (the schedule does not move).
+        """
         records = [{"prompt": r["prompt"], "response": r["completion"], "task": r["task"]} for r in rows]
         batch = TokenizedRows(self.tokenizer, records).collate(list(range(len(records))))
         self.model.train()
-        self.model(**batch).loss.backward()
-        nn.utils.clip_grad_norm_(self.model.parameters(), self.params.train.max_grad_norm)
-        for optimizer in self.optimizers:
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+        trainer.update_between_steps(self.model(**batch).loss)
         self.improver_updates += 1
 
     # ---- after the run -------------------------------------------------------------------------------

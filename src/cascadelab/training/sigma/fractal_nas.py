@@ -44,7 +44,8 @@ from cascadelab.config import check_settings
 from cascadelab.data.batches import Batch
 from cascadelab.models.sigma import SigmaConfig, SigmaForCausalLM, apply_instant_plan
 from cascadelab.tracking import StageRun, log_child_run
-from cascadelab.training.trainer import mean_loss
+from cascadelab.training.schedules import constant_schedule
+from cascadelab.training.trainer import LMTrainer, StepSettings, mean_loss
 
 AXES = ("width", "depth", "mix", "experts")
 TrainAndEval = Callable[[SigmaConfig, int], tuple[float, float]]
@@ -269,14 +270,14 @@ def sigma_trial(
         torch.manual_seed(seed)
         model = apply_instant_plan(SigmaForCausalLM(config), checkpoint_blocks=False).train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate)
-        tokens = 0
-        for step in range(steps):
-            batch = train_batches[step % len(train_batches)]
-            optimizer.zero_grad()
-            model(**batch).loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            tokens += int(batch["input_ids"].numel())
-        return mean_loss(model, val), 6.0 * active_parameters(model) * tokens
+        loop = StepSettings(max_steps=steps, max_grad_norm=1.0, logging_steps=steps)
+        trainer = LMTrainer(model, [optimizer], loop, None, compute_loss=_trial_loss, schedule=constant_schedule)
+        result = trainer.fit(train_batches[step % len(train_batches)] for step in range(steps))
+        return mean_loss(model, val), 6.0 * active_parameters(model) * result.train_tokens
 
     return train_and_eval
+
+
+def _trial_loss(model: SigmaForCausalLM, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+    """The LM loss of a trial step; `tokens`: every position of the batch, padding included (the compute's count)."""
+    return model(**batch).loss, {"tokens": batch["input_ids"].numel()}
