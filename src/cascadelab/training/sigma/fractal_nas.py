@@ -272,7 +272,12 @@ def sigma_trial(
         optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate)
         loop = StepSettings(max_steps=steps, max_grad_norm=1.0, logging_steps=steps)
         trainer = LMTrainer(model, [optimizer], loop, None, compute_loss=_trial_loss, schedule=constant_schedule)
-        result = trainer.fit(train_batches[step % len(train_batches)] for step in range(steps))
+        batches = [train_batches[step % len(train_batches)] for step in range(steps)]
+        try:
+            result = trainer.fit(batches)
+        except FloatingPointError:  # a variant that diverges loses the search; it does not end it
+            tokens = sum(batch["input_ids"].numel() for batch in batches)
+            return math.inf, 6.0 * active_parameters(model) * tokens
         return mean_loss(model, val), 6.0 * active_parameters(model) * result.train_tokens
 
     return train_and_eval

@@ -156,3 +156,17 @@ def test_a_real_tiny_sigma_search_trains_its_trials() -> None:
     assert all(t.val_loss < math.log(64) - 0.1 for t in result.trials)  # below the uniform guess: it trained
     shallow, deep = sorted(result.trials, key=lambda t: t.compute)
     assert deep.compute > shallow.compute > 0  # compute follows the variant's size
+
+
+def test_a_trial_whose_loss_diverges_scores_infinity_instead_of_ending_the_search(monkeypatch) -> None:
+    from cascadelab.training.sigma import fractal_nas
+
+    def nan_loss(model, batch):
+        loss = model(**batch).loss * float("nan")
+        return loss, {"tokens": batch["input_ids"].numel()}
+
+    monkeypatch.setattr(fractal_nas, "_trial_loss", nan_loss)
+    pattern = torch.randint(3, 64, (2, 6), generator=torch.Generator().manual_seed(0))
+    batch = {"input_ids": pattern, "labels": pattern.clone()}
+    val_loss, compute = sigma_trial([batch], [batch], seed=0)(SigmaConfig.from_preset("tiny"), 2)
+    assert val_loss == math.inf and compute > 0
