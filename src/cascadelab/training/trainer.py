@@ -20,9 +20,9 @@ to ``log_fn`` (the stage sends them to MLflow):
   ``effective_tokens_per_s``: window tokens over the window's wall time;
 - for every feature of the model (``model.enabled_features()`` / ``model.feature_calls``, the seed's
   rule that a feature counts only where a counter shows it ran) and of the trainer (``c3o_credit``:
-  credit updates; ``integrity_guards``: updates checked, steps and updates between steps; ``prefetch``: batches delivered by the prefetch
-  thread): ``feature_<name>_enabled`` and ``feature_<name>_effective_calls`` (cumulative executions,
-  counted where the feature runs);
+  credit updates; ``integrity_guards``: updates checked, steps and updates between steps; ``prefetch``:
+  batches delivered by the prefetch thread): ``feature_<name>_enabled`` and
+  ``feature_<name>_effective_calls`` (cumulative executions, counted where the feature runs);
 - ``guard_nonfinite_skips``, ``guard_restores``, ``guard_spike_rollbacks`` (cumulative) with the guards on,
   ``c3o_credit_<group>`` with the credit on, ``data_fallbacks`` when the batches come from a
   :class:`~cascadelab.training.batch_pipeline.FallbackSource`.
