@@ -132,3 +132,14 @@ class CurriculumSwitch(TrainerCallback):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what `state_dict` returned."""
         self.mixing = state["mixing"]
+
+
+class StepLosses(TrainerCallback):
+    """The loss of every step, for callers that return the whole curve."""
+
+    def __init__(self) -> None:
+        self.values: list[float] = []
+
+    def on_step_end(self, trainer: LMTrainer, step: int, loss: float) -> None:
+        """Keep the step's loss."""
+        self.values.append(loss)

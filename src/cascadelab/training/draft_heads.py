@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel
 
 from cascadelab.models.draft_heads import DraftHeads
-from cascadelab.training.callbacks import TrainerCallback
+from cascadelab.training.callbacks import StepLosses
 from cascadelab.training.schedules import constant_schedule
 from cascadelab.training.trainer import LMTrainer, StepSettings
 
@@ -74,7 +74,7 @@ def train_draft_heads(
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     model.eval()
-    losses = _StepLosses()
+    losses = StepLosses()
 
     def compute_loss(heads: DraftHeads, index: int) -> tuple[torch.Tensor, dict[str, float]]:
         mask = None if target_masks is None else target_masks[index]
@@ -103,14 +103,3 @@ def _shuffled_passes(count: int, seed: int) -> Iterator[int]:
         rng.shuffle(order)
         while order:
             yield order.pop()
-
-
-class _StepLosses(TrainerCallback):
-    """The loss of every step."""
-
-    def __init__(self) -> None:
-        self.values: list[float] = []
-
-    def on_step_end(self, trainer: LMTrainer, step: int, loss: float) -> None:
-        """Keep the step's loss."""
-        self.values.append(loss)

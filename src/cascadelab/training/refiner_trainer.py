@@ -39,8 +39,11 @@ from cascadelab.data.batches import pad_rows, padding_mask
 from cascadelab.data.corpus import normalise_prompt
 from cascadelab.data.tasks import get_family
 from cascadelab.eval.generation import generate_batched
+from cascadelab.training.callbacks import StepLosses
+from cascadelab.training.schedules import constant_schedule
 from cascadelab.training.sft import SFTResult, train_sft
 from cascadelab.training.sft_jobs import SFTJob, run_jobs
+from cascadelab.training.trainer import LMTrainer, StepSettings
 from cascadelab.training.trl_config import trl_args
 
 if TYPE_CHECKING:
@@ -328,7 +331,10 @@ def train_discriminator(
     seed: int,
     batch_size: int = 64,
 ) -> tuple[StepDiscriminator, list[float]]:
-    """Train a `StepDiscriminator` on gold (label 1) vs refined (label 0) texts; returns it and its losses."""
+    """Train a `StepDiscriminator` on gold (label 1) vs refined (label 0) texts; returns it and its losses.
+
+    The steps run on the LM trainer: AdamW at a constant rate, no clipping, `batch_size` texts drawn by `seed`.
+    """
     if not gold or not refined:
         raise ValueError("adversarial: the discriminator needs gold and refined texts")
     generator = torch.Generator().manual_seed(seed)
@@ -336,18 +342,20 @@ def train_discriminator(
         torch.manual_seed(seed)
         model = StepDiscriminator(len(tokenizer), hidden)
     texts, labels = [*gold, *refined], torch.tensor([1.0] * len(gold) + [0.0] * len(refined))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate)
-    losses = []
-    for _ in range(steps):
-        batch = torch.randint(len(texts), (batch_size,), generator=generator).tolist()
+
+    def compute_loss(model: StepDiscriminator, batch: list[int]) -> tuple[torch.Tensor, dict[str, float]]:
         ids, mask = _pad(tokenizer, [texts[i] for i in batch])
-        loss = nn.functional.binary_cross_entropy_with_logits(model(ids, mask), labels[batch])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(float(loss))
+        return nn.functional.binary_cross_entropy_with_logits(model(ids, mask), labels[batch]), {}
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate)
+    losses = StepLosses()
+    loop = StepSettings(max_steps=steps, max_grad_norm=None, logging_steps=steps)
+    trainer = LMTrainer(
+        model, [optimizer], loop, None, compute_loss=compute_loss, schedule=constant_schedule, callbacks=[losses]
+    )
+    trainer.fit(torch.randint(len(texts), (batch_size,), generator=generator).tolist() for _ in range(steps))
     model.eval()
-    return model, losses
+    return model, losses.values
 
 
 def refinement_reward(
