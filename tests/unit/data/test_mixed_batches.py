@@ -4,22 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tests.unit.data.tiny_records import RECORDS, records_tokenizer
 
-from cascadelab.config import TokenizerParams
 from cascadelab.data.mixed_batches import TokenizedRows, count_tokens, mixed_batches
-from cascadelab.data.tokenizer import train_tokenizer
-
-RECORDS = [
-    {"task": "add", "prompt": "12+30=", "response": "+24"},
-    {"task": "add", "prompt": "1+2=", "response": "+3"},
-    {"task": "rev", "prompt": "rev abcd=", "response": "dcba"},
-    {"task": "rev", "prompt": "rev xy=", "response": "yx"},
-]
 
 
 @pytest.fixture(scope="module")
 def tokenizer():  # type: ignore[no-untyped-def]
-    return train_tokenizer([r["prompt"] + r["response"] for r in RECORDS], TokenizerParams(kind="char"))
+    return records_tokenizer()
 
 
 def test_rows_put_the_loss_on_the_response_and_eos_and_pad_on_the_right(tokenizer) -> None:  # type: ignore[no-untyped-def]

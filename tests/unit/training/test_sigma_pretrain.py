@@ -5,25 +5,18 @@ from __future__ import annotations
 import typing
 
 import pytest
+from tests.unit.data.tiny_records import records_tokenizer
 
-from cascadelab.config import SigmaBitLinearFamily, SigmaModelParams, TokenizerParams, parse_params
-from cascadelab.data.tokenizer import train_tokenizer
+from cascadelab.config import SigmaBitLinearFamily, SigmaModelParams, parse_params
 from cascadelab.models.coarse import build_causal_lm
 from cascadelab.models.sigma import BITLINEAR_FAMILIES
 from cascadelab.models.utils import count_parameters
 from cascadelab.pipeline.sigma_pretrain import build_sigma_lm, check_param_gap
 
-RECORDS = [
-    {"task": "add", "prompt": "12+30=", "response": "+24"},
-    {"task": "add", "prompt": "1+2=", "response": "+3"},
-    {"task": "rev", "prompt": "rev abcd=", "response": "dcba"},
-    {"task": "rev", "prompt": "rev xy=", "response": "yx"},
-]
-
 
 @pytest.fixture(scope="module")
 def tokenizer():  # type: ignore[no-untyped-def]
-    return train_tokenizer([r["prompt"] + r["response"] for r in RECORDS], TokenizerParams(kind="char"))
+    return records_tokenizer()
 
 
 def test_sigma_is_built_from_preset_knobs_and_overrides_with_tokenizer_ids(tokenizer) -> None:  # type: ignore[no-untyped-def]
