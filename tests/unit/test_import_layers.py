@@ -137,6 +137,8 @@ def test_banned_third_party_packages_are_not_imported() -> None:
 def test_the_rules_say_what_design_says() -> None:
     assert not _allowed("models", "training") and not _allowed("models", "config")
     assert not _allowed("data", "models") and _allowed("models", "data")
+    assert not any(_allowed("data", unit) for unit in ("training", "cascade", "pipeline"))
+    assert "trl" in BANNED_THIRD_PARTY["data"]
     assert not _allowed("cascade", "training") and _allowed("training", "cascade")
     assert not _allowed("sandbox", "io") and not _allowed("config", "io") and _allowed("tracking", "io")
     assert not _allowed("io", "training") and _allowed("pipeline", "kernels")
