@@ -5,7 +5,7 @@ BIN := $(abspath $(VENV)/bin)
 STAMP := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup repro test test-fast lint ui bench proof clean-store
+.PHONY: setup repro test test-fast lint ui server bench proof clean-store
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,14 @@ lint: setup  ## ruff (check + format) + mypy
 
 ui: setup  ## MLflow UI on the project's store (http://127.0.0.1:5000)
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --backend-store-uri sqlite:///$(abspath mlflow.db) --port 5000
+
+SERVER_DIR ?= $(abspath mlflow-server)
+SERVER_HOST ?= 127.0.0.1
+SERVER_PORT ?= 5001
+server: setup  ## shared MLflow tracking server (SQLite + artifact store under SERVER_DIR); stages use it via MLFLOW_TRACKING_URI
+	mkdir -p $(SERVER_DIR)/artifacts
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow server --backend-store-uri sqlite:///$(SERVER_DIR)/mlflow.db \
+		--artifacts-destination $(SERVER_DIR)/artifacts --serve-artifacts --host $(SERVER_HOST) --port $(SERVER_PORT)
 
 proof: setup  ## run the SIGMA `full` profile 48 steps; fail naming any feature whose counter contradicts it
 	PYTHONPATH=src python -m cascadelab.pipeline.sigma_proof
