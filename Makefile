@@ -5,7 +5,7 @@ BIN := $(abspath $(VENV)/bin)
 STAMP := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup repro test test-fast lint ui server bench proof clean-store
+.PHONY: setup setup-gpu repro repro-gpu test test-fast lint ui server bench proof clean-store
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,15 @@ setup: $(STAMP)  ## create .venv from the pinned files
 
 repro: setup  ## run the DVC pipeline (dvc repro)
 	dvc repro
+
+GPU_EXP ?= gpu
+repro-gpu: setup  ## the pipeline at profiles/gpu.yaml as the DVC experiment $(GPU_EXP) (after make setup-gpu)
+	args=$$(PYTHONPATH=src python -m cascadelab.config.profile gpu) || exit 1; dvc exp run -n $(GPU_EXP) $$args
+
+setup-gpu: setup  ## replace .venv's torch with the CUDA build of the same version (requirements-gpu.txt)
+	$(BIN)/python -m pip uninstall --quiet --yes torch
+	$(BIN)/python -m pip install --quiet -r requirements-gpu.txt -c constraints.txt
+	$(BIN)/python -c "import torch; assert torch.cuda.is_available(), 'torch sees no CUDA device'; print(torch.__version__, torch.cuda.get_device_name())"
 
 test: setup  ## run the whole test suite (unit, integration, end-to-end)
 	python -m pytest
