@@ -5,7 +5,7 @@ BIN := $(abspath $(VENV)/bin)
 STAMP := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup repro test test-fast lint ui bench proof clean-store
+.PHONY: setup setup-gpu repro repro-gpu test test-fast lint ui server bench proof clean-store
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,15 @@ setup: $(STAMP)  ## create .venv from the pinned files
 
 repro: setup  ## run the DVC pipeline (dvc repro)
 	dvc repro
+
+GPU_EXP ?= gpu
+repro-gpu: setup  ## the pipeline at profiles/gpu.yaml as the DVC experiment $(GPU_EXP) (after make setup-gpu)
+	args=$$(PYTHONPATH=src python -m cascadelab.config.profile gpu) || exit 1; dvc exp run -n $(GPU_EXP) $$args
+
+setup-gpu: setup  ## replace .venv's torch with the CUDA build of the same version (requirements-gpu.txt)
+	$(BIN)/python -m pip uninstall --quiet --yes torch
+	$(BIN)/python -m pip install --quiet -r requirements-gpu.txt -c constraints.txt
+	$(BIN)/python -c "import torch; assert torch.cuda.is_available(), 'torch sees no CUDA device'; print(torch.__version__, torch.cuda.get_device_name())"
 
 test: setup  ## run the whole test suite (unit, integration, end-to-end)
 	python -m pytest
@@ -31,6 +40,14 @@ lint: setup  ## ruff (check + format) + mypy
 
 ui: setup  ## MLflow UI on the project's store (http://127.0.0.1:5000)
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --backend-store-uri sqlite:///$(abspath mlflow.db) --port 5000
+
+SERVER_DIR ?= $(abspath mlflow-server)
+SERVER_HOST ?= 127.0.0.1
+SERVER_PORT ?= 5001
+server: setup  ## shared MLflow tracking server (SQLite + artifact store under SERVER_DIR); stages use it via MLFLOW_TRACKING_URI
+	mkdir -p $(SERVER_DIR)/artifacts
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow server --backend-store-uri sqlite:///$(SERVER_DIR)/mlflow.db \
+		--artifacts-destination $(SERVER_DIR)/artifacts --serve-artifacts --host $(SERVER_HOST) --port $(SERVER_PORT)
 
 proof: setup  ## run the SIGMA `full` profile 48 steps; fail naming any feature whose counter contradicts it
 	PYTHONPATH=src python -m cascadelab.pipeline.sigma_proof
