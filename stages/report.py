@@ -1,8 +1,9 @@
 """DVC stage `report`: every trained model in one table (Markdown, TSV plot, PNG) and one MLflow run."""
 
 from cascadelab.pipeline import report
-from cascadelab.pipeline.paths import PATHS
+from cascadelab.pipeline.paths import PATHS, STAGES
 from cascadelab.pipeline.runtime import load_or_fail, run_stage, stage_context, write_stage_metrics
+from cascadelab.tracking import log_pipeline_summary
 
 
 def main() -> None:
@@ -14,6 +15,10 @@ def main() -> None:
         write_stage_metrics("report", outputs.metrics, run)
         for path in outputs.files:
             run.log_artifact(path)
+        # The pipeline run shows every model's headline figures, and stages DVC skipped as cached children.
+        cached = log_pipeline_summary(run, outputs.metrics, PATHS.metrics, [s for s in STAGES if s != "report"])
+        if cached:
+            print(f"MLflow: logged as cached (DVC skipped them): {', '.join(cached)}")
     print((PATHS.plots_of("report") / "report.md").read_text(encoding="utf-8"))
 
 

@@ -17,7 +17,7 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,10 @@ TAG_EXP_NAME = "dvc.exp_name"
 TAG_BASELINE = "dvc.exp_baseline_rev"
 TAG_GIT_COMMIT = "mlflow.source.git.commit"
 TAG_PARENT = "mlflow.parentRunId"
+TAG_CACHED = "cascadelab.cached"
+# MLflow's UI opens an experiment of this kind on its runs (model training) view, not the GenAI traces view.
+TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 PIPELINE_ID_ENV = "CASCADELAB_PIPELINE_ID"
 
 
@@ -174,9 +178,15 @@ def init_store(experiment: str, root: Path | None = None) -> str:
         client = MlflowClient(uri)
         found = client.get_experiment_by_name(experiment)
         if found is not None:
+            if found.tags.get(TAG_EXPERIMENT_KIND) != EXPERIMENT_KIND:  # stores made before the tag existed
+                client.set_experiment_tag(found.experiment_id, TAG_EXPERIMENT_KIND, EXPERIMENT_KIND)
             return str(found.experiment_id)
         location = artifact_location(root) if uri.startswith(("sqlite:", "file:", "/")) else None
-        return str(client.create_experiment(experiment, artifact_location=location))
+        return str(
+            client.create_experiment(
+                experiment, artifact_location=location, tags={TAG_EXPERIMENT_KIND: EXPERIMENT_KIND}
+            )
+        )
 
 
 def _parent_run(client: MlflowClient, experiment_id: str, key: str, root: Path) -> str:
@@ -266,3 +276,46 @@ def log_child_run(
     )
     client.set_terminated(run.info.run_id, "FINISHED")
     return str(run.info.run_id)
+
+
+def log_pipeline_summary(
+    run: StageRun, headline: Mapping[str, float], metrics_dir: Path, stages: Sequence[str]
+) -> list[str]:
+    """Put `headline` on this execution's parent run and log each stage DVC skipped as a `cached` child.
+
+    A stage whose outputs DVC found in its cache runs no process, so it leaves no run in this pipeline
+    execution; its child here carries the numbers of the `metrics/<stage>.json` it left, and that file.
+    Returns the stages logged as cached (none when this run has no parent: a stage run by hand).
+    """
+    client = run.client
+    parent = client.get_run(run.run_id).data.tags.get(TAG_PARENT)
+    if parent is None:
+        return []
+    _log_numbers(client, parent, headline)
+    children = client.search_runs([run.experiment_id], filter_string=f"tags.`{TAG_PARENT}` = '{parent}'")
+    present = {child.data.tags.get(TAG_STAGE) for child in children}
+    cached = []
+    for stage in stages:
+        path = metrics_dir / f"{stage}.json"
+        if stage in present or not path.is_file():
+            continue
+        child = client.create_run(
+            run.experiment_id,
+            run_name=f"{stage} (cached)",
+            tags={TAG_PARENT: parent, TAG_ROLE: "cached", TAG_STAGE: stage, TAG_CACHED: "true"},
+        )
+        _log_numbers(client, child.info.run_id, json.loads(path.read_text()))
+        client.log_artifact(child.info.run_id, str(path))
+        client.set_terminated(child.info.run_id, "FINISHED")
+        cached.append(stage)
+    return cached
+
+
+def _log_numbers(client: MlflowClient, run_id: str, values: Mapping[str, Any]) -> None:
+    """Log the numeric leaves of `values` as metrics of `run_id`, in batches MLflow accepts."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    numbers = [Metric(key, float(value), now, 0) for key, value in flatten(values).items() if _is_number(value)]
+    for start in range(0, len(numbers), 1000):
+        client.log_batch(run_id, metrics=numbers[start : start + 1000])

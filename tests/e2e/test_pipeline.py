@@ -43,7 +43,9 @@ def test_repro_runs_every_stage_then_nothing(project):
     assert len(stage_runs(repo)) == 3
     # Transformers' MLflow callback logged into the stage's run (no extra run, training loss present).
     coarse = stage_runs(repo, "coarse_sft")[0]
-    assert "loss" in coarse.data.metrics and "learning_rate" in coarse.data.params
+    assert "loss" in coarse.data.metrics
+    # Params are the stage's own section, namespaced; transformers' config and TrainingArguments dumps stay out.
+    assert all(key == "seed" or key.startswith("coarse_sft.") for key in coarse.data.params)
     assert coarse.data.params["coarse_sft.train.max_steps"] == "20"
     run(["git", "add", "-A"], repo, env)
     run(["git", "commit", "-qm", "baseline"], repo, env)

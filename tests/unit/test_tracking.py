@@ -112,3 +112,42 @@ def test_concurrent_stages_initialise_a_fresh_store_safely(repo):
     client = MlflowClient(tracking.tracking_uri(repo))
     runs = client.search_runs([client.get_experiment_by_name("t").experiment_id])
     assert len(runs) == 3
+
+
+def test_the_experiment_opens_on_the_model_training_view(repo):
+    tracking.init_store("kind")
+    client = MlflowClient(tracking.tracking_uri())
+    experiment = client.get_experiment_by_name("kind")
+    assert experiment.tags[tracking.TAG_EXPERIMENT_KIND] == "custom_model_development"
+    client.delete_experiment_tag(experiment.experiment_id, tracking.TAG_EXPERIMENT_KIND)  # a store made before
+    tracking.init_store("kind")
+    assert client.get_experiment_by_name("kind").tags[tracking.TAG_EXPERIMENT_KIND] == "custom_model_development"
+
+
+def test_the_pipeline_summary_fills_the_parent_and_logs_skipped_stages_as_cached(repo, monkeypatch):
+    import json
+
+    monkeypatch.setenv(tracking.PIPELINE_ID_ENV, "summary")
+    metrics = repo / "metrics"
+    metrics.mkdir()
+    (metrics / "coarse_sft.json").write_text(json.dumps({"em": 20.0}))
+    (metrics / "limen.json").write_text(json.dumps({"auroc": 0.9, "per_task": {"mul": 0.8}, "note": "text"}))
+    with tracking.stage_run("coarse_sft", {"seed": 1}, experiment="t"):
+        pass  # ran in this execution
+    with tracking.stage_run("report", {"seed": 1}, experiment="t") as report:
+        cached = tracking.log_pipeline_summary(report, {"coarse_em": 20.0}, metrics, ["coarse_sft", "limen", "acoc"])
+    assert cached == ["limen"]  # acoc left no metrics file: nothing to log
+    client = MlflowClient(tracking.tracking_uri())
+    parent_id = client.get_run(report.run_id).data.tags[tracking.TAG_PARENT]
+    assert client.get_run(parent_id).data.metrics == {"coarse_em": 20.0}
+    children = client.search_runs([report.experiment_id], f"tags.`{tracking.TAG_CACHED}` = 'true'")
+    assert [child.data.tags[tracking.TAG_STAGE] for child in children] == ["limen"]
+    limen = children[0]
+    assert limen.data.tags[tracking.TAG_PARENT] == parent_id and limen.info.run_name == "limen (cached)"
+    assert limen.data.metrics == {"auroc": 0.9, "per_task.mul": 0.8}
+    assert [item.path for item in client.list_artifacts(limen.info.run_id)] == ["limen.json"]
+
+
+def test_a_stage_run_by_hand_has_no_pipeline_to_summarise(repo):
+    with tracking.stage_run("report", {"seed": 1}, experiment="t") as report:
+        assert tracking.log_pipeline_summary(report, {"x": 1.0}, repo, ["limen"]) == []

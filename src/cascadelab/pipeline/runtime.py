@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -35,6 +36,9 @@ def stage_context(stage: str, params: Params, section: Any, script: str | None =
     import datasets
 
     datasets.disable_progress_bars()  # per-row map bars drown the stage log; the trainer keeps its own bar
+    # transformers' MLflow callback would dump ~170 unprefixed config and TrainingArguments params into the
+    # stage run beside the stage's own namespaced section; 0 keeps its metrics and drops those dumps.
+    os.environ.setdefault("MLFLOW_MAX_LOG_PARAMS", "0")
     logged = {"seed": params.seed, stage: section.model_dump(mode="json")}
     started = time.perf_counter()
     with stage_run(stage, logged, experiment=params.tracking.experiment) as run:
