@@ -12,7 +12,7 @@ import torch
 
 from cascadelab.cascade.cascade import CascadeTransformer
 from cascadelab.cascade.evaluation import evaluate_cascade
-from cascadelab.cascade.limen import fit_limen
+from cascadelab.cascade.limen import Limen
 from cascadelab.cascade.pairs import run_cascade_pairs
 from cascadelab.config import (
     CascadeEvalSettings,
@@ -67,7 +67,8 @@ def cascade_run(tmp_path_factory):
         PairsSettings(num_samples=1, max_new_tokens=6, min_pairs_per_task=100),
         seed=0,
     )
-    limen = fit_limen(coarse, tokenizer, verifier, pairs.pairs["train"], pairs.pairs["val"], LimenSettings()).limen
+    limen = Limen(coarse, tokenizer, verifier, LimenSettings())
+    limen.fit(pairs.pairs["train"], pairs.pairs["val"])
     settings = RefinerSettings(
         mode="full",
         data="fresh",

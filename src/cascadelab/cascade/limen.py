@@ -116,28 +116,21 @@ def answer_text(output: str, stage: str) -> str:
     return parse_steps(output).answer if stage == "refined" else output.strip()
 
 
+@dataclass(eq=False)
 class Limen:
     """The gate: rules, features from the frozen base model, a calibrated classifier and thresholds."""
 
-    def __init__(
-        self,
-        base_model: PreTrainedModel,
-        tokenizer: PreTrainedTokenizerBase,
-        verifier: FamilyVerifier,
-        settings: LimenSettings,
-        tasks: Sequence[str] = (),
-        gate: LimenGate | None = None,
-        threshold: float = 0.5,
-        base_context: Callable[[], AbstractContextManager[Any]] = nullcontext,
-    ) -> None:
-        self.base_model = base_model
-        self.tokenizer = tokenizer
-        self.verifier = verifier
-        self.settings = settings
-        self.tasks = list(tasks)
-        self.gate = gate
-        self.threshold = threshold
-        self.base_context = base_context  # e.g. a LoRA refiner's `disable_adapter` (one base in memory)
+    base_model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    verifier: FamilyVerifier
+    settings: LimenSettings
+    tasks: list[str] = field(default_factory=list)
+    gate: LimenGate | None = None
+    threshold: float = 0.5
+    base_context: Callable[[], AbstractContextManager[Any]] = nullcontext  # e.g. a LoRA refiner's `disable_adapter`
+
+    def __post_init__(self) -> None:
+        self.tasks = list(self.tasks)  # a copy: `fit` and the one-hot columns own it
 
     # ------------------------------------------------------------------------------------------ intentions
     def create_intention(
@@ -240,7 +233,7 @@ class Limen:
     def tensions(self, intentions: Sequence[Intention]) -> torch.Tensor:
         """Tension of each intention: 1 for rule violations, else the calibrated P(wrong)."""
         if self.gate is None:
-            raise ValueError("limen: not fitted (call fit_limen or Limen.load first)")
+            raise ValueError("limen: not fitted (call Limen.fit or Limen.load first)")
         if not intentions:
             return torch.zeros(0)
         features = torch.stack([self._features_of(x) for x in intentions])
@@ -297,6 +290,46 @@ class Limen:
                 )
         reason = f"silence: {intention.stage} refused ({refused.reason}), no acceptable alternative"
         return Fallback(self.settings.silence_text, None, Decision(False, refused.tension, reason))
+
+    # ------------------------------------------------------------------------------------------ fitting
+    def fit(self, train_pairs: Sequence[dict[str, Any]], val_pairs: Sequence[dict[str, Any]]) -> dict[str, float]:
+        """Fit on train pairs, calibrate and choose the threshold on val's greedy answers; return val metrics.
+
+        Pairs are `cascade_pairs` rows (`prompt`, `coarse`, `task`, `coarse_correct`, `source`); the train pairs'
+        tasks become the one-hot columns. Val rows with `source == "greedy"` are the deployment distribution;
+        when val has none, all val rows are used.
+        """
+        if not train_pairs or not val_pairs:
+            raise ValueError(f"limen: needs train and val pairs (got {len(train_pairs)} and {len(val_pairs)})")
+        settings = self.settings
+        self.tasks = sorted({p["task"] for p in train_pairs})
+        train_intentions = self._coarse_intentions(train_pairs)
+        train_x = torch.stack([x.features for x in train_intentions if x.features is not None])
+        train_y = torch.tensor([float(not p["coarse_correct"]) for p in train_pairs])
+        self.gate = fit_logistic(train_x, train_y, settings.l2, settings.max_iter)
+        val = [p for p in val_pairs if p.get("source", "greedy") == "greedy"] or list(val_pairs)
+        intentions = self._coarse_intentions(val)
+        val_x = torch.stack([x.features for x in intentions if x.features is not None])
+        val_y = torch.tensor([float(not p["coarse_correct"]) for p in val])
+        self.gate.calibration = fit_calibration(self.gate.logits(val_x), val_y, settings.calibration)
+        tension = self.tensions(intentions).tolist()
+        correct = [bool(p["coarse_correct"]) for p in val]
+        self.threshold = choose_threshold(tension, correct, settings.break_rate_budget)
+        metrics = gate_metrics(tension, correct, self.threshold, settings.ece_bins)
+        train_tension = self.tensions(train_intentions).tolist()
+        metrics["train_auroc"] = auroc(train_tension, [not p["coarse_correct"] for p in train_pairs])
+        metrics["threshold"] = self.threshold
+        metrics["features"] = float(train_x.shape[1])
+        return metrics
+
+    def _coarse_intentions(self, pairs: Sequence[dict[str, Any]]) -> list[Intention]:
+        return self.create_intentions(
+            [p["prompt"] for p in pairs],
+            [p["coarse"] for p in pairs],
+            "coarse",
+            [p["task"] for p in pairs],
+            [p.get("coarse_logprob") for p in pairs],
+        )
 
     # ------------------------------------------------------------------------------------------ persistence
     def save(self, folder: str | Path) -> None:
@@ -480,54 +513,6 @@ class LimenOutcome:
     metrics: dict[str, float]
 
 
-def _pair_intentions(limen: Limen, pairs: Sequence[dict[str, Any]]) -> list[Intention]:
-    return limen.create_intentions(
-        [p["prompt"] for p in pairs],
-        [p["coarse"] for p in pairs],
-        "coarse",
-        [p["task"] for p in pairs],
-        [p.get("coarse_logprob") for p in pairs],
-    )
-
-
-def fit_limen(
-    base_model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    verifier: FamilyVerifier,
-    train_pairs: Sequence[dict[str, Any]],
-    val_pairs: Sequence[dict[str, Any]],
-    settings: LimenSettings,
-    base_context: Callable[[], AbstractContextManager[Any]] = nullcontext,
-) -> LimenOutcome:
-    """Fit on train pairs, calibrate and choose the threshold on val's greedy answers, report val metrics.
-
-    Pairs are `cascade_pairs` rows (`prompt`, `coarse`, `task`, `coarse_correct`, `source`). Val rows with
-    `source == "greedy"` are the deployment distribution; when val has none, all val rows are used.
-    """
-    if not train_pairs or not val_pairs:
-        raise ValueError(f"limen: needs train and val pairs (got {len(train_pairs)} and {len(val_pairs)})")
-    tasks = sorted({p["task"] for p in train_pairs})
-    limen = Limen(base_model, tokenizer, verifier, settings, tasks, base_context=base_context)
-    train_intentions = _pair_intentions(limen, train_pairs)
-    train_x = torch.stack([x.features for x in train_intentions if x.features is not None])
-    train_y = torch.tensor([float(not p["coarse_correct"]) for p in train_pairs])
-    limen.gate = fit_logistic(train_x, train_y, settings.l2, settings.max_iter)
-    val = [p for p in val_pairs if p.get("source", "greedy") == "greedy"] or list(val_pairs)
-    intentions = _pair_intentions(limen, val)
-    val_x = torch.stack([x.features for x in intentions if x.features is not None])
-    val_y = torch.tensor([float(not p["coarse_correct"]) for p in val])
-    limen.gate.calibration = fit_calibration(limen.gate.logits(val_x), val_y, settings.calibration)
-    tension = limen.tensions(intentions).tolist()
-    correct = [bool(p["coarse_correct"]) for p in val]
-    limen.threshold = choose_threshold(tension, correct, settings.break_rate_budget)
-    metrics = gate_metrics(tension, correct, limen.threshold, settings.ece_bins)
-    train_tension = limen.tensions(train_intentions).tolist()
-    metrics["train_auroc"] = auroc(train_tension, [not p["coarse_correct"] for p in train_pairs])
-    metrics["threshold"] = limen.threshold
-    metrics["features"] = float(train_x.shape[1])
-    return LimenOutcome(limen, metrics)
-
-
 def run_limen(
     base_model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -537,7 +522,8 @@ def run_limen(
     settings: LimenSettings,
     output_dir: str | Path,
 ) -> LimenOutcome:
-    """The stage's logic: fit LIMEN on the pairs, save it to `output_dir` (e.g. models/limen), return metrics."""
-    outcome = fit_limen(base_model, tokenizer, verifier, train_pairs, val_pairs, settings)
-    outcome.limen.save(output_dir)
-    return outcome
+    """The stage's logic: fit LIMEN on the pairs (`Limen.fit`), save it to `output_dir` (e.g. models/limen)."""
+    limen = Limen(base_model, tokenizer, verifier, settings)
+    metrics = limen.fit(train_pairs, val_pairs)
+    limen.save(output_dir)
+    return LimenOutcome(limen, metrics)

@@ -166,22 +166,6 @@ def _balanced_counts(right: int, wrong: int, fraction: float) -> tuple[int, int]
     return right, min(wrong, round(right * (1 - fraction) / fraction))
 
 
-def generate_pairs(
-    coarse_model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    records: Sequence[Record],
-    verifier: TaskVerifier,
-    settings: PairsSettings,
-    seed: int = 0,
-    balance: bool = True,
-) -> list[Pair]:
-    """Greedy + sampled coarse answers as pairs, balanced right/wrong per task (unless `balance` is false)."""
-    pairs = coarse_candidates(coarse_model, tokenizer, records, verifier, settings, seed)
-    if not balance:
-        return pairs
-    return balance_pairs(pairs, settings.right_fraction, settings.min_pairs_per_task, seed)
-
-
 def fold_indices(count: int, folds: int, seed: int) -> list[list[int]]:
     """`folds` disjoint, near-equal index lists covering range(count), from a seeded shuffle."""
     if folds < 2:

@@ -19,6 +19,7 @@ import copy
 import json
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,17 +57,17 @@ def build_separate_model(coarse_model: PreTrainedModel, settings: SeparateRefine
     return model
 
 
+@dataclass(eq=False)
 class Refiner:
     """A trained refiner (one model, or one per family) with its input format and routing."""
 
-    def __init__(
-        self, models: dict[str, PreTrainedModel], tokenizer: PreTrainedTokenizerBase, settings: RefinerSettings
-    ) -> None:
-        if not models:
+    models: dict[str, PreTrainedModel]
+    tokenizer: PreTrainedTokenizerBase
+    settings: RefinerSettings
+
+    def __post_init__(self) -> None:
+        if not self.models:
             raise ValueError("refiner: no model")
-        self.models = models
-        self.tokenizer = tokenizer
-        self.settings = settings
 
     @property
     def route_tasks(self) -> list[str]:

@@ -117,6 +117,7 @@ def task_schedule(settings: ACOCParams, cycle: int, seed: int) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------- engine
+@dataclass(eq=False)
 class CycleEngine:
     """Trains one model on the scheduled batch stream: optimizer groups, WSD schedule, warmup, accounting.
 
@@ -127,27 +128,19 @@ class CycleEngine:
     ACOC loop uses it for the growth penalty and the router protection.
     """
 
-    def __init__(
-        self,
-        name: str,
-        model: ACOCForCausalLM,
-        settings: ACOCParams,
-        train: Mapping[str, TaskBatches],
-        val: Mapping[str, Sequence[LMBatch]],
-        seed: int,
-        log_fn: LogFn | None = None,
-    ) -> None:
-        missing = [t for t in settings.tasks if t not in train or t not in val]
+    name: str
+    model: ACOCForCausalLM
+    settings: ACOCParams
+    train_batches: Mapping[str, TaskBatches]
+    val: Mapping[str, Sequence[LMBatch]]
+    seed: int
+    log_fn: LogFn | None = None
+
+    def __post_init__(self) -> None:
+        missing = [t for t in self.settings.tasks if t not in self.train_batches or t not in self.val]
         if missing:
             raise ValueError(f"tasks.{missing[0]}: no train or val batches for this task")
-        self.name = name
-        self.model = model
-        self.settings = settings
-        self.train_batches = train
-        self.val = val
-        self.seed = seed
-        self.log_fn = log_fn
-        self.streams = {task: train[task].stream(seed) for task in settings.tasks}
+        self.streams = {task: self.train_batches[task].stream(self.seed) for task in self.settings.tasks}
         self.step = 0
         self.param_steps = 0
         self.train_tokens = 0
@@ -157,8 +150,8 @@ class CycleEngine:
         self.warm_params: list[nn.Parameter] = []
         self.extra_loss: Callable[[str], tuple[torch.Tensor, dict[str, float]]] | None = None
         self.step_record = _StepRecord("", 0.0, {})
-        self.force_generator = torch.Generator().manual_seed(seed + 7919)
-        self._params_now = count_parameters(model).total
+        self.force_generator = torch.Generator().manual_seed(self.seed + 7919)
+        self._params_now = count_parameters(self.model).total
         self.build_optimizer([])
 
     # -- optimizer
@@ -628,6 +621,20 @@ def _change_summary(events: Sequence[dict[str, Any]], change: StructureChange) -
 
 
 # --------------------------------------------------------------------------------------------- entry points
+@dataclass(frozen=True)
+class RunInputs:
+    """What the grown model and its static baselines share: batches, test records, judge, logging, seed, device."""
+
+    train_batches_by_task: Mapping[str, TaskBatches]
+    val_batches_by_task: Mapping[str, TaskBatches | Sequence[LMBatch]]
+    test_records: Sequence[Record]
+    tokenizer: PreTrainedTokenizerBase
+    verify: VerifyFn
+    log_fn: LogFn | None = None
+    seed: int = 0
+    device: str | torch.device = "cpu"
+
+
 def _test_records(settings: ACOCParams, test_records: Sequence[Record]) -> dict[str, list[Record]]:
     grouped = group_records(test_records, list(settings.tasks))
     return {task: records[: settings.test_items_per_task] for task, records in grouped.items()}
@@ -733,9 +740,8 @@ def run_acoc(
     )
     result = ACOCResult("acoc", model, controller.history, controller.events, metrics)
     if settings.baselines:
-        result.baselines = run_baselines(
-            result, settings, train_batches_by_task, val, test_records, tokenizer, verify, log_fn, seed, device
-        )
+        inputs = RunInputs(train_batches_by_task, val, test_records, tokenizer, verify, log_fn, seed, device)
+        result.baselines = run_baselines(result, settings, inputs)
     return result
 
 
@@ -777,22 +783,12 @@ def history_rows(history: Sequence[Mapping[str, Any]]) -> list[dict[str, float]]
 
 
 def train_static(
-    name: str,
-    settings: ACOCParams,
-    expert_widths: list[list[list[int]]] | None,
-    train_batches_by_task: Mapping[str, TaskBatches],
-    val_batches_by_task: Mapping[str, TaskBatches | Sequence[LMBatch]],
-    test_records: Sequence[Record],
-    tokenizer: PreTrainedTokenizerBase,
-    verify: VerifyFn,
-    log_fn: LogFn | None = None,
-    seed: int = 0,
-    device: str | torch.device = "cpu",
+    name: str, settings: ACOCParams, expert_widths: list[list[list[int]]] | None, inputs: RunInputs
 ) -> RunResult:
     """Train a fixed-architecture model (initial size, or `expert_widths`) on the ACOC batch stream."""
-    val = _val_batches(settings, val_batches_by_task)
-    model = build_model(settings.model, tokenizer, seed, expert_widths, device)
-    engine = CycleEngine(name, model, settings, train_batches_by_task, val, seed, log_fn)
+    val = _val_batches(settings, inputs.val_batches_by_task)
+    model = build_model(settings.model, inputs.tokenizer, inputs.seed, expert_widths, inputs.device)
+    engine = CycleEngine(name, model, settings, inputs.train_batches_by_task, val, inputs.seed, inputs.log_fn)
     history: list[dict[str, Any]] = []
     acc_before: dict[str, tuple[float, int]] = {}
     started, started_cpu = time.perf_counter(), time.process_time()
@@ -820,29 +816,18 @@ def train_static(
             }
         )
     model.eval()
-    metrics = _final_metrics(engine, history, acc_before, tokenizer, _test_records(settings, test_records), verify)
+    test = _test_records(settings, inputs.test_records)
+    metrics = _final_metrics(engine, history, acc_before, inputs.tokenizer, test, inputs.verify)
     metrics["run_seconds"] = time.perf_counter() - started
     metrics["run_cpu_seconds"] = time.process_time() - started_cpu
     return RunResult(name, model, history, [], metrics)
 
 
-def run_baselines(
-    result: RunResult,
-    settings: ACOCParams,
-    train_batches_by_task: Mapping[str, TaskBatches],
-    val_batches_by_task: Mapping[str, TaskBatches | Sequence[LMBatch]],
-    test_records: Sequence[Record],
-    tokenizer: PreTrainedTokenizerBase,
-    verify: VerifyFn,
-    log_fn: LogFn | None = None,
-    seed: int = 0,
-    device: str | torch.device = "cpu",
-) -> dict[str, RunResult]:
+def run_baselines(result: RunResult, settings: ACOCParams, inputs: RunInputs) -> dict[str, RunResult]:
     """The two static baselines: the initial size, and a static MoE of the grown model's final size."""
-    args = (train_batches_by_task, val_batches_by_task, test_records, tokenizer, verify, log_fn, seed, device)
     return {
-        "static_initial": train_static("static_initial", settings, None, *args),
-        "static_final": train_static("static_final", settings, result.model.config.expert_widths, *args),
+        "static_initial": train_static("static_initial", settings, None, inputs),
+        "static_final": train_static("static_final", settings, result.model.config.expert_widths, inputs),
     }
 
 

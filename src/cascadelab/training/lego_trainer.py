@@ -694,17 +694,58 @@ def load_hard_examples(path: str | Path) -> HardExampleSets:
 # --------------------------------------------------------------------------- entry points
 
 
-def _fit(
-    model: LEGOTransformer,
+def train_phase1(
+    config: LEGOConfig,
     train_loader: Iterable[Batch],
     val_loader: Iterable[Batch],
     loop: LegoLoopParams,
     *,
-    max_train_tokens: int | None,
-    deep_supervision: bool,
-    device: torch.device | str,
-    log_fn: LogFn | None,
-) -> dict[str, float]:
+    deep_supervision: bool = False,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    log_fn: LogFn | None = None,
+) -> tuple[LEGOTransformer, dict[str, float]]:
+    """Phase 1: build the shallow model of ``config`` (one exit, at its top) and train it to stand alone.
+
+    lr, patience and the loop come from ``loop`` (the section's ``phase1``); returns the model (best val
+    weights) and metrics.
+    """
+    return train_full_depth(
+        config,
+        train_loader,
+        val_loader,
+        loop,
+        num_layers=config.depth,
+        deep_supervision=deep_supervision,
+        seed=seed,
+        device=device,
+        log_fn=log_fn,
+    )
+
+
+def train_full_depth(
+    config: LEGOConfig,
+    train_loader: Iterable[Batch],
+    val_loader: Iterable[Batch],
+    loop: LegoLoopParams,
+    *,
+    num_layers: int,
+    max_train_tokens: int | None = None,
+    deep_supervision: bool = False,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    log_fn: LogFn | None = None,
+) -> tuple[LEGOTransformer, dict[str, float]]:
+    """A standard causal model of ``num_layers`` layers (``config``'s width, one exit at its top), early-stopped.
+
+    Phase 1 is this at ``config``'s own depth; the baseline is this at the deep model's depth. Set
+    ``max_train_tokens`` to the LEGO run's token budget (phase-1 train_tokens + phase-2 train_tokens) for a
+    same-budget comparison.
+    """
+    full_cfg = config.derive(
+        num_hidden_layers=num_layers, exit_layers=[num_layers], exit_layer=num_layers, routing_threshold=None
+    )
+    model = to_device(build_lego_model(full_cfg, seed), device)
     depth = model.config.depth
     stages = deep_supervision_stages(depth) if deep_supervision else standard_stages(depth)
     trainer = Trainer(stages, model.config.vocab_size, device)
@@ -722,74 +763,7 @@ def _fit(
     )
     full = Trainer(standard_stages(depth), model.config.vocab_size, device)
     val = full.evaluate(model, val_loader)
-    return {**result, "val_acc": val["acc"], "val_ppl": val["ppl"], "params": float(count_parameters(model))}
-
-
-def train_phase1(
-    config: LEGOConfig,
-    train_loader: Iterable[Batch],
-    val_loader: Iterable[Batch],
-    loop: LegoLoopParams,
-    *,
-    deep_supervision: bool = False,
-    seed: int = 0,
-    device: torch.device | str = "cpu",
-    log_fn: LogFn | None = None,
-) -> tuple[LEGOTransformer, dict[str, float]]:
-    """Phase 1: build the shallow model of ``config`` (one exit, at its top) and train it to stand alone.
-
-    lr, patience and the loop come from ``loop`` (the section's ``phase1``); returns the model (best val
-    weights) and metrics.
-    """
-    n = config.depth
-    shallow_cfg = config.derive(exit_layers=[n], exit_layer=n, routing_threshold=None)
-    model = to_device(build_lego_model(shallow_cfg, seed), device)
-    metrics = _fit(
-        model,
-        train_loader,
-        val_loader,
-        loop,
-        max_train_tokens=None,
-        deep_supervision=deep_supervision,
-        device=device,
-        log_fn=log_fn,
-    )
-    return model, metrics
-
-
-def train_full_depth(
-    config: LEGOConfig,
-    train_loader: Iterable[Batch],
-    val_loader: Iterable[Batch],
-    loop: LegoLoopParams,
-    *,
-    num_layers: int,
-    max_train_tokens: int | None = None,
-    deep_supervision: bool = False,
-    seed: int = 0,
-    device: torch.device | str = "cpu",
-    log_fn: LogFn | None = None,
-) -> tuple[LEGOTransformer, dict[str, float]]:
-    """Baseline: a standard causal model of ``num_layers`` layers (``config``'s width), trained like phase 1.
-
-    Set ``max_train_tokens`` to the LEGO run's token budget (phase-1 train_tokens + phase-2 train_tokens)
-    for a same-budget comparison.
-    """
-    full_cfg = config.derive(
-        num_hidden_layers=num_layers, exit_layers=[num_layers], exit_layer=num_layers, routing_threshold=None
-    )
-    model = to_device(build_lego_model(full_cfg, seed), device)
-    metrics = _fit(
-        model,
-        train_loader,
-        val_loader,
-        loop,
-        max_train_tokens=max_train_tokens,
-        deep_supervision=deep_supervision,
-        device=device,
-        log_fn=log_fn,
-    )
-    return model, metrics
+    return model, {**result, "val_acc": val["acc"], "val_ppl": val["ppl"], "params": float(count_parameters(model))}
 
 
 def train_phase2(

@@ -518,14 +518,7 @@ def refiner_exact_match(
     outputs = refiner.generate(
         [r["prompt"] for r in records], coarse, [r["task"] for r in records], batch_size=batch_size
     )
-    hits: dict[str, list[int]] = {}
-    for record, output in zip(records, outputs, strict=True):
-        ok = int(verifier.verify(record["task"], output, record["answer"]))
-        for key in ("refined_em", f"refined_em_{record['task']}"):
-            hits.setdefault(key, [0, 0])
-            hits[key][0] += ok
-            hits[key][1] += 1
-    return {key: 100.0 * right / total for key, (right, total) in sorted(hits.items())}
+    return _exact_match_by_task(records, outputs, verifier, "refined_em")
 
 
 def model_exact_match(
@@ -540,10 +533,17 @@ def model_exact_match(
     if not records:
         return {}
     outputs = generate_batched(model, tokenizer, [r["prompt"] for r in records], max_new_tokens, batch_size)
+    return _exact_match_by_task(records, [output[0] for output in outputs], verifier, "em")
+
+
+def _exact_match_by_task(
+    records: Sequence[Record], outputs: Sequence[str], verifier: TaskVerifier, prefix: str
+) -> dict[str, float]:
+    """Share (%) of `outputs` that verify against their record's answer: `<prefix>` overall, `<prefix>_<task>`."""
     hits: dict[str, list[int]] = {}
     for record, output in zip(records, outputs, strict=True):
-        ok = int(verifier.verify(record["task"], output[0], record["answer"]))
-        for key in ("em", f"em_{record['task']}"):
+        ok = int(verifier.verify(record["task"], output, record["answer"]))
+        for key in (prefix, f"{prefix}_{record['task']}"):
             hits.setdefault(key, [0, 0])
             hits[key][0] += ok
             hits[key][1] += 1

@@ -64,6 +64,7 @@ from cascadelab.training.crash_report import write_crash_report
 from cascadelab.training.integrity_guards import GoodState, IntegrityGuards, scale_learning_rate
 from cascadelab.training.optimizers.factory import credit_optimizers
 from cascadelab.training.run_checkpoints import CheckpointStore, rng_state, set_rng_state
+from cascadelab.training.run_length import RunLength
 from cascadelab.training.schedules import Schedule, lambda_schedulers, wsd_schedule
 
 PHASES: tuple[str, ...] = ("data", "forward", "backward", "optimizer", "rl", "verify", "eval", "checkpoint")
@@ -79,22 +80,12 @@ LossStats = dict[str, float]
 ComputeLoss = Callable[[Any, Any], tuple[torch.Tensor, LossStats]]  # (model, batch) of the family
 
 
-class LoopParams(Protocol):
+class LoopParams(RunLength, Protocol):
     """The loop's settings, as a params section carries them (e.g. ``SigmaTrainParams``)."""
-
-    @property
-    def max_steps(self) -> int:
-        """Optimizer steps of the run (an early stop may end it sooner)."""
-        ...
 
     @property
     def max_grad_norm(self) -> float | None:
         """Max global gradient norm (None: no clipping, and `grad_norm` is not measured: it logs 0)."""
-        ...
-
-    @property
-    def logging_steps(self) -> int:
-        """Steps per logged row."""
         ...
 
     @property

@@ -16,16 +16,13 @@ from typing import Any, Protocol, TypeVar
 import torch
 from transformers import TrainingArguments
 
+from cascadelab.training.run_length import RunLength
+
 ArgsT = TypeVar("ArgsT", bound=TrainingArguments)
 
 
-class TRLStepParams(Protocol):
+class TRLStepParams(RunLength, Protocol):
     """The step budget a TRL run reads from its params section (e.g. `SFTTrainParams`)."""
-
-    @property
-    def max_steps(self) -> int:
-        """Optimizer steps of the run."""
-        ...
 
     @property
     def batch_size(self) -> int:
@@ -35,11 +32,6 @@ class TRLStepParams(Protocol):
     @property
     def learning_rate(self) -> float:
         """Peak learning rate."""
-        ...
-
-    @property
-    def logging_steps(self) -> int:
-        """Steps between two log rows."""
         ...
 
 

@@ -12,8 +12,8 @@ from cascadelab.cascade.limen import (
     choose_threshold,
     expected_calibration_error,
     fit_calibration,
-    fit_limen,
     fit_logistic,
+    run_limen,
 )
 from cascadelab.config import LimenSettings
 
@@ -163,30 +163,40 @@ def test_logistic_fit_and_platt_calibration():
     assert fit_calibration(z, labels, "none").tolist() == [1.0, 0.0]
 
 
-def test_fit_limen_on_pairs(tiny_model, tokenizer, verifier):
-    # "mul" answers are wrong, "add" answers right: the task feature alone separates them.
-    def pairs(n, offset):
-        rows = []
-        for i in range(n):
-            a, b = offset + i, 2 * i + 1
-            rows.append(
-                {
-                    "prompt": f"{a}+{b}=",
-                    "coarse": "+" + str(a + b)[::-1],
-                    "task": "add",
-                    "coarse_correct": True,
-                    "source": "greedy",
-                }
-            )
-            rows.append(
-                {"prompt": f"{a}*{b}=", "coarse": "+0", "task": "mul", "coarse_correct": False, "source": "greedy"}
-            )
-        return rows
+def _pairs(n, offset):
+    """`n` right "add" answers and `n` wrong "mul" ones: the task feature alone separates them."""
+    rows = []
+    for i in range(n):
+        a, b = offset + i, 2 * i + 1
+        rows.append(
+            {
+                "prompt": f"{a}+{b}=",
+                "coarse": "+" + str(a + b)[::-1],
+                "task": "add",
+                "coarse_correct": True,
+                "source": "greedy",
+            }
+        )
+        rows.append({"prompt": f"{a}*{b}=", "coarse": "+0", "task": "mul", "coarse_correct": False, "source": "greedy"})
+    return rows
 
-    outcome = fit_limen(tiny_model, tokenizer, verifier, pairs(20, 10), pairs(10, 50), LimenSettings(l2=0.1))
-    metrics = outcome.metrics
+
+def test_limen_fits_on_pairs(tiny_model, tokenizer, verifier):
+    limen = Limen(tiny_model, tokenizer, verifier, LimenSettings(l2=0.1))
+    metrics = limen.fit(_pairs(20, 10), _pairs(10, 50))
+    assert limen.tasks == ["add", "mul"] and limen.threshold == metrics["threshold"]
     assert metrics["val_auroc"] == 1.0 and metrics["train_auroc"] == 1.0
     assert metrics["val_worst_case_break_rate"] <= 0.02
     assert metrics["val_approval_rate"] == 0.5
     assert 0.0 <= metrics["threshold"] <= 1.0
     assert metrics["features"] == 32 + len(CHEAP_FEATURES) + 2
+    with pytest.raises(ValueError, match=r"limen: needs train and val pairs \(got 0 and 20\)"):
+        limen.fit([], _pairs(10, 50))
+
+
+def test_run_limen_saves_the_fitted_gate(tiny_model, tokenizer, verifier, tmp_path):
+    settings = LimenSettings(l2=0.1, use_hidden=False)
+    outcome = run_limen(tiny_model, tokenizer, verifier, _pairs(20, 10), _pairs(10, 50), settings, tmp_path / "limen")
+    loaded = Limen.load(tmp_path / "limen", tiny_model, tokenizer, verifier)
+    assert loaded.tasks == outcome.limen.tasks and loaded.threshold == outcome.metrics["threshold"]
+    assert torch.equal(loaded.gate.weight, outcome.limen.gate.weight)
