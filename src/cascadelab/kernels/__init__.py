@@ -27,10 +27,11 @@ from cascadelab.kernels.complex_scan import (
     complex_scan_triton,
     rotate_pairs,
 )
-from cascadelab.kernels.gnprox_update import gnprox_update, gnprox_update_ref, gnprox_update_triton
+from cascadelab.kernels.gnprox_update import GNProxStep, gnprox_update, gnprox_update_ref, gnprox_update_triton
 
 __all__ = [
     "TRITON_AVAILABLE",
+    "GNProxStep",
     "ScanState",
     "bitlinear_matmul",
     "bitlinear_matmul_ref",

@@ -12,6 +12,7 @@ import sys
 import torch
 
 from cascadelab.kernels import (
+    GNProxStep,
     ScanState,
     bitlinear_matmul_ref,
     bitlinear_matmul_triton,
@@ -97,7 +98,7 @@ def gnprox_errors(device: str) -> dict[str, float]:
         out = {}
         for name, fn in (("triton", gnprox_update_triton), ("ref", gnprox_update_ref)):
             p, g, m, h = base[0].clone(), base[1].clone() * 1e-2, base[2].clone() * 1e-2, h0.clone()
-            fn(p, g, m, h, 1e-2, 0.9, 0.99, 0.5, 1e-12, 0.1, refresh)
+            fn(p, g, m, h, GNProxStep(1e-2, 0.9, 0.99, 0.5, 1e-12, 0.1, refresh))
             out[name] = (p, m, h)
         for i, part in enumerate(("p", "m", "h")):
             errors[f"gnprox_{numel}_{part}"] = _rel(out["triton"][i], out["ref"][i])
