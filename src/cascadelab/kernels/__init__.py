@@ -9,6 +9,7 @@ Dispatchers run Triton on CUDA when it imports and the PyTorch reference elsewhe
 
 from cascadelab.kernels._triton import TRITON_AVAILABLE, select_backend
 from cascadelab.kernels.bitlinear_matmul import (
+    PackedTernaryWeight,
     bitlinear_matmul,
     bitlinear_matmul_ref,
     bitlinear_matmul_triton,
@@ -32,6 +33,7 @@ from cascadelab.kernels.gnprox_update import GNProxStep, gnprox_update, gnprox_u
 __all__ = [
     "TRITON_AVAILABLE",
     "GNProxStep",
+    "PackedTernaryWeight",
     "ScanState",
     "bitlinear_matmul",
     "bitlinear_matmul_ref",

@@ -13,6 +13,7 @@ import torch
 
 from cascadelab.kernels import (
     GNProxStep,
+    PackedTernaryWeight,
     ScanState,
     bitlinear_matmul_ref,
     bitlinear_matmul_triton,
@@ -77,13 +78,8 @@ def bitlinear_errors(device: str) -> dict[str, float]:
     for m, k, n in ((5, 70, 33), (40, 128, 96)):
         w_codes, w_scale = quantize_weight_ternary(torch.randn(n, k, generator=gen))
         x_codes, x_scale = quantize_activation_int8(torch.randn(m, k, generator=gen))
-        args = (
-            x_codes.to(device),
-            x_scale.to(device),
-            pack_ternary(w_codes).to(device),
-            w_scale.to(device),
-            k,
-        )
+        weight = PackedTernaryWeight(pack_ternary(w_codes).to(device), w_scale.to(device), k)
+        args = (x_codes.to(device), x_scale.to(device), weight)
         errors[f"bitlinear_{m}x{k}x{n}"] = _rel(bitlinear_matmul_triton(*args), bitlinear_matmul_ref(*args))
     return errors
 
