@@ -19,6 +19,7 @@ import torch
 from cascadelab.kernels import (
     TRITON_AVAILABLE,
     PackedTernaryWeight,
+    ScanInputs,
     bitlinear_matmul_ref,
     bitlinear_matmul_triton,
     chunk_scan_ref,
@@ -90,7 +91,7 @@ def bench_full_op(device: str, reps: int, size: tuple[int, ...], chunk: int) -> 
     for backend in ("ref", "triton"):
 
         def run(backend: str = backend) -> None:
-            y, _ = complex_scan(*leaves, chunk_size=chunk, backend=backend)  # type: ignore[arg-type]
+            y, _ = complex_scan(ScanInputs(*leaves), chunk_size=chunk, backend=backend)  # type: ignore[arg-type]
             torch.autograd.grad(y, leaves, dy)
 
         ms[backend] = median_ms(run, device, reps)

@@ -19,6 +19,7 @@ from cascadelab.kernels.bitlinear_matmul import (
     unpack_ternary,
 )
 from cascadelab.kernels.complex_scan import (
+    ScanInputs,
     ScanState,
     chunk_scan_ref,
     chunk_scan_triton,
@@ -34,6 +35,7 @@ __all__ = [
     "TRITON_AVAILABLE",
     "GNProxStep",
     "PackedTernaryWeight",
+    "ScanInputs",
     "ScanState",
     "bitlinear_matmul",
     "bitlinear_matmul_ref",

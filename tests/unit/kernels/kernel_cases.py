@@ -14,6 +14,7 @@ import torch
 from cascadelab.kernels import (
     GNProxStep,
     PackedTernaryWeight,
+    ScanInputs,
     ScanState,
     bitlinear_matmul_ref,
     bitlinear_matmul_triton,
@@ -59,7 +60,9 @@ def scan_errors(device: str) -> dict[str, float]:
     results = {}
     for backend in ("triton", "ref"):
         leaves = [t.clone().requires_grad_() for t in inputs]
-        y, final = complex_scan(*leaves, initial_state=state, chunk_size=16, return_final_state=True, backend=backend)
+        y, final = complex_scan(
+            ScanInputs(*leaves), initial_state=state, chunk_size=16, return_final_state=True, backend=backend
+        )
         assert final is not None
         grads = torch.autograd.grad((y * grad_out).sum() + final.ssm.sum(), leaves)
         results[backend] = (y, final, grads)
