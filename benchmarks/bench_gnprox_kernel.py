@@ -14,7 +14,7 @@ from functools import partial
 
 import torch
 
-from cascadelab.kernels.gnprox_update import gnprox_update_ref, gnprox_update_triton
+from cascadelab.kernels.gnprox_update import GNProxStep, gnprox_update_ref, gnprox_update_triton
 from cascadelab.kernels.timing import median_ms
 
 SIZES = [2**16, 2**20, 2**22, 2**24, 2**26]
@@ -36,10 +36,10 @@ def main() -> None:
         p, g, m = (torch.randn(numel, generator=gen).to(device) for _ in range(3))
         h = torch.rand(numel, generator=gen).to(device) * 1e-2
         for refresh in (False, True):
-            step = (1e-3, 0.9, 0.99, 0.05, 1e-12, 0.0, refresh)
-            ref = median_ms(partial(gnprox_update_ref, p, g, m, h, *step), device, args.reps)
+            step = GNProxStep(1e-3, 0.9, 0.99, 0.05, 1e-12, 0.0, refresh)
+            ref = median_ms(partial(gnprox_update_ref, p, g, m, h, step), device, args.reps)
             if device == "cuda":
-                tri = median_ms(partial(gnprox_update_triton, p, g, m, h, *step), device, args.reps)
+                tri = median_ms(partial(gnprox_update_triton, p, g, m, h, step), device, args.reps)
                 print(f"{numel:>10} {refresh!s:>8} {ref:9.3f} {tri:10.3f} {ref / tri:10.1f}x")
             else:
                 print(f"{numel:>10} {refresh!s:>8} {ref:9.3f} {'-':>10} {'-':>11}")

@@ -18,6 +18,8 @@ import torch
 
 from cascadelab.kernels import (
     TRITON_AVAILABLE,
+    PackedTernaryWeight,
+    ScanInputs,
     bitlinear_matmul_ref,
     bitlinear_matmul_triton,
     chunk_scan_ref,
@@ -89,7 +91,7 @@ def bench_full_op(device: str, reps: int, size: tuple[int, ...], chunk: int) -> 
     for backend in ("ref", "triton"):
 
         def run(backend: str = backend) -> None:
-            y, _ = complex_scan(*leaves, chunk_size=chunk, backend=backend)  # type: ignore[arg-type]
+            y, _ = complex_scan(ScanInputs(*leaves), chunk_size=chunk, backend=backend)  # type: ignore[arg-type]
             torch.autograd.grad(y, leaves, dy)
 
         ms[backend] = median_ms(run, device, reps)
@@ -105,9 +107,8 @@ def bench_bitlinear(device: str, reps: int, sizes: list[tuple[int, int, int]]) -
         w = torch.randn(n, k, device=device, generator=gen)
         x = torch.randn(m, k, device=device, generator=gen)
         w_codes, w_scale = quantize_weight_ternary(w)
-        packed = pack_ternary(w_codes)
         x_codes, x_scale = quantize_activation_int8(x)
-        args = (x_codes, x_scale, packed, w_scale, k)
+        args = (x_codes, x_scale, PackedTernaryWeight(pack_ternary(w_codes), w_scale, k))
         ref = median_ms(lambda args=args: bitlinear_matmul_ref(*args), device, reps)
         tri = median_ms(lambda args=args: bitlinear_matmul_triton(*args), device, reps)
         wb, xb = (w_codes.to(torch.bfloat16), x.to(torch.bfloat16))

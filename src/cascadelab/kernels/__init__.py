@@ -9,6 +9,7 @@ Dispatchers run Triton on CUDA when it imports and the PyTorch reference elsewhe
 
 from cascadelab.kernels._triton import TRITON_AVAILABLE, select_backend
 from cascadelab.kernels.bitlinear_matmul import (
+    PackedTernaryWeight,
     bitlinear_matmul,
     bitlinear_matmul_ref,
     bitlinear_matmul_triton,
@@ -18,6 +19,7 @@ from cascadelab.kernels.bitlinear_matmul import (
     unpack_ternary,
 )
 from cascadelab.kernels.complex_scan import (
+    ScanInputs,
     ScanState,
     chunk_scan_ref,
     chunk_scan_triton,
@@ -27,10 +29,13 @@ from cascadelab.kernels.complex_scan import (
     complex_scan_triton,
     rotate_pairs,
 )
-from cascadelab.kernels.gnprox_update import gnprox_update, gnprox_update_ref, gnprox_update_triton
+from cascadelab.kernels.gnprox_update import GNProxStep, gnprox_update, gnprox_update_ref, gnprox_update_triton
 
 __all__ = [
     "TRITON_AVAILABLE",
+    "GNProxStep",
+    "PackedTernaryWeight",
+    "ScanInputs",
     "ScanState",
     "bitlinear_matmul",
     "bitlinear_matmul_ref",

@@ -27,10 +27,36 @@ import triton.language as tl
 
 
 @triton.jit
+def _row_tile(t, T, stride_t, offs, D):
+    """Offsets and mask of a (CHUNK, BLOCK) tile of rows ``t`` with the feature dimension contiguous."""
+    return t[:, None] * stride_t + offs[None, :], (t < T)[:, None] & (offs[None, :] < D)
+
+
+@triton.jit
 def _load_rows(ptr, t, T, stride_t, offs, D):
     """Load a (CHUNK, BLOCK) tile of rows ``t`` with the feature dimension contiguous, zero-padded."""
-    mask = (t < T)[:, None] & (offs[None, :] < D)
-    return tl.load(ptr + t[:, None] * stride_t + offs[None, :], mask=mask, other=0.0)
+    tile, mask = _row_tile(t, T, stride_t, offs, D)
+    return tl.load(ptr + tile, mask=mask, other=0.0)
+
+
+@triton.jit
+def _store_rows(ptr, x, t, T, stride_t, offs, D):
+    """Store a (CHUNK, BLOCK) tile ``x`` to rows ``t`` (the valid part), in the pointer's dtype."""
+    tile, mask = _row_tile(t, T, stride_t, offs, D)
+    tl.store(ptr + tile, x.to(ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _state_tile(chunk, offs_n, offs_p, N, P):
+    """Offsets and mask of the (BLOCK_N, BLOCK_P) tile of state ``chunk`` in a contiguous (.., N, P) buffer."""
+    return chunk * N * P + offs_n[:, None] * P + offs_p[None, :], (offs_n[:, None] < N) & (offs_p[None, :] < P)
+
+
+@triton.jit
+def _load_state(s_ptr, chunk, offs_n, offs_p, N, P):
+    """Load the (BLOCK_N, BLOCK_P) tile of state ``chunk`` (float32), zero-padded."""
+    offs, mask = _state_tile(chunk, offs_n, offs_p, N, P)
+    return tl.load(s_ptr + offs, mask=mask, other=0.0)
 
 
 @triton.jit
@@ -40,6 +66,23 @@ def _chunk_log_decay(a_ptr, t, T, stride_at, offs_t, CHUNK: tl.constexpr):
     g = tl.cumsum(a, axis=0)
     g_last = tl.sum(tl.where(offs_t == CHUNK - 1, g, 0.0), axis=0)
     return g, g_last
+
+
+@triton.jit
+def _chunk_kv_decay(
+    k_ptr, v_ptr, a_ptr, t, T, stride_kt, stride_vt, stride_at, offs_n, offs_p, N, P, CHUNK: tl.constexpr
+):
+    """A chunk's keys, values, g and g_last, and its causal decay exp(g_t - g_s) (s <= t, else 0).
+
+    The operands shared by the forward and both backward chunk kernels.
+    """
+    offs_t = tl.arange(0, CHUNK)
+    k = _load_rows(k_ptr, t, T, stride_kt, offs_n, N)
+    v = _load_rows(v_ptr, t, T, stride_vt, offs_p, P)
+    g, g_last = _chunk_log_decay(a_ptr, t, T, stride_at, offs_t, CHUNK)
+    causal = offs_t[:, None] >= offs_t[None, :]
+    decay = tl.exp(tl.where(causal, g[:, None] - g[None, :], float("-inf")))
+    return k, v, g, g_last, decay
 
 
 @triton.jit
@@ -85,8 +128,8 @@ def _complex_scan_chunk_state_kernel(
     xw = (x * w[:, None]).to(x.dtype)
     state = tl.dot(tl.trans(xw), y, input_precision=PRECISION)
     base = pid_bh * n_chunks + pid_c
-    mask = (offs_n[:, None] < N) & (offs_p[None, :] < P)
-    tl.store(s_ptr + base * N * P + offs_n[:, None] * P + offs_p[None, :], state, mask=mask)
+    offs, mask = _state_tile(base, offs_n, offs_p, N, P)
+    tl.store(s_ptr + offs, state, mask=mask)
     tl.store(glast_ptr + base, g_last)
 
 
@@ -140,25 +183,22 @@ def _complex_scan_chunk_fwd_kernel(
     pid_bh = tl.program_id(1)
     b = pid_bh // H
     h = pid_bh % H
+    off_qk = b * stride_qb + h * stride_qh
+    off_v = b * stride_vb + h * stride_vh
+    off_a = b * stride_ab + h * stride_ah
     offs_t = tl.arange(0, CHUNK)
     offs_n = tl.arange(0, BLOCK_N)
     offs_p = tl.program_id(2) * BLOCK_P + tl.arange(0, BLOCK_P)
     t = pid_c * CHUNK + offs_t
-    q = _load_rows(q_ptr + b * stride_qb + h * stride_qh, t, T, stride_qt, offs_n, N)
-    k = _load_rows(k_ptr + b * stride_qb + h * stride_qh, t, T, stride_qt, offs_n, N)
-    v = _load_rows(v_ptr + b * stride_vb + h * stride_vh, t, T, stride_vt, offs_p, P)
-    g, _ = _chunk_log_decay(a_ptr + b * stride_ab + h * stride_ah, t, T, stride_at, offs_t, CHUNK)
-    s_mask = (offs_n[:, None] < N) & (offs_p[None, :] < P)
-    s_offs = (pid_bh * n_chunks + pid_c) * N * P + offs_n[:, None] * P + offs_p[None, :]
-    s_in = tl.load(s_ptr + s_offs, mask=s_mask, other=0.0)
-    causal = offs_t[:, None] >= offs_t[None, :]
-    decay = tl.exp(tl.where(causal, g[:, None] - g[None, :], float("-inf")))
+    q = _load_rows(q_ptr + off_qk, t, T, stride_qt, offs_n, N)
+    k, v, g, _, decay = _chunk_kv_decay(
+        k_ptr + off_qk, v_ptr + off_v, a_ptr + off_a, t, T, stride_qt, stride_vt, stride_at, offs_n, offs_p, N, P, CHUNK
+    )
+    s_in = _load_state(s_ptr, pid_bh * n_chunks + pid_c, offs_n, offs_p, N, P)
     scores = tl.dot(q, tl.trans(k), input_precision=PRECISION) * decay
     y = tl.dot(scores.to(v.dtype), v, input_precision=PRECISION)
     y += tl.dot(q, s_in.to(q.dtype), input_precision=PRECISION) * tl.exp(g)[:, None]
-    y_mask = (t < T)[:, None] & (offs_p[None, :] < P)
-    y_ptrs = y_ptr + b * stride_vb + h * stride_vh + t[:, None] * stride_vt + offs_p[None, :]
-    tl.store(y_ptrs, y.to(y_ptr.dtype.element_ty), mask=y_mask)
+    _store_rows(y_ptr + off_v, y, t, T, stride_vt, offs_p, P)
 
 
 @triton.jit
@@ -195,27 +235,24 @@ def _complex_scan_chunk_bwd_dq_kernel(
     pid_bh = tl.program_id(1)
     b = pid_bh // H
     h = pid_bh % H
+    off_qk = b * stride_qb + h * stride_qh
+    off_v = b * stride_vb + h * stride_vh
+    off_a = b * stride_ab + h * stride_ah
     offs_t = tl.arange(0, CHUNK)
     offs_n = tl.arange(0, BLOCK_N)
     offs_p = tl.arange(0, BLOCK_P)
     t = pid_c * CHUNK + offs_t
-    k = _load_rows(k_ptr + b * stride_qb + h * stride_qh, t, T, stride_qt, offs_n, N)
-    v = _load_rows(v_ptr + b * stride_vb + h * stride_vh, t, T, stride_vt, offs_p, P)
-    do = _load_rows(do_ptr + b * stride_vb + h * stride_vh, t, T, stride_vt, offs_p, P)
-    g, _ = _chunk_log_decay(a_ptr + b * stride_ab + h * stride_ah, t, T, stride_at, offs_t, CHUNK)
-    s_mask = (offs_n[:, None] < N) & (offs_p[None, :] < P)
-    s_offs = (pid_bh * n_chunks + pid_c) * N * P + offs_n[:, None] * P + offs_p[None, :]
-    s_in = tl.load(s_ptr + s_offs, mask=s_mask, other=0.0)
-    causal = offs_t[:, None] >= offs_t[None, :]
-    decay = tl.exp(tl.where(causal, g[:, None] - g[None, :], float("-inf")))
+    k, v, g, _, decay = _chunk_kv_decay(
+        k_ptr + off_qk, v_ptr + off_v, a_ptr + off_a, t, T, stride_qt, stride_vt, stride_at, offs_n, offs_p, N, P, CHUNK
+    )
+    do = _load_rows(do_ptr + off_v, t, T, stride_vt, offs_p, P)
+    s_in = _load_state(s_ptr, pid_bh * n_chunks + pid_c, offs_n, offs_p, N, P)
     dscores = tl.dot(do, tl.trans(v), input_precision=PRECISION) * decay
     dq = tl.dot(dscores.to(k.dtype), k, input_precision=PRECISION)
     dq += tl.dot(do, tl.trans(s_in.to(do.dtype)), input_precision=PRECISION) * tl.exp(g)[:, None]
-    mask = (t < T)[:, None] & (offs_n[None, :] < N)
-    dq_ptrs = dq_ptr + b * stride_qb + h * stride_qh + t[:, None] * stride_qt + offs_n[None, :]
-    tl.store(dq_ptrs, dq, mask=mask)
-    q = _load_rows(q_ptr + b * stride_qb + h * stride_qh, t, T, stride_qt, offs_n, N)
-    tl.store(dgq_ptr + b * stride_ab + h * stride_ah + t * stride_at, tl.sum(q * dq, axis=1), mask=t < T)
+    _store_rows(dq_ptr + off_qk, dq, t, T, stride_qt, offs_n, N)
+    q = _load_rows(q_ptr + off_qk, t, T, stride_qt, offs_n, N)
+    tl.store(dgq_ptr + off_a + t * stride_at, tl.sum(q * dq, axis=1), mask=t < T)
 
 
 @triton.jit
@@ -253,31 +290,26 @@ def _complex_scan_chunk_bwd_dkv_kernel(
     pid_bh = tl.program_id(1)
     b = pid_bh // H
     h = pid_bh % H
+    off_qk = b * stride_qb + h * stride_qh
+    off_v = b * stride_vb + h * stride_vh
+    off_a = b * stride_ab + h * stride_ah
     offs_t = tl.arange(0, CHUNK)
     offs_n = tl.arange(0, BLOCK_N)
     offs_p = tl.arange(0, BLOCK_P)
     t = pid_c * CHUNK + offs_t
-    q = _load_rows(q_ptr + b * stride_qb + h * stride_qh, t, T, stride_qt, offs_n, N)
-    k = _load_rows(k_ptr + b * stride_qb + h * stride_qh, t, T, stride_qt, offs_n, N)
-    v = _load_rows(v_ptr + b * stride_vb + h * stride_vh, t, T, stride_vt, offs_p, P)
-    do = _load_rows(do_ptr + b * stride_vb + h * stride_vh, t, T, stride_vt, offs_p, P)
-    g, g_last = _chunk_log_decay(a_ptr + b * stride_ab + h * stride_ah, t, T, stride_at, offs_t, CHUNK)
-    s_mask = (offs_n[:, None] < N) & (offs_p[None, :] < P)
-    s_offs = (pid_bh * n_chunks + pid_c) * N * P + offs_n[:, None] * P + offs_p[None, :]
-    ds = tl.load(ds_ptr + s_offs, mask=s_mask, other=0.0)
-    causal = offs_t[:, None] >= offs_t[None, :]
-    decay = tl.exp(tl.where(causal, g[:, None] - g[None, :], float("-inf")))
+    q = _load_rows(q_ptr + off_qk, t, T, stride_qt, offs_n, N)
+    k, v, g, g_last, decay = _chunk_kv_decay(
+        k_ptr + off_qk, v_ptr + off_v, a_ptr + off_a, t, T, stride_qt, stride_vt, stride_at, offs_n, offs_p, N, P, CHUNK
+    )
+    do = _load_rows(do_ptr + off_v, t, T, stride_vt, offs_p, P)
+    ds = _load_state(ds_ptr, pid_bh * n_chunks + pid_c, offs_n, offs_p, N, P)
     tail = tl.exp(g_last - g)[:, None]
     scores = tl.dot(q, tl.trans(k), input_precision=PRECISION) * decay
     dv = tl.dot(tl.trans(scores.to(do.dtype)), do, input_precision=PRECISION)
     dv += tl.dot(k, ds.to(k.dtype), input_precision=PRECISION) * tail
-    v_mask = (t < T)[:, None] & (offs_p[None, :] < P)
-    dv_ptrs = dv_ptr + b * stride_vb + h * stride_vh + t[:, None] * stride_vt + offs_p[None, :]
-    tl.store(dv_ptrs, dv, mask=v_mask)
+    _store_rows(dv_ptr + off_v, dv, t, T, stride_vt, offs_p, P)
     dscores = tl.dot(do, tl.trans(v), input_precision=PRECISION) * decay
     dk = tl.dot(tl.trans(dscores.to(q.dtype)), q, input_precision=PRECISION)
     dk += tl.dot(v, tl.trans(ds.to(v.dtype)), input_precision=PRECISION) * tail
-    k_mask = (t < T)[:, None] & (offs_n[None, :] < N)
-    dk_ptrs = dk_ptr + b * stride_qb + h * stride_qh + t[:, None] * stride_qt + offs_n[None, :]
-    tl.store(dk_ptrs, dk, mask=k_mask)
-    tl.store(dgk_ptr + b * stride_ab + h * stride_ah + t * stride_at, tl.sum(k * dk, axis=1), mask=t < T)
+    _store_rows(dk_ptr + off_qk, dk, t, T, stride_qt, offs_n, N)
+    tl.store(dgk_ptr + off_a + t * stride_at, tl.sum(k * dk, axis=1), mask=t < T)

@@ -12,6 +12,8 @@ computed in integers. Weights are stored packed, four 2-bit codes per byte (see
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 
@@ -23,6 +25,14 @@ except ImportError:  # pragma: no cover - no triton: the reference path serves e
     _bitlinear_matmul_kernel = None
 
 QUANT_EPS = 1e-5
+
+
+class PackedTernaryWeight(NamedTuple):
+    """A ternary weight ready for the matmul: packed codes (ceil(K/4), N) uint8, scale mean|W|, and K."""
+
+    packed: torch.Tensor
+    scale: torch.Tensor
+    in_features: int
 
 
 def quantize_weight_ternary(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,17 +67,12 @@ def unpack_ternary(packed: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def bitlinear_matmul_ref(
-    x_codes: torch.Tensor,
-    x_scale: torch.Tensor,
-    w_packed: torch.Tensor,
-    w_scale: torch.Tensor,
-    k: int,
-    out_dtype: torch.dtype = torch.float32,
+    x_codes: torch.Tensor, x_scale: torch.Tensor, weight: PackedTernaryWeight, out_dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:
-    """Reference: unpack the ternary weights, multiply in float32, apply both scales; x (M, k) -> (M, N)."""
-    weight = unpack_ternary(w_packed, k).float()
-    y = x_codes.float() @ weight.t()
-    return (y * x_scale.float() * w_scale.float()).to(out_dtype)
+    """Reference: unpack the ternary weights, multiply in float32, apply both scales; x (M, K) -> (M, N)."""
+    codes = unpack_ternary(weight.packed, weight.in_features).float()
+    y = x_codes.float() @ codes.t()
+    return (y * x_scale.float() * weight.scale.float()).to(out_dtype)
 
 
 def _blocks(m: int, n: int) -> dict[str, int]:
@@ -79,20 +84,16 @@ def _blocks(m: int, n: int) -> dict[str, int]:
 
 
 def bitlinear_matmul_triton(
-    x_codes: torch.Tensor,
-    x_scale: torch.Tensor,
-    w_packed: torch.Tensor,
-    w_scale: torch.Tensor,
-    k: int,
-    out_dtype: torch.dtype = torch.float32,
+    x_codes: torch.Tensor, x_scale: torch.Tensor, weight: PackedTernaryWeight, out_dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:
     """Triton launcher, same contract as :func:`bitlinear_matmul_ref`."""
     if _bitlinear_matmul_kernel is None:
         raise RuntimeError("triton is not installed: use bitlinear_matmul_ref")
     m = x_codes.shape[0]
+    w_packed, k = weight.packed, weight.in_features
     k4, n = w_packed.shape
     xs = x_scale.reshape(m).float().contiguous()
-    ws = w_scale.reshape(1).float()
+    ws = weight.scale.reshape(1).float()
     y = torch.empty(m, n, dtype=out_dtype, device=x_codes.device)
     launch = _blocks(m, n)
     grid = (-(-m // launch["BLOCK_M"]) * -(-n // launch["BLOCK_N"]),)
@@ -121,19 +122,16 @@ def bitlinear_matmul_triton(
 def bitlinear_matmul(
     x_codes: torch.Tensor,
     x_scale: torch.Tensor,
-    w_packed: torch.Tensor,
-    w_scale: torch.Tensor,
-    k: int,
+    weight: PackedTernaryWeight,
     out_dtype: torch.dtype = torch.float32,
     backend: Backend = "auto",
 ) -> torch.Tensor:
     """Dispatch the ternary x int8 matmul: Triton on CUDA, the reference elsewhere (or per ``backend``)."""
-    if x_codes.dtype != torch.int8 or w_packed.dtype != torch.uint8:
-        raise ValueError(
-            f"expected int8 activations and uint8 packed weights, got {x_codes.dtype} and {w_packed.dtype}"
-        )
-    if x_codes.ndim != 2 or x_codes.shape[1] != k or w_packed.shape[0] != -(-k // 4):
-        raise ValueError(f"shape mismatch: x {tuple(x_codes.shape)}, packed {tuple(w_packed.shape)}, in_features {k}")
+    packed, k = weight.packed, weight.in_features
+    if x_codes.dtype != torch.int8 or packed.dtype != torch.uint8:
+        raise ValueError(f"expected int8 activations and uint8 packed weights, got {x_codes.dtype} and {packed.dtype}")
+    if x_codes.ndim != 2 or x_codes.shape[1] != k or packed.shape[0] != -(-k // 4):
+        raise ValueError(f"shape mismatch: x {tuple(x_codes.shape)}, packed {tuple(packed.shape)}, in_features {k}")
     if select_backend(x_codes, backend) == "triton":
-        return bitlinear_matmul_triton(x_codes, x_scale, w_packed, w_scale, k, out_dtype)
-    return bitlinear_matmul_ref(x_codes, x_scale, w_packed, w_scale, k, out_dtype)
+        return bitlinear_matmul_triton(x_codes, x_scale, weight, out_dtype)
+    return bitlinear_matmul_ref(x_codes, x_scale, weight, out_dtype)

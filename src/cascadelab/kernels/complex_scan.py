@@ -46,6 +46,18 @@ except ImportError:  # pragma: no cover - no triton: the reference path serves e
 TWO_PI = 2.0 * math.pi
 
 
+class ScanInputs(NamedTuple):
+    """Per-step scan inputs: q, k (B,T,H,N); v (B,T,H,P); log_decay = Δ·A, dt = Δ, trap = λ (B,T,H); θ (B,T,H,A)."""
+
+    q: torch.Tensor
+    k: torch.Tensor
+    v: torch.Tensor
+    log_decay: torch.Tensor
+    dt: torch.Tensor
+    trap: torch.Tensor
+    angle_rate: torch.Tensor
+
+
 class ScanState(NamedTuple):
     """Carried Mamba-3 state: angles (B,H,A), SSM state (B,H,N,P), last rotated key (B,H,N), value (B,H,P)."""
 
@@ -251,23 +263,22 @@ def chunk_scan_triton(
     return out
 
 
-def _check_shapes(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, log_decay: torch.Tensor) -> None:
+def _check_shapes(inputs: ScanInputs) -> None:
+    q, k, v, log_decay, dt, trap, angle_rate = inputs
     if q.ndim != 4 or q.shape != k.shape:
         raise ValueError(f"q and k must share a (B,T,H,N) shape, got {tuple(q.shape)} and {tuple(k.shape)}")
     if v.ndim != 4 or v.shape[:3] != q.shape[:3]:
         raise ValueError(f"v must be (B,T,H,P) matching q's {tuple(q.shape[:3])}, got {tuple(v.shape)}")
     if log_decay.shape != q.shape[:3]:
         raise ValueError(f"log_decay must be (B,T,H) = {tuple(q.shape[:3])}, got {tuple(log_decay.shape)}")
+    if dt.shape != log_decay.shape or trap.shape != log_decay.shape:
+        raise ValueError("dt and trap must have log_decay's (B,T,H) shape")
+    if angle_rate.shape[:3] != q.shape[:3]:
+        raise ValueError(f"angle_rate must be (B,T,H,A), got {tuple(angle_rate.shape)}")
 
 
 def complex_scan(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    log_decay: torch.Tensor,
-    dt: torch.Tensor,
-    trap: torch.Tensor,
-    angle_rate: torch.Tensor,
+    inputs: ScanInputs,
     initial_state: ScanState | None = None,
     chunk_size: int = 64,
     return_final_state: bool = False,
@@ -275,16 +286,13 @@ def complex_scan(
 ) -> tuple[torch.Tensor, ScanState | None]:
     """Mamba-3 SISO scan over a sequence (see the module docstring for the equations).
 
-    Shapes: q, k (B,T,H,N); v (B,T,H,P); log_decay = Δ·A, dt = Δ, trap = λ (B,T,H); angle_rate θ
-    (B,T,H,A) with 2A <= N. ``initial_state`` continues a cached sequence; ``backend`` picks the core:
-    "auto" (Triton on CUDA, reference elsewhere), "triton" or "ref". Returns y (B,T,H,P) in float32
-    and, if asked, the state after the last step.
+    ``inputs`` are the per-step sequences (shapes in :class:`ScanInputs`; angle_rate has 2A <= N).
+    ``initial_state`` continues a cached sequence; ``backend`` picks the core: "auto" (Triton on
+    CUDA, reference elsewhere), "triton" or "ref". Returns y (B,T,H,P) in float32 and, if asked,
+    the state after the last step.
     """
-    _check_shapes(q, k, v, log_decay)
-    if dt.shape != log_decay.shape or trap.shape != log_decay.shape:
-        raise ValueError("dt and trap must have log_decay's (B,T,H) shape")
-    if angle_rate.shape[:3] != q.shape[:3]:
-        raise ValueError(f"angle_rate must be (B,T,H,A), got {tuple(angle_rate.shape)}")
+    _check_shapes(inputs)
+    q, k, v, log_decay, dt, trap, angle_rate = inputs
     dt, trap, log_decay = dt.float(), trap.float(), log_decay.float()
     phase = torch.cumsum(angle_rate.float() * dt.unsqueeze(-1), dim=1)
     if initial_state is not None:
@@ -320,17 +328,9 @@ def complex_scan(
     return y, final
 
 
-def complex_scan_naive(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    log_decay: torch.Tensor,
-    dt: torch.Tensor,
-    trap: torch.Tensor,
-    angle_rate: torch.Tensor,
-    initial_state: ScanState | None = None,
-) -> tuple[torch.Tensor, ScanState]:
+def complex_scan_naive(inputs: ScanInputs, initial_state: ScanState | None = None) -> tuple[torch.Tensor, ScanState]:
     """Step-by-step recurrence, one Python iteration per time step: the specification, for tests only."""
+    q, k, v, log_decay, dt, trap, angle_rate = inputs
     bsz, seqlen, heads, n = q.shape
     p = v.shape[-1]
     if initial_state is None:

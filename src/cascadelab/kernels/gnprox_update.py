@@ -12,6 +12,8 @@ element-wise, in place. :mod:`cascadelab.training.optimizers.gnprox` explains th
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from cascadelab.kernels._triton import Backend, select_backend
@@ -24,61 +26,53 @@ except ImportError:  # pragma: no cover - no triton: the reference path serves e
 BLOCK = 1024
 
 
-def gnprox_update_ref(
-    p: torch.Tensor,
-    g: torch.Tensor,
-    m: torch.Tensor,
-    h: torch.Tensor,
-    lr: float,
-    beta1: float,
-    beta2: float,
-    rho: float,
-    eps: float,
-    weight_decay: float,
-    update_h: bool,
-) -> None:
+@dataclass(frozen=True)
+class GNProxStep:
+    """Hyper-parameters of one GNProx step, and whether it refreshes the curvature estimate."""
+
+    lr: float
+    beta1: float
+    beta2: float
+    rho: float
+    eps: float
+    weight_decay: float
+    update_h: bool
+
+
+def gnprox_update_ref(p: torch.Tensor, g: torch.Tensor, m: torch.Tensor, h: torch.Tensor, step: GNProxStep) -> None:
     """Reference: the GNProx step with PyTorch ops, updating `p`, `m` and (if `update_h`) `h` in place."""
-    m.mul_(beta1).add_(g, alpha=1 - beta1)
-    if update_h:
-        h.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-    step = (m / (h * rho).clamp(min=eps)).clamp_(-1.0, 1.0)
-    p.mul_(1 - lr * weight_decay).add_(step, alpha=-lr)
+    m.mul_(step.beta1).add_(g, alpha=1 - step.beta1)
+    if step.update_h:
+        h.mul_(step.beta2).addcmul_(g, g, value=1 - step.beta2)
+    direction = (m / (h * step.rho).clamp(min=step.eps)).clamp_(-1.0, 1.0)
+    p.mul_(1 - step.lr * step.weight_decay).add_(direction, alpha=-step.lr)
 
 
-def gnprox_update_triton(
-    p: torch.Tensor,
-    g: torch.Tensor,
-    m: torch.Tensor,
-    h: torch.Tensor,
-    lr: float,
-    beta1: float,
-    beta2: float,
-    rho: float,
-    eps: float,
-    weight_decay: float,
-    update_h: bool,
-) -> None:
+def gnprox_update_triton(p: torch.Tensor, g: torch.Tensor, m: torch.Tensor, h: torch.Tensor, step: GNProxStep) -> None:
     """Triton launcher, same contract as :func:`gnprox_update_ref` (contiguous tensors)."""
     if _gnprox_update_kernel is None:
         raise RuntimeError("triton is not installed: use gnprox_update_ref")
     n = p.numel()
     grid = (-(-n // BLOCK),)
-    _gnprox_update_kernel[grid](p, g, m, h, n, lr, beta1, beta2, rho, eps, weight_decay, UPDATE_H=update_h, BLOCK=BLOCK)
+    _gnprox_update_kernel[grid](
+        p,
+        g,
+        m,
+        h,
+        n,
+        step.lr,
+        step.beta1,
+        step.beta2,
+        step.rho,
+        step.eps,
+        step.weight_decay,
+        UPDATE_H=step.update_h,
+        BLOCK=BLOCK,
+    )
 
 
 def gnprox_update(
-    p: torch.Tensor,
-    g: torch.Tensor,
-    m: torch.Tensor,
-    h: torch.Tensor,
-    lr: float,
-    beta1: float,
-    beta2: float,
-    rho: float,
-    eps: float,
-    weight_decay: float,
-    update_h: bool,
-    backend: Backend = "auto",
+    p: torch.Tensor, g: torch.Tensor, m: torch.Tensor, h: torch.Tensor, step: GNProxStep, backend: Backend = "auto"
 ) -> None:
     """Dispatch the fused GNProx step: Triton on CUDA, the reference elsewhere (or per ``backend``)."""
     tensors = (p, g, m, h)
@@ -87,6 +81,6 @@ def gnprox_update(
     if select_backend(p, backend) == "triton":
         if not all(t.is_contiguous() for t in tensors):
             raise ValueError("gnprox_update: the Triton kernel needs contiguous tensors")
-        gnprox_update_triton(p, g, m, h, lr, beta1, beta2, rho, eps, weight_decay, update_h)
+        gnprox_update_triton(p, g, m, h, step)
     else:
-        gnprox_update_ref(p, g, m, h, lr, beta1, beta2, rho, eps, weight_decay, update_h)
+        gnprox_update_ref(p, g, m, h, step)

@@ -12,6 +12,9 @@ import sys
 import torch
 
 from cascadelab.kernels import (
+    GNProxStep,
+    PackedTernaryWeight,
+    ScanInputs,
     ScanState,
     bitlinear_matmul_ref,
     bitlinear_matmul_triton,
@@ -57,7 +60,9 @@ def scan_errors(device: str) -> dict[str, float]:
     results = {}
     for backend in ("triton", "ref"):
         leaves = [t.clone().requires_grad_() for t in inputs]
-        y, final = complex_scan(*leaves, initial_state=state, chunk_size=16, return_final_state=True, backend=backend)
+        y, final = complex_scan(
+            ScanInputs(*leaves), initial_state=state, chunk_size=16, return_final_state=True, backend=backend
+        )
         assert final is not None
         grads = torch.autograd.grad((y * grad_out).sum() + final.ssm.sum(), leaves)
         results[backend] = (y, final, grads)
@@ -76,13 +81,8 @@ def bitlinear_errors(device: str) -> dict[str, float]:
     for m, k, n in ((5, 70, 33), (40, 128, 96)):
         w_codes, w_scale = quantize_weight_ternary(torch.randn(n, k, generator=gen))
         x_codes, x_scale = quantize_activation_int8(torch.randn(m, k, generator=gen))
-        args = (
-            x_codes.to(device),
-            x_scale.to(device),
-            pack_ternary(w_codes).to(device),
-            w_scale.to(device),
-            k,
-        )
+        weight = PackedTernaryWeight(pack_ternary(w_codes).to(device), w_scale.to(device), k)
+        args = (x_codes.to(device), x_scale.to(device), weight)
         errors[f"bitlinear_{m}x{k}x{n}"] = _rel(bitlinear_matmul_triton(*args), bitlinear_matmul_ref(*args))
     return errors
 
@@ -97,7 +97,7 @@ def gnprox_errors(device: str) -> dict[str, float]:
         out = {}
         for name, fn in (("triton", gnprox_update_triton), ("ref", gnprox_update_ref)):
             p, g, m, h = base[0].clone(), base[1].clone() * 1e-2, base[2].clone() * 1e-2, h0.clone()
-            fn(p, g, m, h, 1e-2, 0.9, 0.99, 0.5, 1e-12, 0.1, refresh)
+            fn(p, g, m, h, GNProxStep(1e-2, 0.9, 0.99, 0.5, 1e-12, 0.1, refresh))
             out[name] = (p, m, h)
         for i, part in enumerate(("p", "m", "h")):
             errors[f"gnprox_{numel}_{part}"] = _rel(out["triton"][i], out["ref"][i])

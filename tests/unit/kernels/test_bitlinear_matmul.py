@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from cascadelab.kernels import (
+    PackedTernaryWeight,
     bitlinear_matmul,
     pack_ternary,
     quantize_activation_int8,
@@ -44,7 +45,7 @@ def test_reference_matmul_equals_dequantised_float_product() -> None:
     w, x = torch.randn(6, 10, generator=gen), torch.randn(3, 10, generator=gen)
     w_codes, w_scale = quantize_weight_ternary(w)
     x_codes, x_scale = quantize_activation_int8(x)
-    y = bitlinear_matmul(x_codes, x_scale, pack_ternary(w_codes), w_scale, 10)
+    y = bitlinear_matmul(x_codes, x_scale, PackedTernaryWeight(pack_ternary(w_codes), w_scale, 10))
     want = (x_codes.float() * x_scale) @ (w_codes.float() * w_scale).t()
     torch.testing.assert_close(y, want)
 
@@ -52,6 +53,8 @@ def test_reference_matmul_equals_dequantised_float_product() -> None:
 def test_matmul_rejects_wrong_dtypes_and_shapes() -> None:
     packed = pack_ternary(torch.zeros(4, 8, dtype=torch.int8))
     with pytest.raises(ValueError, match="expected int8 activations"):
-        bitlinear_matmul(torch.zeros(2, 8), torch.ones(2, 1), packed, torch.tensor(1.0), 8)
+        bitlinear_matmul(torch.zeros(2, 8), torch.ones(2, 1), PackedTernaryWeight(packed, torch.tensor(1.0), 8))
     with pytest.raises(ValueError, match="shape mismatch"):
-        bitlinear_matmul(torch.zeros(2, 9, dtype=torch.int8), torch.ones(2, 1), packed, torch.tensor(1.0), 9)
+        bitlinear_matmul(
+            torch.zeros(2, 9, dtype=torch.int8), torch.ones(2, 1), PackedTernaryWeight(packed, torch.tensor(1.0), 9)
+        )

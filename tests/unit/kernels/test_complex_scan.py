@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cascadelab.kernels import ScanState, complex_scan, complex_scan_naive, rotate_pairs
+from cascadelab.kernels import ScanInputs, ScanState, complex_scan, complex_scan_naive, rotate_pairs
 
 
-def make_inputs(seqlen: int = 37, seed: int = 0, dtype: torch.dtype = torch.float64) -> list[torch.Tensor]:
+def make_inputs(seqlen: int = 37, seed: int = 0, dtype: torch.dtype = torch.float64) -> ScanInputs:
     gen = torch.Generator().manual_seed(seed)
     bsz, heads, n, p, angles = 2, 3, 8, 5, 2
 
@@ -16,7 +16,7 @@ def make_inputs(seqlen: int = 37, seed: int = 0, dtype: torch.dtype = torch.floa
         return torch.randn(*shape, generator=gen, dtype=dtype)
 
     dt = torch.nn.functional.softplus(r(bsz, seqlen, heads) - 1)
-    return [
+    return ScanInputs(
         r(bsz, seqlen, heads, n),
         r(bsz, seqlen, heads, n),
         r(bsz, seqlen, heads, p),
@@ -24,14 +24,14 @@ def make_inputs(seqlen: int = 37, seed: int = 0, dtype: torch.dtype = torch.floa
         dt,
         torch.rand(bsz, seqlen, heads, generator=gen, dtype=dtype),
         r(bsz, seqlen, heads, angles),
-    ]
+    )
 
 
 @pytest.mark.parametrize("chunk_size", [1, 4, 16, 64])
 def test_chunked_scan_equals_step_by_step_recurrence(chunk_size: int) -> None:
     inputs = make_inputs()
-    y_naive, s_naive = complex_scan_naive(*inputs)
-    y, s = complex_scan(*inputs, chunk_size=chunk_size, return_final_state=True, backend="ref")
+    y_naive, s_naive = complex_scan_naive(inputs)
+    y, s = complex_scan(inputs, chunk_size=chunk_size, return_final_state=True, backend="ref")
     assert s is not None
     torch.testing.assert_close(y, y_naive.float(), atol=2e-5, rtol=1e-5)
     for got, want in zip(s, s_naive, strict=True):
@@ -40,28 +40,31 @@ def test_chunked_scan_equals_step_by_step_recurrence(chunk_size: int) -> None:
 
 def test_scan_continues_from_a_carried_state() -> None:
     inputs = make_inputs(seqlen=30)
-    y_naive, s_naive = complex_scan_naive(*inputs)
-    y1, s1 = complex_scan(*(t[:, :17] for t in inputs), chunk_size=8, return_final_state=True)
-    y2, s2 = complex_scan(*(t[:, 17:] for t in inputs), initial_state=s1, chunk_size=8, return_final_state=True)
+    y_naive, s_naive = complex_scan_naive(inputs)
+    y1, s1 = complex_scan(ScanInputs(*(t[:, :17] for t in inputs)), chunk_size=8, return_final_state=True)
+    y2, s2 = complex_scan(
+        ScanInputs(*(t[:, 17:] for t in inputs)), initial_state=s1, chunk_size=8, return_final_state=True
+    )
     assert s2 is not None
     torch.testing.assert_close(torch.cat([y1, y2], 1), y_naive.float(), atol=2e-5, rtol=1e-5)
     torch.testing.assert_close(s2.ssm, s_naive.ssm.float(), atol=2e-5, rtol=1e-5)
 
 
 def test_chunked_scan_gradients_equal_recurrence_gradients() -> None:
-    inputs = [t.requires_grad_() for t in make_inputs(seqlen=12)]
+    inputs = ScanInputs(*(t.requires_grad_() for t in make_inputs(seqlen=12)))
     weights = torch.randn(2, 12, 3, 5, dtype=torch.float64)
-    y_naive, _ = complex_scan_naive(*inputs)
+    y_naive, _ = complex_scan_naive(inputs)
     want = torch.autograd.grad((y_naive * weights).sum(), inputs)
-    y, _ = complex_scan(*inputs, chunk_size=4)
+    y, _ = complex_scan(inputs, chunk_size=4)
     got = torch.autograd.grad((y.double() * weights).sum(), inputs)
     for g, w in zip(got, want, strict=True):
         torch.testing.assert_close(g.double(), w, atol=1e-4, rtol=1e-4)
 
 
 def test_trapezoid_weight_one_is_the_euler_rule() -> None:
-    q, k, v, log_decay, dt, _, angle_rate = make_inputs(seqlen=10)
-    y, _ = complex_scan(q, k, v, log_decay, dt, torch.ones_like(dt), angle_rate)
+    inputs = make_inputs(seqlen=10)
+    q, k, v, log_decay, dt, _, angle_rate = inputs
+    y, _ = complex_scan(inputs._replace(trap=torch.ones_like(dt)))
     state = torch.zeros(2, 3, 8, 5, dtype=torch.float64)
     phase = torch.zeros(2, 3, 2, dtype=torch.float64)
     for t in range(10):
@@ -81,16 +84,16 @@ def test_rotate_pairs_rotates_only_the_leading_pairs() -> None:
 
 
 def test_scan_state_is_a_named_tuple() -> None:
-    _, state = complex_scan(*make_inputs(seqlen=3), return_final_state=True)
+    _, state = complex_scan(make_inputs(seqlen=3), return_final_state=True)
     assert isinstance(state, ScanState)
     assert state.ssm.shape == (2, 3, 8, 5) and state.phase.shape == (2, 3, 2)
 
 
 def test_bad_shapes_and_backends_are_rejected() -> None:
-    q, k, v, log_decay, dt, trap, angle_rate = make_inputs(seqlen=4)
+    inputs = make_inputs(seqlen=4)
     with pytest.raises(ValueError, match="v must be"):
-        complex_scan(q, k, v[:, :3], log_decay, dt, trap, angle_rate)
+        complex_scan(inputs._replace(v=inputs.v[:, :3]))
     with pytest.raises(ValueError, match="backend must be"):
-        complex_scan(q, k, v, log_decay, dt, trap, angle_rate, backend="cuda")  # type: ignore[arg-type]
+        complex_scan(inputs, backend="cuda")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="angles but x has only"):
-        rotate_pairs(q, torch.zeros(*q.shape[:-1], 5, dtype=q.dtype))
+        rotate_pairs(inputs.q, torch.zeros(*inputs.q.shape[:-1], 5, dtype=inputs.q.dtype))

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cascadelab.kernels import (
+    PackedTernaryWeight,
     bitlinear_matmul,
     pack_ternary,
     quantize_activation_int8,
@@ -91,7 +92,8 @@ class BitLinear(nn.Linear):
         backend = select_backend(codes) if self.use_triton else "ref"
         if backend == "triton" and self.features is not None:
             self.features.hit("triton")
-        y = bitlinear_matmul(codes, x_scale, packed, scale, self.in_features, out_dtype=x.dtype, backend=backend)
+        weight = PackedTernaryWeight(packed, scale, self.in_features)
+        y = bitlinear_matmul(codes, x_scale, weight, out_dtype=x.dtype, backend=backend)
         if self.bias is not None:
             y = y + self.bias
         return y.reshape(*x.shape[:-1], self.out_features)

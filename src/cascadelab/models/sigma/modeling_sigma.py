@@ -36,7 +36,7 @@ from transformers import initialization as init
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.modeling_outputs import BaseModelOutputWithPast, MoeCausalLMOutputWithPast
 
-from cascadelab.kernels import TRITON_AVAILABLE, ScanState, complex_scan, select_backend
+from cascadelab.kernels import TRITON_AVAILABLE, ScanInputs, ScanState, complex_scan, select_backend
 from cascadelab.models.layers import RMSNorm, default_position_ids, rope_cos_sin, rotate_half
 from cascadelab.models.sigma.bitlinear import make_linear
 from cascadelab.models.sigma.configuration_sigma import SigmaConfig
@@ -149,13 +149,7 @@ class SigmaMambaMixer(nn.Module):
         if backend == "triton":
             self.features.hit("triton")
         y, final = complex_scan(
-            q,
-            k,
-            v,
-            a * dt,
-            dt,
-            torch.sigmoid(trap.float()),
-            angle_rate,
+            ScanInputs(q, k, v, a * dt, dt, torch.sigmoid(trap.float()), angle_rate),
             initial_state=self._cached_state(ctx.cache),
             chunk_size=self.config.ssm_chunk_size,
             return_final_state=ctx.cache is not None,

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from cascadelab.kernels._triton import Backend
-from cascadelab.kernels.gnprox_update import gnprox_update
+from cascadelab.kernels.gnprox_update import GNProxStep, gnprox_update
 from cascadelab.training.optimizers.stepping import closure_loss, params_with_grad
 
 
@@ -70,13 +70,9 @@ class GNProx(torch.optim.Optimizer):
                     grad.contiguous(),
                     state["exp_avg"],
                     state["hessian"],
-                    float(group["lr"]),
-                    beta1,
-                    beta2,
-                    group["rho"],
-                    group["eps"],
-                    group["weight_decay"],
-                    refresh,
+                    GNProxStep(
+                        float(group["lr"]), beta1, beta2, group["rho"], group["eps"], group["weight_decay"], refresh
+                    ),
                     self.backend,
                 )
         return loss

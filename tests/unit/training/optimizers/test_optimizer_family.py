@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from cascadelab.config import OPTIMIZER_NAMES, MuonAdamWSettings, OptimizerSettings, ParamsError, parse_params
-from cascadelab.kernels import gnprox_update
+from cascadelab.kernels import GNProxStep, gnprox_update
 from cascadelab.models.sigma import SigmaConfig, SigmaForCausalLM
 from cascadelab.training.optimizers import split_muon_params
 from cascadelab.training.optimizers.adamuon import AdaMuon
@@ -155,13 +155,14 @@ def test_gnprox_reference_follows_its_equations() -> None:
     p = torch.tensor([1.0, 1.0, 1.0])
     g = torch.tensor([0.2, -0.2, 1e-6])
     m, h = torch.zeros(3), torch.zeros(3)
-    gnprox_update(p, g, m, h, lr=0.1, beta1=0.5, beta2=0.5, rho=1.0, eps=1e-12, weight_decay=0.0, update_h=True)
+    step = GNProxStep(lr=0.1, beta1=0.5, beta2=0.5, rho=1.0, eps=1e-12, weight_decay=0.0, update_h=True)
+    gnprox_update(p, g, m, h, step)
     torch.testing.assert_close(m, 0.5 * g)
     torch.testing.assert_close(h, 0.5 * g * g)
     # m / (ρ h) = 1 / g: clipped to ±1 everywhere here, so each coordinate moves by exactly lr
     torch.testing.assert_close(p, torch.tensor([0.9, 1.1, 0.9]))
     with pytest.raises(ValueError, match="float32 tensors of one shape"):
-        gnprox_update(p, g[:2], m, h, 0.1, 0.5, 0.5, 1.0, 1e-12, 0.0, True)
+        gnprox_update(p, g[:2], m, h, step)
 
 
 def test_gnprox_refreshes_curvature_every_k_steps() -> None:
