@@ -6,14 +6,17 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, model_validator
 
-from cascadelab.config.base import (
-    CLIP_DESCRIPTION,
-    INIT_DESCRIPTION,
-    StrictModel,
-    registered_config,
-    section_field,
-    tokenizer_ids,
+from cascadelab.config.base import StrictModel, registered_config, section_field, tokenizer_ids
+from cascadelab.config.fields import (
+    EvalBatchSize,
+    GreedyTokens,
+    MaxGradNorm,
+    PeakLearningRate,
+    StageThreads,
+    TrainBatchSize,
+    WeightDecay,
 )
+from cascadelab.config.transformer import AttentionHeads, InitializerRange, MaxPositions, check_heads_divide, hf_sizes
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedTokenizerBase
@@ -26,18 +29,17 @@ class ACOCModelParams(StrictModel):
 
     hidden_size: int = Field(64, gt=0, description="model width; must be divisible by num_heads")
     num_layers: int = Field(2, gt=0, description="transformer layers, each with an expert MLP")
-    num_heads: int = Field(4, gt=0, description="attention heads")
+    num_heads: AttentionHeads = 4
     initial_experts: int = Field(1, gt=0, description="experts per layer at the start (<= growth.max_experts)")
     expert_width: int = Field(16, gt=0, description="hidden width of each initial expert")
     top_k: int = Field(0, ge=0, description="experts per token; 0 mixes all experts densely")
-    initializer_range: float = Field(0.06, gt=0, description=INIT_DESCRIPTION)
+    initializer_range: InitializerRange = 0.06
     gate_init: float = Field(3.0, description="initial gate logit (sigmoid(3) = 0.95)")
-    max_position_embeddings: int = Field(128, gt=0, description="longest sequence in tokens")
+    max_position_embeddings: MaxPositions = 128
 
     @model_validator(mode="after")
     def _heads_divide(self) -> ACOCModelParams:
-        if self.hidden_size % self.num_heads:
-            raise ValueError(f"hidden_size: must be divisible by num_heads ({self.hidden_size} % {self.num_heads})")
+        check_heads_divide(self)
         return self
 
     def to_config(
@@ -47,16 +49,12 @@ class ACOCModelParams(StrictModel):
         ACOCConfig = registered_config("acoc")
 
         return ACOCConfig(
-            hidden_size=self.hidden_size,
-            num_hidden_layers=self.num_layers,
-            num_attention_heads=self.num_heads,
-            max_position_embeddings=self.max_position_embeddings,
+            **hf_sizes(self, self.num_layers),
             num_experts=self.initial_experts,
             expert_width=self.expert_width,
             expert_widths=expert_widths,
             num_experts_per_tok=self.top_k,
             gate_init=self.gate_init,
-            initializer_range=self.initializer_range,
             **tokenizer_ids(tokenizer),
         )
 
@@ -153,20 +151,20 @@ class ACOCParams(StrictModel):
         8, gt=0, description="training cycles (train -> checkpoint -> evaluate -> decide -> expand -> warm up)"
     )
     steps_per_cycle: int = Field(500, gt=0, description="optimizer steps per cycle")
-    batch_size: int = Field(16, gt=0, description="training sequences per step")
-    learning_rate: float = Field(1e-3, gt=0, description="AdamW peak learning rate")
+    batch_size: TrainBatchSize = 16
+    learning_rate: PeakLearningRate = 1e-3
     lr_warmup_steps: int = Field(100, ge=0, description="steps of linear learning-rate warm-up at the start of the run")
     decay_fraction: float = Field(0.2, ge=0, le=1, description="linear decay to 0 over the last share of steps")
-    max_grad_norm: float = Field(1.0, gt=0, description=CLIP_DESCRIPTION)
-    weight_decay: float = Field(0.0, ge=0, description="AdamW decoupled weight decay")
+    max_grad_norm: MaxGradNorm = 1.0
+    weight_decay: WeightDecay = 0.0
     val_items_per_task: int = Field(100, gt=0, description="val items per task in each cycle's evaluation")
     test_items_per_task: int = Field(200, gt=0, description="test items per task in the final evaluation")
-    eval_batch_size: int = Field(256, gt=0, description="sequences per evaluation batch")
-    max_new_tokens: int = Field(12, gt=0, description="greedy decoding stops after this many generated tokens")
+    eval_batch_size: EvalBatchSize = 256
+    max_new_tokens: GreedyTokens = 12
     log_every: int = Field(
         50, gt=0, description="steps between two training-loss logs to MLflow (per model, step = global step)"
     )
-    num_threads: int = Field(2, gt=0, description="torch CPU threads of the stage")
+    num_threads: StageThreads = 2
     baselines: bool = Field(True, description="also train the static initial-size and final-size models")
     model: ACOCModelParams = section_field(ACOCModelParams)
     growth: GrowthParams = section_field(GrowthParams)

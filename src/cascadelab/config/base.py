@@ -9,24 +9,26 @@ from __future__ import annotations
 import inspect
 import types
 import typing
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from cascadelab.config.fields import (
+    DecayFraction,
+    GroupBatchesByTask,
+    MaxGradNorm,
+    SaveSteps,
+    WarmupSteps,
+    WeightDecay,
+)
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 TASK_FAMILIES = ("add", "sub", "mul", "expr", "reverse", "word")
 
-# Descriptions several sections' fields share word for word.
-WARMUP_DESCRIPTION = "steps of linear learning-rate warm-up from 0 to learning_rate"
-DECAY_DESCRIPTION = "share of max_steps at the end over which the learning rate decays linearly to 0 (WSD schedule)"
-CLIP_DESCRIPTION = "gradients are clipped to this global L2 norm before each step"
-GROUP_DESCRIPTION = "every batch holds one task only, so short items are not padded to word-problem length"
-INIT_DESCRIPTION = "standard deviation of the normal weight initialisation"
 MIX_DESCRIPTION = "sampling weight of each task family after the curriculum's warm-up"
-SAVE_DESCRIPTION = "steps between resumable checkpoints written for a killed run to resume from (0: never)"
 
 
 class ParamsError(ValueError):
@@ -65,10 +67,10 @@ class TrainParams(StrictModel):
     )
     batch_size: int = Field(16, gt=0, description="training sequences per optimizer step")
     learning_rate: float = Field(1e-3, gt=0, description="AdamW peak learning rate, held after warm-up until the decay")
-    warmup_steps: int = Field(100, ge=0, description=WARMUP_DESCRIPTION)
-    decay_fraction: float = Field(0.2, ge=0, le=1, description=DECAY_DESCRIPTION)
-    weight_decay: float = Field(0.0, ge=0, description="AdamW decoupled weight decay")
-    max_grad_norm: float = Field(1.0, gt=0, description=CLIP_DESCRIPTION)
+    warmup_steps: WarmupSteps = 100
+    decay_fraction: DecayFraction = 0.2
+    weight_decay: WeightDecay = 0.0
+    max_grad_norm: MaxGradNorm = 1.0
     logging_steps: int = Field(
         50, gt=0, description="steps between two training-loss log rows (MLflow and the history)"
     )
@@ -77,7 +79,7 @@ class TrainParams(StrictModel):
 class SFTTrainParams(TrainParams):
     """Optimisation settings of a supervised fine-tuning run (steps, not seconds, so reruns are identical)."""
 
-    save_steps: int = Field(1000, ge=0, description=SAVE_DESCRIPTION)
+    save_steps: SaveSteps = 1000
     bf16: bool = Field(
         False, description="train in bfloat16 autocast (only on hardware with fast bf16; ~25x slower on this CPU)"
     )
@@ -100,7 +102,7 @@ class CurriculumParams(StrictModel):
     max_warmup_fraction: float = Field(
         0.6, ge=0, le=1, description="the warm-up ends at this share of max_steps at the latest"
     )
-    group_batches_by_task: bool = Field(True, description=GROUP_DESCRIPTION)
+    group_batches_by_task: GroupBatchesByTask = True
 
 
 class EvalParams(StrictModel):
@@ -127,6 +129,13 @@ def check_mix(mix: dict[str, float]) -> None:
             raise ValueError(f"mix.{name}: must be >= 0 (got {weight})")
     if sum(mix.values()) <= 0:
         raise ValueError("mix: at least one weight must be > 0")
+
+
+def check_each(key: str, values: Iterable[Any], ok: Callable[[Any], bool], rule: str) -> None:
+    """Raise ValueError `<key>: each <rule> (got <value>)` for the first of `values` that is not `ok`."""
+    for value in values:
+        if not ok(value):
+            raise ValueError(f"{key}: each {rule} (got {value})")
 
 
 def section_class(annotation: Any) -> type[BaseModel] | None:

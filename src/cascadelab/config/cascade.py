@@ -10,16 +10,22 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from cascadelab.config.base import (
-    DECAY_DESCRIPTION,
-    GROUP_DESCRIPTION,
-    INIT_DESCRIPTION,
-    SAVE_DESCRIPTION,
-    WARMUP_DESCRIPTION,
-    SFTTrainParams,
-    StrictModel,
-    section_field,
+from cascadelab.config.base import SFTTrainParams, StrictModel, section_field
+from cascadelab.config.fields import (
+    CoarseAnswerTokens,
+    CompletionTemperature,
+    DecayFraction,
+    GenerationBatchSize,
+    GroupBatchesByTask,
+    LoraAlpha,
+    LoraDropout,
+    LoraRank,
+    PredictionSample,
+    SaveSteps,
+    StageThreads,
+    WarmupSteps,
 )
+from cascadelab.config.transformer import InitializerRange, MLPSize
 
 CascadeMode = Literal["normal", "coarse_only", "always_refine", "skip_coarse"]
 CASCADE_MODES: tuple[CascadeMode, ...] = ("coarse_only", "always_refine", "normal", "skip_coarse")
@@ -48,8 +54,8 @@ class PairsSettings(StrictModel):
 
     num_samples: int = Field(4, ge=0, description="sampled answers per prompt, besides the greedy one")
     temperature: float = Field(1.2, gt=0, description="sampling temperature of the extra answers")
-    batch_size: int = Field(256, gt=0, description="prompts per generation batch")
-    max_new_tokens: int = Field(12, gt=0, description="tokens generated per coarse answer")
+    batch_size: GenerationBatchSize = 256
+    max_new_tokens: CoarseAnswerTokens = 12
     right_fraction: float | None = Field(
         0.5, ge=0, le=1, description="share of right coarse answers per task after balancing; null: natural ratio"
     )
@@ -61,7 +67,7 @@ class PairsSettings(StrictModel):
         500, gt=0, description="seeded subsample of each task's prompts per split (time budget); null: all"
     )
     cross_fit: CrossFitSettings = section_field(CrossFitSettings)
-    num_threads: int = Field(2, gt=0, description="torch CPU threads of the stage")
+    num_threads: StageThreads = 2
 
 
 # --------------------------------------------------------------------------------------------- limen
@@ -85,7 +91,7 @@ class LimenSettings(StrictModel):
     silence_text: str = Field("", description="what the cascade answers when it stays silent")
     ece_bins: int = Field(10, gt=0, description="bins of the expected calibration error")
     batch_size: int = Field(256, gt=0, description="outputs per feature-extraction batch")
-    num_threads: int = Field(2, gt=0, description="torch CPU threads of the stage")
+    num_threads: StageThreads = 2
 
 
 # --------------------------------------------------------------------------------------------- refiner
@@ -109,17 +115,17 @@ class RefinerTrainSettings(SFTTrainParams):
     """Teacher-forcing optimisation: `train_sft`'s settings with the refiner's defaults."""
 
     max_steps: int = Field(3000, gt=0, description="optimizer steps per refiner when family_steps does not name it")
-    warmup_steps: int = Field(50, ge=0, description=WARMUP_DESCRIPTION)
-    decay_fraction: float = Field(0.5, ge=0, le=1, description=DECAY_DESCRIPTION)
-    save_steps: int = Field(0, ge=0, description=SAVE_DESCRIPTION)
+    warmup_steps: WarmupSteps = 50
+    decay_fraction: DecayFraction = 0.5
+    save_steps: SaveSteps = 0
 
 
 class RefinerLoraSettings(StrictModel):
     """The LoRA adapter of `mode: lora` (PEFT) on the coarse base."""
 
-    r: int = Field(64, gt=0, description="LoRA rank")
-    alpha: int = Field(128, gt=0, description="LoRA scaling numerator (the update is scaled by alpha / r)")
-    dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the LoRA input")
+    r: LoraRank = 64
+    alpha: LoraAlpha = 128
+    dropout: LoraDropout = 0.0
     target_modules: list[str] = Field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
         min_length=1,
@@ -132,8 +138,8 @@ class SeparateRefinerSettings(StrictModel):
 
     num_layers: int = Field(4, gt=0, description="decoder layers of the separate refiner")
     num_heads: int = Field(4, gt=0, description="attention heads of the separate refiner")
-    intermediate_size: int = Field(512, gt=0, description="hidden size of each layer's MLP")
-    initializer_range: float = Field(0.06, gt=0, description=INIT_DESCRIPTION)
+    intermediate_size: MLPSize = 512
+    initializer_range: InitializerRange = 0.06
     freeze_embeddings: bool = Field(True, description="keep the shared coarse embeddings (and tied head) frozen")
 
 
@@ -144,7 +150,7 @@ class SelfImprovementSettings(StrictModel):
     batch_size: int = Field(8, gt=0, description="completions per GRPO step (a multiple of num_generations)")
     num_generations: int = Field(4, ge=2, description="completions sampled per prompt")
     learning_rate: float = Field(1e-5, gt=0, description="GRPO learning rate")
-    temperature: float = Field(1.0, gt=0, description="sampling temperature of the completions")
+    temperature: CompletionTemperature = 1.0
     tension_weight: float = Field(
         0.2, ge=0, description="λ: weight of LIMEN's tension on the refined output in the reward"
     )
@@ -220,7 +226,7 @@ class RefinerSettings(StrictModel):
         False, description="also train the answer-target refiner (same mode, data, budget) for cascade_eval to compare"
     )
     warmup_tasks: list[str] = Field(default_factory=list, description="curriculum warm-up families (none: mix)")
-    group_batches_by_task: bool = Field(True, description=GROUP_DESCRIPTION)
+    group_batches_by_task: GroupBatchesByTask = True
     max_new_tokens: int = Field(48, gt=0, description="tokens generated per refined output")
     train: RefinerTrainSettings = section_field(RefinerTrainSettings)
     lora: RefinerLoraSettings = section_field(RefinerLoraSettings)
@@ -268,9 +274,9 @@ class CascadeSettings(StrictModel):
     """Inference of `CascadeTransformer`: lengths, passes, routing, cache."""
 
     max_refinement_steps: int = Field(1, ge=1, le=8, description="refiner passes; stops early when settled")
-    coarse_max_new_tokens: int = Field(12, gt=0, description="tokens generated per coarse answer")
+    coarse_max_new_tokens: CoarseAnswerTokens = 12
     refiner_max_new_tokens: int = Field(48, gt=0, description="tokens generated per refiner pass")
-    batch_size: int = Field(256, gt=0, description="prompts per generation batch")
+    batch_size: GenerationBatchSize = 256
     route_tasks: list[str] | None = Field(None, description="families sent to the refiner; null: the refiner's")
     threshold: float | None = Field(None, ge=0, le=1, description="coarse approval threshold; null: LIMEN's own")
     family_thresholds: dict[str, float] = Field(
@@ -302,8 +308,8 @@ class CascadeEvalSettings(StrictModel):
     )
     sweep_points: int = Field(21, ge=2, description="thresholds in the accuracy-vs-compute sweep")
     text_metrics: bool = Field(True, description="BLEU/ROUGE of refined vs coarse (sacrebleu, rouge-score)")
-    sample_predictions: int = Field(64, ge=0, description="test predictions written to the prediction sample (0: none)")
-    num_threads: int = Field(2, gt=0, description="torch CPU threads of the stage")
+    sample_predictions: PredictionSample = 64
+    num_threads: StageThreads = 2
 
     @model_validator(mode="after")
     def _has_coarse_only(self) -> CascadeEvalSettings:

@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field, model_validator
 
 from cascadelab.config.base import (
-    INIT_DESCRIPTION,
     MIX_DESCRIPTION,
     CurriculumParams,
     EvalParams,
@@ -18,6 +17,8 @@ from cascadelab.config.base import (
     section_field,
     tokenizer_ids,
 )
+from cascadelab.config.fields import LoraAlpha, LoraDropout, LoraRank
+from cascadelab.config.transformer import InitializerRange, check_heads_divide, hf_sizes
 
 if TYPE_CHECKING:
     from transformers import LlamaConfig, PreTrainedTokenizerBase, Qwen2Config
@@ -33,13 +34,12 @@ class CausalLMParams(StrictModel):
         4, gt=0, description="attention heads (also the KV heads: no grouped-query sharing); must divide hidden_size"
     )
     intermediate_size: int = Field(512, gt=0, description="hidden size of each layer's SwiGLU MLP")
-    initializer_range: float = Field(0.06, gt=0, description=INIT_DESCRIPTION)
+    initializer_range: InitializerRange = 0.06
     max_position_embeddings: int = Field(256, gt=0, description="longest sequence in tokens (rotary position range)")
 
     @model_validator(mode="after")
     def _heads_divide(self) -> CausalLMParams:
-        if self.hidden_size % self.num_heads:
-            raise ValueError(f"hidden_size: must be divisible by num_heads ({self.hidden_size} % {self.num_heads})")
+        check_heads_divide(self)
         return self
 
     def to_config(self, tokenizer: PreTrainedTokenizerBase) -> LlamaConfig | Qwen2Config:
@@ -49,13 +49,9 @@ class CausalLMParams(StrictModel):
 
         config_class = LlamaConfig if self.family == "llama" else Qwen2Config
         return config_class(
-            hidden_size=self.hidden_size,
-            num_hidden_layers=self.num_layers,
-            num_attention_heads=self.num_heads,
+            **hf_sizes(self, self.num_layers),
             num_key_value_heads=self.num_heads,
             intermediate_size=self.intermediate_size,
-            initializer_range=self.initializer_range,
-            max_position_embeddings=self.max_position_embeddings,
             tie_word_embeddings=True,
             use_cache=True,
             **tokenizer_ids(tokenizer),
@@ -66,9 +62,9 @@ class LoraParams(StrictModel):
     """Optional LoRA adapters through PEFT (for large base models)."""
 
     enabled: bool = Field(False, description="train LoRA adapters on base_model instead of every weight")
-    r: int = Field(16, gt=0, description="LoRA rank")
-    alpha: int = Field(32, gt=0, description="LoRA scaling numerator (the update is scaled by alpha / r)")
-    dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the LoRA input")
+    r: LoraRank = 16
+    alpha: LoraAlpha = 32
+    dropout: LoraDropout = 0.05
     target_modules: list[str] = Field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
         description="module names that receive adapters",
@@ -92,7 +88,6 @@ class CoarseSFTParams(StrictModel):
 
     @model_validator(mode="after")
     def _check_mix(self) -> CoarseSFTParams:
-        check_mix(self.mix)
         check_mix(self.mix)
         if self.lora.enabled and self.base_model is None:
             raise ValueError("lora.enabled: LoRA needs coarse_sft.base_model (a pretrained model to adapt)")

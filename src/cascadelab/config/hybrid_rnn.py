@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, model_validator
 
 from cascadelab.config.base import (
-    INIT_DESCRIPTION,
     MIX_DESCRIPTION,
     CurriculumParams,
     EvalParams,
@@ -19,6 +18,8 @@ from cascadelab.config.base import (
     section_field,
     tokenizer_ids,
 )
+from cascadelab.config.fields import preset_field
+from cascadelab.config.transformer import InitializerRange
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedTokenizerBase
@@ -34,31 +35,17 @@ class HybridRNNModelParams(StrictModel):
         "sequence",
         description="sequence: cross-attend to every encoder state | pooled: to one pooled vector (the seed's)",
     )
-    initializer_range: float = Field(0.06, gt=0, description=INIT_DESCRIPTION)
-    encoder_embedding_residual: bool | None = Field(
-        None, description="add the token embeddings to the encoder's output states (null: the preset's)"
-    )
-    d_model: int | None = Field(None, gt=0, description="model width of embeddings and decoder (null: the preset's)")
-    encoder_rnn_layers: int | None = Field(
-        None, gt=0, description="stacked biLSTM layers of the encoder (null: the preset's)"
-    )
-    encoder_rnn_hidden_size: int | None = Field(
-        None, gt=0, description="hidden size of each LSTM direction (null: the preset's)"
-    )
-    encoder_attention_heads: int | None = Field(
-        None, gt=0, description="heads of the encoder's self-attention (null: the preset's)"
-    )
-    decoder_layers: int | None = Field(None, gt=0, description="Transformer decoder layers (null: the preset's)")
-    decoder_attention_heads: int | None = Field(
-        None, gt=0, description="heads of the decoder's attention (null: the preset's)"
-    )
-    decoder_ffn_dim: int | None = Field(
-        None, gt=0, description="hidden size of the decoder's feed-forward layers (null: the preset's)"
-    )
-    max_position_embeddings: int | None = Field(
-        None, gt=0, description="longest sequence in tokens (null: the preset's)"
-    )
-    dropout: float | None = Field(None, ge=0, lt=1, description="dropout probability in training (null: the preset's)")
+    initializer_range: InitializerRange = 0.06
+    encoder_embedding_residual: bool | None = preset_field("add the token embeddings to the encoder's output states")
+    d_model: int | None = preset_field("model width of embeddings and decoder", gt=0)
+    encoder_rnn_layers: int | None = preset_field("stacked biLSTM layers of the encoder", gt=0)
+    encoder_rnn_hidden_size: int | None = preset_field("hidden size of each LSTM direction", gt=0)
+    encoder_attention_heads: int | None = preset_field("heads of the encoder's self-attention", gt=0)
+    decoder_layers: int | None = preset_field("Transformer decoder layers", gt=0)
+    decoder_attention_heads: int | None = preset_field("heads of the decoder's attention", gt=0)
+    decoder_ffn_dim: int | None = preset_field("hidden size of the decoder's feed-forward layers", gt=0)
+    max_position_embeddings: int | None = preset_field("longest sequence in tokens", gt=0)
+    dropout: float | None = preset_field("dropout probability in training", ge=0, lt=1)
 
     def config_overrides(self) -> dict[str, Any]:
         """The `HybridRNNConfig` fields set here (all but the preset name and the unset sizes)."""

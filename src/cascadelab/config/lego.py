@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from cascadelab.config.base import INIT_DESCRIPTION, StrictModel, registered_config, section_field, tokenizer_ids
+from cascadelab.config.base import StrictModel, check_each, registered_config, section_field, tokenizer_ids
+from cascadelab.config.fields import EvalBatchSize, GreedyTokens, PeakLearningRate, TrainBatchSize, WeightDecay
+from cascadelab.config.transformer import AttentionHeads, InitializerRange, MaxPositions, MLPSize, hf_sizes
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedTokenizerBase
@@ -16,16 +18,16 @@ class LegoModelParams(StrictModel):
     """Width of the LEGO model and its depth: the causal phase-1 block, then the full depth of phase 2."""
 
     hidden_size: int = Field(128, gt=0, description="model width; must split into num_heads heads of even size")
-    num_heads: int = Field(4, gt=0, description="attention heads")
-    intermediate_size: int = Field(512, gt=0, description="hidden size of each layer's MLP")
+    num_heads: AttentionHeads = 4
+    intermediate_size: MLPSize = 512
     phase1_layers: int = Field(
         2, gt=0, description="layers of the causal lower block trained in phase 1 (the routing exit)"
     )
     phase2_layers: int = Field(
         4, gt=0, description="full depth after phase 2; the layers above phase1_layers are token-wise"
     )
-    initializer_range: float = Field(0.06, gt=0, description=INIT_DESCRIPTION)
-    max_position_embeddings: int = Field(256, gt=0, description="longest sequence in tokens")
+    initializer_range: InitializerRange = 0.06
+    max_position_embeddings: MaxPositions = 256
 
     @model_validator(mode="after")
     def _check_shape(self) -> LegoModelParams:
@@ -40,25 +42,29 @@ class LegoModelParams(StrictModel):
         return self
 
 
+# Both LEGO loops clip their gradients alike.
+GradClip = Annotated[
+    float | None, Field(gt=0, description="gradients are clipped to this global L2 norm (null: no clipping)")
+]
+
+
 class LegoLoopParams(StrictModel):
     """A causal training run with early stopping on val loss (phase 1, and the full-depth baseline)."""
 
-    learning_rate: float = Field(1e-3, gt=0, description="AdamW peak learning rate")
+    learning_rate: PeakLearningRate = 1e-3
     patience: int = Field(
         1,
         ge=0,
         description="validations without val-loss improvement tolerated; one more stops (best weights restored)",
     )
-    batch_size: int = Field(32, gt=0, description="training sequences per step")
+    batch_size: TrainBatchSize = 32
     max_epochs: int = Field(20, gt=0, description="passes over the training split at most")
     max_steps: int | None = Field(None, gt=0, description="optimizer steps at most (null: no cap)")
     eval_every: int | None = Field(200, gt=0, description="steps between two validations (null: once per epoch)")
     eval_batch_size: int = Field(256, gt=0, description="sequences per validation batch")
     warmup_steps: int = Field(100, ge=0, description="steps of linear learning-rate warm-up")
-    weight_decay: float = Field(0.0, ge=0, description="AdamW decoupled weight decay")
-    grad_clip: float | None = Field(
-        1.0, gt=0, description="gradients are clipped to this global L2 norm (null: no clipping)"
-    )
+    weight_decay: WeightDecay = 0.0
+    grad_clip: GradClip = 1.0
     log_every: int = Field(50, gt=0, description="steps between two training-loss logs")
 
 
@@ -88,9 +94,7 @@ class LegoPhase2Params(StrictModel):
     )
     batch_size: int = Field(256, gt=0, description="hard-example rows per step")
     max_epochs: int = Field(20, gt=0, description="passes over the hard examples at most")
-    grad_clip: float | None = Field(
-        1.0, gt=0, description="gradients are clipped to this global L2 norm (null: no clipping)"
-    )
+    grad_clip: GradClip = 1.0
     exit_share: float | None = Field(
         None,
         gt=0,
@@ -119,8 +123,8 @@ class LegoBaselineParams(StrictModel):
 class LegoEvalParams(StrictModel):
     """Test evaluation: teacher-forced metrics, greedy exact match and the exit-share trade-off curve."""
 
-    batch_size: int = Field(256, gt=0, description="sequences per evaluation batch")
-    max_new_tokens: int = Field(8, gt=0, description="greedy decoding stops after this many generated tokens")
+    batch_size: EvalBatchSize = 256
+    max_new_tokens: GreedyTokens = 8
     tradeoff_exit_shares: list[float] = Field(
         default_factory=lambda: [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9],
         description="exit shares (0..1) of the accuracy-vs-compute trade-off curve (0 and 1 always added)",
@@ -128,9 +132,9 @@ class LegoEvalParams(StrictModel):
 
     @model_validator(mode="after")
     def _check_shares(self) -> LegoEvalParams:
-        for share in self.tradeoff_exit_shares:
-            if not 0 <= share <= 1:
-                raise ValueError(f"tradeoff_exit_shares: each share must be in [0, 1] (got {share})")
+        check_each(
+            "tradeoff_exit_shares", self.tradeoff_exit_shares, lambda share: 0 <= share <= 1, "share must be in [0, 1]"
+        )
         return self
 
 
@@ -159,11 +163,5 @@ class LegoParams(StrictModel):
 
         m = self.model
         return LEGOConfig(
-            hidden_size=m.hidden_size,
-            intermediate_size=m.intermediate_size,
-            num_attention_heads=m.num_heads,
-            max_position_embeddings=m.max_position_embeddings,
-            initializer_range=m.initializer_range,
-            num_hidden_layers=m.phase1_layers,
-            **tokenizer_ids(tokenizer),
+            **hf_sizes(m, m.phase1_layers), intermediate_size=m.intermediate_size, **tokenizer_ids(tokenizer)
         )

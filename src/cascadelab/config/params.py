@@ -30,53 +30,25 @@ class Params(StrictModel):
 
     seed: int = Field(1234, ge=0, description="global seed every stage derives its random draws from")
     tracking: TrackingParams = section_field(TrackingParams)
-    prepare: PrepareParams = Field(
-        default_factory=PrepareParams, description="corpus generation and tokenizer training"
+    prepare: PrepareParams = section_field(PrepareParams)
+    coarse_sft: CoarseSFTParams = section_field(CoarseSFTParams)
+    sigma_pretrain: SigmaPretrainParams = section_field(
+        SigmaPretrainParams, "SigmaLLM and a same-size Llama baseline pre-trained on the same batches, both evaluated"
     )
-    coarse_sft: CoarseSFTParams = Field(
-        default_factory=CoarseSFTParams,
-        description="the coarse model of the cascade: built from config (or a base model) and fine-tuned with TRL",
+    sigma_rl: SigmaRLParams = section_field(SigmaRLParams)
+    lego: LegoParams = section_field(LegoParams)
+    hybrid_rnn: HybridRNNParams = section_field(
+        HybridRNNParams,
+        "the hybrid RNN-Transformer (issue 6): biLSTM encoder, Transformer decoder, prompt→response",
     )
-    sigma_pretrain: SigmaPretrainParams = Field(
-        default_factory=SigmaPretrainParams,
-        description="SigmaLLM and a same-size Llama baseline pre-trained on the same batches, both evaluated",
+    acoc: ACOCParams = section_field(
+        ACOCParams, "an ACOC run (issue 5): tasks and their first cycle, the cycle loop, every component"
     )
-    sigma_rl: SigmaRLParams = Field(
-        default_factory=SigmaRLParams,
-        description="RL on the pretrained SigmaLLM (GRPO/GSPO through TRL, verifier rewards) mixed with LM steps",
-    )
-    lego: LegoParams = Field(
-        default_factory=LegoParams,
-        description="LEGO: shallow model (phase 1) → hard examples → upper block on the hard tokens (phase 2)",
-    )
-    hybrid_rnn: HybridRNNParams = Field(
-        default_factory=HybridRNNParams,
-        description="the hybrid RNN-Transformer (issue 6): biLSTM encoder, Transformer decoder, prompt→response",
-    )
-    acoc: ACOCParams = Field(
-        default_factory=ACOCParams,
-        description="an ACOC run (issue 5): tasks and their first cycle, the cycle loop, every component",
-    )
-    cascade_pairs: PairsSettings = Field(
-        default_factory=PairsSettings,
-        description="how the frozen coarse model answers train/val prompts to make (coarse, gold) pairs",
-    )
-    limen: LimenSettings = Field(
-        default_factory=LimenSettings,
-        description="the LIMEN gate: a calibrated 'output is wrong' classifier plus a rule layer and thresholds",
-    )
-    refiner: RefinerSettings = Field(
-        default_factory=RefinerSettings,
-        description="the refiner: architecture mode, training data, format, strategy and per-family routing/budgets",
-    )
-    cascade_eval: CascadeEvalSettings = Field(
-        default_factory=CascadeEvalSettings,
-        description="the `cascade_eval` stage: modes, threshold recalibration, sweep resolution, text metrics",
-    )
-    report: ReportParams = Field(
-        default_factory=ReportParams,
-        description="the final report: which stages' models go into the comparison table, in that order",
-    )
+    cascade_pairs: PairsSettings = section_field(PairsSettings)
+    limen: LimenSettings = section_field(LimenSettings)
+    refiner: RefinerSettings = section_field(RefinerSettings)
+    cascade_eval: CascadeEvalSettings = section_field(CascadeEvalSettings)
+    report: ReportParams = section_field(ReportParams)
 
     @model_validator(mode="after")
     def _cascade_families(self) -> Params:

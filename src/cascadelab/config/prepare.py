@@ -6,7 +6,14 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from cascadelab.config.base import TASK_FAMILIES, StrictModel, section_field
+from cascadelab.config.base import TASK_FAMILIES, StrictModel, check_each, section_field
+
+DIFFICULTY_LEVELS = (1, 2, 3)  # of a task family's items, and of the code tasks
+
+
+def check_levels(key: str, levels: list[int]) -> None:
+    """Raise ValueError `<key>: each level must be 1, 2 or 3 (got <level>)` for the first level out of that range."""
+    check_each(key, levels, lambda level: level in DIFFICULTY_LEVELS, "level must be 1, 2 or 3")
 
 
 class FamilyParams(StrictModel):
@@ -20,9 +27,7 @@ class FamilyParams(StrictModel):
 
     @model_validator(mode="after")
     def _check_levels(self) -> FamilyParams:
-        for level in self.difficulties:
-            if not 1 <= level <= 3:
-                raise ValueError(f"difficulties: each level must be 1, 2 or 3 (got {level})")
+        check_levels("difficulties", self.difficulties)
         return self
 
 
@@ -80,9 +85,7 @@ class CodeTaskParams(StrictModel):
 
     @model_validator(mode="after")
     def _check_levels(self) -> CodeTaskParams:
-        for level in self.levels:
-            if level not in (1, 2, 3):
-                raise ValueError(f"levels: each level must be 1, 2 or 3 (got {level})")
+        check_levels("levels", self.levels)
         return self
 
 

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
 from cascadelab.config.base import (
-    CLIP_DESCRIPTION,
-    DECAY_DESCRIPTION,
-    GROUP_DESCRIPTION,
     EvalParams,
     ParamsError,
     StrictModel,
@@ -19,6 +16,13 @@ from cascadelab.config.base import (
     tokenizer_ids,
 )
 from cascadelab.config.coarse_sft import CausalLMParams
+from cascadelab.config.fields import (
+    DecayFraction,
+    GroupBatchesByTask,
+    MaxGradNorm,
+    TrainBatchSize,
+    preset_field,
+)
 from cascadelab.config.optimizers import OptimizerSettings
 
 if TYPE_CHECKING:
@@ -41,38 +45,26 @@ class SigmaModelParams(StrictModel):
         "small",
         description="SigmaConfig preset the knobs start from: tiny (tests) | small (~1.1 M parameters, char tokenizer)",
     )
-    hidden_size: int | None = Field(None, gt=0, description="model width (null: the preset's)")
-    num_layers: int | None = Field(
-        None, gt=0, description="decoder blocks, SigmaConfig's num_hidden_layers (null: the preset's)"
-    )
+    hidden_size: int | None = preset_field("model width", gt=0)
+    num_layers: int | None = preset_field("decoder blocks, SigmaConfig's num_hidden_layers", gt=0)
     mamba_ratio: int = Field(1, ge=0, description="Mamba-3 blocks per attention_ratio MLA blocks in the layer pattern")
     attention_ratio: int = Field(
         1, ge=0, description="MLA attention blocks per mamba_ratio Mamba-3 blocks in the layer pattern"
     )
     use_diff_attn: bool = Field(True, description="differential attention in the MLA blocks")
-    moe_num_routed_experts: int | None = Field(
-        None,
-        ge=0,
-        description="routed experts per MoE layer; 0: a dense SwiGLU (the shared expert) instead (null: the preset's)",
+    moe_num_routed_experts: int | None = preset_field(
+        "routed experts per MoE layer; 0: a dense SwiGLU (the shared expert) instead", ge=0
     )
-    moe_num_shared_experts: int | None = Field(
-        None, ge=0, description="always-on shared experts per MoE layer (null: the preset's)"
-    )
-    moe_top_k: int | None = Field(None, gt=0, description="routed experts per token (null: the preset's)")
-    moe_intermediate_size: int | None = Field(
-        None, gt=0, description="hidden size of a routed expert (null: the preset's)"
-    )
-    moe_shared_intermediate_size: int | None = Field(
-        None, gt=0, description="hidden size of a shared expert (null: the preset's)"
-    )
+    moe_num_shared_experts: int | None = preset_field("always-on shared experts per MoE layer", ge=0)
+    moe_top_k: int | None = preset_field("routed experts per token", gt=0)
+    moe_intermediate_size: int | None = preset_field("hidden size of a routed expert", gt=0)
+    moe_shared_intermediate_size: int | None = preset_field("hidden size of a shared expert", gt=0)
     bitlinear_families: list[SigmaBitLinearFamily] = Field(
         default_factory=list,
         description="ternary BitLinear families: mamba_in mamba_out mla_q mla_kv mla_out moe_routed moe_shared",
     )
     use_triton: bool = Field(True, description="Triton kernels on CUDA; the PyTorch reference elsewhere")
-    initializer_range: float | None = Field(
-        None, gt=0, description="standard deviation of the normal weight initialisation (null: the preset's)"
-    )
+    initializer_range: float | None = preset_field("standard deviation of the normal weight initialisation", gt=0)
     overrides: dict[str, Any] = Field(
         default_factory=dict,
         description="any other SigmaConfig argument, e.g. {ssm_state_size: 32} (not vocab_size or the special ids)",
@@ -124,18 +116,22 @@ class InstantParams(StrictModel):
 SigmaOptimizerParams = OptimizerSettings
 
 
+# The RL loop restates it with its own default.
+SigmaWarmupSteps = Annotated[
+    int, Field(ge=0, description="steps of linear learning-rate warm-up from 0 (must be < max_steps)")
+]
+
+
 class SigmaTrainParams(StrictModel):
     """The pre-training loop, shared by SigmaLLM and the baseline (same batches, same token budget)."""
 
     max_steps: int = Field(
         2400, gt=0, description="optimizer steps of each model (the schedule is laid over exactly these)"
     )
-    batch_size: int = Field(16, gt=0, description="training sequences per step")
-    warmup_steps: int = Field(
-        100, ge=0, description="steps of linear learning-rate warm-up from 0 (must be < max_steps)"
-    )
-    decay_fraction: float = Field(0.2, ge=0, le=1, description=DECAY_DESCRIPTION)
-    max_grad_norm: float = Field(1.0, gt=0, description=CLIP_DESCRIPTION)
+    batch_size: TrainBatchSize = 16
+    warmup_steps: SigmaWarmupSteps = 100
+    decay_fraction: DecayFraction = 0.2
+    max_grad_norm: MaxGradNorm = 1.0
     logging_steps: int = Field(50, gt=0, description="steps between two metrics.jsonl lines and MLflow logs")
     eval_steps: int = Field(
         0, ge=0, description="steps between two val-loss evaluations, plus one at the end (0: never)"
@@ -145,7 +141,7 @@ class SigmaTrainParams(StrictModel):
     parallel_baseline: bool = Field(
         True, description="the baseline trains in a second process at the same time (one core each)"
     )
-    group_batches_by_task: bool = Field(True, description=GROUP_DESCRIPTION)
+    group_batches_by_task: GroupBatchesByTask = True
     checkpoint_steps: int = Field(
         0,
         ge=0,

@@ -6,13 +6,15 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from cascadelab.config.base import DECAY_DESCRIPTION, StrictModel, check_mix, section_field
+from cascadelab.config.base import StrictModel, check_mix, section_field
+from cascadelab.config.fields import CompletionTemperature, GenerationBatchSize, PredictionSample
 from cascadelab.config.sigma_pretrain import (
     SIGMA_PROFILES,
     SigmaFeatureParams,
     SigmaLoopParams,
     SigmaProfile,
     SigmaTrainParams,
+    SigmaWarmupSteps,
     _merge_under,
     check_sigma_compatibility,
 )
@@ -63,7 +65,7 @@ class GRPOParams(StrictModel):
     max_completion_length: int = Field(
         20, gt=0, description="tokens per sampled completion (a level-2 lambda is 16 characters + EOS)"
     )
-    temperature: float = Field(1.0, gt=0, description="sampling temperature of the completions")
+    temperature: CompletionTemperature = 1.0
     importance_sampling_level: Literal["token", "sequence"] = Field("token", description="token: GRPO | sequence: GSPO")
     beta: float = Field(0.0, ge=0, description="KL coefficient to the reference model (0 loads no reference model)")
     epsilon: float = Field(0.2, gt=0, description="clipping range of the importance ratio")
@@ -140,11 +142,11 @@ class RLEvalParams(StrictModel):
 
     heldout_math: int = Field(64, gt=0, description="val prompts of the corpus in the held-out reward")
     heldout_code: int = Field(40, gt=0, description="val prompts of the code tasks in the held-out reward")
-    batch_size: int = Field(256, gt=0, description="prompts per generation batch")
+    batch_size: GenerationBatchSize = 256
     max_new_tokens: int = Field(
         20, gt=0, description="tokens generated per answer (a level-2 lambda is 16 characters + EOS)"
     )
-    sample_predictions: int = Field(32, ge=0, description="test predictions written to the prediction sample (0: none)")
+    sample_predictions: PredictionSample = 32
     test_records: int = Field(
         0, ge=0, description="first N test records of each kind evaluated before and after RL (0: all)"
     )
@@ -156,8 +158,7 @@ class SigmaRLTrainParams(SigmaTrainParams):
     max_steps: int = Field(
         400, gt=0, description="loop steps (every one an LM update, a share of them an RL update too)"
     )
-    warmup_steps: int = Field(0, ge=0, description="steps of linear learning-rate warm-up from 0 (must be < max_steps)")
-    decay_fraction: float = Field(0.2, ge=0, le=1, description=DECAY_DESCRIPTION)
+    warmup_steps: SigmaWarmupSteps = 0
     eval_steps: int = Field(
         100,
         ge=0,

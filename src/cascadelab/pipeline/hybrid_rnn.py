@@ -79,7 +79,6 @@ def evaluate_decodings(
     """Exact match (overall, per task, per cell), decoding speed for each decoding; test perplexity once."""
     metrics: dict[str, float] = {}
     outputs: dict[Decoding, list[str]] = {}
-    sampling = params.sampling
     for decoding, prefix in DECODINGS.items():
         result = evaluate_seq2seq(
             model,
@@ -90,9 +89,7 @@ def evaluate_decodings(
             batch_size=params.batch_size,
             max_new_tokens=params.max_new_tokens,
             num_beams=params.num_beams,
-            temperature=sampling.temperature,
-            top_k=sampling.top_k,
-            top_p=sampling.top_p,
+            **params.sampling.model_dump(),  # temperature, top_k, top_p: named as evaluate_seq2seq names them
             seed=seed,
             perplexity=decoding == "greedy",
         )
