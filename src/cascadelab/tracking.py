@@ -26,6 +26,8 @@ import mlflow
 from filelock import FileLock
 from mlflow.tracking import MlflowClient
 
+from cascadelab.ranks import is_main_process, world_size
+
 TAG_STAGE = "cascadelab.stage"
 TAG_PARAMS_HASH = "cascadelab.params_hash"
 TAG_PIPELINE_KEY = "cascadelab.pipeline_key"
@@ -36,6 +38,7 @@ TAG_BASELINE = "dvc.exp_baseline_rev"
 TAG_GIT_COMMIT = "mlflow.source.git.commit"
 TAG_PARENT = "mlflow.parentRunId"
 TAG_CACHED = "cascadelab.cached"
+TAG_PROCESSES = "cascadelab.processes"  # ranks that trained the stage (launch.nproc)
 # MLflow's UI opens an experiment of this kind on its runs (model training) view, not the GenAI traces view.
 TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
@@ -164,6 +167,25 @@ class StageRun:
         mlflow.set_tags({key: str(value) for key, value in tags.items()})
 
 
+class SilentStageRun(StageRun):
+    """The stage run of a process other than rank 0 in a multi-process launch: rank 0 logs, this one does not."""
+
+    def __init__(self) -> None:
+        super().__init__(run_id="", experiment_id="", client=None)  # type: ignore[arg-type]  # never used
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Log nothing."""
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        """Log nothing."""
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        """Log nothing."""
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        """Set nothing."""
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and value == value
 
@@ -218,6 +240,7 @@ def stage_tags(stage: str, section: Mapping[str, Any]) -> dict[str, str]:
         TAG_PARAMS_HASH: params_hash(section),
         TAG_ROLE: "stage",
         TAG_SOURCE: str(Path(cascadelab.__file__).resolve().parent),  # which copy of the code ran
+        TAG_PROCESSES: str(world_size()),
     }
     for env, tag in (("DVC_EXP_NAME", TAG_EXP_NAME), ("DVC_EXP_BASELINE_REV", TAG_BASELINE)):
         if os.environ.get(env):
@@ -234,7 +257,11 @@ def stage_run(stage: str, section: Mapping[str, Any], experiment: str = "cascade
 
     `section` is the stage's params (already validated), logged flattened and hashed into a tag.
     Transformers' MLflow callback, created inside this block, logs into this run (it reuses the active one).
+    In a multi-process launch only rank 0 opens a run; the other ranks get a `SilentStageRun`.
     """
+    if not is_main_process():
+        yield SilentStageRun()
+        return
     root = repo_root()
     experiment_id = init_store(experiment, root)
     client = MlflowClient(mlflow.get_tracking_uri())

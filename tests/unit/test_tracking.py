@@ -151,3 +151,13 @@ def test_the_pipeline_summary_fills_the_parent_and_logs_skipped_stages_as_cached
 def test_a_stage_run_by_hand_has_no_pipeline_to_summarise(repo):
     with tracking.stage_run("report", {"seed": 1}, experiment="t") as report:
         assert tracking.log_pipeline_summary(report, {"x": 1.0}, repo, ["limen"]) == []
+
+
+def test_a_rank_other_than_0_logs_nothing(repo, monkeypatch):
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with tracking.stage_run("coarse_sft", {"seed": 1}, experiment="t") as run:
+        run.log_metrics({"x": 1.0})
+        run.log_params({"a": 1})
+    assert isinstance(run, tracking.SilentStageRun)
+    assert not (repo / "mlflow.db").exists()

@@ -55,6 +55,7 @@ from cascadelab.config.hybrid_rnn import (
     SamplingParams,
     Seq2SeqEvalParams,
 )
+from cascadelab.config.launch import LaunchParams
 from cascadelab.config.lego import (
     LegoBaselineParams,
     LegoEvalParams,
@@ -150,6 +151,7 @@ __all__ = [
     "HybridRNNParams",
     "HybridRNNTrainParams",
     "InstantParams",
+    "LaunchParams",
     "LegoBaselineParams",
     "LegoEvalParams",
     "LegoHardExampleParams",

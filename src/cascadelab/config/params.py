@@ -17,6 +17,7 @@ from cascadelab.config.base import TASK_FAMILIES, ParamsError, StrictModel, fiel
 from cascadelab.config.cascade import CascadeEvalSettings, LimenSettings, PairsSettings, RefinerSettings
 from cascadelab.config.coarse_sft import CoarseSFTParams
 from cascadelab.config.hybrid_rnn import HybridRNNParams
+from cascadelab.config.launch import LaunchParams
 from cascadelab.config.lego import LegoParams
 from cascadelab.config.prepare import PrepareParams
 from cascadelab.config.report import ReportParams
@@ -30,6 +31,7 @@ class Params(StrictModel):
 
     seed: int = Field(1234, ge=0, description="global seed every stage derives its random draws from")
     tracking: TrackingParams = section_field(TrackingParams)
+    launch: LaunchParams = section_field(LaunchParams)
     prepare: PrepareParams = section_field(PrepareParams)
     coarse_sft: CoarseSFTParams = section_field(CoarseSFTParams)
     sigma_pretrain: SigmaPretrainParams = section_field(

@@ -17,6 +17,7 @@ from cascadelab.io import atomic_directory
 from cascadelab.models.coarse import build_causal_lm, load_base_model
 from cascadelab.models.utils import count_parameters
 from cascadelab.pipeline.paths import Paths
+from cascadelab.ranks import is_main_process
 from cascadelab.training.checkpoints import checkpoint_dir, discard
 from cascadelab.training.sft import SFTResult, train_sft
 
@@ -41,8 +42,12 @@ def coarse_model_and_tokenizer(
     return build_causal_lm(params.model.to_config(tokenizer)), tokenizer
 
 
-def run(params: CoarseSFTParams, seed: int, paths: Paths) -> CoarseOutcome:
-    """Train the coarse model, save it with `save_pretrained`, evaluate it on the test split."""
+def run(params: CoarseSFTParams, seed: int, paths: Paths) -> CoarseOutcome | None:
+    """Train the coarse model, save it with `save_pretrained`, evaluate it on the test split.
+
+    Under a multi-process launch every rank trains its share of each global batch; rank 0 alone saves and
+    evaluates, and the other ranks return None once training is done.
+    """
     corpus_dir, tokenizer_dir, model_dir = paths.corpus, paths.tokenizer, paths.coarse
     torch.set_num_threads(params.train.num_threads)
     meta = load_meta(corpus_dir)
@@ -65,6 +70,8 @@ def run(params: CoarseSFTParams, seed: int, paths: Paths) -> CoarseOutcome:
         checkpoints,
         lora=params.lora,
     )
+    if not is_main_process():
+        return None
     if params.lora.enabled:
         model = model.merge_and_unload()  # type: ignore[operator]  # a PeftModel here
     with atomic_directory(model_dir) as tmp:

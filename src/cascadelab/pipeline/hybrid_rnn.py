@@ -26,6 +26,7 @@ from cascadelab.eval.seq2seq import Decoding, evaluate_seq2seq
 from cascadelab.io import atomic_directory
 from cascadelab.models.hybrid_rnn import HybridRNNConfig, HybridRNNTransformer, init_hybrid_rnn
 from cascadelab.pipeline.paths import Paths
+from cascadelab.ranks import is_main_process
 from cascadelab.training.hybrid_rnn_trainer import LogFn, TrainResult, train_hybrid_rnn
 
 Record = dict[str, Any]
@@ -103,10 +104,12 @@ def evaluate_decodings(
     return metrics, outputs
 
 
-def run(params: HybridRNNParams, seed: int, paths: Paths, log_fn: LogFn | None = None) -> HybridOutcome:
+def run(params: HybridRNNParams, seed: int, paths: Paths, log_fn: LogFn | None = None) -> HybridOutcome | None:
     """Train the hybrid model, save it (+ tokenizer) with `save_pretrained`, evaluate it on the test split.
 
     `log_fn(metrics, step)` receives the trainer's evaluation-time metrics (train/val loss, lr, tokens/s).
+    Under a multi-process launch every rank trains its rows of each batch; rank 0 alone saves and
+    evaluates, and the other ranks return None once training is done.
     """
     corpus_dir, tokenizer_dir, model_dir = paths.corpus, paths.tokenizer, paths.hybrid_rnn
     torch.set_num_threads(params.train.num_threads)
@@ -126,6 +129,8 @@ def run(params: HybridRNNParams, seed: int, paths: Paths, log_fn: LogFn | None =
         curriculum=build_curriculum(params, [r["task"] for r in train_records], seed),
         seed=seed,
     )
+    if not is_main_process():
+        return None
     with atomic_directory(model_dir) as tmp:
         model.save_pretrained(str(tmp), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))

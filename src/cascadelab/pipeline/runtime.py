@@ -12,7 +12,11 @@ from typing import Any
 
 from cascadelab.config import Params, ParamsError, load_params
 from cascadelab.io import write_json
+from cascadelab.ranks import world_size
 from cascadelab.tracking import StageRun, stage_run
+
+# Stages that train on several processes under `launch.nproc` (each rank its rows; rank 0 writes and logs).
+RANK_AWARE_STAGES = ("coarse_sft", "hybrid_rnn")
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -39,6 +43,10 @@ def stage_context(stage: str, params: Params, section: Any, script: str | None =
     # transformers' MLflow callback would dump ~170 unprefixed config and TrainingArguments params into the
     # stage run beside the stage's own namespaced section; 0 keeps its metrics and drops those dumps.
     os.environ.setdefault("MLFLOW_MAX_LOG_PARAMS", "0")
+    if world_size() > 1 and stage not in RANK_AWARE_STAGES:
+        raise ValueError(
+            f"{stage}: not rank-aware, run it on one process (launch.nproc applies to {', '.join(RANK_AWARE_STAGES)})"
+        )
     logged = {"seed": params.seed, stage: section.model_dump(mode="json")}
     started = time.perf_counter()
     with stage_run(stage, logged, experiment=params.tracking.experiment) as run:

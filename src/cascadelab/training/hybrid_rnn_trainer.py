@@ -59,9 +59,10 @@ def _check_tokenizer(model: HybridRNNTransformer, tokenizer: PreTrainedTokenizer
 
 
 def train_loss(model: HybridRNNTransformer, batch: Seq2SeqBatch) -> tuple[torch.Tensor, dict[str, float]]:
-    """`compute_loss` of the LM trainer: mean target cross-entropy; stats: source + target tokens."""
-    tokens = int(batch.attention_mask.sum()) + batch.num_target_tokens()
-    return _batch_loss(model, batch, reduction_sum=False), {"tokens": tokens}
+    """`compute_loss` of the LM trainer: mean target cross-entropy; stats: source + target tokens, target tokens."""
+    targets = batch.num_target_tokens()
+    tokens = int(batch.attention_mask.sum()) + targets
+    return _batch_loss(model, batch, reduction_sum=False), {"tokens": tokens, "target_tokens": targets}
 
 
 def _batch_loss(model: HybridRNNTransformer, batch: Seq2SeqBatch, reduction_sum: bool) -> torch.Tensor:

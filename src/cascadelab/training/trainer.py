@@ -61,6 +61,7 @@ from cascadelab.data.mixed_batches import count_tokens
 from cascadelab.training.batch_pipeline import Prefetcher
 from cascadelab.training.callbacks import TrainerCallback
 from cascadelab.training.crash_report import write_crash_report
+from cascadelab.training.data_parallel import DataParallel
 from cascadelab.training.integrity_guards import GoodState, IntegrityGuards, scale_learning_rate
 from cascadelab.training.optimizers.factory import credit_optimizers
 from cascadelab.training.run_checkpoints import CheckpointStore, rng_state, set_rng_state
@@ -365,6 +366,10 @@ class LMTrainer:
         self.resumed_from = 0
         self.batch_source: Iterable[Any] | None = None
         self.schedulers: list[LRScheduler] = list(schedulers) if schedulers is not None else []
+        # Under torchrun every rank trains its rows of each batch; rank 0 alone writes files and logs.
+        self.device = next(model.parameters()).device
+        self.parallel = DataParallel.from_environment(self.device)
+        self.is_main = self.parallel is None or self.parallel.is_main
         if schedulers is None:
             if schedule is None:
                 schedule = wsd_schedule(train.max_steps, train.warmup_steps, train.decay_fraction)
@@ -527,7 +532,7 @@ class LMTrainer:
         self.model.train()
         started = time.perf_counter() - progress.elapsed
         self.window = _Window()
-        with _metrics_sink(metrics_path) as sink:
+        with _metrics_sink(metrics_path if self.is_main else None) as sink:
             for row in history:  # a resumed run keeps the lines logged before its checkpoint
                 sink(row)
             for step in range(progress.step + 1, self.train.max_steps + 1):
@@ -537,7 +542,7 @@ class LMTrainer:
                     break
                 extra.update(self._evaluate(step))
                 last = step == self.train.max_steps or self.should_stop
-                if step == self.train.max_steps and self.checkpoint_fn is not None:
+                if step == self.train.max_steps and self.checkpoint_fn is not None and self.is_main:
                     with self.timer.phase("checkpoint"):
                         self.checkpoint_fn(self.model, step)
                 if step % self.train.logging_steps == 0 or last:
@@ -546,11 +551,11 @@ class LMTrainer:
                     history.append(row)
                     self.last_row = row
                     sink(row)
-                    if self.log_fn is not None:
+                    if self.log_fn is not None and self.is_main:
                         self.log_fn(row, step)
                     self.window, extra = _Window(), {}
                 every_ckpt = self.train.checkpoint_steps
-                if self.checkpoints is not None and every_ckpt and (step % every_ckpt == 0 or last):
+                if self.checkpoints is not None and self.is_main and every_ckpt and (step % every_ckpt == 0 or last):
                     with self.timer.phase("checkpoint"):
                         progress.step, progress.elapsed = step, time.perf_counter() - started
                         self.features_now()
@@ -580,11 +585,17 @@ class LMTrainer:
                 return False
             if batch is None:
                 raise ValueError(f"batches: ran out at step {step} of {self.train.max_steps}")
+            if self.parallel is not None:
+                batch = self.parallel.shard(batch)
         with self.timer.phase("forward"):
             loss, stats = self.compute_loss(self.model, batch)
         with self.timer.phase("backward"):
             loss.backward()
-        loss_value = float(loss.detach())
+            if self.parallel is not None:  # DDP counts the gradient all-reduce as part of the backward pass too
+                weight, stats = self.parallel.share(stats, self.device)
+                loss_value = self.parallel.reduce_gradients(self.model, weight, loss)
+        if self.parallel is None:
+            loss_value = float(loss.detach())
         with self.timer.phase("optimizer"):
             grad_norm, verdict = self._optimizer_step(step, loss_value)
         for phase in HOOK_PHASES:

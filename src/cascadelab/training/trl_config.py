@@ -16,6 +16,7 @@ from typing import Any, Protocol, TypeVar
 import torch
 from transformers import TrainingArguments
 
+from cascadelab.ranks import split_batch
 from cascadelab.training.run_length import RunLength
 
 ArgsT = TypeVar("ArgsT", bound=TrainingArguments)
@@ -67,7 +68,7 @@ def trl_args(
     if train is not None:
         shared.update(
             max_steps=train.max_steps,
-            per_device_train_batch_size=train.batch_size,
+            per_device_train_batch_size=split_batch(train.batch_size, "train.batch_size"),  # global batch kept
             learning_rate=train.learning_rate,
             logging_steps=train.logging_steps,
         )
