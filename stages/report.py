@@ -16,7 +16,8 @@ def main() -> None:
         for path in outputs.files:
             run.log_artifact(path)
         # The pipeline run shows every model's headline figures, and stages DVC skipped as cached children.
-        cached = log_pipeline_summary(run, outputs.metrics, PATHS.metrics, [s for s in STAGES if s != "report"])
+        files = {s: (PATHS.metrics_of(s), PATHS.timing_of(s)) for s in STAGES if s != "report"}
+        cached = log_pipeline_summary(run, outputs.metrics, files)
         if cached:
             print(f"MLflow: logged as cached (DVC skipped them): {', '.join(cached)}")
     print((PATHS.plots_of("report") / "report.md").read_text(encoding="utf-8"))

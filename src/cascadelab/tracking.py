@@ -306,13 +306,14 @@ def log_child_run(
 
 
 def log_pipeline_summary(
-    run: StageRun, headline: Mapping[str, float], metrics_dir: Path, stages: Sequence[str]
+    run: StageRun, headline: Mapping[str, float], stage_files: Mapping[str, Sequence[Path]]
 ) -> list[str]:
     """Put `headline` on this execution's parent run and log each stage DVC skipped as a `cached` child.
 
     A stage whose outputs DVC found in its cache runs no process, so it leaves no run in this pipeline
-    execution; its child here carries the numbers of the `metrics/<stage>.json` it left, and that file.
-    Returns the stages logged as cached (none when this run has no parent: a stage run by hand).
+    execution; its child here carries the numbers and the files it left: `stage_files[stage]`, its metrics
+    file first (a stage without one is skipped), then its timing file. Returns the stages logged as cached
+    (none when this run has no parent: a stage run by hand).
     """
     client = run.client
     parent = client.get_run(run.run_id).data.tags.get(TAG_PARENT)
@@ -322,17 +323,17 @@ def log_pipeline_summary(
     children = client.search_runs([run.experiment_id], filter_string=f"tags.`{TAG_PARENT}` = '{parent}'")
     present = {child.data.tags.get(TAG_STAGE) for child in children}
     cached = []
-    for stage in stages:
-        path = metrics_dir / f"{stage}.json"
-        if stage in present or not path.is_file():
+    for stage, files in stage_files.items():
+        if stage in present or not files or not files[0].is_file():
             continue
         child = client.create_run(
             run.experiment_id,
             run_name=f"{stage} (cached)",
             tags={TAG_PARENT: parent, TAG_ROLE: "cached", TAG_STAGE: stage, TAG_CACHED: "true"},
         )
-        _log_numbers(client, child.info.run_id, json.loads(path.read_text()))
-        client.log_artifact(child.info.run_id, str(path))
+        for path in (path for path in files if path.is_file()):
+            _log_numbers(client, child.info.run_id, json.loads(path.read_text()))
+            client.log_artifact(child.info.run_id, str(path))
         client.set_terminated(child.info.run_id, "FINISHED")
         cached.append(stage)
     return cached

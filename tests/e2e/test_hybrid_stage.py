@@ -5,6 +5,8 @@ import json
 import pytest
 from e2e_project import TINY_PREPARE, client, dvc, make_project, stage_runs
 
+from cascadelab.pipeline.measurements import is_measurement
+
 pytestmark = pytest.mark.slow
 
 TINY_HYBRID = {
@@ -27,7 +29,9 @@ def test_repro_hybrid_rnn_writes_model_metrics_curves_and_one_mlflow_run(project
     assert "Running stage 'coarse_sft'" not in out  # the hybrid branch does not need the coarse model
     metrics = json.loads((repo / "metrics" / "hybrid_rnn.json").read_text())
     assert {"em", "em_add", "em_add1", "beam_em_add", "sample_em_add", "test_ppl", "params"} <= set(metrics)
-    assert {"train_tokens_per_s", "eval_tokens_per_s", "beam_eval_tokens_per_s", "train_steps"} <= set(metrics)
+    assert "train_steps" in metrics and not any(is_measurement(key) for key in metrics)
+    timing = json.loads((repo / "plots" / "hybrid_rnn" / "timing.json").read_text())
+    assert {"train_seconds", "train_tokens_per_s", "eval_tokens_per_s", "beam_eval_tokens_per_s"} <= set(timing)
     assert (repo / "models" / "hybrid_rnn" / "model.safetensors").is_file()
     assert (repo / "models" / "hybrid_rnn" / "tokenizer.json").is_file()
     config = json.loads((repo / "models" / "hybrid_rnn" / "config.json").read_text())
@@ -41,7 +45,7 @@ def test_repro_hybrid_rnn_writes_model_metrics_curves_and_one_mlflow_run(project
     assert len(runs) == 1
     logged = runs[0].data
     assert logged.params["hybrid_rnn.model.preset"] == "tiny"
-    assert {"val_loss", "em_add", "beam_em", "stage_seconds"} <= set(logged.metrics)
+    assert {"val_loss", "em_add", "beam_em", "stage_seconds", "train_tokens_per_s"} <= set(logged.metrics)
     history = client(repo).get_metric_history(runs[0].info.run_id, "val_loss")
     assert sorted(m.step for m in history) == [10, 20]
 

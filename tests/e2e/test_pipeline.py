@@ -6,6 +6,8 @@ import sys
 import pytest
 from e2e_project import TINY_PREPARE, TINY_SIGMA, client, dvc, make_project, run, stage_runs
 
+from cascadelab.pipeline.measurements import is_measurement
+
 pytestmark = pytest.mark.slow
 
 TARGETS = ("coarse_sft", "sigma_pretrain")
@@ -33,7 +35,10 @@ def test_repro_runs_every_stage_then_nothing(project):
     for stage in ("prepare", "coarse_sft", "sigma_pretrain"):
         assert f"Running stage '{stage}'" in out
     metrics = json.loads((repo / "metrics" / "coarse_sft.json").read_text())
-    assert {"em", "em_add", "test_ppl", "params", "train_tokens_per_s"} <= set(metrics)
+    assert {"em", "em_add", "test_ppl", "params", "train_tokens"} <= set(metrics)
+    assert not any(is_measurement(key) for key in metrics)  # wall times live apart from the hashed metrics
+    timing = json.loads((repo / "plots" / "coarse_sft" / "timing.json").read_text())
+    assert {"train_seconds", "train_tokens_per_s", "eval_sequences_per_s", "resumed_from_step"} <= set(timing)
     assert (repo / "models" / "coarse" / "model.safetensors").is_file()
     assert len(stage_runs(repo)) == 3
     parents = {r.data.tags["mlflow.parentRunId"] for r in stage_runs(repo)}
@@ -43,7 +48,7 @@ def test_repro_runs_every_stage_then_nothing(project):
     assert len(stage_runs(repo)) == 3
     # Transformers' MLflow callback logged into the stage's run (no extra run, training loss present).
     coarse = stage_runs(repo, "coarse_sft")[0]
-    assert "loss" in coarse.data.metrics
+    assert {"loss", "em", "train_tokens_per_s"} <= set(coarse.data.metrics)  # science and measurements both
     # Params are the stage's own section, namespaced; transformers' config and TrainingArguments dumps stay out.
     assert all(key == "seed" or key.startswith("coarse_sft.") for key in coarse.data.params)
     assert coarse.data.params["coarse_sft.train.max_steps"] == "20"
@@ -53,7 +58,8 @@ def test_repro_runs_every_stage_then_nothing(project):
 
 def test_dvc_metrics_and_plots_show(project):
     repo, _ = project
-    assert "em_add" in dvc(project, "metrics", "show")
+    shown = dvc(project, "metrics", "show")
+    assert "em_add" in shown and "train_seconds" not in shown and "tokens_per_s" not in shown
     dvc(project, "plots", "show", "-o", str(repo / "plots_html"))
     assert (repo / "plots_html" / "index.html").is_file()
 

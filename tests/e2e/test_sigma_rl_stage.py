@@ -61,10 +61,12 @@ def test_sigma_rl_stage_writes_model_metrics_curves_and_rl_feature_log(project):
         "rl_steps",
         "lm_steps",
         "sandbox_isolation",
-        "wall_seconds",
-        "draft_speedup",
+        "draft_tokens_per_forward",
     ):
         assert key in metrics, key
+    timing = json.loads((repo / "plots" / "sigma_rl" / "timing.json").read_text())
+    assert {"wall_seconds", "train_seconds", "draft_speedup", "phase_forward_s"} <= set(timing)
+    assert not set(timing) & set(metrics)
     assert metrics["lm_steps"] == 10 and metrics["rl_steps"] >= 2
     assert isinstance(AutoModelForCausalLM.from_pretrained(repo / "models" / "sigma_rl"), SigmaForCausalLM)
     last = json.loads((repo / "runs" / "sigma_rl" / "metrics.jsonl").read_text().splitlines()[-1])

@@ -1,15 +1,19 @@
-"""The final report: every stage's models in one table, from the metrics files the stages write."""
+"""The final report: every stage's models in one table, from the metrics and timing files the stages write."""
 
 from __future__ import annotations
 
 import json
 import typing
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import yaml
 
 from cascadelab.config import ReportStage
-from cascadelab.io import read_tsv
+from cascadelab.io import read_tsv, write_json
+from cascadelab.pipeline.measurements import split_measurements
+from cascadelab.pipeline.paths import PATHS, Paths
 from cascadelab.pipeline.report import build_report
 from cascadelab.report.table import BUILDERS, collect_rows
 
@@ -24,7 +28,7 @@ METRICS = {
     "lego_phase1": {"train_seconds": 50.0},
     "lego_phase2": {"em": 6.0, "ppl": 2.5, "params": 900, "train_seconds": 10.0, "compute_cost": 0.74,
                     "baseline_em": 17.0, "baseline_ppl": 2.2, "baseline_params": 1000, "baseline_train_seconds": 170.0},
-    "acoc": {"acoc": {"em": 59.0, "em_add": 49.5, "em_sub": 69.0, "params": 53904, "ppl": 1.4},
+    "acoc": {"acoc": {"em": 59.0, "em_add": 49.5, "em_sub": 69.0, "params": 53904, "ppl": 1.4, "train_seconds": 55.0},
              "static_initial": {"em": 64.0, "em_add": 60.0, "em_sub": 68.0, "params": 41124},
              "static_final": {"em": 87.0, "em_add": 86.0, "em_sub": 88.0, "params": 53904}},
     "sigma_pretrain": {"sigma_em": 25.3, "sigma_test_ppl": 1.75, "sigma_params": 1161760, "baseline_em": 15.8,
@@ -35,18 +39,34 @@ STAGES = ["coarse_sft", "cascade_eval", "hybrid_rnn", "lego_phase2", "acoc", "si
 
 
 @pytest.fixture
-def metrics_dir(tmp_path: Path) -> Path:
+def paths(tmp_path: Path) -> Paths:
+    """A project whose stages wrote METRICS as the stages do: science in metrics/, wall seconds in timing files."""
+    paths = Paths.under(tmp_path)
     for name, payload in METRICS.items():
-        (tmp_path / f"{name}.json").write_text(json.dumps(payload))
-    return tmp_path
+        science, measured = split_measurements(payload)
+        write_json(paths.metrics_of(name), science)
+        write_json(paths.timing_of(name), measured)
+    return paths
+
+
+def _files(paths: Paths) -> Callable[[str], tuple[Path, Path]]:
+    return lambda stage: (paths.metrics_of(stage), paths.timing_of(stage))
 
 
 def test_every_stage_the_schema_allows_has_a_row_builder() -> None:
     assert set(typing.get_args(ReportStage)) == set(BUILDERS)
 
 
-def test_rows_carry_each_stages_figures(metrics_dir: Path) -> None:
-    rows = {r.model: r for r in collect_rows(metrics_dir, STAGES)}
+def test_the_report_stage_depends_on_every_metrics_and_timing_file_it_reads() -> None:
+    deps = yaml.safe_load(Path("dvc.yaml").read_text(encoding="utf-8"))["stages"]["report"]["deps"]
+    read = {name for names, _ in BUILDERS.values() for name in names}
+    expected = {path.as_posix() for name in read for path in (PATHS.metrics_of(name), PATHS.timing_of(name))}
+    assert expected <= set(deps)
+
+
+def test_rows_carry_each_stages_figures(paths: Paths) -> None:
+    assert "train_seconds" not in json.loads(paths.metrics_of("coarse_sft").read_text())  # the split happened
+    rows = {r.model: r for r in collect_rows(_files(paths), STAGES)}
     assert len(rows) == 13
     coarse = rows["coarse (Llama)"]
     assert (coarse.em, coarse.ppl, coarse.params, coarse.em_by_family) == (30.0, 2.5, 1000.0, FAMILIES)
@@ -56,23 +76,29 @@ def test_rows_carry_each_stages_figures(metrics_dir: Path) -> None:
     assert rows["LEGO (routed early exit)"].inference_compute == 0.74
     assert rows["LEGO (routed early exit)"].train_seconds == 60.0
     assert rows["ACOC (grown)"].tasks == "add+sub" and rows["ACOC (grown)"].em_by_family == {"add": 49.5, "sub": 69.0}
+    assert rows["ACOC (grown)"].train_seconds == 55.0 and rows["ACOC (grown)"].em == 59.0  # nested files merged
     assert rows["SigmaLLM"].ppl == 1.75 and rows["SIGMA baseline (Llama)"].params == 1155584
     rl = rows["SigmaLLM after RL (GRPO)"]
     assert (rl.em, rl.em_by_family, rl.params, rl.train_seconds) == (26.4, {"add": 14.0}, 1161760.0, 360.0)
 
 
-def test_the_report_writes_table_tsv_plot_and_flat_metrics(metrics_dir: Path, tmp_path: Path) -> None:
-    out = build_report(STAGES, metrics_dir, tmp_path / "report", "Title")
-    text = (tmp_path / "report" / "report.md").read_text()
+def test_the_report_writes_table_tsv_plot_and_flat_metrics(paths: Paths) -> None:
+    out = build_report(STAGES, paths, "Title")
+    report = paths.plots_of("report")
+    text = (report / "report.md").read_text()
     assert text.startswith("# Title\n") and "| coarse (Llama) | `coarse_sft` | all | 30.0 | 100.0 | 90.0 |" in text
-    tsv = read_tsv(tmp_path / "report" / "models.tsv")
+    tsv = read_tsv(report / "models.tsv")
     assert [r["model"] for r in tsv][:2] == ["coarse (Llama)", "Transformer² cascade (gated)"]
-    assert tsv[0]["em_word"] == "2.5" and tsv[1]["ppl"] == ""
-    assert (tmp_path / "report" / "accuracy.png").stat().st_size > 1000
+    assert tsv[0]["em_word"] == "2.5" and tsv[1]["ppl"] == "" and tsv[0]["train_seconds"] == "200"
+    assert (report / "accuracy.png").stat().st_size > 1000
     assert out.metrics["models"] == 13 and out.metrics["coarse_llama_em"] == 30.0
     assert out.metrics["transformer_cascade_gated_inference_compute"] == 1.5
 
 
-def test_a_missing_metrics_file_names_it_and_its_stage(tmp_path: Path) -> None:
+def test_a_missing_metrics_or_timing_file_names_it_and_its_stage(paths: Paths) -> None:
+    paths.timing_of("hybrid_rnn").unlink()
+    with pytest.raises(FileNotFoundError, match=r"report: .*hybrid_rnn/timing.json not found \(run its stage first"):
+        collect_rows(_files(paths), ["hybrid_rnn"])
+    paths.metrics_of("hybrid_rnn").unlink()
     with pytest.raises(FileNotFoundError, match=r"report: .*hybrid_rnn.json not found \(run its stage first"):
-        collect_rows(tmp_path, ["hybrid_rnn"])
+        collect_rows(_files(paths), ["hybrid_rnn"])

@@ -132,10 +132,12 @@ def test_the_pipeline_summary_fills_the_parent_and_logs_skipped_stages_as_cached
     metrics.mkdir()
     (metrics / "coarse_sft.json").write_text(json.dumps({"em": 20.0}))
     (metrics / "limen.json").write_text(json.dumps({"auroc": 0.9, "per_task": {"mul": 0.8}, "note": "text"}))
+    (repo / "timing.json").write_text(json.dumps({"fit_seconds": 2.0}))
+    files = {stage: (metrics / f"{stage}.json", repo / "timing.json") for stage in ("coarse_sft", "limen", "acoc")}
     with tracking.stage_run("coarse_sft", {"seed": 1}, experiment="t"):
         pass  # ran in this execution
     with tracking.stage_run("report", {"seed": 1}, experiment="t") as report:
-        cached = tracking.log_pipeline_summary(report, {"coarse_em": 20.0}, metrics, ["coarse_sft", "limen", "acoc"])
+        cached = tracking.log_pipeline_summary(report, {"coarse_em": 20.0}, files)
     assert cached == ["limen"]  # acoc left no metrics file: nothing to log
     client = MlflowClient(tracking.tracking_uri())
     parent_id = client.get_run(report.run_id).data.tags[tracking.TAG_PARENT]
@@ -144,13 +146,13 @@ def test_the_pipeline_summary_fills_the_parent_and_logs_skipped_stages_as_cached
     assert [child.data.tags[tracking.TAG_STAGE] for child in children] == ["limen"]
     limen = children[0]
     assert limen.data.tags[tracking.TAG_PARENT] == parent_id and limen.info.run_name == "limen (cached)"
-    assert limen.data.metrics == {"auroc": 0.9, "per_task.mul": 0.8}
-    assert [item.path for item in client.list_artifacts(limen.info.run_id)] == ["limen.json"]
+    assert limen.data.metrics == {"auroc": 0.9, "per_task.mul": 0.8, "fit_seconds": 2.0}  # its timing file too
+    assert [item.path for item in client.list_artifacts(limen.info.run_id)] == ["limen.json", "timing.json"]
 
 
 def test_a_stage_run_by_hand_has_no_pipeline_to_summarise(repo):
     with tracking.stage_run("report", {"seed": 1}, experiment="t") as report:
-        assert tracking.log_pipeline_summary(report, {"x": 1.0}, repo, ["limen"]) == []
+        assert tracking.log_pipeline_summary(report, {"x": 1.0}, {"limen": (repo / "limen.json",)}) == []
 
 
 def test_a_rank_other_than_0_logs_nothing(repo, monkeypatch):

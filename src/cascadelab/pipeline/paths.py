@@ -53,10 +53,21 @@ class Paths:
         """The folder of a stage's plot tables, prediction samples and figures."""
         return self.plots / stage
 
+    def metrics_of(self, stage: str) -> Path:
+        """A stage's science figures: the JSON DVC shows, diffs and hashes as the stage's metrics."""
+        return self.metrics / f"{stage}.json"
+
+    def timing_of(self, stage: str) -> Path:
+        """A stage's measurements of the machine (`pipeline.measurements`): a plain output, not a DVC metric."""
+        return self.plots_of(stage) / "timing.json"
+
 
 @dataclass(frozen=True)
 class StageIO:
-    """The `Paths` fields a stage reads (its data deps) and writes (its outs besides plots and metrics)."""
+    """The `Paths` fields a stage reads (its data deps) and writes (its outs besides plots and metrics).
+
+    Every stage also writes `metrics_of(stage)` and `timing_of(stage)` (see `pipeline.runtime.write_stage_metrics`).
+    """
 
     deps: tuple[str, ...]
     outs: tuple[str, ...]
@@ -78,5 +89,5 @@ STAGES: dict[str, StageIO] = {
     "refiner": StageIO(("corpus", "coarse", "cascade_pairs", "limen"), ("refiner", "coarse_more", "refiner_answer")),
     "cascade_eval": StageIO(("corpus", "coarse", "limen", "refiner", "coarse_more", "refiner_answer"), ()),
     "acoc": StageIO(("corpus", "tokenizer"), ("acoc", "acoc_baselines", "acoc_history")),
-    "report": StageIO(("metrics",), ()),
+    "report": StageIO(("metrics", "plots"), ()),  # the stages' metrics and timing files
 }

@@ -29,13 +29,14 @@ def _key(model: str) -> str:
 
 
 def run(section: ReportParams, seed: int, paths: Paths) -> ReportOutputs:
-    """The report of `section.stages` from `paths.metrics` into `plots/report` (`seed` is unused: nothing is drawn)."""
-    return build_report(list(section.stages), paths.metrics, paths.plots_of("report"), section.title)
+    """The report of `section.stages` into `plots/report` (`seed` is unused: nothing is drawn)."""
+    return build_report(list(section.stages), paths, section.title)
 
 
-def build_report(stages: list[str], metrics_dir: Path, out_dir: Path, title: str) -> ReportOutputs:
-    """Write `out_dir/{report.md, models.tsv, accuracy.png}` from the stages' metrics files."""
-    rows = collect_rows(metrics_dir, stages)
+def build_report(stages: list[str], paths: Paths, title: str) -> ReportOutputs:
+    """Write `plots/report/{report.md, models.tsv, accuracy.png}` from the stages' metrics and timing files."""
+    rows = collect_rows(lambda stage: (paths.metrics_of(stage), paths.timing_of(stage)), stages)
+    out_dir = paths.plots_of("report")
     table = markdown_table(rows)
     text = (
         f"# {title}\n\nEvery model of the pipeline on the test split of the same corpus (exact match in %, "

@@ -12,6 +12,8 @@ from typing import Any
 
 from cascadelab.config import Params, ParamsError, load_params
 from cascadelab.io import write_json
+from cascadelab.pipeline.measurements import split_measurements
+from cascadelab.pipeline.paths import PATHS, Paths
 from cascadelab.ranks import world_size
 from cascadelab.tracking import StageRun, stage_run
 
@@ -56,13 +58,20 @@ def stage_context(stage: str, params: Params, section: Any, script: str | None =
         run.log_metrics({"stage_seconds": time.perf_counter() - started})
 
 
-def write_stage_metrics(stage: str, metrics: dict[str, Any], run: StageRun, root: Path = Path(".")) -> Path:
-    """Write metrics/<stage>.json (what DVC shows) and log the same numbers and file to MLflow."""
-    path = root / "metrics" / f"{stage}.json"
-    write_json(path, metrics)
-    run.log_metrics(metrics)
-    run.log_artifact(path)
-    return path
+def write_stage_metrics(stage: str, figures: dict[str, Any], run: StageRun, paths: Paths = PATHS) -> tuple[Path, Path]:
+    """Write the science to metrics/<stage>.json, the machine's measurements to plots/<stage>/timing.json; log both.
+
+    `pipeline.measurements` decides which figure is which; MLflow gets every number under its own name, as
+    before the split, and both files.
+    """
+    science, measured = split_measurements(figures)
+    files = (paths.metrics_of(stage), paths.timing_of(stage))
+    write_json(files[0], science)
+    write_json(files[1], measured)  # written even when empty: dvc.yaml declares it for every stage
+    run.log_metrics(figures)
+    for path in files:
+        run.log_artifact(path)
+    return files
 
 
 def run_stage(main: Callable[[], None]) -> None:

@@ -1,11 +1,12 @@
-"""One row per trained model, read from the stages' `metrics/<stage>.json` files.
+"""One row per trained model, read from the stages' `metrics/<stage>.json` and `plots/<stage>/timing.json` files.
 
 Every model stage evaluates on the same test split of the same corpus, so the rows compare: exact
 match overall and per family, test perplexity of the responses, parameters, training seconds and the
 inference compute relative to one full pass of the model per generated token (the cascade's generated
 tokens per item over coarse-only, LEGO's share of layers run per token). ACOC trains and evaluates on
 its own tasks (add/sub by default): its row says so in `tasks`. Training seconds are wall times measured
-on the machine that ran the stage, so they compare only between stages run on the same quiet machine.
+on the machine that ran the stage, so they compare only between stages run on the same quiet machine
+(they live in the timing files, apart from the metrics DVC hashes: `pipeline.measurements`).
 The cascade's parameters are the coarse model's plus its refiners' (saved bytes at 4 bytes per fp32
 parameter); its training seconds are the coarse model's plus the refiner stage's wall time.
 """
@@ -121,7 +122,7 @@ def _sigma_rl(m: Metrics, pretrain: Metrics) -> list[ModelRow]:
 
 
 BUILDERS: dict[str, tuple[tuple[str, ...], Callable[..., list[ModelRow]]]] = {
-    # stage -> (metrics files it reads, row builder)
+    # stage -> (stages whose metrics and timing files it reads, row builder)
     "coarse_sft": (("coarse_sft",), _coarse),
     "cascade_eval": (("cascade_eval", "coarse_sft", "refiner"), _cascade),
     "hybrid_rnn": (("hybrid_rnn",), _hybrid),
@@ -132,18 +133,32 @@ BUILDERS: dict[str, tuple[tuple[str, ...], Callable[..., list[ModelRow]]]] = {
 }
 
 
-def collect_rows(metrics_dir: Path, stages: Sequence[str]) -> list[ModelRow]:
-    """The rows of `stages` (keys of :data:`BUILDERS`) from `metrics_dir`; a missing file fails naming it."""
+def _merged(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """`base` with `extra`'s keys added, nested mappings merged (a stage's metrics and its timing file)."""
+    merged = dict(base)
+    for key, value in extra.items():
+        inner = merged.get(key)
+        merged[key] = _merged(inner, value) if isinstance(inner, Mapping) and isinstance(value, Mapping) else value
+    return merged
+
+
+def collect_rows(files_of: Callable[[str], Sequence[Path]], stages: Sequence[str]) -> list[ModelRow]:
+    """The rows of `stages` (keys of :data:`BUILDERS`); `files_of(stage)` are the files holding a stage's figures.
+
+    A missing file fails naming it and the stage to run.
+    """
     rows: list[ModelRow] = []
     for stage in stages:
         if stage not in BUILDERS:
             raise ValueError(f"report.stages: unknown stage {stage!r} (known: {', '.join(BUILDERS)})")
-        files, build = BUILDERS[stage]
+        names, build = BUILDERS[stage]
         loaded = []
-        for name in files:
-            path = Path(metrics_dir) / f"{name}.json"
-            if not path.is_file():
-                raise FileNotFoundError(f"report: {path} not found (run its stage first: dvc repro {name})")
-            loaded.append(json.loads(path.read_text(encoding="utf-8")))
+        for name in names:
+            figures: dict[str, Any] = {}
+            for path in files_of(name):
+                if not path.is_file():
+                    raise FileNotFoundError(f"report: {path} not found (run its stage first: dvc repro {name})")
+                figures = _merged(figures, json.loads(path.read_text(encoding="utf-8")))
+            loaded.append(figures)
         rows.extend(build(*loaded))
     return rows

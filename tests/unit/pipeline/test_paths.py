@@ -57,7 +57,17 @@ def _path_attributes(path: Path) -> set[str]:
 def test_a_stage_reads_and_writes_only_the_paths_it_declares(stage: str) -> None:
     io = STAGES[stage]
     used = _path_attributes(Path(f"stages/{stage}.py")) | _path_attributes(Path(f"src/cascadelab/pipeline/{stage}.py"))
-    assert used <= {*io.deps, *io.outs, "plots_of"}, used - {*io.deps, *io.outs}
+    assert used <= {*io.deps, *io.outs, "plots_of", "metrics_of", "timing_of"}, used - {*io.deps, *io.outs}
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_every_stage_declares_its_timing_file_as_a_plain_uncached_output_not_a_metric(stage: str) -> None:
+    spec = DVC[stage]
+    timing, metrics = PATHS.timing_of(stage).as_posix(), PATHS.metrics_of(stage).as_posix()
+    outs = {name: entry[name] for entry in spec["outs"] if isinstance(entry, dict) for name in entry}
+    assert outs.get(timing) == {"cache": False}
+    assert _names(spec["metrics"]) == [metrics]
+    assert timing not in _names(spec.get("plots", []))
 
 
 @pytest.mark.parametrize("stage", sorted(STAGES))
@@ -77,3 +87,5 @@ def test_paths_under_a_root_keep_the_layout(tmp_path: Path) -> None:
     for field in fields(Paths):
         assert getattr(moved, field.name) == tmp_path / getattr(PATHS, field.name)
     assert moved.plots_of("limen") == tmp_path / "plots" / "limen"
+    assert moved.metrics_of("limen") == tmp_path / "metrics" / "limen.json"
+    assert moved.timing_of("limen") == tmp_path / "plots" / "limen" / "timing.json"
