@@ -9,7 +9,7 @@ hands them to `lm_forward`: by default the backbone, the LM head on the kept pos
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Generic, TypedDict, TypeVar, Unpack, cast
+from typing import Any, ClassVar, Generic, TypedDict, TypeVar, Unpack, cast
 
 import torch
 from torch import nn
@@ -108,11 +108,23 @@ def kept_positions(hidden: torch.Tensor, logits_to_keep: int | torch.Tensor) -> 
 
 
 class DecoderLMHead(PreTrainedModel, GenerationMixin, Generic[ConfigT]):
-    """Base of a family's causal LM (``model`` its backbone, ``lm_head`` the projection): forward and loss."""
+    """Base of a family's causal LM: its ``backbone_class`` as ``model``, the output head(s), forward and loss."""
 
+    _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}  # noqa: RUF012 (transformers v5 form)
+    backbone_class: ClassVar[type[DecoderBackbone[Any]]]
     config: ConfigT
     model: DecoderBackbone[ConfigT]
     lm_head: nn.Linear
+
+    def __init__(self, config: ConfigT) -> None:
+        super().__init__(config)
+        self.model = self.backbone_class(config)
+        self.add_output_heads(config)
+        self.post_init()
+
+    def add_output_heads(self, config: ConfigT) -> None:
+        """The LM head, tied to the input embeddings (families with other heads override this)."""
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
 
     def forward(
         self,

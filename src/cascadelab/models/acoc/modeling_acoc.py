@@ -337,14 +337,8 @@ class ACOCModel(ACOCPreTrainedModel, DecoderBackbone[ACOCConfig]):
 class ACOCForCausalLM(ACOCPreTrainedModel, DecoderLMHead[ACOCConfig]):
     """ACOC with a (tied) LM head; loss is next-token cross-entropy over labels != -100."""
 
-    _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}  # noqa: RUF012 (transformers v5 form)
+    backbone_class = ACOCModel
     model: ACOCModel
-
-    def __init__(self, config: ACOCConfig) -> None:
-        super().__init__(config)
-        self.model = ACOCModel(config)
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
-        self.post_init()
 
     @property
     def moe_layers(self) -> list[ACOCMoE]:

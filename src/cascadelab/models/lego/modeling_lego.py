@@ -230,15 +230,14 @@ class LEGOForCausalLM(LEGOPreTrainedModel, DecoderLMHead[LEGOConfig]):
     """
 
     _tied_weights_keys = {"exit_heads.0.weight": "model.embed_tokens.weight"}  # noqa: RUF012 (HF API)
+    backbone_class = LEGOModel
     model: LEGOModel
 
-    def __init__(self, config: LEGOConfig) -> None:
-        super().__init__(config)
-        self.model = LEGOModel(config)
+    def add_output_heads(self, config: LEGOConfig) -> None:
+        """One exit head per block instead of a single LM head."""
         self.exit_heads = nn.ModuleList(
             [nn.Linear(config.hidden_size, config.vocab_size, bias=False) for _ in config.exit_points]
         )
-        self.post_init()
 
     # ----------------------------------------------------------------- HF plumbing
 

@@ -108,9 +108,7 @@ class SigmaConfig(DecoderConfig):
         self.attn_layer_idx = sorted(int(i) for i in attn)
         self.bitlinear_families = list(self.bitlinear_families)
         self._validate()
-        self.layer_types = [
-            "full_attention" if kind == "mla" else "linear_attention" for kind in self.block_types
-        ]
+        self.layer_types = ["full_attention" if kind == "mla" else "linear_attention" for kind in self.block_types]
         self.number_of_conv_states = 4  # Mamba cache slots: angles, SSM state, last key, last value
         super().__post_init__(**kwargs)
 

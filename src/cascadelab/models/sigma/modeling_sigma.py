@@ -403,15 +403,9 @@ class SigmaModel(SigmaPreTrainedModel, DecoderBackbone[SigmaConfig]):
 class SigmaForCausalLM(SigmaPreTrainedModel, DecoderLMHead[SigmaConfig]):
     """SIGMA language model with a (tied) LM head; training forwards need :func:`apply_instant_plan`."""
 
-    _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}  # noqa: RUF012 (HF v5 form)
+    backbone_class = SigmaModel
     model: SigmaModel
-
-    def __init__(self, config: SigmaConfig) -> None:
-        super().__init__(config)
-        self.model = SigmaModel(config)
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
-        self.instant_plan: InstantPlan | None = None
-        self.post_init()
+    instant_plan: InstantPlan | None = None  # set by apply_instant_plan
 
     @property
     def feature_calls(self) -> FeatureCalls:
