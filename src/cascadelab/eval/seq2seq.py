@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from cascadelab.data.seq2seq import collate_seq2seq, encode_source, encode_target, length_sorted_batches
+from cascadelab.models.decoding import generate_kwargs
 
 Decoding = Literal["greedy", "sample", "beam"]
 Verify = Callable[[str, str, str], bool]
@@ -46,21 +47,15 @@ def _decoding_kwargs(
     decoding: Decoding, num_beams: int, temperature: float, top_k: int, top_p: float
 ) -> dict[str, Any]:
     if decoding == "greedy":
-        return {"do_sample": False, "num_beams": 1}
+        return generate_kwargs(0.0, top_k, top_p, num_beams=1)
     if decoding == "beam":
         if num_beams < 2:
             raise ValueError(f"beam decoding needs num_beams >= 2, got {num_beams}")
-        return {"do_sample": False, "num_beams": num_beams}
+        return generate_kwargs(0.0, top_k, top_p, num_beams)
     if decoding == "sample":
         if temperature <= 0:
             raise ValueError(f"sample decoding needs temperature > 0, got {temperature}")
-        return {
-            "do_sample": True,
-            "num_beams": 1,
-            "temperature": temperature,
-            "top_k": top_k,  # 0 is off
-            "top_p": top_p if 0.0 < top_p < 1.0 else 1.0,  # 1.0 is off
-        }
+        return generate_kwargs(temperature, top_k, top_p, num_beams=1)
     raise ValueError(f"decoding must be 'greedy', 'sample' or 'beam', got {decoding!r}")
 
 

@@ -1,6 +1,8 @@
-"""Layers shared by the decoder-only models: RMSNorm, RoPE tables and rotary self-attention."""
+"""Layers shared by the decoder-only models: RMSNorm, RoPE tables, rotary self-attention and the pre-norm layer."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -50,6 +52,15 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([-x[..., half:], x[..., :half]], dim=-1)
 
 
+@dataclass
+class AttentionInputs:
+    """What every rotary attention layer of one forward reads besides the hidden states."""
+
+    cos_sin: tuple[torch.Tensor, torch.Tensor]  # RoPE tables broadcasting against (B, H, T, head_dim)
+    mask: torch.Tensor  # (B, 1, T, S) boolean, True where attention is allowed
+    cache: Cache | None
+
+
 class RotaryCausalSelfAttention(nn.Module):
     """Multi-head self-attention with rotary positions and an optional KV cache (no biases, q/k/v/o projections)."""
 
@@ -63,29 +74,43 @@ class RotaryCausalSelfAttention(nn.Module):
         self.v_proj = nn.Linear(hidden_size, hidden_size, bias=False)
         self.o_proj = nn.Linear(hidden_size, hidden_size, bias=False)
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        cos_sin: tuple[torch.Tensor, torch.Tensor],
-        mask: torch.Tensor,
-        past_key_values: Cache | None,
-    ) -> torch.Tensor:
-        """Attend over the cached and current keys.
-
-        ``cos_sin`` are RoPE tables that broadcast against (B, H, T, head_dim), e.g. (B, 1, T, head_dim);
-        ``mask`` (B, 1, T, S) is True where attention is allowed.
-        """
-        cos, sin = cos_sin
+    def forward(self, x: torch.Tensor, inputs: AttentionInputs) -> torch.Tensor:
+        """Attend over the cached and current keys of ``x`` (B, T, D)."""
+        cos, sin = inputs.cos_sin
         b, t, _ = x.shape
         q = self.q_proj(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
         k = self.k_proj(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
-        if past_key_values is not None:
-            k, v = past_key_values.update(k, v, self.layer_idx)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        if inputs.cache is not None:
+            k, v = inputs.cache.update(k, v, self.layer_idx)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=inputs.mask)
         return self.o_proj(y.transpose(1, 2).reshape(b, t, -1))
 
 
-__all__ = ["RMSNorm", "RotaryCausalSelfAttention", "default_position_ids", "rope_cos_sin", "rotate_half"]
+class RotaryDecoderLayer(nn.Module):
+    """Pre-norm decoder layer: ``x + attn(norm(x))``, then ``x + mlp(norm(x), *mlp_args)``; families bring the MLP."""
+
+    def __init__(self, hidden_size: int, num_heads: int, eps: float, layer_idx: int, mlp: nn.Module) -> None:
+        super().__init__()
+        self.input_layernorm = RMSNorm(hidden_size, eps)
+        self.self_attn = RotaryCausalSelfAttention(hidden_size, num_heads, layer_idx)
+        self.post_attention_layernorm = RMSNorm(hidden_size, eps)
+        self.mlp = mlp
+
+    def forward(self, x: torch.Tensor, inputs: AttentionInputs, *mlp_args: torch.Tensor | None) -> torch.Tensor:
+        """Residual attention then residual MLP; ``mlp_args`` go to the MLP after its input."""
+        x = x + self.self_attn(self.input_layernorm(x), inputs)
+        return x + self.mlp(self.post_attention_layernorm(x), *mlp_args)
+
+
+__all__ = [
+    "AttentionInputs",
+    "RMSNorm",
+    "RotaryCausalSelfAttention",
+    "RotaryDecoderLayer",
+    "default_position_ids",
+    "rope_cos_sin",
+    "rotate_half",
+]

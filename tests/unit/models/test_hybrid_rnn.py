@@ -331,3 +331,5 @@ def test_generate_text_and_response_generator_round_trip_text(trained: tuple) ->
     sampled = generator.generate("cafe=", temperature=1.0, seed=1)
     assert sampled == generator.generate("cafe=", temperature=1.0, seed=1)
     assert set(sampled) <= set(CHARS)
+    # options reach generate_text over the generator's own filters: top_k=1 sampling is greedy decoding
+    assert generator.generate("cafe=", temperature=1.0, top_k=1, seed=3) == "cafe"

@@ -21,15 +21,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import DynamicCache, GenerationMixin, PreTrainedModel
+from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.activations import ACT2FN
-from transformers.cache_utils import Cache
-from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from transformers.modeling_outputs import BaseModelOutputWithPast
 
 from cascadelab.models.acoc.configuration_acoc import ACOCConfig
-from cascadelab.models.attention_masks import causal_padding_mask
-from cascadelab.models.layers import RMSNorm, RotaryCausalSelfAttention, default_position_ids
+from cascadelab.models.layers import AttentionInputs, RMSNorm, RotaryDecoderLayer
+from cascadelab.models.modeling_decoder import DecoderBackbone, DecoderInputs, DecoderLMHead
 
 
 class ACOCRotaryEmbedding(nn.Module):
@@ -267,28 +266,12 @@ class ACOCMoE(nn.Module):
         return out
 
 
-class ACOCDecoderLayer(nn.Module):
-    """Pre-norm block: attention then mixture of experts, each with a residual."""
+class ACOCDecoderLayer(RotaryDecoderLayer):
+    """Pre-norm block: attention then the mixture of experts (told which tokens are padding), each with a residual."""
 
     def __init__(self, config: ACOCConfig, layer_idx: int) -> None:
-        super().__init__()
-        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.self_attn = RotaryCausalSelfAttention(config.hidden_size, config.num_attention_heads, layer_idx)
-        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.mlp = ACOCMoE(config, layer_idx)
-
-    def forward(
-        self,
-        x: torch.Tensor,
-        cos: torch.Tensor,
-        sin: torch.Tensor,
-        mask: torch.Tensor,
-        valid: torch.Tensor | None,
-        past_key_values: Cache | None,
-    ) -> torch.Tensor:
-        """One decoder layer."""
-        x = x + self.self_attn(self.input_layernorm(x), (cos[:, None], sin[:, None]), mask, past_key_values)
-        return x + self.mlp(self.post_attention_layernorm(x), valid)
+        heads, eps = config.num_attention_heads, config.rms_norm_eps
+        super().__init__(config.hidden_size, heads, eps, layer_idx, ACOCMoE(config, layer_idx))
 
 
 class ACOCPreTrainedModel(PreTrainedModel):
@@ -321,7 +304,7 @@ class ACOCPreTrainedModel(PreTrainedModel):
             init.zeros_(module.router_bias)
 
 
-class ACOCModel(ACOCPreTrainedModel):
+class ACOCModel(ACOCPreTrainedModel, DecoderBackbone[ACOCConfig]):
     """The ACOC decoder stack: embeddings, layers, final norm."""
 
     def __init__(self, config: ACOCConfig) -> None:
@@ -339,87 +322,44 @@ class ACOCModel(ACOCPreTrainedModel):
         assert all(isinstance(moe, ACOCMoE) for moe in moes)
         return moes  # type: ignore[return-value]
 
-    def forward(
-        self,
-        input_ids: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-        past_key_values: Cache | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        use_cache: bool | None = None,
-        **kwargs: Any,
-    ) -> BaseModelOutputWithPast:
-        """Run the stack; positions default to `attention_mask.cumsum(-1) - 1` (left padding)."""
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("input_ids / inputs_embeds: pass exactly one of them")
-        if inputs_embeds is None:
-            inputs_embeds = self.embed_tokens(input_ids)
-        B, T, _ = inputs_embeds.shape
-        use_cache = self.config.use_cache if use_cache is None else use_cache
-        if use_cache and past_key_values is None:
-            past_key_values = DynamicCache(config=self.config)
-        past_len = past_key_values.get_seq_length() if past_key_values is not None else 0
-        device = inputs_embeds.device
-        if position_ids is None:
-            position_ids = default_position_ids(attention_mask, past_len, B, T, device)
-        mask = causal_padding_mask(attention_mask, B, T, past_len, device)
-        valid = attention_mask[:, -T:].bool() if attention_mask is not None else None
-        cos, sin = self.rotary_emb(inputs_embeds, position_ids)
-        x = inputs_embeds
+    def decode(self, inputs: DecoderInputs) -> BaseModelOutputWithPast:
+        """The layers (each MoE told which tokens are padding) and the final norm."""
+        x = inputs.hidden
+        cos, sin = self.rotary_emb(x, inputs.position_ids)
+        attention = AttentionInputs((cos[:, None], sin[:, None]), inputs.causal_mask(), inputs.cache)
+        mask = inputs.attention_mask
+        valid = mask[:, -x.shape[1] :].bool() if mask is not None else None
         for layer in self.layers:
-            x = layer(x, cos, sin, mask, valid, past_key_values if use_cache else None)
-        return BaseModelOutputWithPast(last_hidden_state=self.norm(x), past_key_values=past_key_values)
+            x = layer(x, attention, valid)
+        return BaseModelOutputWithPast(last_hidden_state=self.norm(x), past_key_values=inputs.cache)
 
 
-class ACOCForCausalLM(ACOCPreTrainedModel, GenerationMixin):
+class ACOCForCausalLM(ACOCPreTrainedModel, DecoderLMHead[ACOCConfig]):
     """ACOC with a (tied) LM head; loss is next-token cross-entropy over labels != -100."""
 
-    _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}  # noqa: RUF012 (transformers v5 form)
-
-    def __init__(self, config: ACOCConfig) -> None:
-        super().__init__(config)
-        self.model = ACOCModel(config)
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
-        self.post_init()
+    backbone_class = ACOCModel
+    model: ACOCModel
 
     @property
     def moe_layers(self) -> list[ACOCMoE]:
         """The mixture-of-experts module of every layer."""
         return self.model.moe_layers
 
-    def forward(
+    def next_token_loss(
         self,
-        input_ids: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-        past_key_values: Cache | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        use_cache: bool | None = None,
-        logits_to_keep: int = 0,
+        logits: torch.Tensor,
+        labels: torch.Tensor,
         num_items_in_batch: int | torch.Tensor | None = None,
         **kwargs: Any,
-    ) -> CausalLMOutputWithPast:
-        """Logits, and the mean (or sum / `num_items_in_batch`) next-token loss when `labels` are given."""
-        out = self.model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            past_key_values=past_key_values,
-            inputs_embeds=inputs_embeds,
-            use_cache=use_cache,
-        )
-        hidden = out.last_hidden_state
-        if logits_to_keep:
-            hidden = hidden[:, -logits_to_keep:]
-        logits = self.lm_head(hidden)
-        loss = None
-        if labels is not None:
-            shift_logits = logits[:, :-1].float().reshape(-1, logits.shape[-1])
-            shift_labels = labels[:, 1:].reshape(-1).to(logits.device)
-            if num_items_in_batch is None:
-                loss = F.cross_entropy(shift_logits, shift_labels, ignore_index=-100)
-            else:
-                loss = F.cross_entropy(shift_logits, shift_labels, ignore_index=-100, reduction="sum")
-                loss = loss / num_items_in_batch
-        return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=out.past_key_values)
+    ) -> torch.Tensor:
+        """Cross-entropy of the logits before the last position against the labels after the first.
+
+        ACOC keeps this form rather than transformers' padded shift: the two sum in another order, and
+        trained ACOC checkpoints are reproduced bit for bit.
+        """
+        shift_logits = logits[:, :-1].float().reshape(-1, logits.shape[-1])
+        shift_labels = labels[:, 1:].reshape(-1).to(logits.device)
+        if num_items_in_batch is None:
+            return F.cross_entropy(shift_logits, shift_labels, ignore_index=-100)
+        loss = F.cross_entropy(shift_logits, shift_labels, ignore_index=-100, reduction="sum")
+        return loss / num_items_in_batch

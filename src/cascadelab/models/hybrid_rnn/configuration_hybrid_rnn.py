@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from transformers import PretrainedConfig
+from cascadelab.models.configuration_decoder import LMConfig
 
 # Named sizes. `seed` is the seed design's model: 3-layer biLSTM of 256 per direction, 4-head attention over
 # its states, 6-layer decoder, 8 heads, d_model 512, FF 2048, separate output projection (32.3 M parameters
@@ -51,7 +51,7 @@ HYBRID_RNN_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-class HybridRNNConfig(PretrainedConfig):
+class HybridRNNConfig(LMConfig):
     """Sizes and token ids of `HybridRNNForConditionalGeneration`; field defaults are the `small` preset.
 
     `context` picks what the decoder cross-attends to: `"sequence"` (every encoder state, the default) or
@@ -62,14 +62,12 @@ class HybridRNNConfig(PretrainedConfig):
     """
 
     model_type = "hybrid_rnn"
-    keys_to_ignore_at_inference: ClassVar[list[str]] = ["past_key_values"]
     attribute_map: ClassVar[dict[str, str]] = {
         "hidden_size": "d_model",
         "num_attention_heads": "decoder_attention_heads",
         "num_hidden_layers": "decoder_layers",
     }
 
-    vocab_size: int = 128
     d_model: int = 128
     encoder_rnn_layers: int = 2
     encoder_rnn_hidden_size: int = 64
@@ -81,13 +79,7 @@ class HybridRNNConfig(PretrainedConfig):
     dropout: float = 0.0
     context: Literal["sequence", "pooled"] = "sequence"
     encoder_embedding_residual: bool = True
-    initializer_range: float = 0.02
     layer_norm_eps: float = 1e-5
-    tie_word_embeddings: bool = True
-    use_cache: bool = True
-    pad_token_id: int | None = 0
-    bos_token_id: int | None = 1
-    eos_token_id: int | None = 2
     decoder_start_token_id: int | None = 1
     is_encoder_decoder: bool = True
 

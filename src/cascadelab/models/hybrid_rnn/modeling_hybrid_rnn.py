@@ -30,7 +30,7 @@ The seed's calls, here:
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any, TypedDict, Unpack, cast
 
 import torch
 import torch.nn.functional as F
@@ -50,7 +50,9 @@ from transformers.modeling_outputs import (
     Seq2SeqModelOutput,
 )
 
+from cascadelab.models.decoding import generate_kwargs
 from cascadelab.models.hybrid_rnn.configuration_hybrid_rnn import HybridRNNConfig
+from cascadelab.models.modeling_decoder import kept_positions
 
 
 def shift_tokens_right(labels: torch.Tensor, pad_token_id: int, decoder_start_token_id: int) -> torch.Tensor:
@@ -333,6 +335,27 @@ class HybridRNNPreTrainedModel(PreTrainedModel):
             init.normal_(module.query, mean=0.0, std=self.config.initializer_range)
 
 
+class DecodingOptions(TypedDict, total=False):
+    """The settings of `generate_text` beyond the seed's call, for callers that pass them on."""
+
+    top_k: int
+    top_p: float
+    num_beams: int
+    seed: int | None
+
+
+class HybridRNNInputs(TypedDict, total=False):
+    """Keyword inputs of `HybridRNNModel.forward` besides the source ids, which the LM passes through."""
+
+    attention_mask: torch.Tensor | None  # (B, S) source mask, 1 = token
+    decoder_input_ids: torch.Tensor | None
+    decoder_attention_mask: torch.Tensor | None
+    encoder_outputs: BaseModelOutput | tuple[torch.Tensor, ...] | None
+    past_key_values: Cache | None
+    decoder_position_ids: torch.Tensor | None
+    use_cache: bool | None
+
+
 class HybridRNNModel(HybridRNNPreTrainedModel):
     """The encoder and decoder without the LM head; the encoder owns the one shared token embedding."""
 
@@ -447,42 +470,24 @@ class HybridRNNForConditionalGeneration(HybridRNNPreTrainedModel, GenerationMixi
     def forward(
         self,
         input_ids: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        decoder_input_ids: torch.Tensor | None = None,
-        decoder_attention_mask: torch.Tensor | None = None,
-        encoder_outputs: BaseModelOutput | tuple[torch.Tensor, ...] | None = None,
-        past_key_values: Cache | None = None,
         labels: torch.Tensor | None = None,
-        use_cache: bool | None = None,
-        decoder_position_ids: torch.Tensor | None = None,
         num_items_in_batch: int | torch.Tensor | None = None,
         logits_to_keep: int = 0,
-        **kwargs: Any,
+        **inputs: Unpack[HybridRNNInputs],
     ) -> Seq2SeqLMOutput:
         """Teacher-forced (or one cached step of) decoding; loss is mean CE over labels that are not -100/pad.
 
         `labels` (B, T) are the target ids followed by EOS; when `decoder_input_ids` is absent it is
         `labels` shifted right behind `decoder_start_token_id`. Pad ids in `labels` are ignored like -100
         (unless pad and EOS share an id). With `num_items_in_batch` the summed loss is divided by it instead.
+        The other inputs (`HybridRNNInputs`) go to `HybridRNNModel.forward`.
         """
         if labels is not None:
-            use_cache = False
-            if decoder_input_ids is None:
-                decoder_input_ids = self.prepare_decoder_input_ids_from_labels(labels)
-        outputs = self.model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            decoder_input_ids=decoder_input_ids,
-            decoder_attention_mask=decoder_attention_mask,
-            encoder_outputs=encoder_outputs,
-            past_key_values=past_key_values,
-            decoder_position_ids=decoder_position_ids,
-            use_cache=use_cache,
-        )
-        hidden = outputs.last_hidden_state
-        if logits_to_keep:
-            hidden = hidden[:, -logits_to_keep:]
-        logits = self.lm_head(hidden)
+            inputs["use_cache"] = False
+            if inputs.get("decoder_input_ids") is None:
+                inputs["decoder_input_ids"] = self.prepare_decoder_input_ids_from_labels(labels)
+        outputs = self.model(input_ids, **inputs)
+        logits = self.lm_head(kept_positions(outputs.last_hidden_state, logits_to_keep))
         loss = None
         if labels is not None:
             loss = seq2seq_loss(logits, labels, self.config.pad_token_id, self.config.eos_token_id, num_items_in_batch)
@@ -539,7 +544,7 @@ class HybridRNNForConditionalGeneration(HybridRNNPreTrainedModel, GenerationMixi
 
         A thin wrapper over `GenerationMixin.generate` (the name `generate` is left to transformers):
         `start_token` → `decoder_start_token_id`, `end_token` → `eos_token_id`,
-        `max_length` → `max_new_tokens`,
+        `max_length` → `max_new_tokens`, and the decoding settings through `models.decoding.generate_kwargs`:
         `temperature <= 0` → greedy (else sampling at that temperature), `top_k = 0` and `top_p = 0.0`
         disable those filters as in the seed, `num_beams > 1` → beam search. Padding in `src` (the config's
         `pad_token_id`) is masked. `seed` forks the global RNG for this call only, so sampling is reproducible
@@ -552,30 +557,18 @@ class HybridRNNForConditionalGeneration(HybridRNNPreTrainedModel, GenerationMixi
             raise ValueError(f"max_length must be > 0, got {max_length}")
         pad = self.config.pad_token_id
         attention_mask = (src != pad).long() if pad is not None else torch.ones_like(src)
-        do_sample = temperature > 0 and num_beams == 1
-        sampling: dict[str, Any] = (
-            {
-                "temperature": temperature,
-                "top_k": top_k,  # 0 is off in transformers too
-                "top_p": top_p if 0.0 < top_p < 1.0 else 1.0,  # the seed's 0.0 means off; 1.0 is off here
-            }
-            if do_sample
-            else {}
-        )
         with torch.random.fork_rng(devices=[]):
             if seed is not None:
                 torch.manual_seed(seed)
             # mypy cannot match PreTrainedModel to transformers' GenerativePreTrainedModel protocol.
             out = self.generate(  # type: ignore[misc]
-                input_ids=src,
+                src,
                 attention_mask=attention_mask,
                 decoder_start_token_id=start_token,
                 eos_token_id=end_token,
                 pad_token_id=pad,
                 max_new_tokens=max_length,
-                do_sample=do_sample,
-                num_beams=num_beams,
-                **sampling,
+                **generate_kwargs(temperature, top_k, top_p, num_beams),
             )
         return out[:, 1:]
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import ClassVar, Unpack
+
 import torch
 from transformers import PreTrainedTokenizerBase
 
 from cascadelab.data.seq2seq import encode_source
-from cascadelab.models.hybrid_rnn.modeling_hybrid_rnn import HybridRNNForConditionalGeneration
+from cascadelab.models.hybrid_rnn.modeling_hybrid_rnn import DecodingOptions, HybridRNNForConditionalGeneration
 
 
 class ResponseGenerator:
@@ -15,6 +17,8 @@ class ResponseGenerator:
     The seed passed a context dict (user profile, ...); here the context is plain text placed before the
     message, joined by `context_separator`, so that it goes through the same tokenizer as the message.
     """
+
+    sampling: ClassVar[DecodingOptions] = {"top_k": 50, "top_p": 0.9}  # unless `generate`'s caller sets them
 
     def __init__(
         self, model: HybridRNNForConditionalGeneration, tokenizer: PreTrainedTokenizerBase, context_separator: str = " "
@@ -38,28 +42,19 @@ class ResponseGenerator:
         context: str | None = None,
         max_length: int = 50,
         temperature: float = 0.8,
-        top_k: int = 50,
-        top_p: float = 0.9,
-        num_beams: int = 1,
-        seed: int | None = None,
+        **options: Unpack[DecodingOptions],
     ) -> str:
-        """The decoded response to `message`: greedy if `temperature <= 0`, beam search if `num_beams > 1`."""
+        """The decoded response to `message`: greedy if `temperature <= 0`, beam search if `num_beams > 1`.
+
+        `options` (`top_k`, `top_p`, `num_beams`, `seed`) go to `generate_text` over `sampling`.
+        """
         text = message if context is None else f"{context}{self.context_separator}{message}"
         src = torch.tensor([encode_source(self.tokenizer, text)], device=self.model.device)
         was_training = self.model.training
         self.model.eval()
+        settings: DecodingOptions = {**self.sampling, **options}
         try:
-            ids = self.model.generate_text(
-                src,
-                start_token=self.start_token,
-                end_token=self.end_token,
-                max_length=max_length,
-                temperature=temperature,
-                top_k=top_k,
-                top_p=top_p,
-                num_beams=num_beams,
-                seed=seed,
-            )
+            ids = self.model.generate_text(src, self.start_token, self.end_token, max_length, temperature, **settings)
         finally:
             self.model.train(was_training)
         return str(self.tokenizer.decode(ids[0].tolist(), skip_special_tokens=True))

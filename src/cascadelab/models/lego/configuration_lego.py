@@ -5,10 +5,10 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from transformers import PretrainedConfig
+from cascadelab.models.configuration_decoder import DecoderConfig
 
 
-class LEGOConfig(PretrainedConfig):
+class LEGOConfig(DecoderConfig):
     """Configuration of a LEGO model: its architecture and routing (training settings live in the `lego` section).
 
     Architecture: ``num_hidden_layers`` layers, exit heads after each layer in ``exit_layers``
@@ -19,25 +19,12 @@ class LEGOConfig(PretrainedConfig):
     """
 
     model_type = "lego"
-    keys_to_ignore_at_inference = ["past_key_values"]  # noqa: RUF012 (HF class attribute)
 
-    vocab_size: int = 128
-    hidden_size: int = 128
     intermediate_size: int = 512
-    num_attention_heads: int = 4
-    num_hidden_layers: int = 2
     exit_layers: list[int] | None = None
-    max_position_embeddings: int = 512
-    rope_theta: float = 10000.0
-    rms_norm_eps: float = 1e-6
     initializer_range: float = 0.06
     routing_threshold: float | None = None
     exit_layer: int | None = None
-    use_cache: bool = True
-    pad_token_id: int | None = 0
-    bos_token_id: int | None = 1
-    eos_token_id: int | list[int] | None = 2
-    tie_word_embeddings: bool = True
 
     def __post_init__(self, **kwargs: Any) -> None:
         if self.exit_layers is None:

@@ -35,14 +35,13 @@ from typing import Any, cast
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import GenerationMixin, PreTrainedModel
+from transformers import PreTrainedModel
 from transformers import initialization as init
-from transformers.cache_utils import Cache, DynamicCache
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
-from cascadelab.models.attention_masks import causal_padding_mask
-from cascadelab.models.layers import RMSNorm, RotaryCausalSelfAttention, default_position_ids, rope_cos_sin
+from cascadelab.models.layers import AttentionInputs, RMSNorm, RotaryDecoderLayer, rope_cos_sin
 from cascadelab.models.lego.configuration_lego import LEGOConfig
+from cascadelab.models.modeling_decoder import DecoderBackbone, DecoderInputs, DecoderLMHead, kept_positions
 from cascadelab.models.utils import to_device
 
 IGNORE_INDEX = -100
@@ -65,26 +64,14 @@ class LEGOMLP(nn.Module):
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
-class LEGODecoderLayer(nn.Module):
+class LEGODecoderLayer(RotaryDecoderLayer):
     """Pre-norm causal decoder layer (the lower, contextual block)."""
 
-    def __init__(self, config: LEGOConfig, layer_idx: int) -> None:
-        super().__init__()
-        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.self_attn = RotaryCausalSelfAttention(config.hidden_size, config.num_attention_heads, layer_idx)
-        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.mlp = LEGOMLP(config)
+    mlp: LEGOMLP
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        cos_sin: tuple[torch.Tensor, torch.Tensor],
-        mask: torch.Tensor,
-        past_key_values: Cache | None,
-    ) -> torch.Tensor:
-        """Residual attention then residual MLP."""
-        x = x + self.self_attn(self.input_layernorm(x), cos_sin, mask, past_key_values)
-        return x + self.mlp(self.post_attention_layernorm(x))
+    def __init__(self, config: LEGOConfig, layer_idx: int) -> None:
+        heads, eps = config.num_attention_heads, config.rms_norm_eps
+        super().__init__(config.hidden_size, heads, eps, layer_idx, LEGOMLP(config))
 
     def output_projections(self) -> list[nn.Linear]:
         """The projections writing into the residual stream."""
@@ -136,7 +123,7 @@ class LEGOPreTrainedModel(PreTrainedModel):
             init.ones_(module.weight)
 
 
-class LEGOModel(LEGOPreTrainedModel):
+class LEGOModel(LEGOPreTrainedModel, DecoderBackbone[LEGOConfig]):
     """Backbone: embeddings, the causal lower block, token-wise upper layers and the exit norms."""
 
     def __init__(self, config: LEGOConfig) -> None:
@@ -149,35 +136,30 @@ class LEGOModel(LEGOPreTrainedModel):
         self.exit_norms = nn.ModuleList([RMSNorm(config.hidden_size, config.rms_norm_eps) for _ in config.exit_points])
         self.post_init()
 
-    def contextual(
-        self,
-        input_ids: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-        past_key_values: Cache | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        collect: list[torch.Tensor] | None = None,
-    ) -> torch.Tensor:
-        """Run embeddings and the causal block; return the residual stream after it (B, T, D).
+    def contextual(self, inputs: DecoderInputs, collect: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """Run the causal block on prepared inputs; return the residual stream after it (B, T, D).
 
         If ``collect`` is a list, the residual stream after each causal layer is appended to it.
         """
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("input_ids/inputs_embeds: pass exactly one of them")
-        x = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
-        b, t, _ = x.shape
-        past_len = past_key_values.get_seq_length() if past_key_values is not None else 0
-        if position_ids is None:
-            position_ids = default_position_ids(attention_mask, past_len, b, t, x.device)
+        x = inputs.hidden
         head_dim = self.config.hidden_size // self.config.num_attention_heads
-        cos, sin = rope_cos_sin(position_ids, head_dim, self.config.rope_theta)
+        cos, sin = rope_cos_sin(inputs.position_ids, head_dim, self.config.rope_theta)
         cos_sin = cos[:, None].to(x.dtype), sin[:, None].to(x.dtype)  # (B, 1, T, hd): broadcast over heads
-        mask = causal_padding_mask(attention_mask, b, t, past_len, x.device)
+        attention = AttentionInputs(cos_sin, inputs.causal_mask(), inputs.cache)
         for layer in self.layers[: self.config.contextual_layers]:
-            x = layer(x, cos_sin, mask, past_key_values)
+            x = layer(x, attention)
             if collect is not None:
                 collect.append(x)
         return x
+
+    def contextual_states(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        collect: list[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """`contextual` on whole sequences without a cache (training passes and routed inference)."""
+        return self.contextual(self.prepare_inputs(input_ids, attention_mask=attention_mask, use_cache=False), collect)
 
     def token_layers(
         self, hidden: torch.Tensor, start: int, end: int, collect: list[torch.Tensor] | None = None
@@ -194,25 +176,10 @@ class LEGOModel(LEGOPreTrainedModel):
                 collect.append(hidden)
         return hidden
 
-    def forward(
-        self,
-        input_ids: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-        past_key_values: Cache | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        use_cache: bool | None = None,
-        **kwargs: Any,
-    ) -> BaseModelOutputWithPast:
+    def decode(self, inputs: DecoderInputs) -> BaseModelOutputWithPast:
         """Full-depth pass; ``last_hidden_state`` is normalised by the final exit norm."""
-        use_cache = self.config.use_cache if use_cache is None else use_cache
-        if use_cache and past_key_values is None:
-            past_key_values = DynamicCache(config=self.config)
-        h = self.contextual(input_ids, attention_mask, position_ids, past_key_values, inputs_embeds)
-        h = self.token_layers(h, self.config.contextual_layers, self.config.depth)
-        return BaseModelOutputWithPast(
-            last_hidden_state=self.exit_norms[-1](h), past_key_values=past_key_values if use_cache else None
-        )
+        h = self.token_layers(self.contextual(inputs), self.config.contextual_layers, self.config.depth)
+        return BaseModelOutputWithPast(last_hidden_state=self.exit_norms[-1](h), past_key_values=inputs.cache)
 
 
 @dataclass
@@ -254,7 +221,7 @@ def lm_loss(logits: torch.Tensor, labels: torch.Tensor, num_items_in_batch: int 
     return total / num_items_in_batch
 
 
-class LEGOForCausalLM(LEGOPreTrainedModel, GenerationMixin):
+class LEGOForCausalLM(LEGOPreTrainedModel, DecoderLMHead[LEGOConfig]):
     """Causal LM with an exit head after every block and confidence-routed inference.
 
     ``forward`` is the standard full-depth pass (loss, KV cache, ``generate``); ``forward(routed=True)``
@@ -263,14 +230,14 @@ class LEGOForCausalLM(LEGOPreTrainedModel, GenerationMixin):
     """
 
     _tied_weights_keys = {"exit_heads.0.weight": "model.embed_tokens.weight"}  # noqa: RUF012 (HF API)
+    backbone_class = LEGOModel
+    model: LEGOModel
 
-    def __init__(self, config: LEGOConfig) -> None:
-        super().__init__(config)
-        self.model = LEGOModel(config)
+    def add_output_heads(self, config: LEGOConfig) -> None:
+        """One exit head per block instead of a single LM head."""
         self.exit_heads = nn.ModuleList(
             [nn.Linear(config.hidden_size, config.vocab_size, bias=False) for _ in config.exit_points]
         )
-        self.post_init()
 
     # ----------------------------------------------------------------- HF plumbing
 
@@ -310,42 +277,39 @@ class LEGOForCausalLM(LEGOPreTrainedModel, GenerationMixin):
     ) -> torch.Tensor:
         """Residual stream after ``exit_layer`` (B, T, D): the input of the upper block."""
         layer = self._resolve_exit_layer(exit_layer)
-        h = self.model.contextual(input_ids, attention_mask)
+        h = self.model.contextual_states(input_ids, attention_mask)
         return self.model.token_layers(h, self.config.contextual_layers, layer)
 
     # ----------------------------------------------------------------- passes
 
-    def forward(
+    def lm_forward(
         self,
-        input_ids: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.Tensor | None = None,
-        past_key_values: Cache | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        use_cache: bool | None = None,
-        logits_to_keep: int = 0,
+        inputs: DecoderInputs,
+        labels: torch.Tensor | None,
+        logits_to_keep: int | torch.Tensor,
         routed: bool = False,
         **kwargs: Any,
     ) -> CausalLMOutputWithPast:
         """Standard causal-LM pass at full depth; with ``routed=True`` tokens exit early by confidence."""
-        use_cache = self.config.use_cache if use_cache is None else use_cache
-        if use_cache and past_key_values is None:
-            past_key_values = DynamicCache(config=self.config)
-        h = self.model.contextual(input_ids, attention_mask, position_ids, past_key_values, inputs_embeds)
-        if logits_to_keep:
-            h = h[:, -logits_to_keep:]
+        h = kept_positions(self.model.contextual(inputs), logits_to_keep)
         if routed:
             layer = self._resolve_exit_layer(None)
             h = self.model.token_layers(h, self.config.contextual_layers, layer)
-            logits = self._route(h, None, layer, attention_mask, None).logits
+            logits = self._route(h, None, layer, inputs.attention_mask, None).logits
         else:
             h = self.model.token_layers(h, self.config.contextual_layers, self.config.depth)
             logits = self.exit_logits(h, self.config.depth)
-        loss = None
-        if labels is not None:
-            loss = lm_loss(logits, labels, kwargs.get("num_items_in_batch"))
-        return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=past_key_values if use_cache else None)
+        loss = None if labels is None else self.next_token_loss(logits, labels, **kwargs)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=inputs.cache)
+
+    def prepare_inputs_for_generation(
+        self, *args: Any, inputs_embeds: torch.Tensor | None = None, routed: bool = False, **kwargs: Any
+    ) -> dict[str, Any]:
+        """The per-step inputs of ``generate``; naming ``routed`` here lets ``generate(routed=True)`` pass it on."""
+        step: dict[str, Any] = super().prepare_inputs_for_generation(  # type: ignore[misc]
+            *args, inputs_embeds=inputs_embeds, routed=routed, **kwargs
+        )
+        return step
 
     def forward_all_layers(
         self,
@@ -363,7 +327,7 @@ class LEGOForCausalLM(LEGOPreTrainedModel, GenerationMixin):
         if not wanted or wanted[0] < 1 or wanted[-1] > depth:
             raise ValueError(f"layers: must be a non-empty subset of 1..{depth}, got {wanted}")
         states: list[torch.Tensor] = []
-        h = self.model.contextual(input_ids, attention_mask, collect=states)
+        h = self.model.contextual_states(input_ids, attention_mask, collect=states)
         if wanted[-1] > self.config.contextual_layers:
             self.model.token_layers(h, self.config.contextual_layers, wanted[-1], collect=states)
         return [self.exit_logits(states[layer - 1], layer) for layer in wanted]
@@ -401,7 +365,7 @@ class LEGOForCausalLM(LEGOPreTrainedModel, GenerationMixin):
         Threshold 0 exits every token; a threshold above 1 routes every token to full depth.
         """
         layer = self._resolve_exit_layer(exit_layer)
-        h = self.model.contextual(input_ids, attention_mask)
+        h = self.model.contextual_states(input_ids, attention_mask)
         h = self.model.token_layers(h, self.config.contextual_layers, layer)
         return self._route(h, routing_threshold, layer, attention_mask, predict_mask)
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from dataclasses import field
 from typing import Any, ClassVar
 
-from transformers import PreTrainedConfig
+from cascadelab.models.configuration_decoder import DecoderConfig
 
 BITLINEAR_FAMILIES: tuple[str, ...] = (
     "mamba_in",
@@ -31,7 +31,7 @@ def hybrid_attn_layer_idx(num_layers: int, mamba_ratio: int, attention_ratio: in
     return [i for i in range(num_layers) if (i + 1) * attention_ratio // period > i * attention_ratio // period]
 
 
-class SigmaConfig(PreTrainedConfig):
+class SigmaConfig(DecoderConfig):
     """Configuration of :class:`SigmaForCausalLM`; ``SigmaConfig.from_preset("tiny")`` gives the test size.
 
     The block pattern comes from ``attn_layer_idx`` when given, otherwise from ``mamba_ratio`` /
@@ -41,7 +41,6 @@ class SigmaConfig(PreTrainedConfig):
     """
 
     model_type = "sigma"
-    keys_to_ignore_at_inference: ClassVar[list[str]] = ["past_key_values"]
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         # unit-test size: every feature but BitLinear on, ~34 k parameters
@@ -66,107 +65,52 @@ class SigmaConfig(PreTrainedConfig):
         "small": {},
     }
 
-    def __init__(
-        self,
-        vocab_size: int = 256,
-        hidden_size: int = 128,
-        num_hidden_layers: int = 4,
-        mamba_ratio: int = 1,
-        attention_ratio: int = 1,
-        attn_layer_idx: Sequence[int] | None = None,
-        ssm_state_size: int = 16,
-        ssm_head_dim: int = 32,
-        ssm_expand: int = 2,
-        ssm_rope_fraction: float = 0.5,
-        ssm_chunk_size: int = 64,
-        ssm_dt_min: float = 1e-3,
-        ssm_dt_max: float = 0.1,
-        ssm_dt_init_floor: float = 1e-4,
-        ssm_a_floor: float = 1e-4,
-        num_attention_heads: int = 4,
-        q_lora_rank: int = 0,
-        kv_lora_rank: int = 64,
-        qk_nope_head_dim: int = 16,
-        qk_rope_head_dim: int = 16,
-        v_head_dim: int = 32,
-        rope_theta: float = 10000.0,
-        use_diff_attn: bool = True,
-        moe_num_routed_experts: int = 4,
-        moe_num_shared_experts: int = 1,
-        moe_top_k: int = 2,
-        moe_intermediate_size: int = 64,
-        moe_shared_intermediate_size: int = 256,
-        moe_routed_scaling: float = 1.0,
-        moe_bias_update_rate: float = 1e-3,
-        moe_aux_loss_coef: float = 1e-3,
-        moe_dispatch: str = "auto",
-        bitlinear_families: Sequence[str] = (),
-        use_triton: bool = True,
-        rms_norm_eps: float = 1e-6,
-        initializer_range: float = 0.02,
-        max_position_embeddings: int = 2048,
-        use_cache: bool = True,
-        tie_word_embeddings: bool = True,
-        pad_token_id: int | None = 0,
-        bos_token_id: int | None = 1,
-        eos_token_id: int | None = 2,
-        **kwargs: Any,
-    ) -> None:
+    vocab_size: int = 256
+    num_hidden_layers: int = 4
+    max_position_embeddings: int = 2048
+    mamba_ratio: int = 1
+    attention_ratio: int = 1
+    attn_layer_idx: list[int] | None = None
+    ssm_state_size: int = 16
+    ssm_head_dim: int = 32
+    ssm_expand: int = 2
+    ssm_rope_fraction: float = 0.5
+    ssm_chunk_size: int = 64
+    ssm_dt_min: float = 1e-3
+    ssm_dt_max: float = 0.1
+    ssm_dt_init_floor: float = 1e-4
+    ssm_a_floor: float = 1e-4
+    q_lora_rank: int = 0
+    kv_lora_rank: int = 64
+    qk_nope_head_dim: int = 16
+    qk_rope_head_dim: int = 16
+    v_head_dim: int = 32
+    use_diff_attn: bool = True
+    moe_num_routed_experts: int = 4
+    moe_num_shared_experts: int = 1
+    moe_top_k: int = 2
+    moe_intermediate_size: int = 64
+    moe_shared_intermediate_size: int = 256
+    moe_routed_scaling: float = 1.0
+    moe_bias_update_rate: float = 1e-3
+    moe_aux_loss_coef: float = 1e-3
+    moe_dispatch: str = "auto"
+    bitlinear_families: list[str] = field(default_factory=list)
+    use_triton: bool = True
+
+    def __post_init__(self, **kwargs: Any) -> None:
         # derived fields saved with the config come back through kwargs: recompute them instead
         kwargs.pop("layer_types", None)
         kwargs.pop("number_of_conv_states", None)
-        self.vocab_size = vocab_size
-        self.hidden_size = hidden_size
-        self.num_hidden_layers = num_hidden_layers
-        self.mamba_ratio = mamba_ratio
-        self.attention_ratio = attention_ratio
-        if attn_layer_idx is None:
-            attn_layer_idx = hybrid_attn_layer_idx(num_hidden_layers, mamba_ratio, attention_ratio)
-        self.attn_layer_idx = sorted(int(i) for i in attn_layer_idx)
-        self.ssm_state_size = ssm_state_size
-        self.ssm_head_dim = ssm_head_dim
-        self.ssm_expand = ssm_expand
-        self.ssm_rope_fraction = ssm_rope_fraction
-        self.ssm_chunk_size = ssm_chunk_size
-        self.ssm_dt_min = ssm_dt_min
-        self.ssm_dt_max = ssm_dt_max
-        self.ssm_dt_init_floor = ssm_dt_init_floor
-        self.ssm_a_floor = ssm_a_floor
-        self.num_attention_heads = num_attention_heads
-        self.q_lora_rank = q_lora_rank
-        self.kv_lora_rank = kv_lora_rank
-        self.qk_nope_head_dim = qk_nope_head_dim
-        self.qk_rope_head_dim = qk_rope_head_dim
-        self.v_head_dim = v_head_dim
-        self.rope_theta = rope_theta
-        self.use_diff_attn = use_diff_attn
-        self.moe_num_routed_experts = moe_num_routed_experts
-        self.moe_num_shared_experts = moe_num_shared_experts
-        self.moe_top_k = moe_top_k
-        self.moe_intermediate_size = moe_intermediate_size
-        self.moe_shared_intermediate_size = moe_shared_intermediate_size
-        self.moe_routed_scaling = moe_routed_scaling
-        self.moe_bias_update_rate = moe_bias_update_rate
-        self.moe_aux_loss_coef = moe_aux_loss_coef
-        self.moe_dispatch = moe_dispatch
-        self.bitlinear_families = list(bitlinear_families)
-        self.use_triton = use_triton
-        self.rms_norm_eps = rms_norm_eps
-        self.initializer_range = initializer_range
-        self.max_position_embeddings = max_position_embeddings
-        self.use_cache = use_cache
+        attn = self.attn_layer_idx
+        if attn is None:
+            attn = hybrid_attn_layer_idx(self.num_hidden_layers, self.mamba_ratio, self.attention_ratio)
+        self.attn_layer_idx = sorted(int(i) for i in attn)
+        self.bitlinear_families = list(self.bitlinear_families)
         self._validate()
-        self.layer_types = [
-            "full_attention" if i in self.attn_layer_idx else "linear_attention" for i in range(num_hidden_layers)
-        ]
+        self.layer_types = ["full_attention" if kind == "mla" else "linear_attention" for kind in self.block_types]
         self.number_of_conv_states = 4  # Mamba cache slots: angles, SSM state, last key, last value
-        special: dict[str, Any] = {
-            "tie_word_embeddings": tie_word_embeddings,
-            "pad_token_id": pad_token_id,
-            "bos_token_id": bos_token_id,
-            "eos_token_id": eos_token_id,
-        }
-        super().__init__(**special, **kwargs)
+        super().__post_init__(**kwargs)
 
     def _validate(self) -> None:
         def need(ok: bool, message: str) -> None:
@@ -189,10 +133,10 @@ class SigmaConfig(PreTrainedConfig):
         ):
             need(getattr(self, name) > 0, f"{name} must be > 0, got {getattr(self, name)}")
         need(
-            all(0 <= i < self.num_hidden_layers for i in self.attn_layer_idx),
+            all(0 <= i < self.num_hidden_layers for i in self.attention_layers),
             f"attn_layer_idx must lie in [0, {self.num_hidden_layers}), got {self.attn_layer_idx}",
         )
-        need(len(set(self.attn_layer_idx)) == len(self.attn_layer_idx), "attn_layer_idx has duplicates")
+        need(len(set(self.attention_layers)) == len(self.attention_layers), "attn_layer_idx has duplicates")
         d_inner = self.ssm_expand * self.hidden_size
         need(
             d_inner % self.ssm_head_dim == 0,
@@ -240,9 +184,15 @@ class SigmaConfig(PreTrainedConfig):
         return math.floor(self.ssm_state_size * self.ssm_rope_fraction) // 2
 
     @property
+    def attention_layers(self) -> list[int]:
+        """Indices of the MLA layers: ``attn_layer_idx``, which ``__post_init__`` resolves and sorts."""
+        assert self.attn_layer_idx is not None
+        return self.attn_layer_idx
+
+    @property
     def block_types(self) -> list[str]:
         """Per-layer block kind: "mamba" or "mla"."""
-        return ["mla" if i in self.attn_layer_idx else "mamba" for i in range(self.num_hidden_layers)]
+        return ["mla" if i in self.attention_layers else "mamba" for i in range(self.num_hidden_layers)]
 
     def enabled_features(self) -> dict[str, bool]:
         """Which SIGMA features this configuration turns on (the kernels also need CUDA at run time)."""

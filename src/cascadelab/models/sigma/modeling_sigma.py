@@ -31,13 +31,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoConfig, AutoModelForCausalLM, GenerationMixin, PreTrainedModel
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 from transformers import initialization as init
-from transformers.cache_utils import Cache, DynamicCache
+from transformers.cache_utils import Cache
 from transformers.modeling_outputs import BaseModelOutputWithPast, MoeCausalLMOutputWithPast
 
 from cascadelab.kernels import TRITON_AVAILABLE, ScanInputs, ScanState, complex_scan, select_backend
-from cascadelab.models.layers import RMSNorm, default_position_ids, rope_cos_sin, rotate_half
+from cascadelab.models.layers import RMSNorm, rope_cos_sin, rotate_half
+from cascadelab.models.modeling_decoder import DecoderBackbone, DecoderInputs, DecoderLMHead, final_states
 from cascadelab.models.sigma.bitlinear import make_linear
 from cascadelab.models.sigma.configuration_sigma import SigmaConfig
 from cascadelab.models.sigma.features import FeatureCalls
@@ -334,8 +335,8 @@ class SigmaModelOutput(BaseModelOutputWithPast):
     aux_loss: torch.Tensor | None = None
 
 
-class SigmaModel(SigmaPreTrainedModel):
-    """Embedding, the hybrid block stack and the final norm."""
+class SigmaModel(SigmaPreTrainedModel, DecoderBackbone[SigmaConfig]):
+    """Embedding, the hybrid block stack and the final norm; the cache holds MLA latents and Mamba states."""
 
     def __init__(self, config: SigmaConfig) -> None:
         super().__init__(config)
@@ -349,20 +350,19 @@ class SigmaModel(SigmaPreTrainedModel):
         self.checkpoint_blocks = False
         self.post_init()
 
-    def _block_inputs(
-        self,
-        hidden: torch.Tensor,
-        attention_mask: torch.Tensor | None,
-        position_ids: torch.Tensor | None,
-        cache: Cache | None,
-    ) -> SigmaBlockInputs:
+    def uses_cache_by_default(self) -> bool:
+        """``config.use_cache``, but never while training."""
+        return self.config.use_cache and not self.training
+
+    def cached_length(self, cache: Cache | None) -> int:
+        """Tokens in the MLA layers' cache; 0 when there are none (Mamba states have no length)."""
+        return super().cached_length(cache) if "mla" in self.config.block_types else 0
+
+    def _block_inputs(self, inputs: DecoderInputs) -> SigmaBlockInputs:
+        hidden, attention_mask, past = inputs.hidden, inputs.attention_mask, inputs.past_length
         bsz, seqlen, _ = hidden.shape
-        has_mla = "mla" in self.config.block_types
-        past = cache.get_seq_length() if cache is not None and has_mla else 0
         padded = attention_mask is not None and not bool(attention_mask.all())
-        if position_ids is None:
-            position_ids = default_position_ids(attention_mask, past, bsz, seqlen, hidden.device)
-        cos, sin = rope_cos_sin(position_ids, self.config.qk_rope_head_dim, self.config.rope_theta)
+        cos, sin = rope_cos_sin(inputs.position_ids, self.config.qk_rope_head_dim, self.config.rope_theta)
         token_mask = attention_mask[:, -seqlen:].float() if padded and attention_mask is not None else None
         attn_mask = None
         if padded or past > 0:
@@ -377,28 +377,12 @@ class SigmaModel(SigmaPreTrainedModel):
             # a token always sees itself, so fully padded query rows stay finite
             attn_mask = ((k_pos <= q_pos) & keys[:, None, :]) | (k_pos == q_pos)
             attn_mask = attn_mask.unsqueeze(1)
-        return SigmaBlockInputs(token_mask, attn_mask, cos, sin, cache)
+        return SigmaBlockInputs(token_mask, attn_mask, cos, sin, inputs.cache)
 
-    def forward(
-        self,
-        input_ids: torch.LongTensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        use_cache: bool | None = None,
-        **kwargs: Any,
-    ) -> SigmaModelOutput:
-        """Run the stack; with ``use_cache`` the cache holds MLA latents and Mamba states."""
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError("pass exactly one of input_ids or inputs_embeds")
-        hidden = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
-        if use_cache is None:
-            use_cache = self.config.use_cache and not self.training
-        if use_cache and past_key_values is None:
-            past_key_values = DynamicCache(config=self.config)
-        cache = past_key_values if use_cache else None
-        ctx = self._block_inputs(hidden, attention_mask, position_ids, cache)
+    def decode(self, inputs: DecoderInputs) -> SigmaModelOutput:
+        """The blocks (checkpointed under INSTANT while training), the final norm and the summed balance loss."""
+        hidden = inputs.hidden
+        ctx = self._block_inputs(inputs)
         aux_total = hidden.new_zeros((), dtype=torch.float32)
         checkpoint = self.checkpoint_blocks and self.training and torch.is_grad_enabled()
         for block in self.layers:
@@ -407,20 +391,15 @@ class SigmaModel(SigmaPreTrainedModel):
             else:
                 hidden, aux = block(hidden, ctx)
             aux_total = aux_total + aux
-        return SigmaModelOutput(last_hidden_state=self.norm(hidden), past_key_values=cache, aux_loss=aux_total)
+        return SigmaModelOutput(last_hidden_state=self.norm(hidden), past_key_values=inputs.cache, aux_loss=aux_total)
 
 
-class SigmaForCausalLM(SigmaPreTrainedModel, GenerationMixin):
+class SigmaForCausalLM(SigmaPreTrainedModel, DecoderLMHead[SigmaConfig]):
     """SIGMA language model with a (tied) LM head; training forwards need :func:`apply_instant_plan`."""
 
-    _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}  # noqa: RUF012 (HF v5 form)
-
-    def __init__(self, config: SigmaConfig) -> None:
-        super().__init__(config)
-        self.model = SigmaModel(config)
-        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
-        self.instant_plan: InstantPlan | None = None
-        self.post_init()
+    backbone_class = SigmaModel
+    model: SigmaModel
+    instant_plan: InstantPlan | None = None  # set by apply_instant_plan
 
     @property
     def feature_calls(self) -> FeatureCalls:
@@ -442,34 +421,19 @@ class SigmaForCausalLM(SigmaPreTrainedModel, GenerationMixin):
                 stats.update(block.ffn.routing_stats().summary(prefix=f"layer{i}/"))
         return stats
 
-    def forward(
-        self,
-        input_ids: torch.LongTensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        labels: torch.LongTensor | None = None,
-        use_cache: bool | None = None,
-        logits_to_keep: int | torch.Tensor = 0,
-        **kwargs: Any,
+    def lm_forward(
+        self, inputs: DecoderInputs, labels: torch.Tensor | None, logits_to_keep: int | torch.Tensor, **kwargs: Any
     ) -> MoeCausalLMOutputWithPast:
-        """Causal LM forward; labels are the inputs (shifted inside), -100 ignored.
+        """The causal-LM pass plus the weighted MoE balance loss while training.
 
         Under INSTANT in training the loss comes from chunked cross-entropy and ``logits`` is None.
         """
         if self.training and labels is not None and self.instant_plan is None:
             raise RuntimeError(INSTANT_MISSING)
-        out = self.model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            past_key_values=past_key_values,
-            inputs_embeds=inputs_embeds,
-            use_cache=use_cache,
-        )
-        hidden = out.last_hidden_state
-        logits = loss = None
+        out = self.model.decode(inputs)
+        hidden = final_states(out)
+        logits: torch.Tensor | None = None
+        loss: torch.Tensor | None
         if labels is not None and self.training and self.instant_plan is not None:
             self.feature_calls.hit("instant")
             targets = labels[:, 1:].reshape(-1)
@@ -478,10 +442,7 @@ class SigmaForCausalLM(SigmaPreTrainedModel, GenerationMixin):
             count = kwargs.get("num_items_in_batch")
             loss = total / (count if count is not None else (targets != -100).sum().clamp(min=1))
         else:
-            keep = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
-            logits = self.lm_head(hidden[:, keep])
-            if labels is not None:
-                loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size, **kwargs)
+            logits, loss = self.logits_and_loss(hidden, labels, logits_to_keep, **kwargs)
         aux = out.aux_loss
         if loss is not None and aux is not None and self.training and self.config.moe_aux_loss_coef > 0:
             loss = loss + self.config.moe_aux_loss_coef * aux
