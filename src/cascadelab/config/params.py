@@ -95,9 +95,8 @@ def parse_params(raw: dict[str, Any], source: str = "params.yaml") -> Params:
         raise ParamsError(f"{source}: {format_error(error)}") from None
 
 
-def load_params(path: str | Path = "params.yaml") -> Params:
-    """Read and validate params.yaml."""
-    path = Path(path)
+def read_sections(path: Path) -> dict[str, Any]:
+    """The mapping of params sections a YAML file holds; ParamsError naming the file when it is not one."""
     if not path.is_file():
         raise ParamsError(f"{path}: file not found")
     try:
@@ -106,4 +105,10 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         raise ParamsError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: top level must be a mapping of sections")
-    return parse_params(raw, source=str(path))
+    return raw
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate params.yaml."""
+    path = Path(path)
+    return parse_params(read_sections(path), source=str(path))

@@ -16,9 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from cascadelab.config.params import Params, ParamsError, parse_params
+from cascadelab.config.params import Params, ParamsError, parse_params, read_sections
 
 PROFILES_DIR = Path("profiles")
 
@@ -30,17 +28,6 @@ def profile_path(name: str, folder: Path = PROFILES_DIR) -> Path:
         known = sorted(p.stem for p in folder.glob("*.yaml"))
         raise ParamsError(f"{path}: no such profile (known: {', '.join(known) or 'none'})")
     return path
-
-
-def read_overrides(path: Path) -> dict[str, Any]:
-    """The profile's nested overrides (a mapping of params sections)."""
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ParamsError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
-    if not isinstance(raw, dict):
-        raise ParamsError(f"{path}: top level must be a mapping of params sections")
-    return raw
 
 
 def flatten_overrides(overrides: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -76,8 +63,8 @@ def load_profile(
 ) -> tuple[dict[str, Any], Params]:
     """The profile's flat overrides and the validated params they give on top of params.yaml."""
     path = profile_path(name, folder)
-    flat = flatten_overrides(read_overrides(path))
-    base = yaml.safe_load(params_path.read_text()) or {}
+    flat = flatten_overrides(read_sections(path))
+    base = read_sections(params_path)
     merged = apply_overrides(base, flat, str(path))
     return flat, parse_params(merged, source=f"{params_path} + {path}")
 
