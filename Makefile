@@ -7,10 +7,12 @@ export PATH := $(BIN):$(PATH)
 
 .PHONY: setup setup-gpu repro repro-gpu test test-fast lint ui plots server bench proof clean-store
 
-$(STAMP): requirements.txt requirements-dev.txt constraints.txt
+$(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements-dev.txt -c constraints.txt
+	# the project itself, editable: `import cascadelab` (and saved models' loader modules) work from any folder
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 setup: $(STAMP)  ## create .venv from the pinned files

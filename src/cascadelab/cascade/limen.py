@@ -352,6 +352,12 @@ class Limen:
                 "feature_names": self.feature_names(),
             }
             (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+            (tmp / "README.md").write_text(
+                "# LIMEN gate\n\nNot a language model: a calibrated classifier over the frozen coarse model's "
+                "features that says whether its output is wrong (`limen.safetensors`: weights, normalisation, "
+                "calibration; `limen.json`: settings, threshold, feature names). Load it with "
+                "`cascadelab.cascade.limen.Limen.load(folder, coarse_model)`.\n"
+            )
 
     @classmethod
     def load(

@@ -154,6 +154,7 @@ class Refiner:
             self.tokenizer.save_pretrained(str(tmp / "tokenizer"))
             meta = {"settings": self.settings.model_dump(mode="json"), "models": sorted(self.models)}
             (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+            (tmp / "README.md").write_text(_folder_readme(sorted(self.models), self.settings.mode == "lora"))
 
     @classmethod
     def load(
@@ -177,3 +178,18 @@ class Refiner:
                 models[key] = AutoModelForCausalLM.from_pretrained(str(folder / key))
             models[key].eval()
         return cls(models, tokenizer, settings)
+
+
+def _folder_readme(keys: list[str], lora: bool) -> str:
+    """How to load a saved refiner folder, whole or one model at a time."""
+    each = (
+        "a PEFT LoRA adapter on the coarse model: `PeftModel.from_pretrained(coarse_model, folder / key)`"
+        if lora
+        else "a causal LM: `AutoModelForCausalLM.from_pretrained(folder / key)` (tokenizer in `tokenizer/`)"
+    )
+    return (
+        "# Cascade refiner\n\n"
+        f"One refiner per routed key ({', '.join(f'`{key}/`' for key in keys)}); each is {each}.\n"
+        "The whole refiner loads with `cascadelab.cascade.refiner.Refiner.load(folder, tokenizer)`; "
+        "`refiner.json` holds its settings.\n"
+    )

@@ -19,6 +19,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 from transformers.utils import ModelOutput
 
 from cascadelab.models.attention_masks import causal_padding_mask
+from cascadelab.models.auto_loading import LoadableFromFolder
 from cascadelab.models.configuration_decoder import DecoderConfig
 from cascadelab.models.layers import default_position_ids
 
@@ -107,7 +108,7 @@ def kept_positions(hidden: torch.Tensor, logits_to_keep: int | torch.Tensor) -> 
     return hidden[:, keep]
 
 
-class DecoderLMHead(PreTrainedModel, GenerationMixin, Generic[ConfigT]):
+class DecoderLMHead(LoadableFromFolder, PreTrainedModel, GenerationMixin, Generic[ConfigT]):
     """Base of a family's causal LM: its ``backbone_class`` as ``model``, the output head(s), forward and loss."""
 
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}  # noqa: RUF012 (transformers v5 form)

@@ -101,6 +101,18 @@ def run(params: ACOCParams, seed: int, paths: Paths, log_fn: LogFn | None = None
         for name, run in result.baselines.items():
             run.model.save_pretrained(str(tmp / name))
             data.tokenizer.save_pretrained(str(tmp / name))
-        if not result.baselines:
-            (tmp / "README.txt").write_text("acoc.baselines is false: no static baselines were trained\n")
+        (tmp / "README.md").write_text(baselines_readme(sorted(result.baselines)))
     return ACOCOutcome(stage_metrics(result), plot_tables(result), result)
+
+
+def baselines_readme(names: list[str]) -> str:
+    """What `models/acoc_baselines` holds and how each model in it loads."""
+    if not names:
+        return "# ACOC static baselines\n\n`acoc.baselines` is false: no static baselines were trained.\n"
+    folders = ", ".join(f"`{name}/`" for name in names)
+    return (
+        "# ACOC static baselines\n\n"
+        f"{folders}: ACOC models trained on the same batches with a fixed architecture. Each loads with "
+        "`AutoModelForCausalLM.from_pretrained(folder / name, trust_remote_code=True)` "
+        "(or without it after `import cascadelab.models`).\n"
+    )

@@ -49,5 +49,8 @@ def run(settings: RefinerSettings, seed: int, paths: Paths, report_to: Sequence[
     else:
         with atomic_directory(paths.refiner_answer) as tmp:
             write_json(tmp / DISABLED, {"enabled": False})
+            (tmp / "README.md").write_text(
+                "# Answer-target refiner\n\nDisabled (`refiner.answer_baseline` is off): no model was trained.\n"
+            )
     curves = {"train": outcome.history, "control_train": outcome.control_history}
     return StageOutcome(dict(outcome.metrics), curves)

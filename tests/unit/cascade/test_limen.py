@@ -115,6 +115,7 @@ def test_unfitted_limen_is_a_clear_error(tiny_model, tokenizer, verifier):
 def test_save_load_round_trip(limen, tmp_path, tiny_model, tokenizer, verifier, model_factory):
     limen.threshold = 0.42
     limen.save(tmp_path / "limen")
+    assert "Limen.load(folder, coarse_model)" in (tmp_path / "limen" / "README.md").read_text()
     loaded = Limen.load(tmp_path / "limen", tiny_model, tokenizer, verifier)
     intentions = [loaded.create_intention("12+34=", o, "coarse", task="add") for o in ("+640", "+6400", "x")]
     assert torch.equal(loaded.tensions(intentions), limen.tensions(intentions))

@@ -64,6 +64,7 @@ def test_lora_adapter_off_gives_the_coarse_models_exact_logits(tiny_model, token
     assert refiner.size_bytes() == lora_bytes > 0
     refiner.save(tmp_path / "refiner")
     assert (tmp_path / "refiner" / "all" / "adapter_model.safetensors").is_file()
+    assert "PeftModel.from_pretrained(coarse_model, folder / key)" in (tmp_path / "refiner" / "README.md").read_text()
     loaded = Refiner.load(tmp_path / "refiner", tokenizer, base_model=clone_model(tiny_model).eval())
     assert torch.allclose(_logits(loaded.models["all"], tokenizer, TEXTS), adapted, atol=1e-6)
     with loaded.coarse_context():

@@ -100,3 +100,11 @@ def test_task_keys_must_match_corpus_cells():
         check_tasks(["add", "word"], counts)
     with pytest.raises(ValueError, match=r"^params.yaml: acoc.tasks.mul2: no train records"):
         check_tasks(["mul2"], counts)
+
+
+def test_the_baselines_folder_says_how_to_load_its_models():
+    from cascadelab.pipeline.acoc import baselines_readme
+
+    text = baselines_readme(["static_final", "static_initial"])
+    assert "`static_final/`, `static_initial/`" in text and "trust_remote_code=True" in text
+    assert "no static baselines were trained" in baselines_readme([])

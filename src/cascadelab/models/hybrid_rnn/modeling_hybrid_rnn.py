@@ -50,6 +50,7 @@ from transformers.modeling_outputs import (
     Seq2SeqModelOutput,
 )
 
+from cascadelab.models.auto_loading import LoadableFromFolder
 from cascadelab.models.decoding import generate_kwargs
 from cascadelab.models.hybrid_rnn.configuration_hybrid_rnn import HybridRNNConfig
 from cascadelab.models.modeling_decoder import kept_positions
@@ -418,8 +419,10 @@ class HybridRNNModel(HybridRNNPreTrainedModel):
         )
 
 
-class HybridRNNForConditionalGeneration(HybridRNNPreTrainedModel, GenerationMixin):
+class HybridRNNForConditionalGeneration(LoadableFromFolder, HybridRNNPreTrainedModel, GenerationMixin):
     """The seed's `HybridRNNTransformer`: encoder-decoder with a tied LM head; trains and `generate`s."""
+
+    auto_model_class = "AutoModelForSeq2SeqLM"
 
     _tied_weights_keys = {"lm_head.weight": "model.encoder.embed_tokens.weight"}  # noqa: RUF012
 
