@@ -91,7 +91,7 @@ class SFTTrainParams(TrainParams):
     @model_validator(mode="after")
     def _whole_logging_windows(self) -> SFTTrainParams:
         # the first loss row after a resume would average fewer steps than an uninterrupted run's
-        if self.save_steps % self.logging_steps:
+        if self.save_steps <= self.max_steps and self.save_steps % self.logging_steps:
             raise ValueError(
                 f"save_steps: {self.save_steps} must be a multiple of logging_steps ({self.logging_steps}), "
                 "so a resumed run logs the same curve"
