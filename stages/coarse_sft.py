@@ -21,6 +21,7 @@ def main() -> None:
         write_tsv(PLOTS_DIR / "train.tsv", outcome.history, ["step", "loss", "learning_rate", "grad_norm"])
         write_jsonl(PLOTS_DIR / "predictions.jsonl", outcome.predictions)
         write_stage_metrics("coarse_sft", outcome.metrics, run)
+        run.log_metrics({"resumed_from_step": outcome.resumed_from_step})
         run.log_artifact(PLOTS_DIR)
     m = outcome.metrics
     print(

@@ -89,7 +89,8 @@ class _Kill(TrainerCallback):
             raise KeyboardInterrupt("killed")
 
 
-def test_killed_run_resumes_to_the_same_weights(tmp_path):
+def _resume_case(tmp_path):
+    """A tiny curriculum run: `fit(folder, callbacks)` trains it (30 steps, checkpoints every 10) in `folder`."""
     torch.set_num_threads(1)
     records = [
         {
@@ -125,14 +126,46 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
             callbacks=callbacks,
         )
 
+    return fit
+
+
+def _assert_same_run(straight, straight_result, resumed, resumed_result):
+    for (name, p), (_, q) in zip(straight.state_dict().items(), resumed.state_dict().items(), strict=True):
+        assert torch.equal(p, q), name
+    assert resumed_result.curriculum_switch_step == straight_result.curriculum_switch_step == 15
+    assert [row["step"] for row in resumed_result.history] == [5.0, 10.0, 15.0, 20.0, 25.0, 30.0]
+    assert resumed_result.history == straight_result.history  # the killed run's rows are kept
+    assert resumed_result.train_tokens == straight_result.train_tokens
+
+
+def test_killed_run_resumes_to_the_same_weights_curve_and_tokens(tmp_path):
+    fit = _resume_case(tmp_path)
     straight, straight_result = fit(tmp_path / "a")
     with pytest.raises(KeyboardInterrupt):
         fit(tmp_path / "b", callbacks=[_Kill(25)])
+    assert sorted(p.name for p in (tmp_path / "b").glob("*checkpoint-*")) == ["checkpoint-10", "checkpoint-20"]
     resumed, resumed_result = fit(tmp_path / "b")
     assert resumed_result.resumed_from_step == 20
-    assert resumed_result.curriculum_switch_step == straight_result.curriculum_switch_step == 15
-    for (name, p), (_, q) in zip(straight.state_dict().items(), resumed.state_dict().items(), strict=True):
-        assert torch.equal(p, q), name
+    _assert_same_run(straight, straight_result, resumed, resumed_result)
+
+
+def test_a_truncated_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, capsys):
+    fit = _resume_case(tmp_path)
+    straight, straight_result = fit(tmp_path / "a")
+    with pytest.raises(KeyboardInterrupt):
+        fit(tmp_path / "b", callbacks=[_Kill(25)])
+    weights = tmp_path / "b" / "checkpoint-20" / "model.safetensors"
+    size = weights.stat().st_size
+    weights.write_bytes(weights.read_bytes()[: size // 2])
+    capsys.readouterr()
+    resumed, resumed_result = fit(tmp_path / "b")
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == (
+        f"checkpoint {tmp_path / 'b' / 'checkpoint-20'} is incomplete "
+        f"(model.safetensors has {size // 2} bytes, the manifest says {size}); falling back to checkpoint checkpoint-10"
+    )
+    assert resumed_result.resumed_from_step == 10
+    _assert_same_run(straight, straight_result, resumed, resumed_result)
 
 
 def test_local_base_model_with_lora_trains_and_merges(tmp_path):

@@ -9,7 +9,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import torch
 
 from cascadelab.training.run_checkpoints import CheckpointStore
@@ -41,12 +40,12 @@ def test_a_killed_run_resumes_to_identical_final_metrics(tmp_path: Path) -> None
 
     victim = _run(tmp_path / "killed", tmp_path / "ckpt", "--slow")
     deadline = time.monotonic() + 240
-    while not (tmp_path / "ckpt" / "step-00000008.json").exists():  # killed after its 2nd checkpoint
+    while not (tmp_path / "ckpt" / "step-00000008").is_dir():  # killed after its 2nd checkpoint
         assert victim.poll() is None and time.monotonic() < deadline, "the slow run ended before the kill"
         time.sleep(0.05)
     victim.kill()  # SIGKILL: no handler, no cleanup
     assert victim.wait(timeout=30) == -9
-    assert not (tmp_path / "ckpt" / f"step-{24:08d}.pt").exists()
+    assert not (tmp_path / "ckpt" / f"step-{24:08d}").exists()
 
     again = _run(tmp_path / "killed", tmp_path / "ckpt")
     stdout, stderr = again.communicate(timeout=300)
@@ -59,19 +58,24 @@ def test_a_killed_run_resumes_to_identical_final_metrics(tmp_path: Path) -> None
     assert final["feature_prefetch_effective_calls"] == 24
 
 
-def test_a_corrupted_checkpoint_is_skipped_for_the_previous_one(tmp_path: Path) -> None:
+def test_a_corrupted_checkpoint_is_skipped_for_the_previous_one(tmp_path: Path, capsys) -> None:
     store = CheckpointStore(tmp_path, keep_last=3)
     for step in (4, 8, 12, 16):
         store.save(step, {"step": step, "weights": torch.full((3,), float(step))})
     assert store.steps() == [8, 12, 16]  # the oldest rotated out
-    newest = store.path(16)
+    newest = store.path(16) / "state.pt"
+    size = newest.stat().st_size
     newest.write_bytes(newest.read_bytes()[:-10])  # truncated
-    with pytest.warns(UserWarning, match=r"step-00000016\.pt: content does not match its sha256"):
-        payload = store.latest()
+    payload = store.latest()
     assert payload is not None and payload["step"] == 12
-    store.path(12).with_suffix(".json").unlink()  # renamed payload, hash never written
-    with pytest.warns(UserWarning) as caught:
-        payload = store.latest()
-    assert [str(w.message).split(":")[0] for w in caught] == ["skipping checkpoint"] * 2
-    assert "step-00000012.pt: no readable hash record" in str(caught[1].message)
+    assert capsys.readouterr().out == (
+        f"checkpoint {store.path(16)} is incomplete (state.pt has {size - 10} bytes, the manifest says {size}); "
+        "falling back to checkpoint step-00000012\n"
+    )
+    (store.path(12) / "manifest.json").unlink()  # a folder renamed without its manifest
+    payload = store.latest()
     assert payload is not None and payload["step"] == 8
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and lines[1] == (
+        f"checkpoint {store.path(12)} is incomplete (no manifest.json); falling back to checkpoint step-00000008"
+    )

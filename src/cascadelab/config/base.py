@@ -12,7 +12,7 @@ import typing
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cascadelab.config.fields import (
     DecayFraction,
@@ -87,6 +87,16 @@ class SFTTrainParams(TrainParams):
         False, description="recompute activations in the backward pass to save memory (gradient checkpointing)"
     )
     num_threads: int = Field(2, gt=0, description="torch CPU threads of the training process")
+
+    @model_validator(mode="after")
+    def _whole_logging_windows(self) -> SFTTrainParams:
+        # the first loss row after a resume would average fewer steps than an uninterrupted run's
+        if self.save_steps <= self.max_steps and self.save_steps % self.logging_steps:
+            raise ValueError(
+                f"save_steps: {self.save_steps} must be a multiple of logging_steps ({self.logging_steps}), "
+                "so a resumed run logs the same curve"
+            )
+        return self
 
 
 class CurriculumParams(StrictModel):

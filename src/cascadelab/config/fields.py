@@ -26,7 +26,11 @@ WeightDecay = Annotated[float, Field(ge=0, description="AdamW decoupled weight d
 MaxGradNorm = Annotated[float, Field(gt=0, description="gradients are clipped to this global L2 norm before each step")]
 SaveSteps = Annotated[
     int,
-    Field(ge=0, description="steps between resumable checkpoints written for a killed run to resume from (0: never)"),
+    Field(
+        ge=0,
+        description="steps between resumable checkpoints written for a killed run to resume from (0: never); "
+        "a multiple of logging_steps",
+    ),
 ]
 GroupBatchesByTask = Annotated[
     bool, Field(description="every batch holds one task only, so short items are not padded to word-problem length")

@@ -14,13 +14,12 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
+from typing import Any
 
 from torch.utils.data import Sampler
 
 # Batches the data loader may have drawn ahead of the step being trained (accelerate prefetches one).
 SWITCH_LAG = 4
-STATE_FILE = "curriculum.json"
 
 
 class CurriculumState:
@@ -41,16 +40,6 @@ class CurriculumState:
         if self.batches_drawn > step + SWITCH_LAG:
             raise RuntimeError(f"curriculum: loader drew {self.batches_drawn} batches by step {step}; raise SWITCH_LAG")
         self.switch_step = step
-
-    def save(self, folder: Path) -> None:
-        """Write the state beside a trainer checkpoint."""
-        (folder / STATE_FILE).write_text(json.dumps({"switch_step": self.switch_step}))
-
-    @classmethod
-    def load(cls, folder: Path) -> CurriculumState:
-        """Read the state saved with a checkpoint (none saved: still warming up)."""
-        path = folder / STATE_FILE
-        return cls(json.loads(path.read_text())["switch_step"] if path.is_file() else None)
 
 
 class CurriculumSampler(Sampler[int]):
@@ -92,6 +81,32 @@ class CurriculumSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return self.num_samples
+
+    def describe(self) -> dict[str, Any]:
+        """What fixes the order of the indices besides the switch: seed, length, batching, weights."""
+        settings = {
+            "seed": self.seed,
+            "num_samples": self.num_samples,
+            "batch_size": self.batch_size,
+            "group_size": self.group_size,
+            "mix": self.mix,
+            "warmup": self.warmup,
+        }
+        described: dict[str, Any] = json.loads(json.dumps(settings))
+        return described
+
+    def state_dict(self) -> dict[str, Any]:
+        """The curriculum's switch step and the sampler's settings: with them a replay draws the same indices."""
+        return {"switch_step": self.state.switch_step, "sampler": self.describe()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore the switch step; KeyError for a state without it, ValueError for another sampler's state."""
+        switch_step, saved = state["switch_step"], state["sampler"]
+        now = self.describe()
+        for key in sorted(set(now) | set(saved)):
+            if saved.get(key) != now.get(key):
+                raise ValueError(f"its sampler drew with {key} {saved.get(key)}, this run's with {now.get(key)}")
+        self.state.switch_step = switch_step
 
     def __iter__(self) -> Iterator[int]:
         rng = random.Random(self.seed)

@@ -24,11 +24,16 @@ from cascadelab.training.sft import SFTResult, train_sft
 
 @dataclass
 class CoarseOutcome:
-    """Metrics, training curve and a sample of test predictions of one coarse SFT run."""
+    """Metrics, training curve and a sample of test predictions of one coarse SFT run.
+
+    `resumed_from_step` (0: a fresh start) is not among the metrics: a resumed run's metrics equal an
+    uninterrupted run's.
+    """
 
     metrics: dict[str, Any]
     history: list[dict[str, float]]
     predictions: list[dict[str, Any]]
+    resumed_from_step: int = 0
 
 
 def coarse_model_and_tokenizer(
@@ -94,7 +99,7 @@ def run(params: CoarseSFTParams, seed: int, paths: Paths) -> CoarseOutcome | Non
         }
         for r, o in list(zip(test_records, outputs, strict=True))[: params.eval.sample_predictions]
     ]
-    return CoarseOutcome(metrics=metrics, history=result.history, predictions=predictions)
+    return CoarseOutcome(metrics, result.history, predictions, result.resumed_from_step)
 
 
 def _training_metrics(model: PreTrainedModel, result: SFTResult) -> dict[str, Any]:
@@ -104,6 +109,5 @@ def _training_metrics(model: PreTrainedModel, result: SFTResult) -> dict[str, An
         "train_tokens": result.train_tokens,
         "train_tokens_per_s": result.tokens_per_second,
         "final_train_loss": result.final_loss,
-        "resumed_from_step": result.resumed_from_step,
         "curriculum_switch_step": -1 if result.curriculum_switch_step is None else result.curriculum_switch_step,
     }

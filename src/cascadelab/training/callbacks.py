@@ -126,12 +126,12 @@ class CurriculumSwitch(TrainerCallback):
             self.stopping.restart()
 
     def state_dict(self) -> dict[str, Any]:
-        """Whether the mix phase has begun."""
-        return {"mixing": self.mixing}
+        """Whether the mix phase has begun, and the curriculum's switch step (which batches the sampler draws)."""
+        return {"mixing": self.mixing, "switch_step": self.curriculum.state.switch_step}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what `state_dict` returned."""
-        self.mixing = state["mixing"]
+        """Restore what `state_dict` returned (KeyError for a state without the switch step)."""
+        self.mixing, self.curriculum.state.switch_step = state["mixing"], state["switch_step"]
 
 
 class StepLosses(TrainerCallback):

@@ -1,11 +1,9 @@
-"""The curriculum in a Hugging Face trainer: the callback that decides the switch and saves it with checkpoints.
+"""The curriculum in a Hugging Face trainer: the callback that decides the switch.
 
 The sampler and its state are in :mod:`cascadelab.data.curriculum`.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
@@ -13,7 +11,7 @@ from cascadelab.data.curriculum import CurriculumState
 
 
 class CurriculumCallback(TrainerCallback):
-    """Decides the switch on a low logged loss or at the warm-up cap; saves the state with checkpoints."""
+    """Decides the switch on a low logged loss or at the warm-up cap (checkpoints keep it with the sampler's state)."""
 
     def __init__(self, state: CurriculumState, switch_loss: float, max_warmup_steps: int) -> None:
         self.state = state
@@ -38,9 +36,3 @@ class CurriculumCallback(TrainerCallback):
         """Switch at the warm-up cap."""
         if state.global_step >= self.max_warmup_steps:
             self.state.decide(state.global_step)
-
-    def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: object) -> None:
-        """Keep the switch step beside the checkpoint the trainer just wrote."""
-        folder = Path(str(args.output_dir)) / f"checkpoint-{state.global_step}"
-        if folder.is_dir():
-            self.state.save(folder)

@@ -21,9 +21,7 @@ and ``labels`` aligned with the inputs.
 from __future__ import annotations
 
 import math
-import os
 import sys
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
 from pathlib import Path
 from typing import TypedDict
@@ -35,6 +33,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from cascadelab.config import LegoLoopParams, LegoPhase2Params
+from cascadelab.io import atomic_file
 from cascadelab.models.lego import LEGOConfig, LEGOTransformer, build_lego_model
 from cascadelab.models.lego.calibration import compute_confidence, compute_confidence_threshold
 from cascadelab.models.lego.modeling_lego import IGNORE_INDEX, shifted_targets
@@ -658,15 +657,8 @@ def save_hard_examples(path: str | Path, sets: HardExampleSets) -> int:
         for name, split in (("train", sets["train"]), ("val", sets["val"]))
         for k, v in hard_tensors(split).items()
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={"threshold": repr(float(sets["threshold"]))})
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_file(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"threshold": repr(float(sets["threshold"]))})
     return path.stat().st_size
 
 

@@ -1,30 +1,25 @@
-"""Atomic, hashed, rotating checkpoints of a training run, and resumption from the newest valid one.
+"""The LM trainer's resumable checkpoints: one folder per step, complete or ignored, the newest few kept.
 
-Each checkpoint is ``step-<n>.pt`` (``torch.save`` of the payload) plus ``step-<n>.json`` holding the
-file's sha256 and size. Both are written to a temporary file and renamed, the hash last, so a
-checkpoint without a matching hash file — truncated, half-written or corrupted — is never trusted:
-:meth:`CheckpointStore.latest` skips it with a warning and falls back to the previous one. Only
-the newest `keep_last` checkpoints are kept.
+Each checkpoint is ``step-<n>/state.pt`` (``torch.save`` of the payload) with its manifest
+(:mod:`cascadelab.training.checkpoint_folders`): staged, listed, renamed. :meth:`CheckpointStore.latest`
+skips a checkpoint that fails its manifest with one printed line and falls back to the previous one.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
-import os
 import random
 import re
-import warnings
+import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from cascadelab.io import atomic_write_text
+from cascadelab.training.checkpoint_folders import newest_whole, problem, prune, publish
 
-_NAME = re.compile(r"^step-(\d+)\.pt$")
+_NAME = re.compile(r"^step-(\d+)$")
+STATE_FILE = "state.pt"
 
 
 def rng_state() -> dict[str, Any]:
@@ -48,15 +43,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _write_bytes_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
 class CheckpointStore:
     """The checkpoints of one run in `folder`: save every N steps, keep the last `keep_last`, resume."""
 
@@ -66,52 +52,45 @@ class CheckpointStore:
         self.folder = Path(folder)
         self.keep_last = keep_last
         self.saved = 0
+        self.loaded_from: Path | None = None  # the checkpoint `latest` returned
 
     def steps(self) -> list[int]:
-        """Steps that have a checkpoint file (valid or not), oldest first."""
+        """Steps that have a checkpoint folder (whole or not), oldest first."""
         if not self.folder.is_dir():
             return []
-        found = (_NAME.match(p.name) for p in self.folder.iterdir())
+        found = (_NAME.match(p.name) for p in self.folder.iterdir() if p.is_dir())
         return sorted(int(m.group(1)) for m in found if m)
 
     def path(self, step: int) -> Path:
-        """The payload file of the checkpoint at `step`."""
-        return self.folder / f"step-{step:08d}.pt"
+        """The folder of the checkpoint at `step`."""
+        return self.folder / f"step-{step:08d}"
 
     def save(self, step: int, payload: dict[str, Any]) -> Path:
-        """Write the checkpoint of `step` atomically with its hash, then drop all but the newest `keep_last`."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        buffer = io.BytesIO()
-        torch.save(payload, buffer)
-        data = buffer.getvalue()
-        path = self.path(step)
-        _write_bytes_atomic(path, data)
-        record = {"step": step, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
-        atomic_write_text(path.with_suffix(".json"), json.dumps(record, sort_keys=True) + "\n")
+        """Write the checkpoint of `step` whole (staged, manifest last, renamed); keep only the newest `keep_last`."""
+        final = self.path(step)
+        staging = final.with_name(f".{final.name}.tmp")
+        shutil.rmtree(staging, ignore_errors=True)  # a kill in the middle of an earlier save
+        staging.mkdir(parents=True)
+        torch.save(payload, staging / STATE_FILE)
+        publish(staging, final)
         self.saved += 1
-        for old in self.steps()[: -self.keep_last]:
-            self.path(old).unlink(missing_ok=True)
-            self.path(old).with_suffix(".json").unlink(missing_ok=True)
-        return path
+        steps = self.steps()
+        prune([self.path(s) for s in steps], steps, self.keep_last, step)
+        return final
 
     def load(self, step: int) -> dict[str, Any]:
-        """The payload of the checkpoint at `step`; ValueError when it fails its hash check."""
-        path = self.path(step)
-        try:
-            record = json.loads(path.with_suffix(".json").read_text())
-        except (OSError, ValueError) as error:
-            raise ValueError(f"{path.name}: no readable hash record ({error})") from None
-        data = path.read_bytes()
-        if len(data) != record["bytes"] or hashlib.sha256(data).hexdigest() != record["sha256"]:
-            raise ValueError(f"{path.name}: content does not match its sha256 (truncated or corrupted)")
-        payload: dict[str, Any] = torch.load(io.BytesIO(data), weights_only=False)
+        """The payload of the checkpoint at `step`; ValueError when it fails its manifest."""
+        folder = self.path(step)
+        reason = problem(folder)
+        if reason is not None:
+            raise ValueError(f"checkpoint {folder} is incomplete ({reason})")
+        payload: dict[str, Any] = torch.load(folder / STATE_FILE, weights_only=False)
         return payload
 
     def latest(self) -> dict[str, Any] | None:
-        """The newest checkpoint that passes its hash check (older ones tried in turn), or None."""
-        for step in reversed(self.steps()):
-            try:
-                return self.load(step)
-            except ValueError as error:
-                warnings.warn(f"skipping checkpoint: {error}; trying the previous one", stacklevel=2)
-        return None
+        """The newest checkpoint that passes its manifest (older ones tried in turn, one line each), or None."""
+        self.loaded_from = newest_whole([self.path(step) for step in self.steps()])
+        if self.loaded_from is None:
+            return None
+        payload: dict[str, Any] = torch.load(self.loaded_from / STATE_FILE, weights_only=False)
+        return payload

@@ -3,7 +3,9 @@
 Loss is on the completion only (TRL's `completion_only_loss`, EOS appended). The curriculum sampler
 replaces the trainer's random sampler; the learning rate follows a warmup-stable-decay schedule defined
 in steps. bf16 and activation checkpointing are off unless asked for: on a CPU without fast bf16 TRL's
-defaults are ~25x slower (STACK-NOTES).
+defaults are ~25x slower (STACK-NOTES). Checkpoints are complete or ignored and carry the curriculum, the
+curve and the clock (:mod:`cascadelab.training.sft_checkpoints`), so a killed run resumes to the same model,
+curve and token counts.
 """
 
 from __future__ import annotations
@@ -20,17 +22,23 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
     TrainerCallback,
-    TrainerControl,
-    TrainerState,
 )
-from transformers import TrainingArguments as HFTrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
 from trl import SFTConfig, SFTTrainer
 
 from cascadelab.config import CurriculumParams, LoraParams, SFTTrainParams
 from cascadelab.data.batches import encode_prompt_response
 from cascadelab.data.curriculum import CurriculumSampler, CurriculumState
+from cascadelab.ranks import is_main_process
 from cascadelab.training.curriculum import CurriculumCallback
+from cascadelab.training.sft_checkpoints import (
+    TrainingProgress,
+    clear_staging,
+    finish_checkpoint,
+    latest_checkpoint,
+    restore,
+    staging_folder,
+    step_of,
+)
 from cascadelab.training.trl_config import trl_args
 
 Record = dict[str, Any]
@@ -53,34 +61,33 @@ class SFTResult:
         return self.train_tokens / self.train_seconds if self.train_seconds else 0.0
 
 
-class _HistoryCallback(TrainerCallback):
-    """Keeps every logged training record (step, loss, lr, grad norm) for the DVC plots file."""
-
-    def __init__(self) -> None:
-        self.rows: list[dict[str, float]] = []
-
-    def on_log(
-        self,
-        args: HFTrainingArguments,
-        state: TrainerState,
-        control: TrainerControl,
-        logs: dict | None = None,
-        **kwargs: object,
-    ) -> None:
-        """Record the training-loss logs."""
-        if logs and "loss" in logs:
-            row = {"step": float(state.global_step)}
-            row.update({k: float(v) for k, v in logs.items() if k in ("loss", "learning_rate", "grad_norm")})
-            self.rows.append(row)
-
-
 class _CurriculumSFTTrainer(SFTTrainer):
-    """SFTTrainer whose training sampler is a `CurriculumSampler`."""
+    """SFTTrainer whose training sampler is a `CurriculumSampler` and whose checkpoints are complete or ignored."""
 
-    curriculum_sampler: Sampler[int] | None = None
+    curriculum_sampler: CurriculumSampler | None = None
+    progress: TrainingProgress | None = None
+    _staging: Path | None = None
 
     def _get_train_sampler(self, train_dataset: Any = None) -> Sampler[int] | None:
         return self.curriculum_sampler or super()._get_train_sampler(train_dataset)
+
+    def _get_output_dir(self, trial: Any) -> str:
+        return str(self._staging) if self._staging is not None else super()._get_output_dir(trial)
+
+    def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        """Hugging Face's checkpoint, written into a staging folder, then published whole with our state."""
+        output_dir = Path(super()._get_output_dir(trial))
+        step = self.state.global_step
+        self._staging = staging_folder(output_dir, step)
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._staging = None
+        self.accelerator.wait_for_everyone()  # every rank's files (its RNG state) are in before the manifest
+        if self.args.should_save:
+            assert self.curriculum_sampler is not None and self.progress is not None
+            finish_checkpoint(output_dir, step, self.curriculum_sampler, self.progress)
+        self.accelerator.wait_for_everyone()
 
 
 def tokenize_prompt_completion(
@@ -116,7 +123,7 @@ def sft_config(train: SFTTrainParams, seed: int, output_dir: Path, report_to: Se
         max_grad_norm=train.max_grad_norm,
         save_strategy="steps" if train.save_steps else "no",
         save_steps=train.save_steps or 500,
-        save_total_limit=1,
+        save_total_limit=None,  # the trainer keeps its two newest whole checkpoints itself
         completion_only_loss=True,
         eos_token="[EOS]",
         max_length=None,
@@ -142,13 +149,15 @@ def train_sft(
 ) -> tuple[PreTrainedModel, SFTResult]:
     """Fine-tune `model` on `records` (prompt → `target_field`); return the trained model and its history.
 
-    Checkpoints go to `output_dir` every `train.save_steps` steps; if `output_dir` already holds one (a
-    killed run with the same settings), training resumes from it and draws the same batches as an
-    uninterrupted run would.
+    Checkpoints go to `output_dir` every `train.save_steps` steps; if `output_dir` already holds a whole one
+    (a killed run with the same settings), training resumes from it, draws the same batches as an
+    uninterrupted run would and continues its curve and clock.
     """
     dataset = tokenize_prompt_completion(tokenizer, [r["prompt"] for r in records], [r[target_field] for r in records])
-    last = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
-    state = CurriculumState.load(Path(last)) if last else CurriculumState()
+    if is_main_process():
+        clear_staging(output_dir)
+    last = latest_checkpoint(output_dir)
+    state = CurriculumState()
     max_warmup = int(train.max_steps * curriculum.max_warmup_fraction)
     sampler = CurriculumSampler(
         [r["task"] for r in records],
@@ -160,7 +169,7 @@ def train_sft(
         batch_size=train.batch_size,
         group_by_task=curriculum.group_batches_by_task,
     )
-    history = _HistoryCallback()
+    progress = restore(last, sampler) if last is not None else TrainingProgress()
     peft_config = None
     if lora is not None and lora.enabled:
         from peft import LoraConfig
@@ -177,20 +186,20 @@ def train_sft(
         args=sft_config(train, seed, output_dir, report_to),
         train_dataset=dataset,
         processing_class=tokenizer,
-        callbacks=[CurriculumCallback(state, curriculum.switch_loss, max_warmup), history, *callbacks],
+        callbacks=[CurriculumCallback(state, curriculum.switch_loss, max_warmup), progress, *callbacks],
         peft_config=peft_config,
     )
-    trainer.curriculum_sampler = sampler
-    if last:
-        print(f"resuming from {last}")
-    output = trainer.train(resume_from_checkpoint=last)
+    trainer.curriculum_sampler, trainer.progress = sampler, progress
+    if last is not None and is_main_process():
+        print(f"resuming from {last}", flush=True)
+    trainer.train(resume_from_checkpoint=str(last) if last is not None else None)
     result = SFTResult(
-        history=history.rows,
-        train_seconds=float(output.metrics.get("train_runtime", 0.0)),
+        history=progress.rows,
+        train_seconds=progress.seconds(),
         train_tokens=int(trainer.state.num_input_tokens_seen),
         curriculum_switch_step=state.switch_step,
-        final_loss=history.rows[-1]["loss"] if history.rows else float("nan"),
-        resumed_from_step=int(Path(last).name.split("-")[-1]) if last else 0,
+        final_loss=progress.rows[-1]["loss"] if progress.rows else float("nan"),
+        resumed_from_step=step_of(last) if last is not None else 0,
     )
     trained = trainer.model
     if not isinstance(trained, PreTrainedModel) and not hasattr(trained, "merge_and_unload"):

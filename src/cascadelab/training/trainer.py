@@ -60,6 +60,7 @@ from cascadelab.data.batches import Batch
 from cascadelab.data.mixed_batches import count_tokens
 from cascadelab.training.batch_pipeline import Prefetcher
 from cascadelab.training.callbacks import TrainerCallback
+from cascadelab.training.checkpoint_folders import refuse
 from cascadelab.training.crash_report import write_crash_report
 from cascadelab.training.data_parallel import DataParallel
 from cascadelab.training.integrity_guards import GoodState, IntegrityGuards, scale_learning_rate
@@ -72,6 +73,23 @@ PHASES: tuple[str, ...] = ("data", "forward", "backward", "optimizer", "rl", "ve
 CORE_PHASES: tuple[str, ...] = ("forward", "backward", "optimizer")
 HOOK_PHASES: tuple[str, ...] = ("rl", "verify")
 TRAINER_FEATURES: tuple[str, ...] = ("c3o_credit", "integrity_guards", "prefetch")
+# What a checkpoint must hold to continue a run exactly; one without any of them is refused.
+RESUME_KEYS: tuple[str, ...] = (
+    "step",
+    "model",
+    "optimizers",
+    "schedulers",
+    "rng",
+    "progress",
+    "data",
+    "trainer_calls",
+    "model_calls",
+    "pending",
+    "guards",
+    "good_state",
+    "plugins",
+    "callbacks",
+)
 
 LogFn = Callable[[dict[str, float], int], None]
 EvalFn = Callable[[nn.Module], dict[str, float]]
@@ -233,13 +251,14 @@ class _Window:
 
 @dataclass
 class _Progress:
-    """Where a run stands after `step` steps: its logged rows, token counts and wall time so far."""
+    """Where a run stands after `step` steps: its logged rows, token counts, wall time and phase seconds so far."""
 
     step: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
     tokens: int = 0
     targets: int = 0
     elapsed: float = 0.0
+    phase_seconds: dict[str, float] = field(default_factory=dict)
 
 
 @contextmanager
@@ -363,6 +382,7 @@ class LMTrainer:
         self.step = start_step
         self.checkpoints = checkpoints
         self.prefetched_before = 0  # batches the prefetch thread delivered before a resume
+        self.batches_consumed = 0  # batches the checkpointed steps drew (skipped on resume)
         self.resumed_from = 0
         self.batch_source: Iterable[Any] | None = None
         self.schedulers: list[LRScheduler] = list(schedulers) if schedulers is not None else []
@@ -459,7 +479,7 @@ class LMTrainer:
         resumed = self.checkpoints.latest() if self.checkpoints is not None else None
         progress = self._restore(resumed) if resumed is not None else _Progress(step=self.start_step)
         # the data position: the batches the checkpointed steps consumed are drawn and dropped
-        remaining = itertools.islice(iter(batches), progress.step - self.start_step, None)
+        remaining = itertools.islice(iter(batches), self.batches_consumed, None)
         source: Iterator[Any] = remaining
         if self.features.prefetch:
             self.prefetcher = Prefetcher(remaining, self.data_params.prefetch_batches)
@@ -487,6 +507,7 @@ class LMTrainer:
             "schedulers": [s.state_dict() for s in self.schedulers],
             "rng": rng_state(),
             "progress": progress,
+            "data": {"batches_consumed": progress.step - self.start_step},
             "trainer_calls": dict(self.feature_calls),
             "model_calls": dict(getattr(self.model, "feature_calls", {})),
             "pending": pending_updates(self.model),
@@ -497,7 +518,17 @@ class LMTrainer:
         }
 
     def _restore(self, payload: dict[str, Any]) -> _Progress:
-        """Load a checkpoint payload into the model, optimizers, schedules, RNGs and counters."""
+        """Load a checkpoint payload into the model, optimizers, schedules, RNGs and counters.
+
+        A checkpoint without any part of the state (the data position, a callback's curriculum, ...) is refused:
+        resuming without it would train on other batches than an uninterrupted run.
+        """
+        where = (self.checkpoints.loaded_from if self.checkpoints is not None else None) or Path("checkpoint")
+        missing = [key for key in RESUME_KEYS if key not in payload]
+        if missing:
+            raise refuse(where, f"no {missing[0]} state")
+        if len(payload["callbacks"]) != len(self.callbacks):
+            raise refuse(where, f"{len(payload['callbacks'])} callback states for this run's {len(self.callbacks)}")
         self.model.load_state_dict(payload["model"])
         for optimizer, state in zip(self.optimizers, payload["optimizers"], strict=True):
             optimizer.load_state_dict(state)
@@ -516,10 +547,17 @@ class LMTrainer:
             self.guards.load_state_dict(payload["guards"])
         self.good_state.step, self.good_state.state = payload["good_state"]
         for name, plugin in self.plugins.items():
+            if name not in payload["plugins"]:
+                raise refuse(where, f"no {name} state")
             plugin.load_state_dict(payload["plugins"][name])
         for callback, state in zip(self.callbacks, payload["callbacks"], strict=True):
-            callback.load_state_dict(state)
+            try:
+                callback.load_state_dict(state)
+            except KeyError as error:
+                raise refuse(where, f"no {error.args[0]} state for {type(callback).__name__}") from None
         progress: _Progress = payload["progress"]
+        self.batches_consumed = int(payload["data"]["batches_consumed"])
+        self.timer.totals.update(progress.phase_seconds)
         self.resumed_from = progress.step
         return progress
 
@@ -558,6 +596,7 @@ class LMTrainer:
                 if self.checkpoints is not None and self.is_main and every_ckpt and (step % every_ckpt == 0 or last):
                     with self.timer.phase("checkpoint"):
                         progress.step, progress.elapsed = step, time.perf_counter() - started
+                        progress.phase_seconds = dict(self.timer.totals)
                         self.features_now()
                         self.checkpoints.save(step, self._payload(progress))
                 if self.should_stop:

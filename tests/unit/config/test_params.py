@@ -73,6 +73,11 @@ def test_repository_params_are_valid():
             "so a checkpoint never splits a logging window",
         ),
         (
+            {"coarse_sft": {"train": {"save_steps": 1010}}},
+            "params.yaml: coarse_sft.train.save_steps: 1010 must be a multiple of logging_steps (50), "
+            "so a resumed run logs the same curve",
+        ),
+        (
             {"sigma_pretrain": {"model": {"mamba_ratio": 0, "attention_ratio": 0}}},
             "params.yaml: sigma_pretrain.model.mamba_ratio: mamba_ratio and attention_ratio cannot both be 0",
         ),

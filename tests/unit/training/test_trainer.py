@@ -10,7 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from cascadelab.training.callbacks import EarlyStopping, TrainerCallback, clone_state
+from cascadelab.data.curriculum import LoopCurriculum
+from cascadelab.training.callbacks import CurriculumSwitch, EarlyStopping, TrainerCallback, clone_state
+from cascadelab.training.checkpoint_folders import CheckpointError
 from cascadelab.training.run_checkpoints import CheckpointStore
 from cascadelab.training.schedules import (
     GroupRateSchedule,
@@ -146,6 +148,48 @@ def test_resume_continues_to_identical_weights(tmp_path: Path) -> None:
     assert resumed_stopping.best_step == straight_stopping.best_step
     for key, value in straight.state_dict().items():
         torch.testing.assert_close(resumed.state_dict()[key], value, atol=0, rtol=0)
+
+
+def _interrupted_store(tmp_path: Path, callbacks: list[TrainerCallback]) -> CheckpointStore:
+    """A store holding the checkpoint of step 4 of a 12-step run that ran out of data at step 5."""
+    settings = StepSettings(max_steps=12, max_grad_norm=1.0, logging_steps=2, checkpoint_steps=4)
+    store = CheckpointStore(tmp_path / "checkpoints")
+    with pytest.raises(ValueError, match=r"^batches: ran out at step 5 of 12$"):
+        trainer_for(toy_model(), 12, settings=settings, checkpoints=store, callbacks=callbacks).fit(
+            regression_batches(4)
+        )
+    assert store.steps() == [4]
+    return store
+
+
+def test_a_checkpoint_without_its_data_position_is_refused(tmp_path: Path) -> None:
+    store = _interrupted_store(tmp_path, [])
+    payload = store.load(4)
+    del payload["data"]  # e.g. written by an older version
+    store.save(4, payload)  # a whole checkpoint (its manifest matches), only the state is missing
+    settings = StepSettings(max_steps=12, max_grad_norm=1.0, logging_steps=2, checkpoint_steps=4)
+    with pytest.raises(CheckpointError) as caught:
+        trainer_for(toy_model(), 12, settings=settings, checkpoints=store).fit(regression_batches(12))
+    assert str(caught.value) == (
+        f"checkpoint {store.path(4)}: no data state, so it cannot resume this run exactly; "
+        f"delete {store.folder} to train from step 0"
+    )
+
+
+def test_a_checkpoint_without_the_curriculum_switch_is_refused(tmp_path: Path) -> None:
+    tasks = ["add"] * 8 + ["sub"] * 8
+    curriculum = LoopCurriculum(tasks, {"add": 1, "sub": 1}, ["add"], 0.1, 6, 12, 8, seed=0)
+    switch = CurriculumSwitch(curriculum, EarlyStopping(patience=100))
+    store = _interrupted_store(tmp_path, [switch])
+    payload = store.load(4)
+    assert payload["callbacks"][0] == {"mixing": False, "switch_step": None}
+    payload["callbacks"][0] = {"mixing": False}  # the state of an older CurriculumSwitch
+    store.save(4, payload)
+    settings = StepSettings(max_steps=12, max_grad_norm=1.0, logging_steps=2, checkpoint_steps=4)
+    with pytest.raises(CheckpointError, match=r": no switch_step state for CurriculumSwitch, so it cannot resume"):
+        trainer_for(toy_model(), 12, settings=settings, checkpoints=store, callbacks=[switch]).fit(
+            regression_batches(12)
+        )
 
 
 def test_until_data_ends_stops_at_the_last_batch() -> None:
