@@ -60,11 +60,11 @@ def _load_state(s_ptr, chunk, offs_n, offs_p, N, P):
 
 
 @triton.jit
-def _chunk_log_decay(a_ptr, t, T, stride_at, offs_t, CHUNK: tl.constexpr):
+def _chunk_log_decay(a_ptr, t, T, stride_at, CHUNK: tl.constexpr):
     """In-chunk cumulative log decay g (CHUNK,) and its last value (padding steps add 0)."""
     a = tl.load(a_ptr + t * stride_at, mask=t < T, other=0.0).to(tl.float32)
     g = tl.cumsum(a, axis=0)
-    g_last = tl.sum(tl.where(offs_t == CHUNK - 1, g, 0.0), axis=0)
+    g_last = tl.sum(tl.where(tl.arange(0, CHUNK) == CHUNK - 1, g, 0.0), axis=0)
     return g, g_last
 
 
@@ -79,10 +79,42 @@ def _chunk_kv_decay(
     offs_t = tl.arange(0, CHUNK)
     k = _load_rows(k_ptr, t, T, stride_kt, offs_n, N)
     v = _load_rows(v_ptr, t, T, stride_vt, offs_p, P)
-    g, g_last = _chunk_log_decay(a_ptr, t, T, stride_at, offs_t, CHUNK)
+    g, g_last = _chunk_log_decay(a_ptr, t, T, stride_at, CHUNK)
     causal = offs_t[:, None] >= offs_t[None, :]
     decay = tl.exp(tl.where(causal, g[:, None] - g[None, :], float("-inf")))
     return k, v, g, g_last, decay
+
+
+@triton.jit
+def _chunk_program(
+    H,
+    n_chunks,
+    stride_kb,
+    stride_kh,
+    stride_vb,
+    stride_vh,
+    stride_ab,
+    stride_ah,
+    p_block,
+    CHUNK: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+):
+    """Where a program of a (chunks, B*H, ...) grid works: its (b, h) offsets into q/k, v and the log decays.
+
+    Also its chunk's state index, rows ``t``, feature offsets over N and its ``p_block``-th BLOCK_P slice of P.
+    """
+    pid_c = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = pid_bh // H
+    h = pid_bh % H
+    t = pid_c * CHUNK + tl.arange(0, CHUNK)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_p = p_block * BLOCK_P + tl.arange(0, BLOCK_P)
+    off_k = b * stride_kb + h * stride_kh
+    off_v = b * stride_vb + h * stride_vh
+    off_a = b * stride_ab + h * stride_ah
+    return off_k, off_v, off_a, pid_bh * n_chunks + pid_c, t, offs_n, offs_p
 
 
 @triton.jit
@@ -113,24 +145,18 @@ def _complex_scan_chunk_state_kernel(
     PRECISION: tl.constexpr,
 ):
     """states[b,h,c] = sum_s w_s x_s y_sᵀ with w = exp(g_last - g) (TO_END) or exp(g); grid (chunks, B*H)."""
-    pid_c = tl.program_id(0)
-    pid_bh = tl.program_id(1)
-    b = pid_bh // H
-    h = pid_bh % H
-    offs_t = tl.arange(0, CHUNK)
-    offs_n = tl.arange(0, BLOCK_N)
-    offs_p = tl.arange(0, BLOCK_P)
-    t = pid_c * CHUNK + offs_t
-    x = _load_rows(x_ptr + b * stride_xb + h * stride_xh, t, T, stride_xt, offs_n, N)
-    y = _load_rows(y_ptr + b * stride_yb + h * stride_yh, t, T, stride_yt, offs_p, P)
-    g, g_last = _chunk_log_decay(a_ptr + b * stride_ab + h * stride_ah, t, T, stride_at, offs_t, CHUNK)
+    off_x, off_y, off_a, chunk, t, offs_n, offs_p = _chunk_program(
+        H, n_chunks, stride_xb, stride_xh, stride_yb, stride_yh, stride_ab, stride_ah, 0, CHUNK, BLOCK_N, BLOCK_P
+    )
+    x = _load_rows(x_ptr + off_x, t, T, stride_xt, offs_n, N)
+    y = _load_rows(y_ptr + off_y, t, T, stride_yt, offs_p, P)
+    g, g_last = _chunk_log_decay(a_ptr + off_a, t, T, stride_at, CHUNK)
     w = tl.exp(g_last - g) if TO_END else tl.exp(g)
     xw = (x * w[:, None]).to(x.dtype)
     state = tl.dot(tl.trans(xw), y, input_precision=PRECISION)
-    base = pid_bh * n_chunks + pid_c
-    offs, mask = _state_tile(base, offs_n, offs_p, N, P)
+    offs, mask = _state_tile(chunk, offs_n, offs_p, N, P)
     tl.store(s_ptr + offs, state, mask=mask)
-    tl.store(glast_ptr + base, g_last)
+    tl.store(glast_ptr + chunk, g_last)
 
 
 @triton.jit
@@ -179,22 +205,25 @@ def _complex_scan_chunk_fwd_kernel(
     PRECISION: tl.constexpr,
 ):
     """y = (q kᵀ ⊙ decay) v + exp(g) q S_in for one chunk and P-block; grid (chunks, B*H, P/BLOCK_P)."""
-    pid_c = tl.program_id(0)
-    pid_bh = tl.program_id(1)
-    b = pid_bh // H
-    h = pid_bh % H
-    off_qk = b * stride_qb + h * stride_qh
-    off_v = b * stride_vb + h * stride_vh
-    off_a = b * stride_ab + h * stride_ah
-    offs_t = tl.arange(0, CHUNK)
-    offs_n = tl.arange(0, BLOCK_N)
-    offs_p = tl.program_id(2) * BLOCK_P + tl.arange(0, BLOCK_P)
-    t = pid_c * CHUNK + offs_t
+    off_qk, off_v, off_a, chunk, t, offs_n, offs_p = _chunk_program(
+        H,
+        n_chunks,
+        stride_qb,
+        stride_qh,
+        stride_vb,
+        stride_vh,
+        stride_ab,
+        stride_ah,
+        tl.program_id(2),
+        CHUNK,
+        BLOCK_N,
+        BLOCK_P,
+    )
     q = _load_rows(q_ptr + off_qk, t, T, stride_qt, offs_n, N)
     k, v, g, _, decay = _chunk_kv_decay(
         k_ptr + off_qk, v_ptr + off_v, a_ptr + off_a, t, T, stride_qt, stride_vt, stride_at, offs_n, offs_p, N, P, CHUNK
     )
-    s_in = _load_state(s_ptr, pid_bh * n_chunks + pid_c, offs_n, offs_p, N, P)
+    s_in = _load_state(s_ptr, chunk, offs_n, offs_p, N, P)
     scores = tl.dot(q, tl.trans(k), input_precision=PRECISION) * decay
     y = tl.dot(scores.to(v.dtype), v, input_precision=PRECISION)
     y += tl.dot(q, s_in.to(q.dtype), input_precision=PRECISION) * tl.exp(g)[:, None]
@@ -231,22 +260,14 @@ def _complex_scan_chunk_bwd_dq_kernel(
     PRECISION: tl.constexpr,
 ):
     """dq = (do vᵀ ⊙ decay) k + exp(g) do S_inᵀ and q·dq per step (float32); grid (chunks, B*H)."""
-    pid_c = tl.program_id(0)
-    pid_bh = tl.program_id(1)
-    b = pid_bh // H
-    h = pid_bh % H
-    off_qk = b * stride_qb + h * stride_qh
-    off_v = b * stride_vb + h * stride_vh
-    off_a = b * stride_ab + h * stride_ah
-    offs_t = tl.arange(0, CHUNK)
-    offs_n = tl.arange(0, BLOCK_N)
-    offs_p = tl.arange(0, BLOCK_P)
-    t = pid_c * CHUNK + offs_t
+    off_qk, off_v, off_a, chunk, t, offs_n, offs_p = _chunk_program(
+        H, n_chunks, stride_qb, stride_qh, stride_vb, stride_vh, stride_ab, stride_ah, 0, CHUNK, BLOCK_N, BLOCK_P
+    )
     k, v, g, _, decay = _chunk_kv_decay(
         k_ptr + off_qk, v_ptr + off_v, a_ptr + off_a, t, T, stride_qt, stride_vt, stride_at, offs_n, offs_p, N, P, CHUNK
     )
     do = _load_rows(do_ptr + off_v, t, T, stride_vt, offs_p, P)
-    s_in = _load_state(s_ptr, pid_bh * n_chunks + pid_c, offs_n, offs_p, N, P)
+    s_in = _load_state(s_ptr, chunk, offs_n, offs_p, N, P)
     dscores = tl.dot(do, tl.trans(v), input_precision=PRECISION) * decay
     dq = tl.dot(dscores.to(k.dtype), k, input_precision=PRECISION)
     dq += tl.dot(do, tl.trans(s_in.to(do.dtype)), input_precision=PRECISION) * tl.exp(g)[:, None]
@@ -286,23 +307,15 @@ def _complex_scan_chunk_bwd_dkv_kernel(
     PRECISION: tl.constexpr,
 ):
     """dk, dv of one chunk: in-chunk terms plus dS (gradient of the state leaving it); grid (chunks, B*H)."""
-    pid_c = tl.program_id(0)
-    pid_bh = tl.program_id(1)
-    b = pid_bh // H
-    h = pid_bh % H
-    off_qk = b * stride_qb + h * stride_qh
-    off_v = b * stride_vb + h * stride_vh
-    off_a = b * stride_ab + h * stride_ah
-    offs_t = tl.arange(0, CHUNK)
-    offs_n = tl.arange(0, BLOCK_N)
-    offs_p = tl.arange(0, BLOCK_P)
-    t = pid_c * CHUNK + offs_t
+    off_qk, off_v, off_a, chunk, t, offs_n, offs_p = _chunk_program(
+        H, n_chunks, stride_qb, stride_qh, stride_vb, stride_vh, stride_ab, stride_ah, 0, CHUNK, BLOCK_N, BLOCK_P
+    )
     q = _load_rows(q_ptr + off_qk, t, T, stride_qt, offs_n, N)
     k, v, g, g_last, decay = _chunk_kv_decay(
         k_ptr + off_qk, v_ptr + off_v, a_ptr + off_a, t, T, stride_qt, stride_vt, stride_at, offs_n, offs_p, N, P, CHUNK
     )
     do = _load_rows(do_ptr + off_v, t, T, stride_vt, offs_p, P)
-    ds = _load_state(ds_ptr, pid_bh * n_chunks + pid_c, offs_n, offs_p, N, P)
+    ds = _load_state(ds_ptr, chunk, offs_n, offs_p, N, P)
     tail = tl.exp(g_last - g)[:, None]
     scores = tl.dot(q, tl.trans(k), input_precision=PRECISION) * decay
     dv = tl.dot(tl.trans(scores.to(do.dtype)), do, input_precision=PRECISION)
