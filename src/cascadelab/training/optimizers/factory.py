@@ -14,7 +14,7 @@ from cascadelab.config import OptimizerSettings
 from cascadelab.training.optimizers.adamuon import AdaMuon
 from cascadelab.training.optimizers.c3o import C3O, layer_groups
 from cascadelab.training.optimizers.gnprox import GNProx
-from cascadelab.training.optimizers.muon import _DTYPES, adamw_for, build_muon_adamw, split_for
+from cascadelab.training.optimizers.muon import build_matrix_pair, build_muon_adamw, matrix_kwargs
 from cascadelab.training.optimizers.normuon import NorMuon
 
 
@@ -50,30 +50,25 @@ def build_optimizers(model: nn.Module, settings: OptimizerSettings) -> list[torc
         ]
     if settings.name == "muon":
         return build_muon_adamw(model, settings.muon)
-    m = settings.muon
-    matrices, rest = split_for(model, m)
-    if not matrices:
-        raise ValueError(f"{type(model).__name__} has no hidden nn.Linear weight for {settings.name} to optimise")
-    common = {
-        "lr": m.muon_lr,
-        "momentum": m.muon_momentum,
-        "weight_decay": m.muon_weight_decay,
-        "nesterov": m.muon_nesterov,
-        "ns_steps": m.muon_ns_steps,
-        "ns_dtype": _DTYPES[m.muon_ns_dtype],
-    }
-    matrix_opt: torch.optim.Optimizer
+    return build_matrix_pair(
+        model, settings.muon, settings.name, lambda matrices: _matrix_optimizer(model, settings, matrices)
+    )
+
+
+def _matrix_optimizer(
+    model: nn.Module, settings: OptimizerSettings, matrices: list[nn.Parameter]
+) -> torch.optim.Optimizer:
+    """The normuon, adamuon or c3o optimizer over `model`'s hidden matrices (c3o: one group per layer)."""
+    common = matrix_kwargs(settings.muon)
     if settings.name == "normuon":
-        matrix_opt = NorMuon(matrices, beta2=settings.normuon.beta2, norm_eps=settings.normuon.eps, **common)
-    elif settings.name == "adamuon":
-        matrix_opt = AdaMuon(matrices, beta2=settings.adamuon.beta2, norm_eps=settings.adamuon.eps, **common)
-    else:
-        wanted = {id(p) for p in matrices}
-        named = [(n, p) for n, p in model.named_parameters() if id(p) in wanted]
-        groups = [{"params": ps, "name": name} for name, ps in layer_groups(named).items()]
-        c = settings.c3o
-        matrix_opt = C3O(groups, credit_min=c.credit_min, credit_max=c.credit_max, credit_ema=c.credit_ema, **common)
-    return [matrix_opt, adamw_for(rest, m)] if rest else [matrix_opt]
+        return NorMuon(matrices, beta2=settings.normuon.beta2, norm_eps=settings.normuon.eps, **common)
+    if settings.name == "adamuon":
+        return AdaMuon(matrices, beta2=settings.adamuon.beta2, norm_eps=settings.adamuon.eps, **common)
+    wanted = {id(p) for p in matrices}
+    named = [(n, p) for n, p in model.named_parameters() if id(p) in wanted]
+    groups = [{"params": ps, "name": name} for name, ps in layer_groups(named).items()]
+    c = settings.c3o
+    return C3O(groups, credit_min=c.credit_min, credit_max=c.credit_max, credit_ema=c.credit_ema, **common)
 
 
 def credit_optimizers(optimizers: list[torch.optim.Optimizer]) -> list[C3O]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -156,22 +156,37 @@ def adamw_for(params: list[nn.Parameter], settings: MuonAdamWSettings) -> torch.
     )
 
 
+def matrix_kwargs(settings: MuonAdamWSettings) -> dict[str, Any]:
+    """The arguments every Muon-family matrix optimizer takes alike, from the `muon_*` settings."""
+    return {
+        "lr": settings.muon_lr,
+        "momentum": settings.muon_momentum,
+        "weight_decay": settings.muon_weight_decay,
+        "nesterov": settings.muon_nesterov,
+        "ns_steps": settings.muon_ns_steps,
+        "ns_dtype": _DTYPES[settings.muon_ns_dtype],
+    }
+
+
+def build_matrix_pair(
+    model: nn.Module,
+    settings: MuonAdamWSettings,
+    label: str,
+    make: Callable[[list[nn.Parameter]], torch.optim.Optimizer],
+) -> list[torch.optim.Optimizer]:
+    """[`make`(the hidden matrices), AdamW over the rest, if any]; `label` names the matrix optimizer in the error."""
+    matrices, rest = split_for(model, settings)
+    if not matrices:
+        raise ValueError(f"{type(model).__name__} has no hidden nn.Linear weight for {label} to optimise")
+    matrix_opt = make(matrices)
+    return [matrix_opt, adamw_for(rest, settings)] if rest else [matrix_opt]
+
+
 def build_muon_adamw(model: nn.Module, settings: MuonAdamWSettings) -> list[torch.optim.Optimizer]:
     """[MuonFP32 over the hidden matrices, AdamW over the rest]; step and zero both every iteration."""
-    muon_params, adamw_params = split_for(model, settings)
-    if not muon_params:
-        raise ValueError(f"{type(model).__name__} has no hidden nn.Linear weight for Muon to optimise")
-    muon = MuonFP32(
-        muon_params,
-        lr=settings.muon_lr,
-        weight_decay=settings.muon_weight_decay,
-        momentum=settings.muon_momentum,
-        nesterov=settings.muon_nesterov,
-        ns_steps=settings.muon_ns_steps,
-        adjust_lr_fn=settings.muon_adjust_lr_fn,
-        ns_dtype=_DTYPES[settings.muon_ns_dtype],
+    return build_matrix_pair(
+        model,
+        settings,
+        "Muon",
+        lambda matrices: MuonFP32(matrices, adjust_lr_fn=settings.muon_adjust_lr_fn, **matrix_kwargs(settings)),
     )
-    optimizers: list[torch.optim.Optimizer] = [muon]
-    if adamw_params:
-        optimizers.append(adamw_for(adamw_params, settings))
-    return optimizers
