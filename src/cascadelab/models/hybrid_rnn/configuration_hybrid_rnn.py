@@ -8,9 +8,9 @@ from cascadelab.models.configuration_decoder import LMConfig
 
 # Named sizes. `seed` is the seed design's model: 3-layer biLSTM of 256 per direction, 4-head attention over
 # its states, 6-layer decoder, 8 heads, d_model 512, FF 2048, separate output projection (32.3 M parameters
-# with its 1,000-token vocabulary; the seed quotes ≈ 33 M). `small` is the pipeline default: the size of the
-# 1 M-parameter coarse decoder-only model, so the two compare, and it trains on 2 CPU cores in minutes.
-# `tiny` is for unit tests.
+# with its 1,000-token vocabulary; the seed quotes ≈ 33 M). `small`, the config's field defaults, is the pipeline
+# default: the size of the 1 M-parameter coarse decoder-only model, so the two compare, and it trains on 2 CPU
+# cores in minutes. `tiny` is for unit tests.
 HYBRID_RNN_PRESETS: dict[str, dict[str, Any]] = {
     "seed": {
         "vocab_size": 1000,
@@ -26,17 +26,7 @@ HYBRID_RNN_PRESETS: dict[str, dict[str, Any]] = {
         "tie_word_embeddings": False,
         "encoder_embedding_residual": False,
     },
-    "small": {
-        "d_model": 128,
-        "encoder_rnn_layers": 2,
-        "encoder_rnn_hidden_size": 64,
-        "encoder_attention_heads": 4,
-        "decoder_layers": 3,
-        "decoder_attention_heads": 4,
-        "decoder_ffn_dim": 512,
-        "max_position_embeddings": 128,
-        "dropout": 0.0,
-    },
+    "small": {},  # the field defaults of HybridRNNConfig
     "tiny": {
         "d_model": 32,
         "encoder_rnn_layers": 1,
