@@ -71,6 +71,7 @@ def stage_models(args: argparse.Namespace) -> tuple[LEGOTransformer, LEGOTransfo
     """The stage's LEGO model (and baseline if present) with the test split as batches."""
     from cascadelab.data.cell_batches import CellBatches, encode_records
     from cascadelab.data.corpus import load_split
+    from cascadelab.data.held_out import final_evaluation
     from cascadelab.data.tokenizer import load_tokenizer
 
     lego = LEGOTransformer.from_pretrained(args.model_dir)
@@ -78,7 +79,8 @@ def stage_models(args: argparse.Namespace) -> tuple[LEGOTransformer, LEGOTransfo
     if args.baseline_dir and Path(args.baseline_dir).is_dir():
         baseline = LEGOTransformer.from_pretrained(args.baseline_dir)
     tokenizer = load_tokenizer(args.model_dir)
-    items = encode_records(load_split(args.corpus_dir, "test"), tokenizer)
+    with final_evaluation("lego_routing_speed"):
+        items = encode_records(load_split(args.corpus_dir, "test"), tokenizer)
     batches = [
         {"input_ids": b["input_ids"], "attention_mask": b["attention_mask"]}
         for b in CellBatches(items, args.batch, int(tokenizer.pad_token_id))

@@ -34,6 +34,7 @@ from cascadelab.cascade.formatting import refiner_input
 from cascadelab.config import CurriculumParams, RefinerFormatSettings, SFTTrainParams
 from cascadelab.data.batches import collate_rows, encode_prompt_response
 from cascadelab.data.corpus import load_split
+from cascadelab.data.held_out import final_evaluation
 from cascadelab.data.tasks import get_family
 from cascadelab.data.tokenizer import load_tokenizer
 from cascadelab.eval.generation import generate_batched
@@ -141,7 +142,8 @@ def main() -> None:
     torch.manual_seed(args.seed)
     tokenizer = load_tokenizer(args.tokenizer)
     levels = [int(x) for x in args.levels.split(",")]
-    test = [r for r in load_split(args.corpus, "test") if r["task"] == args.family and r["difficulty"] in levels]
+    with final_evaluation("refiner_recipe"):
+        test = [r for r in load_split(args.corpus, "test") if r["task"] == args.family and r["difficulty"] in levels]
     val = [r for r in load_split(args.corpus, "val") if r["task"] == args.family]
     items = fresh_records({args.family: levels}, 20000, args.seed, exclude_prompts=[r["prompt"] for r in test + val])
     fmt = RefinerFormatSettings()

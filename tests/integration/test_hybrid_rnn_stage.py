@@ -10,6 +10,7 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 from cascadelab.config import HybridRNNParams, PrepareParams
 from cascadelab.data.corpus import load_split
+from cascadelab.data.held_out import final_evaluation
 from cascadelab.data.seq2seq import collate_seq2seq, encode_source
 from cascadelab.models.hybrid_rnn import HybridRNNTransformer
 from cascadelab.pipeline import hybrid_rnn
@@ -91,7 +92,8 @@ def test_saved_model_and_tokenizer_reload_and_generate(runs, corpus):
     tokenizer = AutoTokenizer.from_pretrained(out / "m0")
     assert isinstance(model, HybridRNNTransformer)
     assert model.config.pad_token_id == tokenizer.pad_token_id and model.config.vocab_size == len(tokenizer)
-    record = load_split(corpus[0], "test")[0]
+    with final_evaluation("test_hybrid_rnn_stage"):
+        record = load_split(corpus[0], "test")[0]
     batch = collate_seq2seq([encode_source(tokenizer, record["prompt"])], None, tokenizer.pad_token_id)
     ids = model.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask, max_new_tokens=6)
     assert ids.shape[0] == 1 and ids[0, 0].item() == tokenizer.bos_token_id

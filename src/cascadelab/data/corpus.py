@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from datasets import Dataset, load_dataset
 
 from cascadelab.config import PrepareParams
+from cascadelab.data.held_out import check_read
 from cascadelab.data.tasks import Item, get_family
 from cascadelab.data.user_dataset import RegexVerifier, user_records
 from cascadelab.io import atomic_write_text, write_json
@@ -131,8 +132,18 @@ def write_corpus(splits: dict[str, list[Record]], meta: dict[str, Any], folder: 
 
 
 def load_split(folder: str | Path, split: str) -> list[Record]:
-    """Read one split back as a list of records (through `datasets`)."""
+    """Read one split back as a list of records (through `datasets`); test only in a final evaluation."""
     path = Path(folder) / f"{split}.jsonl"
+    check_read(path, split)
+    return _read_split(path)
+
+
+def held_out_prompts(folder: str | Path) -> list[str]:
+    """The val then test prompts, without answers: what generated training items must not repeat."""
+    return [r["prompt"] for split in ("val", "test") for r in _read_split(Path(folder) / f"{split}.jsonl")]
+
+
+def _read_split(path: Path) -> list[Record]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: corpus split not found (run the prepare stage)")
     dataset = load_dataset("json", data_files=str(path), split="train")

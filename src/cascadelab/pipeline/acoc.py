@@ -17,6 +17,7 @@ from transformers import PreTrainedTokenizerBase
 
 from cascadelab.config import ACOCParams
 from cascadelab.data.corpus import CorpusVerifier, load_meta, load_split
+from cascadelab.data.held_out import final_evaluation
 from cascadelab.data.task_streams import TaskBatches, build_task_batches
 from cascadelab.data.tokenizer import load_tokenizer
 from cascadelab.io import atomic_directory
@@ -70,7 +71,9 @@ def load_acoc_data(params: ACOCParams, corpus_dir: Path, tokenizer_dir: Path) ->
     val = build_task_batches(
         load_split(corpus_dir, "val"), tokenizer, keys, VAL_BATCH_SIZE, limit_per_task=params.val_items_per_task
     )
-    return ACOCData(tokenizer, CorpusVerifier(meta), train, val, load_split(corpus_dir, "test"))
+    with final_evaluation("acoc"):  # scored only after growth and training: run_acoc's final metrics
+        test = load_split(corpus_dir, "test")
+    return ACOCData(tokenizer, CorpusVerifier(meta), train, val, test)
 
 
 def run(params: ACOCParams, seed: int, paths: Paths, log_fn: LogFn | None = None) -> ACOCOutcome:

@@ -11,6 +11,7 @@ from cascadelab.cascade.evaluation import plot_accuracy_vs_compute, run_cascade_
 from cascadelab.cascade.limen import Limen
 from cascadelab.cascade.refiner import Refiner
 from cascadelab.config import CascadeEvalSettings
+from cascadelab.data.held_out import final_evaluation
 from cascadelab.pipeline.cascade_io import DISABLED, Record, StageOutcome, load_control, load_inputs
 from cascadelab.pipeline.paths import Paths
 
@@ -30,10 +31,12 @@ def run(settings: CascadeEvalSettings, seed: int, paths: Paths) -> StageOutcome:
     if not (paths.refiner_answer / DISABLED).is_file():
         answer = Refiner.load(paths.refiner_answer, inputs.tokenizer, base_model=inputs.coarse)
         baselines["answer"] = CascadeTransformer(coarse, answer, limen, inputs.tokenizer, settings.cascade)
-    val, test = inputs.split("val"), inputs.split("test")
-    outcome = run_cascade_eval(
-        cascade, val, test, inputs.verifier.verify, settings, load_control(paths.coarse_more), baselines
-    )
+    val = inputs.split("val")
+    with final_evaluation("cascade_eval"):
+        test = inputs.split("test")
+        outcome = run_cascade_eval(
+            cascade, val, test, inputs.verifier.verify, settings, load_control(paths.coarse_more), baselines
+        )
     plot_path = paths.plots_of("cascade_eval") / "accuracy_vs_compute.png"
     plot_accuracy_vs_compute(outcome.curves, plot_path, operating_points(outcome.metrics))
     curves = {"sweep": sweep_rows(outcome.curves), "families": family_rows(outcome.metrics, test)}

@@ -11,6 +11,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed
 
 from cascadelab.config import CoarseSFTParams
 from cascadelab.data.corpus import CorpusVerifier, load_meta, load_split
+from cascadelab.data.held_out import final_evaluation
 from cascadelab.data.tokenizer import load_tokenizer
 from cascadelab.eval.lm import evaluate_lm
 from cascadelab.io import atomic_directory
@@ -57,7 +58,6 @@ def run(params: CoarseSFTParams, seed: int, paths: Paths) -> CoarseOutcome | Non
     torch.set_num_threads(params.train.num_threads)
     meta = load_meta(corpus_dir)
     train_records = load_split(corpus_dir, "train")
-    test_records = load_split(corpus_dir, "test")
     model, tokenizer = coarse_model_and_tokenizer(params, tokenizer_dir, seed)
     checkpoints = checkpoint_dir(
         "coarse_sft",
@@ -84,9 +84,11 @@ def run(params: CoarseSFTParams, seed: int, paths: Paths) -> CoarseOutcome | Non
         tokenizer.save_pretrained(str(tmp))
     discard(checkpoints)
     verifier = CorpusVerifier(meta)
-    metrics, outputs = evaluate_lm(
-        model, tokenizer, test_records, verifier, params.eval.batch_size, params.eval.max_new_tokens
-    )
+    with final_evaluation("coarse_sft"):
+        test_records = load_split(corpus_dir, "test")
+        metrics, outputs = evaluate_lm(
+            model, tokenizer, test_records, verifier, params.eval.batch_size, params.eval.max_new_tokens
+        )
     metrics.update(_training_metrics(model, result))
     predictions = [
         {

@@ -20,6 +20,7 @@ from transformers import PreTrainedTokenizerBase
 from cascadelab.config import HybridRNNModelParams, HybridRNNParams, Seq2SeqEvalParams
 from cascadelab.data.corpus import CorpusVerifier, load_meta, load_split
 from cascadelab.data.curriculum import LoopCurriculum
+from cascadelab.data.held_out import final_evaluation
 from cascadelab.data.tokenizer import load_tokenizer
 from cascadelab.eval.metrics import exact_match_report
 from cascadelab.eval.seq2seq import Decoding, evaluate_seq2seq
@@ -116,7 +117,6 @@ def run(params: HybridRNNParams, seed: int, paths: Paths, log_fn: LogFn | None =
     verifier = CorpusVerifier(load_meta(corpus_dir))
     train_records = load_split(corpus_dir, "train")
     val_records = load_split(corpus_dir, "val")
-    test_records = load_split(corpus_dir, "test")
     tokenizer = load_tokenizer(tokenizer_dir)
     model = build_hybrid_model(params.model, tokenizer, seed)
     result = train_hybrid_rnn(
@@ -134,7 +134,9 @@ def run(params: HybridRNNParams, seed: int, paths: Paths, log_fn: LogFn | None =
     with atomic_directory(model_dir) as tmp:
         model.save_pretrained(str(tmp), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))
-    metrics, outputs = evaluate_decodings(model, tokenizer, test_records, verifier, params.eval, seed)
+    with final_evaluation("hybrid_rnn"):
+        test_records = load_split(corpus_dir, "test")
+        metrics, outputs = evaluate_decodings(model, tokenizer, test_records, verifier, params.eval, seed)
     metrics.update(_training_metrics(model, result))
     predictions = [
         {

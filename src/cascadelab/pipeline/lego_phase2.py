@@ -22,6 +22,7 @@ from cascadelab.config import LegoParams
 from cascadelab.data.batches import Batch
 from cascadelab.data.cell_batches import CellBatches, encode_records
 from cascadelab.data.corpus import CorpusVerifier, load_meta, load_split
+from cascadelab.data.held_out import final_evaluation
 from cascadelab.data.tokenizer import load_tokenizer
 from cascadelab.eval.generation import greedy_outputs
 from cascadelab.eval.metrics import exact_match_report
@@ -69,7 +70,8 @@ def run(params: LegoParams, seed: int, paths: Paths, log_fn: LogFn | None = None
     hard_record = read_record(hard_dir)
     sets = load_hard_examples(hard_dir / HARD_FILE)
     val = CellBatches(encoded_split(corpus_dir, "val", tokenizer), batch, pad)
-    test_records = load_split(corpus_dir, "test")
+    with final_evaluation("lego_phase2"):  # scored only after training: train_phase2's end and _test_report
+        test_records = load_split(corpus_dir, "test")
     test = CellBatches(encode_records(test_records, tokenizer), batch, pad)
     config = shallow.config
     depth = params.model.phase2_layers

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from cascadelab.cascade.limen import Limen
 from cascadelab.config import RefinerSettings
+from cascadelab.data.corpus import held_out_prompts
 from cascadelab.io import atomic_directory, write_json
 from cascadelab.pipeline.cascade_io import DISABLED, StageOutcome, load_inputs, read_pairs, save_control
 from cascadelab.pipeline.paths import Paths
@@ -19,7 +20,7 @@ def run(settings: RefinerSettings, seed: int, paths: Paths, report_to: Sequence[
     """Train the refiner, the equal-compute control `coarse_more` and, if asked, the answer-target baseline;
     save them (a marker file for a disabled one) and report val exact match."""
     inputs = load_inputs(paths.corpus, paths.coarse, settings.train.num_threads)
-    train, val, test = (inputs.split(name) for name in ("train", "val", "test"))
+    train, val = inputs.split("train"), inputs.split("val")
     limen = None
     if settings.strategy != "teacher_forcing" and settings.self_improvement.tension_weight:
         limen = Limen.load(paths.limen, inputs.coarse, inputs.tokenizer, inputs.verifier)
@@ -34,7 +35,7 @@ def run(settings: RefinerSettings, seed: int, paths: Paths, report_to: Sequence[
             work_dir,
             read_pairs(paths.cascade_pairs, "train"),
             train,
-            [*val, *test],
+            [{"prompt": prompt} for prompt in held_out_prompts(paths.corpus)],  # kept out of fresh items
             str(inputs.meta.get("answer_format", "reversed")),
             limen,
             val_records=val,

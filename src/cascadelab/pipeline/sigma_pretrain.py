@@ -21,6 +21,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from cascadelab.config import SigmaModelParams, SigmaPretrainParams, check_sigma_runtime
 from cascadelab.data.corpus import CorpusVerifier, load_meta, load_split
+from cascadelab.data.held_out import final_evaluation
 from cascadelab.data.hidden_eval import check_manifest, manifest_path
 from cascadelab.data.mixed_batches import TokenizedRows, mixed_batches
 from cascadelab.data.tokenizer import load_tokenizer
@@ -151,14 +152,15 @@ def train_and_evaluate(
     result = trainer.fit(build_batch_source(corpus_batches, params.data, tokenizer, train.batch_size, seed))
     discard(folder)  # finished: a rerun starts afresh rather than from the final checkpoint
     started = time.perf_counter()
-    evaluation, outputs = evaluate_lm(
-        model,
-        tokenizer,
-        load_split(corpus_dir, "test"),
-        verifier,
-        params.eval.batch_size,
-        params.eval.max_new_tokens,
-    )
+    with final_evaluation("sigma_pretrain"):
+        evaluation, outputs = evaluate_lm(
+            model,
+            tokenizer,
+            load_split(corpus_dir, "test"),
+            verifier,
+            params.eval.batch_size,
+            params.eval.max_new_tokens,
+        )
     evaluation["eval_seconds"] = time.perf_counter() - started
     evaluation.update(_training_metrics(result, count_parameters(model)))
     return ModelRun(evaluation, result.history, outputs, result.metrics_path)
@@ -206,7 +208,8 @@ def run(params: SigmaPretrainParams, seed: int, paths: Paths, log_fn: LogFn | No
     metrics["step_time_ratio"] = metrics["sigma_train_seconds"] / metrics["baseline_train_seconds"]
     metrics["pretrain_seconds"] = time.perf_counter() - started
     verifier = CorpusVerifier(load_meta(corpus_dir))
-    test_records = load_split(corpus_dir, "test")
+    with final_evaluation("sigma_pretrain"):  # the sample predictions beside the scores above
+        test_records = load_split(corpus_dir, "test")
     predictions = [
         {
             "id": r["id"],

@@ -24,7 +24,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from cascadelab.config import SigmaRLParams
 from cascadelab.data.code_tasks import TASK as CODE_TASK
 from cascadelab.data.code_tasks import load_code_split
-from cascadelab.data.corpus import CorpusVerifier, Record, load_meta, load_split
+from cascadelab.data.corpus import CorpusVerifier, Record, held_out_prompts, load_meta, load_split
+from cascadelab.data.held_out import final_evaluation
 from cascadelab.data.hidden_eval import check_manifest, manifest_path
 from cascadelab.data.mixed_batches import TokenizedRows, mixed_batches
 from cascadelab.data.tokenizer import load_tokenizer
@@ -278,8 +279,9 @@ def run(
     )
     trainer.prepare_model()
     limit = params.eval.test_records or None
-    math_test = [r for r in load_split(corpus_dir, "test") if r["task"] in math_tasks][:limit]
-    code_test = load_code_split(code_dir, "test")[:limit] if use_code else []
+    with final_evaluation("sigma_rl"):  # read once: the same items score the model before and after RL
+        math_test = [r for r in load_split(corpus_dir, "test") if r["task"] in math_tasks][:limit]
+        code_test = load_code_split(code_dir, "test")[:limit] if use_code else []
     before, _, _ = _test_report(
         model, tokenizer, math_test, code_test, verifier, eval_cascade if use_code else None, params
     )
@@ -307,7 +309,7 @@ def run(
         code_share=params.grpo.code_share,
     )
     mix = RLMix(params.auto_mix, adaptive=features.auto_mix)
-    exclude = [r["prompt"] for r in corpus_val + load_split(corpus_dir, "test")]
+    exclude = held_out_prompts(corpus_dir)
     evolution = Evolution(
         params, seed, model, optimizers, tokenizer, verifier, math_tasks, exclude, val_batches[:1], out_dir
     )

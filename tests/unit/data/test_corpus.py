@@ -12,6 +12,7 @@ from cascadelab.data.corpus import (
     normalise_prompt,
     write_corpus,
 )
+from cascadelab.data.held_out import final_evaluation
 from cascadelab.data.user_dataset import RegexVerifier, user_records
 
 
@@ -63,7 +64,8 @@ def test_written_corpus_round_trips_and_verifies(tmp_path):
     params = small_params()
     splits = build_splits(params, seed=1)
     write_corpus(splits, corpus_meta(params, splits), tmp_path)
-    loaded = load_split(tmp_path, "test")
+    with final_evaluation("test_corpus"):
+        loaded = load_split(tmp_path, "test")
     assert loaded == splits["test"]
     verifier = CorpusVerifier(json.loads((tmp_path / "meta.json").read_text()))
     assert all(verifier.verify(r["task"], r["response"], r["answer"]) for r in loaded)
