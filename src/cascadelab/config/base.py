@@ -38,7 +38,7 @@ class ParamsError(ValueError):
 class StrictModel(BaseModel):
     """Base for every params section: unknown keys are errors, values are validated on assignment."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True)
 
 
 def section_description(model: type[BaseModel]) -> str:
