@@ -80,6 +80,30 @@ def test_repository_params_are_valid():
         ({"coarse_sft": {"mix": {"add": -0.1}}}, "params.yaml: coarse_sft.mix.add: must be >= 0 (got -0.1)"),
         ({"bogus": 1}, "params.yaml: bogus: unknown key"),
         (
+            {"coarse_sft": {"train": {"max_steps": 20}}},
+            "params.yaml: coarse_sft.train.warmup_steps: 100 must be at most max_steps (20)",
+        ),
+        (
+            {"hybrid_rnn": {"train": {"max_steps": 20}}},
+            "params.yaml: hybrid_rnn.train.warmup_steps: 100 must be at most max_steps (20)",
+        ),
+        (
+            {"refiner": {"family_steps": {"mul": 20}}},
+            "params.yaml: refiner.train.warmup_steps: 50 must be at most family_steps.mul (20)",
+        ),
+        (
+            {"lego": {"phase1": {"max_steps": 20}}},
+            "params.yaml: lego.phase1.warmup_steps: 100 must be at most max_steps (20)",
+        ),
+        (
+            {"acoc": {"cycles": 4, "steps_per_cycle": 20}},
+            "params.yaml: acoc.lr_warmup_steps: 100 must be at most cycles x steps_per_cycle (80)",
+        ),
+        (
+            {"sigma_rl": {"auto_mix": {"min_share": 0.7}}},
+            "params.yaml: sigma_rl.auto_mix.min_share: 0.7 must be at most max_share (0.6)",
+        ),
+        (
             {"prepare": {"code": {"levels": [4]}}},
             "params.yaml: prepare.code.levels: each level must be 1, 2 or 3 (got 4)",
         ),
