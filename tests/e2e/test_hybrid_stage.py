@@ -11,7 +11,14 @@ pytestmark = pytest.mark.slow
 
 TINY_HYBRID = {
     "model": {"preset": "tiny"},
-    "train": {"max_steps": 20, "batch_size": 8, "logging_steps": 5, "eval_steps": 10, "num_threads": 1},
+    "train": {
+        "max_steps": 20,
+        "batch_size": 8,
+        "logging_steps": 5,
+        "warmup_steps": 2,
+        "eval_steps": 10,
+        "num_threads": 1,
+    },
     "mix": {"add": 0.4, "sub": 0.4, "mul": 0.2},
     "eval": {"batch_size": 64, "max_new_tokens": 6, "sample_predictions": 4},
 }

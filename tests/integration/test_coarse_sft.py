@@ -188,7 +188,14 @@ def test_local_base_model_with_lora_trains_and_merges(tmp_path):
         {
             "base_model": str(tmp_path / "base"),
             "lora": {"enabled": True, "r": 4, "alpha": 8},
-            "train": {"max_steps": 10, "batch_size": 8, "logging_steps": 5, "save_steps": 0, "num_threads": 1},
+            "train": {
+                "max_steps": 10,
+                "batch_size": 8,
+                "logging_steps": 5,
+                "warmup_steps": 2,
+                "save_steps": 0,
+                "num_threads": 1,
+            },
             "curriculum": {"warmup_tasks": []},
             "mix": {"add": 1.0},
         }

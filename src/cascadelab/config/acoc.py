@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, model_validator
 
-from cascadelab.config.base import StrictModel, registered_config, section_field, tokenizer_ids
+from cascadelab.config.base import StrictModel, check_at_most, registered_config, section_field, tokenizer_ids
 from cascadelab.config.fields import (
     EvalBatchSize,
     GreedyTokens,
@@ -185,6 +185,7 @@ class ACOCParams(StrictModel):
                 raise ValueError(f"tasks.{task}: first cycle must be in [0, {self.cycles - 1}] (got {start})")
         if min(self.tasks.values()) != 0:
             raise ValueError("tasks: at least one task must start at cycle 0")
+        check_at_most("lr_warmup_steps", self.lr_warmup_steps, "cycles x steps_per_cycle", self.total_steps)
         if self.model.initial_experts > self.growth.max_experts:
             raise ValueError(
                 f"model.initial_experts: exceeds growth.max_experts ({self.model.initial_experts} > "

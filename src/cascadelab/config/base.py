@@ -38,7 +38,7 @@ class ParamsError(ValueError):
 class StrictModel(BaseModel):
     """Base for every params section: unknown keys are errors, values are validated on assignment."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True)
 
 
 def section_description(model: type[BaseModel]) -> str:
@@ -74,6 +74,11 @@ class TrainParams(StrictModel):
     logging_steps: int = Field(
         50, gt=0, description="steps between two training-loss log rows (MLflow and the history)"
     )
+
+    @model_validator(mode="after")
+    def _warmup_within_steps(self) -> TrainParams:
+        check_at_most("warmup_steps", self.warmup_steps, "max_steps", self.max_steps)
+        return self
 
 
 class SFTTrainParams(TrainParams):
@@ -207,6 +212,12 @@ def tokenizer_ids(tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
         "bos_token_id": tokenizer.bos_token_id,
         "eos_token_id": tokenizer.eos_token_id,
     }
+
+
+def check_at_most(key: str, value: float, limit_key: str, limit: float) -> None:
+    """Raise ValueError `<key>: <value> must be at most <limit_key> (<limit>)` when `value` exceeds `limit`."""
+    if value > limit:
+        raise ValueError(f"{key}: {value} must be at most {limit_key} ({limit})")
 
 
 def check_settings(section: str, settings: object, rules: Iterable[tuple[str, bool, str]]) -> None:

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from cascadelab.config.base import SFTTrainParams, StrictModel, section_field
+from cascadelab.config.base import SFTTrainParams, StrictModel, check_at_most, section_field
 from cascadelab.config.fields import (
     CoarseAnswerTokens,
     CompletionTemperature,
@@ -250,6 +250,7 @@ class RefinerSettings(StrictModel):
                 raise ValueError(f"family_steps.{name}: not a routed family")
             if steps <= 0:
                 raise ValueError(f"family_steps.{name}: must be > 0 (got {steps})")
+            check_at_most("train.warmup_steps", self.train.warmup_steps, f"family_steps.{name}", steps)
         for name, support in self.family_support.items():
             if name not in self.route_tasks:
                 raise ValueError(f"family_support.{name}: not a routed family")

@@ -8,7 +8,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field
+
+# A pair of numbers: YAML gives a list, the schema keeps a tuple (strict mode takes no list for a tuple).
+NumberPair = Annotated[
+    tuple[float, float], BeforeValidator(lambda value: tuple(value) if isinstance(value, list) else value)
+]
 
 # The optimisation of a training run.
 TrainBatchSize = Annotated[int, Field(gt=0, description="training sequences per step")]

@@ -6,7 +6,14 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from cascadelab.config.base import StrictModel, check_each, registered_config, section_field, tokenizer_ids
+from cascadelab.config.base import (
+    StrictModel,
+    check_at_most,
+    check_each,
+    registered_config,
+    section_field,
+    tokenizer_ids,
+)
 from cascadelab.config.fields import EvalBatchSize, GreedyTokens, PeakLearningRate, TrainBatchSize, WeightDecay
 from cascadelab.config.transformer import AttentionHeads, InitializerRange, MaxPositions, MLPSize, hf_sizes
 
@@ -66,6 +73,12 @@ class LegoLoopParams(StrictModel):
     weight_decay: WeightDecay = 0.0
     grad_clip: GradClip = 1.0
     log_every: int = Field(50, gt=0, description="steps between two training-loss logs")
+
+    @model_validator(mode="after")
+    def _warmup_within_steps(self) -> LegoLoopParams:
+        if self.max_steps is not None:
+            check_at_most("warmup_steps", self.warmup_steps, "max_steps", self.max_steps)
+        return self
 
 
 class LegoHardExampleParams(StrictModel):

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cascadelab.config.base import StrictModel, section_field
+from cascadelab.config.fields import NumberPair
 
 OptimizerName = Literal["adamw", "muon", "normuon", "adamuon", "c3o", "gnprox"]
 OPTIMIZER_NAMES: tuple[str, ...] = ("adamw", "muon", "normuon", "adamuon", "c3o", "gnprox")
@@ -16,7 +17,7 @@ MUON_FAMILY: tuple[str, ...] = ("muon", "normuon", "adamuon", "c3o")
 class MuonAdamWSettings(BaseModel):
     """Hyper-parameters of the Muon + AdamW pair built by :func:`build_muon_adamw`."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     muon_lr: float = Field(0.02, gt=0, description="Muon learning rate of the hidden 2-D weights")
     muon_momentum: float = Field(0.95, ge=0, lt=1, description="Muon momentum coefficient")
@@ -38,7 +39,7 @@ class MuonAdamWSettings(BaseModel):
     adamw_lr: float = Field(
         3e-3, gt=0, description="AdamW learning rate of the non-Muon parameters (embeddings, head, norms, biases)"
     )
-    adamw_betas: tuple[float, float] = Field((0.9, 0.95), description="AdamW (beta1, beta2) of the non-Muon parameters")
+    adamw_betas: NumberPair = Field((0.9, 0.95), description="AdamW (beta1, beta2) of the non-Muon parameters")
     adamw_weight_decay: float = Field(0.0, ge=0, description="AdamW decoupled weight decay of the non-Muon parameters")
     adamw_eps: float = Field(1e-8, gt=0, description="AdamW epsilon of the non-Muon parameters")
 
@@ -65,7 +66,7 @@ class GNProxSettings(StrictModel):
     """GNProx: step size, moment rates, curvature scale, refresh interval and kernel backend."""
 
     learning_rate: float = Field(3e-4, gt=0, description="η: step size, also the per-coordinate clip of the update")
-    betas: tuple[float, float] = Field(
+    betas: NumberPair = Field(
         (0.965, 0.99), description="(β1, β2): EMA rates of the gradient momentum and of the diagonal curvature estimate"
     )
     rho: float = Field(
@@ -96,7 +97,7 @@ class OptimizerSettings(StrictModel):
     learning_rate: float = Field(
         1e-3, gt=0, description="AdamW learning rate (adamw only; the Muon family uses muon.muon_lr / muon.adamw_lr)"
     )
-    betas: tuple[float, float] = Field((0.9, 0.95), description="AdamW (beta1, beta2) (adamw only)")
+    betas: NumberPair = Field((0.9, 0.95), description="AdamW (beta1, beta2) (adamw only)")
     weight_decay: float = Field(0.0, ge=0, description="AdamW decoupled weight decay (adamw only)")
     muon: MuonAdamWSettings = section_field(
         MuonAdamWSettings, "Muon + AdamW split and rates (muon, normuon, adamuon, c3o)"

@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from cascadelab.config.acoc import ACOCParams
@@ -24,6 +23,7 @@ from cascadelab.config.report import ReportParams
 from cascadelab.config.sigma_pretrain import SigmaPretrainParams
 from cascadelab.config.sigma_rl import SigmaRLParams
 from cascadelab.config.tracking import TrackingParams
+from cascadelab.config.yaml_source import load_yaml
 
 
 class Params(StrictModel):
@@ -65,6 +65,34 @@ class Params(StrictModel):
         return self
 
 
+# pydantic's strict type errors, as the YAML type a value must have
+_EXPECTED_TYPES = {
+    "bool_type": "a boolean",
+    "int_type": "an integer",
+    "float_type": "a number",
+    "string_type": "a string",
+    "list_type": "a list",
+    "tuple_type": "a list",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+}
+
+
+def yaml_value(value: Any) -> str:
+    """How a YAML value reads in an error: `null`, `the boolean true`, `the string 'yes'`, `the number 3`, `a list`."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, int | float):
+        return f"the number {value}"
+    if isinstance(value, str):
+        return f"the string {value!r}"
+    if isinstance(value, list | tuple):
+        return "a list"
+    return "a mapping" if isinstance(value, dict) else f"a {type(value).__name__}"
+
+
 def format_error(error: ValidationError) -> str:
     """The first validation error as `<key path>: <message>`; a bad value's line ends in its field's description."""
     first = error.errors()[0]
@@ -80,7 +108,10 @@ def format_error(error: ValidationError) -> str:
             path = f"{path}.{inner_path}" if path else inner_path
             message = rest
     else:
-        message = f"{message.replace('Input should be', 'must be')} (got {first.get('input')!r})"
+        if kind in _EXPECTED_TYPES:
+            message = f"must be {_EXPECTED_TYPES[kind]} (got {yaml_value(first.get('input'))})"
+        else:
+            message = f"{message.replace('Input should be', 'must be')} (got {first.get('input')!r})"
         description = field_description(Params, first["loc"])
         if description:
             message = f"{message} — {description}"
@@ -100,9 +131,9 @@ def read_sections(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ParamsError(f"{path}: file not found")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ParamsError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+        raw = load_yaml(path.read_text(encoding="utf-8"), path) or {}
+    except ValueError as error:
+        raise ParamsError(str(error)) from None
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: top level must be a mapping of sections")
     return raw

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from cascadelab.config.base import StrictModel, check_mix, section_field
+from cascadelab.config.base import StrictModel, check_at_most, check_mix, section_field
 from cascadelab.config.fields import CompletionTemperature, GenerationBatchSize, PredictionSample
 from cascadelab.config.sigma_pretrain import (
     SIGMA_PROFILES,
@@ -90,6 +90,7 @@ class AutoMixParams(StrictModel):
 
     @model_validator(mode="after")
     def _check(self) -> AutoMixParams:
+        check_at_most("min_share", self.min_share, "max_share", self.max_share)
         if not self.min_share <= self.initial_share <= self.max_share:
             raise ValueError(
                 f"initial_share: {self.initial_share} must lie within [min_share, max_share] "

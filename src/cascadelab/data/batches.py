@@ -99,11 +99,52 @@ def encode_prompt_response(
         return [EncodedRow((*p, *r, eos), len(p)) for p, r in zip(prompt_ids, response_ids, strict=True)]
     full_ids = encode_texts(tokenizer, [p + r for p, r in zip(prompts, responses, strict=True)])
     rows = []
-    for prompt, full in zip(prompt_ids, full_ids, strict=True):
+    for text, prompt, full in zip(prompts, prompt_ids, full_ids, strict=True):
         if full[: len(prompt)] != prompt:
-            raise ValueError(f"tokenizer: prompt tokens are not a prefix of prompt+response for {prompt!r}")
+            raise ValueError(prefix_error(tokenizer, text, prompt, full))
         rows.append(EncodedRow((*full, eos), len(prompt)))
     return rows
+
+
+def prefix_error(tokenizer: PreTrainedTokenizerBase, text: str, prompt: Sequence[int], full: Sequence[int]) -> str:
+    """One line, in text rather than ids: the prompt, and how its end is tokenized once the response follows."""
+    start = next((i for i, (a, b) in enumerate(zip(prompt, full, strict=False)) if a != b), len(full))
+    alone = tokenizer.decode(list(prompt[start:]))
+    joined = tokenizer.decode(list(full[start : start + 1]))
+    shown = text if len(text) <= 60 else "..." + text[-57:]
+    return (
+        f"tokenizer: prompt tokens are not a prefix of prompt+response for prompt {shown!r}: its end {alone!r} "
+        f"becomes the token {joined!r} once the response follows"
+    )
+
+
+def check_fits_context(
+    tokenizer: PreTrainedTokenizerBase,
+    records: Sequence[Mapping[str, object]],
+    fields: Sequence[str],
+    limit: int,
+    param: str,
+    extra: tuple[int, str] = (0, ""),
+) -> None:
+    """Raise one line naming `param` when the longest record's `fields` (+ `extra` tokens) exceed `limit` tokens.
+
+    `extra` is (tokens, what they are): 1 for the EOS a training row ends with, or the generation budget that
+    follows a prompt. The error names the record and the value `param` must reach instead of letting the
+    model run past its positions.
+    """
+    if not records:
+        return
+    texts = ["".join(str(record[field]) for field in fields) for record in records]
+    lengths = [len(ids) for ids in encode_texts(tokenizer, texts)]
+    longest = max(range(len(lengths)), key=lengths.__getitem__)
+    needed = lengths[longest] + extra[0]
+    if needed > limit:
+        what = " + ".join(fields) + (f" + {extra[1]}" if extra[1] else "")
+        counts = f"{lengths[longest]} + {extra[0]} = {needed}" if extra[0] else str(needed)
+        raise ValueError(
+            f"{param}: {limit} is less than the longest {what} ({counts} tokens, id {records[longest].get('id')}); "
+            f"raise it to at least {needed}"
+        )
 
 
 def pad_rows(rows: Sequence[Sequence[int]], value: int) -> torch.Tensor:

@@ -22,6 +22,7 @@ from cascadelab.data.user_dataset import RegexVerifier, user_records
 from cascadelab.io import atomic_write_text, write_json
 
 SPLITS = ("train", "val", "test")
+TEXT_FIELDS = ("prompt", "response", "steps")  # the fields the tokenizer is trained on and must round-trip
 Record = dict[str, Any]
 
 
@@ -175,7 +176,7 @@ class CorpusVerifier:
         return self.for_task(task).verify(output, answer)
 
 
-def iter_texts(records: Iterable[Record], fields: Sequence[str] = ("prompt", "response", "steps")) -> Iterable[str]:
+def iter_texts(records: Iterable[Record], fields: Sequence[str] = TEXT_FIELDS) -> Iterable[str]:
     """All text fields of the records, for tokenizer training and round-trip checks."""
     for record in records:
         for field in fields:

@@ -96,3 +96,11 @@ def round_trip_failures(tokenizer: PreTrainedTokenizerFast, texts: Iterable[str]
             if len(failures) >= limit:
                 break
     return failures
+
+
+def first_inexact_character(tokenizer: PreTrainedTokenizerFast, text: str) -> str | None:
+    """The first character of `text` that does not survive encode→decode on its own (None if every one does)."""
+    for char in dict.fromkeys(text):  # each distinct character once, in order of appearance
+        if tokenizer.decode(tokenizer.encode(char, add_special_tokens=False)) != char:
+            return char
+    return None

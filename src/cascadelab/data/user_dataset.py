@@ -43,21 +43,36 @@ class RegexVerifier:
         return extracted is not None and extracted == answer
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+def _json_kind(value: Any) -> str:
+    """How a JSON value reads in an error: `null`, `a list`, `the number 42`, `the string 'x'`."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, int | float):
+        return f"the number {value}"
+    if isinstance(value, str):
+        return f"the string {value!r}"
+    return "a list" if isinstance(value, list) else f"a {type(value).__name__}"
+
+
+def _read_jsonl(path: Path) -> list[tuple[str, Any]]:
+    """Each non-blank line's JSON value with its `<file>:<line>` (1-based, blank lines counted)."""
     rows = []
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
             try:
-                rows.append(json.loads(line))
+                rows.append((f"{path}:{number}", json.loads(line)))
             except json.JSONDecodeError as error:
-                raise ValueError(f"{path}:{number}: not valid JSON ({error.msg})") from None
+                raise ValueError(f"{path}:{number}: not valid JSON ({error.msg} at column {error.colno})") from None
     return rows
 
 
-def load_user_rows(params: UserDatasetParams) -> list[dict[str, Any]]:
-    """Rows of the user's dataset: a local JSONL file, or a hub dataset through `datasets.load_dataset`."""
+def load_user_rows(params: UserDatasetParams) -> list[tuple[str, Any]]:
+    """Rows of the user's dataset, each with where it comes from: a local JSONL file's `<file>:<line>`, or a
+    hub dataset's `<name> row <n>` (through `datasets.load_dataset`)."""
     if params.path is not None:
         path = Path(params.path)
         if not path.is_file():
@@ -66,25 +81,43 @@ def load_user_rows(params: UserDatasetParams) -> list[dict[str, Any]]:
             return _read_jsonl(path)
         from datasets import load_dataset
 
-        return list(load_dataset(str(path), split="train"))
+        rows = load_dataset(str(path), split="train")
+        return [(f"{path} row {number}", row) for number, row in enumerate(rows, start=1)]
     from datasets import load_dataset
 
-    return list(load_dataset(params.hf_name, params.hf_config, split="train"))
+    rows = load_dataset(params.hf_name, params.hf_config, split="train")
+    return [(f"{params.hf_name} row {number}", row) for number, row in enumerate(rows, start=1)]
+
+
+def row_texts(where: str, row: Any, params: UserDatasetParams) -> tuple[str, str]:
+    """The (question, solution) strings of one row; ValueError `<where>: <problem>` naming the bad field."""
+    fields = (params.question_field, params.answer_field)
+    if not isinstance(row, dict):
+        names = " and ".join(f'"{name}"' for name in fields)
+        raise ValueError(f"{where}: expected a JSON object with fields {names}, got {_json_kind(row)}")
+    for name in fields:
+        if name not in row:
+            raise ValueError(f'{where}: missing field "{name}"')
+        if not isinstance(row[name], str):
+            raise ValueError(f'{where}: field "{name}" must be a string, got {_json_kind(row[name])}')
+    return row[params.question_field], row[params.answer_field]
 
 
 def user_records(params: UserDatasetParams, seed: int) -> dict[str, list[dict[str, Any]]]:
-    """Convert the user's rows into corpus records split into train/val/test (deterministic in `seed`)."""
+    """Convert the user's rows into corpus records split into train/val/test (deterministic in `seed`).
+
+    Every bad row stops with one line naming its file and line (see `row_texts`), before anything is written.
+    """
     verifier = RegexVerifier(params.answer_pattern)
-    rows = load_user_rows(params)
     records, seen = [], set()
-    for number, row in enumerate(rows, start=1):
-        for field in (params.question_field, params.answer_field):
-            if field not in row:
-                raise ValueError(f"prepare.user_dataset: row {number} has no field {field!r}")
-        question, solution = str(row[params.question_field]), str(row[params.answer_field])
+    for where, row in load_user_rows(params):
+        question, solution = row_texts(where, row, params)
         answer = verifier.extract(solution)
         if answer is None:
-            raise ValueError(f"prepare.user_dataset.answer_pattern: no match in row {number}'s {params.answer_field!r}")
+            raise ValueError(
+                f'{where}: prepare.user_dataset.answer_pattern "{params.answer_pattern}" finds no answer '
+                f'in field "{params.answer_field}"'
+            )
         key = " ".join(question.lower().split())
         if key in seen:
             continue

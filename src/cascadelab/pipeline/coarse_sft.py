@@ -10,6 +10,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed
 
 from cascadelab.config import CoarseSFTParams
+from cascadelab.data.batches import check_fits_context
 from cascadelab.data.corpus import CorpusVerifier, load_meta, load_split
 from cascadelab.data.held_out import final_evaluation
 from cascadelab.data.tokenizer import load_tokenizer
@@ -59,6 +60,7 @@ def run(params: CoarseSFTParams, seed: int, paths: Paths) -> CoarseOutcome | Non
     meta = load_meta(corpus_dir)
     train_records = load_split(corpus_dir, "train")
     model, tokenizer = coarse_model_and_tokenizer(params, tokenizer_dir, seed)
+    check_context(params, model, tokenizer, train_records, test_records)
     checkpoints = checkpoint_dir(
         "coarse_sft",
         {"params": params.model_dump(mode="json"), "seed": seed},
@@ -102,6 +104,28 @@ def run(params: CoarseSFTParams, seed: int, paths: Paths) -> CoarseOutcome | Non
         for r, o in list(zip(test_records, outputs, strict=True))[: params.eval.sample_predictions]
     ]
     return CoarseOutcome(metrics, result.history, predictions, result.resumed_from_step)
+
+
+def check_context(
+    params: CoarseSFTParams,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    train_records: list[dict[str, Any]],
+    test_records: list[dict[str, Any]],
+) -> None:
+    """Stop before training when a train row, or a test prompt plus its generation, exceeds the model's context."""
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if limit is None:
+        return
+    param = (
+        f"coarse_sft.base_model ({params.base_model}): max_position_embeddings"
+        if params.base_model
+        else "coarse_sft.model.max_position_embeddings"
+    )
+    fields = ("prompt", "response")
+    check_fits_context(tokenizer, train_records, fields, limit, param, (1, "EOS"))
+    budget = (params.eval.max_new_tokens, "coarse_sft.eval.max_new_tokens")
+    check_fits_context(tokenizer, test_records, ("prompt",), limit, param, budget)
 
 
 def _training_metrics(model: PreTrainedModel, result: SFTResult) -> dict[str, Any]:

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cascadelab.config import PrepareParams
 from cascadelab.data.code_tasks import build_code_splits, write_code_tasks
-from cascadelab.data.corpus import SPLITS, build_splits, corpus_meta, iter_texts, write_corpus
+from cascadelab.data.corpus import SPLITS, TEXT_FIELDS, Record, build_splits, corpus_meta, iter_texts, write_corpus
 from cascadelab.data.hidden_eval import HIDDEN_SPLITS, manifest_path, write_manifest
-from cascadelab.data.tokenizer import round_trip_failures, train_tokenizer
+from cascadelab.data.tokenizer import first_inexact_character, round_trip_failures, train_tokenizer
 from cascadelab.io import atomic_directory
 from cascadelab.pipeline.paths import Paths
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerFast
 
 
 def run(params: PrepareParams, seed: int, paths: Paths) -> dict[str, Any]:
@@ -31,10 +34,7 @@ def prepare(
     if not splits["train"]:
         raise ValueError("prepare: the train split is empty (check prepare.families and prepare.sizes)")
     tokenizer = train_tokenizer(iter_texts(splits["train"]), params.tokenizer)
-    all_texts = [text for split in SPLITS for text in iter_texts(splits[split])]
-    failures = round_trip_failures(tokenizer, all_texts)
-    if failures:
-        raise ValueError(f"tokenizer: encode/decode is not exact on the corpus, e.g. {failures[0]!r}")
+    check_round_trip(tokenizer, splits, params.tokenizer.kind)
     code = params.code
     code_splits = build_code_splits(code.levels, code.sizes.train, code.sizes.val, code.sizes.test, seed)
     if not code.enabled:  # the folder is still written (a DVC output), with empty splits
@@ -71,3 +71,25 @@ def prepare(
     if code_dir is not None and code.enabled:
         metrics.update({f"code_{split}_size": len(code_splits[split]) for split in SPLITS})
     return metrics
+
+
+def check_round_trip(tokenizer: PreTrainedTokenizerFast, splits: dict[str, list[Record]], kind: str) -> None:
+    """Raise one line naming the first character the tokenizer loses, where it first occurs, and the fix.
+
+    The line is the record's line in data/corpus/<split>.jsonl (the splits are written in this order).
+    """
+    for split in SPLITS:
+        for line, record in enumerate(splits[split], start=1):
+            for field in TEXT_FIELDS:
+                text = str(record.get(field) or "")
+                if not round_trip_failures(tokenizer, [text], limit=1):
+                    continue
+                where = f"{split} line {line} (id {record['id']}, field {field})"
+                char = first_inexact_character(tokenizer, text)
+                if char is None:
+                    raise ValueError(f"tokenizer: encode/decode is not exact on {where}: {text[:80]!r}")
+                fix = "set prepare.tokenizer.kind: bpe (byte-level: every character)" if kind == "char" else ""
+                raise ValueError(
+                    f"tokenizer: the {kind} tokenizer learned on the train split cannot encode {char!r} "
+                    f"(U+{ord(char):04X}), first seen in {where}" + (f"; {fix}" if fix else "")
+                )

@@ -20,9 +20,48 @@ def test_repository_params_are_valid():
     [
         ({"coarse_sft": {"trian": {}}}, "params.yaml: coarse_sft.trian: unknown key"),
         (
+            {"coarse_sft": {"train": {"bf16": "yes"}}},
+            "params.yaml: coarse_sft.train.bf16: must be a boolean (got the string 'yes') "
+            "— train in bfloat16 autocast (only on hardware with fast bf16; ~25x slower on this CPU)",
+        ),
+        (
+            {"coarse_sft": {"train": {"num_threads": True}}},
+            "params.yaml: coarse_sft.train.num_threads: must be an integer (got the boolean true) "
+            "— torch CPU threads of the training process",
+        ),
+        (
+            {"coarse_sft": {"train": {"num_threads": "2"}}},
+            "params.yaml: coarse_sft.train.num_threads: must be an integer (got the string '2') "
+            "— torch CPU threads of the training process",
+        ),
+        (
+            {"coarse_sft": {"train": {"max_steps": 10.0}}},
+            "params.yaml: coarse_sft.train.max_steps: must be an integer (got the number 10.0) "
+            "— optimizer steps of the run (the schedule is laid over exactly these)",
+        ),
+        (
+            {"coarse_sft": {"train": {"learning_rate": "1e-3"}}},
+            "params.yaml: coarse_sft.train.learning_rate: must be a number (got the string '1e-3') "
+            "— AdamW peak learning rate, held after warm-up until the decay",
+        ),
+        (
+            {"prepare": {"user_dataset": {"path": 3}}},
+            "params.yaml: prepare.user_dataset.path: must be a string (got the number 3) "
+            "— local JSONL file of question/answer records (set this or hf_name)",
+        ),
+        (
+            {"sigma_pretrain": {"optimizer": {"muon": {"muon_nesterov": 1}}}},
+            "params.yaml: sigma_pretrain.optimizer.muon.muon_nesterov: must be a boolean (got the number 1) "
+            "— Nesterov momentum in Muon's update",
+        ),
+        (
+            {"launch": 2},
+            "params.yaml: launch: must be a mapping (got the number 2) "
+            "— how many processes a rank-aware training stage runs on (torchrun; gloo on CPU, NCCL on GPUs)",
+        ),
+        (
             {"coarse_sft": {"train": {"batch_size": "big"}}},
-            "params.yaml: coarse_sft.train.batch_size: must be a valid integer, unable to parse string as an "
-            "integer (got 'big') "
+            "params.yaml: coarse_sft.train.batch_size: must be an integer (got the string 'big') "
             "— training sequences per optimizer step",
         ),
         (
@@ -40,6 +79,30 @@ def test_repository_params_are_valid():
         ),
         ({"coarse_sft": {"mix": {"add": -0.1}}}, "params.yaml: coarse_sft.mix.add: must be >= 0 (got -0.1)"),
         ({"bogus": 1}, "params.yaml: bogus: unknown key"),
+        (
+            {"coarse_sft": {"train": {"max_steps": 20}}},
+            "params.yaml: coarse_sft.train.warmup_steps: 100 must be at most max_steps (20)",
+        ),
+        (
+            {"hybrid_rnn": {"train": {"max_steps": 20}}},
+            "params.yaml: hybrid_rnn.train.warmup_steps: 100 must be at most max_steps (20)",
+        ),
+        (
+            {"refiner": {"family_steps": {"mul": 20}}},
+            "params.yaml: refiner.train.warmup_steps: 50 must be at most family_steps.mul (20)",
+        ),
+        (
+            {"lego": {"phase1": {"max_steps": 20}}},
+            "params.yaml: lego.phase1.warmup_steps: 100 must be at most max_steps (20)",
+        ),
+        (
+            {"acoc": {"cycles": 4, "steps_per_cycle": 20}},
+            "params.yaml: acoc.lr_warmup_steps: 100 must be at most cycles x steps_per_cycle (80)",
+        ),
+        (
+            {"sigma_rl": {"auto_mix": {"min_share": 0.7}}},
+            "params.yaml: sigma_rl.auto_mix.min_share: 0.7 must be at most max_share (0.6)",
+        ),
         (
             {"prepare": {"code": {"levels": [4]}}},
             "params.yaml: prepare.code.levels: each level must be 1, 2 or 3 (got 4)",
@@ -209,7 +272,7 @@ def test_bad_params_give_one_line_naming_the_key(raw, message):
     [
         (
             {"prepare": {"families": {"add": {"difficulties": "x"}}}},
-            "params.yaml: prepare.families.add.difficulties: must be a valid list (got 'x') "
+            "params.yaml: prepare.families.add.difficulties: must be a list (got the string 'x') "
             "— difficulty levels (1..3) generated for this family, one corpus cell each",
         ),
         (
@@ -231,6 +294,14 @@ def test_acoc_section_defaults_are_the_measured_settings_with_a_continual_schedu
     assert params == ACOCParams()  # params.yaml spells out the schema's (measured) defaults
     assert params.tasks == {"add": 0, "sub": 3} and params.total_steps == 4000
     assert params.model.initial_experts == 1 and params.baselines
+
+
+def test_ints_stay_numbers_and_lists_stay_pairs_under_strict_types():
+    params = parse_params(
+        {"coarse_sft": {"train": {"learning_rate": 1}}, "sigma_pretrain": {"optimizer": {"betas": [0, 0.9]}}}
+    )
+    assert params.coarse_sft.train.learning_rate == 1.0
+    assert params.sigma_pretrain.optimizer.betas == (0.0, 0.9)
 
 
 def test_hybrid_rnn_model_overrides_are_only_the_fields_set():

@@ -10,6 +10,7 @@ from cascadelab.data.batches import (
     IGNORE_INDEX,
     EncodedRow,
     LMBatch,
+    check_fits_context,
     collate_rows,
     encode_prompt_response,
     encode_texts,
@@ -71,3 +72,32 @@ def test_encoding_ignores_padding_a_batched_tokenizer_call_left_behind(tokenizer
     tokenizer(["1+2=", "10+2=+21"], padding=True, add_special_tokens=False)  # may leave padding on in the backend
     assert encode_texts(tokenizer, ["1+2=", "10+2="]) == plain == [[*ids] for ids in plain]
     assert len(plain[0]) == 4
+
+
+def test_a_prompt_whose_end_merges_with_the_response_is_named_in_text_not_ids():
+    tokenizer = train_tokenizer(["abab cdab " * 50], TokenizerParams(kind="bpe", vocab_size=300))
+    with pytest.raises(ValueError) as caught:
+        encode_prompt_response(tokenizer, ["Q: xa"], ["b"])
+    assert str(caught.value) == (
+        "tokenizer: prompt tokens are not a prefix of prompt+response for prompt 'Q: xa': its end 'a' "
+        "becomes the token 'ab' once the response follows"
+    )
+
+
+def test_a_row_longer_than_the_context_names_the_param_and_the_length_it_needs():
+    tokenizer = train_tokenizer(["0123456789+="], TokenizerParams())
+    records = [{"id": "a-0", "prompt": "1+1=", "response": "2"}, {"id": "a-1", "prompt": "12+345=", "response": "357"}]
+    param = "coarse_sft.model.max_position_embeddings"
+    check_fits_context(tokenizer, records, ("prompt", "response"), 11, param, (1, "EOS"))  # 7 + 3 + 1 fits
+    with pytest.raises(ValueError) as caught:
+        check_fits_context(tokenizer, records, ("prompt", "response"), 10, param, (1, "EOS"))
+    assert str(caught.value) == (
+        "coarse_sft.model.max_position_embeddings: 10 is less than the longest prompt + response + EOS "
+        "(10 + 1 = 11 tokens, id a-1); raise it to at least 11"
+    )
+    with pytest.raises(ValueError) as caught:
+        check_fits_context(tokenizer, records, ("prompt",), 16, param, (12, "coarse_sft.eval.max_new_tokens"))
+    assert str(caught.value) == (
+        "coarse_sft.model.max_position_embeddings: 16 is less than the longest prompt + "
+        "coarse_sft.eval.max_new_tokens (7 + 12 = 19 tokens, id a-1); raise it to at least 19"
+    )

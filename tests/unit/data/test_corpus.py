@@ -103,16 +103,44 @@ def test_user_jsonl_goes_through_the_same_verifier(tmp_path):
     assert not verifier.verify("user", "no answer here", record["answer"])
 
 
-def test_user_dataset_errors_are_one_line(tmp_path):
-    path = tmp_path / "bad.jsonl"
-    path.write_text('{"question": "q", "answer": "no marker"}\n')
-    with pytest.raises(ValueError, match=r"answer_pattern: no match in row 1's 'answer'"):
+def user_error(path, text):
+    """The one-line error `user_records` gives for a file holding `text`, with the temp folder cut off."""
+    path.write_text(text)
+    with pytest.raises(ValueError) as caught:
         user_records(UserDatasetParams(path=str(path)), seed=0)
+    return str(caught.value).replace(f"{path.parent}/", "")
+
+
+GOOD = '{"question": "q", "answer": "#### 1"}\n'
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        (GOOD + "\n" + '{"q": "x"}\n', 'data.jsonl:3: missing field "question"'),
+        (GOOD + '{"question": "q2"}\n', 'data.jsonl:2: missing field "answer"'),
+        ("null\n", 'data.jsonl:1: expected a JSON object with fields "question" and "answer", got null'),
+        (GOOD + "[1, 2]\n", 'data.jsonl:2: expected a JSON object with fields "question" and "answer", got a list'),
+        ("\n\n" + '{"question": "q", "answer": ', "data.jsonl:3: not valid JSON (Expecting value at column 29)"),
+        ('{"question": "q", "answer": 42}\n', 'data.jsonl:1: field "answer" must be a string, got the number 42'),
+        (
+            '{"question": true, "answer": "#### 1"}\n',
+            'data.jsonl:1: field "question" must be a string, got the boolean true',
+        ),
+        (
+            GOOD + '{"question": "q2", "answer": "no marker"}\n',
+            r'data.jsonl:2: prepare.user_dataset.answer_pattern "####\s*(-?[\d,\.]+)" finds no answer '
+            'in field "answer"',
+        ),
+    ],
+)
+def test_a_bad_user_row_is_one_line_naming_file_and_line(tmp_path, text, error):
+    assert user_error(tmp_path / "data.jsonl", text) == error
+
+
+def test_a_missing_user_file_is_one_line(tmp_path):
     with pytest.raises(ValueError, match="path: file not found"):
         user_records(UserDatasetParams(path=str(tmp_path / "missing.jsonl")), seed=0)
-    path.write_text('{"q": "x"}\n')
-    with pytest.raises(ValueError, match="row 1 has no field 'question'"):
-        user_records(UserDatasetParams(path=str(path)), seed=0)
 
 
 def test_regex_verifier_normalises_commas():

@@ -73,7 +73,7 @@ def test_lr_schedule_warms_up_holds_then_decays_to_zero() -> None:
 
 def test_training_is_deterministic_and_leaves_caller_rng_alone() -> None:
     tokenizer = char_tokenizer()
-    settings = HybridRNNTrainParams(learning_rate=3e-3, batch_size=8, max_steps=12, eval_steps=6)
+    settings = HybridRNNTrainParams(learning_rate=3e-3, batch_size=8, max_steps=12, eval_steps=6, warmup_steps=2)
     torch.manual_seed(123)
     expected_next_draw = torch.rand(1)
     results, states = [], []
@@ -162,7 +162,7 @@ def test_curriculum_warmup_never_stops_early_and_best_weights_come_from_the_mix(
 
 def test_bad_inputs_are_rejected() -> None:
     tokenizer = char_tokenizer()
-    settings = HybridRNNTrainParams(max_steps=1)
+    settings = HybridRNNTrainParams(max_steps=1, warmup_steps=0)
     with pytest.raises(ValueError, match=r"^val_examples is empty: early stopping needs a validation set$"):
         train_hybrid_rnn(tiny_model(), add_pairs(4, 0), [], tokenizer, settings)
     small = HybridRNNTransformer(HybridRNNConfig.from_preset("tiny", vocab_size=8))

@@ -84,7 +84,7 @@ def test_control_budget_matches_the_refiners_tokens_or_steps(model, tokenizer):
         route_tasks=["mul", "word"],
         per_family=True,
         family_steps={"mul": 30, "word": 20},
-        train=RefinerTrainSettings(batch_size=8, num_threads=1),
+        train=RefinerTrainSettings(batch_size=8, num_threads=1, warmup_steps=0),
         control={"budget": "tokens"},
     )
     rows = [refiner_record(r, None, settings.format) for t in ("mul", "word", "add") for r in _records(t, 40)]

@@ -109,7 +109,7 @@ def test_refiner_grpo_config_equals_the_hand_built_one(tmp_path: Path) -> None:
 
 
 def test_shared_settings_are_cpu_safe_and_seeded(tmp_path: Path) -> None:
-    train = SFTTrainParams(max_steps=9, batch_size=4, learning_rate=2e-4, logging_steps=3)
+    train = SFTTrainParams(max_steps=9, batch_size=4, learning_rate=2e-4, logging_steps=3, warmup_steps=2)
     args = trl_args(SFTConfig, train, 11, tmp_path, report_to=("mlflow",), use_cpu=True)
     assert (args.bf16, args.activation_checkpointing, args.gradient_checkpointing) == (False, False, False)
     assert (args.use_cpu, args.seed, args.data_seed, args.dataloader_num_workers) == (True, 11, 11, 0)
