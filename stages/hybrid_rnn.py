@@ -5,7 +5,6 @@ from cascadelab.io import write_tsv
 from cascadelab.pipeline import hybrid_rnn
 from cascadelab.pipeline.paths import PATHS
 from cascadelab.pipeline.runtime import load_or_fail, run_stage, stage_context, write_stage_metrics
-from cascadelab.ranks import relaunch_under_torchrun
 
 PLOTS_DIR = PATHS.plots_of("hybrid_rnn")
 
@@ -13,7 +12,6 @@ PLOTS_DIR = PATHS.plots_of("hybrid_rnn")
 def main() -> None:
     """Read params, train + evaluate, write the model, metrics, curves and a prediction sample."""
     params = load_or_fail()
-    relaunch_under_torchrun(params.launch.nproc, __file__)
     with stage_context("hybrid_rnn", params, params.hybrid_rnn, script=__file__) as run:
         outcome = hybrid_rnn.run(params.hybrid_rnn, params.seed, PATHS, run.log_metrics)
         if outcome is None:

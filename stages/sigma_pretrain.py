@@ -26,6 +26,8 @@ def main() -> None:
             if (OUT_DIR / "errors").is_dir():  # the trainer's crash reports go to the run before it fails
                 run.log_artifact(OUT_DIR / "errors", artifact_path="sigma_pretrain/errors")
             raise
+        if outcome is None:
+            return  # another rank than 0: rank 0 saves, evaluates and logs
         for name in sigma_pretrain.MODELS:
             write_tsv(PLOTS_DIR / f"{name}.tsv", outcome.histories[name], CURVE_COLUMNS)
         write_jsonl(PLOTS_DIR / "predictions.jsonl", outcome.predictions)

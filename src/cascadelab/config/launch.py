@@ -14,7 +14,7 @@ class LaunchParams(StrictModel):
         1,
         ge=1,
         description=(
-            "processes per rank-aware stage (coarse_sft, hybrid_rnn); >1 relaunches it under torchrun, "
-            "batch sizes stay global"
+            "processes per training stage: >1 relaunches coarse_sft, hybrid_rnn and sigma_pretrain under "
+            "torchrun (batch sizes stay global) and stops limen, refiner, lego_phase1/2, acoc and sigma_rl"
         ),
     )

@@ -14,11 +14,20 @@ from cascadelab.config import Params, ParamsError, load_params
 from cascadelab.io import write_json
 from cascadelab.pipeline.measurements import split_measurements
 from cascadelab.pipeline.paths import PATHS, Paths
-from cascadelab.ranks import world_size
+from cascadelab.ranks import relaunch_under_torchrun, world_size
 from cascadelab.tracking import StageRun, stage_run
 
 # Stages that train on several processes under `launch.nproc` (each rank its rows; rank 0 writes and logs).
-RANK_AWARE_STAGES = ("coarse_sft", "hybrid_rnn")
+RANK_AWARE_STAGES = ("coarse_sft", "hybrid_rnn", "sigma_pretrain")
+# Training stages whose training is not written for data parallelism: `launch.nproc` > 1 stops them, and why.
+SINGLE_PROCESS_STAGES = {
+    "limen": "it fits a small gate on the coarse model's features in one pass",
+    "refiner": "it trains several TRL models per run, in processes of its own with refiner.parallel",
+    "lego_phase1": "its early stopping and model saving are not written for data parallelism",
+    "lego_phase2": "its upper-block and baseline runs are not written for data parallelism",
+    "acoc": "it grows and prunes its model between cycles, which ranks would have to agree on",
+    "sigma_rl": "its GRPO loop samples and scores rollouts on one process",
+}
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -36,19 +45,30 @@ def load_or_fail(path: str = "params.yaml") -> Params:
         raise  # unreachable; keeps type checkers happy
 
 
+def launch(stage: str, nproc: int, script: str) -> None:
+    """Run the stage on `nproc` processes (a torchrun relaunch of `script`) where it can; one line where not.
+
+    Inside a launch this checks the stage can run there and ties the process to its launcher.
+    """
+    if world_size() > 1 and stage not in RANK_AWARE_STAGES:
+        raise ValueError(
+            f"{stage}: not rank-aware, run it on one process (launch.nproc applies to {', '.join(RANK_AWARE_STAGES)})"
+        )
+    if nproc > 1 and stage in SINGLE_PROCESS_STAGES:
+        raise ValueError(f"{stage}: runs on one process only, {SINGLE_PROCESS_STAGES[stage]}; set launch.nproc: 1")
+    relaunch_under_torchrun(nproc if stage in RANK_AWARE_STAGES else 1, script)
+
+
 @contextmanager
 def stage_context(stage: str, params: Params, section: Any, script: str | None = None) -> Iterator[StageRun]:
-    """Open the stage's MLflow run (logging seed + section + its own source) and time it."""
+    """Launch the stage as `launch.nproc` asks, open its MLflow run (seed + section + its own source), time it."""
+    launch(stage, params.launch.nproc, script or sys.argv[0])
     import datasets
 
     datasets.disable_progress_bars()  # per-row map bars drown the stage log; the trainer keeps its own bar
     # transformers' MLflow callback would dump ~170 unprefixed config and TrainingArguments params into the
     # stage run beside the stage's own namespaced section; 0 keeps its metrics and drops those dumps.
     os.environ.setdefault("MLFLOW_MAX_LOG_PARAMS", "0")
-    if world_size() > 1 and stage not in RANK_AWARE_STAGES:
-        raise ValueError(
-            f"{stage}: not rank-aware, run it on one process (launch.nproc applies to {', '.join(RANK_AWARE_STAGES)})"
-        )
     logged = {"seed": params.seed, stage: section.model_dump(mode="json")}
     started = time.perf_counter()
     with stage_run(stage, logged, experiment=params.tracking.experiment) as run:

@@ -31,6 +31,7 @@ from cascadelab.models.coarse import build_causal_lm
 from cascadelab.models.sigma import SigmaConfig, SigmaForCausalLM
 from cascadelab.models.utils import count_parameters
 from cascadelab.pipeline.paths import Paths
+from cascadelab.ranks import is_main_process, world_size
 from cascadelab.training.background import BackgroundCall
 from cascadelab.training.batch_source import build_batch_source
 from cascadelab.training.checkpoints import checkpoint_dir, discard
@@ -113,11 +114,12 @@ def train_and_evaluate(
     model_dir: Path,
     out_dir: Path,
     log_fn: LogFn | None = None,
-) -> ModelRun:
+) -> ModelRun | None:
     """Build, train and evaluate one model; SigmaLLM is saved to `model_dir`, its log goes to `out_dir`.
 
     The baseline logs to `out_dir/baseline`. Every process that calls this reads and tokenizes the
-    corpus itself and draws the same batches from `seed`.
+    corpus itself and draws the same batches from `seed`. Under a multi-process launch every rank trains
+    its rows of each batch and rank 0 alone saves and evaluates; the other ranks return None.
     """
     torch.set_num_threads(params.train.num_threads)
     tokenizer = load_tokenizer(tokenizer_dir)
@@ -150,6 +152,8 @@ def train_and_evaluate(
         train_rows, params.mix, train.max_steps, train.batch_size, seed, group_by_task=train.group_batches_by_task
     )
     result = trainer.fit(build_batch_source(corpus_batches, params.data, tokenizer, train.batch_size, seed))
+    if not is_main_process():
+        return None
     discard(folder)  # finished: a rerun starts afresh rather than from the final checkpoint
     started = time.perf_counter()
     with final_evaluation("sigma_pretrain"):
@@ -166,7 +170,9 @@ def train_and_evaluate(
     return ModelRun(evaluation, result.history, outputs, result.metrics_path)
 
 
-def run(params: SigmaPretrainParams, seed: int, paths: Paths, log_fn: LogFn | None = None) -> SigmaPretrainOutcome:
+def run(
+    params: SigmaPretrainParams, seed: int, paths: Paths, log_fn: LogFn | None = None
+) -> SigmaPretrainOutcome | None:
     """Train and evaluate SigmaLLM (saved to `paths.sigma`) and the baseline on test; compare them.
 
     With `train.parallel_baseline` the baseline trains in a second process at the same time (one core
@@ -174,20 +180,23 @@ def run(params: SigmaPretrainParams, seed: int, paths: Paths, log_fn: LogFn | No
     SigmaLLM and `out_dir/baseline/metrics.jsonl` for the baseline (`out_dir`: `paths.sigma_pretrain_run`).
     `log_fn(metrics, step)` receives
     each logged row with keys prefixed `sigma/` or `baseline/` (the baseline's rows once it is done,
-    when it runs in the other process).
+    when it runs in the other process). Under a multi-process launch both models train one after the
+    other on every rank (`parallel_baseline` would start a second launch's worth of processes); rank 0
+    alone writes and evaluates, and the other ranks return None once both are trained.
     """
     corpus_dir, tokenizer_dir, model_dir, out_dir = paths.corpus, paths.tokenizer, paths.sigma, paths.sigma_pretrain_run
     started = time.perf_counter()
     check_sigma_runtime(params, torch.cuda.is_available())
-    write_resolved_settings(params, seed, out_dir)
+    if is_main_process():
+        write_resolved_settings(params, seed, out_dir)
     check_hidden_eval(corpus_dir)
     tokenizer = load_tokenizer(tokenizer_dir)
     sizes = {name: count_parameters(build_model(name, params, tokenizer, seed)) for name in MODELS}
     gap = check_param_gap(sizes["sigma"], sizes["baseline"], params.baseline_param_tolerance)
     shared = (params, seed, corpus_dir, tokenizer_dir, model_dir, out_dir)
     sigma_log = None if log_fn is None else _prefixed(log_fn, "sigma")
-    runs: dict[str, ModelRun] = {}
-    if params.train.parallel_baseline:
+    runs: dict[str, ModelRun | None] = {}
+    if params.train.parallel_baseline and world_size() == 1:
         background = BackgroundCall(train_and_evaluate, "baseline", *shared)
         try:
             runs["sigma"] = train_and_evaluate("sigma", *shared, log_fn=sigma_log)
@@ -195,15 +204,18 @@ def run(params: SigmaPretrainParams, seed: int, paths: Paths, log_fn: LogFn | No
         finally:
             background.stop()
         if log_fn is not None:
-            for row in runs["baseline"].history:
+            for row in _done(runs["baseline"]).history:
                 _prefixed(log_fn, "baseline")(row, int(row["step"]))
     else:
         runs["sigma"] = train_and_evaluate("sigma", *shared, log_fn=sigma_log)
         baseline_log = None if log_fn is None else _prefixed(log_fn, "baseline")
         runs["baseline"] = train_and_evaluate("baseline", *shared, log_fn=baseline_log)
+    if not is_main_process():
+        return None
+    done = {name: _done(model_run) for name, model_run in runs.items()}
     metrics: dict[str, Any] = {"param_gap": gap}
     for name in MODELS:
-        metrics.update({f"{name}_{key}": value for key, value in runs[name].metrics.items()})
+        metrics.update({f"{name}_{key}": value for key, value in done[name].metrics.items()})
     metrics["ppl_ratio"] = metrics["sigma_test_ppl"] / metrics["baseline_test_ppl"]
     metrics["step_time_ratio"] = metrics["sigma_train_seconds"] / metrics["baseline_train_seconds"]
     metrics["pretrain_seconds"] = time.perf_counter() - started
@@ -216,13 +228,19 @@ def run(params: SigmaPretrainParams, seed: int, paths: Paths, log_fn: LogFn | No
             "task": r["task"],
             "prompt": r["prompt"],
             "answer": r["answer"],
-            **{f"{name}_output": runs[name].outputs[i] for name in MODELS},
-            **{f"{name}_correct": verifier.verify(r["task"], runs[name].outputs[i], r["answer"]) for name in MODELS},
+            **{f"{name}_output": done[name].outputs[i] for name in MODELS},
+            **{f"{name}_correct": verifier.verify(r["task"], done[name].outputs[i], r["answer"]) for name in MODELS},
         }
         for i, r in enumerate(test_records[: params.eval.sample_predictions])
     ]
-    histories = {name: runs[name].history for name in MODELS}
-    return SigmaPretrainOutcome(metrics, histories, predictions, runs["sigma"].metrics_path)
+    histories = {name: done[name].history for name in MODELS}
+    return SigmaPretrainOutcome(metrics, histories, predictions, done["sigma"].metrics_path)
+
+
+def _done(model_run: ModelRun | None) -> ModelRun:
+    if model_run is None:
+        raise RuntimeError("a model run of rank 0 returned no evaluation")
+    return model_run
 
 
 def check_hidden_eval(corpus_dir: Path) -> int:
