@@ -1,0 +1,142 @@
+"""Measured figures quoted in README.md and docs/: each tied to the metrics/ or plots/ file it comes from.
+
+A page writes a figure inside fixed text (`Figure.template`, one `{...}` placeholder). `disagreements` lists
+every figure whose page does not say what its file says; `refresh` rewrites those figures in place, so after a
+`dvc repro` the pages follow the new files (`make docs`) and a test holds them there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+NUMBER = r"[-+]?[\d,]*\.?\d+"
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A figure as a page writes it: `template` formatted with `key` of `source` (times `scale`).
+
+    `line`, when given, names the one line of the page the figure stands on (any text unique to it), for a
+    template that would otherwise match elsewhere too.
+    """
+
+    page: str
+    source: str
+    key: str
+    template: str
+    scale: float = 1.0
+    line: str = ""
+
+    def expected(self, root: Path) -> str:
+        """The text the page must contain, from the source file under `root`."""
+        value = json.loads((root / self.source).read_text(encoding="utf-8"))
+        for part in self.key.split("."):
+            value = value[part]
+        return self.template.format(float(value) * self.scale)
+
+    def pattern(self) -> re.Pattern[str]:
+        """The template with its placeholder as any written number."""
+        before, rest = self.template.split("{", 1)
+        after = rest.split("}", 1)[1]
+        return re.compile(re.escape(before) + r"(?<![\d.,])" + NUMBER + re.escape(after))
+
+    def span(self, text: str) -> tuple[int, int]:
+        """Where in `text` the figure stands; ValueError unless exactly one place has its form."""
+        start, end = 0, len(text)
+        if self.line:
+            lines = [m for m in re.finditer(r"^.*$", text, re.MULTILINE) if self.line in m.group(0)]
+            if len(lines) != 1:
+                raise ValueError(f"{self.page}: {len(lines)} lines contain {self.line!r} (figure {self.key})")
+            start, end = lines[0].span()
+        pattern, found, position = self.pattern(), [], start
+        while (match := pattern.search(text, position, end)) is not None:  # overlapping places count too
+            found.append(match)
+            position = match.start() + 1
+        if len(found) != 1:
+            raise ValueError(
+                f"{self.page}: {len(found)} places of the form {self.template!r} (figure {self.key}); name its line"
+            )
+        return found[0].span()
+
+
+def disagreements(figures: list[Figure], root: Path) -> list[str]:
+    """One line per figure whose page does not contain the text its source file gives."""
+    lines = []
+    for figure in figures:
+        expected = figure.expected(root)
+        start, end = figure.span((root / figure.page).read_text(encoding="utf-8"))
+        if (root / figure.page).read_text(encoding="utf-8")[start:end] != expected:
+            lines.append(f"{figure.page}: expected {expected!r} from {figure.source} {figure.key}")
+    return lines
+
+
+def refresh(figures: list[Figure], root: Path) -> list[str]:
+    """Rewrite each stale figure in its page from its source file; return one line per change.
+
+    Raises ValueError naming the page and template when a page does not hold a figure's text in exactly one place.
+    """
+    changes = []
+    for figure in figures:
+        path = root / figure.page
+        text = path.read_text(encoding="utf-8")
+        expected = figure.expected(root)
+        start, end = figure.span(text)
+        if text[start:end] == expected:
+            continue
+        path.write_text(text[:start] + expected + text[end:], encoding="utf-8")
+        changes.append(f"{figure.page}: {text[start:end]!r} -> {expected!r}")
+    return changes
+
+
+PRE, RL, HYB = "metrics/sigma_pretrain.json", "metrics/sigma_rl.json", "metrics/hybrid_rnn.json"
+PRE_T, RL_T, HYB_T = "plots/sigma_pretrain/timing.json", "plots/sigma_rl/timing.json", "plots/hybrid_rnn/timing.json"
+
+FIGURES = [
+    Figure("docs/sigma.md", PRE, "sigma_test_ppl", "| **{:.3f}** |", line="bar: SIGMA within 10 %"),
+    Figure("docs/sigma.md", PRE, "baseline_test_ppl", "| {:.3f} (ratio"),
+    Figure("docs/sigma.md", PRE, "ppl_ratio", "(ratio **{:.3f}**)"),
+    Figure("docs/sigma.md", PRE, "sigma_em", "test | {:.1f} % |", line="| exact match, all test |"),
+    Figure("docs/sigma.md", PRE_T, "sigma_train_seconds", "796 k, {:.0f} s |"),
+    Figure("docs/sigma.md", PRE_T, "baseline_train_seconds", "796 k, {:.0f} s (in a second process"),
+    Figure("docs/sigma.md", RL, "start_heldout_reward", "| {:.3f} |", line="bar: end > start"),
+    Figure("docs/sigma.md", RL, "end_heldout_reward", "| **{:.3f}** |", line="bar: end > start"),
+    Figure("docs/sigma.md", RL, "before_em", "| {:.1f} % |", line="bar: after ≥ before"),
+    Figure("docs/sigma.md", RL, "after_em", "| **{:.1f} %** |"),
+    Figure("docs/sigma.md", RL, "after_em_reverse", "9.5 / {:.1f} / 6.5 %"),
+    Figure("docs/sigma.md", RL, "before_code_pass", "passed) | {:.1f} % |", line="| code pass rate on test"),
+    Figure("docs/sigma.md", RL, "after_code_pass", "% | {:.1f} % |", line="| code pass rate on test"),
+    Figure("docs/sigma.md", RL, "draft_acceptance_rate", "acceptance **{:.1f} %**", 100.0),
+    Figure("docs/sigma.md", RL, "draft_tokens_per_forward", "{:.2f} tokens per forward, wall"),
+    Figure("docs/sigma.md", RL_T, "draft_speedup", "wall speed-up **{:.2f}×**"),
+    Figure("docs/sigma.md", RL_T, "wall_seconds", "**{:.0f} s inside the stage**"),
+    Figure("docs/sigma.md", RL_T, "train_seconds", "(training {:.0f} s)"),
+    Figure("docs/hybrid_rnn.md", HYB, "em", "| {:.2f} % / **"),
+    Figure("docs/hybrid_rnn.md", HYB, "beam_em", "/ **{:.2f} %** /"),
+    Figure("docs/hybrid_rnn.md", HYB, "sample_em", "/ {:.2f} % |", line="greedy / beam 4 / sampled"),
+    Figure("docs/hybrid_rnn.md", HYB, "test_ppl", "| {:.2f} | 2.53 |"),
+    Figure("docs/hybrid_rnn.md", HYB_T, "train_seconds", "4,000 steps, {:.0f} s,"),
+    Figure("docs/hybrid_rnn.md", HYB_T, "train_tokens_per_s", "{:.1f} k tokens/s", 1e-3),
+    Figure("docs/hybrid_rnn.md", "plots/coarse_sft/timing.json", "train_seconds", "8,000 steps, {:.0f} s |"),
+]
+
+
+def main() -> None:
+    """`python -m cascadelab.report.doc_figures [--write]`: list (or rewrite) the figures that disagree."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--write", action="store_true", help="rewrite stale figures in place")
+    parser.add_argument("--root", type=Path, default=Path.cwd())
+    args = parser.parse_args()
+    try:
+        lines = refresh(FIGURES, args.root) if args.write else disagreements(FIGURES, args.root)
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
+    print("\n".join(lines) or "every figure agrees with its file")
+    raise SystemExit(1 if lines and not args.write else 0)
+
+
+if __name__ == "__main__":
+    main()
