@@ -60,7 +60,7 @@ def run(params: CoarseSFTParams, seed: int, paths: Paths) -> CoarseOutcome | Non
     meta = load_meta(corpus_dir)
     train_records = load_split(corpus_dir, "train")
     model, tokenizer = coarse_model_and_tokenizer(params, tokenizer_dir, seed)
-    check_context(params, model, tokenizer, train_records, test_records)
+    check_context(params, model, tokenizer, train_records, load_split(corpus_dir, "val"))
     checkpoints = checkpoint_dir(
         "coarse_sft",
         {"params": params.model_dump(mode="json"), "seed": seed},
@@ -88,6 +88,7 @@ def run(params: CoarseSFTParams, seed: int, paths: Paths) -> CoarseOutcome | Non
     verifier = CorpusVerifier(meta)
     with final_evaluation("coarse_sft"):
         test_records = load_split(corpus_dir, "test")
+        check_prompts_fit(params, model, tokenizer, test_records)
         metrics, outputs = evaluate_lm(
             model, tokenizer, test_records, verifier, params.eval.batch_size, params.eval.max_new_tokens
         )
@@ -111,21 +112,37 @@ def check_context(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     train_records: list[dict[str, Any]],
-    test_records: list[dict[str, Any]],
+    val_records: list[dict[str, Any]],
 ) -> None:
-    """Stop before training when a train row, or a test prompt plus its generation, exceeds the model's context."""
-    limit = getattr(model.config, "max_position_embeddings", None)
+    """Stop before training when a train row, or a val prompt plus its generation, exceeds the model's context.
+
+    The test split may not be read before the final evaluation, which checks its prompts the same way.
+    """
+    limit, param = _context(params, model)
     if limit is None:
         return
+    check_fits_context(tokenizer, train_records, ("prompt", "response"), limit, param, (1, "EOS"))
+    check_prompts_fit(params, model, tokenizer, val_records)
+
+
+def check_prompts_fit(
+    params: CoarseSFTParams, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, records: list[dict[str, Any]]
+) -> None:
+    """Stop when a prompt plus `eval.max_new_tokens` exceeds the model's context, naming the param to raise."""
+    limit, param = _context(params, model)
+    if limit is not None:
+        budget = (params.eval.max_new_tokens, "coarse_sft.eval.max_new_tokens")
+        check_fits_context(tokenizer, records, ("prompt",), limit, param, budget)
+
+
+def _context(params: CoarseSFTParams, model: PreTrainedModel) -> tuple[int | None, str]:
+    """The model's context length and the param that sets it."""
     param = (
         f"coarse_sft.base_model ({params.base_model}): max_position_embeddings"
         if params.base_model
         else "coarse_sft.model.max_position_embeddings"
     )
-    fields = ("prompt", "response")
-    check_fits_context(tokenizer, train_records, fields, limit, param, (1, "EOS"))
-    budget = (params.eval.max_new_tokens, "coarse_sft.eval.max_new_tokens")
-    check_fits_context(tokenizer, test_records, ("prompt",), limit, param, budget)
+    return getattr(model.config, "max_position_embeddings", None), param
 
 
 def _training_metrics(model: PreTrainedModel, result: SFTResult) -> dict[str, Any]:
