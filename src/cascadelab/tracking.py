@@ -15,7 +15,9 @@ import contextlib
 import hashlib
 import json
 import os
+import sqlite3
 import subprocess
+import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -62,7 +64,34 @@ def tracking_uri(root: Path | None = None) -> str:
     explicit = os.environ.get("MLFLOW_TRACKING_URI")
     if explicit:
         return explicit
-    return f"sqlite:///{(root or repo_root()) / 'mlflow.db'}"
+    return default_uri(root or repo_root())
+
+
+def default_uri(root: Path) -> str:
+    """The SQLite store that lives at a repository root (what `tracking_uri` gives without the variable)."""
+    return f"sqlite:///{root / 'mlflow.db'}"
+
+
+def relocate_copied_store(root: Path, location: str) -> bool:
+    """Point a copied checkout's store at its own `mlruns/`; True if it had to.
+
+    MLflow records artifact locations as absolute paths, so a checkout copied with its `mlflow.db` and
+    `mlruns/` would keep writing artifacts into the original's folder. When the experiment's location is a
+    local `mlruns` folder other than this root's, every experiment and run path under the old folder is
+    rewritten to the same path under this one (MLflow has no API for it; the two columns are plain text).
+    """
+    here = artifact_location(root)
+    if not location.startswith("file:") or location == here or not location.endswith("/mlruns"):
+        return False
+    with contextlib.closing(sqlite3.connect(root / "mlflow.db")) as db, db:
+        for table, column in (("experiments", "artifact_location"), ("runs", "artifact_uri")):
+            db.execute(  # the old folder itself or a path inside it, never a sibling such as mlruns2/
+                f"UPDATE {table} SET {column} = :new || substr({column}, :cut) "
+                f"WHERE {column} = :old OR substr({column}, 1, :cut) = :old || '/'",
+                {"new": here, "old": location, "cut": len(location) + 1},
+            )
+    print(f"mlflow.db was copied from {location}: its artifact paths now point at {here}", file=sys.stderr)
+    return True
 
 
 def artifact_location(root: Path | None = None) -> str:
@@ -199,6 +228,8 @@ def init_store(experiment: str, root: Path | None = None) -> str:
     with FileLock(str(lock_dir / ".mlflow.lock"), timeout=300):
         client = MlflowClient(uri)
         found = client.get_experiment_by_name(experiment)
+        if found is not None and uri == default_uri(root):
+            relocate_copied_store(root, found.artifact_location)
         if found is not None:
             if found.tags.get(TAG_EXPERIMENT_KIND) != EXPERIMENT_KIND:  # stores made before the tag existed
                 client.set_experiment_tag(found.experiment_id, TAG_EXPERIMENT_KIND, EXPERIMENT_KIND)

@@ -163,3 +163,28 @@ def test_a_rank_other_than_0_logs_nothing(repo, monkeypatch):
         run.log_params({"a": 1})
     assert isinstance(run, tracking.SilentStageRun)
     assert not (repo / "mlflow.db").exists()
+
+
+def test_a_copied_checkout_writes_artifacts_into_its_own_store(repo, tmp_path_factory, monkeypatch, capsys):
+    with tracking.stage_run("prepare", {"seed": 1}, experiment="t") as first:
+        (repo / "note.txt").write_text("first")
+        first.log_artifact(repo / "note.txt")
+    copy = tmp_path_factory.mktemp("copy") / "checkout"
+    import shutil
+
+    shutil.copytree(repo, copy)
+    monkeypatch.chdir(copy)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # mlflow.set_tracking_uri exported the first store
+    with tracking.stage_run("coarse_sft", {"seed": 1}, experiment="t") as second:
+        (copy / "note.txt").write_text("second")
+        second.log_artifact(copy / "note.txt")
+    client = MlflowClient(tracking.tracking_uri())
+    assert tracking.tracking_uri() == f"sqlite:///{copy}/mlflow.db"
+    assert client.get_experiment_by_name("t").artifact_location == (copy / "mlruns").as_uri()
+    for run_id in (first.run_id, second.run_id):  # old runs follow too: their artifacts were copied along
+        uri = client.get_run(run_id).info.artifact_uri
+        assert uri.startswith((copy / "mlruns").as_uri() + "/")
+        assert Path(uri.removeprefix("file://"), "note.txt").is_file()
+    assert not any(second.run_id in str(path) for path in (repo / "mlruns").rglob("*"))  # the original is untouched
+    assert f"mlflow.db was copied from {(repo / 'mlruns').as_uri()}" in capsys.readouterr().err
+    assert tracking.relocate_copied_store(copy, (copy / "mlruns").as_uri()) is False  # once is enough
