@@ -5,7 +5,7 @@ BIN := $(abspath $(VENV)/bin)
 STAMP := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup setup-gpu repro repro-gpu test test-fast lint ui plots server bench proof clean-store
+.PHONY: setup setup-gpu repro repro-gpu test test-fast lint ui plots readme server bench proof clean-store
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,9 @@ lint: setup  ## ruff (check + format) + mypy
 
 plots: setup  ## every DVC plot as a PNG under plots/rendered/ (+ index.html), rendered offline
 	PYTHONPATH=src python -m cascadelab.report.offline_plots --out plots/rendered
+
+readme: setup  ## copy docs/results.md's generated claims + leaderboard block into README.md's Results section
+	PYTHONPATH=src python -m cascadelab.report.readme
 
 ui: setup  ## MLflow UI on the project's store (http://127.0.0.1:5000)
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --backend-store-uri sqlite:///$(abspath mlflow.db) --port 5000
