@@ -11,7 +11,8 @@ def main() -> None:
     params = load_or_fail()
     section = params.report
     with stage_context("report", params, section, script=__file__) as run:
-        outputs = report.run(section, params.seed, PATHS, params.claims)
+        settings = {"refiner.format.use_coarse": params.refiner.format.use_coarse}  # dvc.yaml lists these keys
+        outputs = report.run(section, params.seed, PATHS, params.claims, settings)
         write_stage_metrics("report", outputs.metrics, run)
         for path in outputs.files:
             run.log_artifact(path)

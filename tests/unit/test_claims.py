@@ -137,3 +137,12 @@ def test_every_number_in_readmes_results_block_comes_from_the_generated_files() 
         assert number in generated or number in json.dumps(claims), number
     for entry in claims["claims"]:  # and the generated page shows what claims.json decided
         assert f"(`{entry['name']}`)" in generated and f"**{entry['verdict']}**" in generated
+
+
+def test_reading_the_draft_is_not_measured_when_the_refiner_never_reads_it() -> None:
+    draft = next(s for s in SEED_CLAIMS if s.name == "reading_the_draft_helps")
+    figures = {**FIGURES, "params": {"refiner.format.use_coarse": False}}
+    table = build_claims([draft], figures, {"cascade_eval": CASCADE_ITEMS}, ClaimsParams(), 1234)
+    assert table.entries == [] and "refiner.format.use_coarse: false" in table.unmeasured[0]["reason"]
+    table = build_claims([draft], FIGURES, {"cascade_eval": CASCADE_ITEMS}, ClaimsParams(), 1234)
+    assert table.entries[0].baseline.startswith("skip_coarse")

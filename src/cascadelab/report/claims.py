@@ -131,7 +131,7 @@ def build_entry(spec: ClaimDef, figures: Figures, items: Items, params: ClaimsPa
         if interval is not None
         else f"not available ({why})"
     )
-    if interval is not None and effect is not None and not np.isclose(interval.estimate, effect, rtol=1e-6, atol=1e-9):
+    if interval is not None and effect is not None and not np.isclose(interval.estimate, effect, rtol=1e-4, atol=1e-9):
         note += f"; the items give {interval.estimate:.6g} where the metrics give {effect:.6g}"
     system_compute, baseline_compute = spec.compute(figures)
     return ClaimEntry(
