@@ -5,7 +5,7 @@ BIN := $(abspath $(VENV)/bin)
 STAMP := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup setup-gpu repro repro-gpu test test-fast lint docs ui plots server bench proof clean-store
+.PHONY: setup setup-gpu repro repro-gpu test test-fast lint docs readme ui plots server bench proof clean-store
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,8 @@ plots: setup  ## every DVC plot as a PNG under plots/rendered/ (+ index.html), r
 
 docs: setup  ## rewrite the measured figures quoted in docs/ from metrics/ and plots/ (after dvc repro)
 	PYTHONPATH=src python -m cascadelab.report.doc_figures --write
+readme: setup  ## copy docs/results.md's generated claims + leaderboard block into README.md's Results section
+	PYTHONPATH=src python -m cascadelab.report.readme
 
 ui: setup  ## MLflow UI on the project's store (http://127.0.0.1:5000)
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --backend-store-uri sqlite:///$(abspath mlflow.db) --port 5000

@@ -20,6 +20,7 @@ def main() -> None:
         write_tsv(PLOTS_DIR / "sweep.tsv", outcome.curves["sweep"], SWEEP_COLUMNS)
         write_tsv(PLOTS_DIR / "families.tsv", outcome.curves["families"])
         write_jsonl(PLOTS_DIR / "predictions.jsonl", outcome.predictions)
+        write_jsonl(PLOTS_DIR / "items.jsonl", outcome.items)  # every test item, for the claims' paired intervals
         write_stage_metrics("cascade_eval", outcome.metrics, run)
         run.log_artifact(PLOTS_DIR)
     m = defaultdict(lambda: float("nan"), outcome.metrics)  # undefined rates are left out of the metrics

@@ -18,6 +18,7 @@ def main() -> None:
             return  # another rank than 0: rank 0 saves, evaluates and logs
         write_tsv(PLOTS_DIR / "train.tsv", outcome.history, ["step", "loss", "learning_rate", "grad_norm"])
         write_jsonl(PLOTS_DIR / "predictions.jsonl", outcome.predictions)
+        write_jsonl(PLOTS_DIR / "items.jsonl", outcome.items)  # every test item, for the claims' paired intervals
         write_stage_metrics("coarse_sft", outcome.metrics, run)
         run.log_metrics({"resumed_from_step": outcome.resumed_from_step})
         run.log_artifact(PLOTS_DIR)

@@ -19,6 +19,7 @@ def main() -> None:
         write_tsv(PLOTS_DIR / "train.tsv", outcome.train_history, ["step", "loss", "learning_rate"])
         write_tsv(PLOTS_DIR / "val.tsv", outcome.val_history, ["step", "val_loss"])
         write_jsonl(PLOTS_DIR / "predictions.jsonl", outcome.predictions)
+        write_jsonl(PLOTS_DIR / "items.jsonl", outcome.items)  # every test item, for the claims' paired intervals
         write_stage_metrics("hybrid_rnn", outcome.metrics, run)
         run.log_artifact(PLOTS_DIR)
     m = outcome.metrics

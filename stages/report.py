@@ -11,7 +11,8 @@ def main() -> None:
     params = load_or_fail()
     section = params.report
     with stage_context("report", params, section, script=__file__) as run:
-        outputs = report.run(section, params.seed, PATHS)
+        settings = {"refiner.format.use_coarse": params.refiner.format.use_coarse}  # dvc.yaml lists these keys
+        outputs = report.run(section, params.seed, PATHS, params.claims, settings)
         write_stage_metrics("report", outputs.metrics, run)
         for path in outputs.files:
             run.log_artifact(path)
@@ -21,6 +22,7 @@ def main() -> None:
         if cached:
             print(f"MLflow: logged as cached (DVC skipped them): {', '.join(cached)}")
     print((PATHS.plots_of("report") / "report.md").read_text(encoding="utf-8"))
+    print(PATHS.results.read_text(encoding="utf-8"))
 
 
 if __name__ == "__main__":

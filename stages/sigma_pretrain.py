@@ -31,6 +31,7 @@ def main() -> None:
         for name in sigma_pretrain.MODELS:
             write_tsv(PLOTS_DIR / f"{name}.tsv", outcome.histories[name], CURVE_COLUMNS)
         write_jsonl(PLOTS_DIR / "predictions.jsonl", outcome.predictions)
+        write_jsonl(PLOTS_DIR / "items.jsonl", outcome.items)  # every test item, for the claims' paired intervals
         write_stage_metrics("sigma_pretrain", outcome.metrics, run)
         run.log_artifact(OUT_DIR, artifact_path="sigma_pretrain")
         run.log_artifact(PLOTS_DIR)

@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from e2e_project import TINY_CASCADE, TINY_COARSE, TINY_PREPARE, dvc, make_project, stage_runs
+from e2e_project import TINY_CASCADE, TINY_COARSE, TINY_PREPARE, client, dvc, make_project, stage_runs
 
 from cascadelab.io import read_tsv
 
@@ -68,3 +68,49 @@ def test_threshold_sweep_has_a_monotone_compute_axis(project, first_repro):
 
 def test_second_repro_runs_nothing(project, first_repro):
     assert "Running stage" not in dvc(project, "repro", "cascade_eval")
+
+
+# Figures of the model stages this project does not run, written as those stages write them, so that the
+# report stage (run alone with `--single-item`) decides the cascade's claims from the real tiny run.
+OTHER_STAGES = {
+    "hybrid_rnn": {"em": 20.0, "test_ppl": 3.0, "params": 1100, "train_tokens": 500},
+    "lego_phase1": {"train_flops": 1e9},
+    "lego_phase2": {"em": 5.0, "ppl": 2.6, "params": 900, "compute_cost": 0.7, "baseline_em": 15.0,
+                    "baseline_ppl": 2.2, "baseline_params": 1000, "lego_train_flops": 1e9, "baseline_train_flops": 2e9},
+    "acoc": {run: {"em": 60.0, "params": 500, "parameter_steps": 1e6, "train_steps": 100, "train_tokens": 1000}
+             for run in ("acoc", "static_initial", "static_final")},
+    "sigma_pretrain": {"sigma_em": 25.0, "sigma_test_ppl": 1.8, "sigma_params": 1200, "sigma_train_tokens": 900,
+                       "baseline_em": 15.0, "baseline_test_ppl": 2.0, "baseline_params": 1190,
+                       "baseline_train_tokens": 900},
+    "sigma_rl": {"after_em": 26.0, "start_heldout_reward": 0.2, "end_heldout_reward": 0.25,
+                 "draft_tokens_per_forward": 1.1},
+}  # fmt: skip
+
+
+def test_report_writes_a_claims_table_whose_entries_name_their_baselines(project, first_repro):
+    repo, _ = project
+    ids = [json.loads(line)["id"] for line in (repo / "plots" / "coarse_sft" / "items.jsonl").read_text().splitlines()]
+    for stage, figures in OTHER_STAGES.items():
+        (repo / "plots" / stage).mkdir(parents=True, exist_ok=True)
+        (repo / "metrics" / f"{stage}.json").write_text(json.dumps(figures))
+        (repo / "plots" / stage / "timing.json").write_text("{}")
+    for stage, keys in (("hybrid_rnn", ("correct",)), ("sigma_pretrain", ("sigma_correct", "baseline_correct"))):
+        rows = [{"id": i, **dict.fromkeys(keys, k % 3 == 0), "sigma_nll": 1.0, "baseline_nll": 1.2,
+                 "sigma_tokens": 2, "baseline_tokens": 2} for k, i in enumerate(ids)]  # fmt: skip
+        (repo / "plots" / stage / "items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = dvc(project, "repro", "--single-item", "report")
+    assert "Running stage 'report'" in out
+    claims = json.loads((repo / "metrics" / "claims.json").read_text())
+    entries = {e["name"]: e for e in claims["claims"]}
+    assert all(e["system"] and e["baseline"] and e["verdict"] in ("holds", "refuted", "inconclusive")
+               for e in entries.values())  # fmt: skip
+    fixes = entries["cascade_fixes_coarse_errors"]
+    assert fixes["baseline"] == "coarse_only"
+    assert fixes["interval"] is not None and fixes["interval_note"].startswith("paired bootstrap over")
+    assert fixes["compute"]["system"]["inference_flops_per_item"] > 0
+    page = (repo / "docs" / "results.md").read_text()
+    assert "`cascade_fixes_coarse_errors`" in page and "coarse_only" in page
+    report = json.loads((repo / "metrics" / "report.json").read_text())
+    assert report["claims_holds"] + report["claims_refuted"] + report["claims_inconclusive"] == len(entries)
+    (report_run,) = stage_runs(repo, "report")
+    assert any(a.path.endswith("claims.json") for a in client(repo).list_artifacts(report_run.info.run_id))

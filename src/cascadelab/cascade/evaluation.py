@@ -56,6 +56,7 @@ class EvalOutcome:
     metrics: dict[str, float] = field(default_factory=dict)
     curves: dict[str, list[dict[str, float]]] = field(default_factory=dict)
     predictions: list[dict[str, Any]] = field(default_factory=list)
+    items: list[dict[str, Any]] = field(default_factory=list)  # every test item: each mode's correctness and tokens
 
 
 def _rate(hits: int, total: int) -> float:
@@ -91,6 +92,16 @@ def mode_metrics(
     metrics[f"tokens_per_item_{name}"] = run.mean_generated_tokens
     metrics[f"latency_ms_per_item_{name}"] = 1000.0 * run.seconds / n
     return metrics
+
+
+def item_rows(records: Sequence[Record], runs: dict[str, CascadeOutput], verify: VerifyFn) -> list[dict[str, Any]]:
+    """One row per test item: id, task, and per run label its correctness and generated tokens (paired claims)."""
+    rows: list[dict[str, Any]] = [{"id": r.get("id", str(i)), "task": r["task"]} for i, r in enumerate(records)]
+    for label, run in runs.items():
+        for row, correct, trace in zip(rows, _verified(records, run.outputs, verify), run.traces, strict=True):
+            row[f"{label}_correct"] = correct
+            row[f"{label}_tokens"] = trace.generated_tokens
+    return rows
 
 
 def gate_metrics_of(run: CascadeOutput, records: Sequence[Record], verify: VerifyFn) -> dict[str, float]:
@@ -323,6 +334,7 @@ def evaluate_cascade(
         metrics[f"tokens_ratio_{label}"] = run.mean_generated_tokens / max(base.mean_generated_tokens, 1e-9)
         metrics[f"latency_ratio_{label}"] = run.seconds / max(base.seconds, 1e-9)
         outcome.metrics.update(metrics)
+    outcome.items = item_rows(records, {labels[mode]: run for mode, run in runs.items()}, verify)
     if "normal" in runs:
         outcome.metrics.update(gate_metrics_of(runs["normal"], records, verify))
     if "always_refine" in runs and settings.text_metrics:
@@ -357,8 +369,12 @@ def control_metrics(
     records: Sequence[Record],
     verify: VerifyFn,
     cascade_metrics: dict[str, float],
+    items: list[dict[str, Any]] | None = None,
 ) -> dict[str, float]:
-    """Exact match of the equal-compute control (`coarse_more`) per task, and the cascade's margin over it."""
+    """Exact match of the equal-compute control (`coarse_more`) per task, and the cascade's margin over it.
+
+    `items` (the test items' rows, in record order) gain the control's `control_correct`.
+    """
     outputs = [
         o[0]
         for o in generate_batched(
@@ -370,6 +386,8 @@ def control_metrics(
         )
     ]
     correct = _verified(records, outputs, verify)
+    for row, hit in zip(items or [], correct, strict=False):
+        row["control_correct"] = hit
     groups: dict[str, list[int]] = defaultdict(list)
     for index, record in enumerate(records):
         groups[""].append(index)
@@ -420,7 +438,8 @@ def run_cascade_eval(
         outcome.metrics[f"{name}_threshold"] = baseline.threshold
         outcome.curves.update(other.curves)
     if control_model is not None:
-        outcome.metrics.update(control_metrics(control_model, cascade, test_records, verify, outcome.metrics))
+        control = control_metrics(control_model, cascade, test_records, verify, outcome.metrics, outcome.items)
+        outcome.metrics.update(control)
     outcome.metrics["refiner_bytes"] = float(cascade.refiner.size_bytes())
     outcome.metrics["peak_memory_mb"] = peak_memory_mb()
     return outcome

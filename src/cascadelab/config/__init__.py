@@ -47,6 +47,7 @@ from cascadelab.config.cascade import (
     SelfImprovementSettings,
     SeparateRefinerSettings,
 )
+from cascadelab.config.claims import CLAIM_NAMES, ClaimsParams, ClaimThreshold
 from cascadelab.config.coarse_sft import CausalLMParams, CoarseSFTParams, LoraParams
 from cascadelab.config.hybrid_rnn import (
     HybridRNNModelParams,
@@ -119,6 +120,7 @@ from cascadelab.config.tracking import TrackingParams
 
 __all__ = [
     "CASCADE_MODES",
+    "CLAIM_NAMES",
     "DEFAULT_REPORT_STAGES",
     "MUON_FAMILY",
     "OPTIMIZER_NAMES",
@@ -135,6 +137,8 @@ __all__ = [
     "CascadeMode",
     "CascadeSettings",
     "CausalLMParams",
+    "ClaimThreshold",
+    "ClaimsParams",
     "CoarseSFTParams",
     "CodeTaskParams",
     "ContinualParams",

@@ -14,6 +14,7 @@ from pydantic import Field, ValidationError, model_validator
 from cascadelab.config.acoc import ACOCParams
 from cascadelab.config.base import TASK_FAMILIES, ParamsError, StrictModel, field_description, section_field
 from cascadelab.config.cascade import CascadeEvalSettings, LimenSettings, PairsSettings, RefinerSettings
+from cascadelab.config.claims import ClaimsParams
 from cascadelab.config.coarse_sft import CoarseSFTParams
 from cascadelab.config.hybrid_rnn import HybridRNNParams
 from cascadelab.config.launch import LaunchParams
@@ -51,6 +52,7 @@ class Params(StrictModel):
     refiner: RefinerSettings = section_field(RefinerSettings)
     cascade_eval: CascadeEvalSettings = section_field(CascadeEvalSettings)
     report: ReportParams = section_field(ReportParams)
+    claims: ClaimsParams = section_field(ClaimsParams)
 
     @model_validator(mode="after")
     def _cascade_families(self) -> Params:

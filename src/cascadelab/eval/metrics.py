@@ -29,6 +29,44 @@ def exact_match_report(records: Sequence[Record], outputs: Sequence[str], verify
     return {key: 100.0 * right / total for key, (right, total) in sorted(hits.items())}
 
 
+def correct_items(records: Sequence[Record], outputs: Sequence[str], verify: VerifyFn) -> list[dict[str, Any]]:
+    """One row per test item (id, task, correct): the per-item data paired claims bootstrap over."""
+    if len(records) != len(outputs):
+        raise ValueError(f"{len(records)} records but {len(outputs)} outputs")
+    return [
+        {"id": r["id"], "task": r["task"], "correct": verify(r["task"], o, r["answer"])}
+        for r, o in zip(records, outputs, strict=True)
+    ]
+
+
+@torch.no_grad()
+def response_nll_items(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    records: Sequence[Record],
+    batch_size: int = 128,
+    target_field: str = "response",
+) -> list[tuple[float, int]]:
+    """Per record, in record order: the summed NLL of its target tokens (plus EOS) given the prompt, and their count.
+
+    The same teacher-forced scoring as `response_perplexity`, kept per item so a perplexity ratio can be
+    bootstrapped over items.
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    out: list[tuple[float, int]] = [(0.0, 0)] * len(records)
+    for start in range(0, len(records), batch_size):
+        batch = records[start : start + batch_size]
+        rows = encode_prompt_response(tokenizer, [r["prompt"] for r in batch], [r[target_field] for r in batch])
+        padded = collate_rows(rows, int(tokenizer.pad_token_id)).to(device)
+        logits = model(input_ids=padded.input_ids, attention_mask=padded.attention_mask).logits[:, :-1].float()
+        targets = padded.labels[:, 1:]
+        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, ignore_index=-100, reduction="none")
+        for k, (row_nll, row_mask) in enumerate(zip(nll.sum(dim=1), (targets != -100).sum(dim=1), strict=True)):
+            out[start + k] = (float(row_nll), int(row_mask))
+    return out
+
+
 @torch.no_grad()
 def response_perplexity(
     model: PreTrainedModel,

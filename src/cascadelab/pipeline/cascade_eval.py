@@ -40,7 +40,7 @@ def run(settings: CascadeEvalSettings, seed: int, paths: Paths) -> StageOutcome:
     plot_path = paths.plots_of("cascade_eval") / "accuracy_vs_compute.png"
     plot_accuracy_vs_compute(outcome.curves, plot_path, operating_points(outcome.metrics))
     curves = {"sweep": sweep_rows(outcome.curves), "families": family_rows(outcome.metrics, test)}
-    return StageOutcome(dict(outcome.metrics), curves, outcome.predictions)
+    return StageOutcome(dict(outcome.metrics), curves, outcome.predictions, outcome.items)
 
 
 def operating_points(metrics: dict[str, float]) -> dict[str, tuple[float, float]]:

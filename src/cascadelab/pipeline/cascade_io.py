@@ -35,6 +35,7 @@ class StageOutcome:
     metrics: dict[str, Any]
     curves: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     predictions: list[dict[str, Any]] = field(default_factory=list)
+    items: list[dict[str, Any]] = field(default_factory=list)  # per test item rows (plots/<stage>/items.jsonl)
 
     def __post_init__(self) -> None:
         self.metrics = {k: v for k, v in self.metrics.items() if not (isinstance(v, float) and math.isnan(v))}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ from cascadelab.data.corpus import CorpusVerifier, load_meta, load_split
 from cascadelab.data.held_out import final_evaluation
 from cascadelab.data.tokenizer import load_tokenizer
 from cascadelab.eval.lm import evaluate_lm
+from cascadelab.eval.metrics import correct_items
 from cascadelab.io import atomic_directory
 from cascadelab.models.coarse import build_causal_lm, load_base_model
 from cascadelab.models.utils import count_parameters
@@ -36,6 +37,7 @@ class CoarseOutcome:
     history: list[dict[str, float]]
     predictions: list[dict[str, Any]]
     resumed_from_step: int = 0
+    items: list[dict[str, Any]] = field(default_factory=list)  # every test item's correctness (claims)
 
 
 def coarse_model_and_tokenizer(
@@ -104,7 +106,8 @@ def run(params: CoarseSFTParams, seed: int, paths: Paths) -> CoarseOutcome | Non
         }
         for r, o in list(zip(test_records, outputs, strict=True))[: params.eval.sample_predictions]
     ]
-    return CoarseOutcome(metrics, result.history, predictions, result.resumed_from_step)
+    items = correct_items(test_records, outputs, verifier.verify)
+    return CoarseOutcome(metrics, result.history, predictions, result.resumed_from_step, items)
 
 
 def check_context(

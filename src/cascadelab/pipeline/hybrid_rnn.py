@@ -11,7 +11,7 @@ same keys as `metrics/coarse_sft.json` (`em`, `em_add`, `em_add2`, ...), the oth
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -22,7 +22,7 @@ from cascadelab.data.corpus import CorpusVerifier, load_meta, load_split
 from cascadelab.data.curriculum import LoopCurriculum
 from cascadelab.data.held_out import final_evaluation
 from cascadelab.data.tokenizer import load_tokenizer
-from cascadelab.eval.metrics import exact_match_report
+from cascadelab.eval.metrics import correct_items, exact_match_report
 from cascadelab.eval.seq2seq import Decoding, evaluate_seq2seq
 from cascadelab.io import atomic_directory
 from cascadelab.models.hybrid_rnn import HybridRNNConfig, HybridRNNTransformer, init_hybrid_rnn
@@ -43,6 +43,7 @@ class HybridOutcome:
     train_history: list[dict[str, float]]
     val_history: list[dict[str, float]]
     predictions: list[Record]
+    items: list[Record] = field(default_factory=list)  # every test item's greedy correctness (claims)
 
 
 def build_hybrid_model(
@@ -150,7 +151,8 @@ def run(params: HybridRNNParams, seed: int, paths: Paths, log_fn: LogFn | None =
         for i, r in enumerate(test_records[: params.eval.sample_predictions])
     ]
     val_history = [{"step": row["step"], "val_loss": row["val_loss"]} for row in result.history]
-    return HybridOutcome(metrics, result.train_history, val_history, predictions)
+    items = correct_items(test_records, outputs["greedy"], verifier.verify)
+    return HybridOutcome(metrics, result.train_history, val_history, predictions, items)
 
 
 def _training_metrics(model: HybridRNNTransformer, result: TrainResult) -> dict[str, Any]:

@@ -42,6 +42,8 @@ class Paths:
     sigma_rl_run: Path = Path("runs/sigma_rl")
     metrics: Path = Path("metrics")
     plots: Path = Path("plots")
+    claims: Path = Path("metrics/claims.json")  # the claims table (report), beside the stages' metrics
+    results: Path = Path("docs/results.md")  # the generated results page (report)
 
     @classmethod
     def under(cls, root: Path) -> Paths:
@@ -89,5 +91,5 @@ STAGES: dict[str, StageIO] = {
     "refiner": StageIO(("corpus", "coarse", "cascade_pairs", "limen"), ("refiner", "coarse_more", "refiner_answer")),
     "cascade_eval": StageIO(("corpus", "coarse", "limen", "refiner", "coarse_more", "refiner_answer"), ()),
     "acoc": StageIO(("corpus", "tokenizer"), ("acoc", "acoc_baselines", "acoc_history")),
-    "report": StageIO(("metrics", "plots"), ()),  # the stages' metrics and timing files
+    "report": StageIO(("metrics", "plots"), ("claims", "results")),  # the stages' metrics and timing files
 }

@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cascadelab.config import ReportParams
-from cascadelab.io import atomic_write_text, write_tsv
+from cascadelab.config import ClaimsParams, ReportParams
+from cascadelab.io import atomic_write_text, write_json, write_tsv
 from cascadelab.pipeline.paths import Paths
+from cascadelab.report.claim_defs import SEED_CLAIMS
+from cascadelab.report.claims import ClaimsTable, build_claims, read_items
 from cascadelab.report.render import COLUMNS, markdown_table, plot_accuracy
-from cascadelab.report.table import ModelRow, collect_rows
+from cascadelab.report.results_page import results_page
+from cascadelab.report.table import ModelRow, collect_rows, load_figures
+
+# Stages whose figures the claims read, and those whose per-item test rows (plots/<stage>/items.jsonl) pair them.
+CLAIM_STAGES = ("coarse_sft", "cascade_eval", "refiner", "hybrid_rnn", "lego_phase1", "lego_phase2", "acoc",
+                "sigma_pretrain", "sigma_rl")  # fmt: skip
+ITEM_STAGES = ("coarse_sft", "cascade_eval", "hybrid_rnn", "sigma_pretrain")
 
 
 @dataclass(frozen=True)
@@ -21,6 +30,7 @@ class ReportOutputs:
     rows: list[ModelRow]
     metrics: dict[str, Any]
     files: list[Path]
+    claims: ClaimsTable | None = None
 
 
 def _key(model: str) -> str:
@@ -28,9 +38,33 @@ def _key(model: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", model.lower()).strip("_")
 
 
-def run(section: ReportParams, seed: int, paths: Paths) -> ReportOutputs:
-    """The report of `section.stages` into `plots/report` (`seed` is unused: nothing is drawn)."""
-    return build_report(list(section.stages), paths, section.title)
+def run(
+    section: ReportParams,
+    seed: int,
+    paths: Paths,
+    claims: ClaimsParams | None = None,
+    settings: Mapping[str, Any] | None = None,
+) -> ReportOutputs:
+    """The report of `section.stages` into `plots/report`, and the claims table (`seed` seeds its bootstrap).
+
+    `settings` are the other sections' params a claim depends on (`refiner.format.use_coarse`), by dotted key.
+    """
+    outputs = build_report(list(section.stages), paths, section.title)
+    table = build_claims_table(claims or ClaimsParams(), seed, paths, settings)
+    write_json(paths.claims, table.as_dict())
+    atomic_write_text(paths.results, results_page(table, outputs.rows, seed))
+    outputs.metrics.update({f"claims_{verdict}": count for verdict, count in table.as_dict()["verdicts"].items()})
+    return ReportOutputs(outputs.rows, outputs.metrics, [*outputs.files, paths.claims, paths.results], table)
+
+
+def build_claims_table(
+    claims: ClaimsParams, seed: int, paths: Paths, settings: Mapping[str, Any] | None = None
+) -> ClaimsTable:
+    """Every seed claim decided from the stages' metrics and per-item files under `paths`, and `settings`."""
+    figures: dict[str, Any] = load_figures(lambda s: (paths.metrics_of(s), paths.timing_of(s)), CLAIM_STAGES)
+    figures["params"] = dict(settings or {})
+    items = {stage: read_items(paths.plots_of(stage) / "items.jsonl") for stage in ITEM_STAGES}
+    return build_claims(SEED_CLAIMS, figures, items, claims, seed)
 
 
 def build_report(stages: list[str], paths: Paths, title: str) -> ReportOutputs:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from cascadelab.data.hidden_eval import check_manifest, manifest_path
 from cascadelab.data.mixed_batches import TokenizedRows, mixed_batches
 from cascadelab.data.tokenizer import load_tokenizer
 from cascadelab.eval.lm import evaluate_lm
+from cascadelab.eval.metrics import response_nll_items
 from cascadelab.io import atomic_directory, write_json
 from cascadelab.models.coarse import build_causal_lm
 from cascadelab.models.sigma import SigmaConfig, SigmaForCausalLM
@@ -51,6 +52,7 @@ class SigmaPretrainOutcome:
     histories: dict[str, list[dict[str, float]]]
     predictions: list[dict[str, Any]]
     metrics_jsonl: Path
+    items: list[dict[str, Any]] = field(default_factory=list)  # every test item: correctness, response NLL (claims)
 
 
 def build_sigma_lm(params: SigmaModelParams, tokenizer: PreTrainedTokenizerBase) -> SigmaForCausalLM:
@@ -94,6 +96,7 @@ class ModelRun:
     history: list[dict[str, float]]
     outputs: list[str]
     metrics_path: Path
+    nll_items: list[tuple[float, int]] = field(default_factory=list)  # per test item: summed response NLL, tokens
 
 
 def build_model(name: str, params: SigmaPretrainParams, tokenizer: PreTrainedTokenizerBase, seed: int) -> Any:
@@ -157,17 +160,14 @@ def train_and_evaluate(
     discard(folder)  # finished: a rerun starts afresh rather than from the final checkpoint
     started = time.perf_counter()
     with final_evaluation("sigma_pretrain"):
+        test_records = load_split(corpus_dir, "test")
         evaluation, outputs = evaluate_lm(
-            model,
-            tokenizer,
-            load_split(corpus_dir, "test"),
-            verifier,
-            params.eval.batch_size,
-            params.eval.max_new_tokens,
+            model, tokenizer, test_records, verifier, params.eval.batch_size, params.eval.max_new_tokens
         )
     evaluation["eval_seconds"] = time.perf_counter() - started
     evaluation.update(_training_metrics(result, count_parameters(model)))
-    return ModelRun(evaluation, result.history, outputs, result.metrics_path)
+    nll = response_nll_items(model, tokenizer, test_records)  # after the evaluation: its figures stay as they were
+    return ModelRun(evaluation, result.history, outputs, result.metrics_path, nll)
 
 
 def run(
@@ -234,7 +234,17 @@ def run(
         for i, r in enumerate(test_records[: params.eval.sample_predictions])
     ]
     histories = {name: done[name].history for name in MODELS}
-    return SigmaPretrainOutcome(metrics, histories, predictions, done["sigma"].metrics_path)
+    items = [
+        {
+            "id": r["id"],
+            "task": r["task"],
+            **{f"{name}_correct": verifier.verify(r["task"], done[name].outputs[i], r["answer"]) for name in MODELS},
+            **{f"{name}_nll": done[name].nll_items[i][0] for name in MODELS},
+            **{f"{name}_tokens": done[name].nll_items[i][1] for name in MODELS},
+        }
+        for i, r in enumerate(test_records)
+    ]
+    return SigmaPretrainOutcome(metrics, histories, predictions, done["sigma"].metrics_path, items)
 
 
 def _done(model_run: ModelRun | None) -> ModelRun:

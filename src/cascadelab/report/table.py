@@ -142,6 +142,19 @@ def _merged(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]
     return merged
 
 
+def load_figures(files_of: Callable[[str], Sequence[Path]], stages: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Each stage's figures: its files (`files_of(stage)`) merged; a missing file fails naming it and its stage."""
+    loaded: dict[str, dict[str, Any]] = {}
+    for name in stages:
+        figures: dict[str, Any] = {}
+        for path in files_of(name):
+            if not path.is_file():
+                raise FileNotFoundError(f"report: {path} not found (run its stage first: dvc repro {name})")
+            figures = _merged(figures, json.loads(path.read_text(encoding="utf-8")))
+        loaded[name] = figures
+    return loaded
+
+
 def collect_rows(files_of: Callable[[str], Sequence[Path]], stages: Sequence[str]) -> list[ModelRow]:
     """The rows of `stages` (keys of :data:`BUILDERS`); `files_of(stage)` are the files holding a stage's figures.
 
@@ -152,13 +165,6 @@ def collect_rows(files_of: Callable[[str], Sequence[Path]], stages: Sequence[str
         if stage not in BUILDERS:
             raise ValueError(f"report.stages: unknown stage {stage!r} (known: {', '.join(BUILDERS)})")
         names, build = BUILDERS[stage]
-        loaded = []
-        for name in names:
-            figures: dict[str, Any] = {}
-            for path in files_of(name):
-                if not path.is_file():
-                    raise FileNotFoundError(f"report: {path} not found (run its stage first: dvc repro {name})")
-                figures = _merged(figures, json.loads(path.read_text(encoding="utf-8")))
-            loaded.append(figures)
-        rows.extend(build(*loaded))
+        loaded = load_figures(files_of, names)
+        rows.extend(build(*(loaded[name] for name in names)))
     return rows
