@@ -114,3 +114,20 @@ def test_report_writes_a_claims_table_whose_entries_name_their_baselines(project
     assert report["claims_holds"] + report["claims_refuted"] + report["claims_inconclusive"] == len(entries)
     (report_run,) = stage_runs(repo, "report")
     assert any(a.path.endswith("claims.json") for a in client(repo).list_artifacts(report_run.info.run_id))
+    # The pipeline execution's parent run carries the headline figures of every stage, read back through MLflow:
+    # the report's leaderboard and verdict counts, each claim's effect and verdict, and a cached child per stage
+    # DVC skipped in this execution, holding that stage's metrics.
+    parent = client(repo).get_run(report_run.data.tags["mlflow.parentRunId"])
+    assert {key: parent.data.metrics[key] for key in report} == pytest.approx(report)
+    assert parent.data.metrics["claim.cascade_fixes_coarse_errors.verdict"] in (-1.0, 0.0, 1.0)
+    assert parent.data.metrics["claim.cascade_fixes_coarse_errors.effect"] == pytest.approx(fixes["effect"])
+    assert parent.data.metrics["claim.cascade_fixes_coarse_errors.low"] == pytest.approx(fixes["interval"][0])
+    cached = client(repo).search_runs(
+        [parent.info.experiment_id],
+        f"tags.`mlflow.parentRunId` = '{parent.info.run_id}' and tags.`cascadelab.role` = 'cached'",
+    )
+    by_stage = {run.data.tags["cascadelab.stage"]: run for run in cached}
+    written = {p.stem for p in (repo / "metrics").glob("*.json")} - {"report", "claims"}
+    assert set(by_stage) == written
+    coarse = json.loads((repo / "metrics" / "coarse_sft.json").read_text())
+    assert by_stage["coarse_sft"].data.metrics["em"] == pytest.approx(coarse["em"])

@@ -160,6 +160,18 @@ class ClaimsTable:
             "unmeasured": self.unmeasured,
         }
 
+    def headline(self) -> dict[str, float]:
+        """Each claim's effect, interval and verdict (+1 holds, 0 inconclusive, -1 refuted) as run metrics."""
+        code = {"holds": 1.0, "inconclusive": 0.0, "refuted": -1.0}
+        values: dict[str, float] = {}
+        for entry in self.entries:
+            values[f"claim.{entry.name}.verdict"] = code[entry.verdict]
+            if entry.effect is not None:
+                values[f"claim.{entry.name}.effect"] = entry.effect
+            if entry.interval is not None:
+                values[f"claim.{entry.name}.low"], values[f"claim.{entry.name}.high"] = entry.interval
+        return values
+
 
 def build_claims(
     specs: Sequence[ClaimDef], figures: Figures, items: Items, params: ClaimsParams, seed: int
