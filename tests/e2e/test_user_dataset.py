@@ -5,7 +5,6 @@ import json
 
 import pytest
 from e2e_project import TINY_CASCADE, TINY_COARSE, TINY_PREPARE, dvc, make_project
-
 from tests.fixtures.gsm8k_like import write_gsm8k_like
 
 pytestmark = pytest.mark.slow

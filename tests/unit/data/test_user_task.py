@@ -3,11 +3,11 @@
 import logging
 
 import pytest
+from tests.unit.data.tiny_records import records_tokenizer
 
 from cascadelab.data.curriculum import CurriculumSampler, CurriculumState
 from cascadelab.data.user_dataset import RegexVerifier
 from cascadelab.data.user_task import answer_extraction_rate, skip_user, training_mix, user_generation_budget
-from tests.unit.data.tiny_records import records_tokenizer
 
 META = {"user": {"weight": 0.25, "only": False, "generation_margin": 0.5}}
 
@@ -32,7 +32,11 @@ def test_the_user_task_appears_in_the_sampled_batches() -> None:
 
 def test_the_generation_budget_follows_the_longest_user_response_with_its_margin() -> None:
     tokenizer = records_tokenizer()
-    train = [{"task": "user", "response": "dcba"}, {"task": "user", "response": "ab"}, {"task": "add", "response": "+24"}]
+    train = [
+        {"task": "user", "response": "dcba"},
+        {"task": "user", "response": "ab"},
+        {"task": "add", "response": "+24"},
+    ]
     assert user_generation_budget(tokenizer, train, META) == 8  # (4 + EOS) x 1.5, rounded up
     assert user_generation_budget(tokenizer, train[2:], META) == 0
 
