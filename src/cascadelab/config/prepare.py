@@ -50,6 +50,20 @@ class UserDatasetParams(StrictModel):
     answer_pattern: str = Field(
         r"####\s*(-?[\d,\.]+)", description="regex whose first group extracts the final answer from answer_field"
     )
+    weight: float = Field(
+        0.25,
+        gt=0,
+        lt=1,
+        description="share of each training mix's samples drawn from task `user` (the other families keep "
+        "their ratios; a mix that names `user` itself keeps its own weight)",
+    )
+    only: bool = Field(False, description="train on task `user` alone (every training mix becomes {user: 1})")
+    generation_margin: float = Field(
+        0.25,
+        ge=0,
+        description="user items generate up to the longest train response in tokens times (1 + this), "
+        "and a built model's context grows to fit it",
+    )
     val_fraction: float = Field(0.1, gt=0, lt=1, description="share of the records held out as val")
     test_fraction: float = Field(0.1, gt=0, lt=1, description="share of the records held out as test")
 
@@ -67,6 +81,11 @@ class TokenizerParams(StrictModel):
         "char", description="char: one token per character | bpe: byte-pair encoding trained to vocab_size"
     )
     vocab_size: int = Field(512, ge=64, description="vocabulary size of the bpe tokenizer (unused by char)")
+    byte_fallback: bool = Field(
+        True,
+        description="char: a character unseen in train encodes as its UTF-8 bytes (256 <0xNN> tokens after "
+        "the alphabet), so no text is refused | false: the train alphabet alone (bpe is byte-level either way)",
+    )
 
 
 class CodeTaskParams(StrictModel):

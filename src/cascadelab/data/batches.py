@@ -82,13 +82,14 @@ def encode_texts(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) -> li
 
 
 def encode_prompt_response(
-    tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], responses: Sequence[str], jointly: bool = True
+    tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], responses: Sequence[str], jointly: bool = False
 ) -> list[EncodedRow]:
     """Each pair as ``prompt + response + EOS`` ids, with the prompt's length.
 
-    `jointly` tokenizes ``prompt + response`` as one text (what a causal LM reads at training time; the
-    prompt's own tokens must be a prefix of it); otherwise prompt and response are tokenized apart, so the
-    response tokens are exactly those ``generate`` continues the prompt with.
+    Prompt and response are tokenized apart and concatenated, so the prompt's tokens are always a prefix
+    and the response tokens are exactly those ``generate`` continues the prompt with (a BPE merge across
+    the boundary cannot happen). `jointly` tokenizes ``prompt + response`` as one text instead and refuses
+    a pair whose prompt tokens are not a prefix of it; a character tokenizer gives the same ids either way.
     """
     if tokenizer.eos_token_id is None:
         raise ValueError("tokenizer: needs an eos token")

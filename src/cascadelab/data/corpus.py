@@ -116,11 +116,15 @@ def corpus_meta(params: PrepareParams, splits: dict[str, list[Record]]) -> dict[
             cell = f"{record['task']}{record['difficulty']}"
             counts.setdefault(split, {}).setdefault(cell, 0)
             counts[split][cell] += 1
-    return {
+    meta: dict[str, Any] = {
         "answer_format": params.answer_format,
         "user_answer_pattern": params.user_dataset.answer_pattern if params.user_dataset else None,
         "counts": counts,
     }
+    if params.user_dataset is not None:  # absent otherwise, so a corpus without user data keeps its bytes
+        user = params.user_dataset
+        meta["user"] = {"weight": user.weight, "only": user.only, "generation_margin": user.generation_margin}
+    return meta
 
 
 def write_corpus(splits: dict[str, list[Record]], meta: dict[str, Any], folder: Path) -> None:
@@ -142,6 +146,14 @@ def load_split(folder: str | Path, split: str) -> list[Record]:
 def held_out_prompts(folder: str | Path) -> list[str]:
     """The val then test prompts, without answers: what generated training items must not repeat."""
     return [r["prompt"] for split in ("val", "test") for r in _read_split(Path(folder) / f"{split}.jsonl")]
+
+
+def val_prompt_records(folder: str | Path) -> list[Record]:
+    """The val records' id, task and prompt, without answers (what a context check before training may read).
+
+    The test split's prompts are checked by the final evaluation, the only place that opens it.
+    """
+    return [{"id": r["id"], "task": r["task"], "prompt": r["prompt"]} for r in load_split(folder, "val")]
 
 
 def _read_split(path: Path) -> list[Record]:

@@ -2,13 +2,17 @@
 
 Two kinds, chosen by `prepare.tokenizer.kind`:
 
-* `char`: one token per character seen in the train split (a WordLevel model over single characters);
-  the measured choice for the small models of the default pipeline.
+* `char`: one token per character seen in the train split (a BPE model without merges over single
+  characters); the measured choice for the small models of the default pipeline. With `byte_fallback`
+  (the default) the 256 byte tokens `<0x00>`..`<0xFF>` follow the alphabet, and a character the train
+  split never showed encodes as its UTF-8 bytes (`tokenizers`' `byte_fallback` and `ByteFallback`
+  decoder), so no text is refused; the ids of the train alphabet do not move.
 * `bpe`: byte-level BPE with digits split individually (`Digits(individual_digits=True)` before
-  ByteLevel), for larger vocabularies and user text.
+  ByteLevel), for larger vocabularies and user text; its 256-byte base alphabet encodes any text.
 
 Both carry the special tokens the pipeline needs: `[PAD] [BOS] [EOS] [UNK]` and the cascade markers
-`[COARSE] [REFINE]`. Decoding is an exact inverse of encoding on the corpus.
+`[COARSE] [REFINE]`. Decoding is an exact inverse of encoding on any UTF-8 text (char without
+`byte_fallback`: on the train alphabet only).
 """
 
 from __future__ import annotations
@@ -26,12 +30,17 @@ COARSE, REFINE = "[COARSE]", "[REFINE]"
 SPECIAL_TOKENS = [PAD, BOS, EOS, UNK, COARSE, REFINE]
 
 
-def _char_tokenizer(texts: Iterable[str]) -> Tokenizer:
+BYTE_TOKENS = [f"<0x{byte:02X}>" for byte in range(256)]  # the names `tokenizers`' byte_fallback looks up
+
+
+def _char_tokenizer(texts: Iterable[str], byte_fallback: bool) -> Tokenizer:
     alphabet = sorted({char for text in texts for char in text})
-    vocab = {token: index for index, token in enumerate(SPECIAL_TOKENS + alphabet)}
-    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token=UNK))
+    tokens = SPECIAL_TOKENS + alphabet + (BYTE_TOKENS if byte_fallback else [])
+    vocab = {token: index for index, token in enumerate(tokens)}
+    tokenizer = Tokenizer(models.BPE(vocab, merges=[], unk_token=UNK, byte_fallback=byte_fallback))
     tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
-    tokenizer.decoder = decoders.Fuse()
+    steps = [decoders.ByteFallback()] if byte_fallback else []
+    tokenizer.decoder = decoders.Sequence([*steps, decoders.Fuse()])
     return tokenizer
 
 
@@ -56,7 +65,10 @@ def train_tokenizer(texts: Iterable[str], params: TokenizerParams) -> PreTrained
     texts = list(texts)
     if not texts:
         raise ValueError("tokenizer: no training text (is the train split empty?)")
-    core = _char_tokenizer(texts) if params.kind == "char" else _bpe_tokenizer(texts, params.vocab_size)
+    if params.kind == "char":
+        core = _char_tokenizer(texts, params.byte_fallback)
+    else:
+        core = _bpe_tokenizer(texts, params.vocab_size)
     core.add_special_tokens(SPECIAL_TOKENS)
     return wrap_tokenizer(core)
 

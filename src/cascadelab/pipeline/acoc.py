@@ -20,6 +20,7 @@ from cascadelab.data.corpus import CorpusVerifier, load_meta, load_split
 from cascadelab.data.held_out import final_evaluation
 from cascadelab.data.task_streams import TaskBatches, build_task_batches
 from cascadelab.data.tokenizer import load_tokenizer
+from cascadelab.data.user_task import GENERATED_ONLY, skip_user
 from cascadelab.io import atomic_directory
 from cascadelab.pipeline.acoc_outputs import plot_tables, stage_metrics
 from cascadelab.pipeline.paths import Paths
@@ -67,12 +68,18 @@ def load_acoc_data(params: ACOCParams, corpus_dir: Path, tokenizer_dir: Path) ->
     keys = list(params.tasks)
     check_tasks(keys, meta.get("counts", {}))
     tokenizer = load_tokenizer(tokenizer_dir)
-    train = build_task_batches(load_split(corpus_dir, "train"), tokenizer, keys, params.batch_size)
+    train = build_task_batches(
+        skip_user("acoc", load_split(corpus_dir, "train"), GENERATED_ONLY), tokenizer, keys, params.batch_size
+    )
     val = build_task_batches(
-        load_split(corpus_dir, "val"), tokenizer, keys, VAL_BATCH_SIZE, limit_per_task=params.val_items_per_task
+        skip_user("acoc", load_split(corpus_dir, "val"), GENERATED_ONLY),
+        tokenizer,
+        keys,
+        VAL_BATCH_SIZE,
+        limit_per_task=params.val_items_per_task,
     )
     with final_evaluation("acoc"):  # scored only after growth and training: run_acoc's final metrics
-        test = load_split(corpus_dir, "test")
+        test = skip_user("acoc", load_split(corpus_dir, "test"), GENERATED_ONLY)
     return ACOCData(tokenizer, CorpusVerifier(meta), train, val, test)
 
 

@@ -17,6 +17,7 @@ from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokeni
 
 from cascadelab.data.corpus import CorpusVerifier, load_meta, load_split, write_jsonl
 from cascadelab.data.tokenizer import load_tokenizer
+from cascadelab.data.user_task import skip_user
 from cascadelab.io import atomic_directory, write_json
 
 Record = dict[str, Any]
@@ -53,7 +54,7 @@ class CascadeInputs:
 
     def split(self, name: str) -> list[Record]:
         """Records of one corpus split."""
-        return load_split(self.corpus_dir, name)
+        return skip_user("cascade", load_split(self.corpus_dir, name), CASCADE_SKIPS_USER)
 
 
 def load_model(folder: str | Path) -> PreTrainedModel:
@@ -66,6 +67,12 @@ def load_model(folder: str | Path) -> PreTrainedModel:
     for parameter in model.parameters():
         parameter.requires_grad_(False)
     return model
+
+
+CASCADE_SKIPS_USER = (
+    "the cascade's pairs, router and refiner are built on the generated families' answer formats "
+    "(coarse_sft trains and evaluates task user)"
+)
 
 
 def load_inputs(corpus_dir: str | Path, coarse_dir: str | Path, num_threads: int) -> CascadeInputs:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,10 +11,11 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed
 
 from cascadelab.config import CoarseSFTParams
-from cascadelab.data.batches import check_fits_context
-from cascadelab.data.corpus import CorpusVerifier, load_meta, load_split
+from cascadelab.data.batches import check_fits_context, encode_texts
+from cascadelab.data.corpus import CorpusVerifier, load_meta, load_split, val_prompt_records
 from cascadelab.data.held_out import final_evaluation
 from cascadelab.data.tokenizer import load_tokenizer
+from cascadelab.data.user_task import USER, has_user, logger, training_mix, user_generation_budget
 from cascadelab.eval.lm import evaluate_lm
 from cascadelab.eval.metrics import correct_items
 from cascadelab.io import atomic_directory
@@ -41,14 +43,30 @@ class CoarseOutcome:
 
 
 def coarse_model_and_tokenizer(
-    params: CoarseSFTParams, tokenizer_dir: Path, seed: int
+    params: CoarseSFTParams,
+    tokenizer_dir: Path,
+    seed: int,
+    context: Callable[[PreTrainedTokenizerBase], int] | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """The untrained coarse model: from `base_model` if set (with its tokenizer), else built from config."""
+    """The untrained coarse model: from `base_model` if set (with its tokenizer), else built from config.
+
+    `context` gives the positions the data needs (a user dataset's rows and generations): a built model's
+    `max_position_embeddings` grows to it, with a warning line, when the configured value is smaller.
+    """
     set_seed(seed)
     if params.base_model:
         return load_base_model(params.base_model)
     tokenizer = load_tokenizer(tokenizer_dir)
-    return build_causal_lm(params.model.to_config(tokenizer)), tokenizer
+    config = params.model.to_config(tokenizer)
+    needed = context(tokenizer) if context is not None else 0
+    if needed > config.max_position_embeddings:
+        logger.warning(
+            "coarse_sft: model.max_position_embeddings %d -> %d to fit the user dataset's rows and generations",
+            config.max_position_embeddings,
+            needed,
+        )
+        config.max_position_embeddings = needed
+    return build_causal_lm(config), tokenizer
 
 
 def run(params: CoarseSFTParams, seed: int, paths: Paths) -> CoarseOutcome | None:
@@ -61,8 +79,20 @@ def run(params: CoarseSFTParams, seed: int, paths: Paths) -> CoarseOutcome | Non
     torch.set_num_threads(params.train.num_threads)
     meta = load_meta(corpus_dir)
     train_records = load_split(corpus_dir, "train")
-    model, tokenizer = coarse_model_and_tokenizer(params, tokenizer_dir, seed)
-    check_context(params, model, tokenizer, train_records, load_split(corpus_dir, "val"))
+    held_out = val_prompt_records(corpus_dir)  # test prompts are checked by the final evaluation
+
+    def user_budgets(tokenizer: PreTrainedTokenizerBase) -> dict[str, int]:
+        if not has_user(meta):
+            return {}
+        return {USER: max(params.eval.max_new_tokens, user_generation_budget(tokenizer, train_records, meta))}
+
+    def context(tokenizer: PreTrainedTokenizerBase) -> int:
+        return user_context(tokenizer, train_records, held_out, user_budgets(tokenizer))
+
+    model, tokenizer = coarse_model_and_tokenizer(params, tokenizer_dir, seed, context)
+    budgets = user_budgets(tokenizer)
+    check_context(params, model, tokenizer, train_records, held_out, budgets)
+    mix = training_mix(params.mix, meta)
     checkpoints = checkpoint_dir(
         "coarse_sft",
         {"params": params.model_dump(mode="json"), "seed": seed},
@@ -74,7 +104,7 @@ def run(params: CoarseSFTParams, seed: int, paths: Paths) -> CoarseOutcome | Non
         train_records,
         params.train,
         params.curriculum,
-        params.mix,
+        mix,
         seed,
         checkpoints,
         lora=params.lora,
@@ -90,9 +120,15 @@ def run(params: CoarseSFTParams, seed: int, paths: Paths) -> CoarseOutcome | Non
     verifier = CorpusVerifier(meta)
     with final_evaluation("coarse_sft"):
         test_records = load_split(corpus_dir, "test")
-        check_prompts_fit(params, model, tokenizer, test_records)
+        check_prompts_fit(params, model, tokenizer, test_records, budgets)
         metrics, outputs = evaluate_lm(
-            model, tokenizer, test_records, verifier, params.eval.batch_size, params.eval.max_new_tokens
+            model,
+            tokenizer,
+            test_records,
+            verifier,
+            params.eval.batch_size,
+            params.eval.max_new_tokens,
+            task_max_new_tokens=budgets,
         )
     metrics.update(_training_metrics(model, result))
     predictions = [
@@ -115,27 +151,40 @@ def check_context(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     train_records: list[dict[str, Any]],
-    val_records: list[dict[str, Any]],
+    val_prompts: list[dict[str, Any]],
+    budgets: dict[str, int] | None = None,
 ) -> None:
     """Stop before training when a train row, or a val prompt plus its generation, exceeds the model's context.
 
+    `budgets` gives a task its own generation budget (task `user`); the others generate `eval.max_new_tokens`.
     The test split may not be read before the final evaluation, which checks its prompts the same way.
     """
     limit, param = _context(params, model)
     if limit is None:
         return
     check_fits_context(tokenizer, train_records, ("prompt", "response"), limit, param, (1, "EOS"))
-    check_prompts_fit(params, model, tokenizer, val_records)
+    check_prompts_fit(params, model, tokenizer, val_prompts, budgets)
 
 
 def check_prompts_fit(
-    params: CoarseSFTParams, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, records: list[dict[str, Any]]
+    params: CoarseSFTParams,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    records: list[dict[str, Any]],
+    budgets: dict[str, int] | None = None,
 ) -> None:
-    """Stop when a prompt plus `eval.max_new_tokens` exceeds the model's context, naming the param to raise."""
+    """Stop when a prompt plus its generation budget exceeds the model's context, naming the param to raise."""
     limit, param = _context(params, model)
-    if limit is not None:
-        budget = (params.eval.max_new_tokens, "coarse_sft.eval.max_new_tokens")
-        check_fits_context(tokenizer, records, ("prompt",), limit, param, budget)
+    if limit is None:
+        return
+    budgets = budgets or {}
+    default = (params.eval.max_new_tokens, "coarse_sft.eval.max_new_tokens")
+    plain = [r for r in records if r["task"] not in budgets]
+    check_fits_context(tokenizer, plain, ("prompt",), limit, param, default)
+    for task, budget in budgets.items():
+        rows = [r for r in records if r["task"] == task]
+        what = f"the {task} generation budget (longest train response x (1 + prepare.user_dataset.generation_margin))"
+        check_fits_context(tokenizer, rows, ("prompt",), limit, param, (budget, what))
 
 
 def _context(params: CoarseSFTParams, model: PreTrainedModel) -> tuple[int | None, str]:
@@ -146,6 +195,20 @@ def _context(params: CoarseSFTParams, model: PreTrainedModel) -> tuple[int | Non
         else "coarse_sft.model.max_position_embeddings"
     )
     return getattr(model.config, "max_position_embeddings", None), param
+
+
+def user_context(
+    tokenizer: PreTrainedTokenizerBase,
+    train_records: list[dict[str, Any]],
+    held_out: list[dict[str, Any]],
+    budgets: dict[str, int],
+) -> int:
+    """Positions the user rows need: the longest train prompt + response + EOS, or user prompt + its budget."""
+    user_train = [r["prompt"] + r["response"] for r in train_records if r["task"] == USER]
+    user_prompts = [r["prompt"] for r in held_out if r["task"] == USER]
+    rows = [len(ids) + 1 for ids in encode_texts(tokenizer, user_train)]
+    prompts = [len(ids) + budgets.get(USER, 0) for ids in encode_texts(tokenizer, user_prompts)]
+    return max([0, *rows, *prompts])
 
 
 def _training_metrics(model: PreTrainedModel, result: SFTResult) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from cascadelab.data.corpus import CorpusVerifier, load_meta, load_split
 from cascadelab.data.curriculum import LoopCurriculum
 from cascadelab.data.held_out import final_evaluation
 from cascadelab.data.tokenizer import load_tokenizer
+from cascadelab.data.user_task import GENERATED_ONLY, skip_user
 from cascadelab.eval.metrics import correct_items, exact_match_report
 from cascadelab.eval.seq2seq import Decoding, evaluate_seq2seq
 from cascadelab.io import atomic_directory
@@ -116,8 +117,8 @@ def run(params: HybridRNNParams, seed: int, paths: Paths, log_fn: LogFn | None =
     corpus_dir, tokenizer_dir, model_dir = paths.corpus, paths.tokenizer, paths.hybrid_rnn
     torch.set_num_threads(params.train.num_threads)
     verifier = CorpusVerifier(load_meta(corpus_dir))
-    train_records = load_split(corpus_dir, "train")
-    val_records = load_split(corpus_dir, "val")
+    train_records = skip_user("hybrid_rnn", load_split(corpus_dir, "train"), GENERATED_ONLY)
+    val_records = skip_user("hybrid_rnn", load_split(corpus_dir, "val"), GENERATED_ONLY)
     tokenizer = load_tokenizer(tokenizer_dir)
     model = build_hybrid_model(params.model, tokenizer, seed)
     result = train_hybrid_rnn(
@@ -136,7 +137,7 @@ def run(params: HybridRNNParams, seed: int, paths: Paths, log_fn: LogFn | None =
         model.save_pretrained(str(tmp), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))
     with final_evaluation("hybrid_rnn"):
-        test_records = load_split(corpus_dir, "test")
+        test_records = skip_user("hybrid_rnn", load_split(corpus_dir, "test"), GENERATED_ONLY)
         metrics, outputs = evaluate_decodings(model, tokenizer, test_records, verifier, params.eval, seed)
     metrics.update(_training_metrics(model, result))
     predictions = [

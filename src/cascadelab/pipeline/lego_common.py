@@ -17,6 +17,7 @@ from transformers import PreTrainedTokenizerBase
 
 from cascadelab.data.cell_batches import EncodedRecord, encode_records
 from cascadelab.data.corpus import load_split
+from cascadelab.data.user_task import GENERATED_ONLY, skip_user
 from cascadelab.io import atomic_directory, write_json
 from cascadelab.models.lego import LEGOConfig, LEGOTransformer
 
@@ -54,7 +55,7 @@ class CurveLog:
 
 def encoded_split(corpus_dir: Path, split: str, tokenizer: PreTrainedTokenizerBase) -> list[EncodedRecord]:
     """The records of one corpus split, encoded for the LEGO loops."""
-    return encode_records(load_split(corpus_dir, split), tokenizer)
+    return encode_records(skip_user("lego", load_split(corpus_dir, split), GENERATED_ONLY), tokenizer)
 
 
 def load_lego(path: Path) -> LEGOTransformer:

@@ -24,6 +24,7 @@ from cascadelab.data.cell_batches import CellBatches, encode_records
 from cascadelab.data.corpus import CorpusVerifier, load_meta, load_split
 from cascadelab.data.held_out import final_evaluation
 from cascadelab.data.tokenizer import load_tokenizer
+from cascadelab.data.user_task import GENERATED_ONLY, skip_user
 from cascadelab.eval.generation import greedy_outputs
 from cascadelab.eval.metrics import exact_match_report
 from cascadelab.models.lego import LEGOConfig, LEGOTransformer
@@ -71,7 +72,7 @@ def run(params: LegoParams, seed: int, paths: Paths, log_fn: LogFn | None = None
     sets = load_hard_examples(hard_dir / HARD_FILE)
     val = CellBatches(encoded_split(corpus_dir, "val", tokenizer), batch, pad)
     with final_evaluation("lego_phase2"):  # scored only after training: train_phase2's end and _test_report
-        test_records = load_split(corpus_dir, "test")
+        test_records = skip_user("lego_phase2", load_split(corpus_dir, "test"), GENERATED_ONLY)
     test = CellBatches(encode_records(test_records, tokenizer), batch, pad)
     config = shallow.config
     depth = params.model.phase2_layers

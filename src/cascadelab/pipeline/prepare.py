@@ -88,7 +88,8 @@ def check_round_trip(tokenizer: PreTrainedTokenizerFast, splits: dict[str, list[
                 char = first_inexact_character(tokenizer, text)
                 if char is None:
                     raise ValueError(f"tokenizer: encode/decode is not exact on {where}: {text[:80]!r}")
-                fix = "set prepare.tokenizer.kind: bpe (byte-level: every character)" if kind == "char" else ""
+                fallback = "set prepare.tokenizer.byte_fallback: true (unseen characters as UTF-8 bytes)"
+                fix = fallback if kind == "char" else ""
                 raise ValueError(
                     f"tokenizer: the {kind} tokenizer learned on the train split cannot encode {char!r} "
                     f"(U+{ord(char):04X}), first seen in {where}" + (f"; {fix}" if fix else "")

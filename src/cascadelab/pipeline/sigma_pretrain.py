@@ -25,6 +25,7 @@ from cascadelab.data.held_out import final_evaluation
 from cascadelab.data.hidden_eval import check_manifest, manifest_path
 from cascadelab.data.mixed_batches import TokenizedRows, mixed_batches
 from cascadelab.data.tokenizer import load_tokenizer
+from cascadelab.data.user_task import GENERATED_ONLY, skip_user
 from cascadelab.eval.lm import evaluate_lm
 from cascadelab.eval.metrics import response_nll_items
 from cascadelab.io import atomic_directory, write_json
@@ -127,10 +128,10 @@ def train_and_evaluate(
     torch.set_num_threads(params.train.num_threads)
     tokenizer = load_tokenizer(tokenizer_dir)
     verifier = CorpusVerifier(load_meta(corpus_dir))
-    train_rows = TokenizedRows(tokenizer, load_split(corpus_dir, "train"))
-    val_batches = TokenizedRows(tokenizer, load_split(corpus_dir, "val")).sequential_batches(
-        params.eval.batch_size, limit=params.train.eval_records
-    )
+    train_rows = TokenizedRows(tokenizer, skip_user("sigma_pretrain", load_split(corpus_dir, "train"), GENERATED_ONLY))
+    val_batches = TokenizedRows(
+        tokenizer, skip_user("sigma_pretrain", load_split(corpus_dir, "val"), GENERATED_ONLY)
+    ).sequential_batches(params.eval.batch_size, limit=params.train.eval_records)
     model = build_model(name, params, tokenizer, seed)
     settings = {"seed": seed, "sigma_pretrain": params.model_dump(mode="json")}
     folder = checkpoint_dir(f"sigma_pretrain-{name}", settings, [Path(corpus_dir) / "train.jsonl"])
@@ -160,7 +161,7 @@ def train_and_evaluate(
     discard(folder)  # finished: a rerun starts afresh rather than from the final checkpoint
     started = time.perf_counter()
     with final_evaluation("sigma_pretrain"):
-        test_records = load_split(corpus_dir, "test")
+        test_records = skip_user("sigma_pretrain", load_split(corpus_dir, "test"), GENERATED_ONLY)
         evaluation, outputs = evaluate_lm(
             model, tokenizer, test_records, verifier, params.eval.batch_size, params.eval.max_new_tokens
         )
@@ -221,7 +222,7 @@ def run(
     metrics["pretrain_seconds"] = time.perf_counter() - started
     verifier = CorpusVerifier(load_meta(corpus_dir))
     with final_evaluation("sigma_pretrain"):  # the sample predictions beside the scores above
-        test_records = load_split(corpus_dir, "test")
+        test_records = skip_user("sigma_pretrain", load_split(corpus_dir, "test"), GENERATED_ONLY)
     predictions = [
         {
             "id": r["id"],

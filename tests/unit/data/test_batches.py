@@ -29,8 +29,8 @@ def tokenizer():  # type: ignore[no-untyped-def]
 
 def test_encoding_is_prompt_response_eos_with_the_prompt_length(tokenizer) -> None:  # type: ignore[no-untyped-def]
     prompts, responses = [p for p, _ in PAIRS], [r for _, r in PAIRS]
-    joint = encode_prompt_response(tokenizer, prompts, responses)
-    apart = encode_prompt_response(tokenizer, prompts, responses, jointly=False)
+    joint = encode_prompt_response(tokenizer, prompts, responses, jointly=True)
+    apart = encode_prompt_response(tokenizer, prompts, responses)
     assert joint == apart  # a character tokenizer splits the same either way
     first = joint[0]
     assert first.prompt_len == 4 and first.input_ids[-1] == tokenizer.eos_token_id
@@ -77,7 +77,7 @@ def test_encoding_ignores_padding_a_batched_tokenizer_call_left_behind(tokenizer
 def test_a_prompt_whose_end_merges_with_the_response_is_named_in_text_not_ids():
     tokenizer = train_tokenizer(["abab cdab " * 50], TokenizerParams(kind="bpe", vocab_size=300))
     with pytest.raises(ValueError) as caught:
-        encode_prompt_response(tokenizer, ["Q: xa"], ["b"])
+        encode_prompt_response(tokenizer, ["Q: xa"], ["b"], jointly=True)
     assert str(caught.value) == (
         "tokenizer: prompt tokens are not a prefix of prompt+response for prompt 'Q: xa': its end 'a' "
         "becomes the token 'ab' once the response follows"

@@ -78,7 +78,8 @@ def test_prepare_writes_the_code_tasks_and_fails_in_one_line_when_an_item_does_n
         "train.jsonl",
         "val.jsonl",
     ]
-    no_letters = params.model_copy(update={"families": {"mul": params.families["mul"]}})
+    alphabet_only = params.tokenizer.model_copy(update={"byte_fallback": False})  # with it, every item round-trips
+    no_letters = params.model_copy(update={"families": {"mul": params.families["mul"]}, "tokenizer": alphabet_only})
     with pytest.raises(ValueError) as error:
         prepare(no_letters, 1, tmp_path / "c2", tmp_path / "t2", tmp_path / "code2")
     assert str(error.value).startswith("prepare.code: '") and str(error.value).endswith(

@@ -12,13 +12,13 @@ def record(id_, prompt, response):
 def test_a_character_missing_from_the_char_vocabulary_is_named_with_where_it_occurs_and_the_fix():
     train = [record("t-0", "1+1=", "2 ")]
     splits = {"train": train, "val": [record("v-0", "1+1=", "2"), record("v-1", "1+1=", "2 \u2019s")], "test": []}
-    tokenizer = train_tokenizer(["1+1=", "2 "], TokenizerParams())
+    tokenizer = train_tokenizer(["1+1=", "2 "], TokenizerParams(byte_fallback=False))
     with pytest.raises(ValueError) as caught:
         check_round_trip(tokenizer, splits, "char")
     assert str(caught.value) == (
         "tokenizer: the char tokenizer learned on the train split cannot encode '\u2019' (U+2019), "
         "first seen in val line 2 (id v-1, field response); "
-        "set prepare.tokenizer.kind: bpe (byte-level: every character)"
+        "set prepare.tokenizer.byte_fallback: true (unseen characters as UTF-8 bytes)"
     )
 
 
