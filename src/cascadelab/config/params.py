@@ -80,8 +80,8 @@ _EXPECTED_TYPES = {
 }
 
 
-def yaml_value(value: Any) -> str:
-    """How a YAML value reads in an error: `null`, `the boolean true`, `the string 'yes'`, `the number 3`, `a list`."""
+def describe_value(value: Any) -> str:
+    """How a YAML or JSON value reads in an error: `null`, `the boolean true`, `the string 'yes'`, `a list`."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -111,7 +111,7 @@ def format_error(error: ValidationError) -> str:
             message = rest
     else:
         if kind in _EXPECTED_TYPES:
-            message = f"must be {_EXPECTED_TYPES[kind]} (got {yaml_value(first.get('input'))})"
+            message = f"must be {_EXPECTED_TYPES[kind]} (got {describe_value(first.get('input'))})"
         else:
             message = f"{message.replace('Input should be', 'must be')} (got {first.get('input')!r})"
         description = field_description(Params, first["loc"])

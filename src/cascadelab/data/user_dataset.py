@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from cascadelab.config import UserDatasetParams
+from cascadelab.config.params import describe_value
 
 
 class RegexVerifier:
@@ -41,19 +42,6 @@ class RegexVerifier:
         """True when the extracted answer equals `answer`."""
         extracted = self.extract(output)
         return extracted is not None and extracted == answer
-
-
-def _json_kind(value: Any) -> str:
-    """How a JSON value reads in an error: `null`, `a list`, `the number 42`, `the string 'x'`."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return f"the boolean {str(value).lower()}"
-    if isinstance(value, int | float):
-        return f"the number {value}"
-    if isinstance(value, str):
-        return f"the string {value!r}"
-    return "a list" if isinstance(value, list) else f"a {type(value).__name__}"
 
 
 def _read_jsonl(path: Path) -> list[tuple[str, Any]]:
@@ -94,12 +82,12 @@ def row_texts(where: str, row: Any, params: UserDatasetParams) -> tuple[str, str
     fields = (params.question_field, params.answer_field)
     if not isinstance(row, dict):
         names = " and ".join(f'"{name}"' for name in fields)
-        raise ValueError(f"{where}: expected a JSON object with fields {names}, got {_json_kind(row)}")
+        raise ValueError(f"{where}: expected a JSON object with fields {names}, got {describe_value(row)}")
     for name in fields:
         if name not in row:
             raise ValueError(f'{where}: missing field "{name}"')
         if not isinstance(row[name], str):
-            raise ValueError(f'{where}: field "{name}" must be a string, got {_json_kind(row[name])}')
+            raise ValueError(f'{where}: field "{name}" must be a string, got {describe_value(row[name])}')
     return row[params.question_field], row[params.answer_field]
 
 
