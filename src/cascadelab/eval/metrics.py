@@ -49,25 +49,26 @@ def response_nll_items(
 ) -> list[tuple[float, int]]:
     """Per record, in record order: the summed NLL of its target tokens (plus EOS) given the prompt, and their count.
 
-    The same teacher-forced scoring as `response_perplexity`, kept per item so a perplexity ratio can be
-    bootstrapped over items.
+    Teacher-forced, in batches of similar length (less padding); kept per item so a perplexity or a ratio of
+    perplexities can be bootstrapped over items.
     """
     model.eval()
     device = next(model.parameters()).device
     out: list[tuple[float, int]] = [(0.0, 0)] * len(records)
-    for start in range(0, len(records), batch_size):
-        batch = records[start : start + batch_size]
+    order = sorted(range(len(records)), key=lambda i: len(records[i]["prompt"]) + len(records[i][target_field]))
+    for start in range(0, len(order), batch_size):
+        indices = order[start : start + batch_size]
+        batch = [records[i] for i in indices]
         rows = encode_prompt_response(tokenizer, [r["prompt"] for r in batch], [r[target_field] for r in batch])
         padded = collate_rows(rows, int(tokenizer.pad_token_id)).to(device)
         logits = model(input_ids=padded.input_ids, attention_mask=padded.attention_mask).logits[:, :-1].float()
         targets = padded.labels[:, 1:]
         nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, ignore_index=-100, reduction="none")
-        for k, (row_nll, row_mask) in enumerate(zip(nll.sum(dim=1), (targets != -100).sum(dim=1), strict=True)):
-            out[start + k] = (float(row_nll), int(row_mask))
+        for i, row_nll, row_tokens in zip(indices, nll.sum(dim=1), (targets != -100).sum(dim=1), strict=True):
+            out[i] = (float(row_nll), int(row_tokens))
     return out
 
 
-@torch.no_grad()
 def response_perplexity(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -76,19 +77,5 @@ def response_perplexity(
     target_field: str = "response",
 ) -> float:
     """Perplexity of the target tokens (plus EOS) given the prompt, teacher-forced."""
-    model.eval()
-    device = next(model.parameters()).device
-    total_nll, total_tokens = 0.0, 0
-    order = sorted(range(len(records)), key=lambda i: len(records[i]["prompt"]) + len(records[i][target_field]))
-    for start in range(0, len(order), batch_size):
-        batch = [records[i] for i in order[start : start + batch_size]]
-        rows = encode_prompt_response(tokenizer, [r["prompt"] for r in batch], [r[target_field] for r in batch])
-        padded = collate_rows(rows, int(tokenizer.pad_token_id)).to(device)
-        logits = model(input_ids=padded.input_ids, attention_mask=padded.attention_mask).logits[:, :-1].float()
-        targets = padded.labels[:, 1:]
-        nll = torch.nn.functional.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100, reduction="sum"
-        )
-        total_nll += float(nll)
-        total_tokens += int((targets != -100).sum())
-    return math.exp(total_nll / max(total_tokens, 1))
+    items = response_nll_items(model, tokenizer, records, batch_size, target_field)
+    return math.exp(sum(nll for nll, _ in items) / max(sum(tokens for _, tokens in items), 1))
