@@ -10,25 +10,32 @@ Nested figures are named by their dotted path (`acoc.em`).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
 HEADLINE: dict[str, tuple[str, ...]] = {
-    "prepare": ("train_size", "train_tokens", "vocab_size"),
-    "coarse_sft": ("em", "test_ppl", "params", "train_tokens"),
-    "sigma_pretrain": ("sigma_test_ppl", "baseline_test_ppl", "ppl_ratio", "sigma_em"),
-    "sigma_rl": ("after_em", "end_heldout_reward", "reward_gain", "draft_tokens_per_forward"),
-    "lego_phase1": ("val_acc", "val_ppl", "train_flops"),
-    "lego_hard_examples": ("threshold", "val_hard_share", "train_rows"),
-    "lego_phase2": ("em", "ppl", "baseline_ppl", "compute_cost"),
-    "hybrid_rnn": ("em", "test_ppl", "params", "train_tokens"),
+    "prepare": ("train_size", "vocab_size"),
+    "coarse_sft": ("em", "test_ppl", "params"),
+    "sigma_pretrain": ("sigma_test_ppl", "baseline_test_ppl", "sigma_em"),
+    "sigma_rl": ("after_em", "reward_gain", "draft_tokens_per_forward"),
+    "lego_phase1": ("val_acc", "val_ppl"),
+    "lego_hard_examples": ("threshold", "val_hard_share"),
+    "lego_phase2": ("ppl", "baseline_ppl", "compute_cost"),
+    "hybrid_rnn": ("em", "test_ppl", "params"),
     "cascade_pairs": ("val_coarse_error", "train_balanced_pairs"),
     "limen": ("val_auroc", "val_ece", "val_approval_rate"),
-    "refiner": ("val_refined_em", "val_control_em", "train_tokens"),
+    "refiner": ("val_refined_em", "val_control_em"),
     "cascade_eval": ("em_cascade", "em_control", "break_rate_cascade", "tokens_ratio_cascade"),
-    "acoc": ("acoc.em", "static_initial.em", "static_final.em", "bars.parameter_steps_ratio_vs_final"),
-    "report": ("models", "claims_holds", "claims_refuted", "claims_inconclusive"),
+    "acoc": ("acoc.em", "static_final.em", "bars.parameter_steps_ratio_vs_final"),
+    "report": ("claims_holds", "claims_refuted", "claims_inconclusive"),
 }
+
+
+def keep_pattern() -> str:
+    """A `dvc exp show --keep` regex matching every headline column (bare, or `metrics/<stage>.json:` where shared)."""
+    keys = sorted({re.escape(key) for keys in HEADLINE.values() for key in keys})
+    return rf"^(metrics/\w+\.json:)?({'|'.join(keys)})$"
 
 
 def headline_keys(stage: str) -> tuple[str, ...]:
@@ -59,3 +66,7 @@ def _split(figures: Mapping[str, Any], keys: frozenset[str], prefix: str) -> tup
         else:
             details[key] = value
     return headline, details
+
+
+if __name__ == "__main__":  # `python -m cascadelab.pipeline.headline`: the regex `make exp-show` keeps
+    print(keep_pattern())
