@@ -5,7 +5,7 @@ BIN := $(abspath $(VENV)/bin)
 STAMP := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup setup-gpu repro repro-gpu test test-fast lint docs readme ui plots server bench proof clean-store
+.PHONY: setup setup-gpu repro repro-gpu test test-fast lint docs readme exp-show ui plots server bench proof clean-store
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,9 @@ docs: setup  ## rewrite the measured figures quoted in docs/ from metrics/ and p
 readme: setup  ## copy docs/results.md's generated claims + leaderboard block into README.md's Results section
 	PYTHONPATH=src python -m cascadelab.report.readme
 
+exp-show: setup  ## dvc exp show at screen width: the headline metrics (pipeline/headline.py) and params that differ
+	keep=$$(PYTHONPATH=src python -m cascadelab.pipeline.headline) || exit 1; \
+	dvc exp show --no-pager --only-changed --drop '^(src|stages|data|models|plots|metrics|runs)/[^:]*$$' --keep "$$keep" $(ARGS)
 ui: setup  ## MLflow UI on the project's store (http://127.0.0.1:5000)
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --backend-store-uri sqlite:///$(abspath mlflow.db) --port 5000
 

@@ -19,7 +19,7 @@ def main() -> None:
         # The pipeline run shows every model's headline figures and every claim's verdict (MLflow only: the
         # claims stay out of DVC's metrics table), and stages DVC skipped as cached children.
         headline = outputs.metrics | (outputs.claims.headline() if outputs.claims else {})
-        files = {s: (PATHS.metrics_of(s), PATHS.timing_of(s)) for s in STAGES if s != "report"}
+        files = {s: PATHS.figures_of(s) for s in STAGES if s != "report"}
         cached = log_pipeline_summary(run, headline, files)
         if cached:
             print(f"MLflow: logged as cached (DVC skipped them): {', '.join(cached)}")

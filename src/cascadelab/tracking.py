@@ -343,8 +343,8 @@ def log_pipeline_summary(
 
     A stage whose outputs DVC found in its cache runs no process, so it leaves no run in this pipeline
     execution; its child here carries the numbers and the files it left: `stage_files[stage]`, its metrics
-    file first (a stage without one is skipped), then its timing file. Returns the stages logged as cached
-    (none when this run has no parent: a stage run by hand).
+    file first (a stage without one is skipped), then its details and timing files. Returns the stages
+    logged as cached (none when this run has no parent: a stage run by hand).
     """
     client = run.client
     parent = client.get_run(run.run_id).data.tags.get(TAG_PARENT)

@@ -1,5 +1,6 @@
 """The real project copied into a temporary git repository with tiny params, driven through dvc (e2e helpers)."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -154,6 +155,14 @@ def run_stage_with_edit(project, script, old, new):
 def dvc(project, *args):
     repo, env = project
     return run([sys.executable, "-m", "dvc", *args], repo, env)
+
+
+def stage_figures(repo, stage):
+    """A stage's science as the report reads it: its headline metrics file merged with its details file."""
+    figures = json.loads((repo / "metrics" / f"{stage}.json").read_text())
+    for key, value in json.loads((repo / "plots" / stage / "details.json").read_text()).items():
+        figures[key] = {**figures[key], **value} if isinstance(value, dict) and key in figures else value
+    return figures
 
 
 def client(repo):

@@ -4,7 +4,16 @@ import json
 
 import pytest
 from datasets import load_from_disk
-from e2e_project import TINY_ACOC, TINY_PREPARE, client, dvc, make_project, run_stage_with_edit, stage_runs
+from e2e_project import (
+    TINY_ACOC,
+    TINY_PREPARE,
+    client,
+    dvc,
+    make_project,
+    run_stage_with_edit,
+    stage_figures,
+    stage_runs,
+)
 from transformers import AutoModelForCausalLM
 
 from cascadelab.io import read_tsv
@@ -37,7 +46,7 @@ def test_acoc_stage_grows_a_saturated_model_and_writes_models_history_metrics_an
     assert any(e["type"] == "split" and e["reason"] == "new task family: sub" for e in events)
     assert {"vote", "new_task", "protect_router", "warmup"} <= {e["type"] for e in events}
 
-    metrics = json.loads((repo / "metrics" / "acoc.json").read_text())
+    metrics = stage_figures(repo, "acoc")
     for name in MODELS:
         keys = {"em", "em_add", "em_sub", "ppl", "ppl_add", "params", "parameter_steps", "forgetting", "train_tokens"}
         assert keys <= set(metrics[name]), name

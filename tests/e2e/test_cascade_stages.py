@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from e2e_project import TINY_CASCADE, TINY_COARSE, TINY_PREPARE, client, dvc, make_project, stage_runs
+from e2e_project import TINY_CASCADE, TINY_COARSE, TINY_PREPARE, client, dvc, make_project, stage_figures, stage_runs
 
 from cascadelab.io import read_tsv
 
@@ -38,13 +38,13 @@ def test_each_stage_writes_its_outputs(project, first_repro):
         pairs[0]
     )
     assert (repo / "models" / "limen" / "limen.safetensors").is_file()
-    limen = json.loads((repo / "metrics" / "limen.json").read_text())
+    limen = stage_figures(repo, "limen")
     assert 0.0 <= limen["threshold"] <= 1.0 and "val_ece" in limen and "val_approval_rate" in limen
     assert (repo / "models" / "refiner" / "mul" / "model.safetensors").is_file()  # one refiner per routed family
     assert (repo / "models" / "coarse_more" / "model.safetensors").is_file()  # the equal-compute control
-    refiner = json.loads((repo / "metrics" / "refiner.json").read_text())
+    refiner = stage_figures(repo, "refiner")
     assert refiner["train_steps"] == refiner["control_steps"] == 12  # control budget: the refiners' steps
-    evaluation = json.loads((repo / "metrics" / "cascade_eval.json").read_text())
+    evaluation = stage_figures(repo, "cascade_eval")
     for key in ("em_coarse", "em_refined", "em_cascade", "em_control", "tokens_per_item_cascade"):
         assert key in evaluation  # rates over an empty set (no coarse-right item) are left out
     assert {"em_coarse_mul", "em_cascade_mul", "em_control_mul", "cascade_minus_control_mul"} <= set(evaluation)
@@ -62,7 +62,7 @@ def test_threshold_sweep_has_a_monotone_compute_axis(project, first_repro):
     tokens = [float(p["tokens_per_item"]) for p in points]
     assert len(points) >= 2 and tokens == sorted(tokens)
     assert float(points[0]["refined_share"]) == 0.0  # never refine: the coarse model alone
-    evaluation = json.loads((repo / "metrics" / "cascade_eval.json").read_text())
+    evaluation = stage_figures(repo, "cascade_eval")
     assert float(points[0]["em"]) == pytest.approx(evaluation["em_coarse"], abs=1e-4)
 
 
@@ -94,6 +94,7 @@ def test_report_writes_a_claims_table_whose_entries_name_their_baselines(project
         (repo / "plots" / stage).mkdir(parents=True, exist_ok=True)
         (repo / "metrics" / f"{stage}.json").write_text(json.dumps(figures))
         (repo / "plots" / stage / "timing.json").write_text("{}")
+        (repo / "plots" / stage / "details.json").write_text("{}")
     for stage, keys in (("hybrid_rnn", ("correct",)), ("sigma_pretrain", ("sigma_correct", "baseline_correct"))):
         rows = [{"id": i, **dict.fromkeys(keys, k % 3 == 0), "sigma_nll": 1.0, "baseline_nll": 1.2,
                  "sigma_tokens": 2, "baseline_tokens": 2} for k, i in enumerate(ids)]  # fmt: skip
@@ -129,5 +130,5 @@ def test_report_writes_a_claims_table_whose_entries_name_their_baselines(project
     by_stage = {run.data.tags["cascadelab.stage"]: run for run in cached}
     written = {p.stem for p in (repo / "metrics").glob("*.json")} - {"report", "claims"}
     assert set(by_stage) == written
-    coarse = json.loads((repo / "metrics" / "coarse_sft.json").read_text())
+    coarse = stage_figures(repo, "coarse_sft")
     assert by_stage["coarse_sft"].data.metrics["em"] == pytest.approx(coarse["em"])

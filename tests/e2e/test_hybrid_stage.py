@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from e2e_project import TINY_PREPARE, client, dvc, make_project, stage_runs
+from e2e_project import TINY_PREPARE, client, dvc, make_project, stage_figures, stage_runs
 
 from cascadelab.pipeline.measurements import is_measurement
 
@@ -34,7 +34,7 @@ def test_repro_hybrid_rnn_writes_model_metrics_curves_and_one_mlflow_run(project
     out = dvc(project, "repro", "hybrid_rnn")
     assert "Running stage 'prepare'" in out and "Running stage 'hybrid_rnn'" in out
     assert "Running stage 'coarse_sft'" not in out  # the hybrid branch does not need the coarse model
-    metrics = json.loads((repo / "metrics" / "hybrid_rnn.json").read_text())
+    metrics = stage_figures(repo, "hybrid_rnn")
     assert {"em", "em_add", "em_add1", "beam_em_add", "sample_em_add", "test_ppl", "params"} <= set(metrics)
     assert "train_steps" in metrics and not any(is_measurement(key) for key in metrics)
     timing = json.loads((repo / "plots" / "hybrid_rnn" / "timing.json").read_text())

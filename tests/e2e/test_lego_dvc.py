@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from e2e_project import TINY_LEGO, TINY_PREPARE, dvc, make_project, run, run_stage_with_edit, stage_runs
+from e2e_project import TINY_LEGO, TINY_PREPARE, dvc, make_project, run, run_stage_with_edit, stage_figures, stage_runs
 from safetensors import safe_open
 
 from cascadelab.models.lego import LEGOTransformer
@@ -24,10 +24,10 @@ def test_lego_stages_run_in_order_and_write_their_outputs(project):
     assert order == sorted(order)
     assert "coarse_sft" not in out  # not a dependency of the LEGO chain
 
-    phase1 = json.loads((repo / "metrics" / "lego_phase1.json").read_text())
+    phase1 = stage_figures(repo, "lego_phase1")
     assert phase1["steps"] == 20 and phase1["train_tokens"] > 0 and phase1["val_ppl"] > 1
 
-    hard = json.loads((repo / "metrics" / "lego_hard_examples.json").read_text())
+    hard = stage_figures(repo, "lego_hard_examples")
     path = repo / "data" / "lego_hard_examples" / "hard_examples.safetensors"
     assert hard["bytes"] == path.stat().st_size
     assert hard["train_rows"] == 150 and hard["train_rows_capped"]  # the params cap
@@ -36,7 +36,7 @@ def test_lego_stages_run_in_order_and_write_their_outputs(project):
         assert f.get_tensor("train.hidden_states").dtype == torch.float16
         assert f.get_tensor("train.hidden_states").shape == (150, 32)
 
-    phase2 = json.loads((repo / "metrics" / "lego_phase2.json").read_text())
+    phase2 = stage_figures(repo, "lego_phase2")
     assert {"acc", "ppl", "shallow_ratio", "compute_cost", "baseline_ppl", "ppl_ratio", "em", "baseline_em"} <= set(
         phase2
     )

@@ -19,7 +19,7 @@ import time
 
 import pytest
 import yaml
-from e2e_project import TINY_COARSE, TINY_PREPARE, TINY_SIGMA, deep_update, dvc, make_project
+from e2e_project import TINY_COARSE, TINY_PREPARE, TINY_SIGMA, deep_update, dvc, make_project, stage_figures
 
 pytestmark = pytest.mark.slow
 
@@ -73,7 +73,7 @@ def snapshot(repo, stage, model, curves):
         "model": folder_bytes(repo / model),
         "curves": {name: tsv_untimed(repo / "plots" / stage / name) for name in curves},
         "predictions": (repo / "plots" / stage / "predictions.jsonl").read_text(),
-        "metrics": json.loads((repo / "metrics" / f"{stage}.json").read_text()),  # no timings: compared whole
+        "metrics": stage_figures(repo, stage),  # headline + details, no timings: compared whole
         "lock": lock_outs(repo, stage),
     }
 

@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from e2e_project import TINY_PREPARE, TINY_SIGMA, client, dvc, make_project, stage_runs
+from e2e_project import TINY_PREPARE, TINY_SIGMA, client, dvc, make_project, stage_figures, stage_runs
 from transformers import AutoModelForCausalLM
 
 from cascadelab.io import read_tsv
@@ -50,7 +50,7 @@ def test_sigma_rl_stage_writes_model_metrics_curves_and_rl_feature_log(project):
         "train.jsonl",
         "val.jsonl",
     ]
-    metrics = json.loads((repo / "metrics" / "sigma_rl.json").read_text())
+    metrics = stage_figures(repo, "sigma_rl")
     for key in (
         "start_heldout_reward",
         "end_heldout_reward",

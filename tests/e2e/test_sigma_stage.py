@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from e2e_project import TINY_PREPARE, TINY_SIGMA, client, dvc, make_project, stage_runs
+from e2e_project import TINY_PREPARE, TINY_SIGMA, client, dvc, make_project, stage_figures, stage_runs
 from transformers import AutoModelForCausalLM
 
 from cascadelab.io import read_tsv
@@ -23,7 +23,7 @@ def test_sigma_pretrain_stage_writes_model_metrics_curves_and_feature_log(projec
     assert "Running stage 'prepare'" in out and "Running stage 'sigma_pretrain'" in out
     assert "Running stage 'coarse_sft'" not in out
 
-    metrics = json.loads((repo / "metrics" / "sigma_pretrain.json").read_text())
+    metrics = stage_figures(repo, "sigma_pretrain")
     for name in ("sigma", "baseline"):
         assert {f"{name}_test_ppl", f"{name}_em", f"{name}_em_add", f"{name}_params", f"{name}_train_tokens"} <= set(
             metrics

@@ -1,4 +1,4 @@
-"""The final report: every stage's models in one table, from the metrics and timing files the stages write."""
+"""The final report: every stage's models in one table, from the metrics, details and timing files the stages write."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ import yaml
 
 from cascadelab.config import ReportStage
 from cascadelab.io import read_tsv, write_json
+from cascadelab.pipeline.headline import split_headline
 from cascadelab.pipeline.measurements import split_measurements
 from cascadelab.pipeline.paths import PATHS, Paths
-from cascadelab.pipeline.report import build_report
+from cascadelab.pipeline.report import CLAIM_STAGES, build_report
 from cascadelab.report.table import BUILDERS, collect_rows
 
 FAMILIES = {"add": 100.0, "sub": 90.0, "mul": 5.0, "expr": 4.0, "reverse": 0.0, "word": 2.5}
@@ -40,32 +41,33 @@ STAGES = ["coarse_sft", "cascade_eval", "hybrid_rnn", "lego_phase2", "acoc", "si
 
 @pytest.fixture
 def paths(tmp_path: Path) -> Paths:
-    """A project whose stages wrote METRICS as the stages do: science in metrics/, wall seconds in timing files."""
+    """A project whose stages wrote METRICS as the stages do: headline in metrics/, the rest in details and timing."""
     paths = Paths.under(tmp_path)
     for name, payload in METRICS.items():
         science, measured = split_measurements(payload)
-        write_json(paths.metrics_of(name), science)
-        write_json(paths.timing_of(name), measured)
+        for path, part in zip(paths.figures_of(name), (*split_headline(name, science), measured), strict=True):
+            write_json(path, part)
     return paths
 
 
-def _files(paths: Paths) -> Callable[[str], tuple[Path, Path]]:
-    return lambda stage: (paths.metrics_of(stage), paths.timing_of(stage))
+def _files(paths: Paths) -> Callable[[str], tuple[Path, ...]]:
+    return paths.figures_of
 
 
 def test_every_stage_the_schema_allows_has_a_row_builder() -> None:
     assert set(typing.get_args(ReportStage)) == set(BUILDERS)
 
 
-def test_the_report_stage_depends_on_every_metrics_and_timing_file_it_reads() -> None:
+def test_the_report_stage_depends_on_every_metrics_details_and_timing_file_it_reads() -> None:
     deps = yaml.safe_load(Path("dvc.yaml").read_text(encoding="utf-8"))["stages"]["report"]["deps"]
-    read = {name for names, _ in BUILDERS.values() for name in names}
-    expected = {path.as_posix() for name in read for path in (PATHS.metrics_of(name), PATHS.timing_of(name))}
+    read = {name for names, _ in BUILDERS.values() for name in names} | set(CLAIM_STAGES)
+    expected = {path.as_posix() for name in read for path in PATHS.figures_of(name)}
     assert expected <= set(deps)
 
 
 def test_rows_carry_each_stages_figures(paths: Paths) -> None:
-    assert "train_seconds" not in json.loads(paths.metrics_of("coarse_sft").read_text())  # the split happened
+    assert "train_seconds" not in json.loads(paths.metrics_of("coarse_sft").read_text())  # the splits happened
+    assert "em_add" not in json.loads(paths.metrics_of("coarse_sft").read_text())
     rows = {r.model: r for r in collect_rows(_files(paths), STAGES)}
     assert len(rows) == 13
     coarse = rows["coarse (Llama)"]
@@ -95,9 +97,12 @@ def test_the_report_writes_table_tsv_plot_and_flat_metrics(paths: Paths) -> None
     assert out.metrics["transformer_cascade_gated_inference_compute"] == 1.5
 
 
-def test_a_missing_metrics_or_timing_file_names_it_and_its_stage(paths: Paths) -> None:
+def test_a_missing_metrics_details_or_timing_file_names_it_and_its_stage(paths: Paths) -> None:
     paths.timing_of("hybrid_rnn").unlink()
     with pytest.raises(FileNotFoundError, match=r"report: .*hybrid_rnn/timing.json not found \(run its stage first"):
+        collect_rows(_files(paths), ["hybrid_rnn"])
+    paths.details_of("hybrid_rnn").unlink()
+    with pytest.raises(FileNotFoundError, match=r"report: .*hybrid_rnn/details.json not found \(run its stage first"):
         collect_rows(_files(paths), ["hybrid_rnn"])
     paths.metrics_of("hybrid_rnn").unlink()
     with pytest.raises(FileNotFoundError, match=r"report: .*hybrid_rnn.json not found \(run its stage first"):

@@ -56,19 +56,28 @@ class Paths:
         return self.plots / stage
 
     def metrics_of(self, stage: str) -> Path:
-        """A stage's science figures: the JSON DVC shows, diffs and hashes as the stage's metrics."""
+        """A stage's headline figures (`pipeline.headline`): the JSON DVC shows, diffs and hashes as its metrics."""
         return self.metrics / f"{stage}.json"
+
+    def details_of(self, stage: str) -> Path:
+        """A stage's other science figures (breakdowns, counters, diagnostics): a plain output, not a DVC metric."""
+        return self.plots_of(stage) / "details.json"
 
     def timing_of(self, stage: str) -> Path:
         """A stage's measurements of the machine (`pipeline.measurements`): a plain output, not a DVC metric."""
         return self.plots_of(stage) / "timing.json"
+
+    def figures_of(self, stage: str) -> tuple[Path, Path, Path]:
+        """The three files a stage's figures are split into: metrics, details, timing (what a reader merges)."""
+        return self.metrics_of(stage), self.details_of(stage), self.timing_of(stage)
 
 
 @dataclass(frozen=True)
 class StageIO:
     """The `Paths` fields a stage reads (its data deps) and writes (its outs besides plots and metrics).
 
-    Every stage also writes `metrics_of(stage)` and `timing_of(stage)` (see `pipeline.runtime.write_stage_metrics`).
+    Every stage also writes `figures_of(stage)`: its metrics, details and timing files (see
+    `pipeline.runtime.write_stage_metrics`).
     """
 
     deps: tuple[str, ...]
@@ -91,5 +100,5 @@ STAGES: dict[str, StageIO] = {
     "refiner": StageIO(("corpus", "coarse", "cascade_pairs", "limen"), ("refiner", "coarse_more", "refiner_answer")),
     "cascade_eval": StageIO(("corpus", "coarse", "limen", "refiner", "coarse_more", "refiner_answer"), ()),
     "acoc": StageIO(("corpus", "tokenizer"), ("acoc", "acoc_baselines", "acoc_history")),
-    "report": StageIO(("metrics", "plots"), ("claims", "results")),  # the stages' metrics and timing files
+    "report": StageIO(("metrics", "plots"), ("claims", "results")),  # the stages' metrics, details and timing files
 }

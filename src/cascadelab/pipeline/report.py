@@ -61,15 +61,15 @@ def build_claims_table(
     claims: ClaimsParams, seed: int, paths: Paths, settings: Mapping[str, Any] | None = None
 ) -> ClaimsTable:
     """Every seed claim decided from the stages' metrics and per-item files under `paths`, and `settings`."""
-    figures: dict[str, Any] = load_figures(lambda s: (paths.metrics_of(s), paths.timing_of(s)), CLAIM_STAGES)
+    figures: dict[str, Any] = load_figures(paths.figures_of, CLAIM_STAGES)
     figures["params"] = dict(settings or {})
     items = {stage: read_items(paths.plots_of(stage) / "items.jsonl") for stage in ITEM_STAGES}
     return build_claims(SEED_CLAIMS, figures, items, claims, seed)
 
 
 def build_report(stages: list[str], paths: Paths, title: str) -> ReportOutputs:
-    """Write `plots/report/{report.md, models.tsv, accuracy.png}` from the stages' metrics and timing files."""
-    rows = collect_rows(lambda stage: (paths.metrics_of(stage), paths.timing_of(stage)), stages)
+    """Write `plots/report/{report.md, models.tsv, accuracy.png}` from the stages' metrics, details and timing files."""
+    rows = collect_rows(paths.figures_of, stages)
     out_dir = paths.plots_of("report")
     table = markdown_table(rows)
     text = (

@@ -12,6 +12,7 @@ from typing import Any
 
 from cascadelab.config import Params, ParamsError, load_params
 from cascadelab.io import write_json
+from cascadelab.pipeline.headline import split_headline
 from cascadelab.pipeline.measurements import split_measurements
 from cascadelab.pipeline.paths import PATHS, Paths
 from cascadelab.ranks import relaunch_under_torchrun, world_size
@@ -78,16 +79,21 @@ def stage_context(stage: str, params: Params, section: Any, script: str | None =
         run.log_metrics({"stage_seconds": time.perf_counter() - started})
 
 
-def write_stage_metrics(stage: str, figures: dict[str, Any], run: StageRun, paths: Paths = PATHS) -> tuple[Path, Path]:
-    """Write the science to metrics/<stage>.json, the machine's measurements to plots/<stage>/timing.json; log both.
+def write_stage_metrics(
+    stage: str, figures: dict[str, Any], run: StageRun, paths: Paths = PATHS
+) -> tuple[Path, Path, Path]:
+    """Write the headline science to metrics/<stage>.json, the rest to plots/<stage>/{details,timing}.json; log all.
 
-    `pipeline.measurements` decides which figure is which; MLflow gets every number under its own name, as
-    before the split, and both files.
+    `pipeline.measurements` parts the machine's measurements (timing) from the science, `pipeline.headline`
+    the few headline figures (metrics) from the details; MLflow gets every number under its own name, as
+    before the split, and the three files.
     """
     science, measured = split_measurements(figures)
-    files = (paths.metrics_of(stage), paths.timing_of(stage))
-    write_json(files[0], science)
-    write_json(files[1], measured)  # written even when empty: dvc.yaml declares it for every stage
+    headline, details = split_headline(stage, science)
+    files = paths.figures_of(stage)
+    # each written even when empty: dvc.yaml declares all three for every stage
+    for path, part in zip(files, (headline, details, measured), strict=True):
+        write_json(path, part)
     run.log_metrics(figures)
     for path in files:
         run.log_artifact(path)

@@ -1,4 +1,4 @@
-"""One row per trained model, read from the stages' `metrics/<stage>.json` and `plots/<stage>/timing.json` files.
+"""One row per trained model, read from the stages' `metrics/<stage>.json` and `plots/<stage>/{details,timing}.json`.
 
 Every model stage evaluates on the same test split of the same corpus, so the rows compare: exact
 match overall and per family, test perplexity of the responses, parameters, training seconds and the
@@ -6,7 +6,8 @@ inference compute relative to one full pass of the model per generated token (th
 tokens per item over coarse-only, LEGO's share of layers run per token). ACOC trains and evaluates on
 its own tasks (add/sub by default): its row says so in `tasks`. Training seconds are wall times measured
 on the machine that ran the stage, so they compare only between stages run on the same quiet machine
-(they live in the timing files, apart from the metrics DVC hashes: `pipeline.measurements`).
+(they live in the timing files, apart from the metrics DVC hashes: `pipeline.measurements`); the per-family
+figures live in the details files (`pipeline.headline`).
 The cascade's parameters are the coarse model's plus its refiners' (saved bytes at 4 bytes per fp32
 parameter); its training seconds are the coarse model's plus the refiner stage's wall time.
 """
@@ -122,7 +123,7 @@ def _sigma_rl(m: Metrics, pretrain: Metrics) -> list[ModelRow]:
 
 
 BUILDERS: dict[str, tuple[tuple[str, ...], Callable[..., list[ModelRow]]]] = {
-    # stage -> (stages whose metrics and timing files it reads, row builder)
+    # stage -> (stages whose metrics, details and timing files it reads, row builder)
     "coarse_sft": (("coarse_sft",), _coarse),
     "cascade_eval": (("cascade_eval", "coarse_sft", "refiner"), _cascade),
     "hybrid_rnn": (("hybrid_rnn",), _hybrid),
@@ -134,7 +135,7 @@ BUILDERS: dict[str, tuple[tuple[str, ...], Callable[..., list[ModelRow]]]] = {
 
 
 def _merged(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
-    """`base` with `extra`'s keys added, nested mappings merged (a stage's metrics and its timing file)."""
+    """`base` with `extra`'s keys added, nested mappings merged (a stage's metrics, details and timing files)."""
     merged = dict(base)
     for key, value in extra.items():
         inner = merged.get(key)

@@ -110,6 +110,11 @@ def test_the_rule_sends_every_measurement_of_a_committed_metrics_file_out_of_the
     assert set(flatten(science)) | set(flatten(measured)) == set(keys)
 
 
+def test_the_committed_details_files_hold_no_measurement() -> None:
+    for path in _committed("plots", "*/details.json"):
+        assert not any(is_measurement(key) for key in flatten(json.loads(path.read_text(encoding="utf-8")))), path
+
+
 def test_the_committed_timing_files_hold_only_measurements() -> None:
     for path in _committed("plots", "*/timing.json"):  # none until a `dvc repro` after the split writes them
         assert all(is_measurement(key) for key in flatten(json.loads(path.read_text(encoding="utf-8")))), path
@@ -152,10 +157,13 @@ class _Recorder:
         self.artifacts.append(Path(path))
 
 
-def test_a_stage_writes_science_to_metrics_measurements_to_timing_and_logs_every_figure(tmp_path: Path) -> None:
+def test_a_stage_writes_headline_to_metrics_details_and_measurements_apart_and_logs_every_figure(
+    tmp_path: Path,
+) -> None:
     paths = Paths.under(tmp_path)
     figures = {
         "em": 22.9,
+        "em_add": 100.0,
         "train_tokens": 1613824,
         "train_seconds": 277.8,
         "train_tokens_per_s": 5809.4,
@@ -164,20 +172,23 @@ def test_a_stage_writes_science_to_metrics_measurements_to_timing_and_logs_every
     }
     run = _Recorder()
     files = write_stage_metrics("coarse_sft", figures, run, paths)  # type: ignore[arg-type]
-    assert files == (tmp_path / "metrics" / "coarse_sft.json", tmp_path / "plots" / "coarse_sft" / "timing.json")
-    assert json.loads(files[0].read_text()) == {"em": 22.9, "train_tokens": 1613824, "static_final": {"em": 87.0}}
-    assert json.loads(files[1].read_text()) == {
+    plots = tmp_path / "plots" / "coarse_sft"
+    assert files == (tmp_path / "metrics" / "coarse_sft.json", plots / "details.json", plots / "timing.json")
+    assert json.loads(files[0].read_text()) == {"em": 22.9}
+    assert json.loads(files[1].read_text()) == {"em_add": 100.0, "train_tokens": 1613824, "static_final": {"em": 87.0}}
+    assert json.loads(files[2].read_text()) == {
         "train_seconds": 277.8,
         "train_tokens_per_s": 5809.4,
         "resumed_from_step": 0,
         "static_final": {"run_cpu_seconds": 43.6},
     }
-    assert run.metrics == flatten(figures)  # MLflow names unchanged by the split
+    assert run.metrics == flatten(figures)  # MLflow names unchanged by the splits
     assert run.artifacts == list(files)
 
 
-def test_a_stage_that_measures_nothing_still_writes_its_declared_timing_file(tmp_path: Path) -> None:
+def test_a_stage_that_measures_nothing_still_writes_its_declared_details_and_timing_files(tmp_path: Path) -> None:
     paths = Paths.under(tmp_path)
     write_stage_metrics("limen", {"val_auroc": 0.95}, _Recorder(), paths)  # type: ignore[arg-type]
+    assert json.loads(paths.details_of("limen").read_text()) == {}
     assert json.loads(paths.timing_of("limen").read_text()) == {}
     assert PATHS.timing_of("limen") == Path("plots/limen/timing.json")

@@ -57,17 +57,18 @@ def _path_attributes(path: Path) -> set[str]:
 def test_a_stage_reads_and_writes_only_the_paths_it_declares(stage: str) -> None:
     io = STAGES[stage]
     used = _path_attributes(Path(f"stages/{stage}.py")) | _path_attributes(Path(f"src/cascadelab/pipeline/{stage}.py"))
-    assert used <= {*io.deps, *io.outs, "plots_of", "metrics_of", "timing_of"}, used - {*io.deps, *io.outs}
+    helpers = {"plots_of", "metrics_of", "details_of", "timing_of", "figures_of"}
+    assert used <= {*io.deps, *io.outs, *helpers}, used - {*io.deps, *io.outs}
 
 
 @pytest.mark.parametrize("stage", sorted(STAGES))
-def test_every_stage_declares_its_timing_file_as_a_plain_uncached_output_not_a_metric(stage: str) -> None:
+def test_every_stage_declares_its_details_and_timing_files_as_plain_uncached_outputs_not_metrics(stage: str) -> None:
     spec = DVC[stage]
-    timing, metrics = PATHS.timing_of(stage).as_posix(), PATHS.metrics_of(stage).as_posix()
+    metrics, *plain = (path.as_posix() for path in PATHS.figures_of(stage))
     outs = {name: entry[name] for entry in spec["outs"] if isinstance(entry, dict) for name in entry}
-    assert outs.get(timing) == {"cache": False}
+    assert [outs.get(path) for path in plain] == [{"cache": False}] * 2
     assert _names(spec["metrics"]) == [metrics]
-    assert timing not in _names(spec.get("plots", []))
+    assert not set(plain) & set(_names(spec.get("plots", [])))
 
 
 @pytest.mark.parametrize("stage", sorted(STAGES))
@@ -89,3 +90,5 @@ def test_paths_under_a_root_keep_the_layout(tmp_path: Path) -> None:
     assert moved.plots_of("limen") == tmp_path / "plots" / "limen"
     assert moved.metrics_of("limen") == tmp_path / "metrics" / "limen.json"
     assert moved.timing_of("limen") == tmp_path / "plots" / "limen" / "timing.json"
+    assert moved.details_of("limen") == tmp_path / "plots" / "limen" / "details.json"
+    assert moved.figures_of("limen") == (moved.metrics_of("limen"), moved.details_of("limen"), moved.timing_of("limen"))
