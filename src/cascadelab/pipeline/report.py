@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -10,7 +11,7 @@ from typing import Any
 
 from cascadelab.config import ClaimsParams, ReportParams
 from cascadelab.io import atomic_write_text, write_json, write_tsv
-from cascadelab.pipeline.paths import Paths
+from cascadelab.pipeline.paths import STAGES, Paths
 from cascadelab.report.claim_defs import SEED_CLAIMS
 from cascadelab.report.claims import ClaimsTable, build_claims, read_items
 from cascadelab.report.render import COLUMNS, markdown_table, plot_accuracy
@@ -52,9 +53,21 @@ def run(
     outputs = build_report(list(section.stages), paths, section.title)
     table = build_claims_table(claims or ClaimsParams(), seed, paths, settings)
     write_json(paths.claims, table.as_dict())
-    atomic_write_text(paths.results, results_page(table, outputs.rows, seed))
+    atomic_write_text(paths.results, results_page(table, outputs.rows, seed, stage_seconds(paths)))
     outputs.metrics.update({f"claims_{verdict}": count for verdict, count in table.as_dict()["verdicts"].items()})
     return ReportOutputs(outputs.rows, outputs.metrics, [*outputs.files, paths.claims, paths.results], table)
+
+
+def stage_seconds(paths: Paths) -> dict[str, float]:
+    """Each other stage's measured wall time (`stage_seconds` of its timing file), in pipeline order."""
+    seconds = {}
+    for stage in STAGES:
+        timing = paths.timing_of(stage)
+        if stage != "report" and timing.is_file():
+            value = json.loads(timing.read_text(encoding="utf-8")).get("stage_seconds")
+            if isinstance(value, int | float):
+                seconds[stage] = float(value)
+    return seconds
 
 
 def build_claims_table(

@@ -7,6 +7,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,8 @@ from cascadelab.pipeline.measurements import split_measurements
 from cascadelab.pipeline.paths import PATHS, Paths
 from cascadelab.ranks import relaunch_under_torchrun, world_size
 from cascadelab.tracking import StageRun, stage_run
+
+_stage_started: ContextVar[float | None] = ContextVar("cascadelab_stage_started", default=None)
 
 # Stages that train on several processes under `launch.nproc` (each rank its rows; rank 0 writes and logs).
 RANK_AWARE_STAGES = ("coarse_sft", "hybrid_rnn", "sigma_pretrain")
@@ -72,11 +75,15 @@ def stage_context(stage: str, params: Params, section: Any, script: str | None =
     os.environ.setdefault("MLFLOW_MAX_LOG_PARAMS", "0")
     logged = {"seed": params.seed, stage: section.model_dump(mode="json")}
     started = time.perf_counter()
-    with stage_run(stage, logged, experiment=params.tracking.experiment) as run:
-        if script is not None:
-            run.log_artifact(script, artifact_path="source")
-        yield run
-        run.log_metrics({"stage_seconds": time.perf_counter() - started})
+    token = _stage_started.set(started)
+    try:
+        with stage_run(stage, logged, experiment=params.tracking.experiment) as run:
+            if script is not None:
+                run.log_artifact(script, artifact_path="source")
+            yield run
+            run.log_metrics({"stage_seconds": time.perf_counter() - started})
+    finally:
+        _stage_started.reset(token)
 
 
 def write_stage_metrics(
@@ -86,9 +93,13 @@ def write_stage_metrics(
 
     `pipeline.measurements` parts the machine's measurements (timing) from the science, `pipeline.headline`
     the few headline figures (metrics) from the details; MLflow gets every number under its own name, as
-    before the split, and the three files.
+    before the split, and the three files. Inside `stage_context`, timing also gets `stage_seconds`, the
+    stage's wall time up to this call.
     """
     science, measured = split_measurements(figures)
+    started = _stage_started.get()
+    if started is not None:  # the stage's wall time so far, unless it measured its own
+        measured.setdefault("stage_seconds", time.perf_counter() - started)
     headline, details = split_headline(stage, science)
     files = paths.figures_of(stage)
     # each written even when empty: dvc.yaml declares all three for every stage

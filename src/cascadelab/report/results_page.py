@@ -69,13 +69,32 @@ def _interval_notes(entries: Sequence[ClaimEntry]) -> str:
     return "".join(lines)
 
 
-def results_block(table: ClaimsTable, rows: Sequence[ModelRow]) -> str:
-    """The generated block README.md copies: the claims table and the leaderboard, between the markers."""
-    return f"{BEGIN}\n\n### Claims\n\n{claims_markdown(table)}\n### Leaderboard\n\n{markdown_table(rows)}\n{END}\n"
+def stage_seconds_markdown(seconds: Mapping[str, float]) -> str:
+    """The stages' wall times (their `stage_seconds` in plots/<stage>/timing.json) and their sum."""
+    if not seconds:
+        return ""
+    total = sum(seconds.values())
+    lines = ["| stage | wall seconds |", "|---|---|"]
+    lines += [f"| `{stage}` | {value:,.0f} |" for stage, value in seconds.items()]
+    lines.append(f"| **all {len(seconds)} stages** | **{total:,.0f}** ({total / 60:.0f} min) |")
+    return (
+        "### Stage wall times\n\nAs measured by the run above on its machine (`stage_seconds` in "
+        "`plots/<stage>/timing.json`; the report's own time is not counted):\n\n" + "\n".join(lines) + "\n\n"
+    )
 
 
-def results_page(table: ClaimsTable, rows: Sequence[ModelRow], seed: int) -> str:
-    """The whole of docs/results.md."""
+def results_block(table: ClaimsTable, rows: Sequence[ModelRow], seconds: Mapping[str, float] | None = None) -> str:
+    """The generated block README.md copies: the claims table, the leaderboard and the stage times."""
+    return (
+        f"{BEGIN}\n\n### Claims\n\n{claims_markdown(table)}\n### Leaderboard\n\n{markdown_table(rows)}\n"
+        f"{stage_seconds_markdown(seconds or {})}{END}\n"
+    )
+
+
+def results_page(
+    table: ClaimsTable, rows: Sequence[ModelRow], seed: int, seconds: Mapping[str, float] | None = None
+) -> str:
+    """The whole of docs/results.md (`seconds`: each stage's measured wall time)."""
     return (
         "# Results: claims and leaderboard\n\n"
         f"Generated from the stages' `metrics/` and `plots/<stage>/items.jsonl` at seed {seed}; regenerate with "
@@ -86,7 +105,7 @@ def results_page(table: ClaimsTable, rows: Sequence[ModelRow], seed: int) -> str
         "items (system and baseline scored on the same items); EM effects are in percentage points. Compute is "
         "FLOPs, recorded by the stage or 6 × parameters × training tokens / 2 × parameters × tokens at "
         "inference (the `how` of each side in `metrics/claims.json`).\n\n"
-        f"{results_block(table, rows)}\n"
+        f"{results_block(table, rows, seconds)}\n"
         "## How each interval was computed\n\n"
         f"{_interval_notes(table.entries)}"
     )

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from cascadelab.pipeline import runtime
 from cascadelab.pipeline.measurements import is_measurement, split_measurements
 from cascadelab.pipeline.paths import PATHS, STAGES, Paths
 from cascadelab.pipeline.runtime import write_stage_metrics
@@ -192,3 +194,15 @@ def test_a_stage_that_measures_nothing_still_writes_its_declared_details_and_tim
     assert json.loads(paths.details_of("limen").read_text()) == {}
     assert json.loads(paths.timing_of("limen").read_text()) == {}
     assert PATHS.timing_of("limen") == Path("plots/limen/timing.json")
+
+
+def test_inside_a_stage_timing_gets_its_wall_time_unless_the_stage_measured_its_own(tmp_path: Path) -> None:
+    paths = Paths.under(tmp_path)
+    token = runtime._stage_started.set(time.perf_counter() - 5.0)  # a stage that started five seconds ago
+    try:
+        write_stage_metrics("limen", {"val_auroc": 0.95}, _Recorder(), paths)  # type: ignore[arg-type]
+        write_stage_metrics("refiner", {"stage_seconds": 1.5}, _Recorder(), paths)  # type: ignore[arg-type]
+    finally:
+        runtime._stage_started.reset(token)
+    assert json.loads(paths.timing_of("limen").read_text())["stage_seconds"] >= 5.0
+    assert json.loads(paths.timing_of("refiner").read_text()) == {"stage_seconds": 1.5}
