@@ -31,6 +31,7 @@ def main() -> None:
         write_tsv(PLOTS_DIR / "reward.tsv", outcome.curve, REWARD_COLUMNS)
         write_tsv(PLOTS_DIR / "mix.tsv", outcome.decisions, MIX_COLUMNS)
         write_jsonl(PLOTS_DIR / "predictions.jsonl", outcome.predictions)
+        write_jsonl(PLOTS_DIR / "items.jsonl", outcome.items)  # start / RL / control per prompt and test item (claims)
         write_stage_metrics("sigma_rl", outcome.metrics, run)
         run.log_artifact(OUT_DIR, artifact_path="sigma_rl")
         run.log_artifact(PLOTS_DIR)
@@ -41,6 +42,13 @@ def main() -> None:
         f"code pass {m.get('before_code_pass', 0.0):.1f} -> {m.get('after_code_pass', 0.0):.1f} %, "
         f"{m['rl_steps']} RL / {m['lm_steps']} LM steps, {m['wall_seconds']:.0f} s"
     )
+    if "rl_vs_control_heldout_reward" in m:
+        print(
+            f"sigma_rl: RL - LM-only control: held-out reward {m['rl_vs_control_heldout_reward']:+.3f} "
+            f"[{m['rl_vs_control_heldout_reward_low']:+.3f}, {m['rl_vs_control_heldout_reward_high']:+.3f}], "
+            f"math EM {m['rl_vs_control_em']:+.1f} "
+            f"[{m['rl_vs_control_em_low']:+.1f}, {m['rl_vs_control_em_high']:+.1f}] points (paired bootstrap 95 %)"
+        )
 
 
 if __name__ == "__main__":

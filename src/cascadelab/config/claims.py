@@ -70,7 +70,7 @@ class ClaimsParams(StrictModel):
         1.0, "below", "Muon-family over AdamW optimizer steps to the same validation loss (ratio)"
     )
     grpo_improves_heldout_reward: ClaimThreshold = _claim(
-        0.0, "above", "held-out reward after minus before sigma_rl (mean reward per held-out prompt)"
+        0.0, "above", "held-out reward of sigma_rl minus its LM-only control (mean reward per reporting prompt)"
     )
     draft_heads_speed_up: ClaimThreshold = _claim(
         1.1, "above", "tokens per forward pass with the draft heads over plain decoding's 1 (ratio)"

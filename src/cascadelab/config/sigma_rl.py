@@ -69,6 +69,12 @@ class GRPOParams(StrictModel):
     importance_sampling_level: Literal["token", "sequence"] = Field("token", description="token: GRPO | sequence: GSPO")
     beta: float = Field(0.0, ge=0, description="KL coefficient to the reference model (0 loads no reference model)")
     epsilon: float = Field(0.2, gt=0, description="clipping range of the importance ratio")
+    num_iterations: int = Field(
+        1,
+        ge=1,
+        description="updates per generated batch (1: on-policy, the ratio is 1 and GSPO equals GRPO; "
+        "> 1: the stored completions are re-used off-policy with importance weights)",
+    )
     code_share: float = Field(
         0.5, ge=0, le=1, description="share of RL prompts drawn from the code tasks (ignored without features.code_rl)"
     )
@@ -141,8 +147,18 @@ class EvolutionParams(StrictModel):
 class RLEvalParams(StrictModel):
     """Held-out reward (val) and the before/after test evaluation."""
 
-    heldout_math: int = Field(64, gt=0, description="val prompts of the corpus in the held-out reward")
+    heldout_math: int = Field(128, gt=0, description="val prompts of the corpus in the held-out reward")
     heldout_code: int = Field(40, gt=0, description="val prompts of the code tasks in the held-out reward")
+    steer_fraction: float = Field(
+        0.5,
+        gt=0,
+        lt=1,
+        description="share of the held-out prompts (per kind, seeded) the meta-loop and mix steer on; "
+        "the rest reports the held-out reward",
+    )
+    control: bool = Field(
+        True, description="also train the LM-only control (same steps, data and schedule, no GRPO updates)"
+    )
     batch_size: GenerationBatchSize = 256
     max_new_tokens: int = Field(
         20, gt=0, description="tokens generated per answer (a level-2 lambda is 16 characters + EOS)"

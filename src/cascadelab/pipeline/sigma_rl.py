@@ -4,10 +4,16 @@ One :class:`~cascadelab.training.sigma_loop.SigmaTrainer` loop drives the run. E
 LM update on the corpus mix plus the code family's train split (the pretrained model has never seen
 code); a share of the steps (:class:`~cascadelab.training.sigma.rl_lm_mix.RLMix`) also takes one GRPO/GSPO
 update through TRL (:class:`~cascadelab.training.sigma.grpo_bridge.GRPOBridge`) in the loop's ``rl``
-phase. Every ``train.eval_steps`` the held-out mean reward (greedy, on val prompts of both kinds)
-and the LM val loss are measured and the mix decides. Before and after the run the test splits are
-evaluated: math exact match per task (:func:`~cascadelab.eval.lm.evaluate_lm`) and the
-code pass rate (every test passed in the sandbox).
+phase. Every ``train.eval_steps`` the held-out mean reward (greedy, on the steering part of the val
+prompts of both kinds) and the LM val loss are measured and the mix decides. The reported held-out reward
+is read on the disjoint reporting part only (:mod:`~cascadelab.pipeline.sigma_rl_control`).
+
+With ``eval.control`` an LM-only control trains a second copy of the starting model: the same loop steps,
+LM batches (same seed, same order), learning-rate schedule (the RL run's meta-loop factors replayed at the
+same steps) and self-improver, with no GRPO update. Before and after the run the test splits are evaluated
+for the start, the RL model and the control: math exact match per task
+(:func:`~cascadelab.eval.lm.evaluate_lm`) and the code pass rate (every test passed in the sandbox); the
+per-item results and per-prompt rewards go to ``plots/sigma_rl/items.jsonl``.
 """
 
 from __future__ import annotations
@@ -31,12 +37,15 @@ from cascadelab.data.mixed_batches import TokenizedRows, mixed_batches
 from cascadelab.data.tokenizer import load_tokenizer
 from cascadelab.eval.generation import generate_batched
 from cascadelab.eval.lm import evaluate_lm
+from cascadelab.eval.metrics import correct_items
 from cascadelab.io import write_json
 from cascadelab.models.sigma import SigmaForCausalLM
 from cascadelab.pipeline.paths import Paths
 from cascadelab.pipeline.sigma_pretrain import _save
+from cascadelab.pipeline.sigma_rl_control import effects, items, split_heldout, train_flops
 from cascadelab.sandbox import Limits, Sandbox, TestCase
 from cascadelab.training.checkpoints import checkpoint_dir, discard
+from cascadelab.training.integrity_guards import scale_learning_rate
 from cascadelab.training.optimizers.factory import build_optimizers
 from cascadelab.training.run_checkpoints import CheckpointStore
 from cascadelab.training.sigma.causal_replay import CausalReplay
@@ -45,7 +54,7 @@ from cascadelab.training.sigma.grpo_bridge import GRPOBridge, RLTask
 from cascadelab.training.sigma.rl_lm_mix import RLMix
 from cascadelab.training.sigma.verifier import CodeSpec, CodeVerifier, MathVerifier, VerifierCascade
 from cascadelab.training.sigma_loop import SigmaTrainer
-from cascadelab.training.trainer import LogFn, mean_loss
+from cascadelab.training.trainer import LogFn, TrainResult, mean_loss
 
 
 def code_spec(record: Record) -> CodeSpec:
@@ -87,6 +96,29 @@ def greedy(
     return [o[0] for o in outputs]
 
 
+def prompt_rewards(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    tasks: Sequence[RLTask],
+    cascade: VerifierCascade,
+    params: SigmaRLParams,
+) -> list[float]:
+    """The reward of the greedy completion of each of `tasks`, in order."""
+    outputs = greedy(model, tokenizer, [t.prompt for t in tasks], params)
+    return [cascade.reward(t.kind, o, t.reference).value for t, o in zip(tasks, outputs, strict=True)]
+
+
+def mean_rewards(tasks: Sequence[RLTask], rewards: Sequence[float]) -> dict[str, float]:
+    """Mean of per-prompt `rewards`: overall (`heldout_reward`), `_math` and `_code`."""
+    by_kind: dict[str, list[float]] = {"math": [], "code": []}
+    for task, value in zip(tasks, rewards, strict=True):
+        by_kind["code" if task.kind == CODE_TASK else "math"].append(value)
+    every = by_kind["math"] + by_kind["code"]
+    out = {"heldout_reward": sum(every) / len(every)}
+    out.update({f"heldout_reward_{kind}": sum(v) / len(v) for kind, v in by_kind.items() if v})
+    return out
+
+
 def heldout_reward(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -95,15 +127,21 @@ def heldout_reward(
     params: SigmaRLParams,
 ) -> dict[str, float]:
     """Mean reward of greedy completions on the held-out prompts: overall, `_math` and `_code`."""
+    return mean_rewards(tasks, prompt_rewards(model, tokenizer, tasks, cascade, params))
+
+
+def code_passes(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    records: Sequence[Record],
+    cascade: VerifierCascade,
+    params: SigmaRLParams,
+) -> tuple[list[bool], list[str]]:
+    """Whether each code record's greedy answer passes every test in the sandbox, and the answers."""
+    tasks = rl_tasks(records)
     outputs = greedy(model, tokenizer, [t.prompt for t in tasks], params)
-    by_kind: dict[str, list[float]] = {"math": [], "code": []}
-    for task, output in zip(tasks, outputs, strict=True):
-        value = cascade.reward(task.kind, output, task.reference).value
-        by_kind["code" if task.kind == CODE_TASK else "math"].append(value)
-    every = by_kind["math"] + by_kind["code"]
-    out = {"heldout_reward": sum(every) / len(every)}
-    out.update({f"heldout_reward_{kind}": sum(v) / len(v) for kind, v in by_kind.items() if v})
-    return out
+    passed = [cascade.reward(t.kind, o, t.reference).correctness == 1.0 for t, o in zip(tasks, outputs, strict=True)]
+    return passed, outputs
 
 
 def code_pass_rate(
@@ -114,10 +152,8 @@ def code_pass_rate(
     params: SigmaRLParams,
 ) -> tuple[float, list[str]]:
     """Share (%) of code records whose greedy answer passes every test in the sandbox, and the answers."""
-    tasks = rl_tasks(records)
-    outputs = greedy(model, tokenizer, [t.prompt for t in tasks], params)
-    passed = sum(cascade.reward(t.kind, o, t.reference).correctness == 1.0 for t, o in zip(tasks, outputs, strict=True))
-    return 100.0 * passed / len(records), outputs
+    passed, outputs = code_passes(model, tokenizer, records, cascade, params)
+    return 100.0 * sum(passed) / len(records), outputs
 
 
 class RLPlugin:
@@ -197,6 +233,17 @@ class SigmaRLOutcome:
     history: list[dict[str, float]]
     predictions: list[dict[str, Any]]
     metrics_jsonl: Path
+    items: list[dict[str, Any]]  # per reporting prompt and per test item: start, RL and control (plots/items.jsonl)
+
+
+@dataclass
+class TestReport:
+    """A model's test figures: math EM per task (and code pass rate), outputs and per-item correctness."""
+
+    metrics: dict[str, float]
+    math_outputs: list[str]
+    code_outputs: list[str]
+    correct: list[bool]  # math items, then code items
 
 
 def _test_report(
@@ -207,16 +254,19 @@ def _test_report(
     verifier: CorpusVerifier,
     cascade: VerifierCascade | None,
     params: SigmaRLParams,
-) -> tuple[dict[str, float], list[str], list[str]]:
-    """Math EM per task and, with a cascade, the code pass rate on test."""
+) -> TestReport:
+    """Math EM per task and, with a cascade, the code pass rate on test, with per-item correctness."""
     report, math_outputs = evaluate_lm(
         model, tokenizer, math_test, verifier, params.eval.batch_size, params.eval.max_new_tokens
     )
     metrics = {k: v for k, v in report.items() if k.startswith("em")}
+    correct = [bool(row["correct"]) for row in correct_items(math_test, math_outputs, verifier.verify)]
     code_outputs: list[str] = []
     if cascade is not None and code_test:
-        metrics["code_pass"], code_outputs = code_pass_rate(model, tokenizer, code_test, cascade, params)
-    return metrics, math_outputs, code_outputs
+        passed, code_outputs = code_passes(model, tokenizer, code_test, cascade, params)
+        metrics["code_pass"] = 100.0 * sum(passed) / len(code_test)
+        correct += passed
+    return TestReport(metrics, math_outputs, code_outputs, correct)
 
 
 def run(
@@ -255,10 +305,13 @@ def run(
     eval_sandbox = make_sandbox(params) if use_code else None
     cascade = build_cascade(meta, math_tasks, train_sandbox, params.format_weight, features.asym_verify)
     eval_cascade = build_cascade(meta, math_tasks, eval_sandbox, params.format_weight, True)
-    heldout = rl_tasks(
+    steer_records, report_records = split_heldout(
         [r for r in corpus_val if r["task"] in math_tasks][: params.eval.heldout_math]
-        + code_val[: params.eval.heldout_code]
+        + code_val[: params.eval.heldout_code],
+        params.eval.steer_fraction,
+        seed,
     )
+    heldout, report_tasks = rl_tasks(steer_records), rl_tasks(report_records)  # steering part, reporting part
     settings = {"seed": seed, "sigma_rl": params.model_dump(mode="json")}
     folder = checkpoint_dir(
         "sigma_rl", settings, [Path(sigma_dir) / "model.safetensors", Path(code_dir) / "train.jsonl"]
@@ -282,10 +335,9 @@ def run(
     with final_evaluation("sigma_rl"):  # read once: the same items score the model before and after RL
         math_test = [r for r in load_split(corpus_dir, "test") if r["task"] in math_tasks][:limit]
         code_test = load_code_split(code_dir, "test")[:limit] if use_code else []
-    before, _, _ = _test_report(
-        model, tokenizer, math_test, code_test, verifier, eval_cascade if use_code else None, params
-    )
+    before = _test_report(model, tokenizer, math_test, code_test, verifier, eval_cascade if use_code else None, params)
     start = heldout_reward(model, tokenizer, heldout, eval_cascade, params)
+    start_report = prompt_rewards(model, tokenizer, report_tasks, eval_cascade, params)
 
     train_tasks: dict[str, list[RLTask]] = {"math": rl_tasks([r for r in corpus_train if r["task"] in math_tasks])}
     if use_code:
@@ -334,7 +386,15 @@ def run(
         plugin.curve.append({"step": float(trainer.step), **figures})
         return figures
 
-    trainer.eval_fn = evaluate
+    lr_factors: dict[int, float] = {}  # the meta-loop's learning-rate factor per window step, for the control
+
+    def evaluate_and_record(m: torch.nn.Module) -> dict[str, float]:
+        scale = evolution.meta.lr_scale if evolution.meta is not None else 1.0
+        figures = evaluate(m)
+        lr_factors[trainer.step] = figures["lr_scale"] / scale
+        return figures
+
+    trainer.eval_fn = evaluate_and_record
     probe_batches = list(
         mixed_batches(rows, params.mix, 8, params.train.batch_size, seed + 1, params.train.group_batches_by_task)
     )
@@ -354,16 +414,48 @@ def run(
         mixed_batches(rows, params.mix, train.max_steps, train.batch_size, seed, train.group_batches_by_task)
     )
     discard(folder)
-    after, math_outputs, code_outputs = _test_report(
-        model, tokenizer, math_test, code_test, verifier, eval_cascade if use_code else None, params
-    )
+    report = _test_report(model, tokenizer, math_test, code_test, verifier, eval_cascade if use_code else None, params)
+    after, math_outputs, code_outputs = report.metrics, report.math_outputs, report.code_outputs
+    rewards = {"start": start_report, "rl": prompt_rewards(model, tokenizer, report_tasks, eval_cascade, params)}
+    correct = {"start": before.correct, "rl": report.correct}
+    n_params = sum(p.numel() for p in model.parameters())
+    rl_flops = train_flops(n_params, result.train_tokens, bridge.rl_tokens, params.grpo.num_iterations)
+    control_metrics: dict[str, Any] = {}
+    if params.eval.control:
+        control_started = time.perf_counter()
+        control_model, control_result = _control_run(params, seed, paths, tokenizer, lm_records, val_batches,
+                                                     math_tasks, verifier, exclude, lr_factors, log_fn)  # fmt: skip
+        control = _test_report(
+            control_model, tokenizer, math_test, code_test, verifier, eval_cascade if use_code else None, params
+        )
+        rewards["control"] = prompt_rewards(control_model, tokenizer, report_tasks, eval_cascade, params)
+        correct["control"] = control.correct
+        control_metrics = {
+            **{f"control_{k}": v for k, v in mean_rewards(report_tasks, rewards["control"]).items()},
+            **{f"control_{k}": v for k, v in control.metrics.items()},
+            "control_lm_steps": control_result.steps,
+            "control_train_tokens": control_result.train_tokens,
+            "control_train_flops": train_flops(n_params, control_result.train_tokens, 0, 1),
+            "control_seconds": time.perf_counter() - control_started,
+        }
+    item_rows = items(report_records, rewards, math_test + code_test, correct)
 
-    end = plugin.curve[-1]
     metrics: dict[str, Any] = {
-        **{f"start_{k}": v for k, v in start.items()},
-        **{f"end_{k}": v for k, v in end.items() if k.startswith("heldout_reward")},
-        **{f"before_{k}": v for k, v in before.items()},
+        **{f"start_{k}": v for k, v in mean_rewards(report_tasks, start_report).items()},
+        **{f"end_{k}": v for k, v in mean_rewards(report_tasks, rewards["rl"]).items()},
+        **{f"steer_start_{k}": v for k, v in start.items()},
+        **{f"steer_end_{k}": v for k, v in plugin.curve[-1].items() if k.startswith("heldout_reward")},
+        "heldout_steer_prompts": len(heldout),
+        "heldout_report_prompts": len(report_tasks),
+        **{f"before_{k}": v for k, v in before.metrics.items()},
         **{f"after_{k}": v for k, v in after.items()},
+        **control_metrics,
+        **effects(item_rows, seed),
+        "params": n_params,
+        "train_tokens": result.train_tokens,
+        "rl_tokens": bridge.rl_tokens,
+        "rl_updates_on_stored": bridge.updates_on_stored,
+        "train_flops": rl_flops,
         "rl_steps": bridge.steps,
         "lm_steps": plugin.lm_steps,
         "final_rl_share": mix.share,
@@ -383,16 +475,88 @@ def run(
         for r, o in list(zip(math_test, math_outputs, strict=True))[:sample]
         + list(zip(code_test, code_outputs, strict=True))[:sample]
     ]
-    return SigmaRLOutcome(metrics, plugin.curve, mix.decision_rows(), result.history, predictions, result.metrics_path)
+    return SigmaRLOutcome(
+        metrics, plugin.curve, mix.decision_rows(), result.history, predictions, result.metrics_path, item_rows
+    )
+
+
+def _control_run(
+    params: SigmaRLParams,
+    seed: int,
+    paths: Paths,
+    tokenizer: PreTrainedTokenizerBase,
+    lm_records: list[Record],
+    val_batches: list[Any],
+    math_tasks: list[str],
+    verifier: CorpusVerifier,
+    exclude: Any,
+    lr_factors: dict[int, float],
+    log_fn: LogFn | None,
+) -> tuple[PreTrainedModel, TrainResult]:
+    """The LM-only control: the starting model, the RL run's LM batches, steps and lr schedule; no GRPO update.
+
+    The self-improver runs as in the RL run (it is not GRPO); the meta-loop's learning-rate factors are replayed
+    at the steps the RL run applied them, and no RL share is steered.
+    """
+    torch.manual_seed(seed)
+    model = SigmaForCausalLM.from_pretrained(str(paths.sigma))
+    model.config.use_cache = True
+    optimizers = build_optimizers(model, params.optimizer)
+    off = dict.fromkeys(("meta_loop", "research_log", "draft_heads", "fractal_nas", "counterfactual_credit"), False)
+    quiet = params.model_copy(update={"features": params.features.model_copy(update=off)})
+    out_dir = paths.sigma_rl_run / "control"
+    trainer = SigmaTrainer(
+        model,
+        optimizers,
+        params.train,
+        out_dir,
+        instant=params.instant,
+        log_fn=(lambda row, step: log_fn({f"control_{k}": v for k, v in row.items()}, step)) if log_fn else None,
+        features=params.features,
+        guards=params.guards,
+        data=params.data,
+        credit_interval=params.optimizer.c3o.credit_interval,
+        settings={"seed": seed, "sigma_rl": params.model_dump(mode="json"), "arm": "control"},
+    )
+    trainer.prepare_model()
+    evolution = Evolution(quiet, seed, model, optimizers, tokenizer, verifier, math_tasks, exclude, val_batches[:1],
+                          out_dir)  # fmt: skip
+    mix = RLMix(params.auto_mix, adaptive=False)
+    plugin = RLPlugin(None, mix, None, params, evolution)
+
+    def evaluate(m: torch.nn.Module) -> dict[str, float]:
+        factor = lr_factors.get(trainer.step, 1.0)
+        if factor != 1.0:
+            scale_learning_rate(trainer.schedulers, factor)
+        val_loss = mean_loss(m, val_batches)
+        figures = evolution.window(
+            trainer, float("nan"), val_loss, mix, lambda prompts: greedy(model, tokenizer, prompts, params)
+        )
+        return {"val_loss": val_loss, **figures}
+
+    trainer.eval_fn = evaluate
+    trainer.add_hook("rl", plugin.hook)
+    trainer.add_plugin("rl", plugin)
+    trainer.add_plugin("evolution", evolution)
+    train = params.train
+    rows = TokenizedRows(tokenizer, lm_records)
+    result = trainer.fit(
+        mixed_batches(rows, params.mix, train.max_steps, train.batch_size, seed, train.group_batches_by_task)
+    )
+    return model, result
 
 
 __all__ = [
     "RLPlugin",
     "SigmaRLOutcome",
+    "TestReport",
     "build_cascade",
     "code_pass_rate",
+    "code_passes",
     "code_spec",
     "heldout_reward",
+    "mean_rewards",
+    "prompt_rewards",
     "rl_tasks",
     "run",
 ]

@@ -33,6 +33,7 @@ class ItemColumns:
     columns: Mapping[str, Callable[[Mapping[str, Any]], float]]
     statistic: Statistic
     stages: tuple[str, ...]
+    where: Callable[[Mapping[str, Any]], bool] | None = None  # which joined rows the claim reads (None: all)
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class ClaimDef:
     compute: Callable[[Figures], tuple[Compute, Compute]] = lambda _: ({}, {})
     unmeasured: Callable[[Figures], str | None] = lambda _: None
     notes: str = ""
+    dynamic_notes: Callable[[Figures], str] = lambda _: ""  # notes read from the figures (secondary numbers)
 
 
 @dataclass
@@ -111,6 +113,8 @@ def _interval(spec: ClaimDef, items: Items, params: ClaimsParams, seed: int) -> 
     rows, why = _joined(spec.items.stages, items)
     if rows is None:
         return None, why
+    if spec.items.where is not None:
+        rows = [r for r in rows if spec.items.where(r)]
     if not rows:
         return None, "no test items"
     columns = {name: np.array([read(r) for r in rows], dtype=np.float64) for name, read in spec.items.columns.items()}
@@ -138,7 +142,8 @@ def build_entry(spec: ClaimDef, figures: Figures, items: Items, params: ClaimsPa
         spec.name, spec.claim, spec.system, spec.baseline, spec.metric, system, baseline, effect, bounds, note,
         rule.threshold, rule.direction,
         verdict(bounds[0] if bounds else None, bounds[1] if bounds else None, rule.threshold, rule.direction),
-        {"system": system_compute, "baseline": baseline_compute}, spec.notes,
+        {"system": system_compute, "baseline": baseline_compute},
+        "; ".join(n for n in (spec.notes, spec.dynamic_notes(figures)) if n),
     )  # fmt: skip
 
 

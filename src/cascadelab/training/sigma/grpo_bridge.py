@@ -15,6 +15,13 @@ its ``rl`` hook calls :meth:`GRPOBridge.step`, which
 3. clips the gradient and steps the optimizers the SIGMA trainer owns (the LM and RL updates share one
    optimizer state and one learning-rate schedule).
 
+On-policy (``num_iterations`` 1, the default) TRL takes the old log-probabilities as the current ones,
+detached: every importance ratio is 1, nothing is clipped, and the token-level (GRPO) and sequence-level
+(GSPO) losses have the same gradient. With ``num_iterations`` > 1 TRL keeps the generated batch with its
+log-probabilities and the next ``num_iterations - 1`` calls update on those stored completions off-policy:
+the ratios move away from 1, and GSPO's one ratio per sequence (the mean token log-ratio) clips and weights
+differently from GRPO's ratio per token. Such a call draws no prompts and scores nothing.
+
 The KL term: with ``beta > 0`` TRL adds ``beta * KL`` per token and reduces the loss to one scalar
 (the masked mean over completion tokens, then the mean over the batch); it logs the KL as a scalar
 mean too (``_metrics["train"]["kl"]``), which is the seed's fix — nothing to patch here.
@@ -109,6 +116,7 @@ def grpo_config(settings: GRPOParams, out_dir: Path, seed: int) -> GRPOConfig:
         importance_sampling_level=settings.importance_sampling_level,
         beta=settings.beta,
         epsilon=settings.epsilon,
+        num_iterations=settings.num_iterations,
         loss_type="grpo",
         logging_steps=10**9,  # the SIGMA loop logs
         save_strategy="no",
@@ -171,6 +179,9 @@ class GRPOBridge:
         self.samples = 0
         self.window_rewards: list[float] = []
         self.replay_adds = 0
+        self.tokenizer = tokenizer
+        self.rl_tokens = 0  # prompt + completion tokens of the sampled completions (each generated once)
+        self.updates_on_stored = 0  # updates on a stored batch (num_iterations > 1)
 
     def _draw(self) -> RLTask:
         math_groups = [g for g in self.tasks if g != "code"]
@@ -193,20 +204,25 @@ class GRPOBridge:
         ]
 
     def step(self, step: int) -> float:
-        """One GRPO update at loop step `step`; returns the batch's mean reward."""
-        inputs = self.batch(step)
+        """One GRPO update at loop step `step`; returns the batch's mean reward (NaN on a stored batch)."""
+        fresh = self.trainer._step % self.settings.num_iterations == 0  # TRL generates on these calls only
+        inputs = self.batch(step) if fresh else [{"prompt": "", "kind": "", "reference": ""}]  # TRL ignores it
         self.trainer.training_step(self.model, inputs, None)
         nn.utils.clip_grad_norm_(self.model.parameters(), self.max_grad_norm)
         for optimizer in self.optimizers:
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+        self.steps += 1
+        if not fresh:
+            self.updates_on_stored += 1
+            return math.nan
         scored = self.reward.scored
+        self.rl_tokens += sum(len(self.tokenizer(p + c, add_special_tokens=False)["input_ids"]) for p, c, _ in scored)
         rewards = [r for _, _, r in scored]
         if self.replay is not None:
             advantages = group_advantages(rewards, self.settings.num_generations)
             samples = [ReplaySample(p, c, r, a, step) for (p, c, r), a in zip(scored, advantages, strict=True) if a > 0]
             self.replay_adds += self.replay.extend(samples)
-        self.steps += 1
         self.samples += len(rewards)
         self.reward_sum += sum(rewards)
         mean = sum(rewards) / len(rewards) if rewards else math.nan
@@ -265,6 +281,8 @@ class GRPOBridge:
             "samples": self.samples,
             "window_rewards": list(self.window_rewards),
             "replay_adds": self.replay_adds,
+            "rl_tokens": self.rl_tokens,
+            "updates_on_stored": self.updates_on_stored,
             "replay": copy.deepcopy(vars(self.replay)) if self.replay is not None else None,
             "memo": dict(self.reward.memo),
             "memo_hits": self.reward.memo_hits,
@@ -279,6 +297,7 @@ class GRPOBridge:
         self.steps, self.reward_sum, self.samples = state["steps"], state["reward_sum"], state["samples"]
         self.window_rewards = list(state["window_rewards"])
         self.replay_adds = state["replay_adds"]
+        self.rl_tokens, self.updates_on_stored = state.get("rl_tokens", 0), state.get("updates_on_stored", 0)
         if self.replay is not None and state["replay"] is not None:
             vars(self.replay).update(copy.deepcopy(state["replay"]))
         self.reward.memo = dict(state["memo"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -100,3 +101,53 @@ def test_one_grpo_update_through_trl_steps_the_callers_optimizer_and_fills_repla
     assert bridge.replay_adds == replay.admitted
     state = bridge.state_dict()
     assert bridge.batch(4) == (bridge.load_state_dict(state) or bridge.batch(4))  # same draws after a restore
+
+
+class _LengthReward:
+    """A stub cascade: reward = completion length / 4 (capped at 1), so every group has non-zero advantages."""
+
+    asymmetric = False
+
+    def reward(self, _kind: str, completion: str, _reference: object) -> SimpleNamespace:
+        return SimpleNamespace(value=min(len(completion) / 4.0, 1.0))
+
+
+def _after_updates(level: str, tmp_path: Path, updates: int) -> list[torch.Tensor]:
+    """Parameters of a fixed tiny model after `updates` calls of a bridge re-using each batch twice."""
+    torch.manual_seed(0)
+    records = [{"prompt": f"rev {w}=", "response": w[::-1]} for w in ("ab", "ba", "abc", "cab")]
+    tokenizer = train_tokenizer([r["prompt"] + r["response"] for r in records], TokenizerParams(kind="char"))
+    config = SigmaConfig.from_preset(
+        "tiny",
+        vocab_size=len(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    model = SigmaForCausalLM(config)
+    apply_instant_plan(model, 1024, checkpoint_blocks=False)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    tasks = {"math": [RLTask("reverse", r["prompt"], r["response"]) for r in records]}
+    settings = GRPOParams(
+        prompts_per_step=2, num_generations=4, max_completion_length=6, temperature=1.5, epsilon=10.0,
+        importance_sampling_level=level, num_iterations=2,
+    )  # fmt: skip
+    bridge = GRPOBridge(model, tokenizer, [optimizer], tasks, _LengthReward(), settings, 0, tmp_path)  # type: ignore[arg-type]
+    for step in range(updates):
+        bridge.step(step)
+    assert bridge.steps == updates and bridge.updates_on_stored == updates // 2
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def _largest_gap(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
+    return max(float((x - y).abs().max()) for x, y in zip(a, b, strict=True))
+
+
+def test_gspo_equals_grpo_on_policy_and_changes_the_update_on_stored_completions(tmp_path: Path) -> None:
+    first = {level: _after_updates(level, tmp_path / level, 1) for level in ("token", "sequence")}
+    # on-policy every ratio is 1: token- and sequence-level importance sampling give the same update
+    assert _largest_gap(first["token"], first["sequence"]) < 1e-5  # float rounding only
+    second = {level: _after_updates(level, tmp_path / f"{level}2", 2) for level in ("token", "sequence")}
+    # the second update re-uses the stored completions: per-token ratios and GSPO's per-sequence ratio differ
+    assert _largest_gap(second["token"], second["sequence"]) > 1e-3
+    assert _largest_gap(first["token"], second["token"]) > 1e-3  # the update on the stored batch moved the model
