@@ -4,7 +4,8 @@ coarse_sft -> cascade_pairs under `dvc repro`, tiny params plus the one line tha
 import json
 
 import pytest
-from e2e_project import TINY_CASCADE, TINY_COARSE, TINY_PREPARE, dvc, make_project
+import yaml
+from e2e_project import TINY_CASCADE, TINY_COARSE, TINY_PREPARE, dvc, make_project, stage_figures
 from tests.fixtures.gsm8k_like import write_gsm8k_like
 
 pytestmark = pytest.mark.slow
@@ -29,9 +30,9 @@ def repro(project):
 
 def test_the_user_file_is_prepared_trained_and_evaluated_with_its_extraction_rate(project, repro):
     repo, _ = project
-    prepare = json.loads((repo / "metrics" / "prepare.json").read_text())
-    assert prepare["tasks"] == 4  # add, sub, mul and user
-    coarse = json.loads((repo / "metrics" / "coarse_sft.json").read_text())
+    families = yaml.safe_load((repo / "params.yaml").read_text())["prepare"]["families"]
+    assert stage_figures(repo, "prepare")["tasks"] == len(families) + 1  # the generated families and user
+    coarse = stage_figures(repo, "coarse_sft")
     assert 0.0 <= coarse["em_user"] <= 100.0
     assert 0.0 <= coarse["user_answer_extraction_rate"] <= 100.0
     config = json.loads((repo / "models" / "coarse" / "config.json").read_text())
