@@ -145,7 +145,8 @@ class LegoEvalParams(StrictModel):
     max_new_tokens: GreedyTokens = 8
     tradeoff_exit_shares: list[float] = Field(
         default_factory=lambda: [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9],
-        description="exit shares (0..1) of the accuracy-vs-compute trade-off curve (0 and 1 always added)",
+        description="exit shares (0..1) of the exit-share-vs-perplexity curve, each calibrated on val (0 and 1 always "
+        "added); the routing threshold is chosen among them",
     )
 
     @model_validator(mode="after")

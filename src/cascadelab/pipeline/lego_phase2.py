@@ -50,8 +50,6 @@ from cascadelab.training.lego_trainer import (
     train_phase2,
 )
 
-CURVE_SHARES = 20  # val-calibrated exit shares of the curve: 0, 1/20, ..., 1
-
 
 def run(params: LegoParams, seed: int, paths: Paths, log_fn: LogFn | None = None) -> LegoOutcome:
     """Grow the shallow model, train the upper block, choose the exit rule on val, compare with a baseline on test."""
@@ -77,7 +75,8 @@ def run(params: LegoParams, seed: int, paths: Paths, log_fn: LogFn | None = None
     )
     phase2_seconds = time.perf_counter() - started
     val_tokens = token_losses(model, val, lower)
-    val_curve = exit_curve(val_tokens, curve_thresholds(val_tokens["conf"]), model.config, lower)
+    thresholds = curve_thresholds(val_tokens["conf"], params.eval.tradeoff_exit_shares)
+    val_curve = exit_curve(val_tokens, thresholds, model.config, lower)
     threshold = choose_threshold(val_curve, params.phase2.exit_ppl_tolerance)
     model.config.routing_threshold = threshold
     per_token = forward_flops_per_token(model.config)
@@ -226,11 +225,10 @@ def token_losses(model: LEGOTransformer, batches: Iterable[Batch], exit_layer: i
     return cat
 
 
-def curve_thresholds(val_conf: torch.Tensor, shares: int = CURVE_SHARES) -> list[float]:
-    """Thresholds that exit 0, 1/shares, ..., 1 of the val tokens (2.0: none exits; 0.0: all)."""
-    out = [2.0]
-    out += [threshold_for_ratio(val_conf, 1.0 - i / shares) for i in range(1, shares)]
-    return [*out, 0.0]
+def curve_thresholds(val_conf: torch.Tensor, shares: Sequence[float]) -> list[float]:
+    """Thresholds exiting each share of the val tokens, shares ascending; 0 and 1 always (2.0: none exits; 0.0: all)."""
+    inner = sorted({s for s in shares if 0.0 < s < 1.0})
+    return [2.0, *(threshold_for_ratio(val_conf, 1.0 - s) for s in inner), 0.0]
 
 
 def exit_curve(

@@ -83,7 +83,7 @@ def test_one_pass_curve_equals_real_routed_evaluation(tokenizer, grown):
 def test_threshold_is_chosen_on_the_val_curve_alone(tokenizer, grown):
     val = CellBatches(encode_records(RECORDS[:12], tokenizer), 8, tokenizer.pad_token_id)
     tokens = token_losses(grown, val, 2)
-    curve = exit_curve(tokens, curve_thresholds(tokens["conf"], 4), grown.config, 2)
+    curve = exit_curve(tokens, curve_thresholds(tokens["conf"], [0.25, 0.5, 0.75]), grown.config, 2)
     chosen = choose_threshold(curve, 1.02)
     assert chosen == min(r["threshold"] for r in curve if r["ppl"] <= 1.02 * curve[0]["ppl"])
     assert choose_threshold(curve, 1e9) == 0.0 and choose_threshold(curve, 1.0) <= 2.0
