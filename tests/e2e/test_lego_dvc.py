@@ -40,6 +40,8 @@ def test_lego_stages_run_in_order_and_write_their_outputs(project):
     phase2 = json.loads((repo / "metrics" / "lego_phase2.json").read_text())
     keys = {"acc", "ppl", "shallow_ratio", "compute_cost", "baseline_ppl", "ppl_ratio", "em", "baseline_em"}
     assert keys | {"full_depth_ppl", "shallow_ppl", "threshold", "val_shallow_ratio"} <= set(phase2)
+    layerskip = {"layerskip_ppl", "layerskip_full_depth_ppl", "layerskip_ppl_at_lego_share", "layerskip_em"}
+    assert layerskip <= set(phase2)  # the LayerSkip-style baseline, routed by the same rule
     assert phase2["ppl_ratio"] == pytest.approx(phase2["ppl"] / phase2["baseline_ppl"])
     lego = LEGOTransformer.from_pretrained(str(repo / "models" / "lego"))
     assert phase2["compute_cost"] == pytest.approx(routed_compute_cost(lego.config, 2, phase2["shallow_ratio"]))

@@ -136,6 +136,14 @@ class LegoBaselineParams(StrictModel):
         None, gt=0, description="cap on the baseline's training tokens (null: the budget alone)"
     )
     train: LegoLoopParams = section_field(LegoLoopParams)
+    layerskip: bool = Field(
+        True,
+        description="also train a LayerSkip-style model (LEGO's architecture end to end, early-exit loss) on the same "
+        "budget and route it by the same rule",
+    )
+    layerskip_exit_weight: float = Field(
+        0.5, ge=0, description="weight of the LayerSkip-style model's early-exit loss (the final exit weighs 1)"
+    )
 
 
 class LegoEvalParams(StrictModel):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,7 @@ from cascadelab.pipeline.paths import Paths
 from cascadelab.training.lego_trainer import (
     load_hard_examples,
     train_full_depth,
+    train_joint_exit,
     train_phase2,
 )
 
@@ -102,11 +104,28 @@ def run(params: LegoParams, seed: int, paths: Paths, log_fn: LogFn | None = None
     baseline_flops = causal_training_flops(train.positions, depth, per_token)
     save_lego(baseline, tokenizer, baseline_dir, {"train_flops": baseline_flops, "train_tokens": mb["train_tokens"]})
 
+    joint = None
+    if params.baseline.layerskip:
+        started = time.perf_counter()
+        joint_model, mj = train_joint_exit(
+            config, CellBatches(train_items, loop.batch_size, pad, seed=seed), val, loop, num_layers=depth,
+            exit_layer=lower, exit_weight=params.baseline.layerskip_exit_weight, max_train_tokens=budget, seed=seed,
+        )  # fmt: skip
+        joint = _route_on_val(joint_model, val, params, lower, val_curve, threshold)
+        joint.metrics.update(
+            layerskip_train_seconds=time.perf_counter() - started,
+            layerskip_train_tokens=mj["train_tokens"],
+            layerskip_steps=mj["steps"],
+            layerskip_params=mj["params"],
+        )
+
     with final_evaluation("lego_phase2"):  # test is read once, after every choice was made on val
         test_records = load_split(corpus_dir, "test")
         report, test_curve, items = _test_report(
             model, baseline, tokenizer, test_records, val_curve, params, corpus_dir
         )
+        if joint is not None:
+            report.update(_joint_test_report(joint, tokenizer, test_records, params, corpus_dir))
     chosen = next(row for row in test_curve if row["threshold"] == threshold)
     metrics: dict[str, Any] = {
         "acc": chosen["acc"],
@@ -335,3 +354,62 @@ def _test_report(
         **{f"full_depth_{k}": v for k, v in exact_match_report(test_records, full_out, verifier.verify).items()},
     }
     return report, test_curve, items
+
+
+@dataclass
+class JointRouting:
+    """The LayerSkip-style model with its thresholds chosen on val: its own rule's and LEGO's exit share's."""
+
+    model: LEGOTransformer
+    threshold: float  # lowest within the tolerance of its own full depth (the same rule as LEGO's)
+    threshold_at_lego_share: float  # exits the share of val tokens that LEGO's threshold exits
+    metrics: dict[str, float]
+
+
+def _route_on_val(
+    model: LEGOTransformer,
+    val: Iterable[Batch],
+    params: LegoParams,
+    exit_layer: int,
+    lego_val_curve: Sequence[dict[str, float]],
+    lego_threshold: float,
+) -> JointRouting:
+    """Choose the joint model's thresholds on val: by LEGO's rule, and at LEGO's val exit share."""
+    tokens = token_losses(model, val, exit_layer)
+    thresholds = curve_thresholds(tokens["conf"], params.eval.tradeoff_exit_shares)
+    curve = exit_curve(tokens, thresholds, model.config, exit_layer)
+    share = next(r["shallow_ratio"] for r in lego_val_curve if r["threshold"] == lego_threshold)
+    at_share = threshold_for_ratio(tokens["conf"], 1.0 - share)
+    chosen = choose_threshold(curve, params.phase2.exit_ppl_tolerance)
+    model.config.routing_threshold = chosen
+    return JointRouting(model, chosen, at_share, {"layerskip_threshold": chosen})
+
+
+def _joint_test_report(
+    joint: JointRouting,
+    tokenizer: PreTrainedTokenizerBase,
+    test_records: list[dict[str, Any]],
+    params: LegoParams,
+    corpus_dir: Path,
+) -> dict[str, float]:
+    """Test figures of the LayerSkip-style model: routed at its own threshold and at LEGO's exit share."""
+    model, lower = joint.model, joint.model.config.exit_points[0]
+    pad, batch = int(tokenizer.pad_token_id), params.eval.batch_size
+    test = CellBatches(encode_records(test_records, tokenizer), batch, pad)
+    tokens = token_losses(model, test, lower)
+    own, at_share, full = exit_curve(tokens, [joint.threshold, joint.threshold_at_lego_share, 2.0], model.config, lower)
+    verifier = CorpusVerifier(load_meta(corpus_dir))
+    outputs = greedy_outputs(
+        model, tokenizer, [r["prompt"] for r in test_records], params.eval.max_new_tokens, batch, routed=True
+    )
+    em = exact_match_report(test_records, outputs, verifier.verify)
+    return {
+        **joint.metrics,
+        "layerskip_ppl": own["ppl"],
+        "layerskip_shallow_ratio": own["shallow_ratio"],
+        "layerskip_compute_cost": own["compute_cost"],
+        "layerskip_full_depth_ppl": full["ppl"],
+        "layerskip_ppl_at_lego_share": at_share["ppl"],
+        "layerskip_shallow_ratio_at_lego_share": at_share["shallow_ratio"],
+        **{f"layerskip_{k}": v for k, v in em.items()},
+    }

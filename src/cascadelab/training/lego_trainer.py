@@ -364,13 +364,14 @@ HARD_KEYS = ("seq", "pos", "targets", "confidences")
 
 
 def indexed_batches(items: Sequence[EncodedRecord], batch_size: int, pad_id: int) -> Iterator[dict[str, torch.Tensor]]:
-    """Batches of ``items`` in order with ``seq`` (B,), the index of each row's record."""
+    """Batches of ``items`` of like lengths (little padding) with ``seq`` (B,), the index of each row's record."""
     if batch_size < 1:
         raise ValueError(f"batch_size: must be >= 1, got {batch_size}")
-    for start in range(0, len(items), batch_size):
-        chunk = items[start : start + batch_size]
-        batch = collate_rows(chunk, pad_id)
-        yield {**batch, "seq": torch.arange(start, start + len(chunk))}
+    order = sorted(range(len(items)), key=lambda i: len(items[i].input_ids))
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        batch = collate_rows([items[i] for i in chunk], pad_id)
+        yield {**batch, "seq": torch.tensor(chunk)}
 
 
 @torch.no_grad()
@@ -719,6 +720,40 @@ def train_full_depth(
     return model, {**result, "val_acc": val["acc"], "val_ppl": val["ppl"], "params": float(count_parameters(model))}
 
 
+def train_joint_exit(
+    config: LEGOConfig,
+    train_loader: Iterable[Batch],
+    val_loader: Iterable[Batch],
+    loop: LegoLoopParams,
+    *,
+    num_layers: int,
+    exit_layer: int,
+    exit_weight: float,
+    max_train_tokens: int | None = None,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    log_fn: LogFn | None = None,
+) -> tuple[LEGOTransformer, dict[str, float]]:
+    """A LayerSkip-style baseline: LEGO's architecture (exit after ``exit_layer``) trained end to end from scratch.
+
+    Loss: the final exit's plus ``exit_weight`` x the early exit's, nothing frozen; early-stopped on that
+    objective on val. Routing is LEGO's own (same class), so the two compare at any exit share.
+    """
+    joint_cfg = config.derive(
+        num_hidden_layers=num_layers,
+        exit_layers=[exit_layer, num_layers],
+        exit_layer=exit_layer,
+        routing_threshold=None,
+    )
+    model = to_device(build_lego_model(joint_cfg, seed), device)
+    trainer = Trainer([(exit_layer, exit_layer, exit_weight), (num_layers, num_layers, 1.0)], config.vocab_size, device)
+    optimizer = trainer.create_optimizer(model, loop.learning_rate, loop.weight_decay)
+    result = trainer.train_with_early_stopping(
+        model, train_loader, val_loader, optimizer, loop, loop_schedule(loop), log_fn, max_train_tokens=max_train_tokens
+    )
+    return model, {**result, "params": float(count_parameters(model))}
+
+
 def train_phase2(
     source_model: LEGOTransformer,
     hard_examples: HardExampleSets,
@@ -788,6 +823,7 @@ __all__ = [
     "save_hard_examples",
     "standard_stages",
     "train_full_depth",
+    "train_joint_exit",
     "train_phase1",
     "train_phase2",
     "train_upper_layers",
