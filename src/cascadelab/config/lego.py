@@ -125,8 +125,9 @@ class LegoBaselineParams(StrictModel):
     """The standard causal model of the full depth, trained from scratch for comparison.
 
     `budget: compute` gives it LEGO's training FLOPs (phase 1 + hard-example collection + phase 2);
-    `budget: tokens` gives it LEGO's supervised tokens (phase-1 tokens + phase-2 hard-example rows).
-    `max_train_tokens` caps either.
+    `budget: tokens` gives it LEGO's supervised tokens (phase-1 tokens + phase-2 supervised tokens).
+    `max_train_tokens` caps either. With `train.decay_fraction` set, `train.max_steps` is replaced by the steps
+    the budget buys, so the schedule decays to 0 as the budget runs out.
     """
 
     budget: Literal["compute", "tokens"] = Field(

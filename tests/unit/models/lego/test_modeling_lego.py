@@ -183,3 +183,19 @@ def test_routed_generation_at_threshold_zero_is_the_shallow_model(shallow: LEGOT
     kwargs = dict(attention_mask=torch.ones_like(x), max_new_tokens=5, do_sample=False)
     assert torch.equal(grown.generate(x, routed=True, **kwargs), shallow.generate(x, **kwargs))
     assert not torch.equal(grown.generate(x, **kwargs), shallow.generate(x, **kwargs))
+
+
+def test_routed_generation_with_cache_equals_routed_passes_without(extended: LEGOTransformer) -> None:
+    x = ids(batch=3, length=5)
+    conf = F.softmax(extended.forward_all_layers(x, layers=[2])[0], -1).amax(-1)
+    saved, extended.config.routing_threshold = extended.config.routing_threshold, float(conf.median())
+    try:
+        cached = extended.generate(x, max_new_tokens=6, do_sample=False, routed=True, pad_token_id=0, eos_token_id=None)
+        y = x.clone()
+        with torch.no_grad():  # exited tokens' keys/values must reach the cache as they reach a full pass
+            for _ in range(6):
+                step = extended(input_ids=y, routed=True, use_cache=False).logits[:, -1]
+                y = torch.cat([y, step.argmax(-1, keepdim=True)], 1)
+    finally:
+        extended.config.routing_threshold = saved
+    assert torch.equal(cached, y)
