@@ -168,11 +168,11 @@ CASCADE_CLAIMS = [
 # ---- LEGO, ACOC, the hybrid -------------------------------------------------------------------------------
 def _lego_compute(figures: Figures) -> tuple[Compute, Compute]:
     params, base_params = _get(figures, "lego_phase2", "params"), _get(figures, "lego_phase2", "baseline_params")
-    phase1, phase2 = _get(figures, "lego_phase1", "train_flops"), _get(figures, "lego_phase2", "lego_train_flops")
+    total = _get(figures, "lego_phase2", "lego_train_flops")  # phase 1 + hard-example collection + phase 2
     how = "recorded training FLOPs; inference 2 × parameters × counted routed FLOPs over full depth's"
     share = _get(figures, "lego_phase2", "compute_cost")
     return (
-        {"params": params, "train_flops": None if phase1 is None or phase2 is None else phase1 + phase2,
+        {"params": params, "train_flops": total,
          "inference_flops_per_token": _times(2.0, params, share), "how": how},
         {"params": base_params, "train_flops": _get(figures, "lego_phase2", "baseline_train_flops"),
          "inference_flops_per_token": _times(2.0, base_params), "how": how},
