@@ -10,9 +10,11 @@ With ``--model-dir models/lego`` (the ``lego_phase2`` stage's model): times it o
 (or at ``--exit-share``), against the same model at full depth and, when ``--baseline-dir`` exists
 (``models/lego_baseline``), the stage's full-depth baseline.
 
-Every position of every sequence is routed (as in generation), so ``compute_cost`` (layers run per
-token / depth) is over the same tokens the timer sees. Prints tokens/s, the speed ratios and
-``compute_cost``, which the routed / full-depth time ratio should track.
+Every position of every sequence is routed (as in generation), so ``compute_cost`` (counted FLOPs
+per token over full depth's, upper-layer key/value projections of exited tokens included) is over the
+same tokens the timer sees. Prints tokens/s, the speed ratios and ``compute_cost``, which the routed /
+full-depth time ratio should track. With ``--model-dir`` it also times greedy generation (KV cache) on
+the first ``--gen-items`` test prompts, routed vs full depth: the wall-time ratio the issue asks for.
 
     python benchmarks/lego_routing_speed.py --threads 1 --exit-share 0.5
     PYTHONPATH=src python benchmarks/lego_routing_speed.py --model-dir models/lego --threads 2
@@ -67,6 +69,27 @@ def synthetic_models(exit_share: float, batch: int, seq: int) -> tuple[LEGOTrans
     return lego, full, [{"input_ids": ids, "attention_mask": torch.ones_like(ids)}]
 
 
+def generation_ratio(args: argparse.Namespace, lego: LEGOTransformer) -> None:
+    """Print the greedy-generation wall time of the model routed and at full depth (median of rounds)."""
+    from cascadelab.data.corpus import load_split
+    from cascadelab.data.held_out import final_evaluation
+    from cascadelab.data.tokenizer import load_tokenizer
+    from cascadelab.eval.generation import greedy_outputs
+
+    tokenizer = load_tokenizer(args.model_dir)
+    with final_evaluation("lego_routing_speed"):
+        prompts = [r["prompt"] for r in load_split(args.corpus_dir, "test")][: args.gen_items]
+    lego.eval()
+    variants: dict[str, Callable[[], object]] = {
+        "generate routed": lambda: greedy_outputs(lego, tokenizer, prompts, args.max_new, args.batch, routed=True),
+        "generate full depth": lambda: greedy_outputs(lego, tokenizer, prompts, args.max_new, args.batch),
+    }
+    t = timed(variants, max(args.repeats // 10, 3))
+    for name, seconds in t.items():
+        print(f"{name:20s} {seconds:.3f} s for {len(prompts)} prompts x {args.max_new} new tokens")
+    print(f"routed / full-depth generation time  {t['generate routed'] / t['generate full depth']:.3f}")
+
+
 def stage_models(args: argparse.Namespace) -> tuple[LEGOTransformer, LEGOTransformer | None, list[Batch]]:
     """The stage's LEGO model (and baseline if present) with the test split as batches."""
     from cascadelab.data.cell_batches import CellBatches, encode_records
@@ -111,6 +134,8 @@ def main() -> None:
         "--exit-share", type=float, default=None, help="share of tokens exiting at the lower block "
         "(default: 0.5 synthetic, the model's own threshold with --model-dir)"
     )  # fmt: skip
+    parser.add_argument("--gen-items", type=int, default=512, help="with --model-dir: test prompts generated")
+    parser.add_argument("--max-new", type=int, default=8, help="with --model-dir: new tokens per prompt")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -169,6 +194,8 @@ def main() -> None:
     for name in t:
         if name.endswith("causal"):
             print(f"routed / {name} time  {t['LEGO routed'] / t[name]:.3f}")
+    if args.model_dir is not None:
+        generation_ratio(args, lego)
 
 
 if __name__ == "__main__":

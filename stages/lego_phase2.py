@@ -1,5 +1,6 @@
 """DVC stage `lego_phase2`: upper block on the hard examples, routed test evaluation vs a full-depth baseline."""
 
+from cascadelab.data.corpus import write_jsonl
 from cascadelab.io import write_tsv
 from cascadelab.pipeline import lego_phase2
 from cascadelab.pipeline.paths import PATHS
@@ -7,10 +8,13 @@ from cascadelab.pipeline.runtime import load_or_fail, run_stage, stage_context, 
 
 PLOTS_DIR = PATHS.plots_of("lego_phase2")
 COLUMNS = {
-    "upper": ["epoch", "train_hard_loss", "val_hard_loss", "val_hard_ppl"],
+    "upper_train": ["step", "train_loss", "lr", "train_tokens"],
+    "upper_val": ["step", "val_loss", "val_ppl"],
     "baseline_train": ["step", "train_loss", "lr", "train_tokens"],
     "baseline_val": ["step", "val_loss", "val_ppl"],
-    "tradeoff": ["exit_share", "threshold", "shallow_ratio", "compute_cost", "ppl", "ppl_ratio", "acc"],
+    # val (where the threshold is chosen) and test at the same thresholds
+    "tradeoff_val": ["threshold", "shallow_ratio", "compute_cost", "ppl", "ppl_ratio_full", "acc"],
+    "tradeoff": ["threshold", "shallow_ratio", "compute_cost", "ppl", "ppl_ratio_full", "acc"],
 }
 
 
@@ -21,6 +25,7 @@ def main() -> None:
         outcome = lego_phase2.run(params.lego, params.seed, PATHS, log_fn=run.log_metrics)
         for name, columns in COLUMNS.items():
             write_tsv(PLOTS_DIR / f"{name}.tsv", outcome.curves.get(name, []), columns)
+        write_jsonl(PLOTS_DIR / "items.jsonl", outcome.curves["items"])  # every test item, for the claims
         write_stage_metrics("lego_phase2", outcome.metrics, run)
         run.log_artifact(PLOTS_DIR)
     m = outcome.metrics

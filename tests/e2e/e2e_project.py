@@ -36,7 +36,7 @@ TINY_LEGO = {
     "model": {"hidden_size": 32, "num_heads": 2, "intermediate_size": 64},
     "phase1": {"max_steps": 20, "batch_size": 8, "eval_every": 10, "warmup_steps": 2, "log_every": 5},
     "hard_examples": {"max_train_rows": 150, "max_val_rows": 100, "batch_size": 32},
-    "phase2": {"max_epochs": 2, "batch_size": 32},
+    "phase2": {"max_steps": 20, "batch_size": 8, "eval_every": 10, "warmup_steps": 2, "log_every": 5},
     "baseline": {"train": {"batch_size": 8, "eval_every": 10, "warmup_steps": 2, "log_every": 5}},
     "eval": {"batch_size": 64, "max_new_tokens": 6, "tradeoff_exit_shares": [0.5]},
     "num_threads": 1,

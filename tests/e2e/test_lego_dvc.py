@@ -8,6 +8,7 @@ from e2e_project import TINY_LEGO, TINY_PREPARE, dvc, make_project, run, run_sta
 from safetensors import safe_open
 
 from cascadelab.models.lego import LEGOTransformer
+from cascadelab.models.lego.flops import routed_compute_cost
 
 pytestmark = pytest.mark.slow
 
@@ -32,33 +33,39 @@ def test_lego_stages_run_in_order_and_write_their_outputs(project):
     assert hard["bytes"] == path.stat().st_size
     assert hard["train_rows"] == 150 and hard["train_rows_capped"]  # the params cap
     assert 0 < hard["val_rows"] <= 100
-    with safe_open(str(path), framework="pt") as f:
-        assert f.get_tensor("train.hidden_states").dtype == torch.float16
-        assert f.get_tensor("train.hidden_states").shape == (150, 32)
+    with safe_open(str(path), framework="pt") as f:  # per-token pointers into their sequences
+        assert f.get_tensor("train.seq").dtype == torch.int64
+        assert f.get_tensor("train.pos").shape == (150,)
 
     phase2 = stage_figures(repo, "lego_phase2")
-    assert {"acc", "ppl", "shallow_ratio", "compute_cost", "baseline_ppl", "ppl_ratio", "em", "baseline_em"} <= set(
-        phase2
-    )
+    keys = {"acc", "ppl", "shallow_ratio", "compute_cost", "baseline_ppl", "ppl_ratio", "em", "baseline_em"}
+    assert keys | {"full_depth_ppl", "shallow_ppl", "threshold", "val_shallow_ratio"} <= set(phase2)
+    layerskip = {"layerskip_ppl", "layerskip_full_depth_ppl", "layerskip_ppl_at_lego_share", "layerskip_em"}
+    assert layerskip <= set(phase2)  # the LayerSkip-style baseline, routed by the same rule
     assert phase2["ppl_ratio"] == pytest.approx(phase2["ppl"] / phase2["baseline_ppl"])
-    assert phase2["compute_cost"] == pytest.approx(0.5 + 0.5 * (1 - phase2["shallow_ratio"]))
-    # Token-matched baseline (the default budget): LEGO's phase-1 tokens + its hard-example rows x epochs,
-    # overshooting by less than one batch, or fewer if early stopping ends it first.
-    assert phase2["baseline_budget_tokens"] == phase1["train_tokens"] + phase2["train_tokens"]
-    assert 0 < phase2["baseline_train_tokens"] < phase2["baseline_budget_tokens"] + 8 * 16
-
     lego = LEGOTransformer.from_pretrained(str(repo / "models" / "lego"))
+    assert phase2["compute_cost"] == pytest.approx(routed_compute_cost(lego.config, 2, phase2["shallow_ratio"]))
+    # FLOP-matched baseline (the default budget): it stops at its token budget, overshooting by under a batch
+    assert phase2["baseline_budget"] == "compute" and phase2["baseline_budget_tokens"] > 0
+    assert 0 < phase2["baseline_train_tokens"] < phase2["baseline_budget_tokens"] + 8 * 64
+
     assert lego.config.depth == 4 and lego.config.exit_layer == 2
     assert lego.config.routing_threshold == pytest.approx(phase2["threshold"])
-    record = json.loads((repo / "models" / "lego" / "lego_training.json").read_text())
-    assert record["phase2"]["learning_rate"] == pytest.approx(1e-3)  # from params, not the seed default 1e-4
-    assert not hasattr(lego.config, "phase2_lr")  # the config holds the architecture only
     baseline = LEGOTransformer.from_pretrained(str(repo / "models" / "lego_baseline"))
     assert baseline.config.exit_layers == [4]
 
-    tradeoff = (repo / "plots" / "lego_phase2" / "tradeoff.tsv").read_text().splitlines()
-    assert tradeoff[0].split("\t")[:3] == ["exit_share", "threshold", "shallow_ratio"]
-    assert len(tradeoff) == 1 + 3  # exit shares 0, 0.5 and 1
+    plots = repo / "plots" / "lego_phase2"
+    val_rows = [line.split("\t") for line in (plots / "tradeoff_val.tsv").read_text().splitlines()]
+    assert val_rows[0][:3] == ["threshold", "shallow_ratio", "compute_cost"] and len(val_rows) == 1 + 3
+    ratio = val_rows[0].index("ppl_ratio_full")
+    within = [float(r[0]) for r in val_rows[1:] if float(r[ratio]) <= 1.02]
+    assert phase2["threshold"] == pytest.approx(min(within))  # the lowest threshold within 1.02x, on val
+    assert len((plots / "tradeoff.tsv").read_text().splitlines()) == 1 + 3
+    assert (plots / "exit_curve.png").stat().st_size > 0
+    items = [json.loads(line) for line in (plots / "items.jsonl").read_text().splitlines()]
+    assert items and {"id", "routed_nll", "routed_tokens", "baseline_nll", "correct", "baseline_correct"} <= set(
+        items[0]
+    )
     assert len(stage_runs(repo)) == 4
     assert "Running stage" not in dvc(project, "repro", "lego_phase2")
     run(["git", "add", "-A"], repo, env)

@@ -55,7 +55,7 @@ class ClaimsParams(StrictModel):
         -2.0, "above", "gated minus always-refine test EM, points (a non-inferiority margin)"
     )
     lego_exits_early_at_little_loss: ClaimThreshold = _claim(
-        1.05, "below", "LEGO routed over its full-depth baseline's test perplexity (ratio)"
+        1.02, "below", "LEGO routed (val-chosen threshold) over the FLOP-matched full-depth baseline's test ppl (ratio)"
     )
     growth_matches_static: ClaimThreshold = _claim(
         -1.0, "above", "ACOC grown minus the static final-size network's test EM, points (non-inferiority)"

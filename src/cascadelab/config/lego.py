@@ -31,7 +31,7 @@ class LegoModelParams(StrictModel):
         2, gt=0, description="layers of the causal lower block trained in phase 1 (the routing exit)"
     )
     phase2_layers: int = Field(
-        4, gt=0, description="full depth after phase 2; the layers above phase1_layers are token-wise"
+        4, gt=0, description="full depth after phase 2; the layers above phase1_layers attend over the phase-1 states"
     )
     initializer_range: InitializerRange = 0.06
     max_position_embeddings: MaxPositions = 256
@@ -73,6 +73,12 @@ class LegoLoopParams(StrictModel):
     weight_decay: WeightDecay = 0.0
     grad_clip: GradClip = 1.0
     log_every: int = Field(50, gt=0, description="steps between two training-loss logs")
+    decay_fraction: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="share of max_steps at the end over which the rate decays linearly to 0 (0: none; needs max_steps)",
+    )
 
     @model_validator(mode="after")
     def _warmup_within_steps(self) -> LegoLoopParams:
@@ -90,29 +96,28 @@ class LegoHardExampleParams(StrictModel):
     max_train_rows: int = Field(
         200_000,
         gt=0,
-        description="cap on train hard-example rows (276 bytes a row: fp16 state of hidden_size + ids + confidence)",
+        description="cap on train hard-example rows (28 bytes a row: sequence index, position, target, confidence)",
     )
     max_val_rows: int = Field(20_000, gt=0, description="cap on val hard-example rows")
     batch_size: int = Field(256, gt=0, description="sequences per batch of the collection forward passes")
 
 
-class LegoPhase2Params(StrictModel):
-    """The upper block trained on the hard examples, lower block frozen; routed evaluation on test."""
+class LegoPhase2Params(LegoLoopParams):
+    """The upper block trained on the hard examples' sequences, lower block frozen; the exit rule chosen on val."""
 
-    learning_rate: float = Field(1e-4, gt=0, description="AdamW learning rate of the upper block")
+    learning_rate: PeakLearningRate = 1e-4  # the seed's phase-2 defaults
     patience: int = Field(
         3,
         ge=0,
-        description="epochs without val-loss improvement tolerated; one more stops (best weights restored)",
+        description="validations without val-loss improvement tolerated; one more stops (best weights restored)",
     )
-    batch_size: int = Field(256, gt=0, description="hard-example rows per step")
-    max_epochs: int = Field(20, gt=0, description="passes over the hard examples at most")
-    grad_clip: GradClip = 1.0
-    exit_share: float | None = Field(
-        None,
-        gt=0,
-        lt=1,
-        description="share of val response tokens routed to exit at the lower block (null: the hard-example threshold)",
+    easy_weight: float = Field(
+        0.3, ge=0, le=1, description="loss weight of the response tokens that are not hard (hard tokens weigh 1)"
+    )
+    exit_ppl_tolerance: float = Field(
+        1.02,
+        ge=1,
+        description="the routing threshold is the lowest whose routed val ppl is within this factor of full depth",
     )
 
 
@@ -120,8 +125,9 @@ class LegoBaselineParams(StrictModel):
     """The standard causal model of the full depth, trained from scratch for comparison.
 
     `budget: compute` gives it LEGO's training FLOPs (phase 1 + hard-example collection + phase 2);
-    `budget: tokens` gives it LEGO's supervised tokens (phase-1 tokens + phase-2 hard-example rows).
-    `max_train_tokens` caps either.
+    `budget: tokens` gives it LEGO's supervised tokens (phase-1 tokens + phase-2 supervised tokens).
+    `max_train_tokens` caps either. With `train.decay_fraction` set, `train.max_steps` is replaced by the steps
+    the budget buys, so the schedule decays to 0 as the budget runs out.
     """
 
     budget: Literal["compute", "tokens"] = Field(
@@ -131,6 +137,14 @@ class LegoBaselineParams(StrictModel):
         None, gt=0, description="cap on the baseline's training tokens (null: the budget alone)"
     )
     train: LegoLoopParams = section_field(LegoLoopParams)
+    layerskip: bool = Field(
+        True,
+        description="also train a LayerSkip-style model (LEGO's architecture end to end, early-exit loss) on the same "
+        "budget and route it by the same rule",
+    )
+    layerskip_exit_weight: float = Field(
+        0.5, ge=0, description="weight of the LayerSkip-style model's early-exit loss (the final exit weighs 1)"
+    )
 
 
 class LegoEvalParams(StrictModel):
@@ -140,7 +154,8 @@ class LegoEvalParams(StrictModel):
     max_new_tokens: GreedyTokens = 8
     tradeoff_exit_shares: list[float] = Field(
         default_factory=lambda: [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9],
-        description="exit shares (0..1) of the accuracy-vs-compute trade-off curve (0 and 1 always added)",
+        description="exit shares (0..1) of the exit-share-vs-perplexity curve, each calibrated on val (0 and 1 always "
+        "added); the routing threshold is chosen among them",
     )
 
     @model_validator(mode="after")

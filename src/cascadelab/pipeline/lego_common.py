@@ -20,6 +20,7 @@ from cascadelab.data.corpus import load_split
 from cascadelab.data.user_task import GENERATED_ONLY, skip_user
 from cascadelab.io import atomic_directory, write_json
 from cascadelab.models.lego import LEGOConfig, LEGOTransformer
+from cascadelab.models.lego.flops import layer_flops
 
 HARD_FILE = "hard_examples.safetensors"
 RECORD_FILE = "lego_training.json"  # what a later LEGO stage needs to know about how this one trained
@@ -83,13 +84,9 @@ def read_record(folder: Path) -> dict[str, Any]:
 
 
 def forward_flops_per_token(config: LEGOConfig) -> dict[str, float]:
-    """Forward FLOPs per token of a causal layer, a token-wise layer and an exit head (matmuls only)."""
-    d, f = config.hidden_size, config.intermediate_size
-    return {
-        "causal_layer": 2.0 * (4 * d * d + 3 * d * f),
-        "token_layer": 2.0 * (d * d + 3 * d * f),
-        "head": 2.0 * d * config.vocab_size,
-    }
+    """Forward FLOPs per token of a causal layer, its key/value projections alone and an exit head (matmuls only)."""
+    per = layer_flops(config)
+    return {"causal_layer": per["layer"], "kv": per["kv"], "head": per["head"]}
 
 
 def causal_training_flops(positions: int, layers: int, per_token: dict[str, float]) -> float:

@@ -27,11 +27,10 @@ from cascadelab.training.lego_trainer import prepare_hard_examples, save_hard_ex
 
 
 def run(params: LegoParams, seed: int, paths: Paths) -> LegoOutcome:
-    """Threshold on val, token-level hard examples from train (and val, for phase-2 early stopping).
+    """Threshold on val, token-level hard examples from train (and val): pointers to their sequences.
 
-    Writes ``paths.lego_hard_examples/hard_examples.safetensors`` (fp16 states, capped at ``max_train_rows`` /
-    ``max_val_rows``) and the collection cost. Train batches are shuffled, so a cap samples every
-    cell instead of the first ones.
+    Writes ``paths.lego_hard_examples/hard_examples.safetensors`` (sequence index, position, target and
+    confidence per hard token, capped at ``max_train_rows`` / ``max_val_rows``) and the collection cost.
     """
     corpus_dir, tokenizer_dir = paths.corpus, paths.tokenizer
     phase1_dir, out_dir = paths.lego_phase1, paths.lego_hard_examples
@@ -41,20 +40,22 @@ def run(params: LegoParams, seed: int, paths: Paths) -> LegoOutcome:
     pad = int(tokenizer.pad_token_id)
     model = load_lego(phase1_dir)
     val_items = encoded_split(corpus_dir, "val", tokenizer)
-    train = CellBatches(encoded_split(corpus_dir, "train", tokenizer), hard.batch_size, pad, seed=seed)
-    val = CellBatches(val_items, hard.batch_size, pad)
+    train_items = encoded_split(corpus_dir, "train", tokenizer)
     started = time.perf_counter()
     sets = prepare_hard_examples(
         model,
-        train,
-        val,
+        train_items,
+        val_items,
         hard_example_ratio=hard.hard_example_ratio,
+        batch_size=hard.batch_size,
+        pad_id=pad,
         max_train_examples=hard.max_train_rows,
         max_val_examples=hard.max_val_rows,
     )
     seconds = time.perf_counter() - started
     per_token = forward_flops_per_token(model.config)
-    flops = train.positions * (model.config.depth * per_token["causal_layer"] + per_token["head"])
+    positions = sum(len(item.input_ids) for item in train_items)  # batches in corpus order: little padding
+    flops = positions * (model.config.depth * per_token["causal_layer"] + per_token["head"])
     threshold = sets["threshold"]
     record = {"collection_flops": flops, "threshold": threshold, "hard_example_ratio": hard.hard_example_ratio}
     with atomic_directory(out_dir) as tmp:

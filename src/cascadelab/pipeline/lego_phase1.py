@@ -30,7 +30,12 @@ def run(params: LegoParams, seed: int, paths: Paths, log_fn: common.LogFn | None
     model, result = train_phase1(config, train, val, params.phase1, seed=seed, log_fn=curves)
     seconds = time.perf_counter() - started
     flops = common.causal_training_flops(train.positions, config.depth, common.forward_flops_per_token(config))
-    record = {"train_tokens": result["train_tokens"], "train_positions": train.positions, "train_flops": flops}
+    record = {
+        "train_tokens": result["train_tokens"],
+        "train_positions": train.positions,
+        "train_flops": flops,
+        "steps": result["steps"],
+    }
     common.save_lego(model, tokenizer, model_dir, record)
     metrics = {
         "val_ppl": result["val_ppl"],

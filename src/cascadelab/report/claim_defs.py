@@ -168,11 +168,11 @@ CASCADE_CLAIMS = [
 # ---- LEGO, ACOC, the hybrid -------------------------------------------------------------------------------
 def _lego_compute(figures: Figures) -> tuple[Compute, Compute]:
     params, base_params = _get(figures, "lego_phase2", "params"), _get(figures, "lego_phase2", "baseline_params")
-    phase1, phase2 = _get(figures, "lego_phase1", "train_flops"), _get(figures, "lego_phase2", "lego_train_flops")
-    how = "recorded training FLOPs; inference 2 × parameters × share of layers run per token"
+    total = _get(figures, "lego_phase2", "lego_train_flops")  # phase 1 + hard-example collection + phase 2
+    how = "recorded training FLOPs; inference 2 × parameters × counted routed FLOPs over full depth's"
     share = _get(figures, "lego_phase2", "compute_cost")
     return (
-        {"params": params, "train_flops": None if phase1 is None or phase2 is None else phase1 + phase2,
+        {"params": params, "train_flops": total,
          "inference_flops_per_token": _times(2.0, params, share), "how": how},
         {"params": base_params, "train_flops": _get(figures, "lego_phase2", "baseline_train_flops"),
          "inference_flops_per_token": _times(2.0, base_params), "how": how},
@@ -191,9 +191,9 @@ def _acoc_train(figures: Figures, run: str) -> Compute:
 OTHER_CLAIMS = [
     ClaimDef(
         "lego_exits_early_at_little_loss", "LEGO exits early at little loss", "LEGO (routed early exit)",
-        "LEGO baseline (full depth, same budget)", "test perplexity, ratio", "ratio",
+        "4-layer causal model (full depth, LEGO's training FLOPs)", "test perplexity, ratio", "ratio",
         lambda f: (_get(f, "lego_phase2", "ppl"), _get(f, "lego_phase2", "baseline_ppl")),
-        no_items_reason="lego_phase2 writes no per-item test losses yet", compute=_lego_compute,
+        _ppl_items("lego_phase2", "routed", "baseline"), compute=_lego_compute,
     ),
     ClaimDef(
         "growth_matches_static", "growth saves compute at equal quality", "ACOC (grown)",

@@ -96,6 +96,8 @@ PRE, RL, HYB = "metrics/sigma_pretrain.json", "metrics/sigma_rl.json", "metrics/
 PRE_T, RL_T, HYB_T = "plots/sigma_pretrain/timing.json", "plots/sigma_rl/timing.json", "plots/hybrid_rnn/timing.json"
 PRE_D, RL_D, HYB_D = "plots/sigma_pretrain/details.json", "plots/sigma_rl/details.json", "plots/hybrid_rnn/details.json"
 
+L1, L2 = "metrics/lego_phase1.json", "metrics/lego_phase2.json"
+
 FIGURES = [
     Figure("docs/sigma.md", PRE, "sigma_test_ppl", "| **{:.3f}** |", line="bar: SIGMA within 10 %"),
     Figure("docs/sigma.md", PRE, "baseline_test_ppl", "| {:.3f} (ratio"),
@@ -122,6 +124,32 @@ FIGURES = [
     Figure("docs/hybrid_rnn.md", HYB_T, "train_seconds", "4,000 steps, {:.0f} s,"),
     Figure("docs/hybrid_rnn.md", HYB_T, "train_tokens_per_s", "{:.1f} k tokens/s", 1e-3),
     Figure("docs/hybrid_rnn.md", "plots/coarse_sft/timing.json", "train_seconds", "8,000 steps, {:.0f} s |"),
+    # docs/lego.md (lego_phase1 → lego_hard_examples → lego_phase2)
+    Figure("docs/lego.md", L2, "shallow_ratio", "exit share **{:.3f}**"),
+    Figure("docs/lego.md", L2, "val_shallow_ratio", "val exit share {:.3f}"),
+    Figure("docs/lego.md", L2, "ppl_ratio_own_full_depth", "own-depth ratio **{:.3f}**"),
+    Figure("docs/lego.md", L2, "ppl_ratio", "baseline ratio **{:.3f}**"),
+    Figure("docs/lego.md", L2, "ppl", "routed ppl {:.3f}"),
+    Figure("docs/lego.md", L2, "full_depth_ppl", "full-depth ppl {:.3f}"),
+    Figure("docs/lego.md", L2, "shallow_ppl", "shallow ppl {:.3f}"),
+    Figure("docs/lego.md", L2, "baseline_ppl", "baseline ppl {:.3f}"),
+    Figure("docs/lego.md", L2, "compute_cost", "compute **{:.3f}**"),
+    Figure("docs/lego.md", L2, "em", "routed EM {:.1f} %"),
+    Figure("docs/lego.md", L2, "full_depth_em", "full-depth EM {:.1f} %"),
+    Figure("docs/lego.md", L2, "baseline_em", "baseline EM {:.1f} %"),
+    Figure("docs/lego.md", L2, "full_depth_em_add", "| add {:.1f} %"),
+    Figure("docs/lego.md", L2, "full_depth_em_sub", ", sub {:.1f} % |"),
+    Figure("docs/lego.md", L2, "baseline_em_add", "baseline add {:.1f} %"),
+    Figure("docs/lego.md", L2, "baseline_em_sub", "baseline sub {:.1f} %"),
+    Figure("docs/lego.md", L2, "layerskip_ppl_at_lego_share", "LayerSkip ppl {:.3f}"),
+    Figure("docs/lego.md", L2, "layerskip_shallow_ratio_at_lego_share", "at exit share {:.3f} |"),
+    Figure("docs/lego.md", L2, "layerskip_ppl", "LayerSkip own {:.3f}"),
+    Figure("docs/lego.md", L2, "layerskip_shallow_ratio", " at {:.3f} |", line="LayerSkip own"),
+    Figure("docs/lego.md", L2, "layerskip_full_depth_ppl", "LayerSkip full {:.3f}"),
+    Figure("docs/lego.md", L2, "layerskip_em", ", EM {:.1f} % |", line="LayerSkip full"),
+    Figure("docs/lego.md", L2, "lego_train_flops", "LEGO {:.2f} × 10^12 FLOPs", scale=1e-12),
+    Figure("docs/lego.md", L2, "baseline_flops_ratio", "baseline / LEGO {:.3f}"),
+    Figure("docs/lego.md", L1, "steps", "phase-1 steps {:.0f}"),
 ]
 
 

@@ -21,8 +21,9 @@ and ``labels`` aligned with the inputs.
 from __future__ import annotations
 
 import math
+import random
 import sys
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TypedDict
 
@@ -30,16 +31,18 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
 
 from cascadelab.config import LegoLoopParams, LegoPhase2Params
+from cascadelab.data.batches import collate_rows
+from cascadelab.data.cell_batches import EncodedRecord
 from cascadelab.io import atomic_file
 from cascadelab.models.lego import LEGOConfig, LEGOTransformer, build_lego_model
 from cascadelab.models.lego.calibration import compute_confidence, compute_confidence_threshold
+from cascadelab.models.lego.flops import routed_compute_cost
 from cascadelab.models.lego.modeling_lego import IGNORE_INDEX, shifted_targets
 from cascadelab.models.utils import batch_to_device, count_parameters, to_device
 from cascadelab.training.callbacks import EarlyStopping, TrainerCallback, clone_state
-from cascadelab.training.schedules import Schedule, constant_schedule, warmup_factor
+from cascadelab.training.schedules import Schedule, constant_schedule, warmup_factor, wsd_schedule
 from cascadelab.training.trainer import LMTrainer, StepSettings
 
 Batch = Mapping[str, torch.Tensor]
@@ -75,6 +78,12 @@ def _check_stages(stages: Sequence[LossStage]) -> list[LossStage]:
 
 
 # --------------------------------------------------------------------------- trainer
+
+
+def _to_device(batch: Mapping[str, torch.Tensor], device: torch.device | str) -> dict[str, torch.Tensor]:
+    """`batch_to_device`, keeping LEGO's extra keys (``loss_weights``, ``seq``) beside the model's."""
+    extra = {k: v.to(device) for k, v in batch.items() if k in ("loss_weights", "seq")}
+    return {**batch_to_device(batch, device), **extra}
 
 
 def _n_targets(labels: torch.Tensor) -> int:
@@ -124,12 +133,22 @@ class Trainer:
         else:
             all_logits = model.forward_all_layers(ids, mask, layers=layers)
         targets = shifted_targets(labels).flatten()
-        return {
-            layer: F.cross_entropy(
-                logits.float().flatten(0, 1), targets, ignore_index=IGNORE_INDEX, reduction=reduction
-            )
-            for layer, logits in zip(layers, all_logits, strict=True)
-        }
+        weights = batch.get("loss_weights")
+        if weights is None:
+            return {
+                layer: F.cross_entropy(
+                    logits.float().flatten(0, 1), targets, ignore_index=IGNORE_INDEX, reduction=reduction
+                )
+                for layer, logits in zip(layers, all_logits, strict=True)
+            }
+        # weighted (phase 2): hard tokens 1, easy ones less; the mean divides by the total weight
+        w = weights.flatten() * (targets != IGNORE_INDEX)
+        out = {}
+        for layer, logits in zip(layers, all_logits, strict=True):
+            nll = F.cross_entropy(logits.float().flatten(0, 1), targets, ignore_index=IGNORE_INDEX, reduction="none")
+            total = (nll * w).sum()
+            out[layer] = total if reduction == "sum" else total / w.sum().clamp(min=1e-8)
+        return out
 
     def combine(self, per_layer: Mapping[int, torch.Tensor]) -> torch.Tensor:
         """Weighted sum over stages of the mean loss over each stage's layers."""
@@ -151,7 +170,7 @@ class Trainer:
         sums: dict[int, torch.Tensor] = {}
         tokens = 0
         for raw in batches:
-            batch = batch_to_device(raw, self.device)
+            batch = _to_device(raw, self.device)
             for layer, value in self.layer_losses(model, batch, reduction="sum").items():
                 sums[layer] = sums.get(layer, torch.zeros((), device=self.device)) + value
             tokens += _n_targets(batch["labels"])
@@ -218,17 +237,16 @@ class Trainer:
         """Teacher-forced metrics on response tokens: acc, ppl, shallow_ratio, compute_cost.
 
         With ``routing_threshold`` set, tokens are routed at ``exit_layer`` (None: the model's) with
-        ``forward_inference``: shallow_ratio is the share that exits there, compute_cost the layers run
-        per token over the depth. Without it the model runs at full depth (0.0 and 1.0).
+        ``forward_inference``: shallow_ratio is the share that exits there, compute_cost the counted FLOPs
+        per token over full depth's (`cascadelab.models.lego.flops`). Without it: full depth (0.0 and 1.0).
         """
         self._check_vocab(model)
         model.eval()
-        depth = model.config.depth
         exit_layer = exit_layer if exit_layer is not None else model.config.exit_layer
         assert exit_layer is not None
         nll = correct = tokens = exited = 0.0
         for raw in batches:
-            batch = batch_to_device(raw, self.device)
+            batch = _to_device(raw, self.device)
             ids, attn = batch["input_ids"], batch.get("attention_mask")
             targets = shifted_targets(batch["labels"])
             mask = targets != IGNORE_INDEX
@@ -247,7 +265,7 @@ class Trainer:
         shallow_ratio = exited / tokens
         cost = 1.0
         if routing_threshold is not None:
-            cost = (exit_layer + (depth - exit_layer) * (1.0 - shallow_ratio)) / depth
+            cost = routed_compute_cost(model.config, exit_layer, shallow_ratio)
         return {
             "acc": correct / tokens,
             "ppl": math.exp(nll / tokens),
@@ -291,7 +309,7 @@ class _EarlyStoppingRun(TrainerCallback):
         while self.epochs < self.loop.max_epochs:
             self.epochs += 1
             for raw in self.train_loader:
-                batch = batch_to_device(raw, self.owner.device)
+                batch = _to_device(raw, self.owner.device)
                 if _n_targets(batch["labels"]):
                     yield batch
             if self.loop.eval_every is None and self.validate():
@@ -330,12 +348,30 @@ class _EarlyStoppingRun(TrainerCallback):
 
 
 class HardExamples(TypedDict):
-    """Token-level hard examples: one row per low-confidence response token."""
+    """Token-level hard examples: one row per low-confidence response token, pointing at its sequence.
 
-    inputs: torch.Tensor  # (N,) int64: the input token at the hard position
-    hidden_states: torch.Tensor  # (N, D) float16: residual stream after the exit layer
+    ``seq`` indexes the split's encoded records (their corpus order) and ``pos`` the position whose
+    next token is the target, so the upper block can be trained with the sequence's context.
+    """
+
+    seq: torch.Tensor  # (N,) int64: index of the sequence in the split
+    pos: torch.Tensor  # (N,) int64: position in the sequence (it predicts the token at pos + 1)
     targets: torch.Tensor  # (N,) int64: the next token to predict
     confidences: torch.Tensor  # (N,) float32: exit-head max probability (< threshold)
+
+
+HARD_KEYS = ("seq", "pos", "targets", "confidences")
+
+
+def indexed_batches(items: Sequence[EncodedRecord], batch_size: int, pad_id: int) -> Iterator[dict[str, torch.Tensor]]:
+    """Batches of ``items`` of like lengths (little padding) with ``seq`` (B,), the index of each row's record."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size: must be >= 1, got {batch_size}")
+    order = sorted(range(len(items)), key=lambda i: len(items[i].input_ids))
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        batch = collate_rows([items[i] for i in chunk], pad_id)
+        yield {**batch, "seq": torch.tensor(chunk)}
 
 
 @torch.no_grad()
@@ -347,10 +383,10 @@ def collect_hard_examples(
     max_examples: int | None = None,
     exit_layer: int | None = None,
 ) -> HardExamples:
-    """Exit-layer states and targets of the response tokens whose confidence < threshold.
+    """Pointers (sequence, position), targets and confidences of the response tokens whose confidence < threshold.
 
-    Rows keep loader order; collection stops once ``max_examples`` rows are held (the cap).
-    Hidden states are stored as float16.
+    ``batches`` carry ``seq`` (see :func:`indexed_batches`). Rows keep loader order; collection stops
+    once ``max_examples`` rows are held (the cap).
     """
     if max_examples is not None and max_examples < 1:
         raise ValueError(f"max_examples: must be >= 1, got {max_examples}")
@@ -360,17 +396,18 @@ def collect_hard_examples(
     for raw in batches:
         if max_examples is not None and held >= max_examples:
             break
-        batch = batch_to_device(raw, device)
+        batch = _to_device(raw, device)
         h = model.exit_hidden_states(batch["input_ids"], batch.get("attention_mask"), exit_layer)
         targets = shifted_targets(batch["labels"])
         mask = targets != IGNORE_INDEX
-        conf = compute_confidence(model, h[mask], exit_layer)
-        hard = conf < confidence_threshold
+        conf = compute_confidence(model, h, exit_layer)
+        hard = mask & (conf < confidence_threshold)
+        b_idx, t_idx = hard.nonzero(as_tuple=True)
         rows = {
-            "inputs": batch["input_ids"][mask][hard],
-            "hidden_states": h[mask][hard].to(torch.float16),
-            "targets": targets[mask][hard],
-            "confidences": conf[hard].float(),
+            "seq": batch["seq"][b_idx],
+            "pos": t_idx,
+            "targets": targets[b_idx, t_idx],
+            "confidences": conf[b_idx, t_idx].float(),
         }
         take = rows["targets"].numel()
         if max_examples is not None:
@@ -378,33 +415,14 @@ def collect_hard_examples(
         for key, value in rows.items():
             parts[key].append(value[:take].cpu())
         held += take
-    dim = model.config.hidden_size
-    empty = {
-        "inputs": torch.empty(0, dtype=torch.long),
-        "hidden_states": torch.empty(0, dim, dtype=torch.float16),
-        "targets": torch.empty(0, dtype=torch.long),
-        "confidences": torch.empty(0),
-    }
+    empty = {k: torch.empty(0, dtype=torch.float32 if k == "confidences" else torch.long) for k in HARD_KEYS}
     out = {k: torch.cat(v) if v else empty[k] for k, v in parts.items()}
-    return HardExamples(
-        inputs=out["inputs"],
-        hidden_states=out["hidden_states"],
-        targets=out["targets"],
-        confidences=out["confidences"],
-    )
-
-
-HARD_KEYS = ("inputs", "hidden_states", "targets", "confidences")
+    return HardExamples(seq=out["seq"], pos=out["pos"], targets=out["targets"], confidences=out["confidences"])
 
 
 def hard_tensors(examples: HardExamples) -> dict[str, torch.Tensor]:
     """The tensors of ``examples`` as a plain dict keyed by :data:`HARD_KEYS`."""
-    return {
-        "inputs": examples["inputs"],
-        "hidden_states": examples["hidden_states"],
-        "targets": examples["targets"],
-        "confidences": examples["confidences"],
-    }
+    return {k: examples[k] for k in HARD_KEYS}  # type: ignore[literal-required]
 
 
 def hard_examples_nbytes(examples: HardExamples) -> int:
@@ -412,159 +430,131 @@ def hard_examples_nbytes(examples: HardExamples) -> int:
     return sum(t.numel() * t.element_size() for t in hard_tensors(examples).values())
 
 
-class HardExampleDataset(Dataset[dict[str, torch.Tensor]]):
-    """Rows of a :class:`HardExamples` as dicts of ``hidden_states`` and ``targets``."""
+class HardSequenceBatches:
+    """Batches of the sequences that hold hard examples, with per-position loss weights.
 
-    def __init__(self, examples: HardExamples) -> None:
-        n = examples["targets"].numel()
-        if any(t.shape[0] != n for t in hard_tensors(examples).values()):
-            raise ValueError("hard_examples: tensors disagree on the number of rows")
-        self.examples = examples
-
-    def __len__(self) -> int:
-        return int(self.examples["targets"].numel())
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {"hidden_states": self.examples["hidden_states"][i], "targets": self.examples["targets"][i]}
-
-
-def create_hard_example_loader(
-    hard_examples: HardExamples, batch_size: int = 64, shuffle: bool = True, seed: int = 0
-) -> DataLoader[dict[str, torch.Tensor]]:
-    """Batches of hard examples (``hidden_states`` (B, D) fp16, ``targets`` (B,)); seeded shuffling."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size: must be >= 1, got {batch_size}")
-    generator = torch.Generator().manual_seed(seed)
-    dataset = HardExampleDataset(hard_examples)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator)
-
-
-def _upper_logits(model: LEGOTransformer, hidden: torch.Tensor, num_lower_layers: int) -> torch.Tensor:
-    """Final-exit logits of the upper layers applied to exit-layer states (N, D)."""
-    dtype = next(model.parameters()).dtype
-    deep = model.model.token_layers(hidden.to(dtype), num_lower_layers, model.config.depth)
-    return model.exit_logits(deep, model.config.depth)
-
-
-def _check_upper(model: LEGOTransformer, vocab_size: int, num_lower_layers: int) -> None:
-    if model.config.vocab_size != vocab_size:
-        raise ValueError(f"vocab_size: got {vocab_size}, model has {model.config.vocab_size}")
-    if num_lower_layers not in model.config.exit_points[:-1]:
-        raise ValueError(
-            f"num_lower_layers: must be an exit below the top, one of {model.config.exit_points[:-1]}, "
-            f"got {num_lower_layers}"
-        )
-
-
-class _UpperBlockRun(TrainerCallback):
-    """LEGO phase 2's part of one LM-trainer run: the upper block's loss on hard-example states, epoch by epoch.
-
-    After each pass over `hard_batches`, `end_epoch()` (if given) judges the epoch; True ends the run.
+    Each batch is a dict of ``input_ids``, ``attention_mask``, ``labels`` and ``loss_weights`` (B, T),
+    aligned with the shifted targets: 1 at a hard token, ``easy_weight`` at the sequence's other response
+    tokens. One cell per batch (like `CellBatches`), reshuffled on every pass with a seed. ``positions``
+    counts the padded positions yielded (the compute spent).
     """
 
     def __init__(
         self,
-        model: LEGOTransformer,
-        hard_batches: Iterable[Mapping[str, torch.Tensor]],
-        device: torch.device | str,
-        num_lower_layers: int,
-        max_epochs: int = 1,
-        end_epoch: Callable[[int, float], bool] | None = None,
+        hard: HardExamples,
+        items: Sequence[EncodedRecord],
+        batch_size: int,
+        pad_id: int,
+        easy_weight: float,
+        seed: int | None = None,
     ) -> None:
-        self.model, self.hard_batches, self.device = model, hard_batches, device
-        self.num_lower_layers, self.max_epochs, self.end_epoch = num_lower_layers, max_epochs, end_epoch
-        self.epochs = self.targets = 0
-        self.total, self.tokens = 0.0, 0
+        if batch_size < 1:
+            raise ValueError(f"batch_size: must be >= 1, got {batch_size}")
+        if not 0.0 <= easy_weight <= 1.0:
+            raise ValueError(f"easy_weight: must be in [0, 1], got {easy_weight}")
+        if hard["seq"].numel() and int(hard["seq"].max()) >= len(items):
+            raise ValueError(f"hard_examples: point at sequence {int(hard['seq'].max())} of {len(items)}")
+        self.items, self.batch_size, self.pad_id = items, batch_size, pad_id
+        self.easy_weight, self.seed = easy_weight, seed
+        self.hard_at: dict[int, list[int]] = {}
+        for seq, pos in zip(hard["seq"].tolist(), hard["pos"].tolist(), strict=True):
+            self.hard_at.setdefault(seq, []).append(pos)
+        self.cells: dict[str, list[int]] = {}
+        for seq in sorted(self.hard_at):
+            self.cells.setdefault(items[seq].cell, []).append(seq)
+        self.passes = self.positions = 0
 
-    @property
-    def mean_loss(self) -> float:
-        """Token-weighted mean training loss of the current epoch."""
-        return self.total / max(self.tokens, 1)
+    def __len__(self) -> int:
+        return sum(-(-len(v) // self.batch_size) for v in self.cells.values())
 
-    def batches(self) -> Iterator[dict[str, torch.Tensor]]:
-        """Hard-example batches on the device, epoch after epoch, until `max_epochs` or `end_epoch` says stop."""
-        while self.epochs < self.max_epochs:
-            self.epochs += 1
-            self.total, self.tokens = 0.0, 0
-            for batch in self.hard_batches:
-                yield {
-                    "hidden_states": batch["hidden_states"].to(self.device),
-                    "targets": batch["targets"].to(self.device),
-                }
-            if self.end_epoch is not None and self.end_epoch(self.epochs, self.mean_loss):
-                return
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        rng = None if self.seed is None else random.Random(f"{self.seed}:{self.passes}")
+        self.passes += 1
+        chunks: list[list[int]] = []
+        for cell in sorted(self.cells):
+            seqs = list(self.cells[cell])
+            if rng is not None:
+                rng.shuffle(seqs)
+            chunks += [seqs[i : i + self.batch_size] for i in range(0, len(seqs), self.batch_size)]
+        if rng is not None:
+            rng.shuffle(chunks)
+        for chunk in chunks:
+            batch = collate_rows([self.items[i] for i in chunk], self.pad_id)
+            supervised = shifted_targets(batch["labels"]) != IGNORE_INDEX
+            weights = supervised.float() * self.easy_weight
+            for row, seq in enumerate(chunk):
+                weights[row, self.hard_at[seq]] = 1.0
+            self.positions += batch["input_ids"].numel()
+            yield {**batch, "loss_weights": weights}
 
-    def compute_loss(
-        self, model: LEGOTransformer, batch: Mapping[str, torch.Tensor]
-    ) -> tuple[torch.Tensor, dict[str, float]]:
-        """Cross-entropy of the upper block's final exit on the hard-example states; stats: the targets."""
-        targets = batch["targets"]
-        self.targets = targets.numel()
-        model.train()
-        loss = F.cross_entropy(_upper_logits(model, batch["hidden_states"], self.num_lower_layers).float(), targets)
-        return loss, {"tokens": self.targets, "target_tokens": self.targets}
 
-    def on_step_end(self, trainer: LMTrainer, step: int, loss: float) -> None:
-        """Add the step to the epoch's token-weighted loss."""
-        n = self.targets
-        self.total, self.tokens = self.total + loss * n, self.tokens + n
-
-    def fit(self, optimizer: torch.optim.Optimizer, grad_clip: float | None) -> None:
-        """Run the epochs on the LM trainer: clipped steps at the optimizer's constant rates."""
-        loop = StepSettings(max_steps=sys.maxsize, max_grad_norm=grad_clip, logging_steps=sys.maxsize)
-        trainer = LMTrainer(
-            self.model,
-            [optimizer],
-            loop,
-            None,
-            compute_loss=self.compute_loss,
-            schedule=constant_schedule,
-            callbacks=[self],
-            until_data_ends=True,
-        )
-        trainer.fit(self.batches())
+def create_hard_example_loader(
+    hard_examples: HardExamples,
+    items: Sequence[EncodedRecord],
+    batch_size: int = 64,
+    pad_id: int = 0,
+    easy_weight: float = 0.3,
+    seed: int | None = 0,
+) -> HardSequenceBatches:
+    """Batches of the hard examples' sequences with hard tokens weighted 1 and easy ones ``easy_weight``."""
+    return HardSequenceBatches(hard_examples, items, batch_size, pad_id, easy_weight, seed)
 
 
 def train_upper_layers(
     model: LEGOTransformer,
-    hard_batches: Iterable[Mapping[str, torch.Tensor]],
+    hard_batches: Iterable[Batch],
     optimizer: torch.optim.Optimizer,
     vocab_size: int,
     device: torch.device | str = "cpu",
     num_lower_layers: int = 2,
     grad_clip: float | None = 1.0,
 ) -> float:
-    """One pass of the upper layers trained directly on hard-example states; returns the mean loss.
+    """One pass of the upper layers on hard-example batches (weighted loss, full depth); returns the mean loss.
 
-    Only layers above ``num_lower_layers`` and the final exit are in the graph, so the lower block
-    and the embeddings get no gradient (``extend_from(freeze_lower=True)`` also freezes them).
+    The lower block and the embeddings get no gradient when frozen (``extend_from(freeze_lower=True)``).
     """
     _check_upper(model, vocab_size, num_lower_layers)
-    run = _UpperBlockRun(model, hard_batches, device, num_lower_layers)
-    run.fit(optimizer, grad_clip)
-    return run.mean_loss
+    trainer = Trainer(standard_stages(model.config.depth), vocab_size, device)
+    losses: list[float] = []
+
+    def compute_loss(m: LEGOTransformer, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        m.train()
+        loss = trainer.compute_loss(m, batch)
+        losses.append(float(loss))
+        n = _n_targets(batch["labels"])
+        return loss, {"tokens": n, "target_tokens": n}
+
+    loop = StepSettings(max_steps=sys.maxsize, max_grad_norm=grad_clip, logging_steps=sys.maxsize)
+    lm = LMTrainer(
+        model, [optimizer], loop, None, compute_loss=compute_loss, schedule=constant_schedule, until_data_ends=True
+    )
+    lm.fit(_to_device(b, device) for b in hard_batches)
+    return sum(losses) / max(len(losses), 1)
 
 
 @torch.no_grad()
 def evaluate_on_hard_examples(
     model: LEGOTransformer,
-    hard_batches: Iterable[Mapping[str, torch.Tensor]],
+    hard_batches: Iterable[Batch],
     vocab_size: int,
     device: torch.device | str = "cpu",
     num_lower_layers: int = 2,
 ) -> dict[str, float]:
-    """Loss, ppl and acc of the upper layers on hard examples, and ``shallow_ppl`` of the exit head."""
+    """Loss, ppl and acc at full depth on the hard tokens (weight 1), and ``shallow_ppl`` of the exit head."""
     _check_upper(model, vocab_size, num_lower_layers)
     model.eval()
     nll = shallow_nll = correct = tokens = 0.0
-    for batch in hard_batches:
-        hidden, targets = batch["hidden_states"].to(device), batch["targets"].to(device)
-        logits = _upper_logits(model, hidden, num_lower_layers).float()
-        shallow = model.exit_logits(hidden.to(logits.dtype), num_lower_layers).float()
-        nll += float(F.cross_entropy(logits, targets, reduction="sum"))
-        shallow_nll += float(F.cross_entropy(shallow, targets, reduction="sum"))
-        correct += float((logits.argmax(-1) == targets).sum())
-        tokens += targets.numel()
+    for raw in hard_batches:
+        batch = _to_device(raw, device)
+        out = model.forward_train(batch["input_ids"], batch.get("attention_mask"), num_lower_layers)
+        targets = shifted_targets(batch["labels"])
+        hard = batch["loss_weights"] >= 1.0
+        gold = targets[hard]
+        deep, shallow = out.deep_logits[hard].float(), out.shallow_logits[hard].float()
+        nll += float(F.cross_entropy(deep, gold, reduction="sum"))
+        shallow_nll += float(F.cross_entropy(shallow, gold, reduction="sum"))
+        correct += float((deep.argmax(-1) == gold).sum())
+        tokens += gold.numel()
     if tokens == 0:
         raise ValueError("hard_batches: no hard examples")
     return {
@@ -575,48 +565,14 @@ def evaluate_on_hard_examples(
     }
 
 
-def fit_upper_layers(
-    model: LEGOTransformer,
-    train_hard: Iterable[Mapping[str, torch.Tensor]],
-    val_hard: Iterable[Mapping[str, torch.Tensor]],
-    optimizer: torch.optim.Optimizer,
-    *,
-    num_lower_layers: int,
-    max_epochs: int,
-    patience: int,
-    device: torch.device | str = "cpu",
-    grad_clip: float | None = 1.0,
-    log_fn: LogFn | None = None,
-) -> dict[str, float]:
-    """Epochs of the upper block's training with early stopping on val hard-example ppl; best weights kept."""
-    vocab = model.config.vocab_size
-    _check_upper(model, vocab, num_lower_layers)
-    stopping = EarlyStopping(patience + 1)  # stops once more than `patience` epochs fail to improve
-    stopping.best_state = clone_state(model)
-    stopped = False
-
-    def end_epoch(epoch: int, train_loss: float) -> bool:
-        nonlocal stopped
-        val = evaluate_on_hard_examples(model, val_hard, vocab, device, num_lower_layers)
-        if log_fn is not None:
-            log_fn({"train_hard_loss": train_loss, "val_hard_loss": val["loss"], "val_hard_ppl": val["ppl"]}, epoch)
-        stopped = stopping.observe(model, epoch, val["loss"])
-        return stopped
-
-    run = _UpperBlockRun(model, train_hard, device, num_lower_layers, max_epochs, end_epoch)
-    run.fit(optimizer, grad_clip)
-    model.load_state_dict(stopping.best_state)
-    dataset = getattr(train_hard, "dataset", None)
-    per_epoch = len(dataset) if isinstance(dataset, Sized) else 0
-    best = stopping.best_value
-    return {
-        "best_val_hard_loss": best,
-        "best_val_hard_ppl": math.exp(min(best, 50.0)),
-        "best_epoch": float(stopping.best_step),
-        "epochs": float(run.epochs),
-        "train_tokens": float(per_epoch * run.epochs),
-        "stopped_early": float(stopped),
-    }
+def _check_upper(model: LEGOTransformer, vocab_size: int, num_lower_layers: int) -> None:
+    if model.config.vocab_size != vocab_size:
+        raise ValueError(f"vocab_size: got {vocab_size}, model has {model.config.vocab_size}")
+    if num_lower_layers not in model.config.exit_points[:-1]:
+        raise ValueError(
+            f"num_lower_layers: must be an exit below the top, one of {model.config.exit_points[:-1]}, "
+            f"got {num_lower_layers}"
+        )
 
 
 # --------------------------------------------------------------------------- artifacts
@@ -632,20 +588,27 @@ class HardExampleSets(TypedDict):
 
 def prepare_hard_examples(
     model: LEGOTransformer,
-    train_loader: Iterable[Batch],
-    val_loader: Iterable[Batch],
+    train_items: Sequence[EncodedRecord],
+    val_items: Sequence[EncodedRecord],
     *,
     hard_example_ratio: float,
+    batch_size: int,
+    pad_id: int,
     max_train_examples: int | None = None,
     max_val_examples: int | None = None,
     device: torch.device | str = "cpu",
 ) -> HardExampleSets:
-    """Threshold calibrated on val; hard examples from train (for training) and val (early stopping)."""
-    threshold = compute_confidence_threshold(model, val_loader, hard_example_ratio, device)
+    """Threshold calibrated on val; hard examples from train (for training) and val (early stopping).
+
+    The rows point into ``train_items`` / ``val_items`` in the given order.
+    """
+    val_batches = list(indexed_batches(val_items, batch_size, pad_id))
+    threshold = compute_confidence_threshold(model, val_batches, hard_example_ratio, device)
+    train_batches = indexed_batches(train_items, batch_size, pad_id)
     return HardExampleSets(
         threshold=threshold,
-        train=collect_hard_examples(model, train_loader, threshold, device, max_train_examples),
-        val=collect_hard_examples(model, val_loader, threshold, device, max_val_examples),
+        train=collect_hard_examples(model, train_batches, threshold, device, max_train_examples),
+        val=collect_hard_examples(model, val_batches, threshold, device, max_val_examples),
     )
 
 
@@ -674,8 +637,8 @@ def load_hard_examples(path: str | Path) -> HardExampleSets:
 
     def split(name: str) -> HardExamples:
         return HardExamples(
-            inputs=flat[f"{name}.inputs"],
-            hidden_states=flat[f"{name}.hidden_states"],
+            seq=flat[f"{name}.seq"],
+            pos=flat[f"{name}.pos"],
             targets=flat[f"{name}.targets"],
             confidences=flat[f"{name}.confidences"],
         )
@@ -742,14 +705,13 @@ def train_full_depth(
     stages = deep_supervision_stages(depth) if deep_supervision else standard_stages(depth)
     trainer = Trainer(stages, model.config.vocab_size, device)
     optimizer = trainer.create_optimizer(model, loop.learning_rate, loop.weight_decay)
-    warmup = loop.warmup_steps
     result = trainer.train_with_early_stopping(
         model,
         train_loader,
         val_loader,
         optimizer,
         loop,
-        lambda step: warmup_factor(step, warmup),
+        loop_schedule(loop),
         log_fn,
         max_train_tokens=max_train_tokens,
     )
@@ -758,78 +720,110 @@ def train_full_depth(
     return model, {**result, "val_acc": val["acc"], "val_ppl": val["ppl"], "params": float(count_parameters(model))}
 
 
-def train_phase2(
-    source_model: LEGOTransformer,
-    hard_examples: HardExampleSets,
-    test_loader: Iterable[Batch],
-    params: LegoPhase2Params,
+def train_joint_exit(
+    config: LEGOConfig,
+    train_loader: Iterable[Batch],
+    val_loader: Iterable[Batch],
+    loop: LegoLoopParams,
     *,
     num_layers: int,
-    routing_threshold: float | None = None,
+    exit_layer: int,
+    exit_weight: float,
+    max_train_tokens: int | None = None,
     seed: int = 0,
     device: torch.device | str = "cpu",
     log_fn: LogFn | None = None,
 ) -> tuple[LEGOTransformer, dict[str, float]]:
-    """Phase 2: extend to ``num_layers`` (lower frozen), train the upper block on hard examples.
+    """A LayerSkip-style baseline: LEGO's architecture (exit after ``exit_layer``) trained end to end from scratch.
 
-    lr, patience, batch size, epochs and clipping come from ``params`` (the section's ``phase2``). Early
-    stopping on the val hard examples. Routing uses ``routing_threshold`` if given, else the hard-example
-    threshold. Returns the extended model (threshold stored in its config) and metrics: routed test
-    acc/ppl/shallow_ratio/compute_cost (``test_*``) plus the phase-2 loop's numbers.
+    Loss: the final exit's plus ``exit_weight`` x the early exit's, nothing frozen; early-stopped on that
+    objective on val. Routing is LEGO's own (same class), so the two compare at any exit share.
     """
-    threshold = float(hard_examples["threshold"]) if routing_threshold is None else routing_threshold
-    num_lower = source_model.config.depth
-    vocab = source_model.config.vocab_size
-    model = LEGOTransformer.extend_from(source_model, num_layers, threshold, freeze_lower=True, seed=seed)
-    to_device(model, device)
-    if hard_examples["train"]["targets"].numel() == 0 or hard_examples["val"]["targets"].numel() == 0:
-        raise ValueError("hard_examples: the train or val set is empty; raise hard_example_ratio or the caps")
-    batch_size = params.batch_size
-    train_hard = create_hard_example_loader(hard_examples["train"], batch_size, shuffle=True, seed=seed)
-    val_hard = create_hard_example_loader(hard_examples["val"], batch_size, shuffle=False)
-    trainer = Trainer(standard_stages(num_layers), vocab, device)
-    optimizer = trainer.create_optimizer(model, params.learning_rate)
-    fit = fit_upper_layers(
-        model,
-        train_hard,
-        val_hard,
-        optimizer,
-        num_lower_layers=num_lower,
-        max_epochs=params.max_epochs,
-        patience=params.patience,
-        device=device,
-        grad_clip=params.grad_clip,
-        log_fn=log_fn,
+    joint_cfg = config.derive(
+        num_hidden_layers=num_layers,
+        exit_layers=[exit_layer, num_layers],
+        exit_layer=exit_layer,
+        routing_threshold=None,
     )
-    routed = trainer.evaluate(model, test_loader, routing_threshold=threshold, exit_layer=num_lower)
+    model = to_device(build_lego_model(joint_cfg, seed), device)
+    trainer = Trainer([(exit_layer, exit_layer, exit_weight), (num_layers, num_layers, 1.0)], config.vocab_size, device)
+    optimizer = trainer.create_optimizer(model, loop.learning_rate, loop.weight_decay)
+    result = trainer.train_with_early_stopping(
+        model, train_loader, val_loader, optimizer, loop, loop_schedule(loop), log_fn, max_train_tokens=max_train_tokens
+    )
+    return model, {**result, "params": float(count_parameters(model))}
+
+
+def train_phase2(
+    source_model: LEGOTransformer,
+    hard_examples: HardExampleSets,
+    train_items: Sequence[EncodedRecord],
+    val_loader: Iterable[Batch],
+    params: LegoPhase2Params,
+    *,
+    num_layers: int,
+    pad_id: int,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    log_fn: LogFn | None = None,
+) -> tuple[LEGOTransformer, dict[str, float]]:
+    """Phase 2: extend to ``num_layers`` (lower frozen), train the upper block on the hard examples' sequences.
+
+    The loss is the full-depth next-token loss on response tokens, hard tokens weighted 1 and the others
+    ``params.easy_weight``; early stopping on the val full-depth loss (unweighted). The lower block's
+    states are recomputed without grad in every step (it is frozen). Returns the extended model and the
+    loop's metrics plus ``train_positions`` (padded positions of the hard-example batches).
+    """
+    if hard_examples["train"]["targets"].numel() == 0:
+        raise ValueError("hard_examples: the train set is empty; raise hard_example_ratio or the caps")
+    vocab = source_model.config.vocab_size
+    model = LEGOTransformer.extend_from(source_model, num_layers, None, freeze_lower=True, seed=seed)
+    to_device(model, device)
+    train = create_hard_example_loader(
+        hard_examples["train"], train_items, params.batch_size, pad_id, params.easy_weight, seed
+    )
+    trainer = Trainer(standard_stages(num_layers), vocab, device)
+    optimizer = trainer.create_optimizer(model, params.learning_rate, params.weight_decay)
+    result = trainer.train_with_early_stopping(
+        model, train, val_loader, optimizer, params, loop_schedule(params), log_fn
+    )
     return model, {
-        **{f"test_{k}": v for k, v in routed.items()},
-        **fit,
-        "threshold": threshold,
+        **result,
+        "train_positions": float(train.positions),
         "trainable_params": float(count_parameters(model, trainable_only=True)),
         "params": float(count_parameters(model)),
     }
 
 
+def loop_schedule(loop: LegoLoopParams) -> Schedule:
+    """Linear warm-up, constant, then linear decay to 0 over the last ``decay_fraction`` of ``max_steps``."""
+    if loop.max_steps is None or not loop.decay_fraction:
+        warmup = loop.warmup_steps
+        return lambda step: warmup_factor(step, warmup)
+    return wsd_schedule(loop.max_steps, loop.warmup_steps, loop.decay_fraction)
+
+
 __all__ = [
     "HARD_KEYS",
-    "HardExampleDataset",
     "HardExampleSets",
     "HardExamples",
+    "HardSequenceBatches",
     "LossStage",
     "Trainer",
     "collect_hard_examples",
     "create_hard_example_loader",
     "deep_supervision_stages",
     "evaluate_on_hard_examples",
-    "fit_upper_layers",
     "hard_examples_nbytes",
     "hard_tensors",
+    "indexed_batches",
     "load_hard_examples",
+    "loop_schedule",
     "prepare_hard_examples",
     "save_hard_examples",
     "standard_stages",
     "train_full_depth",
+    "train_joint_exit",
     "train_phase1",
     "train_phase2",
     "train_upper_layers",

@@ -13,7 +13,7 @@ class LEGOConfig(DecoderConfig):
 
     Architecture: ``num_hidden_layers`` layers, exit heads after each layer in ``exit_layers``
     (strictly increasing, the last one equal to ``num_hidden_layers``). Layers up to
-    ``exit_layers[0]`` are causal self-attention layers; later layers are token-wise.
+    ``exit_layers[0]`` are causal self-attention layers; later layers attend over their states (keys/values).
     Routing: ``exit_layer`` is the layer whose exit head decides, ``routing_threshold`` the
     confidence at or above which a token stops there.
     """
@@ -71,7 +71,7 @@ class LEGOConfig(DecoderConfig):
 
     @property
     def contextual_layers(self) -> int:
-        """Number of causal self-attention layers (the first block); the rest are token-wise."""
+        """Number of layers of the lower block, whose output state feeds the upper layers' keys/values."""
         return self.exit_points[0]
 
 

@@ -5,19 +5,19 @@ Transformer trained first to stand alone (phase 1). Every later block is added b
 :meth:`LEGOForCausalLM.extend_from`, trained on the hard tokens only (phase 2), and has its own exit
 head (RMSNorm + linear) after its last layer.
 
-Design choice, and why: the upper blocks are *token-wise*. Each upper layer is a pre-norm decoder
-layer evaluated at a single position (self-attention over one token reduces to a linear map, kept as
-``token_proj``), followed by a SwiGLU MLP. Context is mixed by the lower, causal block; the upper
-blocks refine each token's exit-layer state on their own. This is what makes the seed's design
-exact rather than approximate:
+Design choice, and why: the upper layers are standard pre-norm causal decoder layers whose keys and
+values come, at every position, from the state the lower block left there (the exit-layer state, frozen
+for the upper block): CALM's state propagation ("attending back to missing hidden representations due
+to early exits"), where a skipped layer still runs its key/value projections on the exited token's
+state. Queries come from the token's own state as it climbs. Hence:
 
-- hard examples are token-level (one exit-layer hidden state + one target per token), and training
-  the upper block directly on them (``train_upper_layers``) is the same computation the upper block
-  performs at inference, with no missing context;
-- routed inference (``forward_inference``) gathers the tokens whose exit confidence is below the
-  threshold, runs only those through the upper layers and scatters the results back. Exited tokens
-  never touch the upper layers, and no later token needs their upper-layer keys/values, so no KV
-  copy-through or masked full pass is needed and ``compute_cost`` is real FLOPs.
+- a hard token's deep output does not depend on which of its neighbours exited (their keys/values are
+  the same either way), so training the upper block on the hard tokens of whole sequences, with the
+  sequence's exit-layer states as context, is exactly the computation routed inference performs;
+- routed inference (``forward_inference``, ``forward(routed=True)``, ``generate(routed=True)``) runs the
+  upper layers' key/value projections for every position and the rest of each upper layer (query,
+  output projection, MLP) only for the tokens whose exit confidence is below the threshold, gathered;
+  the FLOP accounting (:mod:`cascadelab.models.lego.flops`) counts both.
 
 A model with a single block (``exit_layers == [num_hidden_layers]``) is a plain causal Transformer:
 that is the phase-1 shallow model and also the full-depth baseline.
@@ -39,8 +39,9 @@ from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
-from cascadelab.models.layers import AttentionInputs, RMSNorm, RotaryDecoderLayer, rope_cos_sin
+from cascadelab.models.layers import AttentionInputs, RMSNorm, RotaryDecoderLayer, rope_cos_sin, rotate_half
 from cascadelab.models.lego.configuration_lego import LEGOConfig
+from cascadelab.models.lego.flops import routed_compute_cost
 from cascadelab.models.modeling_decoder import DecoderBackbone, DecoderInputs, DecoderLMHead, kept_positions
 from cascadelab.models.utils import to_device
 
@@ -78,29 +79,60 @@ class LEGODecoderLayer(RotaryDecoderLayer):
         return [self.self_attn.o_proj, self.mlp.down_proj]
 
 
-class LEGOTokenLayer(nn.Module):
-    """Pre-norm decoder layer restricted to its own position (an upper, token-wise layer).
+class LEGOUpperLayer(LEGODecoderLayer):
+    """Pre-norm causal decoder layer of an upper block: queries from its input, keys/values from a context state.
 
-    Self-attention over a single token is a linear map of that token (value then output
-    projection); ``token_proj`` is that map. Works on hidden states of any shape ``(..., D)``, so
-    the same weights serve whole sequences and gathered hard tokens.
+    The context is the exit-layer state of every position (see the module docstring). ``forward`` runs
+    it densely on whole sequences; ``context_kv`` + ``forward_rows`` run it for gathered positions only.
     """
 
-    def __init__(self, config: LEGOConfig) -> None:
-        super().__init__()
-        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.token_proj = nn.Linear(config.hidden_size, config.hidden_size, bias=False)
-        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.mlp = LEGOMLP(config)
+    def context_kv(self, context: torch.Tensor, attention: AttentionInputs) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rotated keys and values (B, H, S, hd) of the context states (B, T, D), cache included (and filled)."""
+        attn = self.self_attn
+        b, t, _ = context.shape
+        c = self.input_layernorm(context)
+        k = attn.k_proj(c).view(b, t, attn.num_heads, attn.head_dim).transpose(1, 2)
+        v = attn.v_proj(c).view(b, t, attn.num_heads, attn.head_dim).transpose(1, 2)
+        cos, sin = attention.cos_sin
+        k = k * cos + rotate_half(k) * sin
+        if attention.cache is not None:
+            k, v = attention.cache.update(k, v, attn.layer_idx)
+        return k, v
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Residual token map then residual MLP."""
-        x = x + self.token_proj(self.input_layernorm(x))
+    def forward(  # type: ignore[override]
+        self, x: torch.Tensor, attention: AttentionInputs, context: torch.Tensor
+    ) -> torch.Tensor:
+        """Residual attention of ``x`` (B, T, D) over the context's keys/values, then the residual MLP."""
+        k, v = self.context_kv(context, attention)
+        attn = self.self_attn
+        b, t, _ = x.shape
+        q = attn.q_proj(self.input_layernorm(x)).view(b, t, attn.num_heads, attn.head_dim).transpose(1, 2)
+        cos, sin = attention.cos_sin
+        q = q * cos + rotate_half(q) * sin
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attention.mask)
+        x = x + attn.o_proj(y.transpose(1, 2).reshape(b, t, -1))
         return x + self.mlp(self.post_attention_layernorm(x))
 
-    def output_projections(self) -> list[nn.Linear]:
-        """The projections writing into the residual stream."""
-        return [self.token_proj, self.mlp.down_proj]
+    def forward_rows(
+        self,
+        x: torch.Tensor,
+        rows: tuple[torch.Tensor, torch.Tensor],
+        kv: tuple[torch.Tensor, torch.Tensor],
+        attention: AttentionInputs,
+    ) -> torch.Tensor:
+        """The layer for gathered positions only: ``x`` (N, D) at ``rows`` = (batch index, position index)."""
+        attn = self.self_attn
+        b_idx, t_idx = rows
+        n = x.shape[0]
+        q = attn.q_proj(self.input_layernorm(x)).view(n, attn.num_heads, 1, attn.head_dim)
+        cos, sin = attention.cos_sin  # (B, 1, T, hd)
+        cos_r, sin_r = cos[b_idx, :, t_idx][:, :, None], sin[b_idx, :, t_idx][:, :, None]  # (N, 1, 1, hd)
+        q = q * cos_r + rotate_half(q) * sin_r
+        k, v = kv[0][b_idx], kv[1][b_idx]  # (N, H, S, hd): each row's own sequence
+        mask = attention.mask[b_idx, :, t_idx][:, :, None]  # (N, 1, 1, S)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        x = x + attn.o_proj(y.reshape(n, -1))
+        return x + self.mlp(self.post_attention_layernorm(x))
 
 
 # --------------------------------------------------------------------------- models
@@ -112,7 +144,7 @@ class LEGOPreTrainedModel(PreTrainedModel):
     config_class = LEGOConfig
     config: LEGOConfig
     base_model_prefix = "model"
-    _no_split_modules = ["LEGODecoderLayer", "LEGOTokenLayer"]  # noqa: RUF012 (HF class attribute)
+    _no_split_modules = ["LEGODecoderLayer", "LEGOUpperLayer"]  # noqa: RUF012 (HF class attribute)
     _supports_sdpa = True
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -124,33 +156,44 @@ class LEGOPreTrainedModel(PreTrainedModel):
 
 
 class LEGOModel(LEGOPreTrainedModel, DecoderBackbone[LEGOConfig]):
-    """Backbone: embeddings, the causal lower block, token-wise upper layers and the exit norms."""
+    """Backbone: embeddings, the causal lower block, the attending upper layers and the exit norms."""
 
     def __init__(self, config: LEGOConfig) -> None:
         super().__init__(config)
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
         ctx = config.contextual_layers
         layers: list[nn.Module] = [LEGODecoderLayer(config, i) for i in range(ctx)]
-        layers += [LEGOTokenLayer(config) for _ in range(ctx, config.depth)]
+        layers += [LEGOUpperLayer(config, i) for i in range(ctx, config.depth)]
         self.layers = nn.ModuleList(layers)
         self.exit_norms = nn.ModuleList([RMSNorm(config.hidden_size, config.rms_norm_eps) for _ in config.exit_points])
         self.post_init()
 
-    def contextual(self, inputs: DecoderInputs, collect: list[torch.Tensor] | None = None) -> torch.Tensor:
-        """Run the causal block on prepared inputs; return the residual stream after it (B, T, D).
-
-        If ``collect`` is a list, the residual stream after each causal layer is appended to it.
-        """
-        x = inputs.hidden
+    def attention_inputs(self, inputs: DecoderInputs) -> AttentionInputs:
+        """RoPE tables, causal mask and cache of one forward, shared by every layer."""
         head_dim = self.config.hidden_size // self.config.num_attention_heads
         cos, sin = rope_cos_sin(inputs.position_ids, head_dim, self.config.rope_theta)
-        cos_sin = cos[:, None].to(x.dtype), sin[:, None].to(x.dtype)  # (B, 1, T, hd): broadcast over heads
-        attention = AttentionInputs(cos_sin, inputs.causal_mask(), inputs.cache)
+        dtype = inputs.hidden.dtype
+        cos_sin = cos[:, None].to(dtype), sin[:, None].to(dtype)  # (B, 1, T, hd): broadcast over heads
+        return AttentionInputs(cos_sin, inputs.causal_mask(), inputs.cache)
+
+    def lower(
+        self, inputs: DecoderInputs, collect: list[torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, AttentionInputs]:
+        """Run the causal lower block; return the residual stream after it (B, T, D) and the attention inputs.
+
+        If ``collect`` is a list, the residual stream after each lower layer is appended to it.
+        """
+        x = inputs.hidden
+        attention = self.attention_inputs(inputs)
         for layer in self.layers[: self.config.contextual_layers]:
             x = layer(x, attention)
             if collect is not None:
                 collect.append(x)
-        return x
+        return x, attention
+
+    def contextual(self, inputs: DecoderInputs, collect: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """`lower` without the attention inputs."""
+        return self.lower(inputs, collect)[0]
 
     def contextual_states(
         self,
@@ -161,24 +204,56 @@ class LEGOModel(LEGOPreTrainedModel, DecoderBackbone[LEGOConfig]):
         """`contextual` on whole sequences without a cache (training passes and routed inference)."""
         return self.contextual(self.prepare_inputs(input_ids, attention_mask=attention_mask, use_cache=False), collect)
 
-    def token_layers(
-        self, hidden: torch.Tensor, start: int, end: int, collect: list[torch.Tensor] | None = None
-    ) -> torch.Tensor:
-        """Run token-wise layers ``start+1..end`` (1-based) on hidden states of any shape (..., D)."""
+    def _check_upper_range(self, start: int, end: int) -> None:
         if start < self.config.contextual_layers or end > self.config.depth or start > end:
             raise ValueError(
-                f"token layers: need {self.config.contextual_layers} <= start <= end <= {self.config.depth}, "
+                f"upper layers: need {self.config.contextual_layers} <= start <= end <= {self.config.depth}, "
                 f"got start={start}, end={end}"
             )
+
+    def upper_layers(
+        self,
+        hidden: torch.Tensor,
+        context: torch.Tensor,
+        attention: AttentionInputs,
+        start: int,
+        end: int,
+        collect: list[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Upper layers ``start+1..end`` (1-based), dense on ``hidden`` (B, T, D), over ``context``'s keys/values."""
+        self._check_upper_range(start, end)
         for layer in self.layers[start:end]:
-            hidden = layer(hidden)
+            hidden = layer(hidden, attention, context)
             if collect is not None:
                 collect.append(hidden)
         return hidden
 
+    def upper_rows(
+        self,
+        hidden: torch.Tensor,
+        context: torch.Tensor,
+        attention: AttentionInputs,
+        rows: tuple[torch.Tensor, torch.Tensor],
+        start: int,
+        end: int,
+    ) -> torch.Tensor:
+        """Upper layers ``start+1..end`` for the gathered positions ``rows`` only (``hidden`` (N, D)).
+
+        Every layer still projects keys/values for all positions of ``context`` (and fills the cache):
+        exited tokens stay visible to later ones through their exit-layer state.
+        """
+        self._check_upper_range(start, end)
+        for layer in self.layers[start:end]:
+            upper = cast(LEGOUpperLayer, layer)
+            kv = upper.context_kv(context, attention)
+            if hidden.shape[0]:
+                hidden = upper.forward_rows(hidden, rows, kv, attention)
+        return hidden
+
     def decode(self, inputs: DecoderInputs) -> BaseModelOutputWithPast:
         """Full-depth pass; ``last_hidden_state`` is normalised by the final exit norm."""
-        h = self.token_layers(self.contextual(inputs), self.config.contextual_layers, self.config.depth)
+        h, attention = self.lower(inputs)
+        h = self.upper_layers(h, h, attention, self.config.contextual_layers, self.config.depth)
         return BaseModelOutputWithPast(last_hidden_state=self.exit_norms[-1](h), past_key_values=inputs.cache)
 
 
@@ -269,16 +344,23 @@ class LEGOForCausalLM(LEGOPreTrainedModel, DecoderLMHead[LEGOConfig]):
             raise ValueError(f"exit_layer: must be one of {self.config.exit_points}, got {layer}")
         return int(layer)
 
+    def _lower_states(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, AttentionInputs]:
+        """Lower-block states of whole sequences (no cache) and the attention inputs of the pass."""
+        inputs = self.model.prepare_inputs(input_ids, attention_mask=attention_mask, use_cache=False)
+        return self.model.lower(inputs)
+
     def exit_hidden_states(
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         exit_layer: int | None = None,
     ) -> torch.Tensor:
-        """Residual stream after ``exit_layer`` (B, T, D): the input of the upper block."""
+        """Residual stream after ``exit_layer`` (B, T, D): the context of the upper block."""
         layer = self._resolve_exit_layer(exit_layer)
-        h = self.model.contextual_states(input_ids, attention_mask)
-        return self.model.token_layers(h, self.config.contextual_layers, layer)
+        ctx, attention = self._lower_states(input_ids, attention_mask)
+        return self.model.upper_layers(ctx, ctx, attention, self.config.contextual_layers, layer)
 
     # ----------------------------------------------------------------- passes
 
@@ -291,14 +373,17 @@ class LEGOForCausalLM(LEGOPreTrainedModel, DecoderLMHead[LEGOConfig]):
         **kwargs: Any,
     ) -> CausalLMOutputWithPast:
         """Standard causal-LM pass at full depth; with ``routed=True`` tokens exit early by confidence."""
-        h = kept_positions(self.model.contextual(inputs), logits_to_keep)
+        ctx, attention = self.model.lower(inputs)
         if routed:
-            layer = self._resolve_exit_layer(None)
-            h = self.model.token_layers(h, self.config.contextual_layers, layer)
-            logits = self._route(h, None, layer, inputs.attention_mask, None).logits
+            positions = torch.arange(ctx.shape[1], device=ctx.device)
+            keep = torch.zeros(ctx.shape[:2], dtype=torch.bool, device=ctx.device)
+            keep[:, kept_positions(positions[None], logits_to_keep)[0]] = True
+            out = self._route(ctx, attention, None, self._resolve_exit_layer(None), inputs.attention_mask, keep)
+            logits = kept_positions(out.logits, logits_to_keep)
         else:
-            h = self.model.token_layers(h, self.config.contextual_layers, self.config.depth)
-            logits = self.exit_logits(h, self.config.depth)
+            depth = self.config.depth
+            h = self.model.upper_layers(ctx, ctx, attention, self.config.contextual_layers, depth)
+            logits = self.exit_logits(kept_positions(h, logits_to_keep), depth)
         loss = None if labels is None else self.next_token_loss(logits, labels, **kwargs)
         return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=inputs.cache)
 
@@ -327,9 +412,10 @@ class LEGOForCausalLM(LEGOPreTrainedModel, DecoderLMHead[LEGOConfig]):
         if not wanted or wanted[0] < 1 or wanted[-1] > depth:
             raise ValueError(f"layers: must be a non-empty subset of 1..{depth}, got {wanted}")
         states: list[torch.Tensor] = []
-        h = self.model.contextual_states(input_ids, attention_mask, collect=states)
+        inputs = self.model.prepare_inputs(input_ids, attention_mask=attention_mask, use_cache=False)
+        ctx, attention = self.model.lower(inputs, collect=states)
         if wanted[-1] > self.config.contextual_layers:
-            self.model.token_layers(h, self.config.contextual_layers, wanted[-1], collect=states)
+            self.model.upper_layers(ctx, ctx, attention, self.config.contextual_layers, wanted[-1], collect=states)
         return [self.exit_logits(states[layer - 1], layer) for layer in wanted]
 
     def forward_train(
@@ -338,10 +424,11 @@ class LEGOForCausalLM(LEGOPreTrainedModel, DecoderLMHead[LEGOConfig]):
         attention_mask: torch.Tensor | None = None,
         exit_layer: int | None = None,
     ) -> LEGOTrainOutput:
-        """Shallow logits at ``exit_layer`` and deep logits at full depth from one pass."""
+        """Shallow logits at ``exit_layer`` and deep logits at full depth from one dense pass."""
         layer = self._resolve_exit_layer(exit_layer)
-        h = self.exit_hidden_states(input_ids, attention_mask, layer)
-        deep = self.model.token_layers(h, layer, self.config.depth)
+        ctx, attention = self._lower_states(input_ids, attention_mask)
+        h = self.model.upper_layers(ctx, ctx, attention, self.config.contextual_layers, layer)
+        deep = self.model.upper_layers(h, ctx, attention, layer, self.config.depth)
         return LEGOTrainOutput(
             shallow_logits=self.exit_logits(h, layer),
             deep_logits=self.exit_logits(deep, self.config.depth),
@@ -359,31 +446,33 @@ class LEGOForCausalLM(LEGOPreTrainedModel, DecoderLMHead[LEGOConfig]):
     ) -> LEGOInferenceOutput:
         """Confidence-routed inference: tokens with exit confidence >= threshold stop at ``exit_layer``.
 
-        The other tokens are gathered, run through the upper layers alone and scattered back; exited
-        tokens never enter them. ``predict_mask`` (B, T) limits which positions need a prediction
-        (e.g. response tokens); the others keep their shallow logits and are not counted.
-        Threshold 0 exits every token; a threshold above 1 routes every token to full depth.
+        The other tokens are gathered and run through the upper layers alone (queries, output
+        projections, MLPs), attending over every position's exit-layer keys/values; exited tokens
+        cost only those key/value projections there. ``predict_mask`` (B, T) limits which positions
+        need a prediction (e.g. response tokens); the others keep their shallow logits and are not
+        counted. Threshold 0 exits every token; a threshold above 1 routes every token to full depth.
         """
         layer = self._resolve_exit_layer(exit_layer)
-        h = self.model.contextual_states(input_ids, attention_mask)
-        h = self.model.token_layers(h, self.config.contextual_layers, layer)
-        return self._route(h, routing_threshold, layer, attention_mask, predict_mask)
+        ctx, attention = self._lower_states(input_ids, attention_mask)
+        return self._route(ctx, attention, routing_threshold, layer, attention_mask, predict_mask)
 
     def _route(
         self,
-        h: torch.Tensor,
+        ctx: torch.Tensor,
+        attention: AttentionInputs,
         routing_threshold: float | None,
         layer: int,
         attention_mask: torch.Tensor | None,
         predict_mask: torch.Tensor | None,
     ) -> LEGOInferenceOutput:
-        """Route exit-layer states ``h`` (B, T, D): shallow logits for all, upper layers for the hard."""
+        """Route lower-block states ``ctx`` (B, T, D): shallow logits for all, upper layers for the hard."""
         threshold = self.config.routing_threshold if routing_threshold is None else routing_threshold
         if threshold is None:
             raise ValueError("routing_threshold: not set on the call nor in the model config")
         depth = self.config.depth
         if layer >= depth:
             raise ValueError(f"exit_layer: routing needs layers above it, got {layer} of {depth}")
+        h = self.model.upper_layers(ctx, ctx, attention, self.config.contextual_layers, layer)
         shallow = self.exit_logits(h, layer)
         confidence = F.softmax(shallow.float(), dim=-1).amax(dim=-1)
         active = torch.ones_like(confidence, dtype=torch.bool)
@@ -392,19 +481,21 @@ class LEGOForCausalLM(LEGOPreTrainedModel, DecoderLMHead[LEGOConfig]):
         if predict_mask is not None:
             active &= predict_mask.bool()
         hard = active & (confidence < threshold)
+        rows = cast(tuple[torch.Tensor, torch.Tensor], hard.nonzero(as_tuple=True))
+        deep = self.model.upper_rows(h[hard], ctx, attention, rows, layer, depth)
         logits = shallow
         n_hard = int(hard.sum())
         if n_hard:
-            deep = self.model.token_layers(h[hard], layer, depth)  # gather (N, D), upper layers only
             logits = shallow.clone()
             logits[hard] = self.exit_logits(deep, depth).to(logits.dtype)  # scatter back
         n_active = max(int(active.sum()), 1)
+        share = 1.0 - n_hard / n_active
         return LEGOInferenceOutput(
             logits=logits,
             exited=active & ~hard,
             confidence=confidence,
-            shallow_ratio=1.0 - n_hard / n_active,
-            compute_cost=(layer * n_active + (depth - layer) * n_hard) / (depth * n_active),
+            shallow_ratio=share,
+            compute_cost=routed_compute_cost(self.config, layer, share),
         )
 
     # ----------------------------------------------------------------- growth
@@ -433,7 +524,7 @@ class LEGOForCausalLM(LEGOPreTrainedModel, DecoderLMHead[LEGOConfig]):
         freeze_lower: bool = True,
         seed: int = 0,
     ) -> LEGOForCausalLM:
-        """Grow ``source_model`` to ``num_layers`` by adding one token-wise block on top.
+        """Grow ``source_model`` to ``num_layers`` by adding one block of attending upper layers on top.
 
         Copies every source weight exactly; the new block's exit norm and head start as copies of the
         source's final exit and its output projections start at zero, so the extended model
@@ -465,7 +556,7 @@ class LEGOForCausalLM(LEGOPreTrainedModel, DecoderLMHead[LEGOConfig]):
             model.model.exit_norms[n_src].load_state_dict(source_model.model.exit_norms[-1].state_dict())
             model.exit_heads[n_src].load_state_dict(source_model.exit_heads[-1].state_dict())
             for layer in model.model.layers[src.depth :]:
-                for proj in cast(LEGOTokenLayer, layer).output_projections():
+                for proj in cast(LEGOUpperLayer, layer).output_projections():
                     proj.weight.zero_()
         if freeze_lower:
             model.freeze_lower(src.depth)
