@@ -8,6 +8,8 @@ from cascade_doubles import ScriptedCascade, ScriptedRefiner
 from cascadelab.cascade.evaluation import (
     SweepData,
     evaluate_cascade,
+    flop_counter,
+    oracle_gate,
     plot_accuracy_vs_compute,
     recalibrated_family_thresholds,
     recalibrated_threshold,
@@ -35,7 +37,9 @@ def cascade(tiny_model, tokenizer, verifier):
     names = [*CHEAP_FEATURES, "task_add", "task_mul"]
     weight = torch.tensor([1.0 if n == "answer_chars" else 0.0 for n in names])
     gate = LimenGate(weight, torch.tensor(-4.5), torch.zeros(len(names)), torch.ones(len(names)))
-    limen = Limen(tiny_model, tokenizer, verifier, LimenSettings(use_hidden=False), ["add", "mul"], gate, 0.3)
+    limen = Limen(
+        tiny_model, tokenizer, verifier, LimenSettings(use_hidden=False, use_task=True), ["add", "mul"], gate, 0.3
+    )
     refiner = ScriptedRefiner(tiny_model, tokenizer, SCRIPT)
     result = ScriptedCascade(tiny_model, refiner, limen, tokenizer, CascadeSettings())
     result.coarse_table = COARSE
@@ -45,15 +49,22 @@ def cascade(tiny_model, tokenizer, verifier):
 def test_mode_metrics_fix_break_and_compute(cascade, verifier):
     outcome = evaluate_cascade(cascade, RECORDS, verifier.verify, CascadeEvalSettings(sweep_points=5))
     m = outcome.metrics
-    assert (m["em_coarse"], m["em_refined"], m["em_cascade"], m["em_skip_coarse"]) == (50.0, 75.0, 50.0, 25.0)
-    assert (m["fix_rate_refined"], m["break_rate_refined"]) == (100.0, 50.0)
+    assert (m["em_coarse"], m["em_refined"], m["em_cascade"], m["em_skip_coarse"]) == (
+        50.0,
+        50.0,
+        50.0,
+        25.0,
+    )  # add items are not routed: kept
+    assert (m["fix_rate_refined"], m["break_rate_refined"]) == (50.0, 50.0)
     assert (m["fix_rate_cascade"], m["break_rate_cascade"]) == (50.0, 50.0)
     assert (m["em_cascade_mul"], m["fix_rate_cascade_mul"], m["break_rate_cascade_mul"]) == (50.0, 100.0, 100.0)
     assert math.isnan(m["fix_rate_cascade_add"]) is False and m["em_cascade_add"] == 50.0
     assert m["tokens_per_item_coarse"] == 4.75  # "+20" 3 + EOS, "+000" 5, "+403" 5, "four" 5
     assert m["tokens_per_item_cascade"] == pytest.approx((19 + 13 + 7) / 4)
     assert m["tokens_ratio_cascade"] == pytest.approx(9.75 / 4.75)
-    assert m["tokens_ratio_coarse"] == 1.0 and m["tokens_per_item_skip_coarse"] == pytest.approx(6.0)
+    assert m["tokens_ratio_coarse"] == 1.0 and m["tokens_per_item_skip_coarse"] == pytest.approx(
+        5.25
+    )  # add items: coarse only
     assert m["limen_coarse_approval_rate"] == 25.0 and m["refined_share"] == 50.0 and m["silence_rate"] == 25.0
     assert m["refinement_success_rate"] == 50.0 and m["limen_refined_approval_rate"] == 100.0
     assert m["tension_before"] == pytest.approx(1 / (1 + math.exp(0.5)), abs=1e-6)
@@ -145,3 +156,25 @@ def test_run_cascade_eval_recalibrates_compares_with_control_and_baselines(casca
     assert m["cascade_minus_control_mul"] == m["em_cascade_mul"] - m["em_control_mul"]
     assert sorted(outcome.curves) == ["answer", "cascade"]
     assert m["refiner_bytes"] > 0 and m["peak_memory_mb"] > 0
+
+
+def test_the_oracle_gate_is_above_every_threshold_of_the_sweep(cascade, verifier):
+    base = cascade.generate([r["prompt"] for r in RECORDS], "coarse_only")
+    data = sweep_data(cascade, RECORDS, base, verifier.verify)
+    oracle, correct = oracle_gate(data)
+    points = threshold_sweep(data, sweep_thresholds(data.coarse_tension, 6))
+    assert oracle["em"] == 75.0 and correct == [True, True, True, False]  # b fixed; c right, so never sent
+    assert all(oracle["em"] >= p["em"] for p in points)
+    assert oracle["tokens_per_item"] == pytest.approx((4 + 5 + 13 + 5 + 5) / 4)  # refines b alone
+
+
+def test_sweep_and_flops_ignore_the_records_labels(cascade, verifier):
+    scrambled = [{**r, "task": {"add": "mul", "mul": "add"}[r["task"]]} for r in RECORDS]
+    base = cascade.generate([r["prompt"] for r in RECORDS], "coarse_only")
+    counter = flop_counter(cascade)
+    plain, other = (sweep_data(cascade, rows, base, verifier.verify, counter) for rows in (RECORDS, scrambled))
+    assert plain.routed == other.routed == [False, True, True, False]
+    assert plain.coarse_tension == other.coarse_tension and plain.refined_flops == other.refined_flops
+    params = counter.coarse_params
+    assert plain.coarse_flops[0] == 2.0 * params * (4 + 4)  # "1+1=" read, "+20" + EOS written
+    assert plain.refined_flops[0] == 0.0 and plain.refined_flops[1] > 0.0

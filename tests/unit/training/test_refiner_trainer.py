@@ -93,7 +93,7 @@ def test_training_rows_for_each_data_source(model, tokenizer):
         mix={"mul": 1.0},
         route_tasks=["mul"],
         fresh_per_cell=3,
-        format=RefinerFormatSettings(target="answer"),
+        format=RefinerFormatSettings(target="answer", use_coarse=False),
     )
     rows = training_rows(answer, [], train, [], seed=0)
     assert all(r["target"].startswith("+") and ":" not in r["target"] for r in rows)
@@ -103,7 +103,7 @@ def _limen(model, tokenizer, verifier):
     names = [*CHEAP_FEATURES, "task_mul"]
     weight = torch.tensor([1.0 if n == "answer_chars" else 0.0 for n in names])
     gate = LimenGate(weight, torch.tensor(-4.5), torch.zeros(len(names)), torch.ones(len(names)))
-    return Limen(model, tokenizer, verifier, LimenSettings(use_hidden=False), ["mul"], gate, 0.5)
+    return Limen(model, tokenizer, verifier, LimenSettings(use_hidden=False, use_task=True), ["mul"], gate, 0.5)
 
 
 def test_refinement_reward_exact(model, tokenizer, verifier):
@@ -186,7 +186,7 @@ def test_run_refiner_adversarial_then_a_grpo_self_improvement_step(model, tokeni
     assert 0.0 <= m["val_refined_em"] <= 100.0 and "val_refined_em_mul" in m
     refiner: Refiner = outcome.refiner
     before = {k: v.clone() for k, v in refiner.models["all"].state_dict().items()}
-    rows = training_rows(settings, [], [{"task": "mul", "difficulty": 1}], [], seed=1)[:8]
+    rows = training_rows(settings, [], [{"task": "mul", "difficulty": 1}], [], 1, "reversed", model, tokenizer)[:8]
     history = train_self_improvement(refiner, rows, verifier, 0, tmp_path / "rl", limen)
     assert any("reward" in row for row in history)
     after = refiner.models["all"].state_dict()
