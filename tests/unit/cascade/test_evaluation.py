@@ -10,6 +10,7 @@ from cascadelab.cascade.evaluation import (
     evaluate_cascade,
     flop_counter,
     oracle_gate,
+    paired_effects,
     plot_accuracy_vs_compute,
     recalibrated_family_thresholds,
     recalibrated_threshold,
@@ -178,3 +179,11 @@ def test_sweep_and_flops_ignore_the_records_labels(cascade, verifier):
     params = counter.coarse_params
     assert plain.coarse_flops[0] == 2.0 * params * (4 + 4)  # "1+1=" read, "+20" + EOS written
     assert plain.refined_flops[0] == 0.0 and plain.refined_flops[1] > 0.0
+
+
+def test_paired_effects_give_the_difference_and_an_interval_around_it():
+    items = [{"refined_correct": k % 2 == 0, "skip_coarse_correct": k % 4 == 0} for k in range(40)]
+    effects = paired_effects(items, resamples=500)
+    assert effects["draft_effect"] == pytest.approx(25.0)
+    assert effects["draft_effect_low"] < 25.0 < effects["draft_effect_high"]
+    assert "gate_vs_skip_coarse" not in effects  # no cascade column
