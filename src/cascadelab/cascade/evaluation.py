@@ -391,6 +391,55 @@ def paired_effects(items: Sequence[dict[str, Any]], resamples: int = 2000, seed:
     return metrics
 
 
+def traffic_metrics(items: Sequence[dict[str, Any]], traffic: dict[str, float]) -> dict[str, float]:
+    """Where a gate can pay: test metrics re-weighted to a deployment's traffic, and the break-even share.
+
+    `traffic` (family → weight; empty: the test split as it is) re-weights each family's exact match and FLOPs
+    per item (`em_traffic_<label>`, `flops_per_item_traffic_<label>`). The break-even share is the smallest
+    share of coarse-solvable items (those the coarse model gets right), on a 1 % grid, at which a gate
+    (`cascade`, and the `oracle` as the best any gate could do) costs fewer FLOPs per item than `skip_coarse`
+    within 1 point of its exact match (`break_even_share_<gate>`, %; absent when no share qualifies).
+    """
+    if not items or "skip_coarse_flops" not in items[0]:
+        return {}
+    labels = [k.removesuffix("_flops") for k in items[0] if k.endswith("_flops") and f"{k[:-6]}_correct" in items[0]]
+    metrics: dict[str, float] = {}
+    if traffic:
+        unknown = sorted(set(traffic) - {r["task"] for r in items})
+        if unknown:
+            raise ValueError(f"cascade_eval.traffic: no test items of {', '.join(unknown)}")
+        total = sum(traffic.values())
+        for label in labels:
+            em = flops = 0.0
+            for task, weight in traffic.items():
+                rows = [r for r in items if r["task"] == task]
+                em += weight / total * 100.0 * sum(bool(r[f"{label}_correct"]) for r in rows) / len(rows)
+                flops += weight / total * sum(float(r[f"{label}_flops"]) for r in rows) / len(rows)
+            metrics[f"em_traffic_{label}"], metrics[f"flops_per_item_traffic_{label}"] = em, flops
+
+    def group_means(label: str, right: bool) -> tuple[float, float]:
+        rows = [r for r in items if bool(r["coarse_correct"]) == right] or list(items)
+        em = 100.0 * sum(bool(r[f"{label}_correct"]) for r in rows) / len(rows)
+        return em, sum(float(r[f"{label}_flops"]) for r in rows) / len(rows)
+
+    skip = (group_means("skip_coarse", True), group_means("skip_coarse", False))
+    for gate in ("cascade", "oracle"):
+        if f"{gate}_flops" not in items[0]:
+            continue
+        right, wrong = group_means(gate, True), group_means(gate, False)
+        for step in range(101):
+            share = step / 100
+            em = share * right[0] + (1 - share) * wrong[0]
+            flops = share * right[1] + (1 - share) * wrong[1]
+            skip_em = share * skip[0][0] + (1 - share) * skip[1][0]
+            skip_flops = share * skip[0][1] + (1 - share) * skip[1][1]
+            if flops < skip_flops and em >= skip_em - 1.0:
+                metrics[f"break_even_share_{gate}"] = 100.0 * share
+                break
+    metrics["coarse_solvable_share"] = 100.0 * sum(bool(r["coarse_correct"]) for r in items) / len(items)
+    return metrics
+
+
 def flop_counter(cascade: CascadeTransformer) -> FlopCounter:
     """The FLOP counter of a cascade: its coarse model's and its refiner's parameter counts."""
     return FlopCounter(
@@ -438,6 +487,9 @@ def evaluate_cascade(
         metrics[f"flops_ratio_{label}"] = flops / max(base_flops, 1e-9)
         outcome.metrics.update(metrics)
     outcome.items = item_rows(records, {labels[mode]: run for mode, run in runs.items()}, verify)
+    for item_mode, item_run in runs.items():
+        for row, trace in zip(outcome.items, item_run.traces, strict=True):
+            row[f"{labels[item_mode]}_flops"] = counters[item_mode].trace(trace)
     if "normal" in runs:
         outcome.metrics.update(gate_metrics_of(runs["normal"], records, verify))
     if "always_refine" in runs and settings.text_metrics:
@@ -452,8 +504,11 @@ def evaluate_cascade(
         outcome.metrics["flops_per_item_oracle"] = oracle["flops_per_item"]
         outcome.metrics["flops_ratio_oracle"] = oracle["flops_per_item"] / max(base_flops, 1e-9)
     outcome.metrics.update(paired_effects(outcome.items))
-    for row, hit in zip(outcome.items, oracle_correct, strict=True):
+    for i, (row, hit) in enumerate(zip(outcome.items, oracle_correct, strict=True)):
         row["oracle_correct"] = hit
+        sent = data.routed[i] and not data.coarse_correct[i]
+        row["oracle_flops"] = data.coarse_flops[i] + (data.refined_flops[i] if sent else 0.0)
+    outcome.metrics.update(traffic_metrics(outcome.items, settings.traffic))
     wrong = [not c for c in data.coarse_correct]
     outcome.metrics["limen_auroc"] = auroc(data.coarse_tension, wrong)
     outcome.metrics["limen_ece"] = expected_calibration_error(data.coarse_tension, wrong)

@@ -321,6 +321,10 @@ class CascadeEvalSettings(StrictModel):
         False, description="recalibrate one threshold per routed family, the break budget shared between them"
     )
     sweep_points: int = Field(21, ge=2, description="thresholds in the accuracy-vs-compute sweep")
+    traffic: dict[str, float] = Field(
+        default_factory=dict,
+        description="weight per family re-weighting the test metrics as a deployment's traffic (empty: test as is)",
+    )
     text_metrics: bool = Field(True, description="BLEU/ROUGE of refined vs coarse (sacrebleu, rouge-score)")
     sample_predictions: PredictionSample = 64
     num_threads: StageThreads = 2

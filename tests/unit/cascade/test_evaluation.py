@@ -19,6 +19,7 @@ from cascadelab.cascade.evaluation import (
     sweep_thresholds,
     text_metrics,
     threshold_sweep,
+    traffic_metrics,
 )
 from cascadelab.cascade.limen import CHEAP_FEATURES, Limen, LimenGate
 from cascadelab.config import CascadeEvalSettings, CascadeSettings, LimenSettings
@@ -187,3 +188,18 @@ def test_paired_effects_give_the_difference_and_an_interval_around_it():
     assert effects["draft_effect"] == pytest.approx(25.0)
     assert effects["draft_effect_low"] < 25.0 < effects["draft_effect_high"]
     assert "gate_vs_skip_coarse" not in effects  # no cascade column
+
+
+def test_traffic_reweights_families_and_finds_the_break_even_share():
+    def row(task, coarse, gated, skip, gated_flops):
+        return {"task": task, "coarse_correct": coarse, "cascade_correct": gated, "cascade_flops": gated_flops,
+                "skip_coarse_correct": skip, "skip_coarse_flops": 10.0}  # fmt: skip
+
+    # coarse-right items cost the gate 2 (no refiner), coarse-wrong ones 14 (coarse + LIMEN + refiner)
+    items = [row("add", True, True, True, 2.0)] * 2 + [row("mul", False, True, True, 14.0)] * 2
+    m = traffic_metrics(items, {"add": 3.0, "mul": 1.0})
+    assert m["em_traffic_cascade"] == 100.0 and m["flops_per_item_traffic_cascade"] == pytest.approx(5.0)
+    assert m["break_even_share_cascade"] == 34.0  # 2s + 14(1 - s) < 10 from s > 1/3
+    assert m["coarse_solvable_share"] == 50.0
+    with pytest.raises(ValueError, match=r"cascade_eval\.traffic: no test items of word"):
+        traffic_metrics(items, {"word": 1.0})
