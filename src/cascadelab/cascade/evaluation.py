@@ -503,12 +503,12 @@ def evaluate_cascade(
     if "flops_per_item" in oracle:
         outcome.metrics["flops_per_item_oracle"] = oracle["flops_per_item"]
         outcome.metrics["flops_ratio_oracle"] = oracle["flops_per_item"] / max(base_flops, 1e-9)
-    outcome.metrics.update(paired_effects(outcome.items))
     for i, (row, hit) in enumerate(zip(outcome.items, oracle_correct, strict=True)):
         row["oracle_correct"] = hit
         sent = data.routed[i] and not data.coarse_correct[i]
         row["oracle_flops"] = data.coarse_flops[i] + (data.refined_flops[i] if sent else 0.0)
     outcome.metrics.update(traffic_metrics(outcome.items, settings.traffic))
+    outcome.metrics.update(paired_effects(outcome.items))
     wrong = [not c for c in data.coarse_correct]
     outcome.metrics["limen_auroc"] = auroc(data.coarse_tension, wrong)
     outcome.metrics["limen_ece"] = expected_calibration_error(data.coarse_tension, wrong)

@@ -35,6 +35,8 @@ def run(settings: CascadeEvalSettings, seed: int, paths: Paths) -> StageOutcome:
     if not (paths.refiner_nodraft / DISABLED).is_file():
         ablation = Refiner.load(paths.refiner_nodraft, inputs.tokenizer, base_model=inputs.coarse)
         nodraft = CascadeTransformer(coarse, ablation, limen, inputs.tokenizer, settings.cascade)
+        # the same gate over the no-draft refiner: its own threshold chosen on val, its own sweep curve
+        baselines["nodraft"] = CascadeTransformer(coarse, ablation, limen, inputs.tokenizer, settings.cascade)
     val = inputs.split("val")
     with final_evaluation("cascade_eval"):
         test = inputs.split("test")
@@ -63,6 +65,9 @@ def operating_points(metrics: dict[str, float]) -> dict[str, tuple[float, float]
     for label, key in (*POINTS, (f"gated cascade (threshold {threshold:.2f})", "cascade")):
         if f"flops_per_item_{key}" in metrics and f"em_{key}" in metrics:
             points[label] = (metrics[f"flops_per_item_{key}"], metrics[f"em_{key}"])
+    if "nodraft_flops_per_item_cascade" in metrics and "nodraft_em_cascade" in metrics:
+        label = f"gated, no-draft refiner (threshold {metrics.get('nodraft_threshold', float('nan')):.2f})"
+        points[label] = (metrics["nodraft_flops_per_item_cascade"], metrics["nodraft_em_cascade"])
     return points
 
 

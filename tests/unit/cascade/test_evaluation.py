@@ -203,3 +203,9 @@ def test_traffic_reweights_families_and_finds_the_break_even_share():
     assert m["coarse_solvable_share"] == 50.0
     with pytest.raises(ValueError, match=r"cascade_eval\.traffic: no test items of word"):
         traffic_metrics(items, {"word": 1.0})
+
+
+def test_evaluation_writes_the_effects_against_skip_coarse_and_the_oracle(cascade, verifier):
+    m = evaluate_cascade(cascade, RECORDS, verifier.verify, CascadeEvalSettings(sweep_points=5)).metrics
+    assert m["draft_effect"] == m["em_refined"] - m["em_skip_coarse"]
+    assert m["gate_vs_oracle"] == m["em_cascade"] - m["em_oracle"] and m["gate_vs_oracle_high"] <= 0.0
