@@ -16,8 +16,11 @@ from cascadelab.config import (
 from cascadelab.data.corpus import CorpusVerifier, normalise_prompt
 from cascadelab.data.tasks import get_family
 from cascadelab.data.tokenizer import train_tokenizer
+from cascadelab.eval.generation import generate_batched
 from cascadelab.models.coarse import build_causal_lm
 from cascadelab.training.refiner_trainer import (
+    DRAFT_TOKENS,
+    coarse_drafts,
     fresh_records,
     refinement_reward,
     run_refiner,
@@ -191,3 +194,14 @@ def test_run_refiner_adversarial_then_a_grpo_self_improvement_step(model, tokeni
     assert any("reward" in row for row in history)
     after = refiner.models["all"].state_dict()
     assert any(not torch.equal(v, after[k]) for k, v in before.items())
+
+
+def test_drafts_are_the_coarse_models_greedy_answers_or_a_seeded_share_of_samples(model, tokenizer):
+    prompts = ["7*38=", "12*3=", "5*61=", "9*9=", "14*2=", "6*7="]
+    greedy = [o[0] for o in generate_batched(model, tokenizer, prompts, DRAFT_TOKENS)]
+    none = RefinerSettings(mix={"mul": 1.0}, route_tasks=["mul"], format={"sampled_drafts": 0.0})
+    assert coarse_drafts(model, tokenizer, prompts, none, seed=3) == greedy
+    every = none.model_copy(update={"format": none.format.model_copy(update={"sampled_drafts": 1.0})})
+    sampled = coarse_drafts(model, tokenizer, prompts, every, seed=3)
+    assert sampled == coarse_drafts(model, tokenizer, prompts, every, seed=3)  # seeded
+    assert sampled != greedy  # an untrained model at T 1.2 does not repeat its greedy answers
