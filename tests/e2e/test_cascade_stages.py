@@ -68,7 +68,9 @@ def test_each_stage_writes_its_outputs(project, first_repro):
 
 def test_threshold_sweep_has_a_monotone_compute_axis(project, first_repro):
     repo, _ = project
-    points = read_tsv(repo / "plots" / "cascade_eval" / "sweep.tsv")
+    rows = read_tsv(repo / "plots" / "cascade_eval" / "sweep.tsv")
+    assert {row["curve"] for row in rows} == {"cascade", "nodraft"}  # the same gate over the no-draft refiner
+    points = [row for row in rows if row["curve"] == "cascade"]
     tokens = [float(p["tokens_per_item"]) for p in points]
     assert len(points) >= 2 and tokens == sorted(tokens)
     assert float(points[0]["refined_share"]) == 0.0  # never refine: the coarse model alone
