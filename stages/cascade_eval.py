@@ -9,7 +9,7 @@ from cascadelab.pipeline.paths import PATHS
 from cascadelab.pipeline.runtime import load_or_fail, run_stage, stage_context, write_stage_metrics
 
 PLOTS_DIR = PATHS.plots_of("cascade_eval")
-SWEEP_COLUMNS = ["curve", "threshold", "tokens_per_item", "em", "refined_share"]
+SWEEP_COLUMNS = ["curve", "threshold", "tokens_per_item", "flops_per_item", "em", "refined_share"]
 
 
 def main() -> None:
@@ -26,9 +26,10 @@ def main() -> None:
     m = defaultdict(lambda: float("nan"), outcome.metrics)  # undefined rates are left out of the metrics
     print(
         f"cascade_eval: EM coarse {m['em_coarse']:.1f} / always-refine {m['em_refined']:.1f} / "
-        f"cascade {m['em_cascade']:.1f} / control {m['em_control']:.1f} %, "
+        f"cascade {m['em_cascade']:.1f} / skip_coarse {m['em_skip_coarse']:.1f} / oracle {m['em_oracle']:.1f} / "
+        f"control {m['em_control']:.1f} %, "
         f"cascade fix {m['fix_rate_cascade']:.1f} % break {m['break_rate_cascade']:.1f} %, "
-        f"tokens x{m['tokens_ratio_cascade']:.2f} of coarse-only"
+        f"FLOPs x{m['flops_ratio_cascade']:.2f} of coarse-only (skip_coarse x{m['flops_ratio_skip_coarse']:.2f})"
     )
 
 

@@ -44,11 +44,21 @@ def test_each_stage_writes_its_outputs(project, first_repro):
     assert (repo / "models" / "coarse_more" / "model.safetensors").is_file()  # the equal-compute control
     refiner = stage_figures(repo, "refiner")
     assert refiner["train_steps"] == refiner["control_steps"] == 12  # control budget: the refiners' steps
+    assert (repo / "models" / "refiner_nodraft" / "mul" / "model.safetensors").is_file()  # the draft ablation
+    assert (repo / "models" / "refiner" / "router.json").is_file()  # routing reads the prompt, not its label
+    assert "val_nodraft_refined_em" in refiner and 0.0 <= refiner["router_val_accuracy"] <= 100.0
+    assert json.loads((repo / "models" / "refiner" / "refiner.json").read_text())["settings"]["format"]["use_coarse"]
+    assert limen["calibration_items"] > 0 and limen["threshold_items"] > 0  # disjoint halves of val
     evaluation = stage_figures(repo, "cascade_eval")
     for key in ("em_coarse", "em_refined", "em_cascade", "em_control", "tokens_per_item_cascade"):
         assert key in evaluation  # rates over an empty set (no coarse-right item) are left out
     assert {"em_coarse_mul", "em_cascade_mul", "em_control_mul", "cascade_minus_control_mul"} <= set(evaluation)
     assert evaluation["tokens_ratio_coarse"] == 1.0
+    for key in ("em_skip_coarse", "em_oracle", "flops_per_item_cascade", "flops_per_item_skip_coarse"):
+        assert key in evaluation
+    assert evaluation["flops_per_item_control"] > 0 and evaluation["flops_ratio_coarse"] == 1.0
+    sweep = read_tsv(repo / "plots" / "cascade_eval" / "sweep.tsv")
+    assert all(evaluation["em_oracle"] >= float(p["em"]) - 1e-9 for p in sweep)  # no gate beats the oracle
     assert (repo / "plots" / "cascade_eval" / "accuracy_vs_compute.png").stat().st_size > 0
     families = read_tsv(repo / "plots" / "cascade_eval" / "families.tsv")
     tasks = [row["task"] for row in families]
@@ -58,7 +68,9 @@ def test_each_stage_writes_its_outputs(project, first_repro):
 
 def test_threshold_sweep_has_a_monotone_compute_axis(project, first_repro):
     repo, _ = project
-    points = read_tsv(repo / "plots" / "cascade_eval" / "sweep.tsv")
+    rows = read_tsv(repo / "plots" / "cascade_eval" / "sweep.tsv")
+    assert {row["curve"] for row in rows} == {"cascade", "nodraft"}  # the same gate over the no-draft refiner
+    points = [row for row in rows if row["curve"] == "cascade"]
     tokens = [float(p["tokens_per_item"]) for p in points]
     assert len(points) >= 2 and tokens == sorted(tokens)
     assert float(points[0]["refined_share"]) == 0.0  # never refine: the coarse model alone

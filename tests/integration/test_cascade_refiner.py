@@ -78,6 +78,9 @@ def cascade_run(tmp_path_factory):
         max_new_tokens=16,
         train=RefinerTrainSettings(max_steps=400, decay_fraction=0.5, **steps),
         control={"enabled": False},
+        # the worked-steps mechanism on its own: at this budget the draft in the input costs fix rate (docs/cascade.md)
+        format={"use_coarse": False},
+        draft_ablation=False,
     )
     outcome = run_refiner(
         coarse, tokenizer, verifier, settings, 0, work / "refiner", pairs.pairs["train"], train, test + val

@@ -79,7 +79,8 @@ FIGURES = {
     "coarse_sft": {"em": 50.0, "params": 1000, "train_tokens": 10_000},
     "cascade_eval": {"em_cascade": 75.0, "em_coarse": 50.0, "break_rate_cascade": 0.0, "em_control": 50.0,
                      "em_refined": 75.0, "em_skip_coarse": 50.0, "tokens_per_item_cascade": 3.0,
-                     "tokens_per_item_refined": 4.0, "tokens_per_item_coarse": 2.0, "tokens_per_item_skip_coarse": 4.0},
+                     "tokens_per_item_refined": 4.0, "tokens_per_item_coarse": 2.0, "tokens_per_item_skip_coarse": 4.0,
+                     "flops_per_item_cascade": 6000.0, "flops_per_item_coarse": 4000.0},
     "refiner": {"train_tokens": 5000, "control_train_tokens": 5000},
 }  # fmt: skip
 CASCADE_ITEMS = [
@@ -90,7 +91,8 @@ CASCADE_ITEMS = [
 
 
 def test_entries_name_their_baseline_and_decide_from_the_items_interval() -> None:
-    table = build_claims(SEED_CLAIMS[:1], FIGURES, {"cascade_eval": CASCADE_ITEMS}, ClaimsParams(), 1234)
+    params = ClaimsParams(cascade_fixes_coarse_errors={"threshold": 0.0})
+    table = build_claims(SEED_CLAIMS[:1], FIGURES, {"cascade_eval": CASCADE_ITEMS}, params, 1234)
     (entry,) = table.entries
     assert (entry.system, entry.baseline) == ("Transformer² cascade (gated)", "coarse_only")
     assert entry.effect == pytest.approx(25.0)

@@ -59,8 +59,10 @@ class CascadeTrace:
     """What happened to one prompt: coarse answer, gate decisions, refinement passes, final choice."""
 
     prompt: str
-    task: str | None
+    task: str | None  # the record's label, kept for reports only: nothing below reads it
     mode: str
+    family: str | None = None  # the router's prediction from the prompt text
+    route: str | None = None  # the refiner model key serving `family` (None: no refiner)
     coarse: str | None = None
     coarse_tokens: int = 0
     coarse_tension: float | None = None
@@ -111,6 +113,8 @@ class CascadeTransformer:
             raise ValueError(
                 "cascade: coarse_model may be None only with a LoRA refiner (its base is the coarse model)"
             )
+        if refiner.router is None and SHARED not in refiner.models:
+            raise ValueError("cascade: per-family refiners need the prompt router (refiner stage's router.json)")
         self.coarse_model = coarse_model if coarse_model is not None else refiner.models[SHARED]
         self.refiner = refiner
         self.limen = limen
@@ -123,9 +127,15 @@ class CascadeTransformer:
         self.family_thresholds: dict[str, float] = dict(settings.family_thresholds)
         self._cache: OrderedDict[tuple[int, str], str] = OrderedDict()
 
-    def threshold_of(self, task: str | None) -> float:
-        """The coarse approval threshold for a family: its own when recalibrated per family, else the global."""
-        return self.family_thresholds.get(task, self.threshold) if task is not None else self.threshold
+    def threshold_of(self, family: str | None) -> float:
+        """The coarse approval threshold of a predicted family: its own if recalibrated per family, else the global."""
+        return self.family_thresholds.get(family, self.threshold) if family is not None else self.threshold
+
+    def routes(self, prompts: Sequence[str]) -> tuple[list[str | None], list[str | None]]:
+        """Each prompt's predicted family and the refiner model key serving it (None: no refiner), from the
+        prompt text alone."""
+        families = self.refiner.families(prompts)
+        return families, self.refiner.route(families, self.settings.route_tasks)
 
     # ------------------------------------------------------------------------------------------ pieces
     def coarse_generate(self, prompts: Sequence[str]) -> list[str]:
@@ -140,11 +150,12 @@ class CascadeTransformer:
             )
         return [o[0] for o in generated]
 
-    def _refine(self, inputs: Sequence[str], tasks: Sequence[str | None]) -> tuple[list[str], list[bool]]:
-        """Refiner outputs for ready inputs, each distinct input generated once (or read from the cache);
-        also which outputs cost nothing (cached, or a duplicate within this call)."""
+    def _refine(self, inputs: Sequence[str], routes: Sequence[str]) -> tuple[list[str], list[bool]]:
+        """Refiner outputs for ready inputs (each on its route's model), each distinct input generated once
+        (or read from the cache); also which outputs cost nothing (cached, or a duplicate within this call)."""
+        tasks = list(routes)
         keys = [(id(self.refiner.model_for(t)), text) for text, t in zip(inputs, tasks, strict=True)]
-        todo: dict[tuple[int, str], str | None] = {}
+        todo: dict[tuple[int, str], str] = {}
         for key, task in zip(keys, tasks, strict=True):
             if key not in self._cache and key not in todo:
                 todo[key] = task
@@ -181,15 +192,20 @@ class CascadeTransformer:
     def generate(
         self, prompts: Sequence[str], mode: CascadeMode = "normal", tasks: Sequence[str | None] | None = None
     ) -> CascadeOutput:
-        """Run the cascade on `prompts` (with their task families, for routing and format checks)."""
+        """Run the cascade on `prompts`. `tasks` (the records' labels) are copied into the traces for reports;
+        no decision reads them: the router predicts each prompt's family from its text."""
         if mode not in CASCADE_MODES:
             raise ValueError(f"mode: must be one of {', '.join(CASCADE_MODES)} (got {mode!r})")
         tasks = list(tasks) if tasks is not None else [None] * len(prompts)
         if len(tasks) != len(prompts):
             raise ValueError(f"{len(prompts)} prompts but {len(tasks)} tasks")
         started = time.perf_counter()
-        traces = [CascadeTrace(prompt=p, task=t, mode=mode) for p, t in zip(prompts, tasks, strict=True)]
-        served = [mode != "coarse_only" and self.refiner.serves(t) for t in tasks]
+        families, routes = self.routes(prompts)
+        traces = [
+            CascadeTrace(prompt=p, task=t, mode=mode, family=f, route=r)
+            for p, t, f, r in zip(prompts, tasks, families, routes, strict=True)
+        ]
+        served = [mode != "coarse_only" and r is not None for r in routes]
         needs_coarse = [mode != "skip_coarse" or not s for s in served]
         if any(needs_coarse):
             indices = [i for i, needed in enumerate(needs_coarse) if needed]
@@ -217,9 +233,9 @@ class CascadeTransformer:
 
     def _normal(self, traces: list[CascadeTrace]) -> None:
         coarse_intentions = self.limen.create_intentions(
-            [t.prompt for t in traces], [t.coarse or "" for t in traces], "coarse", [t.task for t in traces]
+            [t.prompt for t in traces], [t.coarse or "" for t in traces], "coarse", [t.family for t in traces]
         )
-        decisions = self.limen.validate_intentions(coarse_intentions, [self.threshold_of(t.task) for t in traces])
+        decisions = self.limen.validate_intentions(coarse_intentions, [self.threshold_of(t.family) for t in traces])
         to_refine: list[CascadeTrace] = []
         by_trace: dict[int, Intention] = {}
         for trace, intention, decision in zip(traces, coarse_intentions, decisions, strict=True):
@@ -228,7 +244,7 @@ class CascadeTransformer:
             logger.debug("[LIMEN] Coarse intention: %s (tension=%.2f)", _verdict(decision), decision.tension)
             if decision.approved:
                 self._finish(trace, trace.coarse or "", "coarse", "coarse approved")
-            elif trace.task in self.route_tasks or (trace.task is None and SHARED in self.refiner.models):
+            elif trace.route is not None:
                 trace.routed = True
                 to_refine.append(trace)
             else:
@@ -242,7 +258,7 @@ class CascadeTransformer:
             if verdict is not None and verdict.approved:
                 self._finish(trace, trace.refined or "", "refined", "refined version selected")
                 continue
-            refined_intention = self.limen.create_intention(trace.prompt, trace.refined or "", "refined", trace.task)
+            refined_intention = self.limen.create_intention(trace.prompt, trace.refined or "", "refined", trace.family)
             fallback = self.limen.get_alternative_or_silence(refined_intention, [by_trace[id(trace)]], verdict)
             self._finish(trace, fallback.output, fallback.stage, f"refined refused: {fallback.decision.reason}")
 
@@ -260,7 +276,7 @@ class CascadeTransformer:
             pending = [(t, text) for t, text, r in zip(active, inputs, repeat, strict=True) if not r]
             if not pending:
                 break
-            outputs, cached = self._refine([text for _, text in pending], [t.task for t, _ in pending])
+            outputs, cached = self._refine([text for _, text in pending], [t.route or SHARED for t, _ in pending])
             counts = generated_tokens(self.tokenizer, outputs, self.settings.refiner_max_new_tokens)
             passes = [
                 RefinementPass(text, out, final_answer(out), 0 if hit else n, hit)
@@ -268,7 +284,7 @@ class CascadeTransformer:
             ]
             if gated:
                 intentions = self.limen.create_intentions(
-                    [t.prompt for t, _ in pending], outputs, "refined", [t.task for t, _ in pending]
+                    [t.prompt for t, _ in pending], outputs, "refined", [t.family for t, _ in pending]
                 )
                 for refinement, decision in zip(passes, self.limen.validate_intentions(intentions), strict=True):
                     refinement.tension, refinement.decision = decision.tension, decision

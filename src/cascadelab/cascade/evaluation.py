@@ -26,7 +26,8 @@ import torch
 from transformers import PreTrainedModel
 
 from cascadelab.cascade.cascade import CascadeOutput, CascadeTransformer
-from cascadelab.cascade.limen import choose_threshold
+from cascadelab.cascade.compute import FlopCounter, parameter_count
+from cascadelab.cascade.limen import auroc, choose_threshold, expected_calibration_error
 from cascadelab.cascade.scoring import generated_tokens
 from cascadelab.config import CascadeEvalSettings
 from cascadelab.eval.generation import generate_batched
@@ -46,7 +47,11 @@ class SweepData:
     routed: list[bool]
     coarse_tokens: list[int]
     refined_tokens: list[int]
-    tasks: list[str] = field(default_factory=list)
+    tasks: list[str] = field(default_factory=list)  # the router's predicted families (per-family thresholds)
+    coarse_flops: list[float] = field(default_factory=list)  # coarse pass
+    limen_flops: list[float] = field(default_factory=list)  # LIMEN scoring the coarse answer
+    refined_flops: list[float] = field(default_factory=list)  # refiner pass
+    refined_limen_flops: list[float] = field(default_factory=list)  # LIMEN scoring the refined output
 
 
 @dataclass
@@ -150,28 +155,43 @@ def text_metrics(refined: Sequence[str], coarse: Sequence[str], prefix: str = "r
 
 
 def sweep_data(
-    cascade: CascadeTransformer, records: Sequence[Record], coarse_run: CascadeOutput, verify: VerifyFn
+    cascade: CascadeTransformer,
+    records: Sequence[Record],
+    coarse_run: CascadeOutput,
+    verify: VerifyFn,
+    counter: FlopCounter | None = None,
 ) -> SweepData:
-    """Coarse tensions, one refinement of every routed item and LIMEN's verdict on it."""
-    prompts, tasks = [r["prompt"] for r in records], [r["task"] for r in records]
+    """Coarse tensions, one refinement of every routed item and LIMEN's verdict on it (routing and LIMEN read
+    the prompt and the outputs only: the records' labels serve verification alone)."""
+    prompts = [r["prompt"] for r in records]
+    families, routes = cascade.routes(prompts)
     coarse = coarse_run.outputs
     limen = cascade.limen
-    tension = limen.tensions(limen.create_intentions(prompts, coarse, "coarse", tasks)).tolist()
-    routed = [t in cascade.route_tasks for t in tasks]
+    tension = limen.tensions(limen.create_intentions(prompts, coarse, "coarse", families)).tolist()
+    routed = [r is not None for r in routes]
     refined = [""] * len(records)
     indices = [i for i, r in enumerate(routed) if r]
+    inputs = cascade.refiner.inputs([prompts[i] for i in indices], [coarse[i] for i in indices])
     if indices:
-        outputs = cascade.refiner.generate(
-            [prompts[i] for i in indices],
-            [coarse[i] for i in indices],
-            [tasks[i] for i in indices],
+        outputs = cascade.refiner.generate_from_inputs(
+            inputs,
+            [routes[i] for i in indices],
             cascade.settings.refiner_max_new_tokens,
             cascade.settings.batch_size,
         )
         for i, output in zip(indices, outputs, strict=True):
             refined[i] = output
-    decisions = limen.validate_intentions(limen.create_intentions(prompts, refined, "refined", tasks))
+    decisions = limen.validate_intentions(limen.create_intentions(prompts, refined, "refined", families))
     refined_tokens = generated_tokens(cascade.tokenizer, refined, cascade.settings.refiner_max_new_tokens)
+    flops: dict[str, list[float]] = {"coarse": [], "limen": [], "refined": [], "refined_limen": []}
+    if counter is not None:
+        input_of = dict(zip(indices, inputs, strict=True))
+        for i, trace in enumerate(coarse_run.traces):
+            flops["coarse"].append(counter.coarse_pass(prompts[i], trace.coarse_tokens))
+            flops["limen"].append(counter.limen_pass(prompts[i], coarse[i]))
+            sent = routed[i]
+            flops["refined"].append(counter.refiner_pass(input_of[i], refined_tokens[i]) if sent else 0.0)
+            flops["refined_limen"].append(counter.limen_pass(prompts[i], refined[i]) if sent else 0.0)
     return SweepData(
         coarse_correct=_verified(records, coarse, verify),
         refined_correct=_verified(records, refined, verify),
@@ -180,7 +200,11 @@ def sweep_data(
         routed=routed,
         coarse_tokens=[t.coarse_tokens for t in coarse_run.traces],
         refined_tokens=[n if r else 0 for n, r in zip(refined_tokens, routed, strict=True)],
-        tasks=list(tasks),
+        tasks=[f or "" for f in families],
+        coarse_flops=flops["coarse"],
+        limen_flops=flops["limen"],
+        refined_flops=flops["refined"],
+        refined_limen_flops=flops["refined_limen"],
     )
 
 
@@ -197,13 +221,17 @@ def threshold_sweep(data: SweepData, thresholds: Sequence[float]) -> list[dict[s
     """Exact match and mean generated tokens per item at each threshold, sorted by compute."""
     n = max(len(data.coarse_correct), 1)
     points = []
+    with_flops = len(data.coarse_flops) == len(data.coarse_correct)
     for threshold in thresholds:
-        em, tokens, refined = 0, 0, 0
+        em, tokens, refined, flops = 0, 0, 0, 0.0
         for i in range(len(data.coarse_correct)):
             tokens += data.coarse_tokens[i]
+            if with_flops:
+                flops += data.coarse_flops[i] + data.limen_flops[i]
             sent = data.routed[i] and data.coarse_tension[i] > threshold
             if sent:
                 tokens += data.refined_tokens[i]
+                flops += data.refined_flops[i] + data.refined_limen_flops[i] if with_flops else 0.0
             use_refined = sent and data.refined_approved[i]
             refined += use_refined
             em += data.refined_correct[i] if use_refined else data.coarse_correct[i]
@@ -213,9 +241,30 @@ def threshold_sweep(data: SweepData, thresholds: Sequence[float]) -> list[dict[s
                 "em": 100.0 * em / n,
                 "tokens_per_item": tokens / n,
                 "refined_share": 100.0 * refined / n,
+                **({"flops_per_item": flops / n} if with_flops else {}),
             }
         )
     return sorted(points, key=lambda p: (p["tokens_per_item"], -p["threshold"]))
+
+
+def oracle_gate(data: SweepData) -> tuple[dict[str, float], list[bool]]:
+    """The oracle gate, the upper bound of any gate over this refiner: exactly the routed items the coarse
+    model got wrong are refined (their refined answer kept, no LIMEN pass); every other item keeps its coarse
+    answer. Returns its exact match, tokens and FLOPs per item, and each item's correctness."""
+    n = max(len(data.coarse_correct), 1)
+    with_flops = len(data.coarse_flops) == len(data.coarse_correct)
+    correct, tokens, flops = [], 0, 0.0
+    for i, right in enumerate(data.coarse_correct):
+        sent = data.routed[i] and not right
+        correct.append(data.refined_correct[i] if sent else right)
+        tokens += data.coarse_tokens[i] + (data.refined_tokens[i] if sent else 0)
+        if with_flops:
+            # the oracle reads no LIMEN score: the coarse and refiner passes only
+            flops += data.coarse_flops[i] + (data.refined_flops[i] if sent else 0.0)
+    metrics = {"em": 100.0 * sum(correct) / n, "tokens_per_item": tokens / n}
+    if with_flops:
+        metrics["flops_per_item"] = flops / n
+    return metrics, correct
 
 
 def _correct_if_sent(data: SweepData) -> list[bool]:
@@ -287,27 +336,117 @@ def plot_accuracy_vs_compute(
     path: str | Path,
     operating_points: dict[str, tuple[float, float]] | None = None,
 ) -> None:
-    """PNG of exact match against mean generated tokens per item: one line per curve, and each operating point
-    (label → (tokens per item, EM), e.g. the gated cascade at its chosen threshold) as a star."""
+    """PNG of exact match against inference FLOPs per item (tokens where a curve has no FLOPs): one line per
+    sweep curve, and each operating point (label → (FLOPs per item, EM): the baselines, the chosen gate) as a marker."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axis = plt.subplots(figsize=(6, 4))
+    figure, axis = plt.subplots(figsize=(7, 4.5))
     for name, points in curves.items():
-        axis.plot([p["tokens_per_item"] for p in points], [p["em"] for p in points], marker="o", label=name)
-    for k, (label, (tokens, em)) in enumerate((operating_points or {}).items()):
-        axis.scatter([tokens], [em], marker="*", s=220, zorder=3, color=f"C{len(curves) + k}", label=label)
-    axis.set_xlabel("mean generated tokens per item")
+        x_key = "flops_per_item" if points and "flops_per_item" in points[0] else "tokens_per_item"
+        axis.plot([p[x_key] for p in points], [p["em"] for p in points], marker="o", label=f"{name} (gate sweep)")
+    markers = "s^vDP*X"
+    for k, (label, (flops, em)) in enumerate((operating_points or {}).items()):
+        axis.scatter(
+            [flops], [em], marker=markers[k % len(markers)], s=120, zorder=3, color=f"C{len(curves) + k}", label=label
+        )
+    axis.set_xlabel("inference FLOPs per item (2 × parameters × tokens)")
     axis.set_ylabel("test exact match (%)")
-    axis.set_title("Cascade: accuracy vs compute (LIMEN threshold sweep)")
+    axis.set_title("Cascade: accuracy vs compute (every baseline, LIMEN threshold sweep)")
     axis.grid(alpha=0.3)
-    axis.legend()
+    axis.legend(fontsize=7)
     figure.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(str(path), dpi=120)
     plt.close(figure)
+
+
+EFFECTS = {  # effect name -> (system, baseline) item columns, each a test EM difference in points
+    "draft_effect": ("refined", "skip_coarse"),  # reading the draft: always_refine minus the no-draft refiner
+    "gate_vs_skip_coarse": ("cascade", "skip_coarse"),
+    "gate_vs_oracle": ("cascade", "oracle"),
+}
+
+
+def paired_effects(items: Sequence[dict[str, Any]], resamples: int = 2000, seed: int = 0) -> dict[str, float]:
+    """Each `EFFECTS` difference of test EM (points) with its paired bootstrap 95 % interval over the items
+    (`<effect>`, `<effect>_low`, `<effect>_high`); effects whose columns are missing are left out."""
+    metrics: dict[str, float] = {}
+    if not items:
+        return metrics
+    generator = torch.Generator().manual_seed(seed)
+    draws = torch.randint(len(items), (resamples, len(items)), generator=generator)
+    for effect, (system, baseline) in EFFECTS.items():
+        if f"{system}_correct" not in items[0] or f"{baseline}_correct" not in items[0]:
+            continue
+        diff = torch.tensor(
+            [float(r[f"{system}_correct"]) - float(r[f"{baseline}_correct"]) for r in items], dtype=torch.float64
+        )
+        means = 100.0 * diff[draws].mean(1)
+        metrics[effect] = float(100.0 * diff.mean())
+        metrics[f"{effect}_low"] = float(torch.quantile(means, 0.025))
+        metrics[f"{effect}_high"] = float(torch.quantile(means, 0.975))
+    return metrics
+
+
+def traffic_metrics(items: Sequence[dict[str, Any]], traffic: dict[str, float]) -> dict[str, float]:
+    """Where a gate can pay: test metrics re-weighted to a deployment's traffic, and the break-even share.
+
+    `traffic` (family → weight; empty: the test split as it is) re-weights each family's exact match and FLOPs
+    per item (`em_traffic_<label>`, `flops_per_item_traffic_<label>`). The break-even share is the smallest
+    share of coarse-solvable items (those the coarse model gets right), on a 1 % grid, at which a gate
+    (`cascade`, and the `oracle` as the best any gate could do) costs fewer FLOPs per item than `skip_coarse`
+    within 1 point of its exact match (`break_even_share_<gate>`, %; absent when no share qualifies).
+    """
+    if not items or "skip_coarse_flops" not in items[0]:
+        return {}
+    labels = [k.removesuffix("_flops") for k in items[0] if k.endswith("_flops") and f"{k[:-6]}_correct" in items[0]]
+    metrics: dict[str, float] = {}
+    if traffic:
+        unknown = sorted(set(traffic) - {r["task"] for r in items})
+        if unknown:
+            raise ValueError(f"cascade_eval.traffic: no test items of {', '.join(unknown)}")
+        total = sum(traffic.values())
+        for label in labels:
+            em = flops = 0.0
+            for task, weight in traffic.items():
+                rows = [r for r in items if r["task"] == task]
+                em += weight / total * 100.0 * sum(bool(r[f"{label}_correct"]) for r in rows) / len(rows)
+                flops += weight / total * sum(float(r[f"{label}_flops"]) for r in rows) / len(rows)
+            metrics[f"em_traffic_{label}"], metrics[f"flops_per_item_traffic_{label}"] = em, flops
+
+    def group_means(label: str, right: bool) -> tuple[float, float]:
+        rows = [r for r in items if bool(r["coarse_correct"]) == right] or list(items)
+        em = 100.0 * sum(bool(r[f"{label}_correct"]) for r in rows) / len(rows)
+        return em, sum(float(r[f"{label}_flops"]) for r in rows) / len(rows)
+
+    skip = (group_means("skip_coarse", True), group_means("skip_coarse", False))
+    for gate in ("cascade", "oracle"):
+        if f"{gate}_flops" not in items[0]:
+            continue
+        right, wrong = group_means(gate, True), group_means(gate, False)
+        for step in range(101):
+            share = step / 100
+            em = share * right[0] + (1 - share) * wrong[0]
+            flops = share * right[1] + (1 - share) * wrong[1]
+            skip_em = share * skip[0][0] + (1 - share) * skip[1][0]
+            skip_flops = share * skip[0][1] + (1 - share) * skip[1][1]
+            if flops < skip_flops and em >= skip_em - 1.0:
+                metrics[f"break_even_share_{gate}"] = 100.0 * share
+                break
+    metrics["coarse_solvable_share"] = 100.0 * sum(bool(r["coarse_correct"]) for r in items) / len(items)
+    return metrics
+
+
+def flop_counter(cascade: CascadeTransformer) -> FlopCounter:
+    """The FLOP counter of a cascade: its coarse model's and its refiner's parameter counts."""
+    return FlopCounter(
+        cascade.tokenizer,
+        parameter_count([cascade.coarse_model]),
+        parameter_count(list(cascade.refiner.models.values())),
+    )
 
 
 def evaluate_cascade(
@@ -316,32 +455,67 @@ def evaluate_cascade(
     verify: VerifyFn,
     settings: CascadeEvalSettings,
     name: str = "",
+    nodraft: CascadeTransformer | None = None,
 ) -> EvalOutcome:
-    """Every configured mode on `records`, the gate's behaviour, text metrics and the sweep curve."""
+    """Every configured mode on `records`, the gate's behaviour, text metrics, the sweep curve and the oracle gate.
+
+    The cascade sees the prompts only; the records' `task` and `answer` grade and group the results. With
+    `nodraft` (the refiner trained without the draft), `skip_coarse` runs on it: the no-draft path alone.
+    """
     prefix = f"{name}_" if name else ""
-    prompts, tasks = [r["prompt"] for r in records], [r["task"] for r in records]
+    prompts = [r["prompt"] for r in records]
+    counter = flop_counter(cascade)
     runs: dict[str, CascadeOutput] = {}
+    counters: dict[str, FlopCounter] = {}
     for mode in settings.modes:
-        cascade.clear_cache()
-        runs[mode] = cascade.generate(prompts, mode=mode, tasks=tasks)
+        runner = nodraft if mode == "skip_coarse" and nodraft is not None else cascade
+        runner.clear_cache()
+        runs[mode] = runner.generate(prompts, mode=mode)
+        counters[mode] = flop_counter(runner) if runner is not cascade else counter
     coarse_correct = _verified(records, runs["coarse_only"].outputs, verify)
     labels = {"coarse_only": "coarse", "always_refine": "refined", "normal": "cascade", "skip_coarse": "skip_coarse"}
     outcome = EvalOutcome()
     base = runs["coarse_only"]
+    base_flops = sum(counter.trace(t) for t in base.traces) / max(len(records), 1)
     for run_mode, run in runs.items():
         label = labels[run_mode]
         metrics = mode_metrics(records, run, coarse_correct, verify, label)
         metrics[f"tokens_ratio_{label}"] = run.mean_generated_tokens / max(base.mean_generated_tokens, 1e-9)
         metrics[f"latency_ratio_{label}"] = run.seconds / max(base.seconds, 1e-9)
+        flops = sum(counters[run_mode].trace(t) for t in run.traces) / max(len(records), 1)
+        metrics[f"flops_per_item_{label}"] = flops
+        metrics[f"flops_ratio_{label}"] = flops / max(base_flops, 1e-9)
         outcome.metrics.update(metrics)
     outcome.items = item_rows(records, {labels[mode]: run for mode, run in runs.items()}, verify)
+    for item_mode, item_run in runs.items():
+        for row, trace in zip(outcome.items, item_run.traces, strict=True):
+            row[f"{labels[item_mode]}_flops"] = counters[item_mode].trace(trace)
     if "normal" in runs:
         outcome.metrics.update(gate_metrics_of(runs["normal"], records, verify))
     if "always_refine" in runs and settings.text_metrics:
         outcome.metrics.update(text_metrics(runs["always_refine"].outputs, base.outputs))
-    data = sweep_data(cascade, records, base, verify)
+    data = sweep_data(cascade, records, base, verify, counter)
     curve = threshold_sweep(data, sweep_thresholds(data.coarse_tension, settings.sweep_points))
     outcome.curves[name or "cascade"] = curve
+    oracle, oracle_correct = oracle_gate(data)
+    outcome.metrics["em_oracle"] = oracle["em"]
+    outcome.metrics["tokens_per_item_oracle"] = oracle["tokens_per_item"]
+    if "flops_per_item" in oracle:
+        outcome.metrics["flops_per_item_oracle"] = oracle["flops_per_item"]
+        outcome.metrics["flops_ratio_oracle"] = oracle["flops_per_item"] / max(base_flops, 1e-9)
+    for i, (row, hit) in enumerate(zip(outcome.items, oracle_correct, strict=True)):
+        row["oracle_correct"] = hit
+        sent = data.routed[i] and not data.coarse_correct[i]
+        row["oracle_flops"] = data.coarse_flops[i] + (data.refined_flops[i] if sent else 0.0)
+    outcome.metrics.update(traffic_metrics(outcome.items, settings.traffic))
+    outcome.metrics.update(paired_effects(outcome.items))
+    wrong = [not c for c in data.coarse_correct]
+    outcome.metrics["limen_auroc"] = auroc(data.coarse_tension, wrong)
+    outcome.metrics["limen_ece"] = expected_calibration_error(data.coarse_tension, wrong)
+    families = cascade.refiner.families(prompts)
+    if families and families[0] is not None:
+        hits = sum(f == r["task"] for f, r in zip(families, records, strict=True))
+        outcome.metrics["router_accuracy"] = 100.0 * hits / max(len(records), 1)
     outcome.metrics = {f"{prefix}{k}": v for k, v in outcome.metrics.items()}
     for index, record in enumerate(records[: settings.sample_predictions]):
         trace = runs["normal"].traces[index] if "normal" in runs else base.traces[index]
@@ -349,6 +523,7 @@ def evaluate_cascade(
             {
                 "id": record.get("id", ""),
                 "task": record["task"],
+                "family": trace.family,
                 "prompt": record["prompt"],
                 "answer": record["answer"],
                 "coarse": trace.coarse,
@@ -388,11 +563,17 @@ def control_metrics(
     correct = _verified(records, outputs, verify)
     for row, hit in zip(items or [], correct, strict=False):
         row["control_correct"] = hit
+    counter = FlopCounter(cascade.tokenizer, parameter_count([control_model]), 0)
+    counts = generated_tokens(cascade.tokenizer, outputs, cascade.settings.coarse_max_new_tokens)
+    control_flops = sum(counter.coarse_pass(r["prompt"], n) for r, n in zip(records, counts, strict=True))
     groups: dict[str, list[int]] = defaultdict(list)
     for index, record in enumerate(records):
         groups[""].append(index)
         groups[f"_{record['task']}"].append(index)
-    metrics = {}
+    metrics = {
+        "tokens_per_item_control": sum(counts) / max(len(records), 1),
+        "flops_per_item_control": control_flops / max(len(records), 1),
+    }
     for suffix, indices in sorted(groups.items()):
         em = _rate(sum(correct[i] for i in indices), len(indices))
         metrics[f"em_control{suffix}"] = em
@@ -416,6 +597,7 @@ def run_cascade_eval(
     settings: CascadeEvalSettings,
     control_model: PreTrainedModel | None = None,
     baselines: dict[str, CascadeTransformer] | None = None,
+    nodraft: CascadeTransformer | None = None,
 ) -> EvalOutcome:
     """The stage's logic: recalibrate the gate on val if asked, evaluate on test, compare with the control.
 
@@ -424,12 +606,12 @@ def run_cascade_eval(
     """
     for item in [cascade, *(baselines or {}).values()]:
         if settings.recalibrate_threshold and val_records:
-            base = item.generate([r["prompt"] for r in val_records], "coarse_only", [r["task"] for r in val_records])
+            base = item.generate([r["prompt"] for r in val_records], "coarse_only")
             data = sweep_data(item, val_records, base, verify)
             item.threshold = recalibrated_threshold(data, settings.break_rate_budget)
             if settings.per_family_thresholds:
                 item.family_thresholds = recalibrated_family_thresholds(data, settings.break_rate_budget)
-    outcome = evaluate_cascade(cascade, test_records, verify, settings)
+    outcome = evaluate_cascade(cascade, test_records, verify, settings, nodraft=nodraft)
     outcome.metrics["threshold"] = cascade.threshold
     outcome.metrics.update({f"threshold_{t}": v for t, v in sorted(cascade.family_thresholds.items())})
     for name, baseline in (baselines or {}).items():
@@ -440,6 +622,9 @@ def run_cascade_eval(
     if control_model is not None:
         control = control_metrics(control_model, cascade, test_records, verify, outcome.metrics, outcome.items)
         outcome.metrics.update(control)
+        outcome.metrics["flops_ratio_control"] = control["flops_per_item_control"] / max(
+            outcome.metrics.get("flops_per_item_coarse", 0.0), 1e-9
+        )
     outcome.metrics["refiner_bytes"] = float(cascade.refiner.size_bytes())
     outcome.metrics["peak_memory_mb"] = peak_memory_mb()
     return outcome

@@ -22,6 +22,7 @@ calibrated probability that the output's answer is wrong.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -308,14 +309,27 @@ class Limen:
         train_y = torch.tensor([float(not p["coarse_correct"]) for p in train_pairs])
         self.gate = fit_logistic(train_x, train_y, settings.l2, settings.max_iter)
         val = [p for p in val_pairs if p.get("source", "greedy") == "greedy"] or list(val_pairs)
-        intentions = self._coarse_intentions(val)
-        val_x = torch.stack([x.features for x in intentions if x.features is not None])
-        val_y = torch.tensor([float(not p["coarse_correct"]) for p in val])
-        self.gate.calibration = fit_calibration(self.gate.logits(val_x), val_y, settings.calibration)
-        tension = self.tensions(intentions).tolist()
-        correct = [bool(p["coarse_correct"]) for p in val]
+        calibration, thresholding = disjoint_halves(val)
+        cal_x = torch.stack([x.features for x in self._coarse_intentions(calibration) if x.features is not None])
+        cal_y = torch.tensor([float(not p["coarse_correct"]) for p in calibration])
+        self.gate.calibration = fit_calibration(self.gate.logits(cal_x), cal_y, settings.calibration)
+        tension = self.tensions(self._coarse_intentions(thresholding)).tolist()
+        correct = [bool(p["coarse_correct"]) for p in thresholding]
         self.threshold = choose_threshold(tension, correct, settings.break_rate_budget)
+        # ECE/AUROC on the threshold half (out of sample for the calibration); the break rate of the chosen
+        # threshold on the calibration half (out of sample for the threshold)
         metrics = gate_metrics(tension, correct, self.threshold, settings.ece_bins)
+        held = gate_metrics(
+            self.tensions(self._coarse_intentions(calibration)).tolist(),
+            [bool(p["coarse_correct"]) for p in calibration],
+            self.threshold,
+            settings.ece_bins,
+            prefix="calibration_half",
+        )
+        metrics.update(held)
+        metrics["val_in_sample_worst_case_break_rate"] = metrics.pop("val_worst_case_break_rate")
+        metrics["val_worst_case_break_rate"] = held["calibration_half_worst_case_break_rate"]
+        metrics["calibration_items"], metrics["threshold_items"] = float(len(calibration)), float(len(thresholding))
         train_tension = self.tensions(train_intentions).tolist()
         metrics["train_auroc"] = auroc(train_tension, [not p["coarse_correct"] for p in train_pairs])
         metrics["threshold"] = self.threshold
@@ -431,6 +445,19 @@ def fit_calibration(logits: torch.Tensor, labels: torch.Tensor, method: str, max
 
     optimizer.step(closure)
     return torch.tensor([float(log_a.detach().exp()), float(b.detach())])
+
+
+def disjoint_halves(pairs: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Val pairs split by prompt (md5 parity: a prompt's rows stay together) into the calibration half and
+    the threshold half, so each of the two choices is measured out of sample on the other half."""
+    calibration: list[dict[str, Any]] = []
+    thresholding: list[dict[str, Any]] = []
+    for pair in pairs:
+        digest = hashlib.md5(str(pair["prompt"]).encode("utf-8")).digest()
+        (calibration if digest[0] % 2 == 0 else thresholding).append(pair)
+    if not calibration or not thresholding:
+        raise ValueError(f"limen: val needs prompts in both halves (got {len(calibration)} and {len(thresholding)})")
+    return calibration, thresholding
 
 
 def choose_threshold(

@@ -27,6 +27,7 @@ import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
 from cascadelab.cascade.formatting import refiner_input
+from cascadelab.cascade.router import PromptRouter
 from cascadelab.config import RefinerSettings, SeparateRefinerSettings
 from cascadelab.eval.generation import generate_batched
 from cascadelab.io import atomic_directory
@@ -64,10 +65,34 @@ class Refiner:
     models: dict[str, PreTrainedModel]
     tokenizer: PreTrainedTokenizerBase
     settings: RefinerSettings
+    router: PromptRouter | None = None  # predicts each prompt's family; None: one shared refiner for all
 
     def __post_init__(self) -> None:
         if not self.models:
             raise ValueError("refiner: no model")
+
+    def families(self, prompts: Sequence[str]) -> list[str | None]:
+        """Each prompt's family as the router predicts it from the text alone (None without a router)."""
+        if self.router is None:
+            return [None] * len(prompts)
+        return list(self.router.predict(prompts))
+
+    def route(self, families: Sequence[str | None], route_tasks: Sequence[str] | None = None) -> list[str | None]:
+        """The model key refining each predicted family, or None where no model serves it.
+
+        A family's own model when there is one; else the shared model for a family in `route_tasks` (default:
+        the refiner's), or for every prompt when the router is absent or `route_tasks` is empty.
+        """
+        allowed = set(self.route_tasks if route_tasks is None else route_tasks)
+        keys: list[str | None] = []
+        for family in families:
+            if family is not None and family in self.models and (route_tasks is None or family in allowed):
+                keys.append(family)
+            elif SHARED in self.models and (family is None or not allowed or family in allowed):
+                keys.append(SHARED)
+            else:
+                keys.append(None)
+        return keys
 
     @property
     def route_tasks(self) -> list[str]:
@@ -152,6 +177,8 @@ class Refiner:
             for key, model in self.models.items():
                 model.save_pretrained(str(tmp / key), safe_serialization=True)
             self.tokenizer.save_pretrained(str(tmp / "tokenizer"))
+            if self.router is not None:
+                self.router.save(tmp)
             meta = {"settings": self.settings.model_dump(mode="json"), "models": sorted(self.models)}
             (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
             (tmp / "README.md").write_text(_folder_readme(sorted(self.models), self.settings.mode == "lora"))
@@ -177,7 +204,7 @@ class Refiner:
             else:
                 models[key] = AutoModelForCausalLM.from_pretrained(str(folder / key))
             models[key].eval()
-        return cls(models, tokenizer, settings)
+        return cls(models, tokenizer, settings, PromptRouter.load(folder))
 
 
 def _folder_readme(keys: list[str], lora: bool) -> str:

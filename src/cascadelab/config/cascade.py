@@ -75,7 +75,9 @@ class LimenSettings(StrictModel):
     """The LIMEN gate: a calibrated 'output is wrong' classifier plus a rule layer and thresholds."""
 
     use_hidden: bool = Field(True, description="mean-pooled last hidden state of the frozen base model")
-    use_task: bool = Field(True, description="one-hot task family among the features")
+    use_task: bool = Field(
+        False, description="one-hot of the router's predicted family among the features (never the record's label)"
+    )
     blocked: list[str] = Field(default_factory=list, description="outputs containing any of these are refused")
     max_output_chars: int = Field(96, gt=0, description="longer outputs are refused as malformed")
     l2: float = Field(1e-2, ge=0, description="L2 penalty of the logistic regression (on standardised features)")
@@ -102,7 +104,13 @@ class RefinerFormatSettings(StrictModel):
     family_targets: dict[str, Literal["steps", "answer"]] = Field(
         default_factory=dict, description="per-family target overriding `target` (a family not named: `target`)"
     )
-    use_coarse: bool = Field(False, description="false: the coarse slot is left empty (the slow path alone)")
+    use_coarse: bool = Field(
+        True, description="true: the coarse draft fills its slot | false: the slot is left empty (the slow path alone)"
+    )
+    sampled_drafts: float = Field(
+        0.5, ge=0, le=1, description="share of training items whose draft is a coarse sample (the rest: greedy)"
+    )
+    draft_temperature: float = Field(1.2, gt=0, description="sampling temperature of the sampled training drafts")
     repeat_prompt: bool = Field(False, description="repeat the prompt after [REFINE] (answer at coarse offsets)")
     max_coarse_chars: int = Field(32, gt=0, description="coarse outputs are cut to this length in the input")
 
@@ -225,6 +233,11 @@ class RefinerSettings(StrictModel):
     answer_baseline: bool = Field(
         False, description="also train the answer-target refiner (same mode, data, budget) for cascade_eval to compare"
     )
+    draft_ablation: bool = Field(
+        True,
+        description="also train the refiner without the draft (use_coarse false; same items, steps, seed): "
+        "skip_coarse and the draft ablation",
+    )
     warmup_tasks: list[str] = Field(default_factory=list, description="curriculum warm-up families (none: mix)")
     group_batches_by_task: GroupBatchesByTask = True
     max_new_tokens: int = Field(48, gt=0, description="tokens generated per refined output")
@@ -308,6 +321,10 @@ class CascadeEvalSettings(StrictModel):
         False, description="recalibrate one threshold per routed family, the break budget shared between them"
     )
     sweep_points: int = Field(21, ge=2, description="thresholds in the accuracy-vs-compute sweep")
+    traffic: dict[str, float] = Field(
+        default_factory=dict,
+        description="weight per family re-weighting the test metrics as a deployment's traffic (empty: test as is)",
+    )
     text_metrics: bool = Field(True, description="BLEU/ROUGE of refined vs coarse (sacrebleu, rouge-score)")
     sample_predictions: PredictionSample = 64
     num_threads: StageThreads = 2

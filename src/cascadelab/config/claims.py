@@ -37,22 +37,25 @@ class ClaimsParams(StrictModel):
     resamples: int = Field(2000, ge=100, description="paired bootstrap resamples of the test items per claim")
     confidence: float = Field(0.95, gt=0, lt=1, description="coverage of each effect's percentile interval")
     cascade_fixes_coarse_errors: ClaimThreshold = _claim(
-        0.0, "above", "cascade (gated) minus coarse-only test EM, percentage points"
+        20.0, "above", "cascade (gated) minus coarse-only test EM, percentage points"
     )
     cascade_rarely_breaks: ClaimThreshold = _claim(
-        5.0, "below", "share of coarse-right test items the gated cascade breaks, %"
+        2.0, "below", "share of coarse-right test items the gated cascade breaks, %"
     )
     cascade_beats_equal_compute: ClaimThreshold = _claim(
-        0.0, "above", "cascade (gated) minus the equal-training-compute coarse_more control, test EM points"
+        10.0, "above", "cascade (gated) minus the equal-training-compute coarse_more control, test EM points"
     )
     reading_the_draft_helps: ClaimThreshold = _claim(
-        0.0, "above", "always-refine minus refine-from-an-empty-draft (skip_coarse) test EM, points"
+        0.0, "above", "always-refine minus the no-draft refiner alone (skip_coarse; same steps, data) test EM, points"
     )
     gate_saves_compute: ClaimThreshold = _claim(
         0.9, "below", "gated over always-refine generated tokens per test item (ratio)"
     )
     gate_keeps_accuracy: ClaimThreshold = _claim(
         -2.0, "above", "gated minus always-refine test EM, points (a non-inferiority margin)"
+    )
+    gate_matches_skip_coarse: ClaimThreshold = _claim(
+        -2.0, "above", "gated minus skip_coarse (the no-draft refiner alone, no coarse pass) test EM, points"
     )
     lego_exits_early_at_little_loss: ClaimThreshold = _claim(
         1.02, "below", "LEGO routed (val-chosen threshold) over the FLOP-matched full-depth baseline's test ppl (ratio)"

@@ -31,11 +31,17 @@ def run(settings: CascadeEvalSettings, seed: int, paths: Paths) -> StageOutcome:
     if not (paths.refiner_answer / DISABLED).is_file():
         answer = Refiner.load(paths.refiner_answer, inputs.tokenizer, base_model=inputs.coarse)
         baselines["answer"] = CascadeTransformer(coarse, answer, limen, inputs.tokenizer, settings.cascade)
+    nodraft = None
+    if not (paths.refiner_nodraft / DISABLED).is_file():
+        ablation = Refiner.load(paths.refiner_nodraft, inputs.tokenizer, base_model=inputs.coarse)
+        nodraft = CascadeTransformer(coarse, ablation, limen, inputs.tokenizer, settings.cascade)
+        # the same gate over the no-draft refiner: its own threshold chosen on val, its own sweep curve
+        baselines["nodraft"] = CascadeTransformer(coarse, ablation, limen, inputs.tokenizer, settings.cascade)
     val = inputs.split("val")
     with final_evaluation("cascade_eval"):
         test = inputs.split("test")
         outcome = run_cascade_eval(
-            cascade, val, test, inputs.verifier.verify, settings, load_control(paths.coarse_more), baselines
+            cascade, val, test, inputs.verifier.verify, settings, load_control(paths.coarse_more), baselines, nodraft
         )
     plot_path = paths.plots_of("cascade_eval") / "accuracy_vs_compute.png"
     plot_accuracy_vs_compute(outcome.curves, plot_path, operating_points(outcome.metrics))
@@ -43,12 +49,26 @@ def run(settings: CascadeEvalSettings, seed: int, paths: Paths) -> StageOutcome:
     return StageOutcome(dict(outcome.metrics), curves, outcome.predictions, outcome.items)
 
 
+POINTS: tuple[tuple[str, str], ...] = (
+    ("coarse_only", "coarse"),
+    ("always_refine", "refined"),
+    ("skip_coarse (no-draft refiner)", "skip_coarse"),
+    ("coarse_more (control)", "control"),
+    ("oracle gate", "oracle"),
+)
+
+
 def operating_points(metrics: dict[str, float]) -> dict[str, tuple[float, float]]:
-    """The gated cascade at its chosen threshold, as (tokens per item, EM) for the accuracy-vs-compute plot."""
-    if "tokens_per_item_cascade" not in metrics or "em_cascade" not in metrics:
-        return {}
-    label = f"gated cascade (threshold {metrics.get('threshold', float('nan')):.2f})"
-    return {label: (metrics["tokens_per_item_cascade"], metrics["em_cascade"])}
+    """Every baseline and the gated cascade at its chosen threshold, as (FLOPs per item, EM) for the plot."""
+    points = {}
+    threshold = metrics.get("threshold", float("nan"))
+    for label, key in (*POINTS, (f"gated cascade (threshold {threshold:.2f})", "cascade")):
+        if f"flops_per_item_{key}" in metrics and f"em_{key}" in metrics:
+            points[label] = (metrics[f"flops_per_item_{key}"], metrics[f"em_{key}"])
+    if "nodraft_flops_per_item_cascade" in metrics and "nodraft_em_cascade" in metrics:
+        label = f"gated, no-draft refiner (threshold {metrics.get('nodraft_threshold', float('nan')):.2f})"
+        points[label] = (metrics["nodraft_flops_per_item_cascade"], metrics["nodraft_em_cascade"])
+    return points
 
 
 def sweep_rows(curves: dict[str, list[dict[str, float]]]) -> list[dict[str, Any]]:

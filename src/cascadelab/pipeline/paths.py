@@ -28,6 +28,7 @@ class Paths:
     refiner: Path = Path("models/refiner")
     coarse_more: Path = Path("models/coarse_more")
     refiner_answer: Path = Path("models/refiner_answer")
+    refiner_nodraft: Path = Path("models/refiner_nodraft")
     hybrid_rnn: Path = Path("models/hybrid_rnn")
     lego_phase1: Path = Path("models/lego_phase1")
     lego_hard_examples: Path = Path("data/lego_hard_examples")
@@ -97,8 +98,13 @@ STAGES: dict[str, StageIO] = {
     "hybrid_rnn": StageIO(("corpus", "tokenizer"), ("hybrid_rnn",)),
     "cascade_pairs": StageIO(("corpus", "coarse"), ("cascade_pairs",)),
     "limen": StageIO(("corpus", "coarse", "cascade_pairs"), ("limen",)),
-    "refiner": StageIO(("corpus", "coarse", "cascade_pairs", "limen"), ("refiner", "coarse_more", "refiner_answer")),
-    "cascade_eval": StageIO(("corpus", "coarse", "limen", "refiner", "coarse_more", "refiner_answer"), ()),
+    "refiner": StageIO(
+        ("corpus", "coarse", "cascade_pairs", "limen"),
+        ("refiner", "coarse_more", "refiner_answer", "refiner_nodraft"),
+    ),
+    "cascade_eval": StageIO(
+        ("corpus", "coarse", "limen", "refiner", "coarse_more", "refiner_answer", "refiner_nodraft"), ()
+    ),
     "acoc": StageIO(("corpus", "tokenizer"), ("acoc", "acoc_baselines", "acoc_history")),
     "report": StageIO(("metrics", "plots"), ("claims", "results")),  # the stages' metrics, details and timing files
 }

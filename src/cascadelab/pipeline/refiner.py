@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cascadelab.cascade.limen import Limen
+from cascadelab.cascade.refiner import Refiner
 from cascadelab.config import RefinerSettings
 from cascadelab.data.corpus import held_out_prompts
 from cascadelab.io import atomic_directory, write_json
@@ -45,13 +46,17 @@ def run(settings: RefinerSettings, seed: int, paths: Paths, report_to: Sequence[
         shutil.rmtree(work_dir, ignore_errors=True)
     outcome.refiner.save(paths.refiner)
     save_control(outcome.control, inputs.tokenizer, paths.coarse_more)
-    if outcome.answer_baseline is not None:
-        outcome.answer_baseline.save(paths.refiner_answer)
-    else:
-        with atomic_directory(paths.refiner_answer) as tmp:
-            write_json(tmp / DISABLED, {"enabled": False})
-            (tmp / "README.md").write_text(
-                "# Answer-target refiner\n\nDisabled (`refiner.answer_baseline` is off): no model was trained.\n"
-            )
+    _save_optional(outcome.answer_baseline, paths.refiner_answer, "Answer-target refiner", "answer_baseline")
+    _save_optional(outcome.nodraft, paths.refiner_nodraft, "No-draft refiner (draft ablation)", "draft_ablation")
     curves = {"train": outcome.history, "control_train": outcome.control_history}
     return StageOutcome(dict(outcome.metrics), curves)
+
+
+def _save_optional(refiner: Refiner | None, folder: Path, title: str, option: str) -> None:
+    """Save an optional refiner, or a marker folder saying it was not trained (DVC outs must exist)."""
+    if refiner is not None:
+        refiner.save(folder)
+        return
+    with atomic_directory(folder) as tmp:
+        write_json(tmp / DISABLED, {"enabled": False})
+        (tmp / "README.md").write_text(f"# {title}\n\nDisabled (`refiner.{option}` is off): no model was trained.\n")

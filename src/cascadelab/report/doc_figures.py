@@ -12,6 +12,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 NUMBER = r"[-+]?[\d,]*\.?\d+"
 
@@ -33,10 +34,7 @@ class Figure:
 
     def expected(self, root: Path) -> str:
         """The text the page must contain, from the source file under `root`."""
-        value = json.loads((root / self.source).read_text(encoding="utf-8"))
-        for part in self.key.split("."):
-            value = value[part]
-        return self.template.format(float(value) * self.scale)
+        return self.template.format(float(figure_value(root, self.source, self.key)) * self.scale)
 
     def pattern(self) -> re.Pattern[str]:
         """The template with its placeholder as any written number."""
@@ -61,6 +59,20 @@ class Figure:
                 f"{self.page}: {len(found)} places of the form {self.template!r} (figure {self.key}); name its line"
             )
         return found[0].span()
+
+
+def figure_value(root: Path, source: str, key: str) -> Any:
+    """`key` (dotted) of `source`; a stage's science not in `metrics/<stage>.json` is in its details file."""
+    files = [root / source]
+    if source.startswith("metrics/"):
+        files.append(root / "plots" / Path(source).stem / "details.json")
+    for path in files:
+        value: Any = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if value is not None:
+            return value
+    raise KeyError(f"{source}: no figure {key!r} (nor in the stage's details.json)")
 
 
 def disagreements(figures: list[Figure], root: Path) -> list[str]:
@@ -97,6 +109,88 @@ PRE_T, RL_T, HYB_T = "plots/sigma_pretrain/timing.json", "plots/sigma_rl/timing.
 PRE_D, RL_D, HYB_D = "plots/sigma_pretrain/details.json", "plots/sigma_rl/details.json", "plots/hybrid_rnn/details.json"
 
 L1, L2 = "metrics/lego_phase1.json", "metrics/lego_phase2.json"
+
+CAS, CAS_L, CAS_R = "metrics/cascade_eval.json", "metrics/limen.json", "metrics/refiner.json"
+CASCADE_ROWS = {  # the row of docs/cascade.md's v3 results table -> the metrics' label
+    "| `coarse_only` |": "coarse",
+    "| `coarse_more` (equal": "control",
+    "| `skip_coarse` (no-draft": "skip_coarse",
+    "| `always_refine` (reads": "refined",
+    "| gated cascade (LIMEN": "cascade",
+    "| oracle gate (refines": "oracle",
+    "| gated cascade over the no-draft": "nodraft_cascade",
+    "| oracle gate over the no-draft": "nodraft_oracle",
+}
+
+
+def _prefixed(metric: str, key: str) -> str:
+    """`em_cascade` for `cascade`, `nodraft_em_cascade` for `nodraft_cascade` (a baseline's prefixed metrics)."""
+    prefix, _, label = key.rpartition("_") if key.startswith("nodraft_") else ("", "", key)
+    return f"{prefix}_{metric}_{label}" if prefix else f"{metric}_{label}"
+
+
+CASCADE_FIGURES = [
+    *(
+        Figure("docs/cascade.md", CAS, _prefixed("em", key), "| {:.2f} % |", line=row)
+        for row, key in CASCADE_ROWS.items()
+    ),
+    *(
+        Figure("docs/cascade.md", CAS, _prefixed("flops_ratio", key), "| ×{:.2f} |", line=row)
+        for row, key in CASCADE_ROWS.items()
+    ),
+    Figure("docs/cascade.md", CAS, "break_rate_cascade", "break rate {:.2f} % of"),
+    Figure("docs/cascade.md", CAS, "fix_rate_cascade", "fix rate {:.2f} % of"),
+    *(
+        Figure("docs/cascade.md", CAS, f"{key}{part}", template, line=line)
+        for key, line in (
+            ("draft_effect", "- Reading the draft"),
+            ("gate_vs_skip_coarse", "- Gated cascade minus skip_coarse"),
+            ("gate_vs_oracle", "- Gated cascade minus the oracle"),
+        )
+        for part, template in (
+            ("", "): {:.2f} points" if key == "draft_effect" else ": {:.2f} points"),
+            ("_low", "interval [{:.2f},"),
+            ("_high", ", {:.2f}]"),
+        )
+    ),
+    Figure("docs/cascade.md", CAS, "limen_auroc", "AUROC {:.3f} for", line="- LIMEN on test"),
+    Figure("docs/cascade.md", CAS, "limen_ece", "ECE {:.3f}.", line="- LIMEN on test"),
+    Figure("docs/cascade.md", CAS_L, "val_auroc", "AUROC {:.3f} and", line="- LIMEN on val"),
+    Figure("docs/cascade.md", CAS_L, "val_ece", "ECE {:.3f} on", line="- LIMEN on val"),
+    Figure("docs/cascade.md", CAS_L, "val_worst_case_break_rate", "break rate {:.2f} % on", 100.0),
+    Figure("docs/cascade.md", CAS, "router_accuracy", "on test: {:.1f} %"),
+    Figure("docs/cascade.md", CAS_R, "router_val_accuracy", "(val: {:.1f} %)"),
+    Figure("docs/cascade.md", CAS, "coarse_solvable_share", "test mix: {:.1f} %."),
+    Figure("docs/cascade.md", "plots/refiner/timing.json", "stage_seconds", "Refiner stage: {:.0f} s inside"),
+    Figure("docs/cascade.md", CAS, "nodraft_break_rate_cascade", "break rate {:.2f} % (its own"),
+    Figure(
+        "docs/cascade.md",
+        CAS,
+        "nodraft_gate_vs_skip_coarse",
+        "skip_coarse: {:.2f} points",
+        line="over the no-draft refiner: break",
+    ),
+    Figure(
+        "docs/cascade.md",
+        CAS,
+        "nodraft_gate_vs_skip_coarse_low",
+        "interval [{:.2f},",
+        line="over the no-draft refiner: break",
+    ),
+    Figure(
+        "docs/cascade.md", CAS, "nodraft_gate_vs_skip_coarse_high", ", {:.2f}]", line="over the no-draft refiner: break"
+    ),
+    Figure("docs/cascade.md", CAS_R, "val_refined_em_mul", "the draft, mul {:.1f} %"),
+    Figure("docs/cascade.md", CAS_R, "val_refined_em_word", "% and word {:.1f} %; without"),
+    Figure("docs/cascade.md", CAS_R, "val_nodraft_refined_em_mul", "without it, mul {:.1f} %"),
+    Figure(
+        "docs/cascade.md",
+        CAS_R,
+        "val_nodraft_refined_em_word",
+        "% and word {:.1f} %.",
+        line="Val exact match of the refiners",
+    ),
+]
 
 FIGURES = [
     Figure("docs/sigma.md", PRE, "sigma_test_ppl", "| **{:.3f}** |", line="bar: SIGMA within 10 %"),
@@ -150,6 +244,7 @@ FIGURES = [
     Figure("docs/lego.md", L2, "lego_train_flops", "LEGO {:.2f} × 10^12 FLOPs", scale=1e-12),
     Figure("docs/lego.md", L2, "baseline_flops_ratio", "baseline / LEGO {:.3f}"),
     Figure("docs/lego.md", L1, "steps", "phase-1 steps {:.0f}"),
+    *CASCADE_FIGURES,
 ]
 
 

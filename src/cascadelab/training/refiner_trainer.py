@@ -34,6 +34,7 @@ from cascadelab.cascade.formatting import parse_steps, refiner_record
 from cascadelab.cascade.limen import Limen
 from cascadelab.cascade.pairs import TaskVerifier
 from cascadelab.cascade.refiner import SHARED, Refiner, build_separate_model
+from cascadelab.cascade.router import PromptRouter
 from cascadelab.config import CurriculumParams, LoraParams, RefinerSettings, RefinerTrainSettings
 from cascadelab.data.batches import pad_rows, padding_mask
 from cascadelab.data.corpus import normalise_prompt
@@ -51,7 +52,9 @@ if TYPE_CHECKING:
 
 Record = dict[str, Any]
 ANSWER_PREFIX = "answer-"  # job keys of the answer-target baseline's refiners
+NODRAFT_PREFIX = "nodraft-"  # job keys of the draft ablation's refiners
 LogFn = Callable[[dict[str, float], int], None]
+DRAFT_TOKENS = 8  # a coarse answer is <= 6 tokens + EOS (cascade_eval's coarse_max_new_tokens)
 
 
 @dataclass
@@ -65,6 +68,7 @@ class RefinerOutcome:
     control: PreTrainedModel | None = None  # `coarse_more`, the equal-compute control
     control_history: list[dict[str, float]] = field(default_factory=list)
     answer_baseline: Refiner | None = None  # the answer-target refiner (`answer_baseline`)
+    nodraft: Refiner | None = None  # the same refiner trained without the draft (`draft_ablation`)
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -117,6 +121,39 @@ def fresh_records(
     return records
 
 
+def coarse_drafts(
+    coarse_model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    settings: RefinerSettings,
+    seed: int,
+    max_new_tokens: int = DRAFT_TOKENS,
+) -> list[str]:
+    """The frozen coarse model's drafts of `prompts`, as at test time: greedy for most, a sample at
+    `format.draft_temperature` for a seeded `format.sampled_drafts` share (the wrong drafts a refiner meets)."""
+    fmt = settings.format
+    rng = random.Random(f"{seed}:drafts")
+    sampled = [rng.random() < fmt.sampled_drafts for _ in prompts]
+    drafts = [""] * len(prompts)
+    for do_sample in (False, True):
+        indices = [i for i, s in enumerate(sampled) if s == do_sample]
+        if not indices:
+            continue
+        outputs = generate_batched(
+            coarse_model,
+            tokenizer,
+            [prompts[i] for i in indices],
+            max_new_tokens,
+            do_sample=do_sample,
+            temperature=fmt.draft_temperature if do_sample else 1.0,
+            seed=seed,
+            desc="drafts",
+        )
+        for i, output in zip(indices, outputs, strict=True):
+            drafts[i] = output[0]
+    return drafts
+
+
 def training_rows(
     settings: RefinerSettings,
     pairs: Sequence[Record],
@@ -146,7 +183,7 @@ def training_rows(
         if fmt.use_coarse:
             if coarse_model is None or tokenizer is None:
                 raise ValueError("format.use_coarse: fresh items need the coarse model to fill the [COARSE] slot")
-            coarse = [o[0] for o in generate_batched(coarse_model, tokenizer, [r["prompt"] for r in items], 12)]
+            coarse = list(coarse_drafts(coarse_model, tokenizer, [r["prompt"] for r in items], settings, seed))
         rows.extend(refiner_record(r, c, fmt) for r, c in zip(items, coarse, strict=True))
     if not rows:
         raise ValueError(f"refiner.data: no training rows for the mix families {sorted(tasks)}")
@@ -248,6 +285,17 @@ def answer_baseline_settings(settings: RefinerSettings) -> RefinerSettings:
     )
 
 
+def nodraft_settings(settings: RefinerSettings) -> RefinerSettings:
+    """The draft ablation's settings: the same refiner with an empty `[COARSE]` slot (skip_coarse's refiner)."""
+    return settings.model_copy(
+        update={
+            "format": settings.format.model_copy(update={"use_coarse": False}),
+            "answer_baseline": False,
+            "draft_ablation": False,
+        }
+    )
+
+
 def control_job(
     coarse_model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -279,6 +327,7 @@ def train_teacher_forcing(
     report_to: Sequence[str] = (),
     callbacks: Sequence[TrainerCallback] = (),
     extra_jobs: Sequence[SFTJob] = (),
+    router: PromptRouter | None = None,
 ) -> tuple[Refiner, dict[str, SFTResult]]:
     """Teacher-forced refiner(s) on `rows`; the coarse model itself is left untouched (training uses a copy).
 
@@ -287,7 +336,7 @@ def train_teacher_forcing(
     """
     jobs = refiner_jobs(coarse_model, rows, settings)
     trained = run_jobs([*extra_jobs, *jobs], tokenizer, seed, output_dir, settings.parallel, report_to, callbacks)
-    refiner = Refiner({job.key: trained[job.key][0] for job in jobs}, tokenizer, settings)
+    refiner = Refiner({job.key: trained[job.key][0] for job in jobs}, tokenizer, settings, router)
     return refiner, {key: result for key, (_, result) in trained.items()}
 
 
@@ -550,6 +599,14 @@ def _exact_match_by_task(
     return {key: 100.0 * right / total for key, (right, total) in sorted(hits.items())}
 
 
+def train_router(train_records: Sequence[Record]) -> PromptRouter | None:
+    """The prompt → family router, fitted on the train records' prompts and tasks (None without prompts)."""
+    known = [r for r in train_records if r.get("prompt")]
+    if not known:
+        return None
+    return PromptRouter.fit([r["prompt"] for r in known], [r["task"] for r in known])
+
+
 def run_refiner(
     coarse_model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -572,6 +629,7 @@ def run_refiner(
     `outcome.refiner` (`Refiner.save`, e.g. to models/refiner).
     """
     started = time.perf_counter()
+    router = train_router(train_records)
     rows = training_rows(settings, pairs, train_records, eval_records, seed, answer_format, coarse_model, tokenizer)
     extra: list[SFTJob] = []
     control = None
@@ -590,16 +648,29 @@ def run_refiner(
         for job in baseline_jobs:
             job.key = f"{ANSWER_PREFIX}{job.key}"
         extra.extend(baseline_jobs)
+    ablation_settings = nodraft_settings(settings)
+    ablation_jobs: list[SFTJob] = []
+    if settings.draft_ablation:
+        ablation_rows = training_rows(ablation_settings, pairs, train_records, eval_records, seed, answer_format)
+        ablation_jobs = refiner_jobs(coarse_model, ablation_rows, ablation_settings)
+        for job in ablation_jobs:
+            job.key = f"{NODRAFT_PREFIX}{job.key}"
+        extra.extend(ablation_jobs)
     trained_at = time.perf_counter()
     refiner, results = train_teacher_forcing(
-        coarse_model, tokenizer, rows, settings, seed, work_dir, report_to, extra_jobs=extra
+        coarse_model, tokenizer, rows, settings, seed, work_dir, report_to, extra_jobs=extra, router=router
     )
     control_result = results.pop(control.key) if control else None
     baseline = None
     if baseline_jobs:
         models = {job.key.removeprefix(ANSWER_PREFIX): job.model for job in baseline_jobs}
         baseline_results = {key: results.pop(f"{ANSWER_PREFIX}{key}") for key in models}
-        baseline = Refiner(models, tokenizer, baseline_settings)
+        baseline = Refiner(models, tokenizer, baseline_settings, router)
+    nodraft = None
+    if ablation_jobs:
+        models = {job.key.removeprefix(NODRAFT_PREFIX): job.model for job in ablation_jobs}
+        ablation_results = {key: results.pop(f"{NODRAFT_PREFIX}{key}") for key in models}
+        nodraft = Refiner(models, tokenizer, ablation_settings, router)
     history = [{**row, "model": float(i)} for i, result in enumerate(results.values()) for row in result.history]
     metrics: dict[str, float] = {
         "train_rows": float(len(rows)),
@@ -615,6 +686,9 @@ def run_refiner(
     if baseline is not None:
         metrics["answer_train_seconds"] = sum(r.train_seconds for r in baseline_results.values())
         metrics["answer_train_tokens"] = float(sum(r.train_tokens for r in baseline_results.values()))
+    if nodraft is not None:
+        metrics["nodraft_train_seconds"] = sum(r.train_seconds for r in ablation_results.values())
+        metrics["nodraft_train_tokens"] = float(sum(r.train_tokens for r in ablation_results.values()))
     if control is not None and control_result is not None:
         metrics["control_steps"] = float(control.train.max_steps)
         metrics["control_train_seconds"] = control_result.train_seconds
@@ -640,11 +714,18 @@ def run_refiner(
         train_self_improvement(refiner, rows, verifier, seed, work_dir, limen, discriminator, report_to)
         metrics["rl_seconds"] = time.perf_counter() - rl_started
     metrics["refiner_bytes"] = float(refiner.size_bytes())
+    if val_records and router is not None:
+        metrics["router_val_accuracy"] = router.accuracy(
+            [r["prompt"] for r in val_records], [r["task"] for r in val_records]
+        )
     routed = [r for r in val_records if r["task"] in settings.route_tasks]
     coarse: list[str | None] | None = None
     if settings.format.use_coarse and routed:
-        coarse = [o[0] for o in generate_batched(coarse_model, tokenizer, [r["prompt"] for r in routed], 12)]
+        prompts = [r["prompt"] for r in routed]
+        coarse = [o[0] for o in generate_batched(coarse_model, tokenizer, prompts, DRAFT_TOKENS)]
     metrics.update({f"val_{k}": v for k, v in refiner_exact_match(refiner, routed, verifier, coarse).items()})
+    if nodraft is not None:
+        metrics.update({f"val_nodraft_{k}": v for k, v in refiner_exact_match(nodraft, routed, verifier).items()})
     if control is not None:
         metrics.update(
             {f"val_control_{k}": v for k, v in model_exact_match(control.model, tokenizer, routed, verifier).items()}
@@ -659,4 +740,5 @@ def run_refiner(
         control.model if control else None,
         control_history,
         baseline,
+        nodraft,
     )

@@ -5,7 +5,18 @@ from typing import ClassVar
 from cascadelab.cascade.cascade import CascadeTransformer
 from cascadelab.cascade.formatting import split_refiner_input
 from cascadelab.cascade.refiner import Refiner
+from cascadelab.cascade.router import PromptRouter
 from cascadelab.config import RefinerFormatSettings, RefinerSettings
+
+
+class OperatorRouter(PromptRouter):
+    """Predicts `mul` for a prompt with `*`, else `add` (the prompt text is all it reads)."""
+
+    def __init__(self):
+        super().__init__(["add", "mul"])
+
+    def predict(self, prompts):
+        return ["mul" if "*" in p else "add" for p in prompts]
 
 
 class ScriptedRefiner(Refiner):
@@ -15,7 +26,7 @@ class ScriptedRefiner(Refiner):
         settings = RefinerSettings(
             mix={"mul": 1.0}, route_tasks=["mul"], format=RefinerFormatSettings(use_coarse=use_coarse)
         )
-        super().__init__({"all": model}, tokenizer, settings)
+        super().__init__({"all": model}, tokenizer, settings, OperatorRouter())
         self.script = script
         self.generated = []
 

@@ -18,7 +18,7 @@ def _limen(model, tokenizer, verifier, threshold):
     names = [*CHEAP_FEATURES, *(f"task_{t}" for t in TASKS)]
     weight = torch.tensor([1.0 if n == "answer_chars" else 0.0 for n in names])
     gate = LimenGate(weight, torch.tensor(-4.5), torch.zeros(len(names)), torch.ones(len(names)))
-    return Limen(model, tokenizer, verifier, LimenSettings(use_hidden=False), TASKS, gate, threshold)
+    return Limen(model, tokenizer, verifier, LimenSettings(use_hidden=False, use_task=True), TASKS, gate, threshold)
 
 
 @pytest.fixture()
@@ -157,3 +157,19 @@ def test_always_refine_and_skip_coarse_leave_families_without_a_refiner_to_the_c
         assert kept.final == "+64" and kept.final_stage == "coarse" and not kept.passes
         assert kept.decision == f"{mode}: no refiner for this family"
     assert cascade.refiner.generated == ["7*38=[COARSE]+000[REFINE]", "7*38=[COARSE][REFINE]"]
+
+
+@pytest.mark.parametrize("mode", ["normal", "always_refine", "skip_coarse", "coarse_only"])
+def test_scrambled_task_labels_leave_every_output_unchanged(build, mode):
+    coarse = {"12+34=": "+640", "1+1=": "+20", "2+2=": "four", "7*38=": "+000", "8*38=": "+403"}
+    cascade = build({"+000": "650,012:+662", "+403": "1:+000", "": "1:+20"}, coarse, threshold=0.3)
+    prompts = list(coarse)
+    runs = [
+        cascade.generate(prompts, mode, tasks)
+        for tasks in (["add", "add", "add", "mul", "mul"], ["mul", "word", "mul", "add", "expr"], None)
+    ]
+    for run in runs[1:]:
+        assert run.outputs == runs[0].outputs
+        assert [t.decision for t in run.traces] == [t.decision for t in runs[0].traces]
+        assert [t.routed for t in run.traces] == [t.routed for t in runs[0].traces]
+    assert [t.family for t in runs[0].traces] == ["add", "add", "add", "mul", "mul"]  # the router's, from the text

@@ -8,6 +8,9 @@ from cascade_doubles import ScriptedCascade, ScriptedRefiner
 from cascadelab.cascade.evaluation import (
     SweepData,
     evaluate_cascade,
+    flop_counter,
+    oracle_gate,
+    paired_effects,
     plot_accuracy_vs_compute,
     recalibrated_family_thresholds,
     recalibrated_threshold,
@@ -16,6 +19,7 @@ from cascadelab.cascade.evaluation import (
     sweep_thresholds,
     text_metrics,
     threshold_sweep,
+    traffic_metrics,
 )
 from cascadelab.cascade.limen import CHEAP_FEATURES, Limen, LimenGate
 from cascadelab.config import CascadeEvalSettings, CascadeSettings, LimenSettings
@@ -35,7 +39,9 @@ def cascade(tiny_model, tokenizer, verifier):
     names = [*CHEAP_FEATURES, "task_add", "task_mul"]
     weight = torch.tensor([1.0 if n == "answer_chars" else 0.0 for n in names])
     gate = LimenGate(weight, torch.tensor(-4.5), torch.zeros(len(names)), torch.ones(len(names)))
-    limen = Limen(tiny_model, tokenizer, verifier, LimenSettings(use_hidden=False), ["add", "mul"], gate, 0.3)
+    limen = Limen(
+        tiny_model, tokenizer, verifier, LimenSettings(use_hidden=False, use_task=True), ["add", "mul"], gate, 0.3
+    )
     refiner = ScriptedRefiner(tiny_model, tokenizer, SCRIPT)
     result = ScriptedCascade(tiny_model, refiner, limen, tokenizer, CascadeSettings())
     result.coarse_table = COARSE
@@ -45,15 +51,22 @@ def cascade(tiny_model, tokenizer, verifier):
 def test_mode_metrics_fix_break_and_compute(cascade, verifier):
     outcome = evaluate_cascade(cascade, RECORDS, verifier.verify, CascadeEvalSettings(sweep_points=5))
     m = outcome.metrics
-    assert (m["em_coarse"], m["em_refined"], m["em_cascade"], m["em_skip_coarse"]) == (50.0, 75.0, 50.0, 25.0)
-    assert (m["fix_rate_refined"], m["break_rate_refined"]) == (100.0, 50.0)
+    assert (m["em_coarse"], m["em_refined"], m["em_cascade"], m["em_skip_coarse"]) == (
+        50.0,
+        50.0,
+        50.0,
+        25.0,
+    )  # add items are not routed: kept
+    assert (m["fix_rate_refined"], m["break_rate_refined"]) == (50.0, 50.0)
     assert (m["fix_rate_cascade"], m["break_rate_cascade"]) == (50.0, 50.0)
     assert (m["em_cascade_mul"], m["fix_rate_cascade_mul"], m["break_rate_cascade_mul"]) == (50.0, 100.0, 100.0)
     assert math.isnan(m["fix_rate_cascade_add"]) is False and m["em_cascade_add"] == 50.0
     assert m["tokens_per_item_coarse"] == 4.75  # "+20" 3 + EOS, "+000" 5, "+403" 5, "four" 5
     assert m["tokens_per_item_cascade"] == pytest.approx((19 + 13 + 7) / 4)
     assert m["tokens_ratio_cascade"] == pytest.approx(9.75 / 4.75)
-    assert m["tokens_ratio_coarse"] == 1.0 and m["tokens_per_item_skip_coarse"] == pytest.approx(6.0)
+    assert m["tokens_ratio_coarse"] == 1.0 and m["tokens_per_item_skip_coarse"] == pytest.approx(
+        5.25
+    )  # add items: coarse only
     assert m["limen_coarse_approval_rate"] == 25.0 and m["refined_share"] == 50.0 and m["silence_rate"] == 25.0
     assert m["refinement_success_rate"] == 50.0 and m["limen_refined_approval_rate"] == 100.0
     assert m["tension_before"] == pytest.approx(1 / (1 + math.exp(0.5)), abs=1e-6)
@@ -145,3 +158,54 @@ def test_run_cascade_eval_recalibrates_compares_with_control_and_baselines(casca
     assert m["cascade_minus_control_mul"] == m["em_cascade_mul"] - m["em_control_mul"]
     assert sorted(outcome.curves) == ["answer", "cascade"]
     assert m["refiner_bytes"] > 0 and m["peak_memory_mb"] > 0
+
+
+def test_the_oracle_gate_is_above_every_threshold_of_the_sweep(cascade, verifier):
+    base = cascade.generate([r["prompt"] for r in RECORDS], "coarse_only")
+    data = sweep_data(cascade, RECORDS, base, verifier.verify)
+    oracle, correct = oracle_gate(data)
+    points = threshold_sweep(data, sweep_thresholds(data.coarse_tension, 6))
+    assert oracle["em"] == 75.0 and correct == [True, True, True, False]  # b fixed; c right, so never sent
+    assert all(oracle["em"] >= p["em"] for p in points)
+    assert oracle["tokens_per_item"] == pytest.approx((4 + 5 + 13 + 5 + 5) / 4)  # refines b alone
+
+
+def test_sweep_and_flops_ignore_the_records_labels(cascade, verifier):
+    scrambled = [{**r, "task": {"add": "mul", "mul": "add"}[r["task"]]} for r in RECORDS]
+    base = cascade.generate([r["prompt"] for r in RECORDS], "coarse_only")
+    counter = flop_counter(cascade)
+    plain, other = (sweep_data(cascade, rows, base, verifier.verify, counter) for rows in (RECORDS, scrambled))
+    assert plain.routed == other.routed == [False, True, True, False]
+    assert plain.coarse_tension == other.coarse_tension and plain.refined_flops == other.refined_flops
+    params = counter.coarse_params
+    assert plain.coarse_flops[0] == 2.0 * params * (4 + 4)  # "1+1=" read, "+20" + EOS written
+    assert plain.refined_flops[0] == 0.0 and plain.refined_flops[1] > 0.0
+
+
+def test_paired_effects_give_the_difference_and_an_interval_around_it():
+    items = [{"refined_correct": k % 2 == 0, "skip_coarse_correct": k % 4 == 0} for k in range(40)]
+    effects = paired_effects(items, resamples=500)
+    assert effects["draft_effect"] == pytest.approx(25.0)
+    assert effects["draft_effect_low"] < 25.0 < effects["draft_effect_high"]
+    assert "gate_vs_skip_coarse" not in effects  # no cascade column
+
+
+def test_traffic_reweights_families_and_finds_the_break_even_share():
+    def row(task, coarse, gated, skip, gated_flops):
+        return {"task": task, "coarse_correct": coarse, "cascade_correct": gated, "cascade_flops": gated_flops,
+                "skip_coarse_correct": skip, "skip_coarse_flops": 10.0}  # fmt: skip
+
+    # coarse-right items cost the gate 2 (no refiner), coarse-wrong ones 14 (coarse + LIMEN + refiner)
+    items = [row("add", True, True, True, 2.0)] * 2 + [row("mul", False, True, True, 14.0)] * 2
+    m = traffic_metrics(items, {"add": 3.0, "mul": 1.0})
+    assert m["em_traffic_cascade"] == 100.0 and m["flops_per_item_traffic_cascade"] == pytest.approx(5.0)
+    assert m["break_even_share_cascade"] == 34.0  # 2s + 14(1 - s) < 10 from s > 1/3
+    assert m["coarse_solvable_share"] == 50.0
+    with pytest.raises(ValueError, match=r"cascade_eval\.traffic: no test items of word"):
+        traffic_metrics(items, {"word": 1.0})
+
+
+def test_evaluation_writes_the_effects_against_skip_coarse_and_the_oracle(cascade, verifier):
+    m = evaluate_cascade(cascade, RECORDS, verifier.verify, CascadeEvalSettings(sweep_points=5)).metrics
+    assert m["draft_effect"] == m["em_refined"] - m["em_skip_coarse"]
+    assert m["gate_vs_oracle"] == m["em_cascade"] - m["em_oracle"] and m["gate_vs_oracle_high"] <= 0.0

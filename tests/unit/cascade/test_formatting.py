@@ -122,3 +122,9 @@ def test_family_targets_must_name_trained_families() -> None:
     fmt = RefinerFormatSettings(target="steps", family_targets={"word": "answer"})
     with pytest.raises(ValueError, match="strategy: adversarial needs target steps"):
         RefinerSettings(mix={"mul": 0.5, "word": 0.5}, route_tasks=["mul"], format=fmt, strategy="adversarial")
+
+
+def test_the_refiner_reads_the_draft_by_default():
+    fmt = RefinerFormatSettings()
+    assert fmt.use_coarse and refiner_input("7*38=", "+000", fmt) == "7*38=[COARSE]+000[REFINE]"
+    assert refiner_input("7*38=", "+000", RefinerFormatSettings(use_coarse=False)) == "7*38=[COARSE][REFINE]"

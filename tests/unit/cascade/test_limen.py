@@ -10,6 +10,7 @@ from cascadelab.cascade.limen import (
     LimenGate,
     auroc,
     choose_threshold,
+    disjoint_halves,
     expected_calibration_error,
     fit_calibration,
     fit_logistic,
@@ -29,7 +30,9 @@ def _gate(weights: dict[str, float], bias: float) -> LimenGate:
 
 @pytest.fixture()
 def limen(tiny_model, tokenizer, verifier):
-    settings = LimenSettings(use_hidden=False, blocked=["BAD"], max_output_chars=20, silence_text="<silence>")
+    settings = LimenSettings(
+        use_hidden=False, use_task=True, blocked=["BAD"], max_output_chars=20, silence_text="<silence>"
+    )
     # Tension rises with the answer length: σ(answer_chars − 4.5), i.e. 4 chars → 0.38, 5 chars → 0.62.
     gate = _gate({"answer_chars": 1.0}, -4.5)
     return Limen(tiny_model, tokenizer, verifier, settings, TASKS, gate, threshold=0.5)
@@ -120,7 +123,7 @@ def test_save_load_round_trip(limen, tmp_path, tiny_model, tokenizer, verifier, 
     intentions = [loaded.create_intention("12+34=", o, "coarse", task="add") for o in ("+640", "+6400", "x")]
     assert torch.equal(loaded.tensions(intentions), limen.tensions(intentions))
     assert loaded.threshold == 0.42 and loaded.tasks == TASKS and loaded.settings == limen.settings
-    hidden = Limen(tiny_model, tokenizer, verifier, LimenSettings(), TASKS, _gate({}, 0.0))
+    hidden = Limen(tiny_model, tokenizer, verifier, LimenSettings(use_task=True), TASKS, _gate({}, 0.0))
     hidden.gate.weight = torch.zeros(len(hidden.feature_names()))
     hidden.gate.mean = hidden.gate.std = torch.ones(len(hidden.feature_names()))
     hidden.save(tmp_path / "wide")
@@ -183,12 +186,12 @@ def _pairs(n, offset):
 
 
 def test_limen_fits_on_pairs(tiny_model, tokenizer, verifier):
-    limen = Limen(tiny_model, tokenizer, verifier, LimenSettings(l2=0.1))
+    limen = Limen(tiny_model, tokenizer, verifier, LimenSettings(l2=0.1, use_task=True))
     metrics = limen.fit(_pairs(20, 10), _pairs(10, 50))
     assert limen.tasks == ["add", "mul"] and limen.threshold == metrics["threshold"]
     assert metrics["val_auroc"] == 1.0 and metrics["train_auroc"] == 1.0
     assert metrics["val_worst_case_break_rate"] <= 0.02
-    assert metrics["val_approval_rate"] == 0.5
+    assert 0.3 < metrics["val_approval_rate"] < 0.7  # the threshold half of val: about half right, half wrong
     assert 0.0 <= metrics["threshold"] <= 1.0
     assert metrics["features"] == 32 + len(CHEAP_FEATURES) + 2
     with pytest.raises(ValueError, match=r"limen: needs train and val pairs \(got 0 and 20\)"):
@@ -201,3 +204,14 @@ def test_run_limen_saves_the_fitted_gate(tiny_model, tokenizer, verifier, tmp_pa
     loaded = Limen.load(tmp_path / "limen", tiny_model, tokenizer, verifier)
     assert loaded.tasks == outcome.limen.tasks and loaded.threshold == outcome.metrics["threshold"]
     assert torch.equal(loaded.gate.weight, outcome.limen.gate.weight)
+
+
+def test_calibration_and_threshold_use_disjoint_val_items():
+    pairs = [{"prompt": f"{i}+{i}=", "coarse": "+0", "coarse_correct": i % 3 == 0} for i in range(200)]
+    pairs += [dict(p, coarse="+1") for p in pairs[:50]]  # a prompt's sampled rows stay with it
+    calibration, thresholding = disjoint_halves(pairs)
+    assert len(calibration) + len(thresholding) == len(pairs)
+    assert not {p["prompt"] for p in calibration} & {p["prompt"] for p in thresholding}
+    assert 80 < len({p["prompt"] for p in calibration}) < 120
+    with pytest.raises(ValueError, match=r"limen: val needs prompts in both halves \(got [01] and [01]\)"):
+        disjoint_halves(pairs[:1])

@@ -39,7 +39,8 @@ def test_family_rows_and_strict_json_metrics():
     assert StageOutcome(metrics).metrics == {"em_coarse": 10.0, "em_coarse_mul": 0.0, "em_cascade_mul": 50.0}
 
 
-def test_operating_points_mark_the_gated_cascade_at_its_threshold():
-    metrics = {"tokens_per_item_cascade": 10.5, "em_cascade": 46.4, "threshold": 0.8312}
-    assert operating_points(metrics) == {"gated cascade (threshold 0.83)": (10.5, 46.4)}
+def test_operating_points_mark_every_baseline_and_the_gated_cascade_at_its_threshold():
+    metrics = {"flops_per_item_cascade": 10.5, "em_cascade": 46.4, "threshold": 0.8312}
+    metrics |= {"flops_per_item_oracle": 9.0, "em_oracle": 60.0, "flops_per_item_skip_coarse": 8.0}
+    assert operating_points(metrics) == {"oracle gate": (9.0, 60.0), "gated cascade (threshold 0.83)": (10.5, 46.4)}
     assert operating_points({"em_cascade": 46.4}) == {}

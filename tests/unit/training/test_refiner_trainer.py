@@ -16,8 +16,11 @@ from cascadelab.config import (
 from cascadelab.data.corpus import CorpusVerifier, normalise_prompt
 from cascadelab.data.tasks import get_family
 from cascadelab.data.tokenizer import train_tokenizer
+from cascadelab.eval.generation import generate_batched
 from cascadelab.models.coarse import build_causal_lm
 from cascadelab.training.refiner_trainer import (
+    DRAFT_TOKENS,
+    coarse_drafts,
     fresh_records,
     refinement_reward,
     run_refiner,
@@ -95,7 +98,7 @@ def test_training_rows_for_each_data_source(model, tokenizer):
         mix={"mul": 1.0},
         route_tasks=["mul"],
         fresh_per_cell=3,
-        format=RefinerFormatSettings(target="answer"),
+        format=RefinerFormatSettings(target="answer", use_coarse=False),
     )
     rows = training_rows(answer, [], train, [], seed=0)
     assert all(r["target"].startswith("+") and ":" not in r["target"] for r in rows)
@@ -105,7 +108,7 @@ def _limen(model, tokenizer, verifier):
     names = [*CHEAP_FEATURES, "task_mul"]
     weight = torch.tensor([1.0 if n == "answer_chars" else 0.0 for n in names])
     gate = LimenGate(weight, torch.tensor(-4.5), torch.zeros(len(names)), torch.ones(len(names)))
-    return Limen(model, tokenizer, verifier, LimenSettings(use_hidden=False), ["mul"], gate, 0.5)
+    return Limen(model, tokenizer, verifier, LimenSettings(use_hidden=False, use_task=True), ["mul"], gate, 0.5)
 
 
 def test_refinement_reward_exact(model, tokenizer, verifier):
@@ -188,8 +191,19 @@ def test_run_refiner_adversarial_then_a_grpo_self_improvement_step(model, tokeni
     assert 0.0 <= m["val_refined_em"] <= 100.0 and "val_refined_em_mul" in m
     refiner: Refiner = outcome.refiner
     before = {k: v.clone() for k, v in refiner.models["all"].state_dict().items()}
-    rows = training_rows(settings, [], [{"task": "mul", "difficulty": 1}], [], seed=1)[:8]
+    rows = training_rows(settings, [], [{"task": "mul", "difficulty": 1}], [], 1, "reversed", model, tokenizer)[:8]
     history = train_self_improvement(refiner, rows, verifier, 0, tmp_path / "rl", limen)
     assert any("reward" in row for row in history)
     after = refiner.models["all"].state_dict()
     assert any(not torch.equal(v, after[k]) for k, v in before.items())
+
+
+def test_drafts_are_the_coarse_models_greedy_answers_or_a_seeded_share_of_samples(model, tokenizer):
+    prompts = ["7*38=", "12*3=", "5*61=", "9*9=", "14*2=", "6*7="]
+    greedy = [o[0] for o in generate_batched(model, tokenizer, prompts, DRAFT_TOKENS)]
+    none = RefinerSettings(mix={"mul": 1.0}, route_tasks=["mul"], format={"sampled_drafts": 0.0})
+    assert coarse_drafts(model, tokenizer, prompts, none, seed=3) == greedy
+    every = none.model_copy(update={"format": none.format.model_copy(update={"sampled_drafts": 1.0})})
+    sampled = coarse_drafts(model, tokenizer, prompts, every, seed=3)
+    assert sampled == coarse_drafts(model, tokenizer, prompts, every, seed=3)  # seeded
+    assert sampled != greedy  # an untrained model at T 1.2 does not repeat its greedy answers
