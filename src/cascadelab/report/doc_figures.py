@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cascadelab.report.table import load_figures
+
 NUMBER = r"[-+]?[\d,]*\.?\d+"
 
 
@@ -62,17 +64,19 @@ class Figure:
 
 
 def figure_value(root: Path, source: str, key: str) -> Any:
-    """`key` (dotted) of `source`; a stage's science not in `metrics/<stage>.json` is in its details file."""
-    files = [root / source]
-    if source.startswith("metrics/"):
-        files.append(root / "plots" / Path(source).stem / "details.json")
-    for path in files:
-        value: Any = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-        for part in key.split("."):
-            value = value.get(part) if isinstance(value, dict) else None
-        if value is not None:
-            return value
-    raise KeyError(f"{source}: no figure {key!r} (nor in the stage's details.json)")
+    """`key` (dotted) of `source`; for a stage's `metrics/<stage>.json`, of all the files its figures are split into."""
+    path = Path(source)
+    if path.parts[0] == "metrics":  # the report's own merge of metrics, details and timing (those that exist)
+        stage = path.stem
+        split = (root / source, root / "plots" / stage / "details.json", root / "plots" / stage / "timing.json")
+        value: Any = load_figures(lambda _: [p for p in split if p.is_file()], [stage])[stage]
+    else:
+        value = json.loads((root / source).read_text(encoding="utf-8"))
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    if value is None:
+        raise KeyError(f"{source}: no figure {key!r} (nor in the stage's details.json)")
+    return value
 
 
 def disagreements(figures: list[Figure], root: Path) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import torch
@@ -59,7 +60,8 @@ def test_group_advantages_centre_each_group() -> None:
     assert advantages == [0.5, -0.5, 0.0, 0.0, -0.25, -0.25, -0.25, 0.75]
 
 
-def test_one_grpo_update_through_trl_steps_the_callers_optimizer_and_fills_replay(tmp_path: Path) -> None:
+def _tiny_reverse_model() -> tuple[list[dict[str, str]], Any, SigmaForCausalLM]:
+    """Seeded: four `rev` records, a char tokenizer on them and a tiny SigmaLLM with its INSTANT plan applied."""
     torch.manual_seed(0)
     records = [{"prompt": f"rev {w}=", "response": w[::-1]} for w in ("ab", "ba", "abc", "cab")]
     tokenizer = train_tokenizer([r["prompt"] + r["response"] for r in records], TokenizerParams(kind="char"))
@@ -72,6 +74,11 @@ def test_one_grpo_update_through_trl_steps_the_callers_optimizer_and_fills_repla
     )
     model = SigmaForCausalLM(config)
     apply_instant_plan(model, 1024, checkpoint_blocks=False)
+    return records, tokenizer, model
+
+
+def test_one_grpo_update_through_trl_steps_the_callers_optimizer_and_fills_replay(tmp_path: Path) -> None:
+    records, tokenizer, model = _tiny_reverse_model()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
     tasks = {"math": [RLTask("reverse", r["prompt"], r["response"]) for r in records]}
     cascade = build_cascade(META, ["reverse"], None, format_weight=0.1, asymmetric=True)
@@ -114,18 +121,7 @@ class _LengthReward:
 
 def _after_updates(level: str, tmp_path: Path, updates: int) -> list[torch.Tensor]:
     """Parameters of a fixed tiny model after `updates` calls of a bridge re-using each batch twice."""
-    torch.manual_seed(0)
-    records = [{"prompt": f"rev {w}=", "response": w[::-1]} for w in ("ab", "ba", "abc", "cab")]
-    tokenizer = train_tokenizer([r["prompt"] + r["response"] for r in records], TokenizerParams(kind="char"))
-    config = SigmaConfig.from_preset(
-        "tiny",
-        vocab_size=len(tokenizer),
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    model = SigmaForCausalLM(config)
-    apply_instant_plan(model, 1024, checkpoint_blocks=False)
+    records, tokenizer, model = _tiny_reverse_model()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
     tasks = {"math": [RLTask("reverse", r["prompt"], r["response"]) for r in records]}
     settings = GRPOParams(
