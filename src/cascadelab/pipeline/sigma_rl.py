@@ -316,20 +316,8 @@ def run(
     folder = checkpoint_dir(
         "sigma_rl", settings, [Path(sigma_dir) / "model.safetensors", Path(code_dir) / "train.jsonl"]
     )
-    trainer = SigmaTrainer(
-        model,
-        optimizers,
-        params.train,
-        out_dir,
-        instant=params.instant,
-        log_fn=log_fn,
-        features=features,
-        guards=params.guards,
-        data=params.data,
-        credit_interval=params.optimizer.c3o.credit_interval,
-        settings=settings,
-        checkpoints=CheckpointStore(folder, params.train.keep_checkpoints) if params.train.checkpoint_steps else None,
-    )
+    checkpoints = CheckpointStore(folder, params.train.keep_checkpoints) if params.train.checkpoint_steps else None
+    trainer = _trainer(model, optimizers, params, out_dir, features, log_fn, settings, checkpoints)
     trainer.prepare_model()
     limit = params.eval.test_records or None
     with final_evaluation("sigma_rl"):  # read once: the same items score the model before and after RL
@@ -480,6 +468,34 @@ def run(
     )
 
 
+def _trainer(
+    model: PreTrainedModel,
+    optimizers: Any,
+    params: SigmaRLParams,
+    out_dir: Path,
+    features: Any,
+    log_fn: LogFn | None,
+    settings: dict[str, Any],
+    checkpoints: CheckpointStore | None = None,
+) -> SigmaTrainer:
+    """The one LM loop of both arms (RL run and LM-only control), on the stage's train, INSTANT, guard, data and
+    credit settings."""
+    return SigmaTrainer(
+        model,
+        optimizers,
+        params.train,
+        out_dir,
+        instant=params.instant,
+        log_fn=log_fn,
+        features=features,
+        guards=params.guards,
+        data=params.data,
+        credit_interval=params.optimizer.c3o.credit_interval,
+        settings=settings,
+        checkpoints=checkpoints,
+    )
+
+
 def _control_run(
     params: SigmaRLParams,
     seed: int,
@@ -505,19 +521,9 @@ def _control_run(
     off = dict.fromkeys(("meta_loop", "research_log", "draft_heads", "fractal_nas", "counterfactual_credit"), False)
     quiet = params.model_copy(update={"features": params.features.model_copy(update=off)})
     out_dir = paths.sigma_rl_run / "control"
-    trainer = SigmaTrainer(
-        model,
-        optimizers,
-        params.train,
-        out_dir,
-        instant=params.instant,
-        log_fn=(lambda row, step: log_fn({f"control_{k}": v for k, v in row.items()}, step)) if log_fn else None,
-        features=params.features,
-        guards=params.guards,
-        data=params.data,
-        credit_interval=params.optimizer.c3o.credit_interval,
-        settings={"seed": seed, "sigma_rl": params.model_dump(mode="json"), "arm": "control"},
-    )
+    control_log = (lambda row, step: log_fn({f"control_{k}": v for k, v in row.items()}, step)) if log_fn else None
+    settings = {"seed": seed, "sigma_rl": params.model_dump(mode="json"), "arm": "control"}
+    trainer = _trainer(model, optimizers, params, out_dir, params.features, control_log, settings)
     trainer.prepare_model()
     evolution = Evolution(quiet, seed, model, optimizers, tokenizer, verifier, math_tasks, exclude, val_batches[:1],
                           out_dir)  # fmt: skip
