@@ -29,11 +29,13 @@ setup-gpu: setup  ## replace .venv's torch with the CUDA build of the same versi
 	$(BIN)/python -m pip install --quiet -r requirements-gpu.txt -c constraints.txt
 	$(BIN)/python -c "import torch; assert torch.cuda.is_available(), 'torch sees no CUDA device'; print(torch.__version__, torch.cuda.get_device_name())"
 
-test: setup  ## run the whole test suite (unit, integration, end-to-end)
-	python -m pytest
+# one pytest worker per core; a test file stays whole on one worker, so a module's dvc project is built once
+TEST_WORKERS ?= auto
+test: setup  ## run the whole test suite (unit, integration, end-to-end) on every core
+	python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: setup  ## unit and integration tests only
-	python -m pytest -m "not slow"
+	python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow"
 
 lint: setup  ## ruff (check + format) + mypy
 	ruff check src stages tests benchmarks
