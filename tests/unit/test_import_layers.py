@@ -27,7 +27,7 @@ LAYERS = (
 )
 WITHIN_LAYER = {("pipeline", "report"), ("training", "cascade"), ("models", "data")}
 # Leaves every layer may use; a leaf imports only leaves.
-LEAVES = ("config", "io", "ranks", "tracking")
+LEAVES = ("config", "io", "plotting", "ranks", "tracking")
 # Units that import nothing of cascadelab but themselves: the schema, and the sandbox (a security boundary).
 SELF_CONTAINED = ("config", "sandbox")
 # Leaves a unit may not use: models hold only models (no schema, no tracking).

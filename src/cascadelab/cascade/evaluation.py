@@ -31,6 +31,7 @@ from cascadelab.cascade.limen import auroc, choose_threshold, expected_calibrati
 from cascadelab.cascade.scoring import generated_tokens
 from cascadelab.config import CascadeEvalSettings
 from cascadelab.eval.generation import generate_batched
+from cascadelab.plotting import pyplot, save_figure
 
 Record = dict[str, Any]
 VerifyFn = Callable[[str, str, str], bool]
@@ -338,10 +339,7 @@ def plot_accuracy_vs_compute(
 ) -> None:
     """PNG of exact match against inference FLOPs per item (tokens where a curve has no FLOPs): one line per
     sweep curve, and each operating point (label → (FLOPs per item, EM): the baselines, the chosen gate) as a marker."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     figure, axis = plt.subplots(figsize=(7, 4.5))
     for name, points in curves.items():
@@ -357,10 +355,7 @@ def plot_accuracy_vs_compute(
     axis.set_title("Cascade: accuracy vs compute (every baseline, LIMEN threshold sweep)")
     axis.grid(alpha=0.3)
     axis.legend(fontsize=7)
-    figure.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(str(path), dpi=120)
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 EFFECTS = {  # effect name -> (system, baseline) item columns, each a test EM difference in points

@@ -10,9 +10,9 @@ to word-problem length.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from transformers import PreTrainedTokenizerBase
 
@@ -41,6 +41,35 @@ def encode_records(records: Sequence[dict[str, Any]], tokenizer: PreTrainedToken
     return out
 
 
+T = TypeVar("T")
+
+
+def pass_rng(seed: int | None, passes: int) -> random.Random | None:
+    """The generator of a seeded loader's pass number `passes` (None without a seed: a fixed order)."""
+    return None if seed is None else random.Random(f"{seed}:{passes}")
+
+
+def cell_chunks(cells: Mapping[str, Sequence[T]], batch_size: int, rng: random.Random | None) -> list[list[T]]:
+    """Each cell's items cut into batches of `batch_size` (cells sorted), then all batches in one list.
+
+    With `rng`, each cell's items are shuffled before the cut and the batches after it.
+    """
+    chunks: list[list[T]] = []
+    for cell in sorted(cells):
+        items = list(cells[cell])
+        if rng is not None:
+            rng.shuffle(items)
+        chunks += [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
+    if rng is not None:
+        rng.shuffle(chunks)
+    return chunks
+
+
+def chunk_count(cells: Mapping[str, Sequence[Any]], batch_size: int) -> int:
+    """How many batches `cell_chunks` cuts from `cells`."""
+    return sum(-(-len(items) // batch_size) for items in cells.values())
+
+
 class CellBatches:
     """Batches of one cell each; with a seed, items and batch order are reshuffled on every pass.
 
@@ -64,20 +93,12 @@ class CellBatches:
         self.tokens = 0  # non-padding tokens yielded so far
 
     def __len__(self) -> int:
-        return sum(-(-len(v) // self.batch_size) for v in self.cells.values())
+        return chunk_count(self.cells, self.batch_size)
 
     def __iter__(self) -> Iterator[LMBatch]:
-        rng = None if self.seed is None else random.Random(f"{self.seed}:{self.passes}")
+        rng = pass_rng(self.seed, self.passes)
         self.passes += 1
-        chunks: list[list[EncodedRecord]] = []
-        for cell in sorted(self.cells):
-            items = list(self.cells[cell])
-            if rng is not None:
-                rng.shuffle(items)
-            chunks += [items[i : i + self.batch_size] for i in range(0, len(items), self.batch_size)]
-        if rng is not None:
-            rng.shuffle(chunks)
-        for chunk in chunks:
+        for chunk in cell_chunks(self.cells, self.batch_size, rng):
             batch = collate_rows(chunk, self.pad_id)
             self.positions += batch["input_ids"].numel()
             self.tokens += batch.num_tokens

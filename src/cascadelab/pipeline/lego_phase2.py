@@ -46,6 +46,7 @@ from cascadelab.pipeline.lego_common import (
     save_lego,
 )
 from cascadelab.pipeline.paths import Paths
+from cascadelab.plotting import pyplot, save_figure
 from cascadelab.training.lego_trainer import (
     load_hard_examples,
     train_full_depth,
@@ -173,10 +174,7 @@ def plot_exit_curve(
     path: Path, val_curve: Sequence[dict[str, float]], test_curve: Sequence[dict[str, float]], threshold: float
 ) -> None:
     """PNG of routed perplexity (over the model's own full depth) against the exit share, val and test."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     figure, axis = plt.subplots(figsize=(6, 4))
     for name, rows in (("val", val_curve), ("test", test_curve)):
@@ -188,12 +186,7 @@ def plot_exit_curve(
     axis.set_title("LEGO: exit share vs perplexity (star: val-chosen threshold)")
     axis.grid(alpha=0.3)
     axis.legend()
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    figure.savefig(tmp, dpi=120)
-    plt.close(figure)
-    tmp.replace(path)
+    save_figure(figure, path)
 
 
 def baseline_budget(

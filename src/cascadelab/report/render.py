@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cascadelab.config import TASK_FAMILIES
+from cascadelab.plotting import pyplot, save_figure
 from cascadelab.report.table import ModelRow
 
 COLUMNS = ["model", "stage", "tasks", "em", *(f"em_{f}" for f in TASK_FAMILIES), "ppl", "params", "train_seconds",
@@ -35,10 +36,7 @@ def markdown_table(rows: Sequence[ModelRow]) -> str:
 
 def plot_accuracy(path: Path, rows: Sequence[ModelRow]) -> Path:
     """Horizontal bars of test EM per model on the whole test split, labelled with parameters and compute."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     points = sorted((r for r in rows if r.em is not None and r.tasks == "all"), key=lambda r: r.em or 0.0)
     fig, ax = plt.subplots(figsize=(9, 0.45 * len(points) + 1.2))
@@ -52,10 +50,4 @@ def plot_accuracy(path: Path, rows: Sequence[ModelRow]) -> Path:
     ax.set_xlim(0, max([*ems, 1.0]) * 1.6)
     ax.set_title("Every model on the same test split")
     ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure(fig, path)

@@ -21,7 +21,6 @@ and ``labels`` aligned with the inputs.
 from __future__ import annotations
 
 import math
-import random
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -34,7 +33,7 @@ from torch import nn
 
 from cascadelab.config import LegoLoopParams, LegoPhase2Params
 from cascadelab.data.batches import collate_rows
-from cascadelab.data.cell_batches import EncodedRecord
+from cascadelab.data.cell_batches import EncodedRecord, cell_chunks, chunk_count, pass_rng
 from cascadelab.io import atomic_file
 from cascadelab.models.lego import LEGOConfig, LEGOTransformer, build_lego_model
 from cascadelab.models.lego.calibration import compute_confidence, compute_confidence_threshold
@@ -465,20 +464,12 @@ class HardSequenceBatches:
         self.passes = self.positions = 0
 
     def __len__(self) -> int:
-        return sum(-(-len(v) // self.batch_size) for v in self.cells.values())
+        return chunk_count(self.cells, self.batch_size)
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        rng = None if self.seed is None else random.Random(f"{self.seed}:{self.passes}")
+        rng = pass_rng(self.seed, self.passes)
         self.passes += 1
-        chunks: list[list[int]] = []
-        for cell in sorted(self.cells):
-            seqs = list(self.cells[cell])
-            if rng is not None:
-                rng.shuffle(seqs)
-            chunks += [seqs[i : i + self.batch_size] for i in range(0, len(seqs), self.batch_size)]
-        if rng is not None:
-            rng.shuffle(chunks)
-        for chunk in chunks:
+        for chunk in cell_chunks(self.cells, self.batch_size, rng):
             batch = collate_rows([self.items[i] for i in chunk], self.pad_id)
             supervised = shifted_targets(batch["labels"]) != IGNORE_INDEX
             weights = supervised.float() * self.easy_weight
