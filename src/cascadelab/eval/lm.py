@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 from typing import Any
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -22,23 +21,15 @@ def evaluate_lm(
     batch_size: int,
     max_new_tokens: int,
     target_field: str = "response",
-    task_max_new_tokens: Mapping[str, int] | None = None,
 ) -> tuple[dict[str, float], list[str]]:
     """Greedy exact match (overall, per task and cell), target perplexity and generation speed.
 
-    `task_max_new_tokens` gives some tasks their own generation budget (a user's worked solutions); their
-    records are generated apart, and `user_answer_extraction_rate` joins the metrics when user items are present.
+    Every prompt gets the same `max_new_tokens` (generation reads no task label); `user_answer_extraction_rate`
+    joins the metrics when user items are present.
     """
     started = time.perf_counter()
-    budgets = task_max_new_tokens or {}
-    outputs = [""] * len(records)
-    for budget in sorted({budgets.get(r["task"], max_new_tokens) for r in records}):
-        group = [i for i, r in enumerate(records) if budgets.get(r["task"], max_new_tokens) == budget]
-        prompts = [records[i]["prompt"] for i in group]
-        for i, o in zip(
-            group, generate_batched(model, tokenizer, prompts, budget, batch_size, desc="eval"), strict=True
-        ):
-            outputs[i] = o[0]
+    prompts = [r["prompt"] for r in records]
+    outputs = [o[0] for o in generate_batched(model, tokenizer, prompts, max_new_tokens, batch_size, desc="eval")]
     seconds = time.perf_counter() - started
     metrics = exact_match_report(records, outputs, verifier.verify)
     if any(r["task"] == USER for r in records):

@@ -81,17 +81,15 @@ def run(params: CoarseSFTParams, seed: int, paths: Paths) -> CoarseOutcome | Non
     train_records = load_split(corpus_dir, "train")
     held_out = val_prompt_records(corpus_dir)  # test prompts are checked by the final evaluation
 
-    def user_budgets(tokenizer: PreTrainedTokenizerBase) -> dict[str, int]:
-        if not has_user(meta):
-            return {}
-        return {USER: max(params.eval.max_new_tokens, user_generation_budget(tokenizer, train_records, meta))}
+    def budget(tokenizer: PreTrainedTokenizerBase) -> GenerationBudget:
+        return generation_budget(params, tokenizer, train_records, meta)
 
     def context(tokenizer: PreTrainedTokenizerBase) -> int:
-        return user_context(tokenizer, train_records, held_out, user_budgets(tokenizer))
+        return user_context(tokenizer, train_records, held_out, budget(tokenizer)[0]) if has_user(meta) else 0
 
     model, tokenizer = coarse_model_and_tokenizer(params, tokenizer_dir, seed, context)
-    budgets = user_budgets(tokenizer)
-    check_context(params, model, tokenizer, train_records, held_out, budgets)
+    max_new_tokens = budget(tokenizer)
+    check_context(params, model, tokenizer, train_records, held_out, max_new_tokens)
     mix = training_mix(params.mix, meta)
     checkpoints = checkpoint_dir(
         "coarse_sft",
@@ -120,15 +118,9 @@ def run(params: CoarseSFTParams, seed: int, paths: Paths) -> CoarseOutcome | Non
     verifier = CorpusVerifier(meta)
     with final_evaluation("coarse_sft"):
         test_records = load_split(corpus_dir, "test")
-        check_prompts_fit(params, model, tokenizer, test_records, budgets)
+        check_prompts_fit(params, model, tokenizer, test_records, max_new_tokens)
         metrics, outputs = evaluate_lm(
-            model,
-            tokenizer,
-            test_records,
-            verifier,
-            params.eval.batch_size,
-            params.eval.max_new_tokens,
-            task_max_new_tokens=budgets,
+            model, tokenizer, test_records, verifier, params.eval.batch_size, max_new_tokens[0]
         )
     metrics.update(_training_metrics(model, result))
     predictions = [
@@ -146,24 +138,45 @@ def run(params: CoarseSFTParams, seed: int, paths: Paths) -> CoarseOutcome | Non
     return CoarseOutcome(metrics, result.history, predictions, result.resumed_from_step, items)
 
 
+GenerationBudget = tuple[int, str]  # new tokens per test prompt, and what sets that number (for errors)
+
+
+def generation_budget(
+    params: CoarseSFTParams,
+    tokenizer: PreTrainedTokenizerBase,
+    train_records: list[dict[str, Any]],
+    meta: dict[str, Any],
+) -> GenerationBudget:
+    """New tokens every test prompt may generate, whatever its task: a prompt carries no task label.
+
+    `eval.max_new_tokens`, raised to the user rows' budget (their longest train response with its margin) when
+    the corpus holds a user dataset; generation stops at EOS, so short answers pay only for what they emit.
+    """
+    default = params.eval.max_new_tokens
+    user = user_generation_budget(tokenizer, train_records, meta) if has_user(meta) else 0
+    if user <= default:
+        return default, "coarse_sft.eval.max_new_tokens"
+    margin = "prepare.user_dataset.generation_margin"
+    return user, f"the user generation budget (longest user train response x (1 + {margin}))"
+
+
 def check_context(
     params: CoarseSFTParams,
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     train_records: list[dict[str, Any]],
     val_prompts: list[dict[str, Any]],
-    budgets: dict[str, int] | None = None,
+    max_new_tokens: GenerationBudget,
 ) -> None:
     """Stop before training when a train row, or a val prompt plus its generation, exceeds the model's context.
 
-    `budgets` gives a task its own generation budget (task `user`); the others generate `eval.max_new_tokens`.
     The test split may not be read before the final evaluation, which checks its prompts the same way.
     """
     limit, param = _context(params, model)
     if limit is None:
         return
     check_fits_context(tokenizer, train_records, ("prompt", "response"), limit, param, (1, "EOS"))
-    check_prompts_fit(params, model, tokenizer, val_prompts, budgets)
+    check_prompts_fit(params, model, tokenizer, val_prompts, max_new_tokens)
 
 
 def check_prompts_fit(
@@ -171,20 +184,12 @@ def check_prompts_fit(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     records: list[dict[str, Any]],
-    budgets: dict[str, int] | None = None,
+    max_new_tokens: GenerationBudget,
 ) -> None:
-    """Stop when a prompt plus its generation budget exceeds the model's context, naming the param to raise."""
+    """Stop when a prompt plus the generation budget exceeds the model's context, naming the param to raise."""
     limit, param = _context(params, model)
-    if limit is None:
-        return
-    budgets = budgets or {}
-    default = (params.eval.max_new_tokens, "coarse_sft.eval.max_new_tokens")
-    plain = [r for r in records if r["task"] not in budgets]
-    check_fits_context(tokenizer, plain, ("prompt",), limit, param, default)
-    for task, budget in budgets.items():
-        rows = [r for r in records if r["task"] == task]
-        what = f"the {task} generation budget (longest train response x (1 + prepare.user_dataset.generation_margin))"
-        check_fits_context(tokenizer, rows, ("prompt",), limit, param, (budget, what))
+    if limit is not None:
+        check_fits_context(tokenizer, records, ("prompt",), limit, param, max_new_tokens)
 
 
 def _context(params: CoarseSFTParams, model: PreTrainedModel) -> tuple[int | None, str]:
@@ -201,13 +206,12 @@ def user_context(
     tokenizer: PreTrainedTokenizerBase,
     train_records: list[dict[str, Any]],
     held_out: list[dict[str, Any]],
-    budgets: dict[str, int],
+    max_new_tokens: int,
 ) -> int:
-    """Positions the user rows need: the longest train prompt + response + EOS, or user prompt + its budget."""
+    """Positions a run with user rows needs: the longest user train row + EOS, or any val prompt + the budget."""
     user_train = [r["prompt"] + r["response"] for r in train_records if r["task"] == USER]
-    user_prompts = [r["prompt"] for r in held_out if r["task"] == USER]
     rows = [len(ids) + 1 for ids in encode_texts(tokenizer, user_train)]
-    prompts = [len(ids) + budgets.get(USER, 0) for ids in encode_texts(tokenizer, user_prompts)]
+    prompts = [len(ids) + max_new_tokens for ids in encode_texts(tokenizer, [r["prompt"] for r in held_out])]
     return max([0, *rows, *prompts])
 
 
