@@ -125,6 +125,7 @@ class CascadeTransformer:
         self.route_tasks = set(settings.route_tasks if settings.route_tasks is not None else refiner.route_tasks)
         self.threshold = settings.threshold if settings.threshold is not None else limen.threshold
         self.family_thresholds: dict[str, float] = dict(settings.family_thresholds)
+        self.refined_threshold: float | None = None  # LIMEN's refined-output threshold (None: its settings')
         self._cache: OrderedDict[tuple[int, str], str] = OrderedDict()
 
     def threshold_of(self, family: str | None) -> float:
@@ -286,7 +287,8 @@ class CascadeTransformer:
                 intentions = self.limen.create_intentions(
                     [t.prompt for t, _ in pending], outputs, "refined", [t.family for t, _ in pending]
                 )
-                for refinement, decision in zip(passes, self.limen.validate_intentions(intentions), strict=True):
+                decisions = self.limen.validate_intentions(intentions, refined_threshold=self.refined_threshold)
+                for refinement, decision in zip(passes, decisions, strict=True):
                     refinement.tension, refinement.decision = decision.tension, decision
             still_active = []
             for (trace, text), refinement in zip(pending, passes, strict=True):

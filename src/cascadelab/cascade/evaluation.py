@@ -53,6 +53,8 @@ class SweepData:
     limen_flops: list[float] = field(default_factory=list)  # LIMEN scoring the coarse answer
     refined_flops: list[float] = field(default_factory=list)  # refiner pass
     refined_limen_flops: list[float] = field(default_factory=list)  # LIMEN scoring the refined output
+    refined_tension: list[float] = field(default_factory=list)  # LIMEN's on the refined output (inf: rule-refused)
+    gate_thresholds: list[float] = field(default_factory=list)  # the coarse threshold each item was gated at
 
 
 @dataclass
@@ -182,7 +184,8 @@ def sweep_data(
         )
         for i, output in zip(indices, outputs, strict=True):
             refined[i] = output
-    decisions = limen.validate_intentions(limen.create_intentions(prompts, refined, "refined", families))
+    refined_intentions = limen.create_intentions(prompts, refined, "refined", families)
+    decisions = limen.validate_intentions(refined_intentions, refined_threshold=cascade.refined_threshold)
     refined_tokens = generated_tokens(cascade.tokenizer, refined, cascade.settings.refiner_max_new_tokens)
     flops: dict[str, list[float]] = {"coarse": [], "limen": [], "refined": [], "refined_limen": []}
     if counter is not None:
@@ -206,6 +209,10 @@ def sweep_data(
         limen_flops=flops["limen"],
         refined_flops=flops["refined"],
         refined_limen_flops=flops["refined_limen"],
+        refined_tension=[
+            math.inf if x.rule is not None else d.tension for x, d in zip(refined_intentions, decisions, strict=True)
+        ],
+        gate_thresholds=[cascade.threshold_of(f) for f in families],
     )
 
 
@@ -277,6 +284,47 @@ def _correct_if_sent(data: SweepData) -> list[bool]:
             data.routed, data.refined_approved, data.refined_correct, data.coarse_correct, strict=True
         )
     ]
+
+
+def refined_check(data: SweepData, refined_threshold: float) -> dict[str, float]:
+    """What LIMEN's check of refined outputs does at `refined_threshold`, against approving every well-formed one.
+
+    Over the items the gate sends on (routed, coarse tension above its gate threshold): the share whose refined
+    output the check refuses (the cascade falls back to the coarse answer), the right answers that saves
+    (refined wrong, coarse right) and loses (refined right, coarse wrong), and the net exact-match change.
+    A rule-refused refined output (malformed) falls back at every threshold, so it is not counted.
+    """
+    n = max(len(data.coarse_correct), 1)
+    sent = [r and t > g for r, t, g in zip(data.routed, data.coarse_tension, data.gate_thresholds, strict=True)]
+    checked_out = [
+        s and math.isfinite(t) and t > refined_threshold for s, t in zip(sent, data.refined_tension, strict=True)
+    ]
+    saved = sum(
+        c and right and not fixed
+        for c, right, fixed in zip(checked_out, data.coarse_correct, data.refined_correct, strict=True)
+    )
+    lost = sum(
+        c and fixed and not right
+        for c, right, fixed in zip(checked_out, data.coarse_correct, data.refined_correct, strict=True)
+    )
+    return {
+        "refined_fallback_rate": 100.0 * sum(checked_out) / max(sum(sent), 1),
+        "refined_check_saved": float(saved),
+        "refined_check_lost": float(lost),
+        "refined_check_em_change": 100.0 * (saved - lost) / n,
+    }
+
+
+def chosen_refined_threshold(data: SweepData) -> float:
+    """The refined-output threshold that maximises exact match on this (val) data at the cascade's gate.
+
+    Candidates are the sent items' refined tensions and 1 (approve every well-formed output); ties go to the
+    highest threshold, the fewest fallbacks.
+    """
+    candidates = sorted({1.0, *(t for t in data.refined_tension if math.isfinite(t))}, reverse=True)
+    scores = [(refined_check(data, t)["refined_check_em_change"], t) for t in candidates]
+    best = max(score for score, _ in scores)
+    return next(t for score, t in scores if score == best)
 
 
 def recalibrated_threshold(data: SweepData, budget: float) -> float:
@@ -435,6 +483,12 @@ def traffic_metrics(items: Sequence[dict[str, Any]], traffic: dict[str, float]) 
     return metrics
 
 
+def _refined_limit(cascade: CascadeTransformer) -> float:
+    """The refined-output threshold the cascade's LIMEN check applies."""
+    chosen = cascade.refined_threshold
+    return cascade.limen.settings.refined_threshold if chosen is None else chosen
+
+
 def flop_counter(cascade: CascadeTransformer) -> FlopCounter:
     """The FLOP counter of a cascade: its coarse model's and its refiner's parameter counts."""
     return FlopCounter(
@@ -505,6 +559,7 @@ def evaluate_cascade(
     outcome.metrics.update(traffic_metrics(outcome.items, settings.traffic))
     outcome.metrics.update(paired_effects(outcome.items))
     wrong = [not c for c in data.coarse_correct]
+    outcome.metrics.update(refined_check(data, _refined_limit(cascade)))
     outcome.metrics["limen_auroc"] = auroc(data.coarse_tension, wrong)
     outcome.metrics["limen_ece"] = expected_calibration_error(data.coarse_tension, wrong)
     families = cascade.refiner.families(prompts)
@@ -599,20 +654,33 @@ def run_cascade_eval(
     `baselines` (e.g. {"answer": cascade_with_the_answer_target_refiner}) are evaluated the same way, their
     metrics prefixed with their name and their sweep curves added beside the cascade's.
     """
+    val_check: dict[str, float] = {}
     for item in [cascade, *(baselines or {}).values()]:
-        if settings.recalibrate_threshold and val_records:
-            base = item.generate([r["prompt"] for r in val_records], "coarse_only")
-            data = sweep_data(item, val_records, base, verify)
+        if not val_records or not (settings.recalibrate_threshold or settings.choose_refined_threshold):
+            continue
+        base = item.generate([r["prompt"] for r in val_records], "coarse_only")
+        data = sweep_data(item, val_records, base, verify)
+        if settings.recalibrate_threshold:
             item.threshold = recalibrated_threshold(data, settings.break_rate_budget)
             if settings.per_family_thresholds:
                 item.family_thresholds = recalibrated_family_thresholds(data, settings.break_rate_budget)
+        if settings.choose_refined_threshold:  # at the gate just chosen
+            data.gate_thresholds = [item.threshold_of(f or None) for f in data.tasks]
+            item.refined_threshold = chosen_refined_threshold(data)
+            if item is cascade:
+                val_check = {f"val_{k}": v for k, v in refined_check(data, item.refined_threshold).items()}
     outcome = evaluate_cascade(cascade, test_records, verify, settings, nodraft=nodraft)
+    outcome.metrics.update(val_check)
+    if cascade.refined_threshold is not None:
+        outcome.metrics["refined_threshold"] = cascade.refined_threshold
     outcome.metrics["threshold"] = cascade.threshold
     outcome.metrics.update({f"threshold_{t}": v for t, v in sorted(cascade.family_thresholds.items())})
     for name, baseline in (baselines or {}).items():
         other = evaluate_cascade(baseline, test_records, verify, settings, name=name)
         outcome.metrics.update(other.metrics)
         outcome.metrics[f"{name}_threshold"] = baseline.threshold
+        if baseline.refined_threshold is not None:
+            outcome.metrics[f"{name}_refined_threshold"] = baseline.refined_threshold
         outcome.curves.update(other.curves)
     if control_model is not None:
         control = control_metrics(control_model, cascade, test_records, verify, outcome.metrics, outcome.items)

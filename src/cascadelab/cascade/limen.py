@@ -252,9 +252,13 @@ class Limen:
         return self.validate_intentions([intention])[0]
 
     def validate_intentions(
-        self, intentions: Sequence[Intention], threshold: float | Sequence[float] | None = None
+        self,
+        intentions: Sequence[Intention],
+        threshold: float | Sequence[float] | None = None,
+        refined_threshold: float | None = None,
     ) -> list[Decision]:
-        """Decisions for many intentions; `threshold` (one value, or one per intention) overrides the coarse one."""
+        """Decisions for many intentions; `threshold` (one value, or one per intention) overrides the coarse one,
+        `refined_threshold` the one refined outputs are approved below (`settings.refined_threshold`)."""
         tensions = self.tensions(intentions).tolist()
         if isinstance(threshold, Sequence) and len(threshold) != len(intentions):
             raise ValueError(f"validate_intentions: {len(threshold)} thresholds for {len(intentions)} intentions")
@@ -264,8 +268,10 @@ class Limen:
             if intention.rule is not None:
                 decisions.append(Decision(False, 1.0, intention.rule))
                 continue
-            limit = self.settings.refined_threshold if intention.stage == "refined" else self.threshold
-            limit = override if override is not None and intention.stage == "coarse" else limit
+            if intention.stage == "refined":
+                limit = self.settings.refined_threshold if refined_threshold is None else refined_threshold
+            else:
+                limit = self.threshold if override is None else override
             if tension <= limit:
                 decisions.append(Decision(True, tension, f"approved: tension {tension:.3f} <= {limit:.3f}"))
             else:

@@ -320,6 +320,10 @@ class CascadeEvalSettings(StrictModel):
     per_family_thresholds: bool = Field(
         False, description="recalibrate one threshold per routed family, the break budget shared between them"
     )
+    choose_refined_threshold: bool = Field(
+        True,
+        description="choose LIMEN's refined-output threshold on val (best val EM); false: limen.refined_threshold",
+    )
     sweep_points: int = Field(21, ge=2, description="thresholds in the accuracy-vs-compute sweep")
     traffic: dict[str, float] = Field(
         default_factory=dict,

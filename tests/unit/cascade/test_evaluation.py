@@ -7,6 +7,7 @@ from cascade_doubles import ScriptedCascade, ScriptedRefiner
 
 from cascadelab.cascade.evaluation import (
     SweepData,
+    chosen_refined_threshold,
     evaluate_cascade,
     flop_counter,
     oracle_gate,
@@ -14,6 +15,7 @@ from cascadelab.cascade.evaluation import (
     plot_accuracy_vs_compute,
     recalibrated_family_thresholds,
     recalibrated_threshold,
+    refined_check,
     run_cascade_eval,
     sweep_data,
     sweep_thresholds,
@@ -209,3 +211,50 @@ def test_evaluation_writes_the_effects_against_skip_coarse_and_the_oracle(cascad
     m = evaluate_cascade(cascade, RECORDS, verifier.verify, CascadeEvalSettings(sweep_points=5)).metrics
     assert m["draft_effect"] == m["em_refined"] - m["em_skip_coarse"]
     assert m["gate_vs_oracle"] == m["em_cascade"] - m["em_oracle"] and m["gate_vs_oracle_high"] <= 0.0
+
+
+def test_the_refined_check_counts_fallbacks_and_val_chooses_the_threshold_with_the_best_em():
+    # Four items sent on (tension above the 0.5 gate), one kept: 0 is fixed by the refiner (refined tension
+    # 0.2), 1 is broken by it (0.8), 2 is fixed (0.6), 3 is malformed (rule-refused at every threshold).
+    data = SweepData(
+        coarse_correct=[False, True, False, False, True],
+        refined_correct=[True, False, True, False, False],
+        coarse_tension=[0.9, 0.9, 0.9, 0.9, 0.3],
+        refined_approved=[True, True, True, False, False],
+        routed=[True] * 5,
+        coarse_tokens=[4] * 5,
+        refined_tokens=[10] * 5,
+        refined_tension=[0.2, 0.8, 0.6, math.inf, 0.1],
+        gate_thresholds=[0.5] * 5,
+    )
+    assert refined_check(data, 1.0) == {
+        "refined_fallback_rate": 0.0,
+        "refined_check_saved": 0.0,
+        "refined_check_lost": 0.0,
+        "refined_check_em_change": 0.0,
+    }
+    # Refusing above 0.6 falls back on item 1 alone: its right coarse answer is saved.
+    assert refined_check(data, 0.6) == {
+        "refined_fallback_rate": 25.0,
+        "refined_check_saved": 1.0,
+        "refined_check_lost": 0.0,
+        "refined_check_em_change": 20.0,
+    }
+    # Above 0.2 item 2's right refined answer is lost too: no net change; above 0.1 item 0's as well.
+    assert refined_check(data, 0.2)["refined_check_em_change"] == 0.0
+    assert refined_check(data, 0.1)["refined_check_lost"] == 2.0
+    assert chosen_refined_threshold(data) == 0.6
+    data.refined_correct = [True, True, True, False, False]  # the refiner never breaks: approve everything
+    assert chosen_refined_threshold(data) == 1.0
+
+
+def test_run_cascade_eval_chooses_the_refined_threshold_on_val_only_when_asked(cascade, verifier):
+    settings = CascadeEvalSettings(modes=["coarse_only", "normal"], sweep_points=4)
+    chosen = run_cascade_eval(cascade, RECORDS, RECORDS, verifier.verify, settings).metrics
+    assert 0.0 <= chosen["refined_threshold"] <= 1.0
+    assert {"refined_fallback_rate", "refined_check_em_change", "val_refined_check_em_change"} <= set(chosen)
+    assert chosen["val_refined_check_em_change"] >= 0.0  # the choice can always keep 1.0 (no change) on val
+    cascade.refined_threshold = None
+    fixed = CascadeEvalSettings(modes=["coarse_only", "normal"], sweep_points=4, choose_refined_threshold=False)
+    kept = run_cascade_eval(cascade, RECORDS, RECORDS, verifier.verify, fixed).metrics
+    assert "refined_threshold" not in kept and kept["refined_fallback_rate"] == 0.0

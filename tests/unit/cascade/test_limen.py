@@ -78,6 +78,9 @@ def test_refined_output_is_judged_by_its_final_answer(limen):
     answer = limen.create_intention("7*38=", "+662", "coarse", task="mul")
     assert torch.equal(limen.tensions([steps]), limen.tensions([answer]))
     assert limen.validate_intention(steps).approved  # refined_threshold defaults to 1.0
+    assert not limen.validate_intentions([steps], refined_threshold=0.0)[0].approved  # the cascade's override
+    coarse_alone = limen.validate_intention(answer).approved
+    assert limen.validate_intentions([answer], refined_threshold=0.0)[0].approved == coarse_alone  # coarse: unmoved
 
 
 def test_fallback_to_the_least_tense_alternative(limen):
