@@ -164,7 +164,7 @@ CASCADE_FIGURES = [
     Figure("docs/cascade.md", CAS_L, "val_worst_case_break_rate", "break rate {:.2f} % on", 100.0),
     Figure("docs/cascade.md", CAS, "router_accuracy", "on test: {:.1f} %"),
     Figure("docs/cascade.md", CAS_R, "router_val_accuracy", "(val: {:.1f} %)"),
-    Figure("docs/cascade.md", CAS, "refined_threshold", "threshold {:.3f} chosen on val"),
+    Figure("docs/cascade.md", CAS, "refined_threshold", "threshold {:.6f} chosen on val"),
     Figure("docs/cascade.md", CAS, "val_refined_check_em_change", "(val EM change {:+.2f} points)"),
     Figure("docs/cascade.md", CAS, "refined_fallback_rate", "answer on {:.2f} % of the refined"),
     Figure("docs/cascade.md", CAS, "refined_check_saved", "saving {:.0f} right answers"),
