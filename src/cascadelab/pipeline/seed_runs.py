@@ -169,12 +169,17 @@ def _dvc_read(path: str, rev: str) -> bytes:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`queue SEED...` queues the experiments; `gather SEED... [--seconds S]` copies their files."""
+    """`queue SEED...` queues the experiments; `gather SEED... [--seconds S]` copies their files (module doc)."""
     parser = argparse.ArgumentParser(prog="python -m cascadelab.pipeline.seed_runs", description=__doc__)
     parser.add_argument("command", choices=("queue", "gather"))
     parser.add_argument("seeds", nargs="+", type=int, help="training seeds besides the default run's")
     parser.add_argument("--seconds", type=float, help="gather: the measured wall time of the experiments' run")
+    parser.add_argument("--targets", nargs="+", default=list(SEED_TARGETS), help="the stages each experiment runs")
     args = parser.parse_args(argv)
+    unknown = [target for target in args.targets if target not in STAGES]
+    if unknown:
+        print(f"error: seed_runs: unknown stage {unknown[0]!r} (stages: {', '.join(STAGES)})", file=sys.stderr)
+        return 2
     if len(set(args.seeds)) != len(args.seeds):
         print(f"error: seed_runs: a seed is listed twice ({' '.join(map(str, args.seeds))})", file=sys.stderr)
         return 2
@@ -184,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             earlier = [experiment_name(seed) for seed in args.seeds if _has_experiment(seed, baseline)]
             if earlier:  # a name DVC already holds on this commit would refuse the queueing
                 subprocess.run(["dvc", "exp", "remove", *earlier], check=True)
-            for command in queue_commands(args.seeds):
+            for command in queue_commands(args.seeds, args.targets):
                 print(" ".join(command))
                 subprocess.run(command, check=True)
             return 0
@@ -193,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         info: dict[str, Any] = {"baseline": baseline}
         if args.seconds is not None:
             info["measured_seconds"] = args.seconds
-        files = gather(args.seeds, revs, _dvc_read, run_info=info)
+        files = gather(args.seeds, revs, _dvc_read, stages=seeded_stages(args.targets), run_info=info)
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
