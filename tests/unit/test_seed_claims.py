@@ -15,6 +15,7 @@ from cascadelab.pipeline.seed_runs import (
     SEEDS_README,
     gather,
     gathered,
+    main,
     queue_commands,
     seeded_stages,
 )
@@ -114,6 +115,8 @@ def test_a_claim_over_seeds_gives_each_seeds_effect_and_the_mean_with_a_pooled_i
     assert entry.verdict == "inconclusive" and entry.threshold == -2.0
     assert entry.interval_note.startswith("hierarchical bootstrap over 3 training seeds")
     assert table.as_dict()["runs"][1] == {"training_seed": 1, "source": "run 1"}
+    row = next(line for line in seed_claims_markdown(table).splitlines() if "`hybrid_matches_transformer`" in line)
+    assert "| -4.0, +0.0, +4.0 | +0.0 [" in row and row.endswith("| > -2 | **inconclusive** | inconclusive |")
 
 
 def test_a_seed_without_per_item_rows_leaves_the_pooled_interval_unavailable_and_inconclusive() -> None:
@@ -150,3 +153,15 @@ def test_the_makefile_runs_the_default_seeds_and_the_seeds_folder_says_what_it_h
     assert match is not None and tuple(int(s) for s in match.group(1).split()) == DEFAULT_SEEDS
     assert "seed_runs queue $(SEEDS)" in makefile and "seed_runs gather $(SEEDS)" in makefile
     assert Path("metrics/seeds/README.md").read_text(encoding="utf-8") == SEEDS_README
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["queue", "1", "--targets", "nope"], "error: seed_runs: unknown stage 'nope' (stages: prepare, coarse_sft,"),
+        (["gather", "1", "1"], "error: seed_runs: a seed is listed twice (1 1)"),
+    ],
+)
+def test_bad_arguments_are_one_line(argv, message, capsys) -> None:
+    assert main(argv) == 2
+    assert capsys.readouterr().err.startswith(message)
