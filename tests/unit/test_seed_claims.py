@@ -115,6 +115,7 @@ def test_a_claim_over_seeds_gives_each_seeds_effect_and_the_mean_with_a_pooled_i
     assert entry.verdict == "inconclusive" and entry.threshold == -2.0
     assert entry.interval_note.startswith("hierarchical bootstrap over 3 training seeds")
     assert table.as_dict()["runs"][1] == {"training_seed": 1, "source": "run 1"}
+    assert table.headline()["claim_seeds.hybrid_matches_transformer.verdict"] == 0.0
     row = next(line for line in seed_claims_markdown(table).splitlines() if "`hybrid_matches_transformer`" in line)
     assert "| -4.0, +0.0, +4.0 | +0.0 [" in row and row.endswith("| > -2 | **inconclusive** | inconclusive |")
 

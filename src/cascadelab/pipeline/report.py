@@ -34,6 +34,7 @@ class ReportOutputs:
     metrics: dict[str, Any]
     files: list[Path]
     claims: ClaimsTable | None = None
+    over_seeds: SeedClaimsTable | None = None
 
 
 def _key(model: str) -> str:
@@ -61,7 +62,7 @@ def run(
     atomic_write_text(paths.results, results_page(table, outputs.rows, seed, seconds, over_seeds))
     outputs.metrics.update({f"claims_{verdict}": count for verdict, count in table.as_dict()["verdicts"].items()})
     files = [*outputs.files, paths.claims, paths.claims_seeds, paths.results]
-    return ReportOutputs(outputs.rows, outputs.metrics, files, table)
+    return ReportOutputs(outputs.rows, outputs.metrics, files, table, over_seeds)
 
 
 def stage_seconds(paths: Paths) -> dict[str, float]:

@@ -73,6 +73,18 @@ class SeedClaimsTable:
             "make_claims_wall": self.wall,
         }
 
+    def headline(self) -> dict[str, float]:
+        """Each claim's verdict over seeds (+1 holds, 0 inconclusive, -1 refuted), mean effect and interval."""
+        code = {"holds": 1.0, "inconclusive": 0.0, "refuted": -1.0}
+        values: dict[str, float] = {}
+        for entry in self.entries:
+            values[f"claim_seeds.{entry.name}.verdict"] = code[entry.verdict]
+            if entry.effect is not None:
+                values[f"claim_seeds.{entry.name}.effect"] = entry.effect
+            if entry.interval is not None:
+                values[f"claim_seeds.{entry.name}.low"], values[f"claim_seeds.{entry.name}.high"] = entry.interval
+        return values
+
 
 def why_not_over_seeds(spec: ClaimDef, seeded: Sequence[str]) -> str | None:
     """Why a claim is not decided over seeds (None: it is): no per-item data, or stages not rerun at other seeds."""
