@@ -20,8 +20,9 @@ from cascadelab.pipeline.seed_runs import (
     seeded_stages,
 )
 from cascadelab.report.claim_defs import SEED_CLAIMS
+from cascadelab.report.claims import ClaimEntry
 from cascadelab.report.results_page import seed_claims_markdown
-from cascadelab.report.seed_claims import SeedClaimsTable, SeedRun, build_seed_claims, wall_estimate
+from cascadelab.report.seed_claims import SeedClaimsTable, SeedRun, build_seed_claims, near_threshold, wall_estimate
 
 HYBRID = next(spec for spec in SEED_CLAIMS if spec.name == "hybrid_matches_transformer")
 CASCADE_STAGES = ("coarse_sft", "cascade_pairs", "limen", "refiner", "cascade_eval")
@@ -166,3 +167,22 @@ def test_the_makefile_runs_the_default_seeds_and_the_seeds_folder_says_what_it_h
 def test_bad_arguments_are_one_line(argv, message, capsys) -> None:
     assert main(argv) == 2
     assert capsys.readouterr().err.startswith(message)
+
+
+def _entry(name: str, effect: float, low: float, high: float, threshold: float) -> ClaimEntry:
+    return ClaimEntry(name, name, "s", "b", "m", None, None, effect, [low, high], "", threshold, "above", "x")
+
+
+def test_the_claims_near_their_threshold_at_one_seed_are_listed_with_whether_seeds_rerun_them() -> None:
+    entries = [
+        _entry("hybrid_matches_transformer", -1.4, -2.3, -0.5, -2.0),  # 0.6 from it, half-width 0.9: near
+        _entry("lego_exits_early_at_little_loss", 0.90, 0.85, 0.95, 1.02),  # 0.12 from it, half-width 0.05: far
+        _entry("cascade_fixes_coarse_errors", 3.6, 2.7, 4.5, 5.0),  # 1.4 from it, half-width 0.9: near
+        _entry("sigma_beats_llama", 1.2, 1.1, 1.3, 1.0),  # 0.2 from it, half-width 0.1: exactly twice, near
+    ]
+    near = near_threshold(entries, ("hybrid_rnn", "coarse_sft"), SEED_CLAIMS)
+    assert [(n["name"], n["over_seeds"]) for n in near] == [
+        ("hybrid_matches_transformer", True), ("cascade_fixes_coarse_errors", False), ("sigma_beats_llama", False)
+    ]  # fmt: skip
+    table = SeedClaimsTable([{"training_seed": 1234, "source": "the default run"}], [], [], 0.95, near=near)
+    assert "`cascade_fixes_coarse_errors` (**not rerun by `make claims`**)" in seed_claims_markdown(table)

@@ -17,7 +17,7 @@ from cascadelab.report.claim_defs import SEED_CLAIMS
 from cascadelab.report.claims import ClaimsTable, Figures, Items, build_claims, read_items
 from cascadelab.report.render import COLUMNS, markdown_table, plot_accuracy
 from cascadelab.report.results_page import results_page
-from cascadelab.report.seed_claims import SeedClaimsTable, SeedRun, build_seed_claims, wall_estimate
+from cascadelab.report.seed_claims import SeedClaimsTable, SeedRun, build_seed_claims, near_threshold, wall_estimate
 from cascadelab.report.table import ModelRow, collect_rows, load_figures
 
 # Stages whose figures the claims read, and those whose per-item test rows (plots/<stage>/items.jsonl) pair them.
@@ -57,6 +57,7 @@ def run(
     table = build_claims_table(claims or ClaimsParams(), seed, paths, settings)
     seconds = stage_seconds(paths)
     over_seeds = build_seed_claims_table(claims or ClaimsParams(), seed, paths, settings, seconds)
+    over_seeds.near = near_threshold(table.entries, seeded_stages(), SEED_CLAIMS)
     write_json(paths.claims, table.as_dict())
     write_json(paths.claims_seeds, over_seeds.as_dict())
     atomic_write_text(paths.results, results_page(table, outputs.rows, seed, seconds, over_seeds))

@@ -93,13 +93,21 @@ def make_claims_wall(table: SeedClaimsTable) -> str:
     )
 
 
+def _near_line(table: SeedClaimsTable) -> str:
+    if not table.near:
+        return ""
+    names = ", ".join(f"`{n['name']}`" + ("" if n["over_seeds"] else " (**not rerun by `make claims`**)")
+                      for n in table.near)  # fmt: skip
+    return f"\nNear their threshold at one seed (the effect within twice its interval's half-width of it): {names}.\n"
+
+
 def seed_claims_markdown(table: SeedClaimsTable) -> str:
     """The claims over training seeds: each seed's effect, the pooled effect with its interval, the verdict."""
     seeds = ", ".join(str(run["training_seed"]) for run in table.runs)
     if not table.entries and not table.left_out:
         return (
             f"No seed runs gathered yet (training seed {seeds} only): `make claims` reruns the claims' stages at "
-            "more training seeds and decides them over all.\n\n" + make_claims_wall(table)
+            "more training seeds and decides them over all.\n\n" + make_claims_wall(table) + _near_line(table)
         )
     pooled = f"mean effect over seeds [{table.confidence:.0%} interval]"
     header = ["claim", "metric", f"effect at training seed {seeds}", pooled, "threshold", "verdict over seeds",
@@ -112,7 +120,7 @@ def seed_claims_markdown(table: SeedClaimsTable) -> str:
         cells = [f"{e.claim} (`{e.name}`)", e.metric, per_seed, _pooled_cell(e.effect, e.interval, e.metric), rule,
                  f"**{e.verdict}**", e.per_seed[0]["verdict"]]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
-    text = "\n".join(lines) + "\n\n" + make_claims_wall(table)
+    text = "\n".join(lines) + "\n\n" + make_claims_wall(table) + _near_line(table)
     if table.left_out:
         text += "\nNot decided over seeds:\n\n" + "".join(
             f"- {u['claim']} (`{u['name']}`): {u['reason']}.\n" for u in table.left_out

@@ -18,7 +18,7 @@ import numpy as np
 from cascadelab.config import ClaimsParams, ClaimThreshold
 from cascadelab.eval.bootstrap import hierarchical_bootstrap
 from cascadelab.eval.verdict import verdict
-from cascadelab.report.claims import ClaimDef, Figures, Items, build_entry, claim_columns, claim_stream
+from cascadelab.report.claims import ClaimDef, ClaimEntry, Figures, Items, build_entry, claim_columns, claim_stream
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,7 @@ class SeedClaimsTable:
     left_out: list[dict[str, str]]
     confidence: float
     wall: dict[str, Any] = field(default_factory=dict)  # the estimate of `make claims`'s wall time
+    near: list[dict[str, Any]] = field(default_factory=list)  # one-seed claims near their threshold (`near_threshold`)
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON of metrics/claims_seeds.json."""
@@ -71,6 +72,7 @@ class SeedClaimsTable:
             "claims": [e.as_dict() for e in self.entries],
             "left_out": self.left_out,
             "make_claims_wall": self.wall,
+            "near_threshold_at_one_seed": self.near,
         }
 
     def headline(self) -> dict[str, float]:
@@ -161,3 +163,21 @@ def wall_estimate(seconds: Mapping[str, float], seeded: Sequence[str], extra_see
         "how": "estimate: the sum of the retrained stages' `stage_seconds` in the default run × the extra seeds "
         "(queued experiments run one at a time); a measured `make claims` run replaces it",
     }
+
+
+def near_threshold(
+    entries: Sequence[ClaimEntry], seeded: Sequence[str], specs: Sequence[ClaimDef]
+) -> list[dict[str, Any]]:
+    """The one-seed claims whose effect lies within twice its interval's half-width of the threshold, and whether
+    `make claims` reruns them: the claims that need more than one seed."""
+    by_name = {spec.name: spec for spec in specs}
+    near = []
+    for entry in entries:
+        if entry.effect is None or entry.interval is None:
+            continue
+        half_width = (entry.interval[1] - entry.interval[0]) / 2.0
+        if abs(entry.effect - entry.threshold) <= 2.0 * half_width:
+            spec = by_name.get(entry.name)
+            over = spec is not None and why_not_over_seeds(spec, seeded) is None
+            near.append({"name": entry.name, "claim": entry.claim, "over_seeds": over})
+    return near
