@@ -10,6 +10,9 @@ from pathlib import Path
 import pytest
 
 from cascadelab.config import ClaimsParams
+from cascadelab.io import write_json
+from cascadelab.pipeline.paths import Paths
+from cascadelab.pipeline.report import CLAIM_STAGES, build_seed_claims_table
 from cascadelab.pipeline.seed_runs import (
     DEFAULT_SEEDS,
     SEEDS_README,
@@ -186,3 +189,40 @@ def test_the_claims_near_their_threshold_at_one_seed_are_listed_with_whether_see
     ]  # fmt: skip
     table = SeedClaimsTable([{"training_seed": 1234, "source": "the default run"}], [], [], 0.95, near=near)
     assert "`cascade_fixes_coarse_errors` (**not rerun by `make claims`**)" in seed_claims_markdown(table)
+
+
+def _write_project(paths: Paths, hybrid_right: int) -> None:
+    """Every claim stage's three figure files (empty but hybrid_rnn's and coarse_sft's EM) and their items."""
+    for stage in {*CLAIM_STAGES, *seeded_stages()}:
+        for path in paths.figures_of(stage):
+            write_json(path, {})
+    write_json(paths.metrics_of("hybrid_rnn"), {"em": 100.0 * hybrid_right / 40})
+    write_json(paths.metrics_of("coarse_sft"), {"em": 50.0})
+    write_json(paths.timing_of("hybrid_rnn"), {"stage_seconds": 30.0})
+    for stage, right in (("hybrid_rnn", hybrid_right), ("coarse_sft", 20)):
+        rows = [json.dumps({"id": f"i{k}", "correct": k < right}) + "\n" for k in range(40)]
+        (paths.plots_of(stage) / "items.jsonl").write_text("".join(rows))
+
+
+def test_the_report_decides_claims_over_the_default_run_and_the_gathered_seeds(tmp_path: Path) -> None:
+    paths = Paths.under(tmp_path / "project")
+    _write_project(paths, 30)
+    assert build_seed_claims_table(ClaimsParams(), 1234, paths).entries == []  # nothing gathered yet
+    for seed, right in ((1, 32), (2, 34)):  # what each experiment's commit holds
+        _write_project(Paths.under(tmp_path / f"rev{seed}"), right)
+
+    def read(path: str, rev: str) -> bytes:
+        source = tmp_path / rev / path
+        if not source.is_file():
+            raise FileNotFoundError(path)
+        return source.read_bytes()
+
+    gather([1, 2], ["rev1", "rev2"], read, paths.seeds, run_info={"measured_seconds": 600.0})
+    table = build_seed_claims_table(ClaimsParams(resamples=200), 1234, paths, {}, {"hybrid_rnn": 30.0})
+    hybrid = next(e for e in table.entries if e.name == "hybrid_matches_transformer")
+    assert [(r["training_seed"], r["effect"]) for r in hybrid.per_seed] == [(1234, 25.0), (1, 30.0), (2, 35.0)]
+    assert hybrid.effect == pytest.approx(30.0) and hybrid.verdict == "holds"
+    assert [r["source"] for r in table.runs] == ["the default run", "experiment claims-seed-1 (rev1)",
+                                                 "experiment claims-seed-2 (rev2)"]  # fmt: skip
+    assert table.wall["measured_seconds"] == 600.0 and table.wall["seconds_per_seed"] == 30.0
+    assert "**10 min** measured for 2 extra training seeds" in seed_claims_markdown(table)
