@@ -89,7 +89,8 @@ def make_claims_wall(table: SeedClaimsTable) -> str:
         f"`make claims` wall time on the default run's machine (2 cores): about **{wall['seconds'] / 60:.0f} min** "
         f"for {seeds} extra training seeds, an estimate until a measured run replaces it: the retrained stages' "
         f"wall times below ({', '.join(f'`{s}`' for s in wall['stages'])}: {wall['seconds_per_seed']:,.0f} s"
-        f"{missing}) × {seeds} seeds.\n"
+        f"{missing}) × {seeds} seeds, not counting DVC's own work per experiment (a copy of the workspace, the "
+        "cached corpus checked out).\n"
     )
 
 
