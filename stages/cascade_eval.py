@@ -16,7 +16,7 @@ def main() -> None:
     """Read params, evaluate, write metrics, the sweep and per-family tables, the PNG and a prediction sample."""
     params = load_or_fail()
     with stage_context("cascade_eval", params, params.cascade_eval, script=__file__) as run:
-        outcome = cascade_eval.run(params.cascade_eval, params.seed, PATHS)
+        outcome = cascade_eval.run(params.cascade_eval, params.train_seed, PATHS)
         write_tsv(PLOTS_DIR / "sweep.tsv", outcome.curves["sweep"], SWEEP_COLUMNS)
         write_tsv(PLOTS_DIR / "families.tsv", outcome.curves["families"])
         write_jsonl(PLOTS_DIR / "predictions.jsonl", outcome.predictions)

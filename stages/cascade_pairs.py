@@ -15,7 +15,7 @@ def main() -> None:
     params = load_or_fail()
     settings = params.cascade_pairs
     with stage_context("cascade_pairs", params, settings, script=__file__) as run:
-        outcome = cascade_pairs.run(settings, params.seed, PATHS, params.coarse_sft)
+        outcome = cascade_pairs.run(settings, params.train_seed, PATHS, params.coarse_sft)
         write_tsv(PLOTS_DIR / "error_rates.tsv", outcome.curves["error_rates"])
         write_stage_metrics("cascade_pairs", outcome.metrics, run)
         run.log_artifact(PLOTS_DIR)

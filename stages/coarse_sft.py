@@ -13,7 +13,7 @@ def main() -> None:
     """Read params, train + evaluate, write the model, metrics, curves and a prediction sample."""
     params = load_or_fail()
     with stage_context("coarse_sft", params, params.coarse_sft, script=__file__) as run:
-        outcome = coarse_sft.run(params.coarse_sft, params.seed, PATHS)
+        outcome = coarse_sft.run(params.coarse_sft, params.train_seed, PATHS)
         if outcome is None:
             return  # another rank than 0: rank 0 saves, evaluates and logs
         write_tsv(PLOTS_DIR / "train.tsv", outcome.history, ["step", "loss", "learning_rate", "grad_norm"])

@@ -13,7 +13,7 @@ def main() -> None:
     """Read params, train + evaluate, write the model, metrics, curves and a prediction sample."""
     params = load_or_fail()
     with stage_context("hybrid_rnn", params, params.hybrid_rnn, script=__file__) as run:
-        outcome = hybrid_rnn.run(params.hybrid_rnn, params.seed, PATHS, run.log_metrics)
+        outcome = hybrid_rnn.run(params.hybrid_rnn, params.train_seed, PATHS, run.log_metrics)
         if outcome is None:
             return  # another rank than 0: rank 0 saves, evaluates and logs
         write_tsv(PLOTS_DIR / "train.tsv", outcome.train_history, ["step", "loss", "learning_rate"])

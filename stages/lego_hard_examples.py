@@ -12,7 +12,7 @@ def main() -> None:
     """Read params, collect the hard examples, write them (fp16 safetensors), metrics and a histogram."""
     params = load_or_fail()
     with stage_context("lego_hard_examples", params, params.lego, script=__file__) as run:
-        outcome = lego_hard_examples.run(params.lego, params.seed, PATHS)
+        outcome = lego_hard_examples.run(params.lego, params.train_seed, PATHS)
         write_tsv(PLOTS_DIR / "confidence.tsv", outcome.curves["confidence"], ["confidence", "share", "hard"])
         write_stage_metrics("lego_hard_examples", outcome.metrics, run)
         run.log_artifact(PLOTS_DIR)

@@ -12,7 +12,7 @@ def main() -> None:
     """Read params, train the shallow model, write it, its metrics and its curves."""
     params = load_or_fail()
     with stage_context("lego_phase1", params, params.lego, script=__file__) as run:
-        outcome = lego_phase1.run(params.lego, params.seed, PATHS, log_fn=run.log_metrics)
+        outcome = lego_phase1.run(params.lego, params.train_seed, PATHS, log_fn=run.log_metrics)
         columns = ["step", "train_loss", "lr", "train_tokens"]
         write_tsv(PLOTS_DIR / "train.tsv", outcome.curves.get("train", []), columns)
         write_tsv(PLOTS_DIR / "val.tsv", outcome.curves.get("val", []), ["step", "val_loss", "val_ppl"])

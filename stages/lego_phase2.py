@@ -22,7 +22,7 @@ def main() -> None:
     """Read params, train phase 2 and the baseline, write both models, metrics and curves."""
     params = load_or_fail()
     with stage_context("lego_phase2", params, params.lego, script=__file__) as run:
-        outcome = lego_phase2.run(params.lego, params.seed, PATHS, log_fn=run.log_metrics)
+        outcome = lego_phase2.run(params.lego, params.train_seed, PATHS, log_fn=run.log_metrics)
         for name, columns in COLUMNS.items():
             write_tsv(PLOTS_DIR / f"{name}.tsv", outcome.curves.get(name, []), columns)
         write_jsonl(PLOTS_DIR / "items.jsonl", outcome.curves["items"])  # every test item, for the claims

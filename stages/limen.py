@@ -14,7 +14,7 @@ def main() -> None:
     """Read params, fit and save LIMEN, write its metrics and reliability diagram."""
     params = load_or_fail()
     with stage_context("limen", params, params.limen, script=__file__) as run:
-        outcome = limen.run(params.limen, params.seed, PATHS)
+        outcome = limen.run(params.limen, params.train_seed, PATHS)
         write_tsv(PLOTS_DIR / "reliability.tsv", outcome.curves["reliability"], ["predicted", "observed", "count"])
         write_stage_metrics("limen", outcome.metrics, run)
         run.log_artifact(PLOTS_DIR)

@@ -16,7 +16,7 @@ def main() -> None:
     params = load_or_fail()
     with stage_context("refiner", params, params.refiner, script=__file__) as run:
         report_to = ["mlflow"] if not params.refiner.parallel else []
-        outcome = refiner.run(params.refiner, params.seed, PATHS, report_to=report_to)
+        outcome = refiner.run(params.refiner, params.train_seed, PATHS, report_to=report_to)
         write_tsv(PLOTS_DIR / "train.tsv", outcome.curves["train"], ["model", *COLUMNS])
         write_tsv(PLOTS_DIR / "control_train.tsv", outcome.curves["control_train"], COLUMNS)
         write_stage_metrics("refiner", outcome.metrics, run)

@@ -16,9 +16,10 @@ def main() -> None:
         write_stage_metrics("report", outputs.metrics, run)
         for path in outputs.files:
             run.log_artifact(path)
-        # The pipeline run shows every model's headline figures and every claim's verdict (MLflow only: the
-        # claims stay out of DVC's metrics table), and stages DVC skipped as cached children.
+        # The pipeline run shows every model's headline figures and every claim's verdict, at one seed and over
+        # seeds (MLflow only: the claims stay out of DVC's metrics table), and stages DVC skipped as cached children.
         headline = outputs.metrics | (outputs.claims.headline() if outputs.claims else {})
+        headline |= outputs.over_seeds.headline() if outputs.over_seeds else {}
         files = {s: PATHS.figures_of(s) for s in STAGES if s != "report"}
         cached = log_pipeline_summary(run, headline, files)
         if cached:

@@ -18,7 +18,7 @@ def main() -> None:
         try:
             outcome = sigma_pretrain.run(
                 params.sigma_pretrain,
-                params.seed,
+                params.train_seed,
                 PATHS,
                 log_fn=lambda metrics, step: run.log_metrics(metrics, step=step),
             )

@@ -19,10 +19,11 @@ def main() -> None:
         try:
             outcome = sigma_rl.run(
                 params.sigma_rl,
-                params.seed,
+                params.train_seed,
                 PATHS,
                 log_fn=lambda metrics, step: run.log_metrics(metrics, step=step),
                 tracking_run=run,
+                data_seed=params.seed,  # the held-out steering/reporting split is data: it keeps the data seed
             )
         except Exception:
             if (OUT_DIR / "errors").is_dir():

@@ -128,6 +128,8 @@ def test_report_writes_a_claims_table_whose_entries_name_their_baselines(project
     assert fixes["compute"]["system"]["inference_flops_per_item"] > 0
     page = (repo / "docs" / "results.md").read_text()
     assert "`cascade_fixes_coarse_errors`" in page and "coarse_only" in page
+    assert "No seed runs gathered yet" in page  # no `make claims` here: the claims over seeds wait for it
+    assert json.loads((repo / "metrics" / "claims_seeds.json").read_text())["claims"] == []
     report = json.loads((repo / "metrics" / "report.json").read_text())
     assert report["claims_holds"] + report["claims_refuted"] + report["claims_inconclusive"] == len(entries)
     (report_run,) = stage_runs(repo, "report")
@@ -145,7 +147,7 @@ def test_report_writes_a_claims_table_whose_entries_name_their_baselines(project
         f"tags.`mlflow.parentRunId` = '{parent.info.run_id}' and tags.`cascadelab.role` = 'cached'",
     )
     by_stage = {run.data.tags["cascadelab.stage"]: run for run in cached}
-    written = {p.stem for p in (repo / "metrics").glob("*.json")} - {"report", "claims"}
+    written = {p.stem for p in (repo / "metrics").glob("*.json")} - {"report", "claims", "claims_seeds"}
     assert set(by_stage) == written
     coarse = stage_figures(repo, "coarse_sft")
     assert by_stage["coarse_sft"].data.metrics["em"] == pytest.approx(coarse["em"])

@@ -1,9 +1,11 @@
 """End to end: `prepare` + `hybrid_rnn` under `dvc repro` in a temporary git repository with tiny params."""
 
+import gzip
 import json
 
 import pytest
-from e2e_project import TINY_PREPARE, client, dvc, make_project, stage_figures, stage_runs
+import yaml
+from e2e_project import TINY_PREPARE, client, dvc, make_project, run, stage_figures, stage_runs
 
 from cascadelab.pipeline.measurements import is_measurement
 
@@ -57,3 +59,30 @@ def test_repro_hybrid_rnn_writes_model_metrics_curves_and_one_mlflow_run(project
     assert sorted(m.step for m in history) == [10, 20]
 
     assert "Running stage" not in dvc(project, "repro", "hybrid_rnn")
+
+
+def test_make_claims_queues_one_experiment_per_training_seed_on_the_same_corpus_and_gathers_them(project):
+    repo, env = project
+    dvc(project, "repro", "hybrid_rnn")
+    run(["git", "add", "-A"], repo, env)
+    run(["git", "commit", "-qm", "default run"], repo, env)
+    seed_runs = ["env", "PYTHONPATH=src", "python", "-m", "cascadelab.pipeline.seed_runs"]
+    run([*seed_runs, "queue", "1", "2", "--targets", "hybrid_rnn"], repo, env)
+    dvc(project, "exp", "run", "--run-all", "--jobs", "1")
+    out = run([*seed_runs, "gather", "1", "2", "--targets", "hybrid_rnn", "--seconds", "9"], repo, env)
+    assert "seed_runs: gathered 9 files under metrics/seeds/" in out  # 2 seeds × (3 figures + items) + runs.json
+
+    runs = json.loads((repo / "metrics/seeds/runs.json").read_text())
+    assert [r["training_seed"] for r in runs["runs"]] == [1, 2] and runs["stages"] == ["hybrid_rnn"]
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    ids = [json.loads(line)["id"] for line in (repo / "plots/hybrid_rnn/items.jsonl").read_text().splitlines()]
+    losses = set()
+    for seed, rev in ((r["training_seed"], r["rev"]) for r in runs["runs"]):
+        seeded = yaml.safe_load(run(["git", "show", f"{rev}:dvc.lock"], repo, env))["stages"]
+        assert seeded["prepare"] == lock["prepare"]  # prepare stayed cached: the same corpus and test items
+        assert seeded["hybrid_rnn"]["params"]["params.yaml"]["training_seed"] == seed
+        items = gzip.decompress((repo / f"metrics/seeds/{seed}/plots/hybrid_rnn/items.jsonl.gz").read_bytes())
+        assert [json.loads(line)["id"] for line in items.decode().splitlines()] == ids  # items pair across seeds
+        losses.add(json.loads((repo / f"metrics/seeds/{seed}/metrics/hybrid_rnn.json").read_text())["test_ppl"])
+    losses.add(stage_figures(repo, "hybrid_rnn")["test_ppl"])
+    assert len(losses) == 3  # three training seeds, three models

@@ -28,9 +28,17 @@ from cascadelab.config.yaml_source import load_yaml
 
 
 class Params(StrictModel):
-    """The whole params.yaml: the global seed plus one section per stage."""
+    """The whole params.yaml: the data and training seeds plus one section per stage."""
 
-    seed: int = Field(1234, ge=0, description="global seed every stage derives its random draws from")
+    seed: int = Field(
+        1234, ge=0, description="global seed: prepare's corpus split, and the other stages' draws unless training_seed"
+    )
+    training_seed: int | None = Field(
+        None,
+        ge=0,
+        description="seed of the stages after prepare (initialisation, batch order, sampling); null: seed. "
+        "Another value retrains on the same corpus and test items (`make claims` runs 1 and 2)",
+    )
     tracking: TrackingParams = section_field(TrackingParams)
     launch: LaunchParams = section_field(LaunchParams)
     prepare: PrepareParams = section_field(PrepareParams)
@@ -53,6 +61,11 @@ class Params(StrictModel):
     cascade_eval: CascadeEvalSettings = section_field(CascadeEvalSettings)
     report: ReportParams = section_field(ReportParams)
     claims: ClaimsParams = section_field(ClaimsParams)
+
+    @property
+    def train_seed(self) -> int:
+        """The seed the stages after prepare draw from: `training_seed`, or `seed` where it is null."""
+        return self.seed if self.training_seed is None else self.training_seed
 
     @model_validator(mode="after")
     def _cascade_families(self) -> Params:

@@ -44,6 +44,8 @@ class Paths:
     metrics: Path = Path("metrics")
     plots: Path = Path("plots")
     claims: Path = Path("metrics/claims.json")  # the claims table (report), beside the stages' metrics
+    seeds: Path = Path("metrics/seeds")  # the seed runs' files, gathered by `make claims` (pipeline/seed_runs.py)
+    claims_seeds: Path = Path("metrics/claims_seeds.json")  # the claims over training seeds (report)
     results: Path = Path("docs/results.md")  # the generated results page (report)
 
     @classmethod
@@ -106,5 +108,6 @@ STAGES: dict[str, StageIO] = {
         ("corpus", "coarse", "limen", "refiner", "coarse_more", "refiner_answer", "refiner_nodraft"), ()
     ),
     "acoc": StageIO(("corpus", "tokenizer"), ("acoc", "acoc_baselines", "acoc_history")),
-    "report": StageIO(("metrics", "plots"), ("claims", "results")),  # the stages' metrics, details and timing files
+    # the stages' metrics, details and timing files, and the seed runs' (`make claims`)
+    "report": StageIO(("metrics", "plots", "seeds"), ("claims", "claims_seeds", "results")),
 }

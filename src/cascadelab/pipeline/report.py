@@ -12,10 +12,12 @@ from typing import Any
 from cascadelab.config import ClaimsParams, ReportParams
 from cascadelab.io import atomic_write_text, write_json, write_tsv
 from cascadelab.pipeline.paths import STAGES, Paths
+from cascadelab.pipeline.seed_runs import DEFAULT_SEEDS, gathered, seeded_stages
 from cascadelab.report.claim_defs import SEED_CLAIMS
-from cascadelab.report.claims import ClaimsTable, build_claims, read_items
+from cascadelab.report.claims import ClaimsTable, Figures, Items, build_claims, read_items
 from cascadelab.report.render import COLUMNS, markdown_table, plot_accuracy
 from cascadelab.report.results_page import results_page
+from cascadelab.report.seed_claims import SeedClaimsTable, SeedRun, build_seed_claims, near_threshold, wall_estimate
 from cascadelab.report.table import ModelRow, collect_rows, load_figures
 
 # Stages whose figures the claims read, and those whose per-item test rows (plots/<stage>/items.jsonl) pair them.
@@ -32,6 +34,7 @@ class ReportOutputs:
     metrics: dict[str, Any]
     files: list[Path]
     claims: ClaimsTable | None = None
+    over_seeds: SeedClaimsTable | None = None
 
 
 def _key(model: str) -> str:
@@ -52,10 +55,15 @@ def run(
     """
     outputs = build_report(list(section.stages), paths, section.title)
     table = build_claims_table(claims or ClaimsParams(), seed, paths, settings)
+    seconds = stage_seconds(paths)
+    over_seeds = build_seed_claims_table(claims or ClaimsParams(), seed, paths, settings, seconds)
+    over_seeds.near = near_threshold(table.entries, seeded_stages(), SEED_CLAIMS)
     write_json(paths.claims, table.as_dict())
-    atomic_write_text(paths.results, results_page(table, outputs.rows, seed, stage_seconds(paths)))
+    write_json(paths.claims_seeds, over_seeds.as_dict())
+    atomic_write_text(paths.results, results_page(table, outputs.rows, seed, seconds, over_seeds))
     outputs.metrics.update({f"claims_{verdict}": count for verdict, count in table.as_dict()["verdicts"].items()})
-    return ReportOutputs(outputs.rows, outputs.metrics, [*outputs.files, paths.claims, paths.results], table)
+    files = [*outputs.files, paths.claims, paths.claims_seeds, paths.results]
+    return ReportOutputs(outputs.rows, outputs.metrics, files, table, over_seeds)
 
 
 def stage_seconds(paths: Paths) -> dict[str, float]:
@@ -74,10 +82,43 @@ def build_claims_table(
     claims: ClaimsParams, seed: int, paths: Paths, settings: Mapping[str, Any] | None = None
 ) -> ClaimsTable:
     """Every seed claim decided from the stages' metrics and per-item files under `paths`, and `settings`."""
+    figures, items = claim_inputs(paths, settings)
+    return build_claims(SEED_CLAIMS, figures, items, claims, seed)
+
+
+def claim_inputs(paths: Paths, settings: Mapping[str, Any] | None = None) -> tuple[Figures, Items]:
+    """The claim stages' figures (with `settings` as `params`) and per-item rows under `paths`."""
     figures: dict[str, Any] = load_figures(paths.figures_of, CLAIM_STAGES)
     figures["params"] = dict(settings or {})
     items = {stage: read_items(paths.plots_of(stage) / "items.jsonl") for stage in ITEM_STAGES}
-    return build_claims(SEED_CLAIMS, figures, items, claims, seed)
+    return figures, items
+
+
+def build_seed_claims_table(
+    claims: ClaimsParams,
+    seed: int,
+    paths: Paths,
+    settings: Mapping[str, Any] | None = None,
+    seconds: Mapping[str, float] | None = None,
+) -> SeedClaimsTable:
+    """The claims over the default run (training seed `seed`) and the seed runs gathered under `paths.seeds`.
+
+    Before any `make claims` there are no seed runs: the table lists none, and carries the wall-time estimate.
+    """
+    figures, items = claim_inputs(paths, settings)
+    runs, info = gathered(paths.seeds)
+    seeded = seeded_stages()
+    default = SeedRun(seed, "the default run", figures, items)
+    # a seed run changes only training_seed: it shares the default run's other params (`settings`)
+    runs = [SeedRun(r.training_seed, r.source, {**r.figures, "params": figures["params"]}, r.items) for r in runs]
+    if runs:
+        table = build_seed_claims(SEED_CLAIMS, [default, *runs], seeded, claims, seed)
+    else:
+        table = SeedClaimsTable([{"training_seed": seed, "source": default.source}], [], [], claims.confidence)
+    table.wall = wall_estimate(seconds or {}, seeded, len(runs) or len(DEFAULT_SEEDS))
+    if "measured_seconds" in info:
+        table.wall["measured_seconds"] = info["measured_seconds"]
+    return table
 
 
 def build_report(stages: list[str], paths: Paths, title: str) -> ReportOutputs:

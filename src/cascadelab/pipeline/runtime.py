@@ -74,6 +74,8 @@ def stage_context(stage: str, params: Params, section: Any, script: str | None =
     # stage run beside the stage's own namespaced section; 0 keeps its metrics and drops those dumps.
     os.environ.setdefault("MLFLOW_MAX_LOG_PARAMS", "0")
     logged = {"seed": params.seed, stage: section.model_dump(mode="json")}
+    if params.training_seed is not None:  # a seed run (`make claims`); the default run logs as it always did
+        logged["training_seed"] = params.training_seed
     started = time.perf_counter()
     token = _stage_started.set(started)
     try:

@@ -270,11 +270,18 @@ def _test_report(
 
 
 def run(
-    params: SigmaRLParams, seed: int, paths: Paths, log_fn: LogFn | None = None, tracking_run: Any = None
+    params: SigmaRLParams,
+    seed: int,
+    paths: Paths,
+    log_fn: LogFn | None = None,
+    tracking_run: Any = None,
+    data_seed: int | None = None,
 ) -> SigmaRLOutcome:
     """RL the pretrained SigmaLLM in `paths.sigma`, save it to `paths.sigma_rl`, log to `paths.sigma_rl_run`.
 
-    `tracking_run` (the stage's MLflow run) parents the NAS trials' child runs.
+    `tracking_run` (the stage's MLflow run) parents the NAS trials' child runs. `data_seed` (None: `seed`)
+    splits the held-out prompts into steering and reporting parts: a data choice, so runs at other training
+    seeds report on the same prompts.
     """
     corpus_dir, tokenizer_dir, code_dir = paths.corpus, paths.tokenizer, paths.code_tasks
     sigma_dir, model_dir, out_dir = paths.sigma, paths.sigma_rl, paths.sigma_rl_run
@@ -309,7 +316,7 @@ def run(
         [r for r in corpus_val if r["task"] in math_tasks][: params.eval.heldout_math]
         + code_val[: params.eval.heldout_code],
         params.eval.steer_fraction,
-        seed,
+        seed if data_seed is None else data_seed,
     )
     heldout, report_tasks = rl_tasks(steer_records), rl_tasks(report_records)  # steering part, reporting part
     settings = {"seed": seed, "sigma_rl": params.model_dump(mode="json")}

@@ -107,7 +107,8 @@ def _joined(stages: Sequence[str], items: Items) -> tuple[list[dict[str, Any]] |
     return joined, ""
 
 
-def _interval(spec: ClaimDef, items: Items, params: ClaimsParams, seed: int) -> tuple[Interval | None, str]:
+def claim_columns(spec: ClaimDef, items: Items) -> tuple[dict[str, np.ndarray] | None, str]:
+    """The per-item columns a claim's interval resamples (row i: test item i), or None and why there are none."""
     if spec.items is None:
         return None, spec.no_items_reason or "no per-item data for this metric"
     rows, why = _joined(spec.items.stages, items)
@@ -117,9 +118,19 @@ def _interval(spec: ClaimDef, items: Items, params: ClaimsParams, seed: int) -> 
         rows = [r for r in rows if spec.items.where(r)]
     if not rows:
         return None, "no test items"
-    columns = {name: np.array([read(r) for r in rows], dtype=np.float64) for name, read in spec.items.columns.items()}
-    # one stream per claim: adding or reordering claims leaves every other claim's interval as it was
-    stream = [seed, zlib.crc32(spec.name.encode())]
+    return {name: np.array([read(r) for r in rows], dtype=np.float64) for name, read in spec.items.columns.items()}, ""
+
+
+def claim_stream(spec: ClaimDef, seed: int) -> list[int]:
+    """The claim's own bootstrap stream: adding or reordering claims leaves every other claim's interval as it was."""
+    return [seed, zlib.crc32(spec.name.encode())]
+
+
+def _interval(spec: ClaimDef, items: Items, params: ClaimsParams, seed: int) -> tuple[Interval | None, str]:
+    columns, why = claim_columns(spec, items)
+    if columns is None or spec.items is None:
+        return None, why
+    stream = claim_stream(spec, seed)
     return paired_bootstrap(columns, spec.items.statistic, params.resamples, params.confidence, stream), ""
 
 
