@@ -117,6 +117,7 @@ class VoteParams(StrictModel):
     ratio: float = Field(0.95, gt=0, le=1, description="vote expand below ratio × mean(last scores)")
     window: int = Field(5, gt=0, description="last cycle scores the vote's mean is taken over")
     merge_top: int = Field(3, gt=0, description="deltas averaged into the soup")
+    soup: bool = Field(True, description="merge the best deltas into a soup (kept when it does not score worse)")
 
 
 class PenaltyParams(StrictModel):
@@ -142,6 +143,7 @@ class ContinualParams(StrictModel):
 
 Arm = Literal["S", "L", "G", "A"]
 ALL_ARMS: list[Arm] = ["S", "L", "G", "A"]
+Extra = Literal["penalty", "forced_routing", "new_lr", "soup", "ewc", "replay"]
 
 
 class StudyParams(StrictModel):
@@ -169,12 +171,18 @@ class StudyParams(StrictModel):
     smooth_window: int = Field(3, gt=0, description="evaluations in the trailing mean that smooths every curve")
     nominal_seq_len: int = Field(14, gt=0, description="sequence length that turns the budget into steps per arm")
     workers: int = Field(2, gt=0, description="runs side by side, one single-threaded process each (1: in-process)")
+    ablations: list[Extra] = Field(
+        default_factory=list,
+        description="extras switched off one at a time on A, each an extra arm `A-<extra>` on every seed",
+    )
 
     @model_validator(mode="after")
     def _check_growth(self) -> StudyParams:
         fractions = self.growth_fractions
         if any(not 0 < f < 1 for f in fractions) or fractions != sorted(set(fractions)):
             raise ValueError(f"growth_fractions: must increase strictly inside (0, 1) (got {fractions})")
+        if self.ablations and "A" not in self.arms:
+            raise ValueError("ablations: switch extras off on A, which is not among the arms")
         if 2 ** len(fractions) != self.large_experts:
             raise ValueError(
                 f"growth_fractions: {len(fractions)} doublings cannot reach large_experts {self.large_experts}"

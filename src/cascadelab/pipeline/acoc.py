@@ -102,8 +102,8 @@ def _work(arm: str, seed: int, params: ACOCParams, save_dir: Path | None) -> Arm
 
 
 def jobs(params: ACOCParams) -> list[tuple[str, int]]:
-    """(arm, seed) of every run, the costliest arms first."""
-    arms = sorted(params.study.arms, key=COST_ORDER.index)
+    """(arm, seed) of every run (A's ablations as arms `A-<extra>`), the costliest arms first."""
+    arms = [f"A-{extra}" for extra in params.study.ablations] + sorted(params.study.arms, key=COST_ORDER.index)
     return [(arm, seed) for arm in arms for seed in params.seeds]
 
 
@@ -112,6 +112,8 @@ def save_target(params: ACOCParams, arm: str, seed: int, model_dir: Path, baseli
     if seed != params.seeds[0]:
         return None
     main = "A" if "A" in params.study.arms else "G"
+    if arm.startswith("A-"):
+        return None
     return model_dir if arm == main else baselines_dir / arm
 
 
@@ -135,7 +137,7 @@ def run(params: ACOCParams, paths: Paths) -> ACOCOutcome:
             ) as pool:
                 futures = {job: pool.submit(_work, *job, params, targets[job]) for job in todo}
                 runs = {job: future.result() for job, future in futures.items()}
-        (base_tmp / "README.md").write_text(baselines_readme(sorted({arm for arm, _ in todo})))
+        (base_tmp / "README.md").write_text(baselines_readme(sorted({arm for arm, _ in todo if arm in "SLG"})))
         if not any(model_tmp.iterdir()):
             (model_tmp / "README.md").write_text("# ACOC\n\nNeither A nor G was among `acoc.study.arms`.\n")
     flops = flop_figures(params, load_tokenizer(paths.tokenizer))

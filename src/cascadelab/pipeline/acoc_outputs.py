@@ -17,15 +17,18 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from datasets import Dataset, DatasetDict
 
 from cascadelab.config import ACOCParams
+from cascadelab.eval.bootstrap import paired_bootstrap
 from cascadelab.io import atomic_directory
 from cascadelab.training.acoc.speedup import flops_to_reach, loss_at, smooth, speedup, target_loss
-from cascadelab.training.acoc_arms import SIGNALS, ArmRun
+from cascadelab.training.acoc_arms import SIGNALS, ArmRun, arm_order
 
 Runs = Mapping[tuple[str, int], ArmRun]
 GRID_POINTS = 40
+PAIRS = (("G", "L"), ("G", "S"), ("L", "S"), ("A", "G"), ("A", "L"))  # (system, baseline) of each EM interval
 
 
 def _curve(run: ArmRun) -> list[tuple[float, float]]:
@@ -33,7 +36,7 @@ def _curve(run: ArmRun) -> list[tuple[float, float]]:
 
 
 def _arms(runs: Runs) -> list[str]:
-    return sorted({arm for arm, _ in runs}, key="SLGA".index)
+    return sorted({arm for arm, _ in runs}, key=arm_order)
 
 
 def _seeds(runs: Runs) -> list[int]:
@@ -95,6 +98,14 @@ def adaptive_figures(runs: Runs) -> dict[str, Any]:
                 causes[key] = causes.get(key, 0) + 1
             if event["type"] == "split" and str(event.get("reason", "")).startswith("new task family"):
                 causes["new_task"] = causes.get("new_task", 0) + 1
+    decisions = [e for (arm, _), run in runs.items() if arm == "A" for e in run.events if e["type"] == "decision"]
+    saturation = [float(e["max_saturation"]) for e in decisions]
+    improvement = [float(e["improvement"]) for e in decisions if e.get("improvement") is not None]
+    if saturation:  # a signal that never moves across its threshold is a constant, not a signal
+        totals["max_saturation_min"], totals["max_saturation_max"] = min(saturation), max(saturation)
+        totals["expand_votes_max"] = max(float(e["expand_votes"]) for e in decisions)
+    if improvement:
+        totals["improvement_min"], totals["improvement_max"] = min(improvement), max(improvement)
     for kind in ("splits", "widens", "prunes", "merges"):
         totals[kind] = sum(run.metrics.get(kind, 0.0) for (arm, _), run in runs.items() if arm == "A")
     return {"cycles": cycles, **totals, "growth_causes": causes}
@@ -126,9 +137,50 @@ def study_figures(params: ACOCParams, runs: Runs, flops: Mapping[str, float]) ->
             per_arm[arm]["never_reached_seeds"] = sum(1 for v in savings if v is None)
     figures: dict[str, Any] = {"flops": dict(flops), "arms": per_arm, "seeds": per_seed}
     if "A" in arms:
-        figures["adaptive"] = adaptive_figures(runs)
+        figures["adaptive"] = adaptive_figures({key: run for key, run in runs.items() if key[0] == "A"})
+        ablations = ablation_figures(per_seed, seeds, [arm for arm in arms if arm.startswith("A-")])
+        if ablations:
+            figures["ablations"] = ablations
     figures["bars"] = bars(per_seed, seeds, arms)
+    figures["em_differences"] = em_intervals(runs)
     return figures
+
+
+def _em_points(means: Mapping[str, np.ndarray]) -> np.ndarray:
+    return 100.0 * (means["system"] - means["baseline"])
+
+
+def em_intervals(runs: Runs, resamples: int = 2000, confidence: float = 0.95) -> dict[str, Any]:
+    """Test EM differences (points) of arm pairs with a paired bootstrap interval over (seed, test item)."""
+    rows = item_rows(runs)
+    out: dict[str, Any] = {}
+    for system, baseline in PAIRS:
+        paired = [r for r in rows if system in r and baseline in r]
+        if not paired:
+            continue
+        columns = {
+            "system": np.array([float(r[system]) for r in paired]),
+            "baseline": np.array([float(r[baseline]) for r in paired]),
+        }
+        interval = paired_bootstrap(columns, _em_points, resamples, confidence, seed=0)
+        out[f"{system}_minus_{baseline}"] = {"estimate": interval.estimate, "low": interval.low, "high": interval.high}
+    return out
+
+
+def ablation_figures(per_seed: Mapping[str, Any], seeds: Sequence[int], variants: Sequence[str]) -> dict[str, Any]:
+    """Each extra's effect: A without it minus A, per seed and as the seed mean (val loss, test EM, saving)."""
+    out: dict[str, Any] = {}
+    for variant in variants:
+        rows = [per_seed[str(s)] for s in seeds if variant in per_seed[str(s)] and "A" in per_seed[str(s)]]
+        deltas = {
+            "val_loss_delta": [r[variant]["val_loss_smoothed"] - r["A"]["val_loss_smoothed"] for r in rows],
+            "em_delta": [r[variant]["em"] - r["A"]["em"] for r in rows],
+        }
+        out[variant.removeprefix("A-")] = {
+            **{f"{key}_mean": statistics.fmean(values) for key, values in deltas.items()},
+            **{f"{key}_per_seed": values for key, values in deltas.items()},
+        }
+    return out
 
 
 def _count(per_seed: Mapping[str, Any], seeds: Sequence[int], test: Any) -> int:
@@ -189,7 +241,7 @@ def curve_table(params: ACOCParams, runs: Runs) -> list[dict[str, Any]]:
 def item_rows(runs: Runs) -> list[dict[str, Any]]:
     """One row per (seed, test item): `id` = `<seed>:<item id>`, the task, and each arm's exact match."""
     rows: dict[str, dict[str, Any]] = {}
-    for (arm, seed), run in sorted(runs.items(), key=lambda kv: (kv[0][1], "SLGA".index(kv[0][0]))):
+    for (arm, seed), run in sorted(runs.items(), key=lambda kv: (kv[0][1], arm_order(kv[0][0]))):
         for item in run.items:
             key = f"{seed}:{item['id']}"
             rows.setdefault(key, {"id": key, "seed": seed, "task": item["task"]})[arm] = bool(item["correct"])
@@ -225,6 +277,8 @@ def plot_curves(params: ACOCParams, runs: Runs, path: str | Path) -> None:
     colors = {"S": "tab:blue", "L": "tab:orange", "G": "tab:green", "A": "tab:red"}
     figure, axis = plt.subplots(figsize=(9, 5.5))
     for (arm, seed), run in sorted(runs.items()):
+        if arm not in colors:  # A's ablations: their effects are figures, not curves
+            continue
         curve = _curve(run)
         axis.plot(*zip(*curve, strict=True), color=colors[arm], alpha=0.15, linewidth=0.8)
         label = arm if seed == params.seeds[0] else None

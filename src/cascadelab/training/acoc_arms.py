@@ -58,9 +58,35 @@ class ArmRun:
     items: list[dict[str, Any]] = field(default_factory=list)
 
 
+ABLATIONS: dict[str, dict[str, dict[str, Any]]] = {  # extra -> the settings that switch it off
+    "penalty": {"penalty": {"alpha": 0.0, "beta": 0.0}},
+    "forced_routing": {"warmup": {"force_share": 0.0}},
+    "new_lr": {"warmup": {"lr_multiplier": 1.0}},
+    "soup": {"vote": {"soup": False}},
+    "ewc": {"continual": {"ewc_lambda": 0.0}},
+    "replay": {"continual": {"replay_weight": 0.0}},
+}
+
+
+def arm_order(arm: str) -> tuple[int, str]:
+    """Sort key: S, L, G, A, then A's ablations by name."""
+    return "SLGA".index(arm[0]), arm
+
+
+def ablated(params: ACOCParams, arm: str) -> ACOCParams:
+    """A's settings with the extra named by `A-<extra>` switched off (`params` itself for any other arm)."""
+    if not arm.startswith("A-"):
+        return params
+    update = {
+        section: getattr(params, section).model_copy(update=values)
+        for section, values in ABLATIONS[arm.removeprefix("A-")].items()
+    }
+    return params.model_copy(update=update)
+
+
 def arm_experts(params: ACOCParams, arm: str) -> int:
     """Experts per layer an arm starts with."""
-    return params.study.large_experts if arm == "L" else params.model.initial_experts if arm == "A" else 1
+    return params.study.large_experts if arm == "L" else params.model.initial_experts if arm[0] == "A" else 1
 
 
 def budget_flops(params: ACOCParams, tokenizer: PreTrainedTokenizerBase) -> float:
@@ -88,7 +114,7 @@ def arm_settings(params: ACOCParams, arm: str, plan: BudgetPlan) -> ACOCParams:
     model = params.model.model_copy(update={"initial_experts": arm_experts(params, arm)})
     growth = params.growth.model_copy(update={"max_experts": max(params.growth.max_experts, model.initial_experts)})
     update: dict[str, Any] = {"model": model, "growth": growth, "val_items_per_task": params.study.val_items_per_task}
-    if arm == "A":
+    if arm[0] == "A":
         update["cycles"] = math.ceil(len(plan.schedule) / params.steps_per_cycle)
     else:
         update |= {"cycles": 1, "steps_per_cycle": len(plan.schedule)}
@@ -102,7 +128,7 @@ def run_arm(
     torch.set_num_threads(threads)
     started, started_cpu = time.perf_counter(), time.process_time()
     plan = _plan(params, data.tokenizer, seed)
-    settings = arm_settings(params, arm, plan)
+    settings = arm_settings(ablated(params, arm), arm, plan)
     model = build_model(settings.model, data.tokenizer, seed)
     engine = BudgetEngine(arm, model, settings, data.train, data.val, seed, plan)
     engine.record()
@@ -113,7 +139,7 @@ def run_arm(
             engine.train_until(fraction * plan.budget_flops)
             run.events.append(engine.grow(params.study.split_noise, generator))
         engine.train_until(plan.budget_flops)
-    elif arm == "A":
+    elif arm[0] == "A":
         run.events, extra = _adaptive(engine, seed)
         run.metrics.update(extra)
     else:

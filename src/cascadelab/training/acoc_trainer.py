@@ -557,7 +557,17 @@ class ACOCController:
         ]
         if last_cycle:
             reasons.append("last cycle: no expansion")
-        self.event("decision", cycle, expand=expand, signals=signals, reasons=reasons, min_signals=g.min_signals)
+        self.event(
+            "decision",
+            cycle,
+            expand=expand,
+            signals=signals,
+            reasons=reasons,
+            min_signals=g.min_signals,
+            improvement=improvement,
+            max_saturation=max_sat,
+            expand_votes=vote.expand_votes,
+        )
         relaxed = {}
         if self.penalty is not None:
             for task in common:

@@ -53,6 +53,9 @@ def test_savings_and_bars_from_curves_with_a_known_answer(runs):
     assert bars["G_beats_S_seeds"] == 3 and bars["L_beats_S_seeds"] == 3
     assert bars["G_final_within_1pct_of_L_seeds"] == 2  # seed 0's G stalls at 1.2 against L's final 1.0
     assert bars["G_max_growth_jump_pct"] == pytest.approx(1e-5)
+    difference = figures["em_differences"]["G_minus_S"]
+    assert difference["estimate"] == 50.0 and difference["low"] <= 50.0 <= difference["high"]
+    assert "A_minus_G" not in figures["em_differences"]  # no A among these runs
     assert bars["met"] == {
         "saving_median_20pct": True, "saving_positive": True, "saving_above_S": True,
         "final_within_1pct_of_L": False, "beats_S": True, "growth_jump_1pct": True,

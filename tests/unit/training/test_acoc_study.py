@@ -5,10 +5,11 @@ import random
 import pytest
 import torch
 
-from cascadelab.config import ACOCParams, TokenizerParams
+from cascadelab.config import ACOCParams, TokenizerParams, VoteParams
 from cascadelab.data.task_streams import build_task_batches
 from cascadelab.data.tokenizer import train_tokenizer
-from cascadelab.training.acoc_arms import StudyData, arm_settings, budget_flops, run_arm
+from cascadelab.training.acoc.variants import vote_and_merge
+from cascadelab.training.acoc_arms import StudyData, ablated, arm_settings, budget_flops, run_arm
 from cascadelab.training.acoc_budget import BudgetEngine, BudgetPlan, study_schedule
 from cascadelab.training.acoc_trainer import build_model
 
@@ -144,3 +145,28 @@ def test_growth_fractions_must_reach_the_large_size():
         _params(growth_fractions=[0.3])
     with pytest.raises(ValueError, match=r"growth_fractions: must increase strictly inside \(0, 1\)"):
         _params(growth_fractions=[0.4, 0.2])
+
+
+def test_each_ablation_switches_off_exactly_its_extra_on_a():
+    params = _params(ablations=["penalty", "soup"])
+    assert ablated(params, "A-penalty").penalty.alpha == ablated(params, "A-penalty").penalty.beta == 0.0
+    assert ablated(params, "A-penalty").vote.soup and not ablated(params, "A-soup").vote.soup
+    assert ablated(params, "A-forced_routing").warmup.force_share == 0.0
+    assert ablated(params, "A-new_lr").warmup.lr_multiplier == 1.0
+    assert (
+        ablated(params, "A-ewc").continual.ewc_lambda == 0.0
+        and ablated(params, "A-replay").continual.replay_weight == 0
+    )
+    assert ablated(params, "G") is params
+    with pytest.raises(ValueError, match="ablations: switch extras off on A, which is not among the arms"):
+        _params(ablations=["soup"], arms=["S", "L", "G"])
+
+
+def test_without_the_soup_the_vote_leaves_the_weights_as_they_were(data):
+    model = build_model(_params().model, data.tokenizer, 0)
+    before = [p.detach().clone() for p in model.parameters()]
+    result = vote_and_merge(
+        model, lambda m: 1.0 + 0.001 * float(next(m.parameters()).sum()), [1.0], VoteParams(soup=False)
+    )
+    assert len(result.scores) == 5 and not result.merged
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))

@@ -113,6 +113,9 @@ def vote_and_merge(
         apply(delta)
         scores.append(score_fn(model))
     result = VoteResult(base_score, threshold, scores, [score < threshold for score in scores])
+    if not params.soup:
+        apply([torch.zeros_like(p) for p in original])
+        return result
     best = sorted(range(len(scores)), key=lambda i: -scores[i])[: params.merge_top]
     total = sum(scores[i] for i in best)
     weights = [scores[i] / total if total > 0 and math.isfinite(total) else 1.0 / len(best) for i in best]
