@@ -114,7 +114,11 @@ class VoteParams(StrictModel):
 
     variants: int = Field(5, gt=0, description="perturbed copies of the model scored in each vote")
     noise: float = Field(0.02, ge=0, description="delta std as a fraction of each tensor's RMS")
-    ratio: float = Field(0.95, gt=0, le=1, description="vote expand below ratio × mean(last scores)")
+    ratio: float = Field(0.95, gt=0, le=1, description="vote expand below ratio × the reference score")
+    reference: Literal["history", "current"] = Field(
+        "history",
+        description="history: the mean of the last `window` cycle scores; current: this cycle's score (sharpness)",
+    )
     window: int = Field(5, gt=0, description="last cycle scores the vote's mean is taken over")
     merge_top: int = Field(3, gt=0, description="deltas averaged into the soup")
     soup: bool = Field(True, description="merge the best deltas into a soup (kept when it does not score worse)")

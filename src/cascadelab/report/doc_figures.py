@@ -133,6 +133,40 @@ def _prefixed(metric: str, key: str) -> str:
     return f"{prefix}_{metric}_{label}" if prefix else f"{metric}_{label}"
 
 
+AC = "metrics/acoc.json"
+ACOC_ARMS = {"S": "| S (static small) |", "L": "| L (static large) |", "G": "| G (fixed splits) |",
+             "A": "| A (adaptive ACOC) |"}  # fmt: skip
+ACOC_FIGURES = [
+    Figure("docs/acoc.md", AC, "flops.budget", "budget {:.1f} GFLOPs", scale=1e-9),
+    Figure("docs/acoc.md", AC, "flops.ratio_L_over_S", "L's step costs {:.2f}× S's"),
+    *(Figure("docs/acoc.md", AC, f"arms.{arm}.em", f"{row} {{:.1f}} % |") for arm, row in ACOC_ARMS.items()),
+    *(Figure("docs/acoc.md", AC, f"arms.{arm}.val_loss_median", "% | {:.4f} |", line=row)
+      for arm, row in ACOC_ARMS.items()),
+    *(Figure("docs/acoc.md", AC, f"arms.{arm}.saving_median", f"{{:.1f}} % ({arm})", scale=100.0) for arm in "SGA"),
+    Figure("docs/acoc.md", AC, "bars.G_saving_median", "| {:.1f} % |", scale=100.0, line="| G: median saving"),
+    Figure("docs/acoc.md", AC, "bars.G_saving_positive_seeds", "{:.0f} seeds (saving > 0)"),
+    Figure("docs/acoc.md", AC, "bars.G_saving_above_S_seeds", "{:.0f} seeds (above S)"),
+    Figure("docs/acoc.md", AC, "bars.G_final_within_1pct_of_L_seeds", "{:.0f} seeds (within 1 %)"),
+    Figure("docs/acoc.md", AC, "bars.G_beats_S_seeds", "{:.0f} seeds (G below S)"),
+    Figure("docs/acoc.md", AC, "bars.L_beats_S_seeds", "{:.0f} seeds (L below S)"),
+    Figure("docs/acoc.md", AC, "bars.G_max_growth_jump_pct", "max {:.5f} %"),
+    *(
+        Figure("docs/acoc.md", AC, f"em_differences.{pair}.{key}", template, line=f"({label})")
+        for pair, label in (("A_minus_G", "A − G"), ("G_minus_L", "G − L"))
+        for key, template in (("estimate", "| {:.1f} ["), ("low", "[{:.1f},"), ("high", ", {:.1f}]"))
+    ),
+    Figure("docs/acoc.md", AC, "stage_seconds", "{:.0f} s (stage)"),
+    Figure("docs/acoc.md", AC, "adaptive.cycles", "Over {:.0f} cycles"),
+    *(
+        Figure("docs/acoc.md", AC, f"adaptive.{key}", template)
+        for key, template in (
+            ("signal_stagnation", "stagnation fired {:.0f} times"), ("signal_saturation", "saturation {:.0f} times"),
+            ("signal_vote", "the vote {:.0f} times"), ("splits", "A split {:.0f} times"),
+            ("widens", "widened {:.0f} times"), ("prunes", "pruned {:.0f} times"), ("merges", "merged {:.0f} times"),
+        )
+    ),
+]  # fmt: skip
+
 CASCADE_FIGURES = [
     *(
         Figure("docs/cascade.md", CAS, _prefixed("em", key), "| {:.2f} % |", line=row)
@@ -254,6 +288,7 @@ FIGURES = [
     Figure("docs/lego.md", L2, "baseline_flops_ratio", "baseline / LEGO {:.3f}"),
     Figure("docs/lego.md", L1, "steps", "phase-1 steps {:.0f}"),
     *CASCADE_FIGURES,
+    *ACOC_FIGURES,
 ]
 
 
