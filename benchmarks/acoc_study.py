@@ -18,13 +18,14 @@ from pathlib import Path
 
 import yaml
 
-from cascadelab.config import load_params
+from cascadelab.config import ACOCParams, load_params
 from cascadelab.pipeline import acoc
 from cascadelab.pipeline.acoc_outputs import study_figures
 from cascadelab.pipeline.paths import PATHS
 
 
-def _settings(args: argparse.Namespace):  # noqa: ANN202 - ACOCParams
+def _settings(args: argparse.Namespace) -> ACOCParams:
+    """params.yaml's acoc section with the command line's settings."""
     raw = load_params(Path("params.yaml")).acoc.model_dump()
     raw["seeds"] = [int(s) for s in args.seeds.split(",")]
     study = raw["study"]
@@ -37,7 +38,7 @@ def _settings(args: argparse.Namespace):  # noqa: ANN202 - ACOCParams
         for part in path:
             node = node[part]
         node[leaf] = yaml.safe_load(value)
-    return type(load_params(Path("params.yaml")).acoc).model_validate(raw)
+    return ACOCParams.model_validate(raw)
 
 
 def main() -> None:
