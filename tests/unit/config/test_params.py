@@ -255,7 +255,7 @@ def test_repository_params_are_valid():
         (
             {"acoc": {"vote": {"ratio": 0}}},
             "params.yaml: acoc.vote.ratio: must be greater than 0 (got 0) "
-            "— vote expand below ratio × mean(last scores)",
+            "— vote expand below ratio × the reference score",
         ),
         ({"acoc": {"continual": {"replay": 1}}}, "params.yaml: acoc.continual.replay: unknown key"),
     ],
