@@ -70,7 +70,7 @@ class GrowthParams(StrictModel):
     all_layers: bool = Field(True, description="grow every layer at once (else only the most saturated layer)")
     stagnation_tol: float = Field(0.05, ge=0, description="a val-loss gain below this counts as stagnation")
     saturation_threshold: float = Field(
-        0.3, ge=0, le=1, description="combined saturation score above which a layer counts as saturated"
+        0.4, ge=0, le=1, description="combined saturation score above which a layer counts as saturated"
     )
     min_signals: int = Field(2, ge=1, le=3, description="signals (of stagnation, saturation, vote) needed to expand")
     prune_usage: float = Field(0.02, ge=0, description="load × gate under which an expert counts as unused")
@@ -114,9 +114,9 @@ class VoteParams(StrictModel):
 
     variants: int = Field(5, gt=0, description="perturbed copies of the model scored in each vote")
     noise: float = Field(0.02, ge=0, description="delta std as a fraction of each tensor's RMS")
-    ratio: float = Field(0.95, gt=0, le=1, description="vote expand below ratio × the reference score")
+    ratio: float = Field(1.0, gt=0, le=1, description="vote expand below ratio × the reference score")
     reference: Literal["history", "current"] = Field(
-        "history",
+        "current",
         description="history: the mean of the last `window` cycle scores; current: this cycle's score (sharpness)",
     )
     window: int = Field(5, gt=0, description="last cycle scores the vote's mean is taken over")
@@ -159,7 +159,7 @@ class StudyParams(StrictModel):
     )
     large_experts: int = Field(4, gt=1, description="experts per layer of L and of G after its last split")
     budget_large_steps: int = Field(
-        1500, gt=0, description="training-FLOP budget of every arm, in steps of L (at the nominal sequence length)"
+        750, gt=0, description="training-FLOP budget of every arm, in steps of L (at the nominal sequence length)"
     )
     growth_fractions: list[float] = Field(
         default_factory=lambda: [0.2, 0.4],

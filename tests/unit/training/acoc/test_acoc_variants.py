@@ -28,7 +28,7 @@ def test_relative_threshold_is_95_percent_of_the_mean_of_the_last_5_scores():
 def test_vote_uses_only_the_last_five_cycle_scores(history, expand):
     model = make_model()
     reference = [p.detach().clone() for p in model.parameters()]
-    params = VoteParams(noise=1e-3)
+    params = VoteParams(noise=1e-3, ratio=0.95, reference="history")
     result = vote_and_merge(model, _distance_score(reference), history, params, torch.Generator().manual_seed(0))
     assert result.threshold == pytest.approx(0.95 * sum(history[-5:]) / 5)
     assert len(result.scores) == 5 and all(s < 1.0 for s in result.scores)
