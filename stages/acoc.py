@@ -7,6 +7,7 @@ from cascadelab.data.corpus import write_jsonl
 from cascadelab.io import write_tsv
 from cascadelab.pipeline import acoc
 from cascadelab.pipeline.acoc_outputs import (
+    curve_series,
     curve_table,
     event_rows,
     item_rows,
@@ -29,9 +30,8 @@ def main() -> None:
         runs = outcome.runs
         figures = study_figures(settings, runs, outcome.flops)
         figures["study_seconds"] = outcome.seconds
-        for (arm, seed), arm_run in sorted(runs.items()):
-            for row in arm_run.curve:
-                run.log_metrics({f"{arm}/seed{seed}/val_loss": row["val_loss"]}, step=int(row["step"]))
+        for step, values in curve_series(runs):
+            run.log_metrics(values, step=step)
         save_history(runs, PATHS.acoc_history)
         write_tsv(PLOTS_DIR / "curves.tsv", curve_table(settings, runs))
         write_jsonl(PLOTS_DIR / "items.jsonl", item_rows(runs))

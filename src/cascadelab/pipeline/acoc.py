@@ -9,6 +9,8 @@ saved: A (or G when A is not an arm) to `models/acoc`, the other arms to `models
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -27,6 +29,7 @@ from cascadelab.data.tokenizer import load_tokenizer
 from cascadelab.data.user_task import GENERATED_ONLY, skip_user
 from cascadelab.io import atomic_directory
 from cascadelab.pipeline.paths import Paths
+from cascadelab.ranks import die_with_parent
 from cascadelab.training.acoc_arms import ArmRun, StudyData, budget_flops, run_arm, step_flops
 
 Record = dict[str, Any]
@@ -91,8 +94,9 @@ def load_study_data(params: ACOCParams, corpus_dir: Path, tokenizer_dir: Path) -
 _DATA: StudyData | None = None  # a worker's corpus, loaded once by `_load_worker`
 
 
-def _load_worker(params: ACOCParams, corpus_dir: Path, tokenizer_dir: Path) -> None:
+def _load_worker(params: ACOCParams, corpus_dir: Path, tokenizer_dir: Path, parent: int) -> None:
     global _DATA
+    die_with_parent(signal.SIGTERM, parent)  # a killed stage takes its workers with it
     _DATA = load_study_data(params, corpus_dir, tokenizer_dir)
 
 
@@ -133,7 +137,7 @@ def run(params: ACOCParams, paths: Paths) -> ACOCOutcome:
                 params.study.workers,
                 mp_context=get_context("spawn"),
                 initializer=_load_worker,
-                initargs=(params, paths.corpus, paths.tokenizer),
+                initargs=(params, paths.corpus, paths.tokenizer, os.getpid()),
             ) as pool:
                 futures = {job: pool.submit(_work, *job, params, targets[job]) for job in todo}
                 runs = {job: future.result() for job, future in futures.items()}

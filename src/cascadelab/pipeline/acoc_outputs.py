@@ -94,7 +94,7 @@ def adaptive_figures(runs: Runs) -> dict[str, Any]:
             totals[f"signal_{signal}"] += run.metrics.get(f"signal_{signal}", 0.0)
         for event in run.events:
             if event["type"] == "decision" and event["expand"]:
-                key = "+".join(s for s in SIGNALS if event["signals"][s]) or "none"
+                key = "_and_".join(s for s in SIGNALS if event["signals"][s]) or "none"  # a valid metric name
                 causes[key] = causes.get(key, 0) + 1
             if event["type"] == "split" and str(event.get("reason", "")).startswith("new task family"):
                 causes["new_task"] = causes.get("new_task", 0) + 1
@@ -236,6 +236,15 @@ def curve_table(params: ACOCParams, runs: Runs) -> list[dict[str, Any]]:
             row[arm] = statistics.fmean(loss_at(smoothed[arm, s], x) for s in seeds if (arm, s) in smoothed)
         rows.append(row)
     return rows
+
+
+def curve_series(runs: Runs) -> list[tuple[int, dict[str, float]]]:
+    """MLflow series: `(step, {"<arm>/seed<k>/val_loss": loss, ...})`, one call per step for every run."""
+    by_step: dict[int, dict[str, float]] = {}
+    for (arm, seed), run in sorted(runs.items()):
+        for row in run.curve:
+            by_step.setdefault(int(row["step"]), {})[f"{arm}/seed{seed}/val_loss"] = float(row["val_loss"])
+    return sorted(by_step.items())
 
 
 def item_rows(runs: Runs) -> list[dict[str, Any]]:

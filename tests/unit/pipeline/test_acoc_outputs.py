@@ -3,7 +3,14 @@
 import pytest
 
 from cascadelab.config import ACOCParams
-from cascadelab.pipeline.acoc_outputs import curve_table, event_rows, item_rows, study_figures
+from cascadelab.pipeline.acoc_outputs import (
+    adaptive_figures,
+    curve_series,
+    curve_table,
+    event_rows,
+    item_rows,
+    study_figures,
+)
 from cascadelab.training.acoc_arms import ArmRun
 
 BUDGET = 10.0
@@ -83,3 +90,20 @@ def test_the_curve_table_averages_seeds_on_one_flop_grid(runs):
     assert list(table[0]) == ["flops", "S", "L", "G"] and len(table) == 40
     assert table[-1]["flops"] == BUDGET and table[-1]["L"] == pytest.approx(1.0)
     assert table[-1]["G"] == pytest.approx((1.2 + 0.45 + 0.45) / 3)
+
+
+def test_a_decisions_growth_causes_are_valid_metric_names():
+    decisions = [
+        {"type": "decision", "expand": True, "signals": {"stagnation": True, "saturation": True, "vote": False},
+         "max_saturation": 0.5, "expand_votes": 1, "improvement": 0.01},
+        {"type": "decision", "expand": False, "signals": {"stagnation": False, "saturation": False, "vote": True},
+         "max_saturation": 0.3, "expand_votes": 4, "improvement": 0.2},
+    ]  # fmt: skip
+    run = ArmRun("A", 0, events=decisions, metrics={"cycles": 2.0, "signal_stagnation": 1.0, "signal_vote": 1.0})
+    figures = adaptive_figures({("A", 0): run})
+    assert figures["growth_causes"] == {"stagnation_and_saturation": 1}
+    assert figures["signal_vote"] == 1.0 and (figures["max_saturation_min"], figures["max_saturation_max"]) == (
+        0.3,
+        0.5,
+    )
+    assert curve_series({("A", 0): _run("L", 0, 1.0, 0.5, [True])})[1] == (1, {"A/seed0/val_loss": 1.9})
