@@ -149,7 +149,7 @@ ACOC_FIGURES = [
     Figure("docs/acoc.md", AC, "bars.G_final_within_1pct_of_L_seeds", "{:.0f} seeds (within 1 %)"),
     Figure("docs/acoc.md", AC, "bars.G_beats_S_seeds", "{:.0f} seeds (G below S)"),
     Figure("docs/acoc.md", AC, "bars.L_beats_S_seeds", "{:.0f} seeds (L below S)"),
-    Figure("docs/acoc.md", AC, "bars.G_max_growth_jump_pct", "max {:.5f} %"),
+    Figure("docs/acoc.md", AC, "bars.G_max_growth_jump_pct", "max {:.6f} %"),
     *(
         Figure("docs/acoc.md", AC, f"em_differences.{pair}.{key}", template, line=f"({label})")
         for pair, label in (("A_minus_G", "A − G"), ("G_minus_L", "G − L"))
