@@ -60,6 +60,7 @@ def main() -> None:
     figures = study_figures(settings, outcome.runs, outcome.flops)
     figures["command"] = " ".join(["benchmarks/acoc_study.py", *[f"--{k}={v}" for k, v in vars(args).items()]])
     figures["wall_seconds"] = time.perf_counter() - started
+    figures["curves"] = {f"{arm}/{seed}": run.curve for (arm, seed), run in sorted(outcome.runs.items())}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(figures, indent=1, default=str) + "\n")
     for arm, row in figures["arms"].items():

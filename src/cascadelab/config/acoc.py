@@ -172,7 +172,9 @@ class StudyParams(StrictModel):
     target_fraction: float = Field(
         0.6, gt=0, le=1, description="L* = L's smoothed val loss at this fraction of the budget (declared rule)"
     )
-    smooth_window: int = Field(3, gt=0, description="evaluations in the trailing mean that smooths every curve")
+    smooth_fraction: float = Field(
+        0.15, ge=0, lt=1, description="trailing-mean window that smooths every curve, as a fraction of the budget"
+    )
     nominal_seq_len: int = Field(14, gt=0, description="sequence length that turns the budget into steps per arm")
     workers: int = Field(2, gt=0, description="runs side by side, one single-threaded process each (1: in-process)")
     ablations: list[Extra] = Field(

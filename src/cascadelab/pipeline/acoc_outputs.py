@@ -51,13 +51,15 @@ def seed_figures(params: ACOCParams, runs: Runs, seed: int) -> dict[str, Any]:
     target = None
     if large is not None:
         budget = large.metrics["budget_flops"]
-        target = target_loss(_curve(large), budget, study.target_fraction, study.smooth_window)
+        window = study.smooth_fraction * budget
+        target = target_loss(_curve(large), budget, study.target_fraction, window)
         out["target_loss"] = target
     for arm in _arms(runs):
         run = runs.get((arm, seed))
         if run is None:
             continue
-        smoothed = smooth(_curve(run), study.smooth_window)
+        window = study.smooth_fraction * run.metrics["budget_flops"]
+        smoothed = smooth(_curve(run), window)
         row: dict[str, Any] = {
             "val_loss": run.metrics["val_loss"],
             "val_loss_smoothed": smoothed[-1][1],
@@ -66,7 +68,7 @@ def seed_figures(params: ACOCParams, runs: Runs, seed: int) -> dict[str, Any]:
         }
         if target is not None and large is not None:
             row["reach_flops"] = flops_to_reach(smoothed, target)
-            row["saving"] = speedup(_curve(run), _curve(large), target, study.smooth_window) if arm != "L" else 0.0
+            row["saving"] = speedup(_curve(run), _curve(large), target, window) if arm != "L" else 0.0
         jumps = [abs(e["relative_change"]) for e in run.events if e["type"] in ("split_all", "split", "widen")]
         if jumps:
             row["max_growth_jump"] = max(jumps)
@@ -227,7 +229,8 @@ def curve_table(params: ACOCParams, runs: Runs) -> list[dict[str, Any]]:
     """Seed-mean smoothed val loss of every arm at `GRID_POINTS` fractions of the budget (for `dvc plots`)."""
     arms, seeds = _arms(runs), _seeds(runs)
     budget = next(iter(runs.values())).metrics["budget_flops"]
-    smoothed = {key: smooth(_curve(run), params.study.smooth_window) for key, run in runs.items()}
+    window = params.study.smooth_fraction * budget
+    smoothed = {key: smooth(_curve(run), window) for key, run in runs.items()}
     rows = []
     for i in range(1, GRID_POINTS + 1):
         x = budget * i / GRID_POINTS
@@ -291,7 +294,8 @@ def plot_curves(params: ACOCParams, runs: Runs, path: str | Path) -> None:
         curve = _curve(run)
         axis.plot(*zip(*curve, strict=True), color=colors[arm], alpha=0.15, linewidth=0.8)
         label = arm if seed == params.seeds[0] else None
-        axis.plot(*zip(*smooth(curve, params.study.smooth_window), strict=True), color=colors[arm], label=label)
+        window = params.study.smooth_fraction * run.metrics["budget_flops"]
+        axis.plot(*zip(*smooth(curve, window), strict=True), color=colors[arm], label=label)
     axis.set_xlabel("training FLOPs")
     axis.set_ylabel("val loss (answer tokens)")
     axis.set_yscale("log")

@@ -45,7 +45,7 @@ def runs():
 
 
 def _params() -> ACOCParams:
-    return ACOCParams(seeds=[0, 1, 2], study={"target_fraction": 0.6, "smooth_window": 1})
+    return ACOCParams(seeds=[0, 1, 2], study={"target_fraction": 0.6, "smooth_fraction": 0.0})
 
 
 def test_savings_and_bars_from_curves_with_a_known_answer(runs):

@@ -3,9 +3,10 @@
 Speedup of an arm over the large static model L (Net2Net / bert2BERT / LEMON convention):
 `1 − FLOPs_arm(L*) / FLOPs_L(L*)`, where `FLOPs_x(L*)` is the first point (linearly interpolated) at which
 x's smoothed val loss reaches the target L*, and L* is L's smoothed val loss at a fixed fraction of the
-budget (declared in params before the run). Smoothing is a trailing mean over a window of evaluations, so
-a curve reaches a loss only when it stays there on average (L's raw val loss jumps between evaluations).
-An arm that never reaches L* has no speedup (None), which counts as no saving.
+budget (declared in params before the run). Smoothing is a trailing mean over a window of FLOPs (the same
+window for every arm, so a large model, whose evaluations lie further apart in FLOPs, does not lag more than
+a small one), so a curve reaches a loss only when it stays there on average (L's raw val loss jumps between
+evaluations). An arm that never reaches L* has no speedup (None), which counts as no saving.
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ from collections.abc import Sequence
 Curve = Sequence[tuple[float, float]]  # (flops, val loss), flops increasing
 
 
-def smooth(curve: Curve, window: int) -> list[tuple[float, float]]:
-    """Trailing mean of the loss over the last `window` points (fewer at the start)."""
-    if window < 1:
-        raise ValueError(f"window: must be >= 1 (got {window})")
+def smooth(curve: Curve, window: float) -> list[tuple[float, float]]:
+    """Trailing mean of the loss over the points within `window` FLOPs up to each point (itself included)."""
+    if window < 0:
+        raise ValueError(f"window: must be >= 0 FLOPs (got {window})")
     out = []
-    for i, (flops, _) in enumerate(curve):
-        values = [loss for _, loss in curve[max(0, i - window + 1) : i + 1]]
+    for flops, _ in curve:
+        values = [loss for x, loss in curve if flops - window <= x <= flops]
         out.append((flops, sum(values) / len(values)))
     return out
 
@@ -50,12 +51,12 @@ def flops_to_reach(curve: Curve, target: float) -> float | None:
     return None
 
 
-def target_loss(large: Curve, budget: float, fraction: float, window: int) -> float:
+def target_loss(large: Curve, budget: float, fraction: float, window: float) -> float:
     """L*: the large model's smoothed val loss at `fraction` of the FLOP budget."""
     return loss_at(smooth(large, window), fraction * budget)
 
 
-def speedup(arm: Curve, large: Curve, target: float, window: int) -> float | None:
+def speedup(arm: Curve, large: Curve, target: float, window: float) -> float | None:
     """1 − FLOPs_arm(target) / FLOPs_L(target) on smoothed curves; None when either never reaches it."""
     mine, theirs = flops_to_reach(smooth(arm, window), target), flops_to_reach(smooth(large, window), target)
     if mine is None or theirs is None or theirs <= 0:
