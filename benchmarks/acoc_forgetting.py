@@ -64,7 +64,7 @@ def main() -> None:
         print(row["model"], {c: round(float(row[c]), 3) for c in COLUMNS if c in row})
     report = {
         "command": " ".join(f"--{k}={v}" for k, v in vars(args).items()),
-        "rows": rows,
+        "models": {row["model"]: row for row in rows},
         "events": [e for e in result.events if e["type"] in ("new_task", "protect_router", "split", "prune", "merge")],
         "wall_seconds": time.perf_counter() - started,
     }

@@ -157,6 +157,8 @@ ACOC_FIGURES = [
     ),
     Figure("docs/acoc.md", AC, "stage_seconds", "{:.0f} s (stage)"),
     Figure("docs/acoc.md", AC, "adaptive.cycles", "Over {:.0f} cycles"),
+    Figure("docs/acoc.md", AC, "adaptive.max_saturation_min", "ranged from {:.2f} to"),
+    Figure("docs/acoc.md", AC, "adaptive.max_saturation_max", "to {:.2f}, entirely"),
     *(
         Figure("docs/acoc.md", AC, f"adaptive.{key}", template)
         for key, template in (
