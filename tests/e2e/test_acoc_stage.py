@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import yaml
 from datasets import load_from_disk
 from e2e_project import (
     TINY_ACOC,
@@ -39,7 +40,7 @@ def test_acoc_stage_runs_every_arm_on_every_seed_on_one_flop_budget(project):
     assert set(figures["arms"]) == set(ARMS) and set(figures["seeds"]) == {str(s) for s in SEEDS}
     assert figures["flops"]["ratio_L_over_S"] > 1.0
     for arm in ARMS:
-        assert {"em", "em_add", "em_sub", "params", "train_flops", "val_loss_median"} <= set(figures["arms"][arm])
+        assert {"em", "em_add", "em_mul", "params", "train_flops", "val_loss_median"} <= set(figures["arms"][arm])
         spent = [figures["seeds"][str(s)][arm]["train_flops"] for s in SEEDS]
         assert all(budget <= f < 1.2 * budget for f in spent for budget in [figures["flops"]["budget"]])
     assert figures["arms"]["G"]["params"] == figures["arms"]["L"]["params"] > figures["arms"]["S"]["params"]
@@ -52,7 +53,8 @@ def test_acoc_stage_runs_every_arm_on_every_seed_on_one_flop_budget(project):
     assert {"signal_stagnation", "signal_saturation", "signal_vote", "growth_causes"} <= set(figures["adaptive"])
 
     items = [json.loads(line) for line in (repo / "plots" / "acoc" / "items.jsonl").read_text().splitlines()]
-    assert len(items) == len(SEEDS) * 2 * TINY_ACOC["test_items_per_task"]
+    tasks = yaml.safe_load((repo / "params.yaml").read_text())["acoc"]["tasks"]  # the default mix's four tasks
+    assert len(items) == len(SEEDS) * len(tasks) * TINY_ACOC["test_items_per_task"]
     assert all(set(ARMS) <= set(item) and item["id"].startswith(f"{item['seed']}:") for item in items)
     curves = read_tsv(repo / "plots" / "acoc" / "curves.tsv")
     assert list(curves[0]) == ["flops", *ARMS] and (repo / "plots" / "acoc" / "loss_vs_flops.png").is_file()
