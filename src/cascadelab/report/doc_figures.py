@@ -133,7 +133,7 @@ def _prefixed(metric: str, key: str) -> str:
     return f"{prefix}_{metric}_{label}" if prefix else f"{metric}_{label}"
 
 
-AC = "metrics/acoc.json"
+AC, ABL = "metrics/acoc.json", "benchmarks/results/acoc_ablations.json"
 ACOC_ARMS = {"S": "| S (static small) |", "L": "| L (static large) |", "G": "| G (fixed splits) |",
              "A": "| A (adaptive ACOC) |"}  # fmt: skip
 ACOC_FIGURES = [
@@ -156,6 +156,11 @@ ACOC_FIGURES = [
         for key, template in (("estimate", "| {:.1f} ["), ("low", "[{:.1f},"), ("high", ", {:.1f}]"))
     ),
     Figure("docs/acoc.md", AC, "stage_seconds", "{:.0f} s (stage)"),
+    *(
+        Figure("docs/acoc.md", ABL, f"ablations.{extra}.{key}", template.replace("X", extra))
+        for extra in ("penalty", "forced_routing", "new_lr", "soup", "ewc", "replay")
+        for key, template in (("val_loss_delta_mean", "{:.4f} (X)"), ("em_delta_mean", "{:.2f} pts (X)"))
+    ),
     Figure("docs/acoc.md", AC, "adaptive.cycles", "Over {:.0f} cycles"),
     Figure("docs/acoc.md", AC, "adaptive.max_saturation_min", "ranged from {:.2f} to"),
     Figure("docs/acoc.md", AC, "adaptive.max_saturation_max", "to {:.2f}, entirely"),
