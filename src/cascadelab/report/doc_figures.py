@@ -142,7 +142,7 @@ ACOC_FIGURES = [
     *(Figure("docs/acoc.md", AC, f"arms.{arm}.em", f"{row} {{:.1f}} % |") for arm, row in ACOC_ARMS.items()),
     *(Figure("docs/acoc.md", AC, f"arms.{arm}.val_loss_median", "% | {:.4f} |", line=row)
       for arm, row in ACOC_ARMS.items()),
-    *(Figure("docs/acoc.md", AC, f"arms.{arm}.saving_median", f"{{:.1f}} % ({arm})", scale=100.0) for arm in "SGA"),
+    *(Figure("docs/acoc.md", AC, f"arms.{arm}.saving_median", f"| {{:.1f}} % ({arm})", scale=100.0) for arm in "SGA"),
     Figure("docs/acoc.md", AC, "bars.G_saving_median", "| {:.1f} % |", scale=100.0, line="| G: median saving"),
     Figure("docs/acoc.md", AC, "bars.G_saving_positive_seeds", "{:.0f} seeds (saving > 0)"),
     Figure("docs/acoc.md", AC, "bars.G_saving_above_S_seeds", "{:.0f} seeds (above S)"),
@@ -159,7 +159,7 @@ ACOC_FIGURES = [
     *(
         Figure("docs/acoc.md", ABL, f"ablations.{extra}.{key}", template.replace("X", extra))
         for extra in ("penalty", "forced_routing", "new_lr", "soup", "ewc", "replay")
-        for key, template in (("val_loss_delta_mean", "{:.4f} (X)"), ("em_delta_mean", "{:.2f} pts (X)"))
+        for key, template in (("val_loss_delta_mean", "| {:.4f} (X)"), ("em_delta_mean", "| {:.2f} pts (X)"))
     ),
     Figure("docs/acoc.md", AC, "adaptive.cycles", "Over {:.0f} cycles"),
     Figure("docs/acoc.md", AC, "adaptive.max_saturation_min", "ranged from {:.2f} to"),
