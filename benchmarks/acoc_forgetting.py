@@ -4,9 +4,10 @@
 arrive at cycle `--arrive` and the old ones then leave the batches entirely (`continual.old_task_share` 0),
 so the old tasks can only be kept by what the model retains (ACOC protects its router with EWC + replay and
 gives the new family its own expert). Forgetting (Chaudhry et al.): an old task's best val accuracy from the
-new task's arrival on, minus its final one, in points. Also reports the router protection's and pruning's
-events. `em` is greedy exact match on val items (the test split stays unread). Prints numbers; never passes
-or fails on them.
+new task's arrival on, minus its final one, in points; and `old_loss_rise`, the old tasks' mean val loss
+at the end minus at the last cycle before the arrival (exact match is near 0 this early in training). Also
+reports the router protection's and pruning's events. `em` is greedy exact match on val items (the test
+split stays unread). Prints numbers; never passes or fails on them.
 
     PYTHONPATH=src python benchmarks/acoc_forgetting.py --old add --new mul --arrive 3 --cycles 6 --json out.json
 """
@@ -26,7 +27,7 @@ from cascadelab.data.task_streams import build_task_batches
 from cascadelab.data.tokenizer import load_tokenizer
 from cascadelab.training.acoc_trainer import comparison, run_acoc
 
-COLUMNS = ("em", "forgetting", "params", "experts_final", "expansions", "prunes", "merges")
+COLUMNS = ("em", "forgetting", "old_loss_rise", "params", "experts_final", "expansions", "prunes", "merges")
 
 
 def main() -> None:
@@ -60,6 +61,12 @@ def main() -> None:
     verify = CorpusVerifier(load_meta(corpus)).verify
     result = run_acoc(settings, train, val, held, tokenizer, verify, seed=args.seed)
     rows = comparison(result)
+    old = args.old.split(",")
+    runs = {"acoc": result.history, **{name: run.history for name, run in result.baselines.items()}}
+    for row in rows:  # exact match is near 0 this early, so forgetting is also read on the old tasks' val loss
+        history = runs[row["model"]]
+        before = history[args.arrive - 1]["val_loss"]
+        row["old_loss_rise"] = sum(history[-1]["val_loss"][t] - before[t] for t in old) / len(old)
     for row in rows:
         print(row["model"], {c: round(float(row[c]), 3) for c in COLUMNS if c in row})
     report = {
