@@ -134,6 +134,7 @@ def _prefixed(metric: str, key: str) -> str:
 
 
 AC, ABL = "metrics/acoc.json", "benchmarks/results/acoc_ablations.json"
+BIG = "benchmarks/results/acoc_budget3000.json"
 ACOC_ARMS = {"S": "| S (static small) |", "L": "| L (static large) |", "G": "| G (fixed splits) |",
              "A": "| A (adaptive ACOC) |"}  # fmt: skip
 ACOC_FIGURES = [
@@ -161,6 +162,15 @@ ACOC_FIGURES = [
         for extra in ("penalty", "forced_routing", "new_lr", "soup", "ewc", "replay")
         for key, template in (("val_loss_delta_mean", "| {:.4f} (X)"), ("em_delta_mean", "| {:.2f} pts (X)"))
     ),
+    Figure("docs/acoc.md", BIG, "bars.L_beats_S_seeds", "| {:.0f} of 3 seeds (L vs S)"),
+    Figure("docs/acoc.md", BIG, "bars.G_saving_median", "| {:.1f} % (budget 3000)", scale=100.0),
+    Figure("docs/acoc.md", BIG, "bars.G_saving_above_S_seeds", "| {:.0f} of 3 seeds (G vs S saving)"),
+    Figure("docs/acoc.md", BIG, "bars.G_beats_S_seeds", "| {:.0f} of 3 seeds (G vs S loss)"),
+    Figure("docs/acoc.md", BIG, "bars.G_final_within_1pct_of_L_seeds", "| {:.0f} of 3 seeds (G vs L loss)"),
+    Figure("docs/acoc.md", BIG, "wall_seconds", "no A; {:.0f} s of wall time"),
+    Figure("docs/acoc.md", BIG, "arms.S.em", "| {:.1f} % (S 3000)"),
+    Figure("docs/acoc.md", BIG, "arms.L.em", "/ {:.1f} % (L 3000)"),
+    Figure("docs/acoc.md", BIG, "arms.G.em", "/ {:.1f} % (G 3000)"),
     Figure("docs/acoc.md", AC, "adaptive.cycles", "Over {:.0f} cycles"),
     Figure("docs/acoc.md", AC, "adaptive.max_saturation_min", "ranged from {:.2f} to"),
     Figure("docs/acoc.md", AC, "adaptive.max_saturation_max", "to {:.2f}, entirely"),
