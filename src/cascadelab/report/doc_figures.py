@@ -134,7 +134,7 @@ def _prefixed(metric: str, key: str) -> str:
 
 
 AC, ABL = "metrics/acoc.json", "benchmarks/results/acoc_ablations.json"
-BIG = "benchmarks/results/acoc_budget3000.json"
+BIG, FORGET = "benchmarks/results/acoc_budget3000.json", "benchmarks/results/acoc_forgetting.json"
 ACOC_ARMS = {"S": "| S (static small) |", "L": "| L (static large) |", "G": "| G (fixed splits) |",
              "A": "| A (adaptive ACOC) |"}  # fmt: skip
 ACOC_FIGURES = [
@@ -171,6 +171,11 @@ ACOC_FIGURES = [
     Figure("docs/acoc.md", BIG, "arms.S.em", "| {:.1f} % (S 3000)"),
     Figure("docs/acoc.md", BIG, "arms.L.em", "/ {:.1f} % (L 3000)"),
     Figure("docs/acoc.md", BIG, "arms.G.em", "/ {:.1f} % (G 3000)"),
+    *(
+        Figure("docs/acoc.md", FORGET, f"models.{name}.{key}", template.replace("X", name))
+        for name in ("acoc", "static_initial", "static_final")
+        for key, template in (("forgetting", "| {:.1f} (X)"), ("old_loss_rise", "| {:.3f} (X rise)"))
+    ),
     Figure("docs/acoc.md", AC, "adaptive.cycles", "Over {:.0f} cycles"),
     Figure("docs/acoc.md", AC, "adaptive.max_saturation_min", "ranged from {:.2f} to"),
     Figure("docs/acoc.md", AC, "adaptive.max_saturation_max", "to {:.2f}, entirely"),
