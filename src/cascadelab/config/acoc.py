@@ -167,6 +167,9 @@ class StudyParams(StrictModel):
     )
     split_noise: float = Field(1e-3, ge=0, description="G's zero-sum split noise on the down projections (× RMS)")
     rewarmup_steps: int = Field(50, ge=0, description="G's linear learning-rate re-warm-up after each split")
+    decay_after_growth: bool = Field(
+        False, description="G: after each split decay linearly to 0 over the rest of the budget (else the shared decay)"
+    )
     eval_every: int = Field(100, gt=0, description="steps between two val-loss points of every arm")
     val_items_per_task: int = Field(100, gt=0, description="fixed val items per task of the curves (answer tokens)")
     target_fraction: float = Field(

@@ -106,7 +106,8 @@ def _plan(params: ACOCParams, tokenizer: PreTrainedTokenizerBase, seed: int) -> 
     # The smallest model takes the most steps; twice its nominal count covers batches longer than nominal.
     steps = 2 * math.ceil(budget / step_flops(params, tokenizer, 1)) + 100
     study = params.study
-    return BudgetPlan(budget, study_schedule(list(params.tasks), seed, steps), study.eval_every, study.rewarmup_steps)
+    schedule = study_schedule(list(params.tasks), seed, steps)
+    return BudgetPlan(budget, schedule, study.eval_every, study.rewarmup_steps, study.decay_after_growth)
 
 
 def arm_settings(params: ACOCParams, arm: str, plan: BudgetPlan) -> ACOCParams:

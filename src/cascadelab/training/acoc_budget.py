@@ -7,7 +7,8 @@ FLOPs (`models/acoc/flops.py`), a trainer callback records the val loss every `e
 the trainer at a FLOP mark; the learning rate warms up over steps and decays linearly to 0 over the last
 `decay_fraction` of the FLOP budget (so every arm decays over the same compute). `grow` is G's
 function-preserving growth: every expert of every layer split (Net2Net copy, router bias −log 2 per copy,
-a tiny zero-sum noise), the Adam moments of each source copied to its clone, and a short linear re-warm-up.
+a tiny zero-sum noise), the Adam moments of each source copied to its clone, and a short linear re-warm-up;
+with `decay_after_growth` the rate then also decays linearly to 0 from the growth to the end of the budget.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class BudgetPlan:
     schedule: list[str]
     eval_every: int
     rewarmup_steps: int = 0
+    decay_after_growth: bool = False
 
 
 class BudgetEngine(CycleEngine):
@@ -67,6 +69,7 @@ class BudgetEngine(CycleEngine):
         self.stop_flops = plan.budget_flops
         self.curve: list[dict[str, Any]] = []
         self.growth_steps: list[int] = []
+        self.growth_flops: list[float] = []
         super().__init__(name, model, settings, train_batches, val, seed, log_fn)
         self.callbacks.append(_FlopMeter(self))
 
@@ -93,6 +96,9 @@ class BudgetEngine(CycleEngine):
             rate *= max(0.0, min(1.0, left / s.decay_fraction))
         if self.growth_steps and self.plan.rewarmup_steps:
             rate *= warmup_factor(step - self.growth_steps[-1], self.plan.rewarmup_steps)
+        if self.growth_flops and self.plan.decay_after_growth:  # linear to 0 from the last growth to the end
+            start = self.growth_flops[-1]
+            rate *= max(0.0, (self.plan.budget_flops - self.flops) / (self.plan.budget_flops - start))
         return rate
 
     def train_until(self, flops: float) -> None:
@@ -131,6 +137,7 @@ class BudgetEngine(CycleEngine):
             if source in self.optimizer.state:
                 self.optimizer.state[clone] = {k: v.clone() for k, v in self.optimizer.state[source].items()}
         self.growth_steps.append(self.step)
+        self.growth_flops.append(self.flops)
         self._apply_lr()
         after = float(self.evaluate(list(self.val))["loss"])
         return {

@@ -1,5 +1,6 @@
 """The growth study's engine and arms on a tiny memorisation task: budget, batches, growth, determinism."""
 
+import dataclasses
 import random
 
 import pytest
@@ -170,3 +171,17 @@ def test_without_the_soup_the_vote_leaves_the_weights_as_they_were(data):
     )
     assert len(result.scores) == 5 and not result.merged
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+
+
+def test_with_decay_after_growth_the_rate_falls_from_each_split_to_the_end_of_the_budget(data):
+    params = _params(decay_after_growth=True, rewarmup_steps=1)
+    engine = _engine("G", params, data)
+    engine.plan = dataclasses.replace(engine.plan, decay_after_growth=True, rewarmup_steps=1)
+    engine.train_until(0.3 * engine.plan.budget_flops)
+    engine.grow(1e-3, torch.Generator().manual_seed(0))
+    at_growth = engine.lr_at(engine.step + 1)
+    assert at_growth == pytest.approx(params.learning_rate)  # back at the peak after a one-step re-warm-up
+    engine.train_until(0.65 * engine.plan.budget_flops)  # about half way from the split to the end
+    budget, split = engine.plan.budget_flops, engine.growth_flops[-1]
+    share_left = (budget - engine.flops) / (budget - split)
+    assert 0.4 < share_left < 0.6 and engine.lr_at(engine.step + 1) == pytest.approx(params.learning_rate * share_left)
