@@ -135,6 +135,7 @@ def _prefixed(metric: str, key: str) -> str:
 
 AC, ABL = "metrics/acoc.json", "benchmarks/results/acoc_ablations.json"
 BIG, FORGET = "benchmarks/results/acoc_budget3000.json", "benchmarks/results/acoc_forgetting.json"
+DECAY = "benchmarks/results/acoc_decay_after_growth.json"
 ACOC_ARMS = {"S": "| S (static small) |", "L": "| L (static large) |", "G": "| G (fixed splits) |",
              "A": "| A (adaptive ACOC) |"}  # fmt: skip
 ACOC_FIGURES = [
@@ -162,6 +163,10 @@ ACOC_FIGURES = [
         for extra in ("penalty", "forced_routing", "new_lr", "soup", "ewc", "replay")
         for key, template in (("val_loss_delta_mean", "| {:.4f} (X)"), ("em_delta_mean", "| {:.2f} pts (X)"))
     ),
+    Figure("docs/acoc.md", DECAY, "bars.G_saving_median", "| {:.1f} % (decayed G)", scale=100.0),
+    Figure("docs/acoc.md", DECAY, "bars.G_saving_above_S_seeds", "| {:.0f} of 5 seeds (decayed G vs S saving)"),
+    Figure("docs/acoc.md", DECAY, "bars.G_beats_S_seeds", "| {:.0f} of 5 seeds (decayed G vs S loss)"),
+    Figure("docs/acoc.md", DECAY, "bars.G_final_within_1pct_of_L_seeds", "| {:.0f} of 5 seeds (decayed G vs L loss)"),
     Figure("docs/acoc.md", BIG, "bars.L_beats_S_seeds", "| {:.0f} of 3 seeds (L vs S)"),
     Figure("docs/acoc.md", BIG, "bars.G_saving_median", "| {:.1f} % (budget 3000)", scale=100.0),
     Figure("docs/acoc.md", BIG, "bars.G_saving_above_S_seeds", "| {:.0f} of 3 seeds (G vs S saving)"),
