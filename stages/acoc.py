@@ -1,4 +1,4 @@
-"""DVC stage `acoc`: grow an ACOC model over `acoc.cycles` cycles and train its two static baselines."""
+"""DVC stage `acoc`: the growth study — arms S, L, G, A on one training-FLOP budget over paired seeds."""
 
 import tempfile
 from pathlib import Path
@@ -6,7 +6,15 @@ from pathlib import Path
 from cascadelab.data.corpus import write_jsonl
 from cascadelab.io import write_tsv
 from cascadelab.pipeline import acoc
-from cascadelab.pipeline.acoc_outputs import cycle_series, plot_cycles, save_history
+from cascadelab.pipeline.acoc_outputs import (
+    curve_series,
+    curve_table,
+    event_rows,
+    item_rows,
+    plot_curves,
+    save_history,
+    study_figures,
+)
 from cascadelab.pipeline.paths import PATHS
 from cascadelab.pipeline.runtime import load_or_fail, run_stage, stage_context, write_stage_metrics
 
@@ -14,30 +22,28 @@ PLOTS_DIR = PATHS.plots_of("acoc")
 
 
 def main() -> None:
-    """Read params, run the cycles and baselines, write models, history, metrics, curves and events."""
+    """Read params, run every arm on every seed, write models, curves, items, events, metrics and the plot."""
     params = load_or_fail()
-    with stage_context("acoc", params, params.acoc, script=__file__) as run:
-        outcome = acoc.run(
-            params.acoc, params.seed, PATHS, log_fn=lambda metrics, step: run.log_metrics(metrics, step=step)
-        )
-        result = outcome.result
-        for metrics, cycle in cycle_series(result):
-            run.log_metrics(metrics, step=cycle)
-        save_history(result, PATHS.acoc_history)
-        for name, rows in outcome.tables.items():
-            write_tsv(PLOTS_DIR / f"{name}.tsv", rows)
-        write_jsonl(PLOTS_DIR / "events.jsonl", result.events)
-        write_stage_metrics("acoc", outcome.metrics, run)
-        run.log_artifact(PLOTS_DIR, artifact_path="plots")
-        run.log_artifact(PATHS.acoc / "config.json", artifact_path="acoc_model")
+    settings = params.acoc
+    with stage_context("acoc", params, settings, script=__file__) as run:
+        outcome = acoc.run(settings, PATHS)
+        runs = outcome.runs
+        figures = study_figures(settings, runs, outcome.flops)
+        figures["study_seconds"] = outcome.seconds
+        for step, values in curve_series(runs):
+            run.log_metrics(values, step=step)
+        save_history(runs, PATHS.acoc_history)
+        write_tsv(PLOTS_DIR / "curves.tsv", curve_table(settings, runs))
+        write_jsonl(PLOTS_DIR / "items.jsonl", item_rows(runs))
+        write_jsonl(PLOTS_DIR / "events.jsonl", event_rows(runs))
         with tempfile.TemporaryDirectory() as tmp:
-            plot_cycles(result, Path(tmp) / "acoc_cycles.png")
-            run.log_artifact(Path(tmp) / "acoc_cycles.png", artifact_path="plots")
-    m, bars = outcome.metrics, outcome.metrics["bars"]
-    line = ", ".join(
-        f"{name} EM {m[name]['em']:.1f} % ({m[name]['params']:.0f} params)" for name in m if name != "bars"
-    )
-    print(f"acoc: {line}; max expansion jump {bars['max_expansion_jump_pct']:.4f} %")
+            plot_curves(settings, runs, Path(tmp) / "loss_vs_flops.png")
+            (PLOTS_DIR / "loss_vs_flops.png").write_bytes((Path(tmp) / "loss_vs_flops.png").read_bytes())
+        write_stage_metrics("acoc", figures, run)
+        run.log_artifact(PLOTS_DIR, artifact_path="plots")
+    arms, bars = figures["arms"], figures.get("bars", {})
+    line = ", ".join(f"{arm} EM {row['em']:.1f} % val {row['val_loss_median']:.4f}" for arm, row in arms.items())
+    print(f"acoc: {line}; G saving median {bars.get('G_saving_median')}; {outcome.seconds:.0f} s")
 
 
 if __name__ == "__main__":

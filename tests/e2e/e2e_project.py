@@ -70,23 +70,24 @@ TINY_CASCADE = {
 # A one-expert model with a 2-unit expert saturates on 1-digit addition within three 30-step cycles: the loop
 # must grow on its own signals (before `sub` arrives at cycle 3 with its new-task split).
 TINY_ACOC = {
-    "tasks": {"add": 0, "sub": 3},
-    "cycles": 4,
-    "steps_per_cycle": 30,
+    "tasks": {"add": 0, "sub": 0},
+    "steps_per_cycle": 20,
+    "batch_size": 16,
     "learning_rate": 0.01,
     "lr_warmup_steps": 5,
     "num_threads": 1,
-    "val_items_per_task": 8,
     "test_items_per_task": 12,
     "max_new_tokens": 4,
     "log_every": 20,
     "eval_batch_size": 64,
-    "model": {"hidden_size": 16, "num_layers": 1, "num_heads": 2, "expert_width": 2},
+    "seeds": [0, 1],
+    "model": {"hidden_size": 16, "num_layers": 1, "num_heads": 2, "expert_width": 4},
     "growth": {"stagnation_tol": 0.15},
     "warmup": {"steps": 10},
     "vote": {"variants": 3},
     "saturation": {"batches": 1},
     "continual": {"fisher_batches": 2},
+    "study": {"budget_large_steps": 40, "eval_every": 10, "val_items_per_task": 8, "workers": 2},
 }
 
 
@@ -161,9 +162,7 @@ def dvc(project, *args):
 def stage_figures(repo, stage):
     """A stage's science as the report reads it: its headline metrics file merged with its details file."""
     figures = json.loads((repo / "metrics" / f"{stage}.json").read_text())
-    for key, value in json.loads((repo / "plots" / stage / "details.json").read_text()).items():
-        figures[key] = {**figures[key], **value} if isinstance(value, dict) and key in figures else value
-    return figures
+    return deep_update(figures, json.loads((repo / "plots" / stage / "details.json").read_text()))
 
 
 def client(repo):

@@ -89,8 +89,7 @@ OTHER_STAGES = {
     "lego_phase1": {"train_flops": 1e9},
     "lego_phase2": {"em": 5.0, "ppl": 2.6, "params": 900, "compute_cost": 0.7, "baseline_em": 15.0,
                     "baseline_ppl": 2.2, "baseline_params": 1000, "lego_train_flops": 1e9, "baseline_train_flops": 2e9},
-    "acoc": {run: {"em": 60.0, "params": 500, "parameter_steps": 1e6, "train_steps": 100, "train_tokens": 1000}
-             for run in ("acoc", "static_initial", "static_final")},
+    "acoc": {"arms": {arm: {"em": 60.0, "params": 500, "train_flops": 1e9} for arm in ("S", "L", "G", "A")}},
     "sigma_pretrain": {"sigma_em": 25.0, "sigma_test_ppl": 1.8, "sigma_params": 1200, "sigma_train_tokens": 900,
                        "baseline_em": 15.0, "baseline_test_ppl": 2.0, "baseline_params": 1190,
                        "baseline_train_tokens": 900},

@@ -30,9 +30,9 @@ METRICS = {
     "lego_phase1": {"train_seconds": 50.0},
     "lego_phase2": {"em": 6.0, "ppl": 2.5, "params": 900, "train_seconds": 10.0, "compute_cost": 0.74,
                     "baseline_em": 17.0, "baseline_ppl": 2.2, "baseline_params": 1000, "baseline_train_seconds": 170.0},
-    "acoc": {"acoc": {"em": 59.0, "em_add": 49.5, "em_sub": 69.0, "params": 53904, "ppl": 1.4, "train_seconds": 55.0},
-             "static_initial": {"em": 64.0, "em_add": 60.0, "em_sub": 68.0, "params": 41124},
-             "static_final": {"em": 87.0, "em_add": 86.0, "em_sub": 88.0, "params": 53904}},
+    "acoc": {"arms": {"G": {"em": 59.0, "em_add": 49.5, "em_sub": 69.0, "params": 53904, "train_seconds": 55.0},
+                      "S": {"em": 64.0, "em_add": 60.0, "em_sub": 68.0, "params": 41124},
+                      "L": {"em": 87.0, "em_add": 86.0, "em_sub": 88.0, "params": 53904}}},
     "sigma_pretrain": {"sigma_em": 25.3, "sigma_test_ppl": 1.75, "sigma_params": 1161760, "baseline_em": 15.8,
                        "baseline_test_ppl": 1.95, "baseline_params": 1155584, "sigma_train_seconds": 200.0},
     "sigma_rl": {"after_em": 26.4, "after_em_add": 14.0, "train_seconds": 160.0},
@@ -79,8 +79,9 @@ def test_rows_carry_each_stages_figures(paths: Paths) -> None:
     assert cascade.em_by_family == {"word": 50.0}
     assert rows["LEGO (routed early exit)"].inference_compute == 0.74
     assert rows["LEGO (routed early exit)"].train_seconds == 60.0
-    assert rows["ACOC (grown)"].tasks == "add+sub" and rows["ACOC (grown)"].em_by_family == {"add": 49.5, "sub": 69.0}
-    assert rows["ACOC (grown)"].train_seconds == 55.0 and rows["ACOC (grown)"].em == 59.0  # nested files merged
+    grown = rows["ACOC study G (fixed splits)"]
+    assert grown.tasks == "add+sub" and grown.em_by_family == {"add": 49.5, "sub": 69.0}
+    assert grown.train_seconds == 55.0 and grown.em == 59.0  # nested files merged
     assert rows["SigmaLLM"].ppl == 1.75 and rows["SIGMA baseline (Llama)"].params == 1155584
     rl = rows["SigmaLLM after RL (GRPO)"]
     assert (rl.em, rl.em_by_family, rl.params, rl.train_seconds) == (26.4, {"add": 14.0}, 1161760.0, 360.0)

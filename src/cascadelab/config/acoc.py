@@ -31,7 +31,7 @@ class ACOCModelParams(StrictModel):
     num_layers: int = Field(2, gt=0, description="transformer layers, each with an expert MLP")
     num_heads: AttentionHeads = 4
     initial_experts: int = Field(1, gt=0, description="experts per layer at the start (<= growth.max_experts)")
-    expert_width: int = Field(16, gt=0, description="hidden width of each initial expert")
+    expert_width: int = Field(64, gt=0, description="hidden width of each initial expert")
     top_k: int = Field(0, ge=0, description="experts per token; 0 mixes all experts densely")
     initializer_range: InitializerRange = 0.06
     gate_init: float = Field(3.0, description="initial gate logit (sigmoid(3) = 0.95)")
@@ -70,7 +70,7 @@ class GrowthParams(StrictModel):
     all_layers: bool = Field(True, description="grow every layer at once (else only the most saturated layer)")
     stagnation_tol: float = Field(0.05, ge=0, description="a val-loss gain below this counts as stagnation")
     saturation_threshold: float = Field(
-        0.3, ge=0, le=1, description="combined saturation score above which a layer counts as saturated"
+        0.4, ge=0, le=1, description="combined saturation score above which a layer counts as saturated"
     )
     min_signals: int = Field(2, ge=1, le=3, description="signals (of stagnation, saturation, vote) needed to expand")
     prune_usage: float = Field(0.02, ge=0, description="load × gate under which an expert counts as unused")
@@ -114,9 +114,14 @@ class VoteParams(StrictModel):
 
     variants: int = Field(5, gt=0, description="perturbed copies of the model scored in each vote")
     noise: float = Field(0.02, ge=0, description="delta std as a fraction of each tensor's RMS")
-    ratio: float = Field(0.95, gt=0, le=1, description="vote expand below ratio × mean(last scores)")
+    ratio: float = Field(1.0, gt=0, le=1, description="vote expand below ratio × the reference score")
+    reference: Literal["history", "current"] = Field(
+        "current",
+        description="history: the mean of the last `window` cycle scores; current: this cycle's score (sharpness)",
+    )
     window: int = Field(5, gt=0, description="last cycle scores the vote's mean is taken over")
     merge_top: int = Field(3, gt=0, description="deltas averaged into the soup")
+    soup: bool = Field(True, description="merge the best deltas into a soup (kept when it does not score worse)")
 
 
 class PenaltyParams(StrictModel):
@@ -140,19 +145,73 @@ class ContinualParams(StrictModel):
     expand_on_new_task: bool = Field(True, description="split the most loaded expert for a new task family")
 
 
+Arm = Literal["S", "L", "G", "A"]
+ALL_ARMS: list[Arm] = ["S", "L", "G", "A"]
+Extra = Literal["penalty", "forced_routing", "new_lr", "soup", "ewc", "replay"]
+
+
+class StudyParams(StrictModel):
+    """Growth you can measure (issue 25): arms S, L, G, A on one training-FLOP budget over paired seeds."""
+
+    arms: list[Arm] = Field(
+        default_factory=lambda: list(ALL_ARMS),
+        description="S: static one expert; L: static large_experts; G: S split at growth_fractions; A: full ACOC",
+    )
+    large_experts: int = Field(4, gt=1, description="experts per layer of L and of G after its last split")
+    budget_large_steps: int = Field(
+        750, gt=0, description="training-FLOP budget of every arm, in steps of L (at the nominal sequence length)"
+    )
+    growth_fractions: list[float] = Field(
+        default_factory=lambda: [0.2, 0.4],
+        description="budget fractions at which G splits every expert (each split doubles the experts)",
+    )
+    split_noise: float = Field(1e-3, ge=0, description="G's zero-sum split noise on the down projections (× RMS)")
+    rewarmup_steps: int = Field(50, ge=0, description="G's linear learning-rate re-warm-up after each split")
+    decay_after_growth: bool = Field(
+        False, description="G: after each split decay linearly to 0 over the rest of the budget (else the shared decay)"
+    )
+    eval_every: int = Field(100, gt=0, description="steps between two val-loss points of every arm")
+    val_items_per_task: int = Field(100, gt=0, description="fixed val items per task of the curves (answer tokens)")
+    target_fraction: float = Field(
+        0.6, gt=0, le=1, description="L* = L's smoothed val loss at this fraction of the budget (declared rule)"
+    )
+    smooth_fraction: float = Field(
+        0.15, ge=0, lt=1, description="trailing-mean window that smooths every curve, as a fraction of the budget"
+    )
+    nominal_seq_len: int = Field(14, gt=0, description="sequence length that turns the budget into steps per arm")
+    workers: int = Field(2, gt=0, description="runs side by side, one single-threaded process each (1: in-process)")
+    ablations: list[Extra] = Field(
+        default_factory=list,
+        description="extras switched off one at a time on A, each an extra arm `A-<extra>` on every seed",
+    )
+
+    @model_validator(mode="after")
+    def _check_growth(self) -> StudyParams:
+        fractions = self.growth_fractions
+        if any(not 0 < f < 1 for f in fractions) or fractions != sorted(set(fractions)):
+            raise ValueError(f"growth_fractions: must increase strictly inside (0, 1) (got {fractions})")
+        if self.ablations and "A" not in self.arms:
+            raise ValueError("ablations: switch extras off on A, which is not among the arms")
+        if 2 ** len(fractions) != self.large_experts:
+            raise ValueError(
+                f"growth_fractions: {len(fractions)} doublings cannot reach large_experts {self.large_experts}"
+            )
+        return self
+
+
 class ACOCParams(StrictModel):
     """An ACOC run (issue 5): tasks and their first cycle, the cycle loop, and every component's parameters."""
 
     tasks: dict[str, int] = Field(
-        default_factory=lambda: {"add": 0, "sub": 3},
+        default_factory=lambda: {"add": 0, "sub": 0, "mul": 0, "expr": 0},
         description="task key (family `add` or cell `mul1`) -> cycle at which it enters training",
     )
     cycles: int = Field(
         8, gt=0, description="training cycles (train -> checkpoint -> evaluate -> decide -> expand -> warm up)"
     )
-    steps_per_cycle: int = Field(500, gt=0, description="optimizer steps per cycle")
-    batch_size: TrainBatchSize = 16
-    learning_rate: PeakLearningRate = 1e-3
+    steps_per_cycle: int = Field(200, gt=0, description="optimizer steps per cycle")
+    batch_size: TrainBatchSize = 64
+    learning_rate: PeakLearningRate = 2e-3
     lr_warmup_steps: int = Field(100, ge=0, description="steps of linear learning-rate warm-up at the start of the run")
     decay_fraction: float = Field(0.2, ge=0, le=1, description="linear decay to 0 over the last share of steps")
     max_grad_norm: MaxGradNorm = 1.0
@@ -166,6 +225,10 @@ class ACOCParams(StrictModel):
     )
     num_threads: StageThreads = 2
     baselines: bool = Field(True, description="also train the static initial-size and final-size models")
+    seeds: list[int] = Field(
+        default_factory=lambda: [0, 1, 2, 3, 4], min_length=1, description="paired seeds of the arms study"
+    )
+    study: StudyParams = section_field(StudyParams)
     model: ACOCModelParams = section_field(ACOCModelParams)
     growth: GrowthParams = section_field(GrowthParams)
     warmup: WarmupParams = section_field(

@@ -61,7 +61,7 @@ class ClaimsParams(StrictModel):
         1.02, "below", "LEGO routed (val-chosen threshold) over the FLOP-matched full-depth baseline's test ppl (ratio)"
     )
     growth_matches_static: ClaimThreshold = _claim(
-        -1.0, "above", "ACOC grown minus the static final-size network's test EM, points (non-inferiority)"
+        -1.0, "above", "ACOC study G minus L test EM at equal training FLOPs, points (non-inferiority)"
     )
     sigma_beats_llama: ClaimThreshold = _claim(
         1.0, "below", "SigmaLLM over the same-size Llama's test perplexity (ratio)"

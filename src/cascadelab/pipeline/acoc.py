@@ -1,15 +1,21 @@
-"""The `acoc` stage's logic: load prepare's corpus and tokenizer, grow ACOC, train both baselines, save them.
+"""The `acoc` stage's logic: the growth study (issue 25) — arms S, L, G, A on one FLOP budget over paired seeds.
 
-The cycle loop and the baselines are `acoc_trainer.run_acoc`; this module only feeds it the corpus (task keys
-checked against the corpus before any work), saves the grown model with its per-cycle checkpoints and the
-two static baselines with `save_pretrained`, and returns everything the stage writes: metrics, plot tables,
-events and the per-cycle history (`acoc_outputs.py` shapes them).
+Every (arm, seed) run is independent: with `study.workers` > 1 they run as single-threaded processes side
+by side (spawned; each loads prepare's corpus once), otherwise one after another in this process. A run's
+bytes depend only on (arm, seed, params), never on which worker ran it or when. The first seed's models are
+saved: A (or G when A is not an arm) to `models/acoc`, the other arms to `models/acoc_baselines/<arm>`.
+`acoc_outputs.py` turns the runs into metrics, curves, items and the bars.
 """
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -18,36 +24,38 @@ from transformers import PreTrainedTokenizerBase
 from cascadelab.config import ACOCParams
 from cascadelab.data.corpus import CorpusVerifier, load_meta, load_split
 from cascadelab.data.held_out import final_evaluation
-from cascadelab.data.task_streams import TaskBatches, build_task_batches
+from cascadelab.data.task_streams import build_task_batches, group_records
 from cascadelab.data.tokenizer import load_tokenizer
 from cascadelab.data.user_task import GENERATED_ONLY, skip_user
 from cascadelab.io import atomic_directory
-from cascadelab.pipeline.acoc_outputs import plot_tables, stage_metrics
 from cascadelab.pipeline.paths import Paths
-from cascadelab.training.acoc_trainer import ACOCResult, LogFn, run_acoc
+from cascadelab.ranks import die_with_parent
+from cascadelab.training.acoc_arms import ArmRun, StudyData, budget_flops, run_arm, step_flops
 
 Record = dict[str, Any]
 VAL_BATCH_SIZE = 128  # fixed validation batches: one forward each, no effect on results
+COST_ORDER = ("A", "G", "L", "S")  # the longest runs first, so two workers finish together
 
 
 @dataclass
 class ACOCOutcome:
-    """What the stage writes: flat metrics, plot tables, and the run (history, events, baselines)."""
+    """Every run of the study, keyed by (arm, seed), and the stage's wall time for the runs."""
 
-    metrics: dict[str, Any]
-    tables: dict[str, list[dict[str, Any]]]
-    result: ACOCResult
+    runs: dict[tuple[str, int], ArmRun]
+    flops: dict[str, float]
+    seconds: float
 
 
-@dataclass
-class ACOCData:
-    """Prepare's outputs as the ACOC loop consumes them."""
-
-    tokenizer: PreTrainedTokenizerBase
-    verifier: CorpusVerifier
-    train: dict[str, TaskBatches]
-    val: dict[str, TaskBatches]
-    test: list[Record]
+def flop_figures(params: ACOCParams, tokenizer: PreTrainedTokenizerBase) -> dict[str, float]:
+    """The budget, the nominal step FLOPs of S and L, and their ratio."""
+    step_s = float(step_flops(params, tokenizer, 1))
+    step_l = float(step_flops(params, tokenizer, params.study.large_experts))
+    return {
+        "budget": budget_flops(params, tokenizer),
+        "step_S": step_s,
+        "step_L": step_l,
+        "ratio_L_over_S": step_l / step_s,
+    }
 
 
 def check_tasks(tasks: Sequence[str], counts: Mapping[str, Mapping[str, int]]) -> None:
@@ -62,8 +70,8 @@ def check_tasks(tasks: Sequence[str], counts: Mapping[str, Mapping[str, int]]) -
                 )
 
 
-def load_acoc_data(params: ACOCParams, corpus_dir: Path, tokenizer_dir: Path) -> ACOCData:
-    """Tokenize the train/val records of the scheduled tasks into per-task batches; keep the test records."""
+def load_study_data(params: ACOCParams, corpus_dir: Path, tokenizer_dir: Path) -> StudyData:
+    """Train streams, the fixed val set and the test records of the scheduled tasks."""
     meta = load_meta(corpus_dir)
     keys = list(params.tasks)
     check_tasks(keys, meta.get("counts", {}))
@@ -71,58 +79,81 @@ def load_acoc_data(params: ACOCParams, corpus_dir: Path, tokenizer_dir: Path) ->
     train = build_task_batches(
         skip_user("acoc", load_split(corpus_dir, "train"), GENERATED_ONLY), tokenizer, keys, params.batch_size
     )
-    val = build_task_batches(
-        skip_user("acoc", load_split(corpus_dir, "val"), GENERATED_ONLY),
-        tokenizer,
-        keys,
-        VAL_BATCH_SIZE,
-        limit_per_task=params.val_items_per_task,
+    items = params.study.val_items_per_task
+    val_batches = build_task_batches(
+        skip_user("acoc", load_split(corpus_dir, "val"), GENERATED_ONLY), tokenizer, keys, VAL_BATCH_SIZE, items
     )
-    with final_evaluation("acoc"):  # scored only after growth and training: run_acoc's final metrics
-        test = skip_user("acoc", load_split(corpus_dir, "test"), GENERATED_ONLY)
-    return ACOCData(tokenizer, CorpusVerifier(meta), train, val, test)
+    val = {task: batches.fixed(items) for task, batches in val_batches.items()}
+    with final_evaluation("acoc"):  # scored once, after each run's training: run_arm's test items
+        test_records = skip_user("acoc", load_split(corpus_dir, "test"), GENERATED_ONLY)
+    grouped = group_records(test_records, keys)
+    test = {task: records[: params.test_items_per_task] for task, records in grouped.items()}
+    return StudyData(tokenizer, train, val, test, CorpusVerifier(meta).verify)
 
 
-def run(params: ACOCParams, seed: int, paths: Paths, log_fn: LogFn | None = None) -> ACOCOutcome:
-    """Grow ACOC (checkpoint per cycle under `paths.acoc/checkpoints`), train the baselines, save all three.
-
-    The baselines go to `paths.acoc_baselines/static_initial` and `.../static_final`.
-
-    `log_fn(metrics, step)` gets the training losses (step = global step) and the ACOC loop's per-cycle
-    metrics (step = cycle).
-    """
-    model_dir, baselines_dir = paths.acoc, paths.acoc_baselines
-    data = load_acoc_data(params, paths.corpus, paths.tokenizer)
-    with atomic_directory(model_dir) as tmp:
-        result = run_acoc(
-            params,
-            data.train,
-            data.val,
-            data.test,
-            data.tokenizer,
-            data.verifier.verify,
-            log_fn=log_fn,
-            seed=seed,
-            checkpoint_dir=tmp / "checkpoints",
-        )
-        result.model.save_pretrained(str(tmp))
-        data.tokenizer.save_pretrained(str(tmp))
-    with atomic_directory(baselines_dir) as tmp:  # always written: it is a declared output
-        for name, run in result.baselines.items():
-            run.model.save_pretrained(str(tmp / name))
-            data.tokenizer.save_pretrained(str(tmp / name))
-        (tmp / "README.md").write_text(baselines_readme(sorted(result.baselines)))
-    return ACOCOutcome(stage_metrics(result), plot_tables(result), result)
+_DATA: StudyData | None = None  # a worker's corpus, loaded once by `_load_worker`
 
 
-def baselines_readme(names: list[str]) -> str:
+def _load_worker(params: ACOCParams, corpus_dir: Path, tokenizer_dir: Path, parent: int) -> None:
+    global _DATA
+    die_with_parent(signal.SIGTERM, parent)  # a killed stage takes its workers with it
+    _DATA = load_study_data(params, corpus_dir, tokenizer_dir)
+
+
+def _work(arm: str, seed: int, params: ACOCParams, save_dir: Path | None) -> ArmRun:
+    assert _DATA is not None, "worker started without its corpus"
+    return run_arm(arm, seed, params, _DATA, save_dir, threads=1)
+
+
+def jobs(params: ACOCParams) -> list[tuple[str, int]]:
+    """(arm, seed) of every run (A's ablations as arms `A-<extra>`), the costliest arms first."""
+    arms = [f"A-{extra}" for extra in params.study.ablations] + sorted(params.study.arms, key=COST_ORDER.index)
+    return [(arm, seed) for arm in arms for seed in params.seeds]
+
+
+def save_target(params: ACOCParams, arm: str, seed: int, model_dir: Path, baselines_dir: Path) -> Path | None:
+    """Where a run's model is saved: the first seed's runs only (A, else G, to `models/acoc`)."""
+    if seed != params.seeds[0]:
+        return None
+    main = "A" if "A" in params.study.arms else "G"
+    if arm.startswith("A-"):
+        return None
+    return model_dir if arm == main else baselines_dir / arm
+
+
+def run(params: ACOCParams, paths: Paths) -> ACOCOutcome:
+    """Run every (arm, seed) of the study and save the first seed's models."""
+    started = time.perf_counter()
+    todo = jobs(params)
+    runs: dict[tuple[str, int], ArmRun] = {}
+    with atomic_directory(paths.acoc) as model_tmp, atomic_directory(paths.acoc_baselines) as base_tmp:
+        targets = {job: save_target(params, *job, model_tmp, base_tmp) for job in todo}
+        if params.study.workers == 1:
+            data = load_study_data(params, paths.corpus, paths.tokenizer)
+            for arm, seed in todo:
+                runs[arm, seed] = run_arm(arm, seed, params, data, targets[arm, seed], params.num_threads)
+        else:
+            with ProcessPoolExecutor(
+                params.study.workers,
+                mp_context=get_context("spawn"),
+                initializer=_load_worker,
+                initargs=(params, paths.corpus, paths.tokenizer, os.getpid()),
+            ) as pool:
+                futures = {job: pool.submit(_work, *job, params, targets[job]) for job in todo}
+                runs = {job: future.result() for job, future in futures.items()}
+        (base_tmp / "README.md").write_text(baselines_readme(sorted({arm for arm, _ in todo if arm in "SLG"})))
+        if not any(model_tmp.iterdir()):
+            (model_tmp / "README.md").write_text("# ACOC\n\nNeither A nor G was among `acoc.study.arms`.\n")
+    flops = flop_figures(params, load_tokenizer(paths.tokenizer))
+    return ACOCOutcome(runs, flops, time.perf_counter() - started)
+
+
+def baselines_readme(arms: list[str]) -> str:
     """What `models/acoc_baselines` holds and how each model in it loads."""
-    if not names:
-        return "# ACOC static baselines\n\n`acoc.baselines` is false: no static baselines were trained.\n"
-    folders = ", ".join(f"`{name}/`" for name in names)
     return (
-        "# ACOC static baselines\n\n"
-        f"{folders}: ACOC models trained on the same batches with a fixed architecture. Each loads with "
-        "`AutoModelForCausalLM.from_pretrained(folder / name, trust_remote_code=True)` "
+        "# ACOC study arms (first seed)\n\n"
+        f"Arms run: {', '.join(arms)}. S: static, one expert per layer; L: static, the large size; G: S grown "
+        "by fixed function-preserving splits (A, full ACOC, is `models/acoc`). Each folder loads with "
+        "`AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True)` "
         "(or without it after `import cascadelab.models`).\n"
     )

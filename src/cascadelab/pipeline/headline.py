@@ -27,7 +27,7 @@ HEADLINE: dict[str, tuple[str, ...]] = {
     "limen": ("val_auroc", "val_ece", "val_approval_rate"),
     "refiner": ("val_refined_em", "val_control_em"),
     "cascade_eval": ("em_cascade", "em_skip_coarse", "break_rate_cascade", "draft_effect"),
-    "acoc": ("acoc.em", "static_final.em", "bars.parameter_steps_ratio_vs_final"),
+    "acoc": ("arms.G.em", "arms.L.em", "bars.G_saving_median", "bars.G_beats_S_seeds"),
     "report": ("claims_holds", "claims_refuted", "claims_inconclusive"),
 }
 

@@ -133,6 +133,67 @@ def _prefixed(metric: str, key: str) -> str:
     return f"{prefix}_{metric}_{label}" if prefix else f"{metric}_{label}"
 
 
+AC, ABL = "metrics/acoc.json", "benchmarks/results/acoc_ablations.json"
+BIG, FORGET = "benchmarks/results/acoc_budget3000.json", "benchmarks/results/acoc_forgetting.json"
+DECAY = "benchmarks/results/acoc_decay_after_growth.json"
+ACOC_ARMS = {"S": "| S (static small) |", "L": "| L (static large) |", "G": "| G (fixed splits) |",
+             "A": "| A (adaptive ACOC) |"}  # fmt: skip
+ACOC_FIGURES = [
+    Figure("docs/acoc.md", AC, "flops.budget", "budget {:.1f} GFLOPs", scale=1e-9),
+    Figure("docs/acoc.md", AC, "flops.ratio_L_over_S", "L's step costs {:.2f}× S's"),
+    *(Figure("docs/acoc.md", AC, f"arms.{arm}.em", f"{row} {{:.1f}} % |") for arm, row in ACOC_ARMS.items()),
+    *(Figure("docs/acoc.md", AC, f"arms.{arm}.val_loss_median", "% | {:.4f} |", line=row)
+      for arm, row in ACOC_ARMS.items()),
+    *(Figure("docs/acoc.md", AC, f"arms.{arm}.saving_median", f"| {{:.1f}} % ({arm})", scale=100.0) for arm in "SGA"),
+    Figure("docs/acoc.md", AC, "bars.G_saving_median", "| {:.1f} % |", scale=100.0, line="| G: median saving"),
+    Figure("docs/acoc.md", AC, "bars.G_saving_positive_seeds", "{:.0f} seeds (saving > 0)"),
+    Figure("docs/acoc.md", AC, "bars.G_saving_above_S_seeds", "{:.0f} seeds (above S)"),
+    Figure("docs/acoc.md", AC, "bars.G_final_within_1pct_of_L_seeds", "{:.0f} seeds (within 1 %)"),
+    Figure("docs/acoc.md", AC, "bars.G_beats_S_seeds", "{:.0f} seeds (G below S)"),
+    Figure("docs/acoc.md", AC, "bars.L_beats_S_seeds", "{:.0f} seeds (L below S)"),
+    Figure("docs/acoc.md", AC, "bars.G_max_growth_jump_pct", "max {:.6f} %"),
+    *(
+        Figure("docs/acoc.md", AC, f"em_differences.{pair}.{key}", template, line=f"({label})")
+        for pair, label in (("A_minus_G", "A − G"), ("G_minus_L", "G − L"))
+        for key, template in (("estimate", "| {:.1f} ["), ("low", "[{:.1f},"), ("high", ", {:.1f}]"))
+    ),
+    Figure("docs/acoc.md", AC, "stage_seconds", "{:.0f} s (stage)"),
+    *(
+        Figure("docs/acoc.md", ABL, f"ablations.{extra}.{key}", template.replace("X", extra))
+        for extra in ("penalty", "forced_routing", "new_lr", "soup", "ewc", "replay")
+        for key, template in (("val_loss_delta_mean", "| {:.4f} (X)"), ("em_delta_mean", "| {:.2f} pts (X)"))
+    ),
+    Figure("docs/acoc.md", DECAY, "bars.G_saving_median", "| {:.1f} % (decayed G)", scale=100.0),
+    Figure("docs/acoc.md", DECAY, "bars.G_saving_above_S_seeds", "| {:.0f} of 5 seeds (decayed G vs S saving)"),
+    Figure("docs/acoc.md", DECAY, "bars.G_beats_S_seeds", "| {:.0f} of 5 seeds (decayed G vs S loss)"),
+    Figure("docs/acoc.md", DECAY, "bars.G_final_within_1pct_of_L_seeds", "| {:.0f} of 5 seeds (decayed G vs L loss)"),
+    Figure("docs/acoc.md", BIG, "bars.L_beats_S_seeds", "| {:.0f} of 3 seeds (L vs S)"),
+    Figure("docs/acoc.md", BIG, "bars.G_saving_median", "| {:.1f} % (budget 3000)", scale=100.0),
+    Figure("docs/acoc.md", BIG, "bars.G_saving_above_S_seeds", "| {:.0f} of 3 seeds (G vs S saving)"),
+    Figure("docs/acoc.md", BIG, "bars.G_beats_S_seeds", "| {:.0f} of 3 seeds (G vs S loss)"),
+    Figure("docs/acoc.md", BIG, "bars.G_final_within_1pct_of_L_seeds", "| {:.0f} of 3 seeds (G vs L loss)"),
+    Figure("docs/acoc.md", BIG, "wall_seconds", "no A; {:.0f} s of wall time"),
+    Figure("docs/acoc.md", BIG, "arms.S.em", "| {:.1f} % (S 3000)"),
+    Figure("docs/acoc.md", BIG, "arms.L.em", "/ {:.1f} % (L 3000)"),
+    Figure("docs/acoc.md", BIG, "arms.G.em", "/ {:.1f} % (G 3000)"),
+    *(
+        Figure("docs/acoc.md", FORGET, f"models.{name}.{key}", template.replace("X", name))
+        for name in ("acoc", "static_initial", "static_final")
+        for key, template in (("forgetting", "| {:.1f} (X)"), ("old_loss_rise", "| {:.3f} (X rise)"))
+    ),
+    Figure("docs/acoc.md", AC, "adaptive.cycles", "Over {:.0f} cycles"),
+    Figure("docs/acoc.md", AC, "adaptive.max_saturation_min", "ranged from {:.2f} to"),
+    Figure("docs/acoc.md", AC, "adaptive.max_saturation_max", "to {:.2f}, entirely"),
+    *(
+        Figure("docs/acoc.md", AC, f"adaptive.{key}", template)
+        for key, template in (
+            ("signal_stagnation", "stagnation fired {:.0f} times"), ("signal_saturation", "saturation {:.0f} times"),
+            ("signal_vote", "the vote {:.0f} times"), ("splits", "A split {:.0f} times"),
+            ("widens", "widened {:.0f} times"), ("prunes", "pruned {:.0f} times"), ("merges", "merged {:.0f} times"),
+        )
+    ),
+]  # fmt: skip
+
 CASCADE_FIGURES = [
     *(
         Figure("docs/cascade.md", CAS, _prefixed("em", key), "| {:.2f} % |", line=row)
@@ -260,6 +321,7 @@ FIGURES = [
     Figure("docs/lego.md", L2, "baseline_flops_ratio", "baseline / LEGO {:.3f}"),
     Figure("docs/lego.md", L1, "steps", "phase-1 steps {:.0f}"),
     *CASCADE_FIGURES,
+    *ACOC_FIGURES,
 ]
 
 

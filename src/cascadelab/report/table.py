@@ -97,11 +97,14 @@ def _lego(m: Metrics, phase1: Metrics) -> list[ModelRow]:
 
 def _acoc(m: Metrics) -> list[ModelRow]:
     rows = []
-    for key, label in (("acoc", "ACOC (grown)"), ("static_initial", "ACOC static initial"),
-                       ("static_final", "ACOC static final")):  # fmt: skip
-        r = m.get(key, {})
+    arms = m.get("arms", {})
+    for key, label in (("S", "ACOC study S (static small)"), ("L", "ACOC study L (static large)"),
+                       ("G", "ACOC study G (fixed splits)"), ("A", "ACOC study A (adaptive ACOC)")):  # fmt: skip
+        if key not in arms:
+            continue
+        r = arms[key]
         tasks = "+".join(f.removeprefix("em_") for f in sorted(r) if f.startswith("em_") and "_" not in f[3:])
-        rows.append(ModelRow(label, "acoc", _get(r, "em"), _families(r, "em_"), _get(r, "ppl"), _get(r, "params"),
+        rows.append(ModelRow(label, "acoc", _get(r, "em"), _families(r, "em_"), None, _get(r, "params"),
                              _get(r, "train_seconds"), tasks=tasks or "own"))  # fmt: skip
     return rows
 

@@ -78,3 +78,23 @@ def evaluate_test(
     metrics["em"] = sum(metrics[f"em_{t}"] for t in tasks) / len(tasks)
     metrics["ppl"] = math.exp(sum(math.log(metrics[f"ppl_{t}"]) for t in tasks) / len(tasks))
     return metrics
+
+
+def test_items(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    records_by_task: Mapping[str, Sequence[Record]],
+    verify: VerifyFn,
+    max_new_tokens: int,
+    batch_size: int = 256,
+) -> list[dict[str, Any]]:
+    """Greedy exact match of every test record: `{"id", "task", "correct"}` in task order."""
+    items = []
+    for task, records in records_by_task.items():
+        outputs = generate_batched(
+            model, tokenizer, [r["prompt"] for r in records], max_new_tokens, batch_size=batch_size, desc=f"test {task}"
+        )
+        for record, out in zip(records, outputs, strict=True):
+            correct = verify(record["task"], out[0], record["answer"])
+            items.append({"id": record["id"], "task": task, "correct": correct})
+    return items

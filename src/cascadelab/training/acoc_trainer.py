@@ -152,6 +152,7 @@ class CycleEngine:
         self.step_record = _StepRecord("", 0.0, {})
         self.force_generator = torch.Generator().manual_seed(self.seed + 7919)
         self._params_now = count_parameters(self.model).total
+        self.callbacks: list[TrainerCallback] = []  # extra trainer callbacks of every cycle (e.g. the FLOP meter)
         self.build_optimizer([])
 
     # -- optimizer
@@ -242,10 +243,14 @@ class CycleEngine:
         self.step_record = _StepRecord(task, float(out.loss.detach()), logged)
         return loss, {"tokens": batch.num_tokens}
 
+    def cycle_schedule(self, cycle: int) -> list[str]:
+        """The task of every step of `cycle` (a subclass may draw them from a run-long schedule)."""
+        return task_schedule(self.settings, cycle, self.seed)
+
     def train_cycle(self, cycle: int) -> dict[str, float]:
-        """Train `steps_per_cycle` steps of the cycle's schedule; returns mean train loss per task."""
+        """Train the cycle's schedule (`steps_per_cycle` steps); returns mean train loss per task."""
         s = self.settings
-        schedule = task_schedule(s, cycle, self.seed)
+        schedule = self.cycle_schedule(cycle)
         steps = _CycleSteps(self)
         trainer = LMTrainer(
             self.model,
@@ -253,7 +258,7 @@ class CycleEngine:
             StepSettings(max_steps=self.step + len(schedule), max_grad_norm=s.max_grad_norm, logging_steps=s.log_every),
             out_dir=None,
             compute_loss=self.compute_loss,
-            callbacks=[steps],
+            callbacks=[steps, *self.callbacks],
             schedulers=[self.rates],
             start_step=self.step,
         )
@@ -552,7 +557,17 @@ class ACOCController:
         ]
         if last_cycle:
             reasons.append("last cycle: no expansion")
-        self.event("decision", cycle, expand=expand, signals=signals, reasons=reasons, min_signals=g.min_signals)
+        self.event(
+            "decision",
+            cycle,
+            expand=expand,
+            signals=signals,
+            reasons=reasons,
+            min_signals=g.min_signals,
+            improvement=improvement,
+            max_saturation=max_sat,
+            expand_votes=vote.expand_votes,
+        )
         relaxed = {}
         if self.penalty is not None:
             for task in common:

@@ -255,7 +255,7 @@ def test_repository_params_are_valid():
         (
             {"acoc": {"vote": {"ratio": 0}}},
             "params.yaml: acoc.vote.ratio: must be greater than 0 (got 0) "
-            "— vote expand below ratio × mean(last scores)",
+            "— vote expand below ratio × the reference score",
         ),
         ({"acoc": {"continual": {"replay": 1}}}, "params.yaml: acoc.continual.replay: unknown key"),
     ],
@@ -289,11 +289,11 @@ def test_a_bad_value_error_ends_with_the_description_of_its_field(raw, message):
     assert str(excinfo.value) == message
 
 
-def test_acoc_section_defaults_are_the_measured_settings_with_a_continual_schedule():
+def test_acoc_section_defaults_are_the_growth_study_on_a_mix_with_mul_and_expr():
     params = load_params(ROOT / "params.yaml").acoc
     assert params == ACOCParams()  # params.yaml spells out the schema's (measured) defaults
-    assert params.tasks == {"add": 0, "sub": 3} and params.total_steps == 4000
-    assert params.model.initial_experts == 1 and params.baselines
+    assert params.tasks == {"add": 0, "sub": 0, "mul": 0, "expr": 0} and len(params.seeds) == 5
+    assert params.model.initial_experts == 1 and params.study.arms == ["S", "L", "G", "A"]
 
 
 def test_ints_stay_numbers_and_lists_stay_pairs_under_strict_types():

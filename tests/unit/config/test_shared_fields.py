@@ -44,7 +44,7 @@ def test_a_shared_setting_validates_and_reads_alike_in_every_section(name, model
 def test_each_section_keeps_its_own_default():
     assert RefinerTrainSettings().warmup_steps == 50 and TrainParams().warmup_steps == 100
     assert SigmaRLTrainParams().warmup_steps == 0 and SigmaTrainParams().warmup_steps == 100
-    assert LegoLoopParams().batch_size == 32 and ACOCParams().batch_size == 16
+    assert LegoLoopParams().batch_size == 32 and ACOCParams().batch_size == 64
 
 
 def test_a_field_type_takes_the_default_given_beside_it():

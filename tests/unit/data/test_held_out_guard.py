@@ -24,9 +24,9 @@ FINAL_EVALUATIONS = {
     ("pipeline/sigma_pretrain.py", "train_and_evaluate"),  # each model's scores
     ("pipeline/sigma_pretrain.py", "run"),  # the sample predictions beside them
     ("pipeline/sigma_rl.py", "run"),  # one read: the same items score the model before and after RL
-    # Loaded before training, scored only at its end (inside train_phase2 / run_acoc and the baselines):
+    # Loaded before training, scored only at its end (inside train_phase2 / each arm's run_arm):
     ("pipeline/lego_phase2.py", "run"),
-    ("pipeline/acoc.py", "load_acoc_data"),
+    ("pipeline/acoc.py", "load_study_data"),
 }
 
 

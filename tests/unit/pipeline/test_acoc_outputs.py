@@ -1,110 +1,109 @@
-import json
-import random
+"""The growth study's outputs from synthetic runs with known curves: savings, bars, items, curve table."""
 
 import pytest
 
-from cascadelab.config import ACOCParams, TokenizerParams
-from cascadelab.data.task_streams import build_task_batches
-from cascadelab.data.tokenizer import train_tokenizer
-from cascadelab.pipeline.acoc import check_tasks
+from cascadelab.config import ACOCParams
 from cascadelab.pipeline.acoc_outputs import (
-    cycle_series,
-    event_records,
-    history_dataset,
-    history_records,
-    plot_tables,
-    stage_metrics,
+    adaptive_figures,
+    curve_series,
+    curve_table,
+    event_rows,
+    item_rows,
+    study_figures,
 )
-from cascadelab.training.acoc_trainer import run_acoc
+from cascadelab.training.acoc_arms import ArmRun
+
+BUDGET = 10.0
 
 
-def _lookup_records(task: str, seed: int) -> list[dict]:
-    """64 two-letter keys mapped to random two-letter values."""
-    rng = random.Random(seed)
-    records = []
-    for key in (a + b for a in "abcdefgh" for b in "abcdefgh"):
-        value = rng.choice("abcdefgh") + rng.choice("abcdefgh")
-        records.append({"task": task, "difficulty": 1, "prompt": f"{key}=", "response": value, "answer": value})
-    return records
+def _run(arm: str, seed: int, scale: float, floor: float, correct: list[bool]) -> ArmRun:
+    """Val loss falling linearly from 2 by 0.1 per `scale` FLOPs, never below `floor`."""
+    curve = [{"step": i, "flops": float(i), "val_loss": max(floor, 2.0 - 0.1 * i / scale)} for i in range(11)]
+    items = [{"id": f"t{i}", "task": "add", "correct": c} for i, c in enumerate(correct)]
+    metrics = {
+        "em": 100.0 * sum(correct) / len(correct),
+        "em_add": 100.0 * sum(correct) / len(correct),
+        "val_loss": curve[-1]["val_loss"],
+        "params": {"S": 10.0, "L": 40.0, "G": 40.0}[arm],
+        "train_flops": BUDGET,
+        "budget_flops": BUDGET,
+        "train_seconds": 1.0,
+        "run_seconds": 2.0,
+    }
+    events = [{"type": "split_all", "relative_change": 1e-7}] if arm == "G" else []
+    return ArmRun(arm, seed, curve, events, metrics, items)
 
 
-def _verify(task: str, output: str, answer: str) -> bool:
-    return output.strip() == answer
+@pytest.fixture
+def runs():
+    out = {}
+    for seed in (0, 1, 2):
+        out["L", seed] = _run("L", seed, 1.0, 0.5, [True, True])
+        out["G", seed] = _run("G", seed, 0.5, 0.45 if seed else 1.2, [True, False])  # twice as fast as L
+        out["S", seed] = _run("S", seed, 2.0, 0.9, [False, False])  # half as fast, and stuck at 0.9
+    return out
 
 
-@pytest.fixture(scope="module")
-def result():
-    records = _lookup_records("map", 0) + _lookup_records("alt", 1)
-    tokenizer = train_tokenizer([r["prompt"] + r["response"] for r in records], TokenizerParams(kind="char"))
-    train = build_task_batches(records, tokenizer, ["map", "alt"], batch_size=16)
-    val = build_task_batches(records, tokenizer, ["map", "alt"], batch_size=64)
-    settings = ACOCParams(
-        tasks={"map": 0, "alt": 1},
-        cycles=3,
-        steps_per_cycle=20,
-        learning_rate=3e-3,
-        lr_warmup_steps=5,
-        num_threads=1,
-        val_items_per_task=64,
-        test_items_per_task=8,
-        max_new_tokens=3,
-        model={"hidden_size": 16, "num_layers": 1, "num_heads": 2, "initial_experts": 1, "expert_width": 4},
-        warmup={"steps": 5},
-        vote={"variants": 2},
-        saturation={"batches": 1},
+def _params() -> ACOCParams:
+    return ACOCParams(seeds=[0, 1, 2], study={"target_fraction": 0.6, "smooth_fraction": 0.0})
+
+
+def test_savings_and_bars_from_curves_with_a_known_answer(runs):
+    figures = study_figures(_params(), runs, {"budget": BUDGET})
+    seed = figures["seeds"]["1"]
+    assert seed["target_loss"] == pytest.approx(1.4)  # L at 60 % of the budget
+    assert seed["G"]["saving"] == pytest.approx(0.5) and seed["S"]["saving"] is None  # S never gets to 1.4
+    assert figures["arms"]["G"]["saving_median"] == pytest.approx(0.5)
+    assert figures["arms"]["G"]["em"] == 50.0 and figures["arms"]["S"]["em_add"] == 0.0
+    bars = figures["bars"]
+    assert bars["G_saving_positive_seeds"] == 3 and bars["G_saving_above_S_seeds"] == 3
+    assert bars["G_beats_S_seeds"] == 3 and bars["L_beats_S_seeds"] == 3
+    assert bars["G_final_within_1pct_of_L_seeds"] == 2  # seed 0's G stalls at 1.2 against L's final 1.0
+    assert bars["G_max_growth_jump_pct"] == pytest.approx(1e-5)
+    difference = figures["em_differences"]["G_minus_S"]
+    assert difference["estimate"] == 50.0 and difference["low"] <= 50.0 <= difference["high"]
+    assert "A_minus_G" not in figures["em_differences"]  # no A among these runs
+    assert bars["met"] == {
+        "saving_median_20pct": True, "saving_positive": True, "saving_above_S": True,
+        "final_within_1pct_of_L": False, "beats_S": True, "growth_jump_1pct": True,
+    }  # fmt: skip
+
+
+def test_an_arm_that_never_reaches_l_star_counts_as_no_saving(runs):
+    for seed in (0, 1, 2):
+        runs["G", seed] = _run("G", seed, 0.5, 1.9, [False, False])
+    figures = study_figures(_params(), runs, {"budget": BUDGET})
+    assert figures["seeds"]["0"]["G"]["reach_flops"] is None and figures["seeds"]["0"]["G"]["saving"] is None
+    assert figures["arms"]["G"]["never_reached_seeds"] == 3 and figures["bars"]["G_saving_median"] is None
+    assert figures["bars"]["met"]["saving_positive"] is False
+
+
+def test_items_pair_every_arm_per_seed_and_test_item(runs):
+    rows = item_rows(runs)
+    assert len(rows) == 6 and rows[0] == {"id": "0:t0", "seed": 0, "task": "add", "S": False, "L": True, "G": True}
+    assert [r["id"] for r in rows[:3]] == ["0:t0", "0:t1", "1:t0"]
+    assert [e["arm"] for e in event_rows(runs)] == ["G", "G", "G"]
+
+
+def test_the_curve_table_averages_seeds_on_one_flop_grid(runs):
+    table = curve_table(_params(), runs)
+    assert list(table[0]) == ["flops", "S", "L", "G"] and len(table) == 40
+    assert table[-1]["flops"] == BUDGET and table[-1]["L"] == pytest.approx(1.0)
+    assert table[-1]["G"] == pytest.approx((1.2 + 0.45 + 0.45) / 3)
+
+
+def test_a_decisions_growth_causes_are_valid_metric_names():
+    decisions = [
+        {"type": "decision", "expand": True, "signals": {"stagnation": True, "saturation": True, "vote": False},
+         "max_saturation": 0.5, "expand_votes": 1, "improvement": 0.01},
+        {"type": "decision", "expand": False, "signals": {"stagnation": False, "saturation": False, "vote": True},
+         "max_saturation": 0.3, "expand_votes": 4, "improvement": 0.2},
+    ]  # fmt: skip
+    run = ArmRun("A", 0, events=decisions, metrics={"cycles": 2.0, "signal_stagnation": 1.0, "signal_vote": 1.0})
+    figures = adaptive_figures({("A", 0): run})
+    assert figures["growth_causes"] == {"stagnation_and_saturation": 1}
+    assert figures["signal_vote"] == 1.0 and (figures["max_saturation_min"], figures["max_saturation_max"]) == (
+        0.3,
+        0.5,
     )
-    return run_acoc(settings, train, val, records, tokenizer, _verify, seed=0)
-
-
-def test_metrics_hold_every_model_and_the_bars(result):
-    metrics = stage_metrics(result)
-    assert set(metrics) == {"acoc", "static_initial", "static_final", "bars"}
-    assert metrics["acoc"]["em_map"] == result.metrics["em_map"]
-    assert metrics["bars"]["max_expansion_jump_pct"] == pytest.approx(100 * result.metrics["max_expansion_jump"])
-    json.dumps(metrics)  # the metrics file is plain JSON
-
-
-def test_plot_tables_have_one_row_per_cycle_and_one_column_per_model(result):
-    tables = plot_tables(result)
-    assert [row["cycle"] for row in tables["loss"]] == [0, 1, 2]
-    assert tables["params"][-1]["acoc"] == result.metrics["params"] == tables["params"][-1]["static_final"]
-    assert tables["params"][0]["static_initial"] == result.metrics["params_initial"]
-    splits = [e for e in result.events if e["type"] == "split"]  # `alt` arrives at cycle 1 with its own expert
-    assert sum(row["split"] for row in tables["experts"]) == len(splits) >= 1
-    assert tables["experts"][-1]["experts"] == sum(result.model.config.experts_per_layer)
-
-
-def test_cycle_series_log_baselines_and_changes_at_the_cycle_step(result):
-    series = cycle_series(result)
-    assert [cycle for _, cycle in series] == [0, 1, 2]
-    first, _ = series[0]
-    assert {"acoc/cycle/parameter_steps", "acoc/cycle/splits", "static_final/cycle/val_loss"} <= set(first)
-    assert "static_initial/cycle/val_acc_alt" not in first and "static_initial/cycle/val_acc_alt" in series[1][0]
-
-
-def test_history_dataset_has_one_schema_per_split(result):
-    records = history_records(result.history, ["map", "alt"])
-    assert records[0]["val_acc_alt"] is None and records[1]["val_acc_alt"] is not None
-    assert json.loads(records[0]["vote_json"]) == result.history[0]["vote"]
-    events = event_records(result.events)
-    assert [e["type"] for e in events] == [e["type"] for e in result.events]
-    dataset = history_dataset(result)
-    assert set(dataset) == {"acoc", "static_initial", "static_final", "events"}
-    assert dataset["acoc"]["cycle"] == [0, 1, 2] and len(dataset["events"]) == len(result.events)
-
-
-def test_task_keys_must_match_corpus_cells():
-    counts = {split: {"add2": 5, "mul1": 3, "mul2": 0} for split in ("train", "val", "test")}
-    check_tasks(["add", "mul1", "mul"], counts)
-    with pytest.raises(ValueError, match=r"^params.yaml: acoc.tasks.word: no train records in data/corpus"):
-        check_tasks(["add", "word"], counts)
-    with pytest.raises(ValueError, match=r"^params.yaml: acoc.tasks.mul2: no train records"):
-        check_tasks(["mul2"], counts)
-
-
-def test_the_baselines_folder_says_how_to_load_its_models():
-    from cascadelab.pipeline.acoc import baselines_readme
-
-    text = baselines_readme(["static_final", "static_initial"])
-    assert "`static_final/`, `static_initial/`" in text and "trust_remote_code=True" in text
-    assert "no static baselines were trained" in baselines_readme([])
+    assert curve_series({("A", 0): _run("L", 0, 1.0, 0.5, [True])})[1] == (1, {"A/seed0/val_loss": 1.9})

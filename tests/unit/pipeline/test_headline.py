@@ -23,24 +23,19 @@ def test_every_stage_lists_two_to_four_headline_figures_none_a_measurement() -> 
 
 def test_the_split_keeps_the_headline_keys_with_their_nesting_and_sends_the_rest_to_details() -> None:
     figures = {
-        "acoc": {"em": 59.0, "em_add": 49.5, "params": 53904},
-        "static_initial": {"em": 64.0},
-        "static_final": {"em": 87.0, "em_sub": 88.0},
-        "bars": {"parameter_steps_ratio_vs_final": 0.91, "forgetting_ok": True},
-        "em": 1.0,  # a top-level `em` is not acoc's headline `acoc.em`
+        "arms": {"G": {"em": 59.0, "em_add": 49.5}, "L": {"em": 87.0}, "S": {"em": 64.0}},
+        "bars": {"G_saving_median": 0.21, "G_beats_S_seeds": 4, "met": {"beats_S": True}},
+        "em": 1.0,  # a top-level `em` is not acoc's headline `arms.G.em`
         "events": {},
     }
     headline, details = split_headline("acoc", figures)
     assert headline == {
-        "acoc": {"em": 59.0},
-        "static_final": {"em": 87.0},
-        "bars": {"parameter_steps_ratio_vs_final": 0.91},
+        "arms": {"G": {"em": 59.0}, "L": {"em": 87.0}},
+        "bars": {"G_saving_median": 0.21, "G_beats_S_seeds": 4},
     }
     assert details == {
-        "acoc": {"em_add": 49.5, "params": 53904},
-        "static_initial": {"em": 64.0},
-        "static_final": {"em_sub": 88.0},
-        "bars": {"forgetting_ok": True},
+        "arms": {"G": {"em_add": 49.5}, "S": {"em": 64.0}},
+        "bars": {"met": {"beats_S": True}},
         "em": 1.0,
     }
 

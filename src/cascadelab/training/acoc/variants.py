@@ -6,6 +6,10 @@ variant votes "expand" when its validation score is below `ratio` (95 %) of the 
 `noise` × the tensor's RMS, drawn from a generator passed in. After the vote the best `merge_top` deltas
 are averaged with weights proportional to their scores (a model soup around the current weights) and
 kept only if the merged model scores at least as well as the current one.
+
+With `reference: current` the bar is `ratio` × the current model's own score instead: a variant votes
+"expand" when a perturbation of `noise` × RMS costs more than 1 − ratio of the score (a sharpness test),
+which moves with the model even while its loss keeps falling (the historic mean then never catches up).
 """
 
 from __future__ import annotations
@@ -98,10 +102,11 @@ def vote_and_merge(
     `history` holds the cycle scores so far, the current one last; `score_fn` scores the model as it is
     (higher is better, > 0). The model ends either at its original weights or at the accepted soup.
     """
-    threshold = relative_threshold(history, params.ratio, params.window)
     tensors = [p for p in unique_parameters(model) if p.requires_grad]
     original = [p.detach().clone() for p in tensors]
     base_score = score_fn(model)
+    reference = [base_score] if params.reference == "current" else history
+    threshold = relative_threshold(reference, params.ratio, params.window)
     deltas = make_deltas(model, params.variants, params.noise, generator)
 
     def apply(delta: Sequence[torch.Tensor]) -> None:
@@ -113,6 +118,9 @@ def vote_and_merge(
         apply(delta)
         scores.append(score_fn(model))
     result = VoteResult(base_score, threshold, scores, [score < threshold for score in scores])
+    if not params.soup:
+        apply([torch.zeros_like(p) for p in original])
+        return result
     best = sorted(range(len(scores)), key=lambda i: -scores[i])[: params.merge_top]
     total = sum(scores[i] for i in best)
     weights = [scores[i] / total if total > 0 and math.isfinite(total) else 1.0 / len(best) for i in best]

@@ -28,7 +28,7 @@ def test_relative_threshold_is_95_percent_of_the_mean_of_the_last_5_scores():
 def test_vote_uses_only_the_last_five_cycle_scores(history, expand):
     model = make_model()
     reference = [p.detach().clone() for p in model.parameters()]
-    params = VoteParams(noise=1e-3)
+    params = VoteParams(noise=1e-3, ratio=0.95, reference="history")
     result = vote_and_merge(model, _distance_score(reference), history, params, torch.Generator().manual_seed(0))
     assert result.threshold == pytest.approx(0.95 * sum(history[-5:]) / 5)
     assert len(result.scores) == 5 and all(s < 1.0 for s in result.scores)
@@ -50,3 +50,13 @@ def test_the_soup_averages_the_best_deltas_by_score():
     result = vote_and_merge(model, lambda m: 1.0, [1.0], VoteParams(merge_top=3), torch.Generator().manual_seed(0))
     assert result.merged and result.merge_weights == pytest.approx([1 / 3] * 3)
     assert any(not torch.equal(p, b) for p, b in zip(model.parameters(), before, strict=True))
+
+
+@pytest.mark.parametrize(("noise", "expand"), [(1e-3, False), (0.3, True)])
+def test_against_the_current_score_the_vote_is_a_sharpness_test(noise, expand):
+    model = make_model()
+    reference = [p.detach().clone() for p in model.parameters()]
+    params = VoteParams(noise=noise, ratio=0.99, reference="current")
+    result = vote_and_merge(model, _distance_score(reference), [1e-9], params, torch.Generator().manual_seed(0))
+    assert result.threshold == pytest.approx(0.99 * result.base_score)  # the history [1e-9] plays no part
+    assert result.expand is expand  # small perturbations cost < 1 % of the score, large ones more
