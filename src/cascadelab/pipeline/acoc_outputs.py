@@ -23,6 +23,7 @@ from datasets import Dataset, DatasetDict
 from cascadelab.config import ACOCParams
 from cascadelab.eval.bootstrap import paired_bootstrap
 from cascadelab.io import atomic_directory
+from cascadelab.plotting import pyplot, save_figure
 from cascadelab.training.acoc.speedup import flops_to_reach, loss_at, smooth, speedup, target_loss
 from cascadelab.training.acoc_arms import SIGNALS, ArmRun, arm_order
 
@@ -281,11 +282,7 @@ def save_history(runs: Runs, path: str | Path) -> None:
 
 def plot_curves(params: ACOCParams, runs: Runs, path: str | Path) -> None:
     """PNG: raw (thin) and smoothed (thick) val loss against training FLOPs, every arm and seed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     colors = {"S": "tab:blue", "L": "tab:orange", "G": "tab:green", "A": "tab:red"}
     figure, axis = plt.subplots(figsize=(9, 5.5))
     for (arm, seed), run in sorted(runs.items()):
@@ -302,7 +299,4 @@ def plot_curves(params: ACOCParams, runs: Runs, path: str | Path) -> None:
     axis.set_title("val loss vs training FLOPs (thin: raw, thick: smoothed), all seeds")
     axis.grid(alpha=0.3)
     axis.legend()
-    figure.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(str(path), dpi=110)
-    plt.close(figure)
+    save_figure(figure, path, dpi=110)
