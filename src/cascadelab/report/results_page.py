@@ -143,8 +143,19 @@ def stage_seconds_markdown(seconds: Mapping[str, float]) -> str:
     lines += [f"| `{stage}` | {value:,.0f} |" for stage, value in seconds.items()]
     lines.append(f"| **all {len(seconds)} stages** | **{total:,.0f}** ({total / 60:.0f} min) |")
     return (
-        "### Stage wall times\n\nAs measured by the run above on its machine (`stage_seconds` in "
+        "## Stage wall times\n\nAs measured by the run above on its machine (`stage_seconds` in "
         "`plots/<stage>/timing.json`; the report's own time is not counted):\n\n" + "\n".join(lines) + "\n\n"
+    )
+
+
+def stage_total_line(seconds: Mapping[str, float]) -> str:
+    """One line inside the block: the whole pipeline's wall time (the per-stage table stays in docs/results.md)."""
+    if not seconds:
+        return ""
+    total = sum(seconds.values())
+    return (
+        f"### Wall time\n\nAll {len(seconds)} stages of this run: **{total:,.0f} s** ({total / 60:.0f} min) on its "
+        "machine; per stage in docs/results.md (Stage wall times).\n\n"
     )
 
 
@@ -154,11 +165,11 @@ def results_block(
     seconds: Mapping[str, float] | None = None,
     over_seeds: SeedClaimsTable | None = None,
 ) -> str:
-    """The generated block README.md copies: the claims table, the claims over seeds, the leaderboard, stage times."""
+    """The generated block README.md copies: the claims table, the claims over seeds, the leaderboard, the wall time."""
     seeds = f"### Claims over training seeds\n\n{seed_claims_markdown(over_seeds)}\n" if over_seeds else ""
     return (
         f"{BEGIN}\n\n### Claims\n\n{claims_markdown(table)}\n{seeds}### Leaderboard\n\n{markdown_table(rows)}\n"
-        f"{stage_seconds_markdown(seconds or {})}{END}\n"
+        f"{stage_total_line(seconds or {})}{END}\n"
     )
 
 
@@ -181,6 +192,7 @@ def results_page(
         "FLOPs, recorded by the stage or 6 × parameters × training tokens / 2 × parameters × tokens at "
         "inference (the `how` of each side in `metrics/claims.json`).\n\n"
         f"{results_block(table, rows, seconds, over_seeds)}\n"
+        f"{stage_seconds_markdown(seconds or {})}"
         "## How each interval was computed\n\n"
         f"{_interval_notes(table.entries)}"
         f"{_seed_notes(over_seeds)}"
