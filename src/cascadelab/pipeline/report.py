@@ -23,7 +23,7 @@ from cascadelab.report.table import ModelRow, collect_rows, load_figures
 # Stages whose figures the claims read, and those whose per-item test rows (plots/<stage>/items.jsonl) pair them.
 CLAIM_STAGES = ("coarse_sft", "cascade_eval", "refiner", "hybrid_rnn", "lego_phase1", "lego_phase2", "acoc",
                 "sigma_pretrain", "sigma_rl")  # fmt: skip
-ITEM_STAGES = ("coarse_sft", "cascade_eval", "hybrid_rnn", "sigma_pretrain", "sigma_rl", "lego_phase2")
+ITEM_STAGES = ("coarse_sft", "cascade_eval", "hybrid_rnn", "sigma_pretrain", "sigma_rl", "lego_phase2", "acoc")
 
 
 @dataclass(frozen=True)
