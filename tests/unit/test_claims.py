@@ -148,3 +148,12 @@ def test_reading_the_draft_is_not_measured_when_the_refiner_never_reads_it() -> 
     assert table.entries == [] and "refiner.format.use_coarse: false" in table.unmeasured[0]["reason"]
     table = build_claims([draft], FIGURES, {"cascade_eval": CASCADE_ITEMS}, ClaimsParams(), 1234)
     assert table.entries[0].baseline.startswith("skip_coarse")
+
+
+def test_every_stage_a_claim_pairs_items_of_is_read_by_the_report_and_a_dep_of_it() -> None:
+    from cascadelab.pipeline.report import ITEM_STAGES
+
+    needed = {stage for spec in SEED_CLAIMS if spec.items is not None for stage in spec.items.stages}
+    assert needed <= set(ITEM_STAGES)
+    report_deps = Path("dvc.yaml").read_text(encoding="utf-8").split("\n  report:\n", 1)[1]
+    assert all(f"- plots/{stage}/items.jsonl" in report_deps for stage in ITEM_STAGES)
