@@ -13,7 +13,7 @@ import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -178,15 +178,27 @@ class ClaimsTable:
 
     def headline(self) -> dict[str, float]:
         """Each claim's effect, interval and verdict (+1 holds, 0 inconclusive, -1 refuted) as run metrics."""
-        code = {"holds": 1.0, "inconclusive": 0.0, "refuted": -1.0}
-        values: dict[str, float] = {}
-        for entry in self.entries:
-            values[f"claim.{entry.name}.verdict"] = code[entry.verdict]
-            if entry.effect is not None:
-                values[f"claim.{entry.name}.effect"] = entry.effect
-            if entry.interval is not None:
-                values[f"claim.{entry.name}.low"], values[f"claim.{entry.name}.high"] = entry.interval
-        return values
+        return verdict_metrics(self.entries, "claim")
+
+
+class _Verdicted(Protocol):
+    name: str
+    verdict: str
+    effect: float | None
+    interval: Any
+
+
+def verdict_metrics(entries: Sequence[_Verdicted], prefix: str) -> dict[str, float]:
+    """`<prefix>.<claim>.{verdict,effect,low,high}` run metrics (verdict: +1 holds, 0 inconclusive, -1 refuted)."""
+    code = {"holds": 1.0, "inconclusive": 0.0, "refuted": -1.0}
+    values: dict[str, float] = {}
+    for entry in entries:
+        values[f"{prefix}.{entry.name}.verdict"] = code[entry.verdict]
+        if entry.effect is not None:
+            values[f"{prefix}.{entry.name}.effect"] = entry.effect
+        if entry.interval is not None:
+            values[f"{prefix}.{entry.name}.low"], values[f"{prefix}.{entry.name}.high"] = entry.interval
+    return values
 
 
 def build_claims(

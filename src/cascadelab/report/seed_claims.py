@@ -18,7 +18,16 @@ import numpy as np
 from cascadelab.config import ClaimsParams, ClaimThreshold
 from cascadelab.eval.bootstrap import hierarchical_bootstrap
 from cascadelab.eval.verdict import verdict
-from cascadelab.report.claims import ClaimDef, ClaimEntry, Figures, Items, build_entry, claim_columns, claim_stream
+from cascadelab.report.claims import (
+    ClaimDef,
+    ClaimEntry,
+    Figures,
+    Items,
+    build_entry,
+    claim_columns,
+    claim_stream,
+    verdict_metrics,
+)
 
 
 @dataclass(frozen=True)
@@ -77,15 +86,7 @@ class SeedClaimsTable:
 
     def headline(self) -> dict[str, float]:
         """Each claim's verdict over seeds (+1 holds, 0 inconclusive, -1 refuted), mean effect and interval."""
-        code = {"holds": 1.0, "inconclusive": 0.0, "refuted": -1.0}
-        values: dict[str, float] = {}
-        for entry in self.entries:
-            values[f"claim_seeds.{entry.name}.verdict"] = code[entry.verdict]
-            if entry.effect is not None:
-                values[f"claim_seeds.{entry.name}.effect"] = entry.effect
-            if entry.interval is not None:
-                values[f"claim_seeds.{entry.name}.low"], values[f"claim_seeds.{entry.name}.high"] = entry.interval
-        return values
+        return verdict_metrics(self.entries, "claim_seeds")
 
 
 def why_not_over_seeds(spec: ClaimDef, seeded: Sequence[str]) -> str | None:

@@ -66,12 +66,10 @@ def evaluate_test(
     batch_size: int = 256,
 ) -> dict[str, float]:
     """Greedy exact match (`em_<task>`, %, and their mean `em`) and response perplexity (`ppl_<task>`, `ppl`)."""
+    hits_by_task = _greedy_hits(model, tokenizer, records_by_task, verify, max_new_tokens, batch_size)
     metrics: dict[str, float] = {}
     for task, records in records_by_task.items():
-        outputs = generate_batched(
-            model, tokenizer, [r["prompt"] for r in records], max_new_tokens, batch_size=batch_size, desc=f"test {task}"
-        )
-        hits = [verify(r["task"], out[0], r["answer"]) for r, out in zip(records, outputs, strict=True)]
+        hits = hits_by_task[task]
         metrics[f"em_{task}"] = 100.0 * sum(hits) / len(hits)
         metrics[f"ppl_{task}"] = response_perplexity(model, tokenizer, records, batch_size=batch_size)
     tasks = list(records_by_task)
@@ -89,12 +87,27 @@ def test_items(
     batch_size: int = 256,
 ) -> list[dict[str, Any]]:
     """Greedy exact match of every test record: `{"id", "task", "correct"}` in task order."""
-    items = []
+    hits_by_task = _greedy_hits(model, tokenizer, records_by_task, verify, max_new_tokens, batch_size)
+    return [
+        {"id": record["id"], "task": task, "correct": correct}
+        for task, records in records_by_task.items()
+        for record, correct in zip(records, hits_by_task[task], strict=True)
+    ]
+
+
+def _greedy_hits(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    records_by_task: Mapping[str, Sequence[Record]],
+    verify: VerifyFn,
+    max_new_tokens: int,
+    batch_size: int,
+) -> dict[str, list[bool]]:
+    """Per task, whether each record's greedy output is right, in record order."""
+    hits: dict[str, list[bool]] = {}
     for task, records in records_by_task.items():
         outputs = generate_batched(
             model, tokenizer, [r["prompt"] for r in records], max_new_tokens, batch_size=batch_size, desc=f"test {task}"
         )
-        for record, out in zip(records, outputs, strict=True):
-            correct = verify(record["task"], out[0], record["answer"])
-            items.append({"id": record["id"], "task": task, "correct": correct})
-    return items
+        hits[task] = [verify(r["task"], out[0], r["answer"]) for r, out in zip(records, outputs, strict=True)]
+    return hits
