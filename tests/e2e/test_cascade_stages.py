@@ -109,7 +109,7 @@ def test_report_writes_a_claims_table_whose_entries_name_their_baselines(project
     for stage in ("lego_hard_examples",):  # its timing file is a report dep too (stage wall times)
         (repo / "plots" / stage).mkdir(parents=True, exist_ok=True)
         (repo / "plots" / stage / "timing.json").write_text('{"stage_seconds": 1.0}')
-    for stage in ("sigma_rl", "lego_phase2"):  # no per-item rows: their claims have no interval here
+    for stage in ("sigma_rl", "lego_phase2", "acoc"):  # no per-item rows: their claims have no interval here
         (repo / "plots" / stage / "items.jsonl").write_text("")
     for stage, keys in (("hybrid_rnn", ("correct",)), ("sigma_pretrain", ("sigma_correct", "baseline_correct"))):
         rows = [{"id": i, **dict.fromkeys(keys, k % 3 == 0), "sigma_nll": 1.0, "baseline_nll": 1.2,
