@@ -49,10 +49,11 @@ test: setup  ## run the whole test suite (unit, integration, end-to-end) on ever
 test-fast: setup  ## unit and integration tests only
 	python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow"
 
-lint: setup  ## ruff (check + format) + mypy
+lint: setup  ## ruff (check + format) + mypy + pylint's duplicate-code check over src/
 	ruff check src stages tests benchmarks
 	ruff format --check src stages tests benchmarks
 	mypy
+	pylint --disable=all --enable=duplicate-code --score=n src/cascadelab
 
 plots: setup  ## every DVC plot as a PNG under plots/rendered/ (+ index.html), rendered offline
 	PYTHONPATH=src python -m cascadelab.report.offline_plots --out plots/rendered

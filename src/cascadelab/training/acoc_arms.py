@@ -28,7 +28,7 @@ from cascadelab.data.task_streams import TaskBatches
 from cascadelab.models.acoc.accounting import count_parameters
 from cascadelab.models.acoc.flops import train_flops
 from cascadelab.training.acoc_budget import BudgetEngine, BudgetPlan, study_schedule
-from cascadelab.training.acoc_eval import VerifyFn, test_items
+from cascadelab.training.acoc_eval import VerifyFn, exact_match, test_items
 from cascadelab.training.acoc_trainer import ACOCController, build_model
 
 Record = dict[str, Any]
@@ -150,14 +150,9 @@ def run_arm(
     model.eval()
     run.curve = engine.curve
     run.items = test_items(model, data.tokenizer, data.test, data.verify, params.max_new_tokens, params.eval_batch_size)
-    hits = [float(item["correct"]) for item in run.items]
+    run.metrics.update(exact_match(run.items, list(data.test)))
     run.metrics.update(
         {
-            "em": 100.0 * sum(hits) / len(hits),
-            **{
-                f"em_{task}": 100.0 * _mean([float(i["correct"]) for i in run.items if i["task"] == task])
-                for task in data.test
-            },
             "val_loss": engine.curve[-1]["val_loss"],
             "params": float(count_parameters(model).total),
             "experts_final": float(sum(model.config.experts_per_layer)),
@@ -174,10 +169,6 @@ def run_arm(
         model.save_pretrained(str(save_dir))
         data.tokenizer.save_pretrained(str(save_dir))
     return run
-
-
-def _mean(values: Sequence[float]) -> float:
-    return sum(values) / len(values) if values else 0.0
 
 
 def _adaptive(engine: BudgetEngine, seed: int) -> tuple[list[dict[str, Any]], dict[str, float]]:

@@ -57,23 +57,28 @@ def evaluate_tasks(
     }
 
 
+def exact_match(items: Sequence[Record], tasks: Sequence[str]) -> dict[str, float]:
+    """Test exact match (%) over all of `test_items`' rows (`em`) and per task (`em_<task>`)."""
+    hits = [float(item["correct"]) for item in items]
+    metrics = {"em": 100.0 * sum(hits) / len(hits)}
+    for task in tasks:
+        task_hits = [float(item["correct"]) for item in items if item["task"] == task]
+        metrics[f"em_{task}"] = 100.0 * (sum(task_hits) / len(task_hits))
+    return metrics
+
+
 def evaluate_test(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     records_by_task: Mapping[str, Sequence[Record]],
-    verify: VerifyFn,
-    max_new_tokens: int,
+    items: Sequence[Record],
     batch_size: int = 256,
 ) -> dict[str, float]:
-    """Greedy exact match (`em_<task>`, %, and their mean `em`) and response perplexity (`ppl_<task>`, `ppl`)."""
-    hits_by_task = _greedy_hits(model, tokenizer, records_by_task, verify, max_new_tokens, batch_size)
-    metrics: dict[str, float] = {}
-    for task, records in records_by_task.items():
-        hits = hits_by_task[task]
-        metrics[f"em_{task}"] = 100.0 * sum(hits) / len(hits)
-        metrics[f"ppl_{task}"] = response_perplexity(model, tokenizer, records, batch_size=batch_size)
+    """Exact match from `test_items`' rows (`em_<task>`, `em`) and response perplexity (`ppl_<task>`, `ppl`)."""
     tasks = list(records_by_task)
-    metrics["em"] = sum(metrics[f"em_{t}"] for t in tasks) / len(tasks)
+    metrics = exact_match(items, tasks)
+    for task, records in records_by_task.items():
+        metrics[f"ppl_{task}"] = response_perplexity(model, tokenizer, records, batch_size=batch_size)
     metrics["ppl"] = math.exp(sum(math.log(metrics[f"ppl_{t}"]) for t in tasks) / len(tasks))
     return metrics
 
@@ -87,27 +92,13 @@ def test_items(
     batch_size: int = 256,
 ) -> list[dict[str, Any]]:
     """Greedy exact match of every test record: `{"id", "task", "correct"}` in task order."""
-    hits_by_task = _greedy_hits(model, tokenizer, records_by_task, verify, max_new_tokens, batch_size)
-    return [
-        {"id": record["id"], "task": task, "correct": correct}
-        for task, records in records_by_task.items()
-        for record, correct in zip(records, hits_by_task[task], strict=True)
-    ]
-
-
-def _greedy_hits(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    records_by_task: Mapping[str, Sequence[Record]],
-    verify: VerifyFn,
-    max_new_tokens: int,
-    batch_size: int,
-) -> dict[str, list[bool]]:
-    """Per task, whether each record's greedy output is right, in record order."""
-    hits: dict[str, list[bool]] = {}
+    items: list[dict[str, Any]] = []
     for task, records in records_by_task.items():
         outputs = generate_batched(
             model, tokenizer, [r["prompt"] for r in records], max_new_tokens, batch_size=batch_size, desc=f"test {task}"
         )
-        hits[task] = [verify(r["task"], out[0], r["answer"]) for r, out in zip(records, outputs, strict=True)]
-    return hits
+        items += [
+            {"id": r["id"], "task": task, "correct": verify(r["task"], out[0], r["answer"])}
+            for r, out in zip(records, outputs, strict=True)
+        ]
+    return items

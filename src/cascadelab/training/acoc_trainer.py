@@ -59,7 +59,7 @@ from cascadelab.training.acoc.continual import (
 from cascadelab.training.acoc.penalty import GrowthPenalty
 from cascadelab.training.acoc.saturation import ExpertSaturation, measure_saturation
 from cascadelab.training.acoc.variants import vote_and_merge
-from cascadelab.training.acoc_eval import VerifyFn, evaluate_tasks, evaluate_test
+from cascadelab.training.acoc_eval import VerifyFn, evaluate_tasks, evaluate_test, test_items
 from cascadelab.training.callbacks import TrainerCallback
 from cascadelab.training.schedules import GroupRateSchedule, decay_factor, warmup_factor
 from cascadelab.training.trainer import LMTrainer, LossStats, StepSettings
@@ -674,7 +674,8 @@ def _final_metrics(
     verify: VerifyFn,
 ) -> dict[str, float]:
     s = engine.settings
-    metrics = evaluate_test(engine.model, tokenizer, test, verify, s.max_new_tokens, s.eval_batch_size)
+    items = test_items(engine.model, tokenizer, test, verify, s.max_new_tokens, s.eval_batch_size)
+    metrics = evaluate_test(engine.model, tokenizer, test, items, s.eval_batch_size)
     final = history[-1]["val_acc"]
     # Forgetting (Chaudhry et al. 2018): an old task's best validation accuracy, from the moment a newer
     # task arrived on, minus its final accuracy.

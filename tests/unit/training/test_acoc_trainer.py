@@ -30,7 +30,16 @@ def _lookup_records(task: str, seed: int) -> list[dict]:
     for a in LETTERS:
         for b in LETTERS:
             value = rng.choice(LETTERS) + rng.choice(LETTERS)
-            records.append({"task": task, "difficulty": 1, "prompt": f"{a}{b}=", "response": value, "answer": value})
+            records.append(
+                {
+                    "id": f"{task}-{a}{b}",
+                    "task": task,
+                    "difficulty": 1,
+                    "prompt": f"{a}{b}=",
+                    "response": value,
+                    "answer": value,
+                }
+            )
     return records
 
 
